@@ -1,0 +1,106 @@
+/* CPU feature detection, the ISA dispatch table and the NNCORE_ISA override. */
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#include "dispatch.h"
+
+/* Declare each ISA's kernels and gather them into a table. */
+#define NN_DECL_generic(name, params, args) void nn_##name##_generic params;
+#define NN_DECL_avx2(name, params, args) void nn_##name##_avx2 params;
+#define NN_DECL_avx512(name, params, args) void nn_##name##_avx512 params;
+#define NN_ENTRY_generic(name, params, args) .name = nn_##name##_generic,
+#define NN_ENTRY_avx2(name, params, args) .name = nn_##name##_avx2,
+#define NN_ENTRY_avx512(name, params, args) .name = nn_##name##_avx512,
+
+NN_ISA_KERNELS(NN_DECL_generic)
+static const nn_kernel_table table_generic = {NN_ISA_KERNELS(NN_ENTRY_generic)};
+#if NN_HAVE_X86
+NN_ISA_KERNELS(NN_DECL_avx2)
+NN_ISA_KERNELS(NN_DECL_avx512)
+static const nn_kernel_table table_avx2 = {NN_ISA_KERNELS(NN_ENTRY_avx2)};
+static const nn_kernel_table table_avx512 = {NN_ISA_KERNELS(NN_ENTRY_avx512)};
+#endif
+
+static const char *const isa_names[NN_ISA_COUNT] = {"generic", "avx2", "avx512"};
+static int active_isa = NN_ISA_GENERIC;
+static const nn_kernel_table *active_table = &table_generic;
+
+const nn_kernel_table *nn_kernels(void) { return active_table; }
+
+/* The public entry points: one trampoline per kernel. */
+#define NN_TRAMPOLINE(name, params, args) \
+    void nn_##name params { active_table->name args; }
+NN_ISA_KERNELS(NN_TRAMPOLINE)
+
+int nn_isa_available(int isa)
+{
+    switch (isa) {
+    case NN_ISA_GENERIC:
+        return 1;
+#if NN_HAVE_X86
+    case NN_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case NN_ISA_AVX512:
+        /* __builtin_cpu_supports also checks that the OS saves zmm state. */
+        __builtin_cpu_init();
+        return nn_isa_available(NN_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq");
+#endif
+    default:
+        return 0;
+    }
+}
+
+const char *nn_isa_name(int isa)
+{
+    return (isa >= 0 && isa < NN_ISA_COUNT) ? isa_names[isa] : "unknown";
+}
+
+int nn_isa_from_name(const char *name)
+{
+    for (int i = 0; i < NN_ISA_COUNT; i++)
+        if (strcmp(name, isa_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int nn_set_isa(int isa)
+{
+    if (!nn_isa_available(isa))
+        return NN_EISA;
+#if NN_HAVE_X86
+    active_table = isa == NN_ISA_AVX512 ? &table_avx512
+                 : isa == NN_ISA_AVX2   ? &table_avx2
+                                        : &table_generic;
+#endif
+    active_isa = isa;
+    return NN_OK;
+}
+
+int nn_get_isa(void) { return active_isa; }
+
+int nn_init(void)
+{
+    int best = NN_ISA_GENERIC;
+    for (int isa = NN_ISA_COUNT - 1; isa > NN_ISA_GENERIC; isa--)
+        if (nn_isa_available(isa)) {
+            best = isa;
+            break;
+        }
+    nn_set_isa(best);
+    const char *forced = getenv("NNCORE_ISA");
+    if (forced == NULL || forced[0] == '\0')
+        return NN_OK;
+    int isa = nn_isa_from_name(forced);
+    if (isa < 0)
+        return NN_EINVAL;
+    return nn_set_isa(isa);
+}
+
+const char *nn_compiler(void) { return NN_COMPILER; }
+const char *nn_build_flags(void) { return NN_BUILD_FLAGS; }
+int nn_openmp_version(void) { return _OPENMP; }
+void nn_set_num_threads(int n) { omp_set_num_threads(n); }
+int nn_get_num_threads(void) { return omp_get_max_threads(); }

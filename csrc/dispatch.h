@@ -1,0 +1,46 @@
+/* Internal: the per-ISA kernel table.
+ *
+ * Sources listed in NN_ISA_SOURCES (CMakeLists.txt) are compiled once per ISA
+ * with that ISA's flags and -DNN_ISA=<name>. Each kernel in them is defined as
+ * NN_ISA_FN(name), which becomes nn_<name>_<isa>. cpu.c gathers the three sets
+ * into tables and defines the public nn_<name>() trampolines, so callers never
+ * see an ISA suffix.
+ *
+ * To add a kernel: add one X(...) line below (name, parameter list, argument
+ * list), declare nn_<name> in nncore.h if it is public, and define
+ * NN_ISA_FN(name) in an NN_ISA_SOURCES file. Kernels return void: they trust
+ * their arguments and cannot fail. */
+#ifndef NN_DISPATCH_H
+#define NN_DISPATCH_H
+
+#include <stdint.h>
+#include "nncore.h"
+
+#define NN_ISA_KERNELS(X) \
+    X(relu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(relu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
+    X(sgemm_naive, (int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, \
+                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, \
+                    float *c, int64_t ldc, const float *bias, int activation), \
+      (trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, activation))
+
+#define NN_CAT_(a, b) a##b
+#define NN_CAT(a, b) NN_CAT_(a, b)
+#ifdef NN_ISA
+#define NN_ISA_FN(name) NN_CAT(NN_CAT(nn_, name), NN_CAT(_, NN_ISA))
+#endif
+
+#define NN_TABLE_FIELD(name, params, args) void (*name) params;
+typedef struct nn_kernel_table {
+    NN_ISA_KERNELS(NN_TABLE_FIELD)
+} nn_kernel_table;
+#undef NN_TABLE_FIELD
+
+/* The table of the active ISA. */
+const nn_kernel_table *nn_kernels(void);
+
+/* Elementwise kernels go parallel only above this many elements: below it
+ * an OpenMP fork/join (a few microseconds) costs more than it saves. */
+#define NN_PARALLEL_MIN_ELEMENTS 65536
+
+#endif

@@ -1,0 +1,2 @@
+/* Losses: forward/backward pairs, mean reduction (PyTorch's definitions). */
+#include "nncore.h"

@@ -1,0 +1,51 @@
+"""nncore: fast, deterministic neural networks on the CPU.
+
+A C compute core (cache-blocked SGEMM, activation, loss and optimizer
+kernels, parallel with OpenMP, one build per ISA picked at load time) under a
+small Python API.
+"""
+from . import _core
+
+_isa_error = _core.init_error()
+if _isa_error is not None:
+    raise ImportError(_isa_error)
+
+from .linalg import matmul  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul"]
+
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads every nncore kernel uses (n >= 1).
+
+    The default follows ``OMP_NUM_THREADS`` (else the number of cores), and
+    ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` also applies.
+    Results are bitwise identical for any thread count.
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of OpenMP threads nncore's kernels will use."""
+    return _core.get_num_threads()
+
+
+def info():
+    """A dict describing this build and machine: version, the ISA in use, the
+    ISAs available, thread count, OpenMP version, compiler and flags."""
+    build = _core.build_info()
+    return {
+        "version": __version__,
+        "isa": _core.get_isa(),
+        "isa_available": _core.isa_available(),
+        "num_threads": get_num_threads(),
+        "openmp": build["openmp"],
+        "compiler": build["compiler"],
+        "flags": build["flags"],
+    }
