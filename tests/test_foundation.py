@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,9 +11,11 @@ import nncore
 from nncore import _core
 
 
-def run_python(code, **env):
+def run_python(*args, **env):
+    """Run the installed nncore in a subprocess, outside the source tree (whose
+    nncore/ has no compiled module)."""
     full_env = dict(os.environ, **env)
-    return subprocess.run([sys.executable, "-c", code], env=full_env,
+    return subprocess.run([sys.executable, *args], env=full_env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -28,20 +31,20 @@ def test_info_fields():
 
 
 def test_best_isa_is_default():
-    out = run_python("import nncore; print(nncore.info()['isa'])", NNCORE_ISA="")
+    out = run_python("-c", "import nncore; print(nncore.info()['isa'])", NNCORE_ISA="")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == _core.isa_available()[-1]
 
 
 @pytest.mark.parametrize("name", _core.isa_available())
 def test_isa_env_override(name):
-    out = run_python("import nncore; print(nncore.info()['isa'])", NNCORE_ISA=name)
+    out = run_python("-c", "import nncore; print(nncore.info()['isa'])", NNCORE_ISA=name)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == name
 
 
 def test_unknown_isa_env_is_an_import_error():
-    out = run_python("import nncore", NNCORE_ISA="sse9")
+    out = run_python("-c", "import nncore", NNCORE_ISA="sse9")
     assert out.returncode != 0
     assert "ImportError" in out.stderr and "sse9" in out.stderr and "generic" in out.stderr
 
@@ -50,7 +53,7 @@ def test_unavailable_isa():
     missing = [i for i in _core.isa_names() if i not in _core.isa_available()]
     if not missing:
         pytest.skip("this CPU has every ISA nncore builds")
-    out = run_python("import nncore", NNCORE_ISA=missing[0])
+    out = run_python("-c", "import nncore", NNCORE_ISA=missing[0])
     assert out.returncode != 0 and "not available" in out.stderr
 
 
@@ -71,7 +74,7 @@ def test_set_num_threads(num_threads):
 
 
 def test_omp_num_threads_env():
-    out = run_python("import nncore; print(nncore.get_num_threads())", OMP_NUM_THREADS="1")
+    out = run_python("-c", "import nncore; print(nncore.get_num_threads())", OMP_NUM_THREADS="1")
     assert out.stdout.strip() == "1", out.stderr
 
 
@@ -86,8 +89,7 @@ def test_threadpoolctl_controls_nncore(num_threads):
 
 
 def test_cli_info():
-    out = subprocess.run([sys.executable, "-m", "nncore", "info"], capture_output=True,
-                         text=True, timeout=60)
+    out = run_python("-m", "nncore", "info")
     assert out.returncode == 0, out.stderr
     assert "isa" in out.stdout and nncore.__version__ in out.stdout
 
