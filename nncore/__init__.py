@@ -4,7 +4,13 @@ A C compute core (cache-blocked SGEMM, activation, loss and optimizer
 kernels, parallel with OpenMP, one build per ISA picked at load time) under a
 small Python API.
 """
-from . import _core
+try:
+    from . import _core
+except ImportError:  # pragma: no cover - depends on how Python was started
+    # `python -m nncore` from a source checkout puts the checkout first on
+    # sys.path, and its nncore/ has no compiled module: use the installed one.
+    from ._source_checkout import load_installed_core
+    _core = load_installed_core()
 
 _isa_error = _core.init_error()
 if _isa_error is not None:
