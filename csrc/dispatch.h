@@ -19,6 +19,34 @@
 #define NN_ISA_KERNELS(X) \
     X(relu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
     X(relu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
+    X(leaky_relu_forward, (int64_t n, const float *x, float *y, float slope), (n, x, y, slope)) \
+    X(leaky_relu_backward, (int64_t n, const float *x, const float *dy, float *dx, float slope), \
+      (n, x, dy, dx, slope)) \
+    X(sigmoid_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(sigmoid_backward, (int64_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx)) \
+    X(tanh_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(tanh_backward, (int64_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx)) \
+    X(gelu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(gelu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
+    X(softmax_forward, (int64_t m, int64_t n, const float *x, float *y), (m, n, x, y)) \
+    X(softmax_backward, (int64_t m, int64_t n, const float *y, const float *dy, float *dx), \
+      (m, n, y, dy, dx)) \
+    X(bias_backward, (int64_t m, int64_t n, const float *dy, int64_t ldy, float *db), \
+      (m, n, dy, ldy, db)) \
+    X(dropout_forward, (int64_t n, const float *x, float *y, uint32_t threshold, float scale, \
+                        uint64_t key), (n, x, y, threshold, scale, key)) \
+    X(dropout_backward, (int64_t n, const float *dy, float *dx, uint32_t threshold, float scale, \
+                         uint64_t key), (n, dy, dx, threshold, scale, key)) \
+    X(sgd_step, (int64_t n, float *w, const float *g, float *buf, float lr, float momentum, \
+                 float dampening, float weight_decay, int nesterov, int first), \
+      (n, w, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)) \
+    X(adam_step, (int64_t n, float *w, const float *g, float *m, float *v, float beta1, \
+                  float beta2, float eps, float weight_decay, float decay, float step_size, \
+                  float bc2_sqrt), \
+      (n, w, g, m, v, beta1, beta2, eps, weight_decay, decay, step_size, bc2_sqrt)) \
+    X(rmsprop_step, (int64_t n, float *w, const float *g, float *sq, float *gavg, float *buf, \
+                     float lr, float alpha, float eps, float weight_decay, float momentum), \
+      (n, w, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum)) \
     X(sgemm_naive, (int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, \
                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta, \
                     float *c, int64_t ldc, const float *bias, int activation), \
