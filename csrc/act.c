@@ -19,9 +19,10 @@
 /* y = max(x, 0); NaN propagates, as in PyTorch. */
 void NN_ISA_FN(relu_forward)(int64_t n, const float *x, float *y)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    });
 }
 
 /* dx = dy where x > 0, else 0 (the subgradient at 0 is 0, as in PyTorch).
@@ -29,57 +30,64 @@ void NN_ISA_FN(relu_forward)(int64_t n, const float *x, float *y)
  * where x > 0. */
 void NN_ISA_FN(relu_backward)(int64_t n, const float *x, const float *dy, float *dx)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    });
 }
 
 /* y = x where x > 0, else slope * x (PyTorch's LeakyReLU, any slope). */
 void NN_ISA_FN(leaky_relu_forward)(int64_t n, const float *x, float *y, float slope)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
+    });
 }
 
 void NN_ISA_FN(leaky_relu_backward)(int64_t n, const float *x, const float *dy, float *dx,
                                     float slope)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * slope;
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * slope;
+    });
 }
 
 /* y = 1 / (1 + exp(-x)): expf overflows to inf for x < -88 and y becomes 0,
  * which is the correctly rounded answer there. */
 void NN_ISA_FN(sigmoid_forward)(int64_t n, const float *x, float *y)
 {
-#pragma omp parallel for schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = 1.0f / (1.0f + expf(-x[i]));
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = 1.0f / (1.0f + expf(-x[i]));
+    });
 }
 
 /* dx = dy * y * (1 - y), from the output, as PyTorch computes it. */
 void NN_ISA_FN(sigmoid_backward)(int64_t n, const float *y, const float *dy, float *dx)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = dy[i] * ((1.0f - y[i]) * y[i]);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            dx[i] = dy[i] * ((1.0f - y[i]) * y[i]);
+    });
 }
 
 void NN_ISA_FN(tanh_forward)(int64_t n, const float *x, float *y)
 {
-#pragma omp parallel for schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = tanhf(x[i]);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = tanhf(x[i]);
+    });
 }
 
 /* dx = dy * (1 - y^2), from the output. */
 void NN_ISA_FN(tanh_backward)(int64_t n, const float *y, const float *dy, float *dx)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+    });
 }
 
 #define NN_SQRT1_2 0.70710678118654752440
@@ -94,21 +102,23 @@ void NN_ISA_FN(tanh_backward)(int64_t n, const float *y, const float *dy, float 
  * ~1.1 ns per element, the same as erff. */
 void NN_ISA_FN(gelu_forward)(int64_t n, const float *x, float *y)
 {
-#pragma omp parallel for schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = (float)(0.5 * x[i] * erfc(-x[i] * NN_SQRT1_2));
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = (float)(0.5 * x[i] * erfc(-x[i] * NN_SQRT1_2));
+    });
 }
 
 /* dy/dx = Phi(x) + x phi(x), phi the standard normal density. */
 void NN_ISA_FN(gelu_backward)(int64_t n, const float *x, const float *dy, float *dx)
 {
-#pragma omp parallel for schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++) {
-        double v = x[i];
-        double cdf = 0.5 * erfc(-v * NN_SQRT1_2);
-        double pdf = NN_INV_SQRT_2PI * exp(-0.5 * v * v);
-        dx[i] = dy[i] * (float)(cdf + v * pdf);
-    }
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++) {
+            double v = x[i];
+            double cdf = 0.5 * erfc(-v * NN_SQRT1_2);
+            double pdf = NN_INV_SQRT_2PI * exp(-0.5 * v * v);
+            dx[i] = dy[i] * (float)(cdf + v * pdf);
+        }
+    });
 }
 
 /* Row-wise softmax of an m x n row-major matrix (leading dimension n),
@@ -117,10 +127,9 @@ void NN_ISA_FN(gelu_backward)(int64_t n, const float *x, const float *dy, float 
  * row sum is accumulated in double,
  * in index order, so a row's result does not depend on how rows are split
  * over threads. A row holding +inf or NaN gives NaN, as in PyTorch. */
-void NN_ISA_FN(softmax_forward)(int64_t m, int64_t n, const float *x, float *y)
+static void softmax_rows(int64_t r0, int64_t r1, int64_t n, const float *x, float *y)
 {
-#pragma omp parallel for schedule(static) if (m * n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t r = 0; r < m; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
         float mx = xr[0];
@@ -135,12 +144,22 @@ void NN_ISA_FN(softmax_forward)(int64_t m, int64_t n, const float *x, float *y)
     }
 }
 
-/* dx = y * (dy - sum_j(dy_j * y_j)), row by row, from the output y. */
-void NN_ISA_FN(softmax_backward)(int64_t m, int64_t n, const float *y, const float *dy,
-                                 float *dx)
+void NN_ISA_FN(softmax_forward)(int64_t m, int64_t n, const float *x, float *y)
 {
-#pragma omp parallel for schedule(static) if (m * n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t r = 0; r < m; r++) {
+    if (m * n < NN_PARALLEL_MIN_ELEMENTS) {
+        softmax_rows(0, m, n, x, y);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < m; r++)
+        softmax_rows(r, r + 1, n, x, y);
+}
+
+/* dx = y * (dy - sum_j(dy_j * y_j)), row by row, from the output y. */
+static void softmax_backward_rows(int64_t r0, int64_t r1, int64_t n, const float *y,
+                                  const float *dy, float *dx)
+{
+    for (int64_t r = r0; r < r1; r++) {
         const float *yr = y + r * n, *dyr = dy + r * n;
         float *dxr = dx + r * n;
         double dot = 0.0;
@@ -150,4 +169,16 @@ void NN_ISA_FN(softmax_backward)(int64_t m, int64_t n, const float *y, const flo
         for (int64_t j = 0; j < n; j++)
             dxr[j] = yr[j] * (dyr[j] - d);
     }
+}
+
+void NN_ISA_FN(softmax_backward)(int64_t m, int64_t n, const float *y, const float *dy,
+                                 float *dx)
+{
+    if (m * n < NN_PARALLEL_MIN_ELEMENTS) {
+        softmax_backward_rows(0, m, n, y, dy, dx);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < m; r++)
+        softmax_backward_rows(r, r + 1, n, y, dy, dx);
 }

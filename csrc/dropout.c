@@ -22,16 +22,18 @@ static inline uint32_t nn_dropout_bits(uint64_t key, uint64_t i)
 void NN_ISA_FN(dropout_forward)(int64_t n, const float *x, float *y, uint32_t threshold,
                                 float scale, uint64_t key)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] * (nn_dropout_bits(key, (uint64_t)i) >= threshold ? scale : 0.0f);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            y[i] = x[i] * (nn_dropout_bits(key, (uint64_t)i) >= threshold ? scale : 0.0f);
+    });
 }
 
 /* dx = dy * mask / (1 - p), with the mask the forward pass used (same key). */
 void NN_ISA_FN(dropout_backward)(int64_t n, const float *dy, float *dx, uint32_t threshold,
                                  float scale, uint64_t key)
 {
-#pragma omp parallel for simd schedule(static) if (n >= NN_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = dy[i] * (nn_dropout_bits(key, (uint64_t)i) >= threshold ? scale : 0.0f);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            dx[i] = dy[i] * (nn_dropout_bits(key, (uint64_t)i) >= threshold ? scale : 0.0f);
+    });
 }

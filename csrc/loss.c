@@ -13,7 +13,7 @@
  * thread; their partial sums are added in block order. The result is the same
  * for any thread count. */
 #include <math.h>
-#include "nncore.h"
+#include "dispatch.h"
 
 #define NN_LOSS_MAX_BLOCKS 64
 #define NN_LOSS_BLOCK_MIN 16384 /* elements (or rows x classes) per block */
@@ -60,7 +60,9 @@ static double nn_mean_loss(nn_block_sum block_sum, int64_t n, const float *x, co
 {
     double partial[NN_LOSS_MAX_BLOCKS];
     int64_t nb = nn_sum_blocks(n);
-#pragma omp parallel for schedule(static) if (nb > 1)
+    if (nb == 1)    /* no OpenMP region at all: even an idle one costs ~0.3 us */
+        return block_sum(x, t, param, 0, n) / (double)n;
+#pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < nb; b++) {
         int64_t lo, hi;
         nn_block_range(b, nb, n, &lo, &hi);
@@ -91,9 +93,10 @@ int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss)
 int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad)
 {
     const float scale = (float)(2.0 / (double)n);
-#pragma omp parallel for simd schedule(static) if (n >= 4 * NN_LOSS_BLOCK_MIN)
-    for (int64_t i = 0; i < n; i++)
-        grad[i] = (x[i] - t[i]) * scale;
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            grad[i] = (x[i] - t[i]) * scale;
+    });
     return NN_OK;
 }
 
@@ -116,12 +119,13 @@ int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, dou
 int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad)
 {
     const float scale = (float)(1.0 / (double)n);
-#pragma omp parallel for simd schedule(static) if (n >= 4 * NN_LOSS_BLOCK_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float d = x[i] - t[i];
-        d = d < -delta ? -delta : d > delta ? delta : d;
-        grad[i] = d * scale;
-    }
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++) {
+            float d = x[i] - t[i];
+            d = d < -delta ? -delta : d > delta ? delta : d;
+            grad[i] = d * scale;
+        }
+    });
     return NN_OK;
 }
 
@@ -144,12 +148,13 @@ int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *los
 int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
 {
     const float scale = (float)(1.0 / (double)n);
-#pragma omp parallel for schedule(static) if (n >= 4 * NN_LOSS_BLOCK_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float e = expf(-fabsf(x[i]));
-        float s = x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-        grad[i] = (s - t[i]) * scale;
-    }
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++) {
+            float e = expf(-fabsf(x[i]));
+            float s = x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+            grad[i] = (s - t[i]) * scale;
+        }
+    });
     return NN_OK;
 }
 
@@ -171,6 +176,25 @@ static double nn_row_logsumexp(int64_t c, const float *xr, float *mx_out)
     return sum;
 }
 
+/* The summed loss of rows [lo, hi); sets *bad when a label is out of range. */
+static double ce_rows_loss(int64_t lo, int64_t hi, int64_t c, const float *x,
+                           const int64_t *labels, int *bad)
+{
+    double s = 0.0;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t y = labels[r];
+        if (y < 0 || y >= c) {
+            *bad = 1;
+            continue;
+        }
+        const float *xr = x + r * c;
+        float mx;
+        double sum = nn_row_logsumexp(c, xr, &mx);
+        s += ((double)mx + log(sum)) - (double)xr[y];
+    }
+    return s;
+}
+
 /* Returns NN_EINVAL when a label is outside [0, c) (then *loss is NaN). */
 int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
                              double *loss)
@@ -179,23 +203,15 @@ int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t
     int64_t nb = nn_sum_blocks(m * c);
     nb = nb > m ? m : nb;
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (nb > 1)
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t lo, hi;
-        nn_block_range(b, nb, m, &lo, &hi);
-        double s = 0.0;
-        for (int64_t r = lo; r < hi; r++) {
-            int64_t y = labels[r];
-            if (y < 0 || y >= c) {
-                bad = 1;
-                continue;
-            }
-            const float *xr = x + r * c;
-            float mx;
-            double sum = nn_row_logsumexp(c, xr, &mx);
-            s += ((double)mx + log(sum)) - (double)xr[y];
+    if (nb == 1) {
+        partial[0] = ce_rows_loss(0, m, c, x, labels, &bad);
+    } else {
+#pragma omp parallel for schedule(static) reduction(| : bad)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t lo, hi;
+            nn_block_range(b, nb, m, &lo, &hi);
+            partial[b] = ce_rows_loss(lo, hi, c, x, labels, &bad);
         }
-        partial[b] = s;
     }
     if (bad) {
         *loss = NAN;
@@ -208,15 +224,13 @@ int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t
     return NN_OK;
 }
 
-/* grad = (softmax(x) - onehot(label)) / m. Returns NN_EINVAL for a bad label
- * (grad is then unspecified). */
-int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_t *labels,
-                              float *grad)
+/* The gradient rows [lo, hi); returns 1 when a label is out of range. */
+static int ce_rows_grad(int64_t lo, int64_t hi, int64_t m, int64_t c, const float *x,
+                        const int64_t *labels, float *grad)
 {
     const double scale = 1.0 / (double)m;
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (m * c >= 4 * NN_LOSS_BLOCK_MIN)
-    for (int64_t r = 0; r < m; r++) {
+    for (int64_t r = lo; r < hi; r++) {
         int64_t y = labels[r];
         if (y < 0 || y >= c) {
             bad = 1;
@@ -230,6 +244,22 @@ int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_
         for (int64_t j = 0; j < c; j++)
             gr[j] = (float)(exp((double)xr[j] - mx) * inv);
         gr[y] = (float)(exp((double)xr[y] - mx) * inv - scale);
+    }
+    return bad;
+}
+
+/* grad = (softmax(x) - onehot(label)) / m. Returns NN_EINVAL for a bad label
+ * (grad is then unspecified). */
+int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                              float *grad)
+{
+    int bad = 0;
+    if (m * c < NN_PARALLEL_MIN_ELEMENTS) {
+        bad = ce_rows_grad(0, m, m, c, x, labels, grad);
+    } else {
+#pragma omp parallel for schedule(static) reduction(| : bad)
+        for (int64_t r = 0; r < m; r++)
+            bad |= ce_rows_grad(r, r + 1, m, c, x, labels, grad);
     }
     return bad ? NN_EINVAL : NN_OK;
 }

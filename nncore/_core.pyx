@@ -552,3 +552,28 @@ def rmsprop_step(cnp.ndarray w not None, cnp.ndarray g not None, cnp.ndarray sq 
     if n:
         with nogil:
             nn_rmsprop_step(n, pw, pg, psq, pa, pbuf, lr, alpha, eps, weight_decay, momentum)
+
+
+def rows_f32(object x, Py_ssize_t cols):
+    """The number of rows of x when it is a float32, C-contiguous, aligned 2-D
+    ndarray with at least one row and `cols` columns (any number if cols < 0),
+    else -1. The layers' fast path: when it says yes, x needs no conversion."""
+    if not cnp.PyArray_Check(x):
+        return -1
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(a) != 2
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)):
+        return -1
+    if cnp.PyArray_DIM(a, 0) == 0 or (cols >= 0 and cnp.PyArray_DIM(a, 1) != cols):
+        return -1
+    return cnp.PyArray_DIM(a, 0)
+
+
+def is_c_array(object x, bint int64):
+    """True when x is a C-contiguous, aligned ndarray of float32 (or int64
+    when `int64`): usable by the kernels without conversion."""
+    if not cnp.PyArray_Check(x):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    return (cnp.PyArray_TYPE(a) == (cnp.NPY_INT64 if int64 else cnp.NPY_FLOAT32)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
