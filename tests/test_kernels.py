@@ -69,8 +69,8 @@ def assert_ulps(got, want, ulps, atol=0.0):
     spacing = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
     err = np.abs(got.astype(np.float64) - want)
     bad = err > ulps * spacing + atol
-    assert not bad.any(), (f"{bad.sum()} of {bad.size} off by more than {ulps} ulp; worst: "
-                           f"got {got.ravel()[bad.ravel()][:3]} want {want.ravel()[bad.ravel()][:3]}")
+    assert not bad.any(), (f"{bad.sum()} of {bad.size} off by more than {ulps} ulp: got "
+                           f"{got.ravel()[bad.ravel()][:3]} want {want.ravel()[bad.ravel()][:3]}")
 
 
 def inputs(rng, n):

@@ -374,6 +374,11 @@ def test_weight_assignment_copies_in_place():
     assert d.weight is w and np.all(w == 1)
     with pytest.raises(ValueError, match="expected \\(2, 3\\)"):
         d.weight = np.ones((3, 2))
+    g = d.grad_weight
+    d.grad_weight = np.full((2, 3), 2.0)
+    assert d.grad_weight is g and d.parameters()[0][1] is g and np.all(g == 2)
+    with pytest.raises(ValueError, match="no bias"):
+        nn.Dense(2, 3, bias=False).grad_bias = np.zeros(3)
 
 
 def test_config_round_trip(rng):
