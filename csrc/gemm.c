@@ -220,8 +220,11 @@ static void gemm_thread(const plan *P, int t, int nt)
 {
     static const float nothing[1] = {0.0f}; /* A and B when k == 0: never read */
     const int64_t mr = P->mr, nr = P->nr;
-    /* A barrier is needed only when a thread uses what another one packed. */
-    const int sync = nt > 1 && ((P->split_n && P->pack_a) || (!P->split_n && P->pack_b));
+    /* Barriers: after packing when a thread computes with what another one
+     * packed; after computing when anything is packed, because the next
+     * block's packing may reuse buffer space another thread still reads. */
+    const int sync_shared = nt > 1 && ((P->split_n && P->pack_a) || (!P->split_n && P->pack_b));
+    const int sync_reuse = nt > 1 && (P->pack_a || P->pack_b);
     nn_gemm_args g;
     g.ldc = P->ldc;
     g.alpha = P->alpha;
@@ -255,7 +258,7 @@ static void gemm_thread(const plan *P, int t, int nt)
                     if (r1 > r0)
                         pack_a(P, ic + r0, r1 - r0, pc, kc, P->ap + r0 / mr * kc * mr);
                 }
-                if (sync) {
+                if (sync_shared) {
 #pragma omp barrier
                 }
                 if (j1 > j0) {
@@ -295,7 +298,7 @@ static void gemm_thread(const plan *P, int t, int nt)
                         P->kt->gemm_block(&g);
                     }
                 }
-                if (sync) {
+                if (sync_reuse) {
 #pragma omp barrier
                 }
             }
