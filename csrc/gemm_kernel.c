@@ -23,6 +23,9 @@
 #include <immintrin.h>
 
 #define NN_INLINE static inline __attribute__((always_inline))
+/* Unroll the short loops over rows and vectors completely: an accumulator
+ * array indexed by a loop variable would be kept in memory, not registers. */
+#define NN_UNROLL _Pragma("GCC unroll 8")
 
 #if defined(NN_ISA_avx512)
 #define MR 6
@@ -108,20 +111,26 @@ NN_INLINE void tile(const int R, const int V, const int masked, const nn_gemm_ar
 {
     vf acc[MR][NV];
     const vm mask = masked ? v_mask((int)(ncols - (V - 1) * VL)) : v_full();
+    NN_UNROLL
     for (int i = 0; i < R; i++)
+        NN_UNROLL
         for (int v = 0; v < V; v++)
             acc[i][v] = v_zero();
     const float *ap[MR];
+    NN_UNROLL
     for (int i = 0; i < R; i++)
         ap[i] = g->a + i * g->rsa;
     const int64_t csa = g->csa, rsb = g->rsb, k = g->k;
     int64_t off = 0;
     for (int64_t p = 0; p < k; p++) {
         vf bv[NV];
+        NN_UNROLL
         for (int v = 0; v < V; v++)
             bv[v] = (masked && v == V - 1) ? v_loadm(b + v * VL, mask) : v_load(b + v * VL);
+        NN_UNROLL
         for (int i = 0; i < R; i++) {
             const vf av = v_set1(ap[i][off]);
+            NN_UNROLL
             for (int v = 0; v < V; v++)
                 acc[i][v] = v_fma(av, bv[v], acc[i][v]);
         }
@@ -129,8 +138,10 @@ NN_INLINE void tile(const int R, const int V, const int masked, const nn_gemm_ar
         b += rsb;
     }
     const vf valpha = v_set1(g->alpha), vbeta = v_set1(g->beta);
+    NN_UNROLL
     for (int i = 0; i < R; i++) {
         float *ci = c + i * g->ldc;
+        NN_UNROLL
         for (int v = 0; v < V; v++) {
             const int mv = masked && v == V - 1;
             vf x = epilogue(acc[i][v], valpha, g->beta, vbeta, ci + v * VL,
@@ -196,18 +207,21 @@ NN_INLINE void gemv_n_cols(const int V, const nn_gemv_args *g, int64_t j, int64_
 {
     vf acc[GV];
     const vm mask = v_mask((int)(ncols - (V - 1) * VL));
+    NN_UNROLL
     for (int v = 0; v < V; v++)
         acc[v] = v_zero();
     const float *x = g->x, *b = g->b + j;
     const int64_t incx = g->incx, ldb = g->ldb, k = g->k;
     for (int64_t p = 0; p < k; p++) {
         const vf xv = v_set1(x[p * incx]);
+        NN_UNROLL
         for (int v = 0; v < V - 1; v++)
             acc[v] = v_fma(xv, v_load(b + v * VL), acc[v]);
         acc[V - 1] = v_fma(xv, v_loadm(b + (V - 1) * VL, mask), acc[V - 1]);
         b += ldb;
     }
     const vf valpha = v_set1(g->alpha), vbeta = v_set1(g->beta);
+    NN_UNROLL
     for (int v = 0; v < V; v++) {
         const int mv = v == V - 1;
         float *yp = g->y + j + v * VL;
@@ -243,6 +257,7 @@ void NN_ISA_FN(gemv_n)(const nn_gemv_args *g)
 NN_INLINE void gemv_t_rows(const int R, const nn_gemv_args *g, int64_t j)
 {
     vf acc[4][2];
+    NN_UNROLL
     for (int r = 0; r < R; r++)
         acc[r][0] = acc[r][1] = v_zero();
     const float *x = g->x, *b = g->b + j * g->ldb;
@@ -250,6 +265,7 @@ NN_INLINE void gemv_t_rows(const int R, const nn_gemv_args *g, int64_t j)
     int64_t p = 0;
     for (; p + 2 * VL <= k; p += 2 * VL) {
         const vf x0 = v_load(x + p), x1 = v_load(x + p + VL);
+        NN_UNROLL
         for (int r = 0; r < R; r++) {
             acc[r][0] = v_fma(x0, v_load(b + r * ldb + p), acc[r][0]);
             acc[r][1] = v_fma(x1, v_load(b + r * ldb + p + VL), acc[r][1]);
@@ -258,9 +274,11 @@ NN_INLINE void gemv_t_rows(const int R, const nn_gemv_args *g, int64_t j)
     for (; p < k; p += VL) {
         const vm mask = p + VL <= k ? v_full() : v_mask((int)(k - p));
         const vf x0 = v_loadm(x + p, mask);
+        NN_UNROLL
         for (int r = 0; r < R; r++)
             acc[r][0] = v_fma(x0, v_loadm(b + r * ldb + p, mask), acc[r][0]);
     }
+    NN_UNROLL
     for (int r = 0; r < R; r++) {
         float s = g->alpha * v_hsum(v_add(acc[r][0], acc[r][1]));
         if (g->beta != 0.0f)
