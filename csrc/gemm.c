@@ -47,6 +47,12 @@
 #define NN_GEMM_PACK_B_MIN_M 48
 /* A transposed is packed when its depth is at least this (a short A^T is read in place). */
 #define NN_GEMM_PACK_A_MIN_K 64
+/* C is narrow when n * NN_GEMM_NARROW <= nr and m >= NN_GEMM_NARROW_MIN_M:
+ * then, if A is transposed (so op(A)^T is read in place), its transpose is
+ * computed (gemm_narrow). Without a transposed A the transpose would need a
+ * transposing pack of A, which costs more than it saves (measured). */
+#define NN_GEMM_NARROW 4
+#define NN_GEMM_NARROW_MIN_M 64
 /* Rows of op(A) packed at once: bounds the A buffer to NN_GEMM_MC_MAX * kc floats. */
 #define NN_GEMM_MC_MAX 2048
 
@@ -80,9 +86,13 @@ static inline int64_t balanced_block(int64_t len, int64_t max, int64_t unit)
 
 /* ---- per-thread workspace ---- */
 
+/* Slot 0 holds packed panels; slot 1 a transposed result or a gathered
+ * vector, which must stay valid while slot 0 is in use. */
+#define NN_WS_PACK 0
+#define NN_WS_AUX 1
 typedef struct workspace {
-    float *buf;
-    size_t cap; /* floats */
+    float *buf[2];
+    size_t cap[2]; /* floats */
 } workspace;
 
 static pthread_key_t ws_key;
@@ -92,7 +102,8 @@ static int ws_key_ok;
 static void ws_free(void *p)
 {
     workspace *w = p;
-    free(w->buf);
+    free(w->buf[0]);
+    free(w->buf[1]);
     free(w);
 }
 
@@ -100,7 +111,7 @@ static void ws_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 
 
 /* A 64-byte aligned buffer of at least nfloats for the calling thread, or
  * NULL when it cannot be had. Reused across calls: no allocation once warm. */
-static float *workspace_get(size_t nfloats)
+static float *workspace_get(int slot, size_t nfloats)
 {
     pthread_once(&ws_once, ws_init);
     if (!ws_key_ok)
@@ -115,19 +126,19 @@ static float *workspace_get(size_t nfloats)
             return NULL;
         }
     }
-    if (w->cap < nfloats) {
-        free(w->buf);
-        w->buf = NULL;
-        w->cap = 0;
+    if (w->cap[slot] < nfloats) {
+        free(w->buf[slot]);
+        w->buf[slot] = NULL;
+        w->cap[slot] = 0;
         if (nfloats > (SIZE_MAX - 64) / sizeof(float))
             return NULL;
         size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
-        w->buf = aligned_alloc(64, bytes);
-        if (w->buf == NULL)
+        w->buf[slot] = aligned_alloc(64, bytes);
+        if (w->buf[slot] == NULL)
             return NULL;
-        w->cap = nfloats;
+        w->cap[slot] = nfloats;
     }
-    return w->buf;
+    return w->buf[slot];
 }
 
 /* ---- the plan of one call ---- */
@@ -170,37 +181,41 @@ static void pack_a(const plan *P, int64_t i0, int64_t h, int64_t pc, int64_t kc,
     }
 }
 
-/* dst[p*nr + j] = src[j*lds + p] for j < w, p < kc: a transpose into one strip. */
+/* dst[p*nr + j] = src[j*lds + p] for j < w, p < kc: a transpose into one
+ * strip, in blocks of 32 p so that the lines written stay in L1. */
 static void transpose_strip(const float *src, int64_t lds, int64_t w, int64_t kc, int64_t nr,
                             float *dst)
 {
-    int64_t j = 0;
+    for (int64_t p0 = 0; p0 < kc; p0 += 32) {
+        const int64_t p1 = min64(p0 + 32, kc);
+        int64_t j = 0;
 #if defined(__SSE2__)
-    for (; j + 4 <= w; j += 4) {
-        const float *s0 = src + j * lds, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
-        int64_t p = 0;
-        for (; p + 4 <= kc; p += 4) {
-            __m128 r0 = _mm_loadu_ps(s0 + p), r1 = _mm_loadu_ps(s1 + p);
-            __m128 r2 = _mm_loadu_ps(s2 + p), r3 = _mm_loadu_ps(s3 + p);
-            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-            float *d = dst + p * nr + j;
-            _mm_storeu_ps(d, r0);
-            _mm_storeu_ps(d + nr, r1);
-            _mm_storeu_ps(d + 2 * nr, r2);
-            _mm_storeu_ps(d + 3 * nr, r3);
+        for (; j + 4 <= w; j += 4) {
+            const float *s0 = src + j * lds, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
+            int64_t p = p0;
+            for (; p + 4 <= p1; p += 4) {
+                __m128 r0 = _mm_loadu_ps(s0 + p), r1 = _mm_loadu_ps(s1 + p);
+                __m128 r2 = _mm_loadu_ps(s2 + p), r3 = _mm_loadu_ps(s3 + p);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                float *d = dst + p * nr + j;
+                _mm_storeu_ps(d, r0);
+                _mm_storeu_ps(d + nr, r1);
+                _mm_storeu_ps(d + 2 * nr, r2);
+                _mm_storeu_ps(d + 3 * nr, r3);
+            }
+            for (; p < p1; p++) {
+                float *d = dst + p * nr + j;
+                d[0] = s0[p];
+                d[1] = s1[p];
+                d[2] = s2[p];
+                d[3] = s3[p];
+            }
         }
-        for (; p < kc; p++) {
-            float *d = dst + p * nr + j;
-            d[0] = s0[p];
-            d[1] = s1[p];
-            d[2] = s2[p];
-            d[3] = s3[p];
-        }
-    }
 #endif
-    for (; j < w; j++)
-        for (int64_t p = 0; p < kc; p++)
-            dst[p * nr + j] = src[j * lds + p];
+        for (; j < w; j++)
+            for (int64_t p = p0; p < p1; p++)
+                dst[p * nr + j] = src[j * lds + p];
+    }
 }
 
 /* Pack columns [j0, j0+w) of op(B), depth [pc, pc+kc), into strips of nr
@@ -324,7 +339,7 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
     int64_t incx = trans_a ? lda : 1;
     if (trans_b && incx != 1) {
         /* The dot-product kernel wants x contiguous. */
-        float *xs = workspace_get((size_t)k);
+        float *xs = workspace_get(NN_WS_AUX, (size_t)k);
         if (xs == NULL)
             return NN_ENOMEM;
         for (int64_t p = 0; p < k; p++)
@@ -355,24 +370,11 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
     return NN_OK;
 }
 
-int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-             float alpha, const float *a, int64_t lda,
-             const float *b, int64_t ldb,
-             float beta, float *c, int64_t ldc,
-             const float *bias, int activation)
+/* The blocked product (m >= 1, n >= 1, k >= 0). */
+static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, int64_t n,
+                int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                float beta, float *c, int64_t ldc, const float *bias, int activation)
 {
-    /* The activations the kernels fuse; to add one, add it to act_vec and
-     * act_scalar in gemm_kernel.c and here. */
-    if (activation != NN_ACT_NONE && activation != NN_ACT_RELU)
-        return NN_EINVAL;
-    if (m < 0 || n < 0 || k < 0)
-        return NN_EINVAL;
-    if (m == 0 || n == 0)
-        return NN_OK;
-    const nn_kernel_table *kt = nn_kernels();
-    if (m == 1 && k > 0)
-        return gemv(kt, trans_a, trans_b, n, k, alpha, a, lda, b, ldb, beta, c, bias, activation);
-
     nn_gemm_blocking info;
     kt->gemm_info(&info);
     plan P = {
@@ -398,7 +400,7 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     const size_t a_floats = P.pack_a ? (size_t)(round_up(P.mcb, P.mr) * P.kc) : 0;
     const size_t b_floats = P.pack_b ? (size_t)(round_up(P.ncb, P.nr) * P.kc) : 0;
     if (a_floats + b_floats > 0) {
-        float *ws = workspace_get(round_up((int64_t)a_floats, 16) + b_floats);
+        float *ws = workspace_get(NN_WS_PACK, round_up((int64_t)a_floats, 16) + b_floats);
         if (ws == NULL)
             return NN_ENOMEM;
         P.ap = ws;
@@ -412,4 +414,75 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         gemm_thread(&P, 0, 1);
     }
     return NN_OK;
+}
+
+/* The scalar activation of the transposed path's epilogue (see act_vec in
+ * gemm_kernel.c for the list of fused activations). */
+static inline float act_scalar(float x, int act)
+{
+    switch (act) {
+    case NN_ACT_RELU:
+        return x < 0.0f ? 0.0f : x;
+    default:
+        return x;
+    }
+}
+
+/* A narrow C (n much smaller than the kernel's nr) would leave most vector
+ * lanes and accumulators idle, and a transposed A would be read one short
+ * strided row segment per k. Compute the transpose instead, C^T =
+ * op(B)^T op(A)^T (n rows, m wide), into a buffer, then transpose it into C
+ * with the epilogue. */
+static int gemm_narrow(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m,
+                       int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                       const float *bias, int act)
+{
+    if ((uint64_t)m > SIZE_MAX / sizeof(float) / (uint64_t)n)
+        return NN_ENOMEM;
+    float *t = workspace_get(NN_WS_AUX, (size_t)(m * n));
+    if (t == NULL)
+        return NN_ENOMEM;
+    int status = gemm(kt, !trans_b, !trans_a, n, m, k, alpha, b, ldb, a, lda, 0.0f, t, m,
+                      NULL, NN_ACT_NONE);
+    if (status != NN_OK)
+        return status;
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        for (int64_t j = 0; j < n; j++) {
+            float v = t[j * m + i];
+            if (beta != 0.0f)
+                v += beta * ci[j];
+            if (bias)
+                v += bias[j];
+            ci[j] = act_scalar(v, act);
+        }
+    }
+    return NN_OK;
+}
+
+int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+             float alpha, const float *a, int64_t lda,
+             const float *b, int64_t ldb,
+             float beta, float *c, int64_t ldc,
+             const float *bias, int activation)
+{
+    /* The activations the kernels fuse; to add one, add it to act_vec and
+     * act_scalar in gemm_kernel.c, to act_scalar here, and to this test. */
+    if (activation != NN_ACT_NONE && activation != NN_ACT_RELU)
+        return NN_EINVAL;
+    if (m < 0 || n < 0 || k < 0)
+        return NN_EINVAL;
+    if (m == 0 || n == 0)
+        return NN_OK;
+    const nn_kernel_table *kt = nn_kernels();
+    if (m == 1 && k > 0)
+        return gemv(kt, trans_a, trans_b, n, k, alpha, a, lda, b, ldb, beta, c, bias, activation);
+    nn_gemm_blocking info;
+    kt->gemm_info(&info);
+    if (trans_a && k > 0 && n * NN_GEMM_NARROW <= info.nr && m >= NN_GEMM_NARROW_MIN_M)
+        return gemm_narrow(kt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                           bias, activation);
+    return gemm(kt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                activation);
 }
