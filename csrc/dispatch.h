@@ -47,7 +47,8 @@ typedef struct nn_gemm_blocking {
 
 /* Matrix-vector products for m == 1, with the same epilogue:
  *   gemv_n: y[j] = epi(alpha * sum_p x[p*incx] * b[p*ldb + j] + beta * y[j]), j < n
- *   gemv_t: y[j] = epi(alpha * sum_p x[p] * b[j*ldb + p] + beta * y[j]),        j < n */
+ *   gemv_t: y[j] = epi(alpha * sum_p x[p] * b[j*ldb + p] + beta * y[j]),        j < n
+ * work: n floats of scratch for gemv_n (partial sums), 64-byte aligned. */
 typedef struct nn_gemv_args {
     int64_t n, k;
     const float *x;
@@ -58,6 +59,7 @@ typedef struct nn_gemv_args {
     float alpha, beta;
     const float *bias;
     int act;
+    float *work;
 } nn_gemv_args;
 
 #define NN_ISA_KERNELS(X) \

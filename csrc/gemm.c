@@ -337,7 +337,12 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
 {
     const float *x = a;
     int64_t incx = trans_a ? lda : 1;
-    if (trans_b && incx != 1) {
+    float *work = NULL;
+    if (!trans_b) {
+        work = workspace_get(NN_WS_AUX, (size_t)n);
+        if (work == NULL)
+            return NN_ENOMEM;
+    } else if (incx != 1) {
         /* The dot-product kernel wants x contiguous. */
         float *xs = workspace_get(NN_WS_AUX, (size_t)k);
         if (xs == NULL)
@@ -347,7 +352,7 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
         x = xs;
         incx = 1;
     }
-    const int64_t unit = trans_b ? 16 : 128; /* whole kernel blocks per thread */
+    const int64_t unit = 64; /* whole kernel blocks per thread */
     int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? omp_get_max_threads() : 1;
     nt = (int)min64(nt, ceil_div(n, unit));
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -360,6 +365,7 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
                 .b = trans_b ? b + j0 * ldb : b + j0, .ldb = ldb,
                 .y = c + j0, .alpha = alpha, .beta = beta,
                 .bias = bias ? bias + j0 : NULL, .act = act,
+                .work = work ? work + j0 : NULL,
             };
             if (trans_b)
                 kt->gemv_t(&g);

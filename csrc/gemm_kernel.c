@@ -200,56 +200,61 @@ void NN_ISA_FN(gemm_block)(const nn_gemm_args *g)
     }
 }
 
-/* gemv_n: V vectors of y at column j (8 accumulators for a full block: enough
- * independent FMA chains to hide the FMA latency). */
-#define GV 8
-NN_INLINE void gemv_n_cols(const int V, const nn_gemv_args *g, int64_t j, int64_t ncols)
+/* gemv_n streams B in blocks of GP rows across the whole width, so each row
+ * is read contiguously (whole pages, which the hardware prefetchers follow,
+ * unlike a walk down a column block). Partial sums of y wait in g->work
+ * between row blocks; each y[j] still sums p = 0..k-1 in order. */
+#define GP 8
+NN_INLINE void gemv_n_chunk(const int V, const int masked, const nn_gemv_args *g, int64_t p0,
+                            int64_t p1, int64_t j, int64_t ncols)
 {
-    vf acc[GV];
-    const vm mask = v_mask((int)(ncols - (V - 1) * VL));
+    const vm mask = masked ? v_mask((int)(ncols - (V - 1) * VL)) : v_full();
+    const int first = p0 == 0, last = p1 == g->k;
+    float *w = g->work + j;
+    vf acc[4];
     NN_UNROLL
     for (int v = 0; v < V; v++)
-        acc[v] = v_zero();
-    const float *x = g->x, *b = g->b + j;
-    const int64_t incx = g->incx, ldb = g->ldb, k = g->k;
-    for (int64_t p = 0; p < k; p++) {
-        const vf xv = v_set1(x[p * incx]);
+        acc[v] = first ? v_zero() : (masked && v == V - 1) ? v_loadm(w + v * VL, mask)
+                                                            : v_load(w + v * VL);
+    const float *x = g->x, *b = g->b + p0 * g->ldb + j;
+    for (int64_t p = p0; p < p1; p++, b += g->ldb) {
+        const vf xv = v_set1(x[p * g->incx]);
         NN_UNROLL
-        for (int v = 0; v < V - 1; v++)
-            acc[v] = v_fma(xv, v_load(b + v * VL), acc[v]);
-        acc[V - 1] = v_fma(xv, v_loadm(b + (V - 1) * VL, mask), acc[V - 1]);
-        b += ldb;
+        for (int v = 0; v < V; v++)
+            acc[v] = v_fma(xv, (masked && v == V - 1) ? v_loadm(b + v * VL, mask)
+                                                      : v_load(b + v * VL), acc[v]);
     }
     const vf valpha = v_set1(g->alpha), vbeta = v_set1(g->beta);
     NN_UNROLL
     for (int v = 0; v < V; v++) {
-        const int mv = v == V - 1;
-        float *yp = g->y + j + v * VL;
-        vf r = epilogue(acc[v], valpha, g->beta, vbeta, yp, g->bias ? g->bias + j + v * VL : NULL,
-                        g->act, mv, mask);
+        const int mv = masked && v == V - 1;
+        float *dst = last ? g->y + j + v * VL : w + v * VL;
+        vf r = acc[v];
+        if (last)
+            r = epilogue(r, valpha, g->beta, vbeta, dst, g->bias ? g->bias + j + v * VL : NULL,
+                         g->act, mv, mask);
         if (mv)
-            v_storem(yp, mask, r);
+            v_storem(dst, mask, r);
         else
-            v_store(yp, r);
+            v_store(dst, r);
     }
 }
 
 void NN_ISA_FN(gemv_n)(const nn_gemv_args *g)
 {
-    int64_t j = 0;
-    for (; j + GV * VL <= g->n; j += GV * VL)
-        gemv_n_cols(GV, g, j, GV * VL);
-    const int64_t rem = g->n - j;
-    switch ((rem + VL - 1) / VL) {
-    case 1: gemv_n_cols(1, g, j, rem); break;
-    case 2: gemv_n_cols(2, g, j, rem); break;
-    case 3: gemv_n_cols(3, g, j, rem); break;
-    case 4: gemv_n_cols(4, g, j, rem); break;
-    case 5: gemv_n_cols(5, g, j, rem); break;
-    case 6: gemv_n_cols(6, g, j, rem); break;
-    case 7: gemv_n_cols(7, g, j, rem); break;
-    case 8: gemv_n_cols(8, g, j, rem); break;
-    default: break;
+    for (int64_t p0 = 0; p0 < g->k; p0 += GP) {
+        const int64_t p1 = p0 + GP < g->k ? p0 + GP : g->k;
+        int64_t j = 0;
+        for (; j + 4 * VL <= g->n; j += 4 * VL)
+            gemv_n_chunk(4, 0, g, p0, p1, j, 4 * VL);
+        const int64_t rem = g->n - j;
+        switch ((rem + VL - 1) / VL) {
+        case 1: gemv_n_chunk(1, 1, g, p0, p1, j, rem); break;
+        case 2: gemv_n_chunk(2, 1, g, p0, p1, j, rem); break;
+        case 3: gemv_n_chunk(3, 1, g, p0, p1, j, rem); break;
+        case 4: gemv_n_chunk(4, 1, g, p0, p1, j, rem); break;
+        default: break;
+        }
     }
 }
 
