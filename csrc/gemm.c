@@ -56,14 +56,6 @@
 /* Rows of op(A) packed at once: bounds the A buffer to NN_GEMM_MC_MAX * kc floats. */
 #define NN_GEMM_MC_MAX 2048
 
-/* TEMPORARY tuning hook */
-#include <stdio.h>
-static double tune(const char *name, double dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? atof(v) : dflt;
-}
-
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -388,18 +380,15 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
         .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .a = a, .b = b, .bias = bias,
         .lda = lda, .ldb = ldb, .ldc = ldc, .c = c, .act = activation,
     };
-    info.kc = (int64_t)tune("T_KC", (double)info.kc);
-    info.nc = (int64_t)tune("T_NC", (double)info.nc);
-    int nt = 2.0 * (double)m * (double)n * (double)k >= tune("T_PAR", NN_GEMM_PARALLEL_MIN_FLOPS)
+    int nt = 2.0 * (double)m * (double)n * (double)k >= NN_GEMM_PARALLEL_MIN_FLOPS
                  ? omp_get_max_threads() : 1;
     const int64_t strips = ceil_div(n, P.nr), panels = ceil_div(m, P.mr);
     nt = (int)min64(nt, max64(strips, panels));
     P.split_n = strips >= 2 * nt || (strips >= nt && panels < 2 * nt);
 
     P.kc = k > 0 ? ceil_div(k, ceil_div(k, info.kc)) : 0;
-    P.pack_b = k > 0 && (trans_b || m >= tune("T_PBM", NN_GEMM_PACK_B_MIN_M));
-    P.pack_a = k > 0 && trans_a && k >= tune("T_PAK", NN_GEMM_PACK_A_MIN_K) && n > P.nr;
-    if (getenv("T_SPLIT")) P.split_n = atoi(getenv("T_SPLIT"));
+    P.pack_b = k > 0 && (trans_b || m >= NN_GEMM_PACK_B_MIN_M);
+    P.pack_a = k > 0 && trans_a && k >= NN_GEMM_PACK_A_MIN_K && n > P.nr;
     P.mcb = P.pack_a ? balanced_block(m, NN_GEMM_MC_MAX, P.mr) : m;
     P.ncb = balanced_block(n, info.nc * (P.split_n ? nt : 1), P.nr);
 
