@@ -8,6 +8,7 @@ accumulate into preallocated buffers; callbacks that do not define
 ``on_batch_end`` cost nothing per batch. The same seed gives a bitwise
 identical run (for any thread count: the kernels guarantee that part).
 """
+import inspect
 import math
 import time
 
@@ -79,6 +80,12 @@ def _loss_kind(loss):
     return "regression"
 
 
+def _weighted_kind(loss):
+    """The loss formula _WeightedLoss knows for this loss, else None."""
+    return {"MSELoss": "mse", "CrossEntropyLoss": "class_index",
+            "BCEWithLogitsLoss": "binary"}.get(type(loss).__name__)
+
+
 def _model_io(model):
     """(input features, outputs) of a model made of layers with
     in_features/out_features (Dense); None when it cannot be told."""
@@ -100,17 +107,17 @@ def check_features(X, n_features, who, name="X"):
                         "(call X.toarray() if it fits in memory)")
     arr = np.asarray(X)
     if arr.dtype.kind == "c":
-        raise ValueError(f"{who}: {name} is complex; complex data not supported")
+        raise ValueError(f"{who}: {name} is complex. Complex data not supported")
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"{who}: {name} has dtype {arr.dtype}; expected real numbers") \
-                from None
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{who}: {name} has dtype {arr.dtype} and cannot be converted "
+                            f"to numbers ({exc})") from None
     if arr.ndim != 2:
         raise ValueError(f"{who}: {name} must be 2-D (samples x features), got shape "
-                         f"{arr.shape}; reshape 1-D data with x.reshape(-1, 1) for one "
-                         "feature or x.reshape(1, -1) for one sample")
+                         f"{arr.shape}. Reshape your data with x.reshape(-1, 1) if it has "
+                         "one feature or x.reshape(1, -1) if it is one sample")
     if arr.shape[0] == 0:
         raise ValueError(f"{who}: {name} has 0 samples (shape={arr.shape}); at least 1 "
                          "is required")
@@ -191,6 +198,7 @@ class _WeightedLoss:
         self.work2 = np.empty((capacity, n_outputs), dtype=np.float64)
         self.row_start = np.arange(capacity, dtype=np.int64) * n_outputs
         self.index = np.empty(capacity, dtype=np.int64)
+        self.picked = np.empty(capacity, dtype=np.float32)
 
     def value(self, out, target, w, w_sum):
         """sum(w_i * l_i) / w_sum for the batch (out: the model's outputs)."""
@@ -206,8 +214,9 @@ class _WeightedLoss:
             np.log(losses, out=losses)
             np.add(losses, row_max, out=losses)
             np.add(self.row_start[:m], target, out=index)
-            np.take(out.reshape(-1), index, out=row_max, mode="clip")
-            np.subtract(losses, row_max, out=losses)
+            picked = self.picked[:m]
+            np.take(out.reshape(-1), index, out=picked, mode="clip")
+            np.subtract(losses, picked, out=losses)
         elif self.kind == "binary":
             # l = max(x, 0) - x t + log1p(exp(-|x|)), averaged over the outputs
             np.abs(out, out=work)
@@ -229,7 +238,7 @@ class _WeightedLoss:
     def scale_gradient(self, grad, w, w_sum):
         m = len(w)
         scale = self.scale[:m]
-        np.multiply(w[:, None], m / w_sum, out=scale)
+        np.multiply(w[:, None], m / w_sum, out=scale, casting="same_kind")
         grad = grad.reshape(m, -1)
         np.multiply(grad, scale, out=grad)
 
@@ -270,6 +279,13 @@ class Trainer:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.kind = _loss_kind(loss)
+        # Sequential.backward(grad, input_grad=False) skips the first layer's
+        # input gradient, the largest GEMM of the step, which training never uses.
+        try:
+            self._skip_input_grad = "input_grad" in inspect.signature(
+                model.backward).parameters
+        except (TypeError, ValueError):
+            self._skip_input_grad = False
         if isinstance(metrics, str) and metrics == "auto":
             metrics = ["accuracy"] if self.kind in ("class_index", "binary") else []
         elif isinstance(metrics, str) or callable(metrics):
@@ -296,8 +312,8 @@ class Trainer:
         if not np.isfinite(w).all() or (w < 0).any():
             raise ValueError(f"{who}: sample_weight must be finite and >= 0")
         if not w.sum() > 0:
-            raise ValueError(f"{who}: sample_weight sums to 0; at least one sample must "
-                             "have a positive weight")
+            raise ValueError(f"{who}: sample_weight is zero for every sample; at least "
+                             "one sample needs a positive weight")
         return w
 
     # ---- training ---------------------------------------------------------
@@ -319,8 +335,13 @@ class Trainer:
         if verbose not in (0, 1, 2, True, False):
             raise ValueError(f"{who}: verbose must be 0, 1 or 2, got {verbose!r}")
         X, y = self._check(X, y, who)
-        weights = None if sample_weight is None else self._check_weights(
-            sample_weight, len(X), who)
+        weights = None
+        if sample_weight is not None:
+            if _weighted_kind(self.loss) is None:
+                raise ValueError(f"{who}: sample_weight works with MSELoss, "
+                                 f"CrossEntropyLoss and BCEWithLogitsLoss, not "
+                                 f"{type(self.loss).__name__}")
+            weights = self._check_weights(sample_weight, len(X), who)
         if validation_data is not None:
             if validation_split:
                 raise ValueError(f"{who}: pass validation_data or validation_split, not both")
@@ -365,17 +386,16 @@ class Trainer:
 
         call("on_train_begin", {})
         hooks = batch_hooks(callbacks)
+        plan = self._plan(X, y, weights)
         try:
-            self.model.train()
             for epoch in range(self.epochs):
                 call("on_epoch_begin", epoch, {})
                 start = time.perf_counter()
                 lr = getattr(self.optimizer, "lr", None)
-                logs = self._train_epoch(X, y, weights, epoch, hooks)
+                logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
                 train_seconds = time.perf_counter() - start
                 if X_val is not None:
                     val = self._evaluate(X_val, y_val)
-                    self.model.train()
                     logs.update({"val_" + key: value for key, value in val.items()})
                 if lr is not None:
                     logs["lr"] = float(lr)
@@ -391,35 +411,46 @@ class Trainer:
         call("on_train_end", history.last if len(history) else {})
         return history
 
-    def _train_epoch(self, X, y, weights, epoch, hooks):
-        """One pass over the data; returns the epoch's loss and metrics."""
-        model, loss, optimizer = self.model, self.loss, self.optimizer
-        params = model.parameters()
+    def _plan(self, X, y, weights):
+        """What every epoch of one fit reuses: the permutation, the batch
+        buffers (one for full batches, one for the last partial batch) and
+        the sample-weight work arrays. Allocated once per fit."""
         n = len(X)
         bs = min(self.batch_size, n)
-        n_batches = -(-n // bs)
+        plan = {"bs": bs, "n_batches": -(-n // bs), "perm": None, "batches": {},
+                "weighted": None}
+        if self.shuffle:
+            plan["perm"] = np.arange(n)
+            for m in (bs, n - (plan["n_batches"] - 1) * bs):
+                plan["batches"][m] = (
+                    np.empty((m, X.shape[1]), dtype=np.float32),
+                    np.empty((m,) + y.shape[1:], dtype=y.dtype),
+                    np.empty(m, dtype=np.float64) if weights is not None else None)
+        if weights is not None:
+            n_out = y.shape[1] if y.ndim == 2 else _model_io(self.model)[1]
+            plan["weighted"] = _WeightedLoss(_weighted_kind(self.loss), bs, n_out or 1)
+        return plan
+
+    def _train_epoch(self, X, y, weights, epoch, hooks, plan):
+        """One pass over the data; returns the epoch's loss and metrics."""
+        model, loss, optimizer = self.model, self.loss, self.optimizer
+        skip_input_grad = self._skip_input_grad
+        model.train()
+        params = model.parameters()
+        n = len(X)
+        bs, n_batches, weighted = plan["bs"], plan["n_batches"], plan["weighted"]
         metrics = self.metrics
         n_out = y.shape[1] if y.ndim == 2 else _model_io(model)[1]
         for metric in metrics:
             metric.reset(bs, n_out or 1)
-
-        # Batch buffers: one for full batches, one for the last partial batch.
-        # Shuffled batches are gathered into them with np.take(out=); unshuffled
-        # ones are contiguous slices of X and need no copy. mode="clip" keeps
-        # np.take from buffering its output (the indices are always valid).
+        # Shuffled batches are gathered into the plan's buffers with
+        # np.take(out=); unshuffled ones are contiguous slices of X (no copy).
+        # mode="clip" keeps np.take from buffering its output (the indices
+        # are always valid).
         shuffle = self.shuffle
         if shuffle:
-            perm = self._perm if getattr(self, "_perm", None) is not None \
-                and len(self._perm) == n else None
-            if perm is None:
-                perm = self._perm = np.arange(n)
+            perm, batches = plan["perm"], plan["batches"]
             self.rng.shuffle(perm)
-            buffers = {}
-            for m in {bs, n - (n_batches - 1) * bs}:
-                buffers[m] = (np.empty((m, X.shape[1]), dtype=np.float32),
-                              np.empty((m,) + y.shape[1:], dtype=y.dtype),
-                              np.empty(m, dtype=np.float64) if weights is not None else None)
-        weighted = _WeightedLoss(self.kind, bs, n_out or 1) if weights is not None else None
 
         total = 0.0
         total_weight = 0.0
@@ -427,7 +458,7 @@ class Trainer:
             lo = b * bs
             hi = min(lo + bs, n)
             if shuffle:
-                xb, yb, wb = buffers[hi - lo]
+                xb, yb, wb = batches[hi - lo]
                 idx = perm[lo:hi]
                 np.take(X, idx, axis=0, out=xb, mode="clip")
                 np.take(y, idx, axis=0, out=yb, mode="clip")
@@ -455,7 +486,10 @@ class Trainer:
             grad = loss.backward()
             if weighted is not None:
                 weighted.scale_gradient(grad, wb, size)
-            model.backward(grad)
+            if skip_input_grad:
+                model.backward(grad, input_grad=False)
+            else:
+                model.backward(grad)
             optimizer.step(params)
             total += value * size
             total_weight += size
