@@ -20,10 +20,12 @@ fresh shuffle per epoch, on the same number of threads:
 - NumPy: a hand-written float32 MLP loop (``@`` for the GEMMs, in-place
   updates), BLAS threads limited with threadpoolctl.
 
-Each measurement grows the data until one run takes ``--min-time`` seconds,
-then reports the median samples/s of ``--repeats`` runs; the ratios compare
-numbers from this one run (the machine may be shared: rerun to see the
-spread). Then the latency of ``model.predict`` on one sample (median of
+Each contender's data grows until one run takes ``--min-time`` seconds; then
+the contenders take turns, one run each per round with a ``--pause`` before
+each (so no library's spinning thread pool is timed as part of another's
+run), and the median samples/s of ``--repeats`` rounds is reported. The
+ratios compare numbers from this one run (the machine may be shared: rerun
+to see the spread). Then the latency of ``model.predict`` on one sample (median of
 many calls), against PyTorch's ``model(x)`` under ``torch.no_grad()``.
 """
 import argparse
@@ -143,8 +145,9 @@ def available(name):
     return True
 
 
-def throughput(make, batch, min_time, repeats):
-    """Median samples/s of one-epoch runs over data sized to take min_time."""
+def calibrate(make, batch, min_time):
+    """A one-epoch run function and data sized so that one run takes about
+    min_time seconds (after a warm-up run at that size)."""
     run = make(batch)
     n = max(batch * 4, 256)
     while True:
@@ -154,14 +157,24 @@ def throughput(make, batch, min_time, repeats):
         run(X, y)
         dt = time.perf_counter() - t0
         if dt >= min_time or n >= 1 << 20:
-            break
+            return run, X, y
         n = int(n * min(16.0, max(2.0, 1.2 * min_time / max(dt, 1e-6))))
-    rates = [n / dt]
-    for _ in range(repeats - 1):
-        t0 = time.perf_counter()
-        run(X, y)
-        rates.append(n / (time.perf_counter() - t0))
-    return float(np.median(rates))
+
+
+def side_by_side(names, batch, min_time, repeats, pause):
+    """Median samples/s per contender. The contenders take turns, one run
+    each per round, after a pause: an OpenMP or BLAS pool keeps spinning for
+    a while after its last call, and on a small machine that spinning would
+    otherwise be timed as part of the next contender's run."""
+    setups = {name: calibrate(CONTENDERS[name], batch, min_time) for name in names}
+    rates = {name: [] for name in names}
+    for _ in range(repeats):
+        for name, (run, X, y) in setups.items():
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            run(X, y)
+            rates[name].append(len(X) / (time.perf_counter() - t0))
+    return {name: float(np.median(r)) for name, r in rates.items()}
 
 
 def median_call(fn, calls=2000, repeats=7):
@@ -200,7 +213,9 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,32,128,1024")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pause", type=float, default=0.2,
+                        help="seconds of idle before each timed run (default 0.2)")
     parser.add_argument("--only", default=",".join(CONTENDERS),
                         help="comma-separated subset of " + ", ".join(CONTENDERS))
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -232,12 +247,9 @@ def main(argv=None):
 
     results = {}
     for batch in batches:
-        results[batch] = {}
-        for name in names:
-            results[batch][name] = throughput(CONTENDERS[name], batch, args.min_time,
-                                              args.repeats)
-            print(f"  batch {batch:5d}  {name:13s} {results[batch][name]:12,.0f} samples/s",
-                  file=sys.stderr)
+        results[batch] = side_by_side(names, batch, args.min_time, args.repeats, args.pause)
+        for name, rate in results[batch].items():
+            print(f"  batch {batch:5d}  {name:13s} {rate:12,.0f} samples/s", file=sys.stderr)
 
     others = [n for n in names if n != "nncore"]
     header = "| batch | " + " | ".join(f"{n} samples/s" for n in names)
