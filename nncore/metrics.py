@@ -1,49 +1,58 @@
-"""Metrics the Trainer reports per epoch, accumulated batch by batch.
+"""Metrics the Trainer reports per epoch.
 
-Each metric owns buffers sized once for the largest batch, so updating it in
-the training loop allocates nothing proportional to the batch. The Trainer
-passes the model's output (logits for classification losses) and the batch's
-targets, in the form the loss takes them.
+A metric sees one pass over the data (a training epoch or an evaluation):
+``begin(targets)`` with every target of the pass in the order the batches
+come, ``update(out, lo, hi)`` with the model's output for rows lo..hi of the
+pass, ``result(n)`` at the end, over the first n rows (all of them unless
+training was stopped mid-epoch). Built-in metrics copy what they need from each
+batch into buffers sized once per pass size and compare in one vectorised
+step at the end: one cheap NumPy call per batch, which matters at batch size 1.
+The Trainer passes the model's raw output (logits for the classification
+losses) and targets in the form the loss takes them.
 """
 import numpy as np
 
-__all__ = ["Accuracy", "BinaryAccuracy", "MeanAbsoluteError", "MeanSquaredError",
+__all__ = ["Metric", "Accuracy", "BinaryAccuracy", "MeanAbsoluteError", "MeanSquaredError",
            "FunctionMetric", "make_metric"]
 
 
 class Metric:
-    """Accumulates a sample-weighted mean over batches: ``reset(capacity,
-    n_outputs)`` before an epoch, ``update(out, target)`` per batch,
-    ``result()`` at the end."""
+    """Base class (see the module docstring for the protocol)."""
 
     name = "metric"
 
-    def reset(self, capacity, n_outputs):
-        self._total = 0.0
-        self._count = 0
+    def begin(self, targets):
+        self._targets = targets
 
-    def result(self):
-        return float(self._total / self._count) if self._count else float("nan")
+    def update(self, out, lo, hi):
+        raise NotImplementedError
+
+    def result(self, n):
+        raise NotImplementedError
+
+
+def _buffer(old, shape, dtype):
+    """old if it can hold `shape`, else a new array (grown, never shrunk)."""
+    if old is not None and old.shape[0] >= shape[0] and old.shape[1:] == shape[1:]:
+        return old
+    return np.empty(shape, dtype=dtype)
 
 
 class Accuracy(Metric):
     """Fraction of rows whose largest logit is the target class index."""
 
     name = "accuracy"
+    _pred = None
 
-    def reset(self, capacity, n_outputs):
-        super().reset(capacity, n_outputs)
-        if getattr(self, "_pred", None) is None or len(self._pred) < capacity:
-            self._pred = np.empty(capacity, dtype=np.int64)
-            self._hit = np.empty(capacity, dtype=bool)
+    def begin(self, targets):
+        self._targets = targets
+        self._pred = _buffer(self._pred, targets.shape, np.int64)
 
-    def update(self, out, target):
-        m = len(out)
-        pred, hit = self._pred[:m], self._hit[:m]
-        np.argmax(out, axis=1, out=pred)
-        np.equal(pred, target, out=hit)
-        self._total += np.count_nonzero(hit)
-        self._count += m
+    def update(self, out, lo, hi):
+        out.argmax(axis=1, out=self._pred[lo:hi])     # the method: 4x less overhead
+
+    def result(self, n):
+        return np.count_nonzero(self._pred[:n] == self._targets[:n]) / n
 
 
 class BinaryAccuracy(Metric):
@@ -51,65 +60,66 @@ class BinaryAccuracy(Metric):
     (for one output: the fraction of correctly classified samples)."""
 
     name = "accuracy"
+    _positive = None
 
-    def reset(self, capacity, n_outputs):
-        super().reset(capacity, n_outputs)
-        shape = (capacity, n_outputs)
-        if getattr(self, "_a", None) is None or self._a.shape != shape:
-            self._a = np.empty(shape, dtype=bool)
-            self._b = np.empty(shape, dtype=bool)
+    def begin(self, targets):
+        self._targets = targets
+        self._positive = _buffer(self._positive, targets.shape, bool)
 
-    def update(self, out, target):
-        m = len(out)
-        a, b = self._a[:m], self._b[:m]
-        np.greater(out, 0.0, out=a)
-        np.greater(target, 0.5, out=b)
-        np.equal(a, b, out=a)
-        self._total += np.count_nonzero(a) / a.shape[1]
-        self._count += m
+    def update(self, out, lo, hi):
+        np.greater(out, 0.0, out=self._positive[lo:hi])
+
+    def result(self, n):
+        hits = np.count_nonzero(self._positive[:n] == (self._targets[:n] > 0.5))
+        return hits / self._targets[:n].size
 
 
 class _ErrorMetric(Metric):
-    def reset(self, capacity, n_outputs):
-        super().reset(capacity, n_outputs)
-        shape = (capacity, n_outputs)
-        if getattr(self, "_diff", None) is None or self._diff.shape != shape:
-            self._diff = np.empty(shape, dtype=np.float32)
+    _out = None
 
-    def update(self, out, target):
-        m = len(out)
-        diff = self._diff[:m]
-        np.subtract(out, target, out=diff)
-        self._reduce(diff)
-        self._total += float(diff.sum(dtype=np.float64)) / diff.shape[1]
-        self._count += m
+    def begin(self, targets):
+        self._targets = targets
+        self._out = _buffer(self._out, targets.shape, np.float32)
+
+    def update(self, out, lo, hi):
+        self._out[lo:hi] = out
+
+    def result(self, n):
+        diff = self._out[:n].astype(np.float64) - self._targets[:n]
+        return float(self._reduce(diff).mean())
 
 
 class MeanAbsoluteError(_ErrorMetric):
     name = "mae"
 
     def _reduce(self, diff):
-        np.abs(diff, out=diff)
+        return np.abs(diff)
 
 
 class MeanSquaredError(_ErrorMetric):
     name = "mse"
 
     def _reduce(self, diff):
-        np.multiply(diff, diff, out=diff)
+        return diff * diff
 
 
 class FunctionMetric(Metric):
-    """A user function ``fn(target, out) -> float``, averaged over batches
-    weighted by batch size. (It may allocate: that is the function's business.)"""
+    """A user function ``fn(y_true, y_pred) -> float`` called per batch and
+    averaged over batches weighted by their size."""
 
     def __init__(self, fn, name=None):
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "metric")
 
-    def update(self, out, target):
-        self._total += float(self.fn(target, out)) * len(out)
-        self._count += len(out)
+    def begin(self, targets):
+        self._targets = targets
+        self._total = 0.0
+
+    def update(self, out, lo, hi):
+        self._total += float(self.fn(self._targets[lo:hi], out)) * (hi - lo)
+
+    def result(self, n):
+        return self._total / n
 
 
 _NAMED = {"mae": MeanAbsoluteError, "mse": MeanSquaredError}

@@ -2,11 +2,13 @@
 
 The loop is written for batch-1 speed as much as for big batches: inputs are
 validated and converted to float32 once, at entry; each epoch draws one index
-permutation from the trainer's own seeded generator and gathers every batch
-into the same preallocated buffers with ``np.take(..., out=)``; metrics
-accumulate into preallocated buffers; callbacks that do not define
-``on_batch_end`` cost nothing per batch. The same seed gives a bitwise
-identical run (for any thread count: the kernels guarantee that part).
+permutation from the trainer's own seeded generator, gathers the targets in
+that order once, and gathers the rows of X chunk by chunk (several batches
+at a time) into one preallocated buffer with ``np.take(..., out=)``, so a
+batch is a view and costs no copy of its own; metrics record into buffers
+sized once; callbacks that do not define ``on_batch_end`` cost nothing per
+batch. The same seed gives a bitwise identical run (for any thread count:
+the kernels guarantee that part).
 """
 import inspect
 import math
@@ -18,6 +20,8 @@ from .callbacks import batch_hooks
 from .metrics import make_metric
 
 __all__ = ["Trainer", "History", "NonFiniteLossError"]
+
+_CHUNK_BYTES = 256 * 1024
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -414,20 +418,23 @@ class Trainer:
         return history
 
     def _plan(self, X, y, weights):
-        """What every epoch of one fit reuses: the permutation, the batch
-        buffers (one for full batches, one for the last partial batch) and
-        the sample-weight work arrays. Allocated once per fit."""
+        """What every epoch of one fit reuses, allocated once: the
+        permutation, the epoch's targets (and weights) in batch order, and a
+        chunk buffer that shuffled rows of X are gathered into, several
+        batches at a time, with ``np.take(..., out=)``."""
         n = len(X)
         bs = min(self.batch_size, n)
-        plan = {"bs": bs, "n_batches": -(-n // bs), "perm": None, "batches": {},
-                "weighted": None}
+        # Gather about _CHUNK_BYTES of rows per np.take (a whole number of
+        # batches, at least one): few NumPy calls per epoch at small batch
+        # sizes, and the chunk stays in cache while its batches train.
+        per_batch = bs * X.shape[1] * X.itemsize
+        chunk = bs * max(1, _CHUNK_BYTES // per_batch)
+        plan = {"bs": bs, "chunk": min(chunk, n), "weighted": None}
         if self.shuffle:
             plan["perm"] = np.arange(n)
-            for m in (bs, n - (plan["n_batches"] - 1) * bs):
-                plan["batches"][m] = (
-                    np.empty((m, X.shape[1]), dtype=np.float32),
-                    np.empty((m,) + y.shape[1:], dtype=y.dtype),
-                    np.empty(m, dtype=np.float64) if weights is not None else None)
+            plan["x"] = np.empty((min(chunk, n), X.shape[1]), dtype=np.float32)
+            plan["y"] = np.empty_like(y)
+            plan["w"] = np.empty_like(weights) if weights is not None else None
         if weights is not None:
             n_out = y.shape[1] if y.ndim == 2 else _model_io(self.model)[1]
             plan["weighted"] = _WeightedLoss(_weighted_kind(self.loss), bs, n_out or 1)
@@ -440,72 +447,78 @@ class Trainer:
         model.train()
         params = model.parameters()
         n = len(X)
-        bs, n_batches, weighted = plan["bs"], plan["n_batches"], plan["weighted"]
-        metrics = self.metrics
-        n_out = y.shape[1] if y.ndim == 2 else _model_io(model)[1]
-        for metric in metrics:
-            metric.reset(bs, n_out or 1)
-        # Shuffled batches are gathered into the plan's buffers with
-        # np.take(out=); unshuffled ones are contiguous slices of X (no copy).
-        # mode="clip" keeps np.take from buffering its output (the indices
-        # are always valid).
-        shuffle = self.shuffle
-        if shuffle:
-            perm, batches = plan["perm"], plan["batches"]
+        bs, chunk, weighted = plan["bs"], plan["chunk"], plan["weighted"]
+        n_batches = -(-n // bs)
+        if self.shuffle:
+            # One permutation per epoch (shuffled in place, epoch after
+            # epoch); targets and weights gathered for the whole epoch, rows
+            # of X one chunk at a time. mode="clip" keeps np.take from
+            # buffering its output (the indices are always valid).
+            perm = plan["perm"]
             self.rng.shuffle(perm)
+            y = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
+            if weights is not None:
+                weights = np.take(weights, perm, out=plan["w"], mode="clip")
+        metrics = self.metrics
+        for metric in metrics:
+            metric.begin(y)
 
         total = 0.0
         total_weight = 0.0
-        for b in range(n_batches):
-            lo = b * bs
-            hi = min(lo + bs, n)
-            if shuffle:
-                xb, yb, wb = batches[hi - lo]
-                idx = perm[lo:hi]
-                np.take(X, idx, axis=0, out=xb, mode="clip")
-                np.take(y, idx, axis=0, out=yb, mode="clip")
-                if weights is not None:
-                    np.take(weights, idx, out=wb, mode="clip")
+        b = 0
+        for c_lo in range(0, n, chunk):
+            c_hi = min(c_lo + chunk, n)
+            if self.shuffle:
+                rows = plan["x"][:c_hi - c_lo]
+                np.take(X, perm[c_lo:c_hi], axis=0, out=rows, mode="clip")
             else:
-                xb, yb = X[lo:hi], y[lo:hi]
-                wb = weights[lo:hi] if weights is not None else None
+                rows = X[c_lo:c_hi]         # contiguous already: no copy
+            for lo in range(c_lo, c_hi, bs):
+                hi = min(lo + bs, n)
+                yb = y[lo:hi]
+                out = model.forward(rows[lo - c_lo:hi - c_lo])
+                value = loss.forward(out, yb)
+                for metric in metrics:
+                    metric.update(out, lo, hi)
+                if weighted is None:
+                    size = hi - lo
+                else:
+                    wb = weights[lo:hi]
+                    size = float(wb.sum())
+                    if size == 0.0:        # every sample weighs 0: nothing to learn
+                        b += 1
+                        continue
+                    value = weighted.value(out, yb, wb, size)
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"Trainer.fit: the loss became {value} at epoch {epoch + 1}, batch "
+                        f"{b + 1} of {n_batches} (counting from 1); the learning rate may be "
+                        f"too high (lr={getattr(self.optimizer, 'lr', '?')}) or the inputs "
+                        "badly scaled")
+                grad = loss.backward()
+                if weighted is not None:
+                    weighted.scale_gradient(grad, wb, size)
+                if skip_input_grad:
+                    model.backward(grad, input_grad=False)
+                else:
+                    model.backward(grad)
+                optimizer.step(params)
+                total += value * size
+                total_weight += size
+                if hooks:
+                    logs = {"batch": b, "size": hi - lo, "loss": value}
+                    for hook in hooks:
+                        hook(b, logs)
+                b += 1
+                if self.stop_training:
+                    return self._epoch_logs(total, total_weight, metrics, hi)
+        return self._epoch_logs(total, total_weight, metrics, n)
 
-            out = model.forward(xb)
-            value = loss.forward(out, yb)
-            if weighted is None:
-                size = hi - lo
-            else:
-                size = float(wb.sum())
-                if size == 0.0:        # every sample weighs 0: nothing to learn
-                    continue
-                value = weighted.value(out, yb, wb, size)
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"Trainer.fit: the loss became {value} at epoch {epoch + 1}, batch "
-                    f"{b + 1} of {n_batches} (counting from 1); the learning rate may be "
-                    f"too high (lr={getattr(self.optimizer, 'lr', '?')}) or the inputs "
-                    "badly scaled")
-            grad = loss.backward()
-            if weighted is not None:
-                weighted.scale_gradient(grad, wb, size)
-            if skip_input_grad:
-                model.backward(grad, input_grad=False)
-            else:
-                model.backward(grad)
-            optimizer.step(params)
-            total += value * size
-            total_weight += size
-            for metric in metrics:
-                metric.update(out, yb)
-            if hooks:
-                logs = {"batch": b, "size": hi - lo, "loss": value}
-                for hook in hooks:
-                    hook(b, logs)
-            if self.stop_training:
-                break
+    @staticmethod
+    def _epoch_logs(total, total_weight, metrics, seen):
         logs = {"loss": total / total_weight if total_weight else float("nan")}
         for metric in metrics:
-            logs[metric.name] = metric.result()
+            logs[metric.name] = metric.result(seen)
         return logs
 
     # ---- evaluation -------------------------------------------------------
@@ -519,20 +532,16 @@ class Trainer:
         model.eval()
         n = len(X)
         bs = min(self._eval_batch_size(), n)
-        n_out = y.shape[1] if y.ndim == 2 else _model_io(model)[1]
         for metric in self.metrics:
-            metric.reset(bs, n_out or 1)
+            metric.begin(y)
         total = 0.0
         for lo in range(0, n, bs):
-            xb, yb = X[lo:lo + bs], y[lo:lo + bs]
-            out = model.forward(xb)
-            total += loss.forward(out, yb) * len(xb)
+            hi = min(lo + bs, n)
+            out = model.forward(X[lo:hi])
+            total += loss.forward(out, y[lo:hi]) * (hi - lo)
             for metric in self.metrics:
-                metric.update(out, yb)
-        logs = {"loss": total / n}
-        for metric in self.metrics:
-            logs[metric.name] = metric.result()
-        return logs
+                metric.update(out, lo, hi)
+        return self._epoch_logs(total, n, self.metrics, n)
 
     def evaluate(self, X, y):
         """The mean loss and the metrics on (X, y), as a dict

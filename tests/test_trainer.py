@@ -30,10 +30,15 @@ def timeless(history):
     return {k: v for k, v in history.history.items() if k not in ("seconds", "samples_per_sec")}
 
 
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_fit_equals_a_hand_written_loop(shuffle):
+@pytest.mark.parametrize("shuffle, chunk_bytes", [(True, None), (False, None), (True, 960),
+                                                 (True, 100)])
+def test_fit_equals_a_hand_written_loop(shuffle, chunk_bytes, monkeypatch):
     """The documented loop: one permutation per epoch from default_rng(seed)
-    (in place, epoch after epoch), batches in order, the last one partial."""
+    (in place, epoch after epoch), batches in order, the last one partial;
+    whatever the number of batches gathered per chunk (960 bytes: 2 batches
+    of 20 rows of 6 float32, so the partial batch ends a partial chunk)."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr("nncore.trainer._CHUNK_BYTES", chunk_bytes)
     X, y = blobs(n=103)
     model, reference = mlp(), mlp()
     trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.05, momentum=0.9),
