@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .trainer import Trainer, check_features
+from .trainer import Trainer, check_features, check_sample_weight
 
 __all__ = ["NNClassifier", "NNRegressor", "NotFittedError", "ConvergenceWarning",
            "DataConversionWarning"]
@@ -305,25 +305,6 @@ class _BaseNN:
                                  "Call 'fit' with appropriate arguments before using this "
                                  "estimator.")
 
-    def _check_sample_weight(self, sample_weight, n):
-        if sample_weight is None:
-            return None
-        name = type(self).__name__
-        w = np.asarray(sample_weight)
-        if w.ndim == 0:
-            w = np.full(n, w, dtype=np.float64)
-        if w.dtype.kind not in "biuf":
-            raise ValueError(f"{name}: sample_weight must be numeric, got dtype {w.dtype}")
-        w = w.astype(np.float64)
-        if w.shape != (n,):
-            raise ValueError(f"{name}: sample_weight.shape == {w.shape}, expected ({n},)")
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError(f"{name}: sample_weight must be finite and non-negative")
-        if not w.sum() > 0:
-            raise ValueError(f"{name}: sample_weight is zero for every sample; at least "
-                             "one sample needs a positive weight")
-        return w
-
     # ---- the network --------------------------------------------------------
     def _build(self, hidden, n_in, n_out, rng):
         """A new Sequential, initialised like MLPClassifier (Glorot uniform
@@ -425,7 +406,8 @@ class _BaseNN:
                              "early_stopping=True; use fit, or set early_stopping=False")
         first = not (hasattr(self, "model_") and (incremental or self.warm_start))
         X = self._check_X(X, reset=first)
-        sample_weight = self._check_sample_weight(sample_weight, len(X))
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, len(X), type(self).__name__)
         y = self._encode_y(y, len(X), first, classes, sample_weight)
         seed = _seed_from(self.random_state)
         if first:

@@ -185,6 +185,23 @@ def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
     return out
 
 
+def check_sample_weight(sample_weight, n, who):
+    """One finite weight >= 0 per sample (a scalar applies to all), not all
+    zero, as float64."""
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise ValueError(f"{who}: sample_weight must hold numbers, got dtype {w.dtype}")
+    w = np.broadcast_to(w, (n,)).astype(np.float64) if w.ndim == 0 else w.astype(np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{who}: sample_weight has shape {w.shape}, expected ({n},)")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{who}: sample_weight must be finite and >= 0")
+    if not w.sum() > 0:
+        raise ValueError(f"{who}: sample_weight is zero for every sample; at least one "
+                         "sample needs a positive weight")
+    return w
+
+
 class _WeightedLoss:
     """Per-sample weights on top of a mean-reduction loss.
 
@@ -309,19 +326,6 @@ class Trainer:
         y = check_targets(y, len(X), n_out, self.kind, who)
         return X, y
 
-    def _check_weights(self, sample_weight, n, who):
-        w = np.asarray(sample_weight, dtype=np.float64)
-        if w.ndim == 0:
-            w = np.full(n, float(w))
-        if w.shape != (n,):
-            raise ValueError(f"{who}: sample_weight has shape {w.shape}, expected ({n},)")
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError(f"{who}: sample_weight must be finite and >= 0")
-        if not w.sum() > 0:
-            raise ValueError(f"{who}: sample_weight is zero for every sample; at least "
-                             "one sample needs a positive weight")
-        return w
-
     # ---- training ---------------------------------------------------------
     def fit(self, X, y, epochs=1, *, validation_data=None, validation_split=0.0,
             callbacks=None, verbose=1, sample_weight=None):
@@ -347,7 +351,7 @@ class Trainer:
                 raise ValueError(f"{who}: sample_weight works with MSELoss, "
                                  f"CrossEntropyLoss and BCEWithLogitsLoss, not "
                                  f"{type(self.loss).__name__}")
-            weights = self._check_weights(sample_weight, len(X), who)
+            weights = check_sample_weight(sample_weight, len(X), who)
         if validation_data is not None:
             if validation_split:
                 raise ValueError(f"{who}: pass validation_data or validation_split, not both")
