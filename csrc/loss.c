@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stddef.h>
 #include "dispatch.h"
+#include "vmath.h"
 
 #define NN_LOSS_MAX_BLOCKS 64
 #define NN_LOSS_BLOCK_MIN 16384 /* elements (or rows x classes) per block */
@@ -138,7 +139,7 @@ static inline double nn_bce_term(const float *x, const float *t, int64_t i, doub
      * terms are still added in double. */
     float v = x[i];
     return (double)(v > 0.0f ? v : 0.0f) - (double)v * (double)t[i] +
-           (double)log1pf(expf(-fabsf(v)));
+           (double)log1pf(nn_expf(-fabsf(v)));
 }
 NN_DEFINE_BLOCK_SUM(nn_bce_block, nn_bce_term)
 
@@ -154,7 +155,7 @@ int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *gra
     const float scale = (float)(1.0 / (double)n);
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++) {
-            float e = expf(-fabsf(x[i]));
+            float e = nn_expf(-fabsf(x[i]));
             float s = x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
             grad[i] = (s - t[i]) * scale;
         }
@@ -165,7 +166,8 @@ int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *gra
 /* ---- CrossEntropyLoss: logits (m x c) and class labels in [0, c) ----
  * row loss = logsumexp(x_r) - x_r[label], logsumexp = max + log(sum exp(x - max)),
  * with exp(x - max) <= 1 so nothing overflows, whatever the logits (1e4 or
- * 1e30), and the sum and logarithm in double. expf of the float difference
+ * 1e30), and the sum and logarithm in double. exp (vmath.h's nn_expf) of the
+ * float difference
  * costs a relative error of at most |x - max| * 2^-24 in each term, below the
  * rounding of a float32 loss for any term that matters. The gradient
  * (softmax - onehot) / m is formed in double from those terms, so the label's
@@ -177,21 +179,20 @@ static double ce_row(int64_t c, const float *xr, int64_t y, double scale, float 
     float mx = xr[0];
     for (int64_t j = 1; j < c; j++)
         mx = xr[j] > mx ? xr[j] : mx;
-    double sum = 0.0;
+    double sum;
     if (gr != NULL) {
-        for (int64_t j = 0; j < c; j++) {
-            float e = expf(xr[j] - mx);
-            gr[j] = e;
-            sum += e;
-        }
+        for (int64_t j = 0; j < c; j++)
+            gr[j] = nn_expf(xr[j] - mx);
+        sum = nn_sum_lanes(gr, NULL, c);
         double inv = scale / sum;
         double ey = gr[y];
         for (int64_t j = 0; j < c; j++)
             gr[j] = (float)(gr[j] * inv);
         gr[y] = (float)(ey * inv - scale);
     } else {
+        sum = 0.0;
         for (int64_t j = 0; j < c; j++)
-            sum += expf(xr[j] - mx);
+            sum += nn_expf(xr[j] - mx);
     }
     return ((double)mx + log(sum)) - (double)xr[y];
 }

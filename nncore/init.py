@@ -86,5 +86,5 @@ def zeros(fan_in, fan_out, rng):
     return np.zeros((fan_in, fan_out))
 
 
-INITIALIZERS = {f.__name__: f for f in (he_uniform, he_normal, glorot_uniform, glorot_normal,
-                                         lecun_uniform, lecun_normal, zeros)}
+INITIALIZERS = {f.__name__: f for f in (he_uniform, he_normal, glorot_uniform,
+                                        glorot_normal, lecun_uniform, lecun_normal, zeros)}

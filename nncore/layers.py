@@ -352,8 +352,8 @@ class Dense(Layer):
 
     Attributes ``weight`` (in, out), ``bias`` (out,) or None, ``grad_weight``,
     ``grad_bias``: float32 C-contiguous arrays, writable in place; assigning
-    ``layer.weight = array`` copies into the existing array (so optimizers
-    keep their state).
+    ``layer.weight = array`` (or any of the four) copies into the existing
+    array, so optimizers and ``parameters()`` keep referring to it.
     """
 
     def __init__(self, in_features, out_features, activation=None, *, bias=True, init="auto"):
@@ -374,12 +374,11 @@ class Dense(Layer):
         n_in, n_out = self.in_features, self.out_features
         self._w = np.zeros((n_in, n_out), _F32)
         self._b = np.zeros(n_out, _F32) if bias else None
-        self.grad_weight = np.zeros((n_in, n_out), _F32)
-        self.grad_bias = np.zeros(n_out, _F32) if bias else None
+        self._gw = np.zeros((n_in, n_out), _F32)
+        self._gb = np.zeros(n_out, _F32) if bias else None
         # The arrays never change identity (setters copy into them), so the
         # (param, grad) list optimizers step over is built once.
-        self._params = ((self._w, self.grad_weight),) + (
-            ((self._b, self.grad_bias),) if bias else ())
+        self._params = ((self._w, self._gw),) + (((self._b, self._gb),) if bias else ())
         self._pending_init = True
         self._followed_by = None    # activation name of the next layer (set by Sequential)
         # ReLU runs in the GEMM epilogue; other activations as a sub-layer.
@@ -448,12 +447,28 @@ class Dense(Layer):
     def bias(self, value):
         self._set(self._b, value, "bias")
 
+    @property
+    def grad_weight(self):
+        return self._gw
+
+    @grad_weight.setter
+    def grad_weight(self, value):
+        self._set(self._gw, value, "grad_weight")
+
+    @property
+    def grad_bias(self):
+        return self._gb
+
+    @grad_bias.setter
+    def grad_bias(self, value):
+        self._set(self._gb, value, "grad_bias")
+
     def named_parameters(self):
         if self._pending_init:
             self._initialize()
-        out = [("weight", self._w, self.grad_weight)]
+        out = [("weight", self._w, self._gw)]
         if self._b is not None:
-            out.append(("bias", self._b, self.grad_bias))
+            out.append(("bias", self._b, self._gb))
         return out
 
     def parameters(self):
@@ -508,11 +523,11 @@ class Dense(Layer):
                 _act_backward(_ACT["relu"], self._z, grad, self._dz)
                 grad = self._dz
         if not input_grad:
-            _dense_backward(x, self._w, grad, None, self.grad_weight, self.grad_bias)
+            _dense_backward(x, self._w, grad, None, self._gw, self._gb)
             return None
         if self._dx is None:
             self._dx = self._buf.get("dx", self._m, self.in_features)
-        _dense_backward(x, self._w, grad, self._dx, self.grad_weight, self.grad_bias)
+        _dense_backward(x, self._w, grad, self._dx, self._gw, self._gb)
         return self._dx
 
     def _forget(self):
