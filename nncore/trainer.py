@@ -97,10 +97,11 @@ def _model_io(model):
     n_in = getattr(model, "in_features", None)
     n_out = getattr(model, "out_features", None)
     if n_in is None:
-        n_in = next((l.in_features for l in layers if hasattr(l, "in_features")), None)
+        n_in = next((layer.in_features for layer in layers
+                     if hasattr(layer, "in_features")), None)
     if n_out is None:
-        n_out = next((l.out_features for l in reversed(layers) if hasattr(l, "out_features")),
-                     None)
+        n_out = next((layer.out_features for layer in reversed(layers)
+                      if hasattr(layer, "out_features")), None)
     return n_in, n_out
 
 
