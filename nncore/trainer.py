@@ -105,6 +105,15 @@ def _model_io(model):
     return n_in, n_out
 
 
+def all_finite(a):
+    """True when no element of the float array is NaN or infinite. A finite
+    sum proves it in one pass without a temporary the size of the data (NaN
+    and infinities propagate into the sum); only a non-finite sum, which
+    finite values may also give by overflowing, needs the elementwise test."""
+    with np.errstate(all="ignore"):
+        return math.isfinite(float(a.sum())) or bool(np.isfinite(a).all())
+
+
 def check_features(X, n_features, who, name="X"):
     """X as a float32 C-contiguous 2-D array of finite values (one conversion)."""
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
@@ -134,7 +143,7 @@ def check_features(X, n_features, who, name="X"):
                          f"expects {n_features}")
     with np.errstate(over="ignore"):      # reported below, as an error
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         what = "NaN" if np.isnan(out).any() else "infinity or a value too large for float32"
         raise ValueError(f"{who}: input {name} contains {what}")
     return out
