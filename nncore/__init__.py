@@ -16,6 +16,7 @@ _isa_error = _core.init_error()
 if _isa_error is not None:
     raise ImportError(_isa_error)
 
+from . import datasets  # noqa: E402
 from .linalg import matmul  # noqa: E402
 
 __version__ = "0.1.0"
