@@ -354,30 +354,38 @@ def interpolate_loss(model_a, model_b, loss, X, y, *, steps=21, alpha_range=(-0.
 class TrajectoryRecorder:
     """Records the model's weights (one flat float32 copy each) during training.
 
-    Use it as a Trainer callback (it records the starting weights when
-    training begins and the weights after every ``every``-th epoch), or call
-    :meth:`record` yourself. Then pass it to :func:`trajectory_landscape`.
+    As a ``Trainer.fit`` callback it records the starting weights when
+    training begins and the weights after every ``every``-th epoch; the model
+    is the trainer's unless one is given. :meth:`record` adds a snapshot by
+    hand. Then pass the recorder to :func:`trajectory_landscape`.
     """
 
-    def __init__(self, model, every=1):
+    trainer = None
+
+    def __init__(self, model=None, every=1):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"TrajectoryRecorder: every must be an int >= 1, got {every!r}")
         self.model = model
         self.every = every
         self.weights = []
-        self._params = _parameters(model, "TrajectoryRecorder")
         self._epochs_seen = 0
 
-    def record(self):
-        self.weights.append(np.concatenate([p.ravel() for p in self._params]))
+    def set_trainer(self, trainer):
+        self.trainer = trainer
 
-    # Callback hooks: accept any arguments so the recorder works with any
-    # Trainer callback signature.
-    def on_train_begin(self, *args, **kwargs):
+    def record(self):
+        model = self.model if self.model is not None else getattr(self.trainer, "model", None)
+        if model is None:
+            raise ValueError("TrajectoryRecorder: no model (pass one, or use the recorder "
+                             "as a Trainer callback)")
+        params = _parameters(model, "TrajectoryRecorder")
+        self.weights.append(np.concatenate([p.ravel() for p in params]))
+
+    def on_train_begin(self, logs=None):
         if not self.weights:
             self.record()
 
-    def on_epoch_end(self, *args, **kwargs):
+    def on_epoch_end(self, epoch, logs=None):
         self._epochs_seen += 1
         if self._epochs_seen % self.every == 0:
             self.record()
