@@ -1,2 +1,265 @@
-/* Losses: forward/backward pairs, mean reduction (PyTorch's definitions). */
-#include "nncore.h"
+/* Losses: forward/backward pairs, mean reduction, PyTorch's definitions.
+ * Compiled once (not per ISA): losses touch batch x outputs elements, a
+ * rounding error next to the GEMMs around them.
+ *
+ * Forward functions write the mean loss to *loss (double); backward functions
+ * write the gradient of that mean with respect to the prediction. pred and
+ * grad may be the same array.
+ *
+ * Determinism: a loss sum runs over nn_sum_blocks(count) equal blocks, a
+ * number fixed by the element count alone. Each block is summed in index
+ * order into eight interleaved double accumulators (lane i mod 8, added
+ * pairwise at the end); blocks may run on any
+ * thread; their partial sums are added in block order. The result is the same
+ * for any thread count. */
+#include <math.h>
+#include "dispatch.h"
+
+#define NN_LOSS_MAX_BLOCKS 64
+#define NN_LOSS_BLOCK_MIN 16384 /* elements (or rows x classes) per block */
+
+static int64_t nn_sum_blocks(int64_t work)
+{
+    int64_t b = work / NN_LOSS_BLOCK_MIN;
+    return b < 1 ? 1 : b > NN_LOSS_MAX_BLOCKS ? NN_LOSS_MAX_BLOCKS : b;
+}
+
+/* [lo, hi) of block b of nb over count items. */
+static inline void nn_block_range(int64_t b, int64_t nb, int64_t count, int64_t *lo, int64_t *hi)
+{
+    *lo = count * b / nb;
+    *hi = count * (b + 1) / nb;
+}
+
+/* Defines `static double name(x, t, param, lo, hi)`: the sum of
+ * term(x, t, i, param) over [lo, hi) into eight interleaved double
+ * accumulators (lane = i mod 8), added pairwise at the end. A macro, not a
+ * function pointer, so the term is inlined into the loop. */
+#define NN_DEFINE_BLOCK_SUM(name, term)                                               \
+    static double name(const float *x, const float *t, double param, int64_t lo,      \
+                       int64_t hi)                                                    \
+    {                                                                                 \
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                     \
+        int64_t i = lo;                                                               \
+        for (; i + 8 <= hi; i += 8)                                                   \
+            for (int l = 0; l < 8; l++)                                               \
+                acc[l] += term(x, t, i + l, param);                                   \
+        for (int l = 0; i < hi; i++, l++)                                             \
+            acc[l] += term(x, t, i, param);                                           \
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +                              \
+               ((acc[4] + acc[5]) + (acc[6] + acc[7]));                               \
+    }
+
+typedef double (*nn_block_sum)(const float *x, const float *t, double param, int64_t lo,
+                               int64_t hi);
+
+/* The mean over i < n of the terms block_sum adds up, summed as described
+ * above. */
+static double nn_mean_loss(nn_block_sum block_sum, int64_t n, const float *x, const float *t,
+                           double param)
+{
+    double partial[NN_LOSS_MAX_BLOCKS];
+    int64_t nb = nn_sum_blocks(n);
+    if (nb == 1)    /* no OpenMP region at all: even an idle one costs ~0.3 us */
+        return block_sum(x, t, param, 0, n) / (double)n;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t lo, hi;
+        nn_block_range(b, nb, n, &lo, &hi);
+        partial[b] = block_sum(x, t, param, lo, hi);
+    }
+    double s = 0.0;
+    for (int64_t b = 0; b < nb; b++)
+        s += partial[b];
+    return s / (double)n;
+}
+
+/* ---- MSELoss: mean((x - t)^2) ---- */
+
+static inline double nn_mse_term(const float *x, const float *t, int64_t i, double unused)
+{
+    double d = (double)x[i] - (double)t[i];
+    return d * d;
+}
+NN_DEFINE_BLOCK_SUM(nn_mse_block, nn_mse_term)
+
+int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss)
+{
+    *loss = nn_mean_loss(nn_mse_block, n, x, t, 0.0);
+    return NN_OK;
+}
+
+/* grad = 2 (x - t) / n */
+int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad)
+{
+    const float scale = (float)(2.0 / (double)n);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            grad[i] = (x[i] - t[i]) * scale;
+    });
+    return NN_OK;
+}
+
+/* ---- HuberLoss(delta): 0.5 d^2 where |d| < delta, else delta (|d| - delta/2) ---- */
+
+static inline double nn_huber_term(const float *x, const float *t, int64_t i, double delta)
+{
+    double d = (double)x[i] - (double)t[i], a = fabs(d);
+    return a < delta ? 0.5 * d * d : delta * (a - 0.5 * delta);
+}
+NN_DEFINE_BLOCK_SUM(nn_huber_block, nn_huber_term)
+
+int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss)
+{
+    *loss = nn_mean_loss(nn_huber_block, n, x, t, delta);
+    return NN_OK;
+}
+
+/* grad = clamp(x - t, -delta, delta) / n */
+int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad)
+{
+    const float scale = (float)(1.0 / (double)n);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++) {
+            float d = x[i] - t[i];
+            d = d < -delta ? -delta : d > delta ? delta : d;
+            grad[i] = d * scale;
+        }
+    });
+    return NN_OK;
+}
+
+/* ---- BCEWithLogitsLoss: mean(max(x, 0) - x t + log(1 + exp(-|x|))) ---- */
+
+static inline double nn_bce_term(const float *x, const float *t, int64_t i, double unused)
+{
+    double v = x[i];
+    return (v > 0.0 ? v : 0.0) - v * (double)t[i] + log1p(exp(-fabs(v)));
+}
+NN_DEFINE_BLOCK_SUM(nn_bce_block, nn_bce_term)
+
+int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss)
+{
+    *loss = nn_mean_loss(nn_bce_block, n, x, t, 0.0);
+    return NN_OK;
+}
+
+/* grad = (sigmoid(x) - t) / n, the sigmoid evaluated without overflow. */
+int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
+{
+    const float scale = (float)(1.0 / (double)n);
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++) {
+            float e = expf(-fabsf(x[i]));
+            float s = x[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+            grad[i] = (s - t[i]) * scale;
+        }
+    });
+    return NN_OK;
+}
+
+/* ---- CrossEntropyLoss: logits (m x c) and class labels in [0, c) ----
+ * row loss = logsumexp(x_r) - x_r[label], logsumexp = max + log(sum exp(x - max)),
+ * all in double: right for logits of any size (1e4 or 1e30). The softmax
+ * minus one-hot of the gradient is formed in double too, so the label's
+ * entry p - 1 keeps its precision when p is close to 1. */
+
+static double nn_row_logsumexp(int64_t c, const float *xr, float *mx_out)
+{
+    float mx = xr[0];
+    for (int64_t j = 1; j < c; j++)
+        mx = xr[j] > mx ? xr[j] : mx;
+    double sum = 0.0;
+    for (int64_t j = 0; j < c; j++)
+        sum += exp((double)xr[j] - mx);
+    *mx_out = mx;
+    return sum;
+}
+
+/* The summed loss of rows [lo, hi); sets *bad when a label is out of range. */
+static double ce_rows_loss(int64_t lo, int64_t hi, int64_t c, const float *x,
+                           const int64_t *labels, int *bad)
+{
+    double s = 0.0;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t y = labels[r];
+        if (y < 0 || y >= c) {
+            *bad = 1;
+            continue;
+        }
+        const float *xr = x + r * c;
+        float mx;
+        double sum = nn_row_logsumexp(c, xr, &mx);
+        s += ((double)mx + log(sum)) - (double)xr[y];
+    }
+    return s;
+}
+
+/* Returns NN_EINVAL when a label is outside [0, c) (then *loss is NaN). */
+int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                             double *loss)
+{
+    double partial[NN_LOSS_MAX_BLOCKS];
+    int64_t nb = nn_sum_blocks(m * c);
+    nb = nb > m ? m : nb;
+    int bad = 0;
+    if (nb == 1) {
+        partial[0] = ce_rows_loss(0, m, c, x, labels, &bad);
+    } else {
+#pragma omp parallel for schedule(static) reduction(| : bad)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t lo, hi;
+            nn_block_range(b, nb, m, &lo, &hi);
+            partial[b] = ce_rows_loss(lo, hi, c, x, labels, &bad);
+        }
+    }
+    if (bad) {
+        *loss = NAN;
+        return NN_EINVAL;
+    }
+    double total = 0.0;
+    for (int64_t b = 0; b < nb; b++)
+        total += partial[b];
+    *loss = total / (double)m;
+    return NN_OK;
+}
+
+/* The gradient rows [lo, hi); returns 1 when a label is out of range. */
+static int ce_rows_grad(int64_t lo, int64_t hi, int64_t m, int64_t c, const float *x,
+                        const int64_t *labels, float *grad)
+{
+    const double scale = 1.0 / (double)m;
+    int bad = 0;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t y = labels[r];
+        if (y < 0 || y >= c) {
+            bad = 1;
+            continue;
+        }
+        const float *xr = x + r * c;
+        float *gr = grad + r * c;
+        float mx;
+        double sum = nn_row_logsumexp(c, xr, &mx);
+        double inv = scale / sum;
+        for (int64_t j = 0; j < c; j++)
+            gr[j] = (float)(exp((double)xr[j] - mx) * inv);
+        gr[y] = (float)(exp((double)xr[y] - mx) * inv - scale);
+    }
+    return bad;
+}
+
+/* grad = (softmax(x) - onehot(label)) / m. Returns NN_EINVAL for a bad label
+ * (grad is then unspecified). */
+int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                              float *grad)
+{
+    int bad = 0;
+    if (m * c < NN_PARALLEL_MIN_ELEMENTS) {
+        bad = ce_rows_grad(0, m, m, c, x, labels, grad);
+    } else {
+#pragma omp parallel for schedule(static) reduction(| : bad)
+        for (int64_t r = 0; r < m; r++)
+            bad |= ce_rows_grad(r, r + 1, m, c, x, labels, grad);
+    }
+    return bad ? NN_EINVAL : NN_OK;
+}

@@ -37,13 +37,71 @@ void nn_set_num_threads(int n);
 int nn_get_num_threads(void);
 
 /* ---- activations (act.c) ---- */
+/* NONE and RELU are the activations the SGEMM epilogue applies; the others
+ * name the kernels below (the Python layers use these codes too). */
 typedef enum {
     NN_ACT_NONE = 0,
     NN_ACT_RELU = 1,
+    NN_ACT_LEAKY_RELU = 2,
+    NN_ACT_SIGMOID = 3,
+    NN_ACT_TANH = 4,
+    NN_ACT_GELU = 5,
+    NN_ACT_SOFTMAX = 6,
 } nn_activation;
 
+/* Elementwise over n floats; forward may run in place, backward may write dx
+ * over dy. Backward passes read the forward output y (ReLU, Sigmoid, Tanh,
+ * Softmax) or the forward input x (LeakyReLU, GELU), as named. */
 void nn_relu_forward(int64_t n, const float *x, float *y);
 void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx);
+void nn_leaky_relu_forward(int64_t n, const float *x, float *y, float slope);
+void nn_leaky_relu_backward(int64_t n, const float *x, const float *dy, float *dx, float slope);
+void nn_sigmoid_forward(int64_t n, const float *x, float *y);
+void nn_sigmoid_backward(int64_t n, const float *y, const float *dy, float *dx);
+void nn_tanh_forward(int64_t n, const float *x, float *y);
+void nn_tanh_backward(int64_t n, const float *y, const float *dy, float *dx);
+void nn_gelu_forward(int64_t n, const float *x, float *y);   /* exact (erf) GELU */
+void nn_gelu_backward(int64_t n, const float *x, const float *dy, float *dx);
+/* Row-wise over an m x n row-major matrix (leading dimension n). */
+void nn_softmax_forward(int64_t m, int64_t n, const float *x, float *y);
+void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, float *dx);
+
+/* ---- Dense bias gradient (bias.c): db[j] = sum_i dy[i * ldy + j], in row
+ * order in double, for any thread count. ---- */
+void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db);
+
+/* ---- Dropout (dropout.c): element i kept when bits(key, i) >= threshold
+ * (threshold = round(p * 2^24)), kept values scaled by `scale` = 1 / (1 - p).
+ * The mask depends only on (key, i). ---- */
+void nn_dropout_forward(int64_t n, const float *x, float *y, uint32_t threshold, float scale,
+                        uint64_t key);
+void nn_dropout_backward(int64_t n, const float *dy, float *dx, uint32_t threshold,
+                         float scale, uint64_t key);
+
+/* ---- Losses (loss.c): mean reduction, PyTorch's definitions. Forward writes
+ * the mean loss; backward writes d(mean loss)/d(pred). x is the prediction
+ * (n values, or m x c logits), t the target (n values). Cross-entropy returns
+ * NN_EINVAL when a label is outside [0, c). ---- */
+int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss);
+int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad);
+int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss);
+int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad);
+int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss);
+int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad);
+int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                             double *loss);
+int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                              float *grad);
+
+/* ---- Optimizer steps (optim.c): one torch.optim step, in place; see optim.c
+ * for the exact formulas. Optional buffers may be NULL as documented there. ---- */
+void nn_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float momentum,
+                 float dampening, float weight_decay, int nesterov, int first);
+void nn_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float beta1,
+                  float beta2, float eps, float weight_decay, float decay, float step_size,
+                  float bc2_sqrt);
+void nn_rmsprop_step(int64_t n, float *w, const float *g, float *sq, float *gavg, float *buf,
+                     float lr, float alpha, float eps, float weight_decay, float momentum);
 
 /* ---- SGEMM (gemm.c) ----
  * C = alpha * op(A) op(B) + beta * C, then C[i][j] = act(C[i][j] + bias[j]).

@@ -18,10 +18,20 @@ if _isa_error is not None:
 
 from . import datasets  # noqa: E402
 from .linalg import matmul  # noqa: E402
+from .init import manual_seed  # noqa: E402
+from .layers import (Layer, Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax,  # noqa: E402
+                     Dropout, Sequential, register_layer, layer_from_config)
+from .losses import Loss, MSELoss, HuberLoss, BCEWithLogitsLoss, CrossEntropyLoss  # noqa: E402
+from .optim import Optimizer, SGD, Adam, AdamW, RMSprop  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul"]
+__all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul",
+           "manual_seed",
+           "Layer", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
+           "Dropout", "Sequential", "register_layer", "layer_from_config",
+           "Loss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLoss",
+           "Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
 
 
 def set_num_threads(n):

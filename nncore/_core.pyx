@@ -5,7 +5,10 @@ Each function checks what C trusts (shapes, lengths), releases the GIL around
 the C call and turns C status codes into Python exceptions. Conversions of
 user input (dtype, order) happen in the Python modules, once, before here.
 """
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "nncore.h" nogil:
     int NN_OK, NN_EINVAL, NN_ENOMEM, NN_EISA
@@ -22,8 +25,43 @@ cdef extern from "nncore.h" nogil:
     int nn_openmp_version()
     void nn_set_num_threads(int n)
     int nn_get_num_threads()
+    int NN_ACT_LEAKY_RELU, NN_ACT_SIGMOID, NN_ACT_TANH, NN_ACT_GELU, NN_ACT_SOFTMAX
     void nn_relu_forward(int64_t n, const float *x, float *y)
     void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx)
+    void nn_leaky_relu_forward(int64_t n, const float *x, float *y, float slope)
+    void nn_leaky_relu_backward(int64_t n, const float *x, const float *dy, float *dx,
+                                float slope)
+    void nn_sigmoid_forward(int64_t n, const float *x, float *y)
+    void nn_sigmoid_backward(int64_t n, const float *y, const float *dy, float *dx)
+    void nn_tanh_forward(int64_t n, const float *x, float *y)
+    void nn_tanh_backward(int64_t n, const float *y, const float *dy, float *dx)
+    void nn_gelu_forward(int64_t n, const float *x, float *y)
+    void nn_gelu_backward(int64_t n, const float *x, const float *dy, float *dx)
+    void nn_softmax_forward(int64_t m, int64_t n, const float *x, float *y)
+    void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, float *dx)
+    void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db)
+    void nn_dropout_forward(int64_t n, const float *x, float *y, uint32_t threshold,
+                            float scale, uint64_t key)
+    void nn_dropout_backward(int64_t n, const float *dy, float *dx, uint32_t threshold,
+                             float scale, uint64_t key)
+    int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss)
+    int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad)
+    int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss)
+    int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad)
+    int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss)
+    int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
+    int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                                 double *loss)
+    int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x,
+                                  const int64_t *labels, float *grad)
+    void nn_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float momentum,
+                     float dampening, float weight_decay, int nesterov, int first)
+    void nn_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float beta1,
+                      float beta2, float eps, float weight_decay, float decay,
+                      float step_size, float bc2_sqrt)
+    void nn_rmsprop_step(int64_t n, float *w, const float *g, float *sq, float *gavg,
+                         float *buf, float lr, float alpha, float eps, float weight_decay,
+                         float momentum)
     int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                  float beta, float *c, int64_t ldc, const float *bias, int activation)
@@ -153,3 +191,389 @@ def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, ::1] a,
         status = nn_sgemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,
                           beta, &c[0, 0], ldc, pbias, activation)
     check(status, "sgemm")
+
+
+# ---------------------------------------------------------------------------
+# Network kernels. These take NumPy arrays and check them with the NumPy C API
+# (type, dtype, contiguity, alignment, writability, sizes): a few nanoseconds,
+# where acquiring a typed memoryview costs ~0.5 us per argument. The layers
+# call them on every training step, so this keeps the per-step Python
+# overhead small while a bad argument still raises instead of crashing.
+
+ACT_CODES = {
+    None: NN_ACT_NONE, "relu": NN_ACT_RELU, "leaky_relu": NN_ACT_LEAKY_RELU,
+    "sigmoid": NN_ACT_SIGMOID, "tanh": NN_ACT_TANH, "gelu": NN_ACT_GELU,
+    "softmax": NN_ACT_SOFTMAX,
+}
+
+cdef enum:
+    C_LOSS_MSE = 0
+    C_LOSS_HUBER = 1
+    C_LOSS_BCE_LOGITS = 2
+    C_LOSS_CROSS_ENTROPY = 3
+
+LOSS_MSE = C_LOSS_MSE
+LOSS_HUBER = C_LOSS_HUBER
+LOSS_BCE_LOGITS = C_LOSS_BCE_LOGITS
+LOSS_CROSS_ENTROPY = C_LOSS_CROSS_ENTROPY
+
+
+cdef inline int _check_array(cnp.ndarray a, int typenum, bint writable, str fn,
+                             str name) except -1:
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}, expected "
+                        f"{'float32' if typenum == cnp.NPY_FLOAT32 else 'int64'}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{fn}: {name} must be C-contiguous and aligned")
+    if writable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{fn}: {name} must be writable")
+    return 0
+
+
+cdef inline float *_fin(cnp.ndarray a, int64_t n, str fn, str name) except NULL:
+    """The data of a float32 C-contiguous array of n elements (read only)."""
+    _check_array(a, cnp.NPY_FLOAT32, False, fn, name)
+    if cnp.PyArray_SIZE(a) != n:
+        raise ValueError(f"{fn}: {name} has {cnp.PyArray_SIZE(a)} elements, expected {n}")
+    return <float *>cnp.PyArray_DATA(a)
+
+
+cdef inline float *_fout(cnp.ndarray a, int64_t n, str fn, str name) except NULL:
+    """The data of a writable float32 C-contiguous array of n elements."""
+    _check_array(a, cnp.NPY_FLOAT32, True, fn, name)
+    if cnp.PyArray_SIZE(a) != n:
+        raise ValueError(f"{fn}: {name} has {cnp.PyArray_SIZE(a)} elements, expected {n}")
+    return <float *>cnp.PyArray_DATA(a)
+
+
+cdef inline int _matrix(cnp.ndarray a, int64_t *rows, int64_t *cols, str fn,
+                        str name) except -1:
+    if cnp.PyArray_NDIM(a) != 2:
+        raise ValueError(f"{fn}: {name} must be 2-D, got {cnp.PyArray_NDIM(a)}-D")
+    rows[0] = cnp.PyArray_DIM(a, 0)
+    cols[0] = cnp.PyArray_DIM(a, 1)
+    return 0
+
+
+def act_forward(int act, cnp.ndarray x not None, cnp.ndarray y not None, float param=0.0):
+    """y = act(x) elementwise (softmax: row-wise over the last axis of a 2-D x);
+    param is LeakyReLU's slope. x and y may be the same array."""
+    cdef int64_t n = cnp.PyArray_SIZE(x), rows = 1, cols = n
+    if act == NN_ACT_SOFTMAX and cnp.PyArray_NDIM(x) == 2:
+        _matrix(x, &rows, &cols, "act_forward", "x")
+    cdef const float *px = _fin(x, n, "act_forward", "x")
+    cdef float *py = _fout(y, n, "act_forward", "y")
+    if n == 0:
+        return
+    with nogil:
+        if act == NN_ACT_RELU:
+            nn_relu_forward(n, px, py)
+        elif act == NN_ACT_LEAKY_RELU:
+            nn_leaky_relu_forward(n, px, py, param)
+        elif act == NN_ACT_SIGMOID:
+            nn_sigmoid_forward(n, px, py)
+        elif act == NN_ACT_TANH:
+            nn_tanh_forward(n, px, py)
+        elif act == NN_ACT_GELU:
+            nn_gelu_forward(n, px, py)
+        elif act == NN_ACT_SOFTMAX:
+            nn_softmax_forward(rows, cols, px, py)
+        else:
+            with gil:
+                raise ValueError(f"act_forward: unknown activation code {act}")
+
+
+def act_backward(int act, cnp.ndarray saved not None, cnp.ndarray dy not None,
+                 cnp.ndarray dx not None, float param=0.0):
+    """dx = dy * act'(...). `saved` is the forward output y for ReLU, Sigmoid,
+    Tanh and Softmax, the forward input x for LeakyReLU and GELU. dx may be dy."""
+    cdef int64_t n = cnp.PyArray_SIZE(saved), rows = 1, cols = n
+    if act == NN_ACT_SOFTMAX and cnp.PyArray_NDIM(saved) == 2:
+        _matrix(saved, &rows, &cols, "act_backward", "saved")
+    cdef const float *ps = _fin(saved, n, "act_backward", "saved")
+    cdef const float *pdy = _fin(dy, n, "act_backward", "dy")
+    cdef float *pdx = _fout(dx, n, "act_backward", "dx")
+    if n == 0:
+        return
+    with nogil:
+        if act == NN_ACT_RELU:
+            nn_relu_backward(n, ps, pdy, pdx)
+        elif act == NN_ACT_LEAKY_RELU:
+            nn_leaky_relu_backward(n, ps, pdy, pdx, param)
+        elif act == NN_ACT_SIGMOID:
+            nn_sigmoid_backward(n, ps, pdy, pdx)
+        elif act == NN_ACT_TANH:
+            nn_tanh_backward(n, ps, pdy, pdx)
+        elif act == NN_ACT_GELU:
+            nn_gelu_backward(n, ps, pdy, pdx)
+        elif act == NN_ACT_SOFTMAX:
+            nn_softmax_backward(rows, cols, ps, pdy, pdx)
+        else:
+            with gil:
+                raise ValueError(f"act_backward: unknown activation code {act}")
+
+
+def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
+                  cnp.ndarray y not None, int act=0):
+    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU)."""
+    cdef int64_t m, k, kw, n, my, ny
+    _matrix(x, &m, &k, "dense_forward", "x")
+    _matrix(w, &kw, &n, "dense_forward", "w")
+    _matrix(y, &my, &ny, "dense_forward", "y")
+    if kw != k or my != m or ny != n:
+        raise ValueError(f"dense_forward: x ({m}, {k}) @ w ({kw}, {n}) -> y ({my}, {ny}) "
+                         f"do not match")
+    if act != NN_ACT_NONE and act != NN_ACT_RELU:
+        raise ValueError(f"dense_forward: the GEMM epilogue has no activation code {act}")
+    cdef const float *px = _fin(x, m * k, "dense_forward", "x")
+    cdef const float *pw = _fin(w, k * n, "dense_forward", "w")
+    cdef float *py = _fout(y, m * n, "dense_forward", "y")
+    cdef const float *pb = NULL
+    if b is not None:
+        pb = _fin(b, n, "dense_forward", "b")
+    if m == 0 or n == 0:
+        return
+    cdef int status
+    with nogil:
+        status = nn_sgemm(0, 0, m, n, k, 1.0, px, k if k > 0 else 1, pw, n, 0.0, py, n, pb, act)
+    check(status, "dense_forward")
+
+
+def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
+                   object dx, cnp.ndarray dw not None, object db):
+    """dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten).
+    dx and db may be None to skip them."""
+    cdef int64_t m, k, kw, n, md, nd
+    _matrix(x, &m, &k, "dense_backward", "x")
+    _matrix(w, &kw, &n, "dense_backward", "w")
+    _matrix(dy, &md, &nd, "dense_backward", "dy")
+    if kw != k or md != m or nd != n:
+        raise ValueError(f"dense_backward: x ({m}, {k}), w ({kw}, {n}) and dy ({md}, {nd}) "
+                         f"do not match")
+    cdef const float *px = _fin(x, m * k, "dense_backward", "x")
+    cdef const float *pw = _fin(w, k * n, "dense_backward", "w")
+    cdef const float *pdy = _fin(dy, m * n, "dense_backward", "dy")
+    cdef float *pdw = _fout(dw, k * n, "dense_backward", "dw")
+    cdef float *pdx = NULL
+    cdef float *pdb = NULL
+    if dx is not None:
+        pdx = _fout(dx, m * k, "dense_backward", "dx")
+    if db is not None:
+        pdb = _fout(db, n, "dense_backward", "db")
+    if k == 0 or n == 0:
+        return
+    cdef int status = NN_OK
+    cdef int64_t j
+    with nogil:
+        if m == 0:
+            # an empty batch: every gradient is zero
+            for j in range(k * n):
+                pdw[j] = 0.0
+            if pdb != NULL:
+                for j in range(n):
+                    pdb[j] = 0.0
+        else:
+            status = nn_sgemm(1, 0, k, n, m, 1.0, px, k, pdy, n, 0.0, pdw, n, NULL, NN_ACT_NONE)
+            if status == NN_OK and pdb != NULL:
+                nn_bias_backward(m, n, pdy, n, pdb)
+            if status == NN_OK and pdx != NULL:
+                status = nn_sgemm(0, 1, m, k, n, 1.0, pdy, n, pw, n, 0.0, pdx, k, NULL,
+                                  NN_ACT_NONE)
+    check(status, "dense_backward")
+
+
+def bias_backward(cnp.ndarray dy not None, cnp.ndarray db not None):
+    """db = column sums of the 2-D dy, in a fixed order."""
+    cdef int64_t m, n
+    _matrix(dy, &m, &n, "bias_backward", "dy")
+    cdef const float *pdy = _fin(dy, m * n, "bias_backward", "dy")
+    cdef float *pdb = _fout(db, n, "bias_backward", "db")
+    if n == 0:
+        return
+    with nogil:
+        nn_bias_backward(m, n, pdy, n, pdb)
+
+
+cdef inline uint32_t _dropout_threshold(double p) except? 0:
+    if not (0.0 <= p < 1.0):
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    return <uint32_t>(p * 16777216.0 + 0.5)
+
+
+def dropout_forward(cnp.ndarray x not None, cnp.ndarray y not None, double p, uint64_t key):
+    """y = x * mask / (1 - p), the mask a function of (key, index) only."""
+    cdef int64_t n = cnp.PyArray_SIZE(x)
+    cdef const float *px = _fin(x, n, "dropout_forward", "x")
+    cdef float *py = _fout(y, n, "dropout_forward", "y")
+    cdef uint32_t threshold = _dropout_threshold(p)
+    cdef float scale = <float>(1.0 / (1.0 - p))
+    if n:
+        with nogil:
+            nn_dropout_forward(n, px, py, threshold, scale, key)
+
+
+def dropout_backward(cnp.ndarray dy not None, cnp.ndarray dx not None, double p, uint64_t key):
+    """dx = dy * mask / (1 - p) with the mask dropout_forward used for `key`."""
+    cdef int64_t n = cnp.PyArray_SIZE(dy)
+    cdef const float *pdy = _fin(dy, n, "dropout_backward", "dy")
+    cdef float *pdx = _fout(dx, n, "dropout_backward", "dx")
+    cdef uint32_t threshold = _dropout_threshold(p)
+    cdef float scale = <float>(1.0 / (1.0 - p))
+    if n:
+        with nogil:
+            nn_dropout_backward(n, pdy, pdx, threshold, scale, key)
+
+
+cdef int _loss_args(int kind, cnp.ndarray pred, cnp.ndarray target, str fn, int64_t *n,
+                    int64_t *c, const float **px, const void **pt) except -1:
+    """Check (pred, target) for a loss; n = rows (cross-entropy) or elements."""
+    cdef int64_t rows
+    if kind == C_LOSS_CROSS_ENTROPY:
+        _matrix(pred, &rows, c, fn, "pred")
+        if cnp.PyArray_NDIM(target) != 1 or cnp.PyArray_DIM(target, 0) != rows:
+            raise ValueError(f"{fn}: target must have shape ({rows},), "
+                             f"got {(<object>target).shape}")
+        if rows > 0 and c[0] == 0:
+            raise ValueError(f"{fn}: pred has no classes")
+        _check_array(target, cnp.NPY_INT64, False, fn, "target")
+        n[0] = rows
+        px[0] = _fin(pred, rows * c[0], fn, "pred")
+        pt[0] = cnp.PyArray_DATA(target)
+    elif kind == C_LOSS_MSE or kind == C_LOSS_HUBER or kind == C_LOSS_BCE_LOGITS:
+        n[0] = cnp.PyArray_SIZE(pred)
+        c[0] = 1
+        px[0] = _fin(pred, n[0], fn, "pred")
+        pt[0] = _fin(target, n[0], fn, "target")
+    else:
+        raise ValueError(f"{fn}: unknown loss code {kind}")
+    if n[0] == 0:
+        raise ValueError(f"{fn}: empty batch")
+    return 0
+
+
+def loss_forward(int kind, cnp.ndarray pred not None, cnp.ndarray target not None,
+                 float param=0.0):
+    """The mean loss (a Python float). pred: float32; target: float32 of the
+    same size, or int64 class labels (pred rows,) for cross-entropy.
+    param: Huber's delta."""
+    cdef int64_t n, c
+    cdef const float *px
+    cdef const void *pt
+    _loss_args(kind, pred, target, "loss_forward", &n, &c, &px, &pt)
+    cdef double loss = 0.0
+    cdef int status = NN_OK
+    with nogil:
+        if kind == C_LOSS_MSE:
+            status = nn_mse_forward(n, px, <const float *>pt, &loss)
+        elif kind == C_LOSS_HUBER:
+            status = nn_huber_forward(n, px, <const float *>pt, param, &loss)
+        elif kind == C_LOSS_BCE_LOGITS:
+            status = nn_bce_logits_forward(n, px, <const float *>pt, &loss)
+        else:
+            status = nn_cross_entropy_forward(n, c, px, <const int64_t *>pt, &loss)
+    if status == NN_EINVAL:
+        raise ValueError(f"loss_forward: a class label is outside [0, {c})")
+    check(status, "loss_forward")
+    return loss
+
+
+def loss_backward(int kind, cnp.ndarray pred not None, cnp.ndarray target not None,
+                  cnp.ndarray grad not None, float param=0.0):
+    """grad = d(mean loss)/d(pred), written into grad (pred's size)."""
+    cdef int64_t n, c
+    cdef const float *px
+    cdef const void *pt
+    _loss_args(kind, pred, target, "loss_backward", &n, &c, &px, &pt)
+    cdef float *pg = _fout(grad, n * c, "loss_backward", "grad")
+    cdef int status = NN_OK
+    with nogil:
+        if kind == C_LOSS_MSE:
+            status = nn_mse_backward(n, px, <const float *>pt, pg)
+        elif kind == C_LOSS_HUBER:
+            status = nn_huber_backward(n, px, <const float *>pt, param, pg)
+        elif kind == C_LOSS_BCE_LOGITS:
+            status = nn_bce_logits_backward(n, px, <const float *>pt, pg)
+        else:
+            status = nn_cross_entropy_backward(n, c, px, <const int64_t *>pt, pg)
+    if status == NN_EINVAL:
+        raise ValueError(f"loss_backward: a class label is outside [0, {c})")
+    check(status, "loss_backward")
+
+
+def sgd_step(cnp.ndarray w not None, cnp.ndarray g not None, object buf, float lr,
+             float momentum, float dampening, float weight_decay, bint nesterov, bint first):
+    """One torch.optim.SGD step in place (buf: the momentum buffer, or None
+    when momentum == 0; first: this is the buffer's first step)."""
+    cdef int64_t n = cnp.PyArray_SIZE(w)
+    cdef float *pw = _fout(w, n, "sgd_step", "param")
+    cdef const float *pg = _fin(g, n, "sgd_step", "grad")
+    cdef float *pbuf = NULL
+    if momentum != 0.0:
+        if buf is None:
+            raise ValueError("sgd_step: momentum needs a buffer")
+        pbuf = _fout(buf, n, "sgd_step", "buf")
+    if n:
+        with nogil:
+            nn_sgd_step(n, pw, pg, pbuf, lr, momentum, dampening, weight_decay, nesterov, first)
+
+
+def adam_step(cnp.ndarray w not None, cnp.ndarray g not None, cnp.ndarray m not None,
+              cnp.ndarray v not None, float beta1, float beta2, float eps, float weight_decay,
+              float decay, float step_size, float bc2_sqrt):
+    """One torch.optim.Adam / AdamW step in place (see csrc/optim.c)."""
+    cdef int64_t n = cnp.PyArray_SIZE(w)
+    cdef float *pw = _fout(w, n, "adam_step", "param")
+    cdef const float *pg = _fin(g, n, "adam_step", "grad")
+    cdef float *pm = _fout(m, n, "adam_step", "exp_avg")
+    cdef float *pv = _fout(v, n, "adam_step", "exp_avg_sq")
+    if n:
+        with nogil:
+            nn_adam_step(n, pw, pg, pm, pv, beta1, beta2, eps, weight_decay, decay, step_size,
+                         bc2_sqrt)
+
+
+def rmsprop_step(cnp.ndarray w not None, cnp.ndarray g not None, cnp.ndarray sq not None,
+                 object gavg, object buf, float lr, float alpha, float eps,
+                 float weight_decay, float momentum):
+    """One torch.optim.RMSprop step in place; gavg (centered) and buf
+    (momentum > 0) may be None."""
+    cdef int64_t n = cnp.PyArray_SIZE(w)
+    cdef float *pw = _fout(w, n, "rmsprop_step", "param")
+    cdef const float *pg = _fin(g, n, "rmsprop_step", "grad")
+    cdef float *psq = _fout(sq, n, "rmsprop_step", "square_avg")
+    cdef float *pa = NULL
+    cdef float *pbuf = NULL
+    if gavg is not None:
+        pa = _fout(gavg, n, "rmsprop_step", "grad_avg")
+    if momentum > 0.0:
+        if buf is None:
+            raise ValueError("rmsprop_step: momentum needs a buffer")
+        pbuf = _fout(buf, n, "rmsprop_step", "momentum_buffer")
+    if n:
+        with nogil:
+            nn_rmsprop_step(n, pw, pg, psq, pa, pbuf, lr, alpha, eps, weight_decay, momentum)
+
+
+def rows_f32(object x, Py_ssize_t cols):
+    """The number of rows of x when it is a float32, C-contiguous, aligned 2-D
+    ndarray with at least one row and `cols` columns (any number if cols < 0),
+    else -1. The layers' fast path: when it says yes, x needs no conversion."""
+    if not cnp.PyArray_Check(x):
+        return -1
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(a) != 2
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)):
+        return -1
+    if cnp.PyArray_DIM(a, 0) == 0 or (cols >= 0 and cnp.PyArray_DIM(a, 1) != cols):
+        return -1
+    return cnp.PyArray_DIM(a, 0)
+
+
+def is_c_array(object x, bint int64):
+    """True when x is a C-contiguous, aligned ndarray of float32 (or int64
+    when `int64`): usable by the kernels without conversion."""
+    if not cnp.PyArray_Check(x):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    return (cnp.PyArray_TYPE(a) == (cnp.NPY_INT64 if int64 else cnp.NPY_FLOAT32)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))

@@ -1,0 +1,90 @@
+"""Weight initialisers and the one seeded generator behind them and Dropout.
+
+``manual_seed(seed)`` replaces the generator, so a seed set before a model is
+built fixes its initial weights and every dropout mask of its training run.
+Until it is called the generator is seeded from the OS (like PyTorch).
+
+An initialiser is ``f(fan_in, fan_out, rng) -> array`` of shape
+``(fan_in, fan_out)``; ``Dense(init=...)`` takes one of these names or such a
+callable:
+
+==================  ===========================================  ==============
+name                distribution                                 used for
+==================  ===========================================  ==============
+``he_uniform``      U(-b, b), b = sqrt(6 / fan_in)               ReLU family
+``he_normal``       N(0, 2 / fan_in)
+``glorot_uniform``  U(-b, b), b = sqrt(6 / (fan_in + fan_out))   everything else
+``glorot_normal``   N(0, 2 / (fan_in + fan_out))
+``lecun_uniform``   U(-b, b), b = sqrt(3 / fan_in)
+``lecun_normal``    N(0, 1 / fan_in)
+``zeros``           0
+==================  ===========================================  ==============
+
+He keeps the activation variance constant through ReLU layers (He et al.
+2015); Glorot (Glorot & Bengio 2010) does so for symmetric activations.
+"""
+import math
+
+import numpy as np
+
+__all__ = ["manual_seed", "get_generator", "INITIALIZERS", "he_uniform", "he_normal",
+           "glorot_uniform", "glorot_normal", "lecun_uniform", "lecun_normal", "zeros"]
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed the generator behind weight initialisers, Dropout and anything else
+    in nncore that draws random numbers. ``seed``: a non-negative int."""
+    global _generator
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"manual_seed: seed must be >= 0, got {seed}")
+    _generator = np.random.default_rng(int(seed))
+
+
+def get_generator():
+    """The current ``numpy.random.Generator`` (replaced by ``manual_seed``)."""
+    return _generator
+
+
+def next_key():
+    """A fresh 64-bit key from the generator (Dropout's counter-based masks)."""
+    return int(_generator.bit_generator.random_raw())
+
+
+def _uniform(bound, fan_in, fan_out, rng):
+    return rng.uniform(-bound, bound, size=(fan_in, fan_out))
+
+
+def he_uniform(fan_in, fan_out, rng):
+    return _uniform(math.sqrt(6.0 / fan_in), fan_in, fan_out, rng)
+
+
+def he_normal(fan_in, fan_out, rng):
+    return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
+
+
+def glorot_uniform(fan_in, fan_out, rng):
+    return _uniform(math.sqrt(6.0 / (fan_in + fan_out)), fan_in, fan_out, rng)
+
+
+def glorot_normal(fan_in, fan_out, rng):
+    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=(fan_in, fan_out))
+
+
+def lecun_uniform(fan_in, fan_out, rng):
+    return _uniform(math.sqrt(3.0 / fan_in), fan_in, fan_out, rng)
+
+
+def lecun_normal(fan_in, fan_out, rng):
+    return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=(fan_in, fan_out))
+
+
+def zeros(fan_in, fan_out, rng):
+    return np.zeros((fan_in, fan_out))
+
+
+INITIALIZERS = {f.__name__: f for f in (he_uniform, he_normal, glorot_uniform, glorot_normal,
+                                         lecun_uniform, lecun_normal, zeros)}

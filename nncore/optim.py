@@ -1,0 +1,228 @@
+"""Optimizers: hyperparameters plus per-parameter state; ``step(params)``
+updates every parameter in place with one fused C pass.
+
+``params`` is ``model.parameters()``: a list of ``(param, grad)`` float32
+array pairs. State (momentum buffers, moment estimates, step counts) is kept
+per parameter array, created at its first step; ``reset()`` forgets it.
+
+The update rules are exactly torch.optim's documented algorithms (maximize
+off, no amsgrad), so a run compares with PyTorch step by step:
+
+- ``SGD``: d = g + wd w; b = d at the first step, else b = mu b + (1 - dampening) d;
+  d = d + mu b (Nesterov) or b; w -= lr d
+- ``Adam``: d = g + wd w; m = lerp(m, d, 1 - beta1); v = beta2 v + (1 - beta2) d^2;
+  w -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+- ``AdamW``: w *= 1 - lr wd, then Adam without the wd term
+- ``RMSprop``: d = g + wd w; s = alpha s + (1 - alpha) d^2;
+  avg = sqrt(s - a^2) + eps with a = lerp(a, d, 1 - alpha) (centered) or sqrt(s) + eps;
+  b = mu b + d / avg, w -= lr b (momentum) or w -= lr d / avg
+
+``lr`` is a plain attribute a scheduler may change between steps (it must stay
+a finite number >= 0).
+"""
+import math
+import numbers
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
+
+_F32 = np.float32
+
+
+def _number(owner, name, value, lo=0.0, hi=math.inf, hi_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
+    value = float(value)
+    if value < lo or value > hi or (hi_open and value == hi) or math.isinf(value):
+        rng = f"[{lo:g}, {hi:g}{')' if hi_open else ']'}" if hi != math.inf else f">= {lo:g}"
+        raise ValueError(f"{owner}: {name} must be {'in ' if hi != math.inf else ''}{rng}, "
+                         f"got {value!r}")
+    return value
+
+
+class _State:
+    __slots__ = ("param", "step", "bufs")
+
+    def __init__(self, param, bufs):
+        self.param = param   # a strong reference: the key id(param) stays unique
+        self.step = 0
+        self.bufs = bufs
+
+
+class Optimizer:
+    """Base class: subclasses define ``_buffers(param)`` and ``_update``."""
+
+    def __init__(self, lr):
+        self.lr = lr
+        self._state = {}
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _number(type(self).__name__, "lr", value)
+
+    def _new_state(self, p, g, i):
+        name = type(self).__name__
+        for arr, what in ((p, "param"), (g, "grad")):
+            if not isinstance(arr, np.ndarray) or arr.dtype != _F32 or \
+                    not arr.flags.c_contiguous:
+                raise TypeError(f"{name}.step: {what} {i} must be a float32 C-contiguous array "
+                                f"(use model.parameters()), got {_describe(arr)}")
+        if not p.flags.writeable:
+            raise ValueError(f"{name}.step: param {i} is read-only")
+        if g.shape != p.shape:
+            raise ValueError(f"{name}.step: grad {i} has shape {g.shape}, param {p.shape}")
+        st = _State(p, self._buffers(p))
+        self._state[id(p)] = st
+        return st
+
+    def step(self, params):
+        """Apply one update to every ``(param, grad)`` pair in place."""
+        state = self._state
+        for i, pair in enumerate(params):
+            try:
+                p, g = pair
+            except (TypeError, ValueError):
+                raise TypeError(f"{type(self).__name__}.step: expected (param, grad) pairs "
+                                f"as model.parameters() gives, got {_describe(pair)} "
+                                f"at {i}") from None
+            st = state.get(id(p))
+            if st is None or st.param is not p:
+                st = self._new_state(p, g, i)
+            st.step += 1
+            self._update(p, g, st)
+
+    def reset(self):
+        """Forget all per-parameter state (momentum, moments, step counts)."""
+        self._state.clear()
+
+    def _buffers(self, p):
+        return ()
+
+    def _update(self, p, g, st):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"lr": self.lr}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _describe(x):
+    if isinstance(x, np.ndarray):
+        return f"an array of dtype {x.dtype} and shape {x.shape}"
+    return f"a {type(x).__name__}"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (PyTorch's form:
+    the buffer starts as the first gradient), Nesterov momentum and L2 weight
+    decay."""
+
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, *, dampening=0.0):
+        super().__init__(lr)
+        self.momentum = _number("SGD", "momentum", momentum)
+        self.dampening = _number("SGD", "dampening", dampening)
+        self.weight_decay = _number("SGD", "weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
+
+    def _buffers(self, p):
+        return (np.zeros_like(p),) if self.momentum != 0 else (None,)
+
+    def _update(self, p, g, st):
+        _core.sgd_step(p, g, st.bufs[0], self._lr, self.momentum, self.dampening,
+                       self.weight_decay, self.nesterov, st.step == 1)
+
+    def get_config(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay, "dampening": self.dampening}
+
+
+def _betas(owner, betas):
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}") from None
+    return (_number(owner, "beta1", b1, 0.0, 1.0, hi_open=True),
+            _number(owner, "beta2", b2, 0.0, 1.0, hi_open=True))
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; weight_decay is L2 added to
+    the gradient (use AdamW for decoupled decay)."""
+
+    _decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        name = type(self).__name__
+        self.betas = _betas(name, betas)
+        self.eps = _number(name, "eps", eps)
+        self.weight_decay = _number(name, "weight_decay", weight_decay)
+
+    def _buffers(self, p):
+        return (np.zeros_like(p), np.zeros_like(p))
+
+    def _update(self, p, g, st):
+        b1, b2 = self.betas
+        t = st.step
+        lr = self._lr
+        if self._decoupled:
+            wd, decay = 0.0, 1.0 - lr * self.weight_decay
+        else:
+            wd, decay = self.weight_decay, 1.0
+        m, v = st.bufs
+        _core.adam_step(p, g, m, v, b1, b2, self.eps, wd, decay, lr / (1.0 - b1 ** t),
+                        math.sqrt(1.0 - b2 ** t))
+
+    def get_config(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): the weights
+    shrink by lr * weight_decay each step, outside the adaptive update."""
+
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as torch.optim.RMSprop (eps added outside the square root;
+    momentum buffer starting at zero; optional centering)."""
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        super().__init__(lr)
+        self.alpha = _number("RMSprop", "alpha", alpha, 0.0, 1.0)
+        self.eps = _number("RMSprop", "eps", eps)
+        self.weight_decay = _number("RMSprop", "weight_decay", weight_decay)
+        self.momentum = _number("RMSprop", "momentum", momentum)
+        self.centered = bool(centered)
+
+    def _buffers(self, p):
+        return (np.zeros_like(p), np.zeros_like(p) if self.centered else None,
+                np.zeros_like(p) if self.momentum > 0 else None)
+
+    def _update(self, p, g, st):
+        sq, gavg, buf = st.bufs
+        _core.rmsprop_step(p, g, sq, gavg, buf, self._lr, self.alpha, self.eps,
+                           self.weight_decay, self.momentum)
+
+    def get_config(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered}

@@ -1,0 +1,502 @@
+"""Layers and Sequential: forward against NumPy float64, finite-difference
+gradient checks, buffers, errors, config/state round trips, and learning."""
+import json
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import nncore as nn
+from nncore import init as nn_init
+from nncore import layers as L
+
+ACTS = [None, "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax"]
+_erfc = np.vectorize(math.erfc)
+
+
+def act64(name, z):
+    if name is None:
+        return z
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, 0.01 * z)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-z))
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "gelu":
+        return 0.5 * z * _erfc(-z / math.sqrt(2))
+    if name == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_dense_forward(isa, rng, activation):
+    for m, k, n in [(1, 1, 1), (5, 7, 3), (17, 63, 65), (64, 2, 10)]:
+        d = nn.Dense(k, n, activation)
+        d.bias[:] = rng.standard_normal(n)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        y = d.forward(x)
+        want = act64(activation, x.astype(np.float64) @ d.weight + d.bias)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+        assert y.dtype == np.float32 and y.flags.c_contiguous
+
+
+# ---- finite-difference gradient checks ----
+
+def loss_of(layer, x, upstream):
+    """sum(upstream * layer(x)) in float64 from the float32 output."""
+    return float((layer.forward(x).astype(np.float64) * upstream).sum())
+
+
+def numeric_grad(f, arr, idx, h):
+    """Central difference of f() in arr[idx], perturbing arr in place."""
+    old = arr[idx]
+    arr[idx] = old + h
+    up = f()
+    arr[idx] = old - h
+    down = f()
+    arr[idx] = old
+    # the perturbation actually applied, after rounding to float32
+    return (up - down) / (np.float64(np.float32(old + h)) - np.float64(np.float32(old - h)))
+
+
+def check_grads(layer, x, rng, h=1e-2, rtol=2e-2, atol=1e-3, n_checks=12):
+    y = layer.forward(x)
+    upstream = rng.standard_normal(y.shape)
+    layer.forward(x)
+    dx = layer.backward(upstream.astype(np.float32)).copy()
+    grads = [(p, g.copy()) for p, g in layer.parameters()]
+    f = lambda: loss_of(layer, x, upstream)  # noqa: E731
+    for arr, analytic in [(x, dx)] + grads:
+        flat = arr.reshape(-1)
+        for i in rng.choice(flat.size, size=min(n_checks, flat.size), replace=False):
+            num = numeric_grad(f, flat, i, h)
+            ana = analytic.reshape(-1)[i]
+            assert abs(num - ana) <= atol + rtol * abs(ana), (
+                f"{layer!r}: d/d[{i}] numeric {num} vs analytic {ana}")
+
+
+def smooth_input(rng, shape):
+    """Inputs kept away from ReLU kinks (|x| > 0.05) so differences are clean."""
+    x = rng.standard_normal(shape)
+    x = np.where(np.abs(x) < 0.05, 0.05 + np.abs(x), x)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_dense_gradients(isa, rng, activation):
+    nn.manual_seed(1)
+    d = nn.Dense(6, 5, activation)
+    d.bias[:] = rng.standard_normal(5) * 0.1
+    x = smooth_input(rng, (4, 6))
+    if activation in ("relu", "leaky_relu"):
+        # keep pre-activations away from the kink too
+        z = x @ d.weight + d.bias
+        d.bias[:] += np.where(np.abs(z) < 0.1, 0.2, 0.0).max(axis=0)
+    check_grads(d, x, rng)
+
+
+@pytest.mark.parametrize("layer", [nn.ReLU(), nn.LeakyReLU(0.1), nn.Sigmoid(), nn.Tanh(),
+                                   nn.GELU(), nn.Softmax()], ids=repr)
+def test_activation_gradients(isa, rng, layer):
+    check_grads(layer, smooth_input(rng, (3, 7)), rng)
+
+
+def test_dropout_gradients(rng, monkeypatch):
+    monkeypatch.setattr(nn_init, "next_key", lambda: 12345)  # the same mask every forward
+    check_grads(nn.Dropout(0.3), smooth_input(rng, (5, 8)), rng)
+
+
+def test_sequential_gradients(isa, rng):
+    nn.manual_seed(2)
+    model = nn.Sequential(nn.Dense(5, 8), nn.ReLU(), nn.Dense(8, 6, "tanh"), nn.GELU(),
+                          nn.Dense(6, 3))
+    check_grads(model, smooth_input(rng, (4, 5)), rng, n_checks=8)
+
+
+def test_backward_overwrites_gradients(rng):
+    model = nn.Sequential(nn.Dense(4, 3), nn.ReLU(), nn.Dense(3, 2))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    g = rng.standard_normal((5, 2)).astype(np.float32)
+    model.forward(x)
+    model.backward(g)
+    first = [gr.copy() for _, gr in model.parameters()]
+    model.backward(g)
+    for a, (_, b) in zip(first, model.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_input_grad_false_gives_same_parameter_grads(rng):
+    model = nn.Sequential(nn.Dropout(0.0), nn.Dense(4, 3), nn.ReLU(), nn.Dense(3, 2))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    g = rng.standard_normal((5, 2)).astype(np.float32)
+    model.forward(x)
+    dx = model.backward(g)
+    assert dx.shape == x.shape
+    want = [gr.copy() for _, gr in model.parameters()]
+    model.forward(x)
+    assert model.backward(g, input_grad=False) is None
+    for a, (_, b) in zip(want, model.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fused_relu_matches_unfused(rng):
+    nn.manual_seed(3)
+    a = nn.Sequential(nn.Dense(6, 5), nn.ReLU(), nn.Dense(5, 2))
+    b = nn.Sequential(nn.Dense(6, 5, "relu"), nn.Dense(5, 2))
+    for (p, _), (q, _) in zip(b.parameters(), a.parameters()):
+        p[...] = q
+    c1, c2, c3 = nn.Dense(6, 5), nn.ReLU(), nn.Dense(5, 2)   # layer by layer, no fusion
+    for (p, _), (q, _) in zip(c1.parameters() + c3.parameters(), a.parameters()):
+        p[...] = q
+    x = rng.standard_normal((7, 6)).astype(np.float32)
+    g = rng.standard_normal((7, 2)).astype(np.float32)
+    ya, yb = a.forward(x).copy(), b.forward(x).copy()
+    yc = c3.forward(c2.forward(c1.forward(x))).copy()
+    np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_array_equal(ya, yc)
+    da, db = a.backward(g).copy(), b.backward(g).copy()
+    dc = c1.backward(c2.backward(c3.backward(g)))
+    np.testing.assert_array_equal(da, db)
+    np.testing.assert_array_equal(da, dc)
+    for (_, ga), (_, gb) in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(ga, gb)
+
+
+# ---- buffers and allocations ----
+
+def test_buffers_are_reused(rng):
+    model = nn.Sequential(nn.Dense(4, 8), nn.ReLU(), nn.Dense(8, 3))
+    x = rng.standard_normal((16, 4)).astype(np.float32)
+    y1 = model.forward(x)
+    y2 = model.forward(x)
+    assert y1 is y2
+    small = model.forward(x[:5])
+    assert small.shape == (5, 3) and np.shares_memory(small, y1)
+
+
+def train_steps(model, loss, opt, X, y, steps):
+    for _ in range(steps):
+        out = model.forward(X)
+        loss.forward(out, y)
+        model.backward(loss.backward(), input_grad=False)
+        opt.step(model.parameters())
+
+
+@pytest.mark.parametrize("batch", [64, 1024])
+def test_training_step_allocates_nothing_per_batch(rng, batch):
+    """Steady-state steps allocate nothing proportional to the batch: after a
+    warm-up, 5 steps at batch 1024 allocate (net and peak) as little as at 64."""
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Dense(64, 128), nn.ReLU(), nn.Dropout(0.2),
+                          nn.Dense(128, 64, "tanh"), nn.Dense(64, 10))
+    loss = nn.CrossEntropyLoss()
+    opt = nn.Adam(lr=1e-3)
+    X = rng.standard_normal((batch, 64)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    train_steps(model, loss, opt, X, y, 2)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        train_steps(model, loss, opt, X, y, 5)
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # one batch of activations alone would be batch * 128 * 4 bytes >= 32 KiB
+    assert after - before < 4096 and peak - before < 8192, (after - before, peak - before)
+
+
+# ---- inference ----
+
+def test_predict_in_chunks_and_eval_mode(rng):
+    nn.manual_seed(4)
+    model = nn.Sequential(nn.Dense(3, 16), nn.ReLU(), nn.Dropout(0.5), nn.Dense(16, 4))
+    X = rng.standard_normal((103, 3))                    # float64: converted once
+    full = model.predict(X, batch_size=1000)
+    chunked = model.predict(X, batch_size=10)
+    np.testing.assert_allclose(chunked, full, rtol=1e-6, atol=1e-6)
+    assert model.training                                # restored
+    model.eval()
+    np.testing.assert_allclose(model.forward(X.astype(np.float32)), full, rtol=1e-6, atol=1e-6)
+    model.train()
+    with pytest.raises(ValueError, match="before forward"):
+        model.predict(X)
+        model.backward(np.zeros((103, 4), np.float32))
+
+
+def test_predict_proba(rng):
+    multi = nn.Sequential(nn.Dense(3, 4))
+    X = rng.standard_normal((9, 3)).astype(np.float32)
+    p = multi.predict_proba(X)
+    np.testing.assert_allclose(p, act64("softmax", multi.predict(X).astype(np.float64)),
+                               rtol=1e-5)
+    binary = nn.Sequential(nn.Dense(3, 1))
+    p1 = binary.predict_proba(X)
+    assert p1.shape == (9, 1)
+    np.testing.assert_allclose(p1, act64("sigmoid", binary.predict(X).astype(np.float64)),
+                               rtol=1e-5)
+    already = nn.Sequential(nn.Dense(3, 4), nn.Softmax())
+    np.testing.assert_array_equal(already.predict_proba(X), already.predict(X))
+
+
+# ---- errors ----
+
+def test_dense_input_errors():
+    d = nn.Dense(784, 256)
+    with pytest.raises(ValueError, match=r"Dense\(784->256\): input has 783 features, "
+                                         r"expected 784"):
+        d.forward(np.zeros((2, 783), np.float32))
+    with pytest.raises(ValueError, match=r"must be 2-D.*shape \(784,\).*reshape"):
+        d.forward(np.zeros(784, np.float32))
+    with pytest.raises(ValueError, match="empty batch"):
+        d.forward(np.zeros((0, 784), np.float32))
+    with pytest.raises(TypeError, match="real numbers"):
+        d.forward(np.array([["a"] * 784]))
+    with pytest.raises(ValueError, match=r"Dense\(784->256\): backward\(\) called before"):
+        d.backward(np.zeros((2, 256), np.float32))
+    d.forward(np.zeros((2, 784)))
+    with pytest.raises(ValueError, match=r"gradient has shape \(2, 255\), expected \(2, 256\)"):
+        d.backward(np.zeros((2, 255), np.float32))
+
+
+@pytest.mark.parametrize("args,kwargs,match", [
+    ((0, 3), {}, "in_features must be a positive int"),
+    ((3, 2.5), {}, "out_features must be a positive int"),
+    ((True, 3), {}, "in_features"),
+    ((3, 3, "swish"), {}, "unknown activation 'swish'"),
+    ((3, 3), {"init": "magic"}, "unknown init 'magic'"),
+])
+def test_dense_constructor_errors(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nn.Dense(*args, **kwargs)
+
+
+def test_parameter_free_layer_errors():
+    for layer in (nn.ReLU(), nn.Softmax(), nn.Dropout(0.1)):
+        with pytest.raises(ValueError, match="before forward"):
+            layer.backward(np.zeros((2, 2), np.float32))
+        layer.forward(np.ones((2, 3), np.float32))
+        with pytest.raises(ValueError, match=r"gradient has shape \(3, 2\), expected \(2, 3\)"):
+            layer.backward(np.zeros((3, 2), np.float32))
+    for p in (-0.1, 1.0, 1.5, "0.5", None):
+        with pytest.raises(ValueError, match=r"Dropout: p must be a number in \[0, 1\)"):
+            nn.Dropout(p)
+    with pytest.raises(ValueError, match="negative_slope"):
+        nn.LeakyReLU(float("nan"))
+
+
+def test_sequential_errors():
+    with pytest.raises(TypeError, match="Sequential\\(\\*layers\\)"):
+        nn.Sequential([nn.ReLU()])
+    with pytest.raises(TypeError, match="argument 1 is a str"):
+        nn.Sequential(nn.ReLU(), "relu")
+    r = nn.ReLU()
+    with pytest.raises(ValueError, match="appears twice"):
+        nn.Sequential(r, r)
+    model = nn.Sequential(nn.Dense(3, 2))
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(np.zeros((2, 3)), batch_size=0)
+
+
+def test_nan_propagates(rng):
+    model = nn.Sequential(nn.Dense(3, 4), nn.ReLU(), nn.Dense(4, 2))
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    x[0, 0] = np.nan
+    y = model.forward(x)
+    assert np.isnan(y[0]).all() and np.isfinite(y[1]).all()
+
+
+# ---- init, seeds, state, config ----
+
+def test_init_rules():
+    nn.manual_seed(0)
+    fan_in, fan_out = 400, 300
+    relu = nn.Dense(fan_in, fan_out, "relu").weight
+    glorot = nn.Dense(fan_in, fan_out).weight
+    he_bound = math.sqrt(6 / fan_in)
+    glorot_bound = math.sqrt(6 / (fan_in + fan_out))
+    assert he_bound * 0.99 < np.abs(relu).max() <= he_bound
+    assert glorot_bound * 0.99 < np.abs(glorot).max() <= glorot_bound
+    # a Dense placed before a ReLU in a Sequential gets He too
+    model = nn.Sequential(nn.Dense(fan_in, fan_out), nn.ReLU(), nn.Dense(fan_out, 2))
+    assert he_bound * 0.99 < np.abs(model[0].weight).max() <= he_bound
+    assert np.all(model[0].bias == 0)
+    normal = nn.Dense(fan_in, fan_out, init="he_normal").weight
+    assert np.std(normal) == pytest.approx(math.sqrt(2 / fan_in), rel=0.02)
+    custom = nn.Dense(2, 3, init=lambda i, o, rng: np.full((i, o), 0.5)).weight
+    np.testing.assert_array_equal(custom, 0.5)
+
+
+def test_manual_seed_reproduces_weights_and_dropout():
+    def run():
+        nn.manual_seed(123)
+        model = nn.Sequential(nn.Dense(5, 8), nn.ReLU(), nn.Dropout(0.5), nn.Dense(8, 2))
+        x = np.ones((4, 5), np.float32)
+        return [model.forward(x).copy(), model.forward(x).copy(), model[0].weight.copy()]
+    a, b = run(), run()
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a[0], a[1])   # a new mask each forward
+    with pytest.raises(ValueError):
+        nn.manual_seed(-1)
+
+
+def test_state_dict_round_trip(rng):
+    a = nn.Sequential(nn.Dense(3, 4), nn.ReLU(), nn.Sequential(nn.Dense(4, 2, bias=False)))
+    state = a.state_dict()
+    assert sorted(state) == ["0.bias", "0.weight", "2.0.weight"]
+    b = nn.Sequential(nn.Dense(3, 4), nn.ReLU(), nn.Sequential(nn.Dense(4, 2, bias=False)))
+    b.load_state_dict(state)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    state["0.weight"][...] = 7   # a copy: the model is unchanged
+    assert not np.any(a[0].weight == 7)
+    with pytest.raises(ValueError, match=r"missing keys \['0.bias'\]"):
+        b.load_state_dict({k: v for k, v in state.items() if k != "0.bias"})
+    with pytest.raises(ValueError, match=r"0.weight has shape \(4, 3\), expected \(3, 4\)"):
+        b.load_state_dict({**state, "0.weight": np.zeros((4, 3))})
+    w_before = b[0].weight.copy()
+    with pytest.raises(ValueError):
+        b.load_state_dict({**state, "0.weight": np.ones((3, 4)), "0.bias": np.zeros(5)})
+    np.testing.assert_array_equal(b[0].weight, w_before)   # nothing written
+
+
+def test_weight_assignment_copies_in_place():
+    d = nn.Dense(2, 3)
+    w = d.weight
+    d.weight = np.ones((2, 3))
+    assert d.weight is w and np.all(w == 1)
+    with pytest.raises(ValueError, match="expected \\(2, 3\\)"):
+        d.weight = np.ones((3, 2))
+
+
+def test_config_round_trip(rng):
+    nn.manual_seed(5)
+    model = nn.Sequential(nn.Dense(4, 8, "gelu", init="he_normal"), nn.LeakyReLU(0.2),
+                          nn.Dropout(0.25), nn.Sequential(nn.Dense(8, 3, bias=False), nn.Tanh()),
+                          nn.Sigmoid(), nn.Softmax(), nn.ReLU())
+    config = json.loads(json.dumps(L.layer_config(model)))
+    rebuilt = nn.layer_from_config(config)
+    assert L.layer_config(rebuilt) == config
+    rebuilt.load_state_dict(model.state_dict())
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    model.eval()
+    rebuilt.eval()
+    np.testing.assert_array_equal(model.forward(x), rebuilt.forward(x))
+    assert nn.Sequential.from_config(model.get_config()).get_config() == model.get_config()
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown layer type 'Conv2d'"):
+        nn.layer_from_config({"type": "Conv2d"})
+    with pytest.raises(ValueError, match="bad config for Dense"):
+        nn.layer_from_config({"type": "Dense", "in_features": 2, "out_features": 2, "evil": 1})
+    with pytest.raises(ValueError, match="positive int"):
+        nn.layer_from_config({"type": "Dense", "in_features": -2, "out_features": 2})
+    deep = {"type": "ReLU"}
+    for _ in range(40):
+        deep = {"type": "Sequential", "layers": [deep]}
+    with pytest.raises(ValueError, match="nested deeper"):
+        nn.layer_from_config(deep)
+    with pytest.raises(ValueError, match="must be a dict"):
+        nn.layer_from_config(["Dense"])
+
+
+def test_register_layer():
+    @nn.register_layer
+    class Scale(nn.Layer):
+        def __init__(self, factor=2.0):
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+        def backward(self, grad, input_grad=True):
+            return grad * self.factor
+
+        def get_config(self):
+            return {"factor": self.factor}
+
+    try:
+        model = nn.layer_from_config({"type": "Sequential", "layers": [
+            {"type": "Scale", "factor": 3.0}, {"type": "ReLU"}]})
+        np.testing.assert_array_equal(model.forward(np.ones((1, 2), np.float32)), 3.0)
+    finally:
+        del L.LAYERS["Scale"]
+
+
+# ---- determinism and learning ----
+
+def ten_steps(threads):
+    nn.set_num_threads(threads)
+    nn.manual_seed(7)
+    rng = np.random.default_rng(7)
+    model = nn.Sequential(nn.Dense(300, 256), nn.ReLU(), nn.Dropout(0.1),
+                          nn.Dense(256, 300, "tanh"), nn.Dense(300, 10))
+    X = rng.standard_normal((300, 300)).astype(np.float32)   # 300x300: parallel kernels
+    y = rng.integers(0, 10, 300)
+    loss, opt = nn.CrossEntropyLoss(), nn.SGD(lr=0.05, momentum=0.9, nesterov=True)
+    losses = []
+    for _ in range(10):
+        losses.append(loss.forward(model.forward(X), y))
+        model.backward(loss.backward())
+        opt.step(model.parameters())
+    return losses, [p.copy() for p, _ in model.parameters()]
+
+
+def test_training_bitwise_identical_across_threads(num_threads):
+    l1, p1 = ten_steps(1)
+    l2, p2 = ten_steps(2)
+    assert l1 == l2
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a, b)
+
+
+def fit(model, loss, opt, X, y, epochs, batch=None):
+    n = len(X)
+    batch = batch or n
+    rng = np.random.default_rng(0)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            loss.forward(model.forward(X[idx]), y[idx])
+            model.backward(loss.backward(), input_grad=False)
+            opt.step(model.parameters())
+
+
+def test_learns_xor():
+    nn.manual_seed(0)
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    y = np.array([0, 1, 1, 0], np.float32)
+    model = nn.Sequential(nn.Dense(2, 8, "tanh"), nn.Dense(8, 1))
+    fit(model, nn.BCEWithLogitsLoss(), nn.Adam(lr=0.05), X, y, 500)
+    assert np.array_equal((model.predict_proba(X)[:, 0] > 0.5), y.astype(bool))
+
+
+def spiral(n_per_class=100, seed=0):
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for c in range(2):
+        t = np.linspace(0.25, 3 * np.pi, n_per_class)
+        r = t / (3 * np.pi)
+        X.append(np.c_[r * np.cos(t + c * np.pi), r * np.sin(t + c * np.pi)]
+                 + rng.normal(0, 0.01, (n_per_class, 2)))
+        y.append(np.full(n_per_class, c))
+    return np.concatenate(X).astype(np.float32), np.concatenate(y)
+
+
+def test_learns_two_class_spiral():
+    nn.manual_seed(0)
+    X, y = spiral()
+    model = nn.Sequential(nn.Dense(2, 64), nn.ReLU(), nn.Dense(64, 64), nn.ReLU(),
+                          nn.Dense(64, 2))
+    fit(model, nn.CrossEntropyLoss(), nn.Adam(lr=0.01), X, y, 400, batch=50)
+    acc = (model.predict(X).argmax(axis=1) == y).mean()
+    assert acc == 1.0, acc
