@@ -431,7 +431,10 @@ def trajectory_landscape(model, loss, X, y, trajectory, *, steps=21, margin=0.2,
     centre = _flatten(params)
     diffs = np.stack(rows) - centre
     _, sv, vt = np.linalg.svd(diffs - diffs.mean(axis=0), full_matrices=False)
-    if sv.size < 2 or not sv[1] > 1e-12 * sv[0]:
+    # Snapshots are float32: rounding alone moves each by up to 2^-24 |w| per
+    # weight, so a second singular value below that noise means a straight path.
+    noise = 4 * 2.0 ** -24 * math.sqrt(len(rows)) * max(np.linalg.norm(r) for r in rows)
+    if sv.size < 2 or not sv[1] > max(noise, 1e-6 * sv[0]):
         raise ValueError(f"{who}: the snapshots lie on a line (or a point); there is no "
                          f"second direction to plot")
     explained = sv[:2] ** 2 / np.sum(sv ** 2)
