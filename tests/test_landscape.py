@@ -61,6 +61,32 @@ def test_centre_is_the_model_loss(classification):
     assert np.allclose(batched.losses, result.losses, rtol=1e-5)
 
 
+@pytest.mark.parametrize("sizes,act", [([6, 8, 3], None), ([6, 8, 5, 3], "relu"),
+                                       ([6, 3], None)])
+def test_first_layer_fast_path_matches_the_plain_evaluation(classification, sizes, act):
+    """A Sequential starting with a Dense gets the precomputed first-layer
+    GEMMs; its grid equals the plain evaluation (batch by batch) up to float32
+    rounding, and its centre is exactly the model's loss."""
+    X, y = classification
+    model = mlp(sizes)
+    if act:                                   # Dense(activation="relu") instead of Dense, ReLU
+        first = nn.Dense(sizes[0], sizes[1], activation="relu")
+        first.weight = model.layers[0].weight
+        model = nn.Sequential(first, *model.layers[2:])
+    loss = nn.CrossEntropyLoss()
+    dirs = ls.random_directions(model, dims=2, seed=1)
+    Xc, yc = ls._check_data(X, y, "t")
+    assert isinstance(ls._make_evaluator(model, loss, Xc, yc, len(X), dirs),
+                      ls._FirstLayerEvaluator)
+    assert type(ls._make_evaluator(model, loss, Xc, yc, 50, dirs)) is ls._Evaluator
+    saved = snapshot(model)
+    fast = ls.loss_landscape(model, loss, X, y, steps=5, directions=dirs)
+    plain = ls.loss_landscape(model, loss, X, y, steps=5, directions=dirs, batch_size=50)
+    assert_bitwise(model, saved)
+    np.testing.assert_allclose(fast.losses, plain.losses, rtol=2e-6)
+    assert fast.losses[2, 2] == loss.forward(model.forward(X), y)
+
+
 def test_weights_restored_bitwise_and_in_place(classification):
     X, y = classification
     model = mlp([6, 8, 3])
