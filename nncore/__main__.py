@@ -173,6 +173,7 @@ def _add_landscape_parser(sub):
                    help="use the first N training samples (default 10000)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of a PNG (default 100)")
 
 
 def cmd_landscape(args):
@@ -188,8 +189,8 @@ def cmd_landscape(args):
 
     # Check everything cheap before the grid is computed.
     problem = None
-    if args.samples < 1:
-        problem = "--samples must be >= 1"
+    if args.samples < 1 or args.steps < 2 or args.dpi < 1:
+        problem = "--samples and --dpi must be >= 1, --steps >= 2"
     elif os.path.splitext(args.out)[1].lower() not in landscape.PLOT_FORMATS:
         problem = f"--out {args.out}: use a {', '.join(landscape.PLOT_FORMATS)} file name"
     elif args.kind is not None and (args.kind == "line") != (args.dims == 1):
@@ -223,7 +224,7 @@ def cmd_landscape(args):
         print(f"landscape: {exc}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
-    result.plot(args.out, kind=args.kind,
+    result.plot(args.out, kind=args.kind, dpi=args.dpi,
                 title=f"{os.path.basename(args.model)} on {args.data} "
                       f"({len(X)} samples, {args.normalization}-normalised directions)")
     print(f"{result.losses.size} points x {len(X)} samples in {seconds:.2f} s; loss "

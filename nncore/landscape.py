@@ -62,6 +62,10 @@ def _restored(model, params):
             np.copyto(p, s)
         if was_training and hasattr(model, "train"):
             model.train()
+        # Drop the layers' references to our inputs, as Sequential.predict does.
+        forget = getattr(model, "_forget", None)
+        if callable(forget):
+            forget()
 
 
 def _check_data(X, y, who):
@@ -179,7 +183,8 @@ def _make_evaluator(model, loss, X, y, batch_size, directions):
     if batch_size < X.shape[0] or type(model) is not Sequential or not model.layers:
         return plain
     dense = model.layers[0]
-    if type(dense) is not Dense or dense.activation not in (None, "relu"):
+    if type(dense) is not Dense or dense.activation not in (None, "relu") \
+            or X.shape[1] != dense.in_features:   # (the model's forward names the error)
         return plain
     relu, rest = dense.activation == "relu", list(model.layers[1:])
     if not relu and rest and type(rest[0]) is ReLU:

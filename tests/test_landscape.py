@@ -359,3 +359,18 @@ def test_cli_writes_a_png(tmp_path):
                           "--out", str(tmp_path / "x.gif")], cwd=tempfile.gettempdir(),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "x.gif" in bad.stderr
+
+
+def test_cli_model_that_does_not_fit_the_data(tmp_path):
+    try:
+        nn.datasets.load_fashion_mnist()
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed")
+    nn.save(mlp([64, 16, 10]), tmp_path / "m.nnc")
+    proc = subprocess.run([sys.executable, "-m", "nncore", "landscape", str(tmp_path / "m.nnc"),
+                           "--data", "fashion-mnist", "--out", str(tmp_path / "x.png"),
+                           "--steps", "3", "--samples", "50"], cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "784 features, expected 64" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.png").exists()
