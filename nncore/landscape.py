@@ -161,11 +161,15 @@ class _FirstLayerEvaluator(_Evaluator):
         if coefs is None or not any(coefs):
             return super().__call__()
         z, tmp = self.z, self.tmp
-        np.copyto(z, self.p0)
+        first = True    # z = p0 + sum c_k p_k, in as few passes over memory as NumPy allows
         for c, pk in zip(coefs, self.pk):
             if c != 0.0:
-                np.multiply(pk, np.float32(c), out=tmp)
-                np.add(z, tmp, out=z)
+                np.multiply(pk, np.float32(c), out=tmp if not first else z)
+                if first:
+                    np.add(z, self.p0, out=z)
+                    first = False
+                else:
+                    np.add(z, tmp, out=z)
         if self.relu:
             from . import _core
             _core.act_forward(_core.ACT_CODES["relu"], z, z)
@@ -608,8 +612,10 @@ class Landscape:
         if kind == "line":
             ax = fig.add_subplot()
             ax.plot(self.coords[0], z, marker="o", markersize=3)
-            for m in self.markers:
+            for m, name in zip(self.markers, ("A", "B")):   # interpolate_loss's two models
                 ax.axvline(m, color="grey", linestyle=":", linewidth=1)
+                ax.annotate(f"model {name}", (m, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(3, -12), textcoords="offset points", fontsize="small")
             if log:
                 ax.set_yscale("log")
             ax.set_xlabel(self.labels[0])

@@ -288,10 +288,13 @@ def test_pca_of_a_path_in_a_plane_recovers_the_plane(rng, classification):
 def test_trajectory_recorder_as_a_callback(classification):
     X, y = classification
     model = mlp([6, 8, 3])
-    recorder = nn.TrajectoryRecorder(model)
+    recorder = nn.TrajectoryRecorder()                   # the model comes from the trainer
+    every_other = nn.TrajectoryRecorder(model, every=2)
     trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.5), batch_size=32, seed=0)
-    trainer.fit(X, y, epochs=4, callbacks=[recorder])
+    trainer.fit(X, y, epochs=4, callbacks=[recorder, every_other], verbose=0)
     assert len(recorder) == 5                            # the start and every epoch
+    assert len(every_other) == 3
+    np.testing.assert_array_equal(every_other.weights[1], recorder.weights[2])
     final = np.concatenate([p.ravel() for p in weights(model)])
     np.testing.assert_array_equal(recorder.weights[-1], final)
     assert not np.array_equal(recorder.weights[0], final)
