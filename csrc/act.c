@@ -8,13 +8,14 @@
  * the GEMM epilogue keep no pre-activation copy); LeakyReLU and GELU use their
  * input x.
  *
- * Sigmoid, Tanh, GELU and Softmax call scalar libm (expf, tanhf, erfc, exp): gcc
- * vectorises those calls only under -ffast-math. Measured at 0.7-1.5 ns per
- * element on the development machine, a full pass over a 1024x256 activation
- * costs ~0.3 ms against ~4 ms for the GEMM that produced it, so a hand-written
- * vector approximation is not worth its accuracy risk yet. */
+ * Sigmoid, Tanh, GELU and Softmax use the vectorisable exp, tanh and normal
+ * CDF of vmath.h (a few ulp, tested against float64): gcc vectorises libm
+ * calls only under -ffast-math, and scalar glibc measured ~5 ns (expf),
+ * ~28 ns (tanhf) and ~15 ns (double erfc for an accurate GELU) per element
+ * here, slower than the GEMM that produced the activations. */
 #include <math.h>
 #include "dispatch.h"
+#include "vmath.h"
 
 /* y = max(x, 0); NaN propagates, as in PyTorch. */
 void NN_ISA_FN(relu_forward)(int64_t n, const float *x, float *y)
@@ -27,21 +28,25 @@ void NN_ISA_FN(relu_forward)(int64_t n, const float *x, float *y)
 
 /* dx = dy where x > 0, else 0 (the subgradient at 0 is 0, as in PyTorch).
  * Passing the output y instead of x gives the same mask, since y > 0 exactly
- * where x > 0. */
+ * where x > 0. A bit mask, not a select, so dy is loaded unconditionally and
+ * the loop vectorises without masked loads (plain SSE2). */
 void NN_ISA_FN(relu_backward)(int64_t n, const float *x, const float *dy, float *dx)
 {
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++)
-            dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+            dx[i] = nn_keep_if_pos(x[i], dy[i]);
     });
 }
 
-/* y = x where x > 0, else slope * x (PyTorch's LeakyReLU, any slope). */
+/* y = x where x > 0, else slope * x (PyTorch's LeakyReLU, any slope).
+ * Both sides are computed and then selected: a multiply under a condition is
+ * not if-converted under gcc's default -ftrapping-math, and the branchy
+ * scalar loop it leaves mispredicts on random signs (~8 ns per element). */
 void NN_ISA_FN(leaky_relu_forward)(int64_t n, const float *x, float *y, float slope)
 {
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++)
-            y[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
+            y[i] = nn_select_pos(x[i], x[i], x[i] * slope);
     });
 }
 
@@ -50,17 +55,17 @@ void NN_ISA_FN(leaky_relu_backward)(int64_t n, const float *x, const float *dy, 
 {
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++)
-            dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * slope;
+            dx[i] = nn_select_pos(x[i], dy[i], dy[i] * slope);
     });
 }
 
-/* y = 1 / (1 + exp(-x)): expf overflows to inf for x < -88 and y becomes 0,
+/* y = 1 / (1 + exp(-x)): exp overflows to inf for x < -88 and y becomes 0,
  * which is the correctly rounded answer there. */
 void NN_ISA_FN(sigmoid_forward)(int64_t n, const float *x, float *y)
 {
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++)
-            y[i] = 1.0f / (1.0f + expf(-x[i]));
+            y[i] = 1.0f / (1.0f + nn_expf(-x[i]));
     });
 }
 
@@ -77,7 +82,7 @@ void NN_ISA_FN(tanh_forward)(int64_t n, const float *x, float *y)
 {
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++)
-            y[i] = tanhf(x[i]);
+            y[i] = nn_tanhf(x[i]);
     });
 }
 
@@ -90,43 +95,37 @@ void NN_ISA_FN(tanh_backward)(int64_t n, const float *y, const float *dy, float 
     });
 }
 
-#define NN_SQRT1_2 0.70710678118654752440
-#define NN_INV_SQRT_2PI 0.39894228040143267794
-
 /* The exact GELU (PyTorch's default approximate='none'):
- * y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2).
- * The erfc form keeps full relative precision for negative x, where
- * 1 + erf(.) cancels (PyTorch's erf form loses ~4 digits at x = -4), and it
- * runs in double because erfc amplifies the rounding of its argument by ~x^2
- * (float32 would be off by up to ~150 ulp at x = -12). Double erfc costs
- * ~1.1 ns per element, the same as erff. */
+ * y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), with Phi from vmath.h, which
+ * keeps full relative precision in the negative tail (where PyTorch's
+ * 1 + erf(.) cancels: ~4 digits lost at x = -4). */
 void NN_ISA_FN(gelu_forward)(int64_t n, const float *x, float *y)
 {
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++)
-            y[i] = (float)(0.5 * x[i] * erfc(-x[i] * NN_SQRT1_2));
+            y[i] = x[i] * nn_normal_cdf(x[i]);
     });
 }
 
 /* dy/dx = Phi(x) + x phi(x), phi the standard normal density. */
 void NN_ISA_FN(gelu_backward)(int64_t n, const float *x, const float *dy, float *dx)
 {
+    const float inv_sqrt_2pi = 0.39894228040143267794f;
     NN_FOR_RANGES(n, lo, hi, {
         for (int64_t i = lo; i < hi; i++) {
-            double v = x[i];
-            double cdf = 0.5 * erfc(-v * NN_SQRT1_2);
-            double pdf = NN_INV_SQRT_2PI * exp(-0.5 * v * v);
-            dx[i] = dy[i] * (float)(cdf + v * pdf);
+            float v = x[i];
+            float pdf = inv_sqrt_2pi * nn_exp_neg_half_sq(v);
+            dx[i] = dy[i] * (nn_normal_cdf(v) + v * pdf);
         }
     });
 }
 
 /* Row-wise softmax of an m x n row-major matrix (leading dimension n),
- * stable: exp(x - max) never overflows. x - max and exp run in double (a
- * float32 difference would cost up to |x - max| * 2^-24 relative error); the
- * row sum is accumulated in double,
- * in index order, so a row's result does not depend on how rows are split
- * over threads. A row holding +inf or NaN gives NaN, as in PyTorch. */
+ * stable: exp(x - max) never overflows. x - max is formed exactly (hi + lo;
+ * a rounded float difference would cost up to |x - max| * 2^-24 relative
+ * error, as PyTorch's does); the row sum is accumulated in double,
+ * in a fixed lane order (nn_sum_lanes), so a row's result does not depend on
+ * how rows are split over threads. A row holding +inf or NaN gives NaN, as in PyTorch. */
 static void softmax_rows(int64_t r0, int64_t r1, int64_t n, const float *x, float *y)
 {
     for (int64_t r = r0; r < r1; r++) {
@@ -135,12 +134,13 @@ static void softmax_rows(int64_t r0, int64_t r1, int64_t n, const float *x, floa
         float mx = xr[0];
         for (int64_t j = 1; j < n; j++)
             mx = xr[j] > mx ? xr[j] : mx;
-        double sum = 0.0;
+        for (int64_t j = 0; j < n; j++) {
+            float lo, d = nn_sub_exact(xr[j], mx, &lo);
+            yr[j] = nn_expf2(d, lo);
+        }
+        float inv = (float)(1.0 / nn_sum_lanes(yr, NULL, n));
         for (int64_t j = 0; j < n; j++)
-            sum += exp((double)xr[j] - mx);
-        double inv = 1.0 / sum;
-        for (int64_t j = 0; j < n; j++)
-            yr[j] = (float)(exp((double)xr[j] - mx) * inv);
+            yr[j] *= inv;
     }
 }
 
@@ -162,10 +162,7 @@ static void softmax_backward_rows(int64_t r0, int64_t r1, int64_t n, const float
     for (int64_t r = r0; r < r1; r++) {
         const float *yr = y + r * n, *dyr = dy + r * n;
         float *dxr = dx + r * n;
-        double dot = 0.0;
-        for (int64_t j = 0; j < n; j++)
-            dot += (double)dyr[j] * yr[j];
-        float d = (float)dot;
+        float d = (float)nn_sum_lanes(dyr, yr, n);
         for (int64_t j = 0; j < n; j++)
             dxr[j] = yr[j] * (dyr[j] - d);
     }

@@ -81,7 +81,8 @@ void nn_dropout_backward(int64_t n, const float *dy, float *dx, uint32_t thresho
 /* ---- Losses (loss.c): mean reduction, PyTorch's definitions. Forward writes
  * the mean loss; backward writes d(mean loss)/d(pred). x is the prediction
  * (n values, or m x c logits), t the target (n values). Cross-entropy returns
- * NN_EINVAL when a label is outside [0, c). ---- */
+ * NN_EINVAL when a label is outside [0, c); its forward also writes the
+ * gradient when grad != NULL (fused: one exp per logit). ---- */
 int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss);
 int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad);
 int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss);
@@ -89,7 +90,7 @@ int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, fl
 int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss);
 int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad);
 int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
-                             double *loss);
+                             double *loss, float *grad);
 int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_t *labels,
                               float *grad);
 

@@ -51,7 +51,7 @@ cdef extern from "nncore.h" nogil:
     int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss)
     int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
     int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
-                                 double *loss)
+                                 double *loss, float *grad)
     int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x,
                                   const int64_t *labels, float *grad)
     void nn_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float momentum,
@@ -452,25 +452,35 @@ cdef int _loss_args(int kind, cnp.ndarray pred, cnp.ndarray target, str fn, int6
 
 
 def loss_forward(int kind, cnp.ndarray pred not None, cnp.ndarray target not None,
-                 float param=0.0):
+                 float param=0.0, object grad=None):
     """The mean loss (a Python float). pred: float32; target: float32 of the
     same size, or int64 class labels (pred rows,) for cross-entropy.
-    param: Huber's delta."""
+    param: Huber's delta. When `grad` (pred's size) is given, the gradient is
+    written into it too (fused in one pass for cross-entropy)."""
     cdef int64_t n, c
     cdef const float *px
     cdef const void *pt
     _loss_args(kind, pred, target, "loss_forward", &n, &c, &px, &pt)
+    cdef float *pg = NULL
+    if grad is not None:
+        pg = _fout(grad, n * c, "loss_forward", "grad")
     cdef double loss = 0.0
     cdef int status = NN_OK
     with nogil:
         if kind == C_LOSS_MSE:
             status = nn_mse_forward(n, px, <const float *>pt, &loss)
+            if pg != NULL:
+                nn_mse_backward(n, px, <const float *>pt, pg)
         elif kind == C_LOSS_HUBER:
             status = nn_huber_forward(n, px, <const float *>pt, param, &loss)
+            if pg != NULL:
+                nn_huber_backward(n, px, <const float *>pt, param, pg)
         elif kind == C_LOSS_BCE_LOGITS:
             status = nn_bce_logits_forward(n, px, <const float *>pt, &loss)
+            if pg != NULL:
+                nn_bce_logits_backward(n, px, <const float *>pt, pg)
         else:
-            status = nn_cross_entropy_forward(n, c, px, <const int64_t *>pt, &loss)
+            status = nn_cross_entropy_forward(n, c, px, <const int64_t *>pt, &loss, pg)
     if status == NN_EINVAL:
         raise ValueError(f"loss_forward: a class label is outside [0, {c})")
     check(status, "loss_forward")

@@ -16,9 +16,9 @@ Cross-entropy and BCE take logits: the softmax / sigmoid is fused into the
 loss, exact and stable for logits of any size, and its gradient is the simple
 ``(probability - target) / n``.
 
-``backward()`` returns the gradient with respect to ``pred`` for the last
-``forward`` call, in a buffer the loss owns and reuses (copy it to keep it).
-``pred`` is used by reference between the two calls: do not modify it.
+``forward`` computes the loss and its gradient in one pass; ``backward()``
+returns that gradient with respect to ``pred``, in a buffer the loss owns and
+reuses (copy it to keep it).
 
 Targets: float32 targets (or int64 labels) of the right shape are used as is;
 others are converted (a copy). For the elementwise losses a 1-D target of
@@ -36,7 +36,6 @@ __all__ = ["Loss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLos
 _F32 = np.float32
 _rows_f32 = _core.rows_f32
 _loss_forward = _core.loss_forward
-_loss_backward = _core.loss_backward
 _is_c_array = _core.is_c_array
 
 
@@ -48,7 +47,6 @@ class Loss:
 
     def __init__(self):
         self._pred = None
-        self._target_arr = None
         self._grad = None
 
     @property
@@ -89,25 +87,26 @@ class Loss:
         return t
 
     def forward(self, pred, target):
-        """The mean loss as a Python float; remembers pred and target for
-        ``backward``."""
+        """The mean loss as a Python float. The gradient is computed in the
+        same pass (fused; for cross-entropy it costs no extra exp) and kept
+        for ``backward``."""
         pred = self._as_pred(pred)
         target = self._target(target, pred)
-        loss = _loss_forward(self._kind, pred, target, self._param)
+        grad = self._grad
+        if grad is None or grad.shape != pred.shape:
+            grad = np.empty(pred.shape, _F32)
+        self._pred = None    # a failed forward leaves nothing for backward
+        loss = _loss_forward(self._kind, pred, target, self._param, grad)
+        self._grad = grad
         self._pred = pred
-        self._target_arr = target
         return loss
 
     def backward(self):
-        """d(loss)/d(pred) for the last forward call (the loss's own buffer)."""
-        pred = self._pred
-        if pred is None:
+        """d(loss)/d(pred) for the last forward call (the loss's own buffer,
+        overwritten by the next forward)."""
+        if self._pred is None:
             raise ValueError(f"{self._name}: backward() called before forward()")
-        grad = self._grad
-        if grad is None or grad.shape != pred.shape:
-            grad = self._grad = np.empty(pred.shape, _F32)
-        _loss_backward(self._kind, pred, self._target_arr, grad, self._param)
-        return grad
+        return self._grad
 
     def get_config(self):
         return {}

@@ -500,3 +500,36 @@ def test_learns_two_class_spiral():
     fit(model, nn.CrossEntropyLoss(), nn.Adam(lr=0.01), X, y, 400, batch=50)
     acc = (model.predict(X).argmax(axis=1) == y).mean()
     assert acc == 1.0, acc
+
+
+def test_training_matches_torch(rng):
+    """Three Adam steps of a small MLP, layer for layer against torch.nn."""
+    torch = pytest.importorskip("torch")
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Dense(6, 16), nn.ReLU(), nn.Dense(16, 8, "gelu"),
+                          nn.Dense(8, 8, "tanh"), nn.Dense(8, 3))
+    tmodel = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(),
+                                 torch.nn.Linear(16, 8), torch.nn.GELU(),
+                                 torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    dense = [layer for layer in model.layers if isinstance(layer, nn.Dense)]
+    linear = [layer for layer in tmodel if isinstance(layer, torch.nn.Linear)]
+    with torch.no_grad():
+        for d, lin in zip(dense, linear):
+            lin.weight.copy_(torch.tensor(d.weight.T))
+            lin.bias.copy_(torch.tensor(d.bias))
+    X = rng.standard_normal((10, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 10)
+    loss, opt = nn.CrossEntropyLoss(), nn.Adam(lr=0.01)
+    tloss, topt = torch.nn.CrossEntropyLoss(), torch.optim.Adam(tmodel.parameters(), lr=0.01)
+    for _ in range(3):
+        value = loss.forward(model.forward(X), y)
+        model.backward(loss.backward())
+        opt.step(model.parameters())
+        topt.zero_grad()
+        tvalue = tloss(tmodel(torch.tensor(X)), torch.tensor(y))
+        tvalue.backward()
+        topt.step()
+        assert value == pytest.approx(tvalue.item(), rel=1e-5)
+    for d, lin in zip(dense, linear):
+        np.testing.assert_allclose(d.weight, lin.weight.detach().numpy().T, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(d.bias, lin.bias.detach().numpy(), rtol=1e-4, atol=1e-5)

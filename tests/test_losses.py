@@ -68,6 +68,19 @@ def test_mse_huber_bce(rng, n):
     check(run(_core.LOSS_BCE_LOGITS, x, tb), bce64(x64, tb.astype(np.float64)), 1 / n)
 
 
+def test_fused_forward_gradient_equals_backward(rng):
+    x = rng.standard_normal((65, 7)).astype(np.float32)
+    t = rng.random((65, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, 65)
+    for kind, target in ((_core.LOSS_MSE, t), (_core.LOSS_HUBER, t),
+                         (_core.LOSS_BCE_LOGITS, t), (_core.LOSS_CROSS_ENTROPY, labels)):
+        g1, g2 = np.empty_like(x), np.empty_like(x)
+        loss = _core.loss_forward(kind, x, target, 0.5, g1)
+        assert loss == _core.loss_forward(kind, x, target, 0.5)
+        _core.loss_backward(kind, x, target, g2, 0.5)
+        np.testing.assert_array_equal(g1, g2)
+
+
 def test_bce_logits_extreme(rng):
     x = np.array([1e4, -1e4, 100, -100, 0, 30, -30], np.float32)
     t = np.array([1, 0, 0, 1, 0.5, 1, 0], np.float32)
