@@ -58,8 +58,8 @@ def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch
                           verbose=verbose)
     seconds = time.perf_counter() - start
     test = trainer.evaluate(X_test, y_test)
-    throughput = sum(len(X_train) for _ in history.epoch) / sum(
-        len(X_train) / r for r in history["samples_per_sec"])
+    train_seconds = sum(len(X_train) / rate for rate in history["samples_per_sec"])
+    throughput = len(X_train) * len(history) / train_seconds
     print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) after "
           f"{len(history)} epochs in {seconds:.2f} s; training throughput "
           f"{throughput:,.0f} samples/s")

@@ -694,7 +694,8 @@ class NNRegressor(_BaseNN):
         elif y2.shape[1] != self.n_outputs_:
             raise ValueError(f"{name}: y has {y2.shape[1]} targets, the model was fitted "
                              f"with {self.n_outputs_}")
-        out = np.ascontiguousarray(y2, dtype=np.float32)
+        with np.errstate(over="ignore"):      # reported below, as an error
+            out = np.ascontiguousarray(y2, dtype=np.float32)
         if not np.isfinite(out).all():
             raise ValueError(f"{name}: Input y contains a value too large for float32.")
         return out

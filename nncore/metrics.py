@@ -23,7 +23,7 @@ class Metric:
         self._count = 0
 
     def result(self):
-        return self._total / self._count if self._count else float("nan")
+        return float(self._total / self._count) if self._count else float("nan")
 
 
 class Accuracy(Metric):

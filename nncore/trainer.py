@@ -127,7 +127,8 @@ def check_features(X, n_features, who, name="X"):
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{who}: {name} has {arr.shape[1]} features, but the model "
                          f"expects {n_features}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):      # reported below, as an error
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         what = "NaN" if np.isnan(out).any() else "infinity or a value too large for float32"
         raise ValueError(f"{who}: input {name} contains {what}")
@@ -170,7 +171,8 @@ def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
     if n_outputs is not None and arr.shape[1] != n_outputs:
         raise ValueError(f"{who}: {name} has {arr.shape[1]} target column(s), but the "
                          f"model has {n_outputs} outputs")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):      # reported below, as an error
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         raise ValueError(f"{who}: input {name} contains a value too large for float32")
     if kind == "binary" and (out.min() < 0.0 or out.max() > 1.0):
