@@ -16,6 +16,52 @@
 #include <stdint.h>
 #include "nncore.h"
 
+/* One call of the GEMM kernel (gemm_kernel.c), set up by the driver (gemm.c):
+ *   C[0:m, 0:n] = epilogue(alpha * A B + beta * C),  m <= mr, n any, over k.
+ * A(i, p) = a[i*rsa + p*csa]: packed panels have rsa = 1, csa = mr; in place,
+ * rsa = lda, csa = 1 (or the reverse for a transposed A).
+ * B(p, j) = b[(j / nr) * sb + p * rsb + j % nr]: B is read in strips of nr
+ * columns; packed strips have rsb = nr, sb = k * nr; in place, rsb = ldb, sb = nr.
+ * beta == 0: C is not read. bias: NULL or n values added per column, then
+ * act (NN_ACT_*). Edges are masked: nothing outside the m x n block of C, the
+ * m rows of A or the n columns of B is read or written. */
+typedef struct nn_gemm_args {
+    int64_t m, n, k;
+    const float *a;
+    int64_t rsa, csa;
+    const float *b;
+    int64_t rsb, sb;
+    float *c;
+    int64_t ldc;
+    float alpha, beta;
+    const float *bias;
+    int act;
+} nn_gemm_args;
+
+/* The register tile and cache blocking of one ISA's kernel. */
+typedef struct nn_gemm_blocking {
+    int mr, nr;   /* register tile: mr rows x nr columns of C */
+    int64_t kc;   /* depth of a packed block (A micro-panel mr x kc stays in L1) */
+    int64_t nc;   /* columns of packed B per thread (kc x nc stays in L2) */
+} nn_gemm_blocking;
+
+/* Matrix-vector products for m == 1, with the same epilogue:
+ *   gemv_n: y[j] = epi(alpha * sum_p x[p*incx] * b[p*ldb + j] + beta * y[j]), j < n
+ *   gemv_t: y[j] = epi(alpha * sum_p x[p] * b[j*ldb + p] + beta * y[j]),        j < n
+ * work: n floats of scratch for gemv_n (partial sums), 64-byte aligned. */
+typedef struct nn_gemv_args {
+    int64_t n, k;
+    const float *x;
+    int64_t incx;
+    const float *b;
+    int64_t ldb;
+    float *y;
+    float alpha, beta;
+    const float *bias;
+    int act;
+    float *work;
+} nn_gemv_args;
+
 #define NN_ISA_KERNELS(X) \
     X(relu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
     X(relu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
@@ -47,10 +93,10 @@
     X(rmsprop_step, (int64_t n, float *w, const float *g, float *sq, float *gavg, float *buf, \
                      float lr, float alpha, float eps, float weight_decay, float momentum), \
       (n, w, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum)) \
-    X(sgemm_naive, (int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, \
-                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, \
-                    float *c, int64_t ldc, const float *bias, int activation), \
-      (trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, activation))
+    X(gemm_info, (nn_gemm_blocking *info), (info)) \
+    X(gemm_block, (const nn_gemm_args *g), (g)) \
+    X(gemv_n, (const nn_gemv_args *g), (g)) \
+    X(gemv_t, (const nn_gemv_args *g), (g))
 
 #define NN_CAT_(a, b) a##b
 #define NN_CAT(a, b) NN_CAT_(a, b)

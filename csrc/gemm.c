@@ -1,5 +1,460 @@
-/* SGEMM: the driver (blocking loops, packing, threading, epilogue). */
+/* SGEMM: the driver. The blocking loops, the packing, the threads and the
+ * choice of path; the register kernels are in gemm_kernel.c (one per ISA,
+ * reached through the dispatch table).
+ *
+ * C = alpha * op(A) op(B) + beta * C, then bias per column, then activation,
+ * all row-major. The loops, outermost first (BLIS order with the roles of A
+ * and B swapped, because the kernel broadcasts A and loads rows of B):
+ *   JC  columns of C in blocks of ncb      (packed B block: kc x ncb, in L2)
+ *   PC  depth in blocks of kc              (the only loop that splits k)
+ *   IC  rows of C in blocks of mcb         (bounds the packed A buffer)
+ *   IR  rows in micro-panels of mr         (A micro-panel mr x kc, in L1)
+ *   JR  columns in strips of nr            (inside the kernel, gemm_block)
+ * The epilogue (alpha, beta, bias, activation) is applied in registers by the
+ * kernel: beta on the first PC block only (later blocks accumulate into C),
+ * bias and activation on the last one.
+ *
+ * Packing copies a block of op(A) or op(B) into the layout the kernel reads
+ * fastest, so transposes are absorbed here. It is skipped when it cannot pay
+ * for itself: A without a transpose is read in place (its micro-panel is mr
+ * contiguous row segments), and B without a transpose is read in place when
+ * few rows of C will reuse it.
+ *
+ * Threads: one OpenMP parallel region per call. Threads split only the
+ * columns (strips) or the rows (micro-panels) of C, never k, and every C
+ * element goes through the same operations whichever thread computes it, so
+ * results are bitwise identical for any thread count. Small problems run on
+ * the calling thread: a fork/join costs microseconds.
+ *
+ * Packing buffers are per calling thread (several Python threads may call
+ * nn_sgemm at once, each with its own OpenMP team), grown on demand, kept for
+ * the thread's lifetime and shared with that call's team. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include "dispatch.h"
+
+/* Below this many flops (2mnk) a GEMM runs on one thread. */
+#define NN_GEMM_PARALLEL_MIN_FLOPS 1500000.0
+/* Below this many multiply-adds (k*n) an m == 1 product runs on one thread. */
+#define NN_GEMV_PARALLEL_MIN 65536
+/* B without a transpose is packed when at least this many rows of C reuse it. */
+#define NN_GEMM_PACK_B_MIN_M 48
+/* A transposed is packed when its depth is at least this (a short A^T is read in place). */
+#define NN_GEMM_PACK_A_MIN_K 64
+/* C is narrow when n * NN_GEMM_NARROW <= nr and m >= NN_GEMM_NARROW_MIN_M:
+ * then, if A is transposed (so op(A)^T is read in place), its transpose is
+ * computed (gemm_narrow). Without a transposed A the transpose would need a
+ * transposing pack of A, which costs more than it saves (measured). */
+#define NN_GEMM_NARROW 4
+#define NN_GEMM_NARROW_MIN_M 64
+/* Rows of op(A) packed at once: bounds the A buffer to NN_GEMM_MC_MAX * kc floats. */
+#define NN_GEMM_MC_MAX 2048
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+/* Thread t's start in [0, len), in whole units: part t of nt. */
+static inline int64_t split(int64_t len, int64_t unit, int t, int nt)
+{
+    return min64(ceil_div(len, unit) * t / nt * unit, len);
+}
+
+/* Split len into blocks of at most max (rounded up to unit), all but the
+ * last the same size. */
+static inline int64_t balanced_block(int64_t len, int64_t max, int64_t unit)
+{
+    if (len <= max)
+        return round_up(len, unit);
+    return round_up(ceil_div(len, ceil_div(len, max)), unit);
+}
+
+/* ---- per-thread workspace ---- */
+
+/* Slot 0 holds packed panels; slot 1 a transposed result or a gathered
+ * vector, which must stay valid while slot 0 is in use. */
+#define NN_WS_PACK 0
+#define NN_WS_AUX 1
+typedef struct workspace {
+    float *buf[2];
+    size_t cap[2]; /* floats */
+} workspace;
+
+static pthread_key_t ws_key;
+static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
+static int ws_key_ok;
+
+static void ws_free(void *p)
+{
+    workspace *w = p;
+    free(w->buf[0]);
+    free(w->buf[1]);
+    free(w);
+}
+
+static void ws_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 0; }
+
+/* A 64-byte aligned buffer of at least nfloats for the calling thread, or
+ * NULL when it cannot be had. Reused across calls: no allocation once warm. */
+static float *workspace_get(int slot, size_t nfloats)
+{
+    pthread_once(&ws_once, ws_init);
+    if (!ws_key_ok)
+        return NULL;
+    workspace *w = pthread_getspecific(ws_key);
+    if (w == NULL) {
+        w = calloc(1, sizeof *w);
+        if (w == NULL)
+            return NULL;
+        if (pthread_setspecific(ws_key, w) != 0) {
+            free(w);
+            return NULL;
+        }
+    }
+    if (w->cap[slot] < nfloats) {
+        free(w->buf[slot]);
+        w->buf[slot] = NULL;
+        w->cap[slot] = 0;
+        if (nfloats > (SIZE_MAX - 64) / sizeof(float))
+            return NULL;
+        size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
+        w->buf[slot] = aligned_alloc(64, bytes);
+        if (w->buf[slot] == NULL)
+            return NULL;
+        w->cap[slot] = nfloats;
+    }
+    return w->buf[slot];
+}
+
+/* ---- the plan of one call ---- */
+
+typedef struct plan {
+    const nn_kernel_table *kt;
+    int64_t mr, nr;
+    int trans_a, trans_b;
+    int64_t m, n, k;
+    float alpha, beta;
+    const float *a, *b, *bias;
+    int64_t lda, ldb, ldc;
+    float *c;
+    int act;
+    int64_t kc, mcb, ncb; /* block sizes */
+    int pack_a, pack_b;
+    int split_n;          /* threads split columns (1) or rows (0) */
+    float *ap, *bp;       /* packed A (mcb x kc) and B (kc x ncb) */
+} plan;
+
+/* Pack rows [i0, i0+h) of op(A), depth [pc, pc+kc), into micro-panels of mr
+ * rows: element (i, p) of panel q at dst[q*kc*mr + p*mr + i]. */
+static void pack_a(const plan *P, int64_t i0, int64_t h, int64_t pc, int64_t kc, float *dst)
+{
+    const int64_t mr = P->mr, lda = P->lda;
+    for (int64_t q = 0; q < h; q += mr, dst += kc * mr) {
+        const int64_t rows = min64(mr, h - q);
+        if (P->trans_a) {
+            /* op(A)(i, p) = a[p*lda + i]: mr contiguous floats per p. */
+            const float *src = P->a + pc * lda + i0 + q;
+            for (int64_t p = 0; p < kc; p++)
+                memcpy(dst + p * mr, src + p * lda, (size_t)rows * sizeof(float));
+        } else {
+            for (int64_t i = 0; i < rows; i++) {
+                const float *src = P->a + (i0 + q + i) * lda + pc;
+                for (int64_t p = 0; p < kc; p++)
+                    dst[p * mr + i] = src[p];
+            }
+        }
+    }
+}
+
+/* dst[p*nr + j] = src[j*lds + p] for j < w, p < kc: a transpose into one
+ * strip, in blocks of 32 p so that the lines written stay in L1. */
+static void transpose_strip(const float *src, int64_t lds, int64_t w, int64_t kc, int64_t nr,
+                            float *dst)
+{
+    for (int64_t p0 = 0; p0 < kc; p0 += 32) {
+        const int64_t p1 = min64(p0 + 32, kc);
+        int64_t j = 0;
+#if defined(__SSE2__)
+        for (; j + 4 <= w; j += 4) {
+            const float *s0 = src + j * lds, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
+            int64_t p = p0;
+            for (; p + 4 <= p1; p += 4) {
+                __m128 r0 = _mm_loadu_ps(s0 + p), r1 = _mm_loadu_ps(s1 + p);
+                __m128 r2 = _mm_loadu_ps(s2 + p), r3 = _mm_loadu_ps(s3 + p);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                float *d = dst + p * nr + j;
+                _mm_storeu_ps(d, r0);
+                _mm_storeu_ps(d + nr, r1);
+                _mm_storeu_ps(d + 2 * nr, r2);
+                _mm_storeu_ps(d + 3 * nr, r3);
+            }
+            for (; p < p1; p++) {
+                float *d = dst + p * nr + j;
+                d[0] = s0[p];
+                d[1] = s1[p];
+                d[2] = s2[p];
+                d[3] = s3[p];
+            }
+        }
+#endif
+        for (; j < w; j++)
+            for (int64_t p = p0; p < p1; p++)
+                dst[p * nr + j] = src[j * lds + p];
+    }
+}
+
+/* Pack columns [j0, j0+w) of op(B), depth [pc, pc+kc), into strips of nr
+ * columns: element (p, j) of strip s at dst[s*kc*nr + p*nr + j]. The columns
+ * of a last, partial strip beyond w are left unset: the kernel masks them. */
+static void pack_b(const plan *P, int64_t j0, int64_t w, int64_t pc, int64_t kc, float *dst)
+{
+    const int64_t nr = P->nr, ldb = P->ldb;
+    for (int64_t s = 0; s < w; s += nr, dst += kc * nr) {
+        const int64_t cols = min64(nr, w - s);
+        if (P->trans_b) {
+            /* op(B)(p, j) = b[j*ldb + p] */
+            transpose_strip(P->b + (j0 + s) * ldb + pc, ldb, cols, kc, nr, dst);
+        } else {
+            const float *src = P->b + pc * ldb + j0 + s;
+            for (int64_t p = 0; p < kc; p++)
+                memcpy(dst + p * nr, src + p * ldb, (size_t)cols * sizeof(float));
+        }
+    }
+}
+
+/* What thread t of nt computes (and packs) of the whole product. Every
+ * thread runs the same loops, so barriers match. */
+static void gemm_thread(const plan *P, int t, int nt)
+{
+    static const float nothing[1] = {0.0f}; /* A and B when k == 0: never read */
+    const int64_t mr = P->mr, nr = P->nr;
+    /* Barriers: after packing when a thread computes with what another one
+     * packed; after computing when anything is packed, because the next
+     * block's packing may reuse buffer space another thread still reads. */
+    const int sync_shared = nt > 1 && ((P->split_n && P->pack_a) || (!P->split_n && P->pack_b));
+    const int sync_reuse = nt > 1 && (P->pack_a || P->pack_b);
+    nn_gemm_args g;
+    g.ldc = P->ldc;
+    g.alpha = P->alpha;
+
+    for (int64_t jc = 0; jc < P->n; jc += P->ncb) {
+        const int64_t nc = min64(P->ncb, P->n - jc);
+        /* Columns this thread computes; with split_n, also the strips it packs. */
+        const int64_t j0 = P->split_n ? split(nc, nr, t, nt) : 0;
+        const int64_t j1 = P->split_n ? split(nc, nr, t + 1, nt) : nc;
+        int64_t pc = 0;
+        do {
+            const int64_t kc = min64(P->kc, P->k - pc);
+            const int last = pc + kc >= P->k;
+            g.k = kc;
+            g.beta = pc == 0 ? P->beta : 1.0f;
+            g.act = last ? P->act : NN_ACT_NONE;
+            for (int64_t ic = 0; ic < P->m; ic += P->mcb) {
+                const int64_t mc = min64(P->mcb, P->m - ic);
+                /* Rows this thread computes; without split_n, also the panels it packs. */
+                const int64_t i0 = P->split_n ? 0 : split(mc, mr, t, nt);
+                const int64_t i1 = P->split_n ? mc : split(mc, mr, t + 1, nt);
+                if (P->pack_b && ic == 0) {
+                    const int64_t s0 = P->split_n ? j0 : split(nc, nr, t, nt);
+                    const int64_t s1 = P->split_n ? j1 : split(nc, nr, t + 1, nt);
+                    if (s1 > s0)
+                        pack_b(P, jc + s0, s1 - s0, pc, kc, P->bp + s0 / nr * kc * nr);
+                }
+                if (P->pack_a) {
+                    const int64_t r0 = P->split_n ? split(mc, mr, t, nt) : i0;
+                    const int64_t r1 = P->split_n ? split(mc, mr, t + 1, nt) : i1;
+                    if (r1 > r0)
+                        pack_a(P, ic + r0, r1 - r0, pc, kc, P->ap + r0 / mr * kc * mr);
+                }
+                if (sync_shared) {
+#pragma omp barrier
+                }
+                if (j1 > j0) {
+                    g.n = j1 - j0;
+                    g.bias = last && P->bias ? P->bias + jc + j0 : NULL;
+                    if (P->k == 0) {
+                        g.b = nothing;
+                        g.rsb = g.sb = 0;
+                    } else if (P->pack_b) {
+                        g.b = P->bp + j0 / nr * kc * nr;
+                        g.rsb = nr;
+                        g.sb = kc * nr;
+                    } else {
+                        g.b = P->b + pc * P->ldb + jc + j0;
+                        g.rsb = P->ldb;
+                        g.sb = nr;
+                    }
+                    for (int64_t i = i0; i < i1; i += mr) {
+                        g.m = min64(mr, i1 - i);
+                        g.c = P->c + (ic + i) * P->ldc + jc + j0;
+                        if (P->k == 0) {
+                            g.a = nothing;
+                            g.rsa = g.csa = 0;
+                        } else if (P->pack_a) {
+                            g.a = P->ap + i / mr * kc * mr;
+                            g.rsa = 1;
+                            g.csa = mr;
+                        } else if (P->trans_a) {
+                            g.a = P->a + pc * P->lda + ic + i;
+                            g.rsa = 1;
+                            g.csa = P->lda;
+                        } else {
+                            g.a = P->a + (ic + i) * P->lda + pc;
+                            g.rsa = P->lda;
+                            g.csa = 1;
+                        }
+                        P->kt->gemm_block(&g);
+                    }
+                }
+                if (sync_reuse) {
+#pragma omp barrier
+                }
+            }
+            pc += kc;
+        } while (pc < P->k);
+    }
+}
+
+/* m == 1: y = op(A) row 0 times op(B), a matrix-vector product. */
+static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, int64_t k,
+                float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                float beta, float *c, const float *bias, int act)
+{
+    const float *x = a;
+    int64_t incx = trans_a ? lda : 1;
+    float *work = NULL;
+    if (!trans_b) {
+        work = workspace_get(NN_WS_AUX, (size_t)n);
+        if (work == NULL)
+            return NN_ENOMEM;
+    } else if (incx != 1) {
+        /* The dot-product kernel wants x contiguous. */
+        float *xs = workspace_get(NN_WS_AUX, (size_t)k);
+        if (xs == NULL)
+            return NN_ENOMEM;
+        for (int64_t p = 0; p < k; p++)
+            xs[p] = a[p * incx];
+        x = xs;
+        incx = 1;
+    }
+    const int64_t unit = 64; /* whole kernel blocks per thread */
+    int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? omp_get_max_threads() : 1;
+    nt = (int)min64(nt, ceil_div(n, unit));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t j0 = split(n, unit, t, team), j1 = split(n, unit, t + 1, team);
+        if (j1 > j0) {
+            nn_gemv_args g = {
+                .n = j1 - j0, .k = k, .x = x, .incx = incx,
+                .b = trans_b ? b + j0 * ldb : b + j0, .ldb = ldb,
+                .y = c + j0, .alpha = alpha, .beta = beta,
+                .bias = bias ? bias + j0 : NULL, .act = act,
+                .work = work ? work + j0 : NULL,
+            };
+            if (trans_b)
+                kt->gemv_t(&g);
+            else
+                kt->gemv_n(&g);
+        }
+    }
+    return NN_OK;
+}
+
+/* The blocked product (m >= 1, n >= 1, k >= 0). */
+static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, int64_t n,
+                int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                float beta, float *c, int64_t ldc, const float *bias, int activation)
+{
+    nn_gemm_blocking info;
+    kt->gemm_info(&info);
+    plan P = {
+        .kt = kt, .mr = info.mr, .nr = info.nr, .trans_a = trans_a, .trans_b = trans_b,
+        .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .a = a, .b = b, .bias = bias,
+        .lda = lda, .ldb = ldb, .ldc = ldc, .c = c, .act = activation,
+    };
+    int nt = 2.0 * (double)m * (double)n * (double)k >= NN_GEMM_PARALLEL_MIN_FLOPS
+                 ? omp_get_max_threads() : 1;
+    const int64_t strips = ceil_div(n, P.nr), panels = ceil_div(m, P.mr);
+    nt = (int)min64(nt, max64(strips, panels));
+    P.split_n = strips >= 2 * nt || (strips >= nt && panels < 2 * nt);
+
+    P.kc = k > 0 ? ceil_div(k, ceil_div(k, info.kc)) : 0;
+    P.pack_b = k > 0 && (trans_b || m >= NN_GEMM_PACK_B_MIN_M);
+    P.pack_a = k > 0 && trans_a && k >= NN_GEMM_PACK_A_MIN_K && n > P.nr;
+    P.mcb = P.pack_a ? balanced_block(m, NN_GEMM_MC_MAX, P.mr) : m;
+    P.ncb = balanced_block(n, info.nc * (P.split_n ? nt : 1), P.nr);
+
+    const size_t a_floats = P.pack_a ? (size_t)(round_up(P.mcb, P.mr) * P.kc) : 0;
+    const size_t b_floats = P.pack_b ? (size_t)(round_up(P.ncb, P.nr) * P.kc) : 0;
+    if (a_floats + b_floats > 0) {
+        float *ws = workspace_get(NN_WS_PACK, round_up((int64_t)a_floats, 16) + b_floats);
+        if (ws == NULL)
+            return NN_ENOMEM;
+        P.ap = ws;
+        P.bp = ws + round_up((int64_t)a_floats, 16);
+    }
+
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        gemm_thread(&P, omp_get_thread_num(), omp_get_num_threads());
+    } else {
+        gemm_thread(&P, 0, 1);
+    }
+    return NN_OK;
+}
+
+/* The scalar activation of the transposed path's epilogue (see act_vec in
+ * gemm_kernel.c for the list of fused activations). */
+static inline float act_scalar(float x, int act)
+{
+    switch (act) {
+    case NN_ACT_RELU:
+        return x < 0.0f ? 0.0f : x;
+    default:
+        return x;
+    }
+}
+
+/* A narrow C (n much smaller than the kernel's nr) would leave most vector
+ * lanes and accumulators idle, and a transposed A would be read one short
+ * strided row segment per k. Compute the transpose instead, C^T =
+ * op(B)^T op(A)^T (n rows, m wide), into a buffer, then transpose it into C
+ * with the epilogue. */
+static int gemm_narrow(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m,
+                       int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                       const float *bias, int act)
+{
+    if ((uint64_t)m > SIZE_MAX / sizeof(float) / (uint64_t)n)
+        return NN_ENOMEM;
+    float *t = workspace_get(NN_WS_AUX, (size_t)(m * n));
+    if (t == NULL)
+        return NN_ENOMEM;
+    int status = gemm(kt, !trans_b, !trans_a, n, m, k, alpha, b, ldb, a, lda, 0.0f, t, m,
+                      NULL, NN_ACT_NONE);
+    if (status != NN_OK)
+        return status;
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        for (int64_t j = 0; j < n; j++) {
+            float v = t[j * m + i];
+            if (beta != 0.0f)
+                v += beta * ci[j];
+            if (bias)
+                v += bias[j];
+            ci[j] = act_scalar(v, act);
+        }
+    }
+    return NN_OK;
+}
 
 int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float alpha, const float *a, int64_t lda,
@@ -7,9 +462,22 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc,
              const float *bias, int activation)
 {
-    if (m <= 0 || n <= 0)
+    /* The activations the kernels fuse; to add one, add it to act_vec and
+     * act_scalar in gemm_kernel.c, to act_scalar here, and to this test. */
+    if (activation != NN_ACT_NONE && activation != NN_ACT_RELU)
+        return NN_EINVAL;
+    if (m < 0 || n < 0 || k < 0)
+        return NN_EINVAL;
+    if (m == 0 || n == 0)
         return NN_OK;
-    nn_kernels()->sgemm_naive(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-                              bias, activation);
-    return NN_OK;
+    const nn_kernel_table *kt = nn_kernels();
+    if (m == 1 && k > 0)
+        return gemv(kt, trans_a, trans_b, n, k, alpha, a, lda, b, ldb, beta, c, bias, activation);
+    nn_gemm_blocking info;
+    kt->gemm_info(&info);
+    if (trans_a && k > 0 && n * NN_GEMM_NARROW <= info.nr && m >= NN_GEMM_NARROW_MIN_M)
+        return gemm_narrow(kt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                           bias, activation);
+    return gemm(kt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                activation);
 }

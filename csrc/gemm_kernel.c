@@ -1,30 +1,430 @@
-/* GEMM micro-kernels, compiled once per ISA (see dispatch.h).
- * For now a straightforward reference kernel; the blocked, packed kernels
- * replace it. */
+/* GEMM and GEMV kernels, compiled once per ISA (see dispatch.h).
+ *
+ * gemm_block computes an m x n block of C (m <= mr rows) over k: it walks the
+ * n columns in strips of nr (the JR loop) and runs the register micro-kernel
+ * on each strip. The loops around it, the packing and the threads live in
+ * gemm.c. One micro-kernel per ISA serves every transpose case: the driver
+ * describes A and B by strides (packed or in place).
+ *
+ *   avx512: 6 x 64 tile, 24 zmm accumulators, 4 zmm of B, 1 broadcast of A
+ *   avx2:   6 x 16 tile, 12 ymm accumulators, 2 ymm of B, 1 broadcast of A
+ *   generic: 4 x 16 tile in plain C
+ *
+ * Edges: the last strip uses masked loads and stores (AVX-512 k-masks,
+ * AVX2 vmaskmov), rows beyond m are never touched, so no kernel reads or
+ * writes outside its block. Each C element is computed by the same sequence
+ * of operations whichever tile or thread it falls in (acc = fma(a, b, acc)
+ * for p = 0..k-1, then the epilogue), which is what makes results
+ * independent of the thread count. */
+#include <stddef.h>
 #include "dispatch.h"
 
-void NN_ISA_FN(sgemm_naive)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                            float alpha, const float *a, int64_t lda,
-                            const float *b, int64_t ldb, float beta,
-                            float *c, int64_t ldc, const float *bias, int activation)
+#if defined(NN_ISA_avx512) || defined(NN_ISA_avx2)
+#include <immintrin.h>
+
+#define NN_INLINE static inline __attribute__((always_inline))
+/* Unroll the short loops over rows and vectors completely: an accumulator
+ * array indexed by a loop variable would be kept in memory, not registers. */
+#define NN_UNROLL _Pragma("GCC unroll 8")
+
+#if defined(NN_ISA_avx512)
+#define MR 6
+#define NV 4        /* vectors per strip */
+#define VL 16       /* floats per vector */
+#define KC 512
+#define NC 512
+typedef __m512 vf;
+typedef __mmask16 vm;
+#define v_zero() _mm512_setzero_ps()
+#define v_set1(x) _mm512_set1_ps(x)
+#define v_load(p) _mm512_loadu_ps(p)
+#define v_loadm(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define v_store(p, x) _mm512_storeu_ps((p), (x))
+#define v_storem(p, m, x) _mm512_mask_storeu_ps((p), (m), (x))
+#define v_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define v_mul(a, b) _mm512_mul_ps((a), (b))
+#define v_add(a, b) _mm512_add_ps((a), (b))
+#define v_max(a, b) _mm512_max_ps((a), (b))
+#define v_mask(n) ((__mmask16)((1u << (n)) - 1u)) /* the first n lanes, n in 1..16 */
+#define v_full() ((__mmask16)0xffff)
+NN_INLINE float v_hsum(vf x) { return _mm512_reduce_add_ps(x); }
+#else
+#define MR 6
+#define NV 2
+#define VL 8
+#define KC 512
+#define NC 512
+typedef __m256 vf;
+typedef __m256i vm;
+#define v_zero() _mm256_setzero_ps()
+#define v_set1(x) _mm256_set1_ps(x)
+#define v_load(p) _mm256_loadu_ps(p)
+#define v_loadm(p, m) _mm256_maskload_ps((p), (m))
+#define v_store(p, x) _mm256_storeu_ps((p), (x))
+#define v_storem(p, m, x) _mm256_maskstore_ps((p), (m), (x))
+#define v_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define v_mul(a, b) _mm256_mul_ps((a), (b))
+#define v_add(a, b) _mm256_add_ps((a), (b))
+#define v_max(a, b) _mm256_max_ps((a), (b))
+#define v_mask(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define v_full() _mm256_set1_epi32(-1)
+NN_INLINE float v_hsum(vf x)
 {
-#pragma omp parallel for schedule(static) if (m * n * k >= (1 << 18))
-    for (int64_t i = 0; i < m; i++) {
-        float *ci = c + i * ldc;
-        for (int64_t j = 0; j < n; j++)
-            ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
-        for (int64_t p = 0; p < k; p++) {
-            float av = alpha * (trans_a ? a[p * lda + i] : a[i * lda + p]);
-            if (trans_b)
-                for (int64_t j = 0; j < n; j++)
-                    ci[j] += av * b[j * ldb + p];
-            else
-                for (int64_t j = 0; j < n; j++)
-                    ci[j] += av * b[p * ldb + j];
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+#define NR (NV * VL)
+#define PF_ROWS 8
+
+/* The activation applied in registers. To fuse a new one, add a case here
+ * (and in the generic act_scalar below) and list it in nn_gemm_fuses(). */
+NN_INLINE vf act_vec(vf x, int act)
+{
+    switch (act) {
+    case NN_ACT_RELU:
+        return v_max(v_zero(), x); /* max(0, NaN) is NaN: NaN propagates */
+    default:
+        return x;
+    }
+}
+
+/* alpha * acc + beta * C + bias, then the activation; masked lanes of C and
+ * bias are not read. */
+NN_INLINE vf epilogue(vf acc, vf valpha, float beta, vf vbeta, const float *cp,
+                      const float *bias, int act, int masked, vm mask)
+{
+    vf x = v_mul(acc, valpha);
+    if (beta != 0.0f)
+        x = v_fma(masked ? v_loadm(cp, mask) : v_load(cp), vbeta, x);
+    if (bias)
+        x = v_add(x, masked ? v_loadm(bias, mask) : v_load(bias));
+    return act_vec(x, act);
+}
+
+/* The micro-kernel: R rows x V vectors of C, the last vector masked to
+ * `ncols` valid columns of the strip when `masked`. R, V, masked are
+ * constants at every call site, so the accumulators live in registers. */
+NN_INLINE void tile(const int R, const int V, const int masked, const nn_gemm_args *g,
+                    const float *b, float *c, const float *bias, int64_t ncols)
+{
+    vf acc[MR][NV];
+    const vm mask = masked ? v_mask((int)(ncols - (V - 1) * VL)) : v_full();
+    NN_UNROLL
+    for (int i = 0; i < R; i++)
+        NN_UNROLL
+        for (int v = 0; v < V; v++)
+            acc[i][v] = v_zero();
+    const float *ap[MR];
+    NN_UNROLL
+    for (int i = 0; i < R; i++)
+        ap[i] = g->a + i * g->rsa;
+    const int64_t csa = g->csa, rsb = g->rsb, k = g->k;
+    int64_t off = 0;
+    for (int64_t p = 0; p < k; p++) {
+        vf bv[NV];
+        /* B streams from L2: fetch the row PF_ROWS ahead into L1 (+1-2%). */
+        if (!masked && p + PF_ROWS < k)
+            for (int v = 0; v < V * VL; v += 16)
+                _mm_prefetch((const char *)(b + PF_ROWS * rsb + v), _MM_HINT_T0);
+        NN_UNROLL
+        for (int v = 0; v < V; v++)
+            bv[v] = (masked && v == V - 1) ? v_loadm(b + v * VL, mask) : v_load(b + v * VL);
+        NN_UNROLL
+        for (int i = 0; i < R; i++) {
+            const vf av = v_set1(ap[i][off]);
+            NN_UNROLL
+            for (int v = 0; v < V; v++)
+                acc[i][v] = v_fma(av, bv[v], acc[i][v]);
         }
-        for (int64_t j = 0; j < n; j++) {
-            float v = ci[j] + (bias ? bias[j] : 0.0f);
-            ci[j] = (activation == NN_ACT_RELU && v < 0.0f) ? 0.0f : v;
+        off += csa;
+        b += rsb;
+    }
+    const vf valpha = v_set1(g->alpha), vbeta = v_set1(g->beta);
+    NN_UNROLL
+    for (int i = 0; i < R; i++) {
+        float *ci = c + i * g->ldc;
+        NN_UNROLL
+        for (int v = 0; v < V; v++) {
+            const int mv = masked && v == V - 1;
+            vf x = epilogue(acc[i][v], valpha, g->beta, vbeta, ci + v * VL,
+                            bias ? bias + v * VL : NULL, g->act, mv, mask);
+            if (mv)
+                v_storem(ci + v * VL, mask, x);
+            else
+                v_store(ci + v * VL, x);
         }
     }
 }
+
+#if NV == 4
+#define NN_TAIL_CASES(R, ...) \
+    case 3: tile(R, 3, 1, __VA_ARGS__); break; \
+    case 4: tile(R, 4, 1, __VA_ARGS__); break;
+#else
+#define NN_TAIL_CASES(R, ...)
+#endif
+
+/* R rows of C across all n columns: full strips, then one masked strip. */
+#define NN_ROWS(R) \
+    static void rows_##R(const nn_gemm_args *g) \
+    { \
+        const float *b = g->b; \
+        int64_t j = 0; \
+        for (; j + NR <= g->n; j += NR, b += g->sb) \
+            tile(R, NV, 0, g, b, g->c + j, g->bias ? g->bias + j : NULL, NR); \
+        const int64_t rem = g->n - j; \
+        if (rem <= 0) \
+            return; \
+        const float *bias = g->bias ? g->bias + j : NULL; \
+        switch ((rem + VL - 1) / VL) { \
+        case 1: tile(R, 1, 1, g, b, g->c + j, bias, rem); break; \
+        case 2: tile(R, 2, 1, g, b, g->c + j, bias, rem); break; \
+        NN_TAIL_CASES(R, g, b, g->c + j, bias, rem) \
+        } \
+    }
+NN_ROWS(1)
+NN_ROWS(2)
+NN_ROWS(3)
+NN_ROWS(4)
+NN_ROWS(5)
+NN_ROWS(6)
+
+void NN_ISA_FN(gemm_block)(const nn_gemm_args *g)
+{
+    switch (g->m) {
+    case 1: rows_1(g); break;
+    case 2: rows_2(g); break;
+    case 3: rows_3(g); break;
+    case 4: rows_4(g); break;
+    case 5: rows_5(g); break;
+    case 6: rows_6(g); break;
+    default: break;
+    }
+}
+
+/* gemv_n streams B in blocks of GP rows across the whole width, so each row
+ * is read contiguously (whole pages, which the hardware prefetchers follow,
+ * unlike a walk down a column block). Partial sums of y wait in g->work
+ * between row blocks; each y[j] still sums p = 0..k-1 in order. */
+#define GP 8
+NN_INLINE void gemv_n_chunk(const int V, const int masked, const nn_gemv_args *g, int64_t p0,
+                            int64_t p1, int64_t j, int64_t ncols)
+{
+    const vm mask = masked ? v_mask((int)(ncols - (V - 1) * VL)) : v_full();
+    const int first = p0 == 0, last = p1 == g->k;
+    float *w = g->work + j;
+    vf acc[4];
+    NN_UNROLL
+    for (int v = 0; v < V; v++)
+        acc[v] = first ? v_zero() : (masked && v == V - 1) ? v_loadm(w + v * VL, mask)
+                                                            : v_load(w + v * VL);
+    const float *x = g->x, *b = g->b + p0 * g->ldb + j;
+    for (int64_t p = p0; p < p1; p++, b += g->ldb) {
+        const vf xv = v_set1(x[p * g->incx]);
+        NN_UNROLL
+        for (int v = 0; v < V; v++)
+            acc[v] = v_fma(xv, (masked && v == V - 1) ? v_loadm(b + v * VL, mask)
+                                                      : v_load(b + v * VL), acc[v]);
+    }
+    const vf valpha = v_set1(g->alpha), vbeta = v_set1(g->beta);
+    NN_UNROLL
+    for (int v = 0; v < V; v++) {
+        const int mv = masked && v == V - 1;
+        float *dst = last ? g->y + j + v * VL : w + v * VL;
+        vf r = acc[v];
+        if (last)
+            r = epilogue(r, valpha, g->beta, vbeta, dst, g->bias ? g->bias + j + v * VL : NULL,
+                         g->act, mv, mask);
+        if (mv)
+            v_storem(dst, mask, r);
+        else
+            v_store(dst, r);
+    }
+}
+
+void NN_ISA_FN(gemv_n)(const nn_gemv_args *g)
+{
+    for (int64_t p0 = 0; p0 < g->k; p0 += GP) {
+        const int64_t p1 = p0 + GP < g->k ? p0 + GP : g->k;
+        int64_t j = 0;
+        for (; j + 4 * VL <= g->n; j += 4 * VL)
+            gemv_n_chunk(4, 0, g, p0, p1, j, 4 * VL);
+        const int64_t rem = g->n - j;
+        switch ((rem + VL - 1) / VL) {
+        case 1: gemv_n_chunk(1, 1, g, p0, p1, j, rem); break;
+        case 2: gemv_n_chunk(2, 1, g, p0, p1, j, rem); break;
+        case 3: gemv_n_chunk(3, 1, g, p0, p1, j, rem); break;
+        case 4: gemv_n_chunk(4, 1, g, p0, p1, j, rem); break;
+        default: break;
+        }
+    }
+}
+
+/* gemv_t: R dot products of x with rows j..j+R-1 of b, two vectors at a time. */
+NN_INLINE void gemv_t_rows(const int R, const nn_gemv_args *g, int64_t j)
+{
+    vf acc[4][2];
+    NN_UNROLL
+    for (int r = 0; r < R; r++)
+        acc[r][0] = acc[r][1] = v_zero();
+    const float *x = g->x, *b = g->b + j * g->ldb;
+    const int64_t ldb = g->ldb, k = g->k;
+    int64_t p = 0;
+    for (; p + 2 * VL <= k; p += 2 * VL) {
+        const vf x0 = v_load(x + p), x1 = v_load(x + p + VL);
+        NN_UNROLL
+        for (int r = 0; r < R; r++) {
+            acc[r][0] = v_fma(x0, v_load(b + r * ldb + p), acc[r][0]);
+            acc[r][1] = v_fma(x1, v_load(b + r * ldb + p + VL), acc[r][1]);
+        }
+    }
+    for (; p < k; p += VL) {
+        const vm mask = p + VL <= k ? v_full() : v_mask((int)(k - p));
+        const vf x0 = v_loadm(x + p, mask);
+        NN_UNROLL
+        for (int r = 0; r < R; r++)
+            acc[r][0] = v_fma(x0, v_loadm(b + r * ldb + p, mask), acc[r][0]);
+    }
+    NN_UNROLL
+    for (int r = 0; r < R; r++) {
+        float s = g->alpha * v_hsum(v_add(acc[r][0], acc[r][1]));
+        if (g->beta != 0.0f)
+            s += g->beta * g->y[j + r];
+        if (g->bias)
+            s += g->bias[j + r];
+        if (g->act == NN_ACT_RELU)
+            s = s < 0.0f ? 0.0f : s;
+        g->y[j + r] = s;
+    }
+}
+
+void NN_ISA_FN(gemv_t)(const nn_gemv_args *g)
+{
+    int64_t j = 0;
+    for (; j + 4 <= g->n; j += 4)
+        gemv_t_rows(4, g, j);
+    switch (g->n - j) {
+    case 1: gemv_t_rows(1, g, j); break;
+    case 2: gemv_t_rows(2, g, j); break;
+    case 3: gemv_t_rows(3, g, j); break;
+    default: break;
+    }
+}
+
+void NN_ISA_FN(gemm_info)(nn_gemm_blocking *info)
+{
+    info->mr = MR;
+    info->nr = NR;
+    info->kc = KC;
+    info->nc = NC;
+}
+
+#else /* generic: portable C */
+
+#define MR 4
+#define NR 16
+#define KC 256
+#define NC 256
+
+/* The scalar activation; see act_vec in the SIMD section. */
+static inline float act_scalar(float x, int act)
+{
+    switch (act) {
+    case NN_ACT_RELU:
+        return x < 0.0f ? 0.0f : x;
+    default:
+        return x;
+    }
+}
+
+static inline float epilogue(float acc, const nn_gemm_args *g, const float *cp, const float *bias)
+{
+    float x = g->alpha * acc;
+    if (g->beta != 0.0f)
+        x += g->beta * *cp;
+    if (bias)
+        x += *bias;
+    return act_scalar(x, g->act);
+}
+
+void NN_ISA_FN(gemm_block)(const nn_gemm_args *g)
+{
+    for (int64_t j0 = 0; j0 < g->n; j0 += NR) {
+        const int64_t nw = g->n - j0 < NR ? g->n - j0 : NR;
+        const float *b = g->b + (j0 / NR) * g->sb;
+        float acc[MR][NR] = {{0.0f}};
+        for (int64_t p = 0; p < g->k; p++) {
+            const float *bp = b + p * g->rsb;
+            for (int64_t i = 0; i < g->m; i++) {
+                const float av = g->a[i * g->rsa + p * g->csa];
+                if (nw == NR)
+                    for (int jj = 0; jj < NR; jj++)
+                        acc[i][jj] += av * bp[jj];
+                else
+                    for (int64_t jj = 0; jj < nw; jj++)
+                        acc[i][jj] += av * bp[jj];
+            }
+        }
+        for (int64_t i = 0; i < g->m; i++) {
+            float *ci = g->c + i * g->ldc + j0;
+            for (int64_t jj = 0; jj < nw; jj++)
+                ci[jj] = epilogue(acc[i][jj], g, ci + jj, g->bias ? g->bias + j0 + jj : NULL);
+        }
+    }
+}
+
+static inline float gemv_epilogue(float s, const nn_gemv_args *g, int64_t j)
+{
+    float x = g->alpha * s;
+    if (g->beta != 0.0f)
+        x += g->beta * g->y[j];
+    if (g->bias)
+        x += g->bias[j];
+    return act_scalar(x, g->act);
+}
+
+void NN_ISA_FN(gemv_n)(const nn_gemv_args *g)
+{
+    for (int64_t j0 = 0; j0 < g->n; j0 += NR) {
+        const int64_t nw = g->n - j0 < NR ? g->n - j0 : NR;
+        float acc[NR] = {0.0f};
+        for (int64_t p = 0; p < g->k; p++) {
+            const float xv = g->x[p * g->incx];
+            const float *bp = g->b + p * g->ldb + j0;
+            for (int64_t jj = 0; jj < nw; jj++)
+                acc[jj] += xv * bp[jj];
+        }
+        for (int64_t jj = 0; jj < nw; jj++)
+            g->y[j0 + jj] = gemv_epilogue(acc[jj], g, j0 + jj);
+    }
+}
+
+void NN_ISA_FN(gemv_t)(const nn_gemv_args *g)
+{
+    for (int64_t j = 0; j < g->n; j++) {
+        const float *bj = g->b + j * g->ldb;
+        float part[8] = {0.0f}; /* 8 partial sums, combined in a fixed order */
+        int64_t p = 0;
+        for (; p + 8 <= g->k; p += 8)
+            for (int u = 0; u < 8; u++)
+                part[u] += g->x[p + u] * bj[p + u];
+        for (; p < g->k; p++)
+            part[0] += g->x[p] * bj[p];
+        const float s = ((part[0] + part[1]) + (part[2] + part[3])) +
+                        ((part[4] + part[5]) + (part[6] + part[7]));
+        g->y[j] = gemv_epilogue(s, g, j);
+    }
+}
+
+void NN_ISA_FN(gemm_info)(nn_gemm_blocking *info)
+{
+    info->mr = MR;
+    info->nr = NR;
+    info->kc = KC;
+    info->nc = NC;
+}
+
+#endif

@@ -108,7 +108,10 @@ void nn_rmsprop_step(int64_t n, float *w, const float *g, float *sq, float *gavg
  * C = alpha * op(A) op(B) + beta * C, then C[i][j] = act(C[i][j] + bias[j]).
  * op(A) is m x k, op(B) is k x n. trans_a/trans_b: 0 or 1. bias may be NULL.
  * beta == 0 never reads C. k may be 0 (then A and B are not read and the
- * product is zero). Returns NN_OK or NN_ENOMEM. */
+ * product is zero). The activation is fused in registers: NN_ACT_NONE and
+ * NN_ACT_RELU. Results are bitwise identical for any thread count.
+ * Returns NN_OK, NN_EINVAL (negative size, activation not fused) or
+ * NN_ENOMEM (packing buffers). Safe to call from several threads at once. */
 int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float alpha, const float *a, int64_t lda,
              const float *b, int64_t ldb,

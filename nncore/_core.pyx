@@ -151,8 +151,12 @@ def relu_backward(const float[::1] x, const float[::1] dy, float[::1] dx):
 
 
 cdef int64_t leading_dimension(int64_t rows, int64_t cols, Py_ssize_t row_stride,
-                               str name) except -1:
-    """The row stride in floats; rows must not overlap or run backwards."""
+                               Py_ssize_t col_stride, str name) except -1:
+    """The row stride in floats; the last axis must be contiguous and rows
+    must not overlap or run backwards."""
+    if cols > 1 and col_stride != 4:
+        raise ValueError(f"sgemm: {name} must have a contiguous last axis "
+                         f"(stride 4 bytes), got {col_stride}")
     if rows <= 1:
         return cols if cols > 0 else 1
     if row_stride % 4 != 0 or row_stride // 4 < cols:
@@ -161,11 +165,12 @@ cdef int64_t leading_dimension(int64_t rows, int64_t cols, Py_ssize_t row_stride
     return row_stride // 4
 
 
-def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, ::1] a,
-          const float[:, ::1] b, float beta, float[:, ::1] c,
+def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
+          const float[:, :] b, float beta, float[:, :] c,
           const float[::1] bias=None, int activation=0):
     """c = act(alpha * op(a) op(b) + beta * c + bias). Rows may be strided
-    (leading dimension = row stride); the last axis must be contiguous."""
+    (leading dimension = row stride, e.g. a column slice of a wider array);
+    the last axis must be contiguous."""
     cdef int64_t m = a.shape[1] if trans_a else a.shape[0]
     cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
     cdef int64_t kb = b.shape[1] if trans_b else b.shape[0]
@@ -183,9 +188,9 @@ def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, ::1] a,
     cdef const float *pa = &a[0, 0] if a.shape[0] and a.shape[1] else NULL
     cdef const float *pb = &b[0, 0] if b.shape[0] and b.shape[1] else NULL
     cdef const float *pbias = &bias[0] if bias is not None else NULL
-    cdef int64_t lda = leading_dimension(a.shape[0], a.shape[1], a.strides[0], "a")
-    cdef int64_t ldb = leading_dimension(b.shape[0], b.shape[1], b.strides[0], "b")
-    cdef int64_t ldc = leading_dimension(c.shape[0], c.shape[1], c.strides[0], "out")
+    cdef int64_t lda = leading_dimension(a.shape[0], a.shape[1], a.strides[0], a.strides[1], "a")
+    cdef int64_t ldb = leading_dimension(b.shape[0], b.shape[1], b.strides[0], b.strides[1], "b")
+    cdef int64_t ldc = leading_dimension(c.shape[0], c.shape[1], c.strides[0], c.strides[1], "out")
     cdef int status
     with nogil:
         status = nn_sgemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,

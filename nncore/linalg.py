@@ -4,7 +4,12 @@ import numpy as np
 from . import _core
 
 
+_F32 = np.dtype(np.float32)
+
+
 def _as_float32_matrix(x, name):
+    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.flags.c_contiguous:
+        return x  # the common case, checked cheaply: small products are call-bound
     arr = np.asarray(x)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"matmul: {name} has dtype {arr.dtype}; expected real numbers")
@@ -45,10 +50,12 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
             raise TypeError("matmul: out must be a float32 numpy array")
         if out.shape != (m, n):
             raise ValueError(f"matmul: out has shape {out.shape}, expected {(m, n)}")
-        if not out.flags.c_contiguous or not out.flags.writeable:
+        flags = out.flags
+        if not flags.c_contiguous or not flags.writeable:
             raise ValueError("matmul: out must be C-contiguous and writable")
     if bias is not None:
-        bias = np.ascontiguousarray(bias, dtype=np.float32)
+        if not (type(bias) is np.ndarray and bias.dtype is _F32 and bias.flags.c_contiguous):
+            bias = np.ascontiguousarray(bias, dtype=np.float32)
         if bias.shape != (n,):
             raise ValueError(f"matmul: bias has shape {bias.shape}, expected ({n},)")
     _core.sgemm(trans_a, trans_b, float(alpha), a, b, float(beta), out, bias,

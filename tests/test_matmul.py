@@ -1,12 +1,31 @@
 """nncore.matmul against NumPy float64, on every ISA path."""
 import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import nncore
+from nncore import _core
 
 DIMS = [1, 2, 5, 6, 7, 16, 17, 63, 64, 65, 127, 129]
+# Micro-kernel multiples and remainders (avx512 6 x 64, avx2 6 x 16, generic
+# 4 x 16), block edges (kc = 256 / 512) and sizes that cross several blocks.
+AWKWARD = [1, 2, 5, 6, 7, 16, 17, 63, 64, 65, 127, 129, 255, 257, 1000]
+OPS = list(itertools.product([False, True], repeat=2))
+
+
+def sampled_shapes(count, seed, max_work=2e7):
+    """A fixed sample of (m, n, k) from AWKWARD, small enough to stay fast."""
+    rng = np.random.default_rng(seed)
+    shapes = []
+    while len(shapes) < count:
+        m, n, k = (int(x) for x in rng.choice(AWKWARD, 3))
+        if m * n * k <= max_work:
+            shapes.append((m, n, k))
+    return shapes
 
 
 def reference(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, c=None, bias=None,
@@ -43,6 +62,40 @@ def test_matmul_shapes(isa, rng, trans_a, trans_b):
                                    err_msg=f"m={m} n={n} k={k}")
 
 
+@pytest.mark.parametrize("trans_a,trans_b", OPS)
+def test_matmul_awkward_shapes(isa, rng, trans_a, trans_b):
+    shapes = sampled_shapes(24, seed=7 + 2 * trans_a + trans_b)
+    shapes += [(1000, 257, 1), (1, 1000, 1000), (255, 1, 1000), (6, 64, 1000), (7, 1000, 65)]
+    for m, n, k in shapes:
+        a, b = operands(rng, m, n, k, trans_a, trans_b)
+        got = nncore.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+        np.testing.assert_allclose(got, reference(a, b, trans_a, trans_b), rtol=1e-4,
+                                   atol=tolerance(k), err_msg=f"m={m} n={n} k={k}")
+
+
+@pytest.mark.parametrize("trans_a,trans_b", OPS)
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, -2.0), (-1.5, 0.0), (0.0, 0.75)])
+def test_matmul_alpha_beta_epilogue_all_paths(isa, rng, trans_a, trans_b, alpha, beta):
+    # m = 1 (matrix-vector), small (in place), large (packed), narrow (n <= 16:
+    # computed transposed when A is transposed); k across blocks.
+    for m, n, k in [(1, 129, 65), (1, 17, 1000), (5, 70, 33), (65, 129, 700), (130, 257, 129),
+                    (200, 5, 70), (64, 16, 600), (65, 1, 17)]:
+        a, b = operands(rng, m, n, k, trans_a, trans_b)
+        c = rng.standard_normal((m, n)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        for act in (None, "relu"):
+            for use_bias in (False, True):
+                out = c.copy()
+                got = nncore.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha,
+                                    beta=beta, out=out, bias=bias if use_bias else None,
+                                    activation=act)
+                want = reference(a, b, trans_a, trans_b, alpha, beta, c,
+                                 bias if use_bias else None, act)
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=tolerance(k) * 2,
+                                           err_msg=f"m={m} n={n} k={k} act={act} "
+                                                   f"bias={use_bias}")
+
+
 def test_matmul_epilogue_alpha_beta(isa, rng):
     m, n, k = 37, 65, 29
     a, b = operands(rng, m, n, k, False, False)
@@ -55,19 +108,39 @@ def test_matmul_epilogue_alpha_beta(isa, rng):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_beta_zero_ignores_nan(isa, rng):
-    a, b = operands(rng, 9, 11, 13, False, False)
-    out = np.full((9, 11), np.nan, np.float32)
-    nncore.matmul(a, b, out=out)
-    np.testing.assert_allclose(out, reference(a, b, False, False), rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize("trans_a,trans_b", OPS)
+def test_beta_zero_ignores_nan(isa, rng, trans_a, trans_b):
+    for m, n, k in [(9, 11, 13), (1, 70, 20), (200, 130, 600)]:
+        a, b = operands(rng, m, n, k, trans_a, trans_b)
+        out = np.full((m, n), np.nan, np.float32)
+        nncore.matmul(a, b, trans_a=trans_a, trans_b=trans_b, out=out)
+        np.testing.assert_allclose(out, reference(a, b, trans_a, trans_b), rtol=1e-4,
+                                   atol=tolerance(k))
+
+
+def test_relu_propagates_nan(isa, rng):
+    # Like nncore's ReLU layer (and PyTorch): relu(NaN) is NaN, not 0.
+    for m, n, k in [(1, 40, 8), (12, 70, 8)]:
+        a, b = operands(rng, m, n, k, False, False)
+        a[0, 3] = np.nan
+        got = nncore.matmul(a, b, activation="relu")
+        assert np.isnan(got[0]).all()
+        assert not np.isnan(got[1:]).any()
+        assert (got[1:] >= 0).all()
 
 
 def test_zero_k(isa):
-    a = np.zeros((3, 0), np.float32)
-    b = np.zeros((0, 4), np.float32)
-    out = np.full((3, 4), np.nan, np.float32)
-    got = nncore.matmul(a, b, out=out, bias=np.arange(4, dtype=np.float32))
-    np.testing.assert_array_equal(got, np.tile(np.arange(4, dtype=np.float32), (3, 1)))
+    for m, n in [(3, 4), (1, 5), (70, 130)]:
+        a = np.zeros((m, 0), np.float32)
+        b = np.zeros((0, n), np.float32)
+        out = np.full((m, n), np.nan, np.float32)
+        bias = np.arange(n, dtype=np.float32) - 2
+        got = nncore.matmul(a, b, out=out, bias=bias)
+        np.testing.assert_array_equal(got, np.tile(bias, (m, 1)))
+        c = np.full((m, n), -3.0, np.float32)
+        got = nncore.matmul(a.T, b.T, trans_a=True, trans_b=True, beta=0.5, out=c.copy(),
+                            bias=bias, activation="relu")
+        np.testing.assert_array_equal(got, np.maximum(0.5 * c + bias, 0))
 
 
 def test_zero_m_n():
@@ -101,3 +174,88 @@ def test_errors():
         nncore.matmul(np.array([["a"]]), a)
     with pytest.raises(ValueError, match="2-D"):
         nncore.matmul(np.ones(3), a)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", OPS)
+def test_leading_dimensions_larger_than_width(isa, rng, trans_a, trans_b):
+    """Row-strided views reach C unchanged (lda, ldb, ldc > width); the
+    padding columns of C are never written."""
+    for m, n, k in [(1, 70, 33), (7, 17, 5), (65, 130, 600), (129, 64, 63)]:
+        a, b = operands(rng, m, n, k, trans_a, trans_b)
+        pad = 13
+        abig = np.full((a.shape[0], a.shape[1] + pad), np.nan, np.float32)
+        bbig = np.full((b.shape[0], b.shape[1] + pad), np.nan, np.float32)
+        abig[:, :a.shape[1]] = a
+        bbig[:, :b.shape[1]] = b
+        cbig = np.full((m, n + pad), 7.0, np.float32)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        cbig[:, :n] = c0
+        bias = rng.standard_normal(n).astype(np.float32)
+        _core.sgemm(trans_a, trans_b, 0.5, abig[:, :a.shape[1]], bbig[:, :b.shape[1]], 2.0,
+                    cbig[:, :n], bias, _core.ACTIVATIONS["relu"])
+        want = reference(a, b, trans_a, trans_b, 0.5, 2.0, c0, bias, "relu")
+        np.testing.assert_allclose(cbig[:, :n], want, rtol=1e-4, atol=tolerance(k) * 2,
+                                   err_msg=f"m={m} n={n} k={k}")
+        assert (cbig[:, n:] == 7.0).all(), "wrote outside the view"
+
+
+# Shapes that take every threading decision: m = 1 (split columns), narrow
+# N (split rows), wide N (split columns), packed and in place operands.
+THREAD_SHAPES = [(1, 1000, 300), (1, 257, 1000), (300, 10, 256), (64, 1000, 129),
+                 (257, 255, 600), (1000, 130, 64), (17, 1000, 1000)]
+
+
+@pytest.mark.parametrize("trans_a,trans_b", OPS)
+def test_thread_count_does_not_change_results(isa, num_threads, rng, trans_a, trans_b):
+    for m, n, k in THREAD_SHAPES:
+        a, b = operands(rng, m, n, k, trans_a, trans_b)
+        bias = rng.standard_normal(n).astype(np.float32)
+        results = []
+        for threads in (1, 2, 3):
+            nncore.set_num_threads(threads)
+            results.append(nncore.matmul(a, b, trans_a=trans_a, trans_b=trans_b, bias=bias,
+                                         activation="relu"))
+        np.testing.assert_array_equal(results[0], results[1], err_msg=f"m={m} n={n} k={k}")
+        np.testing.assert_array_equal(results[0], results[2], err_msg=f"m={m} n={n} k={k}")
+        np.testing.assert_allclose(results[0], reference(a, b, trans_a, trans_b, bias=bias,
+                                                         activation="relu"),
+                                   rtol=1e-4, atol=tolerance(k))
+
+
+def test_concurrent_calls_from_python_threads(rng):
+    """Several Python threads in nn_sgemm at once (each with its own OpenMP
+    team and packing buffers) all get the single-caller results."""
+    cases = []
+    for i, (m, n, k) in enumerate(THREAD_SHAPES * 2):
+        trans_a, trans_b = OPS[i % 4]
+        a, b = operands(rng, m, n, k, trans_a, trans_b)
+        cases.append((a, b, trans_a, trans_b,
+                      nncore.matmul(a, b, trans_a=trans_a, trans_b=trans_b)))
+    start = threading.Barrier(4)
+
+    def work(offset):
+        start.wait()
+        bad = 0
+        for r in range(3):
+            for a, b, ta, tb, want in cases[offset:] + cases[:offset]:
+                got = nncore.matmul(a, b, trans_a=ta, trans_b=tb)
+                bad += not np.array_equal(got, want)
+        return bad
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(work, range(4))) == [0, 0, 0, 0]
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer aborts on a failed huge malloc by default")
+def test_absurd_size_is_a_memory_error():
+    a = np.ones((1 << 20, 1), np.float32)
+    with pytest.raises(MemoryError):
+        nncore.matmul(a, a.T)
+
+
+def test_sgemm_binding_rejects_strided_columns():
+    a = np.ones((4, 6), np.float32)
+    c = np.zeros((4, 4), np.float32)
+    with pytest.raises(ValueError, match="contiguous last axis"):
+        _core.sgemm(False, False, 1.0, a[:, ::2], np.ones((3, 4), np.float32), 0.0, c)
