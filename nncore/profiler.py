@@ -385,7 +385,7 @@ class profile:
 
 def _layer_name(layer):
     text = repr(layer)
-    return text if len(text) <= 28 else type(layer).__name__
+    return text if len(text) <= 28 and "\n" not in text else type(layer).__name__
 
 
 def _rates(row, flops, seconds, peak):
