@@ -20,6 +20,11 @@
  * contiguous row segments), and B without a transpose is read in place when
  * few rows of C will reuse it.
  *
+ * Paths (chosen from the shape only, so they never depend on the thread
+ * count): m == 1 is a matrix-vector product (gemv_n, or the dot products of
+ * gemv_t when B is transposed); a narrow C (n <= nr/4) with a transposed A is
+ * computed transposed (gemm_narrow); everything else takes the loops above.
+ *
  * Threads: one OpenMP parallel region per call. Threads split only the
  * columns (strips) or the rows (micro-panels) of C, never k, and every C
  * element goes through the same operations whichever thread computes it, so
