@@ -301,9 +301,9 @@ class _BaseNN:
 
     def _check_fitted(self):
         if not hasattr(self, "model_"):
-            raise _flavoured(NotFittedError)(f"This {type(self).__name__} instance is not fitted yet. "
-                                 "Call 'fit' with appropriate arguments before using this "
-                                 "estimator.")
+            raise _flavoured(NotFittedError)(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator.")
 
     # ---- the network --------------------------------------------------------
     def _build(self, hidden, n_in, n_out, rng):

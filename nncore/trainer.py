@@ -97,11 +97,21 @@ def _model_io(model):
     n_in = getattr(model, "in_features", None)
     n_out = getattr(model, "out_features", None)
     if n_in is None:
-        n_in = next((l.in_features for l in layers if hasattr(l, "in_features")), None)
+        n_in = next((layer.in_features for layer in layers
+                     if hasattr(layer, "in_features")), None)
     if n_out is None:
-        n_out = next((l.out_features for l in reversed(layers) if hasattr(l, "out_features")),
-                     None)
+        n_out = next((layer.out_features for layer in reversed(layers)
+                      if hasattr(layer, "out_features")), None)
     return n_in, n_out
+
+
+def all_finite(a):
+    """True when no element of the float array is NaN or infinite. A finite
+    sum proves it in one pass without a temporary the size of the data (NaN
+    and infinities propagate into the sum); only a non-finite sum, which
+    finite values may also give by overflowing, needs the elementwise test."""
+    with np.errstate(all="ignore"):
+        return math.isfinite(float(a.sum())) or bool(np.isfinite(a).all())
 
 
 def check_features(X, n_features, who, name="X"):
@@ -133,7 +143,7 @@ def check_features(X, n_features, who, name="X"):
                          f"expects {n_features}")
     with np.errstate(over="ignore"):      # reported below, as an error
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         what = "NaN" if np.isnan(out).any() else "infinity or a value too large for float32"
         raise ValueError(f"{who}: input {name} contains {what}")
     return out

@@ -37,10 +37,16 @@ def expected_failures(estimator):
     }
 
 
-# scikit-learn warns that the estimators do not inherit from its BaseEstimator:
-# on purpose, nncore does not import scikit-learn.
+# scikit-learn warns that the estimators do not inherit from its BaseEstimator
+# (when the checks are collected, and when they run): on purpose, nncore does
+# not import scikit-learn.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Estimator NN.* does not inherit")
+    sklearn_checks = parametrize_with_checks(CHECKED, expected_failed_checks=expected_failures)
+
+
 @pytest.mark.filterwarnings("ignore:Estimator NN.* does not inherit")
-@parametrize_with_checks(CHECKED, expected_failed_checks=expected_failures)
+@sklearn_checks
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

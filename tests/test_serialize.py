@@ -135,7 +135,7 @@ MUTATIONS = {
                                                                     "code": "import os"}),
     "layer not a dict": lambda m, t: m["model"]["layers"].insert(0, "Dense"),
     "absurd shape": lambda m, t: dense_entry(m, 0).update(in_features=10 ** 12,
-                                                           out_features=10 ** 12),
+                                                          out_features=10 ** 12),
     "size as a string": lambda m, t: dense_entry(m, 0).update(in_features="5"),
     "size as a bool": lambda m, t: dense_entry(m, 2).update(out_features=True),
     "negative size": lambda m, t: dense_entry(m, 0).update(in_features=-5),

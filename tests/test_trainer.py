@@ -30,8 +30,8 @@ def timeless(history):
     return {k: v for k, v in history.history.items() if k not in ("seconds", "samples_per_sec")}
 
 
-@pytest.mark.parametrize("shuffle, chunk_bytes", [(True, None), (False, None), (True, 960),
-                                                 (True, 100)])
+@pytest.mark.parametrize("shuffle, chunk_bytes",
+                         [(True, None), (False, None), (True, 960), (True, 100)])
 def test_fit_equals_a_hand_written_loop(shuffle, chunk_bytes, monkeypatch):
     """The documented loop: one permutation per epoch from default_rng(seed)
     (in place, epoch after epoch), batches in order, the last one partial;
