@@ -427,84 +427,66 @@ def _np_erf(x):
     return np.sign(x) * (1.0 - poly * np.exp(-x * x))
 
 
-def _bytes_row(family, group, case, times, threads, nbytes, quick):
-    return summarize(family, group, case, times, threads, work=nbytes, metric="GB/s",
-                     scale=1e-9, limit=memory_bandwidth(threads, quick),
-                     limit_name="memory bandwidth")
+def _torch_views(*arrays):
+    import torch
+    return [torch.from_numpy(a) for a in arrays]
 
 
-@family("layers", "Dense forward/backward, activations, softmax cross-entropy, optimizer steps")
-def bench_layers(quick=False, threads=2, budget=None, peers=None, tiny=False, log=None):
-    """The building blocks of a training step, through nncore's Python API
-    (so each includes its call overhead) against the same work in NumPy and
-    PyTorch. Dense rows report GFLOP/s and % of the FMA peak; the
-    elementwise ones (activations, loss, optimizers) GB/s (bytes each call
-    must move at least) and % of the triad memory bandwidth."""
-    import nncore as nn
-    peers = available_peers(peers, ("numpy", "torch"))
-    torch = sys.modules.get("torch") if "torch" in peers else None
-    budget = budget if budget is not None else (0.002 if tiny else 0.1 if quick else 0.4)
-    gap = 0.0 if tiny else 0.05
-    if tiny:
-        dense, act_rows, ce, opt_arch = [(4, 8, 8)], 4, [(4, 3)], (8, 4)
-    elif quick:
-        dense, act_rows, ce, opt_arch = [(128, 784, 256)], 256, [(128, 10)], (784, 256, 128, 10)
-    else:
-        dense = [(128, 784, 256), (128, 1024, 1024)]
-        act_rows, ce, opt_arch = 1024, [(128, 10), (1024, 1000)], (784, 1024, 1024, 10)
-    rng = np.random.default_rng(0)
-    rows = []
-
-    def emit(row):
-        rows.append(row)
-        if log:
-            log(row)
-
-    with thread_limits(threads) as nthreads:
-        peak = peak_gflops(nthreads, quick or tiny)
-        memory_bandwidth(nthreads, quick or tiny)
-        # Dense: y = x W + b; backward dW = x^T dy, db = sum dy, dx = dy W^T.
-        for m, k, n in dense:
-            layer = nn.Dense(k, n)
-            x = rng.standard_normal((m, k), dtype=np.float32)
-            dy = rng.standard_normal((m, n), dtype=np.float32)
-            W, b = layer.weight.copy(), layer.bias.copy()
-            y, gw, gb, dx = (np.empty((m, n), np.float32), np.empty((k, n), np.float32),
-                             np.empty(n, np.float32), np.empty((m, k), np.float32))
-            fwd = {"nncore": lambda: layer.forward(x),
+def _dense_case(m, k, n, phase):
+    """Dense(k, n) on a batch of m: forward y = x W + b; backward dW = x^T dy,
+    db = sum dy, dx = dy W^T."""
+    def make(peers):
+        import nncore as nn
+        rng = np.random.default_rng(0)
+        layer = nn.Dense(k, n)
+        x = rng.standard_normal((m, k), dtype=np.float32)
+        dy = rng.standard_normal((m, n), dtype=np.float32)
+        W, b = layer.weight.copy(), layer.bias.copy()
+        y, gw, gb, dx = (np.empty((m, n), np.float32), np.empty((k, n), np.float32),
+                         np.empty(n, np.float32), np.empty((m, k), np.float32))
+        layer.forward(x)
+        if phase == "forward":
+            fns = {"nncore": lambda: layer.forward(x),
                    "numpy": lambda: np.add(np.matmul(x, W, out=y), b, out=y)}
-
+        else:
             def np_backward():
                 np.matmul(x.T, dy, out=gw)
                 np.sum(dy, axis=0, out=gb)
                 np.matmul(dy, W.T, out=dx)
-            bwd = {"nncore": lambda: layer.backward(dy), "numpy": np_backward}
-            if torch is not None:
-                tx, tdy, tW, tb = (torch.from_numpy(a) for a in (x, dy, W, b))
-                ty, tgw, tgb, tdx = (torch.from_numpy(a) for a in (y, gw, gb, dx))
-                fwd["torch"] = lambda: torch.addmm(tb, tx, tW, out=ty)
-
+            fns = {"nncore": lambda: layer.backward(dy), "numpy": np_backward}
+        if "torch" in peers:
+            import torch
+            tx, tdy, tW, tb, ty, tgw, tgb, tdx = _torch_views(x, dy, W, b, y, gw, gb, dx)
+            if phase == "forward":
+                fns["torch"] = lambda: torch.addmm(tb, tx, tW, out=ty)
+            else:
                 def torch_backward():
                     torch.mm(tx.t(), tdy, out=tgw)
                     torch.sum(tdy, 0, out=tgb)
                     torch.mm(tdy, tW.t(), out=tdx)
-                bwd["torch"] = torch_backward
-            layer.forward(x)
-            for phase, fns, flop in (("forward", fwd, 2.0 * m * k * n),
-                                     ("backward", bwd, 4.0 * m * k * n)):
-                emit(summarize("layers", "dense", f"Dense {phase} {m}x{k}->{n}",
-                               time_many(fns, budget, gap=gap), nthreads, work=flop,
-                               metric="GFLOP/s", scale=1e-9, limit=peak,
-                               limit_name="FMA peak"))
+                fns["torch"] = torch_backward
+        return fns
+    flop = (2.0 if phase == "forward" else 4.0) * m * k * n
+    return {"group": "dense", "case": f"Dense {phase} {m}x{k}->{n}", "work": flop,
+            "metric": "GFLOP/s", "limit": "peak", "make": make}
 
-        # Activations on (act_rows, 1024): forward reads x, writes y (8 bytes
-        # per element); backward reads the saved array and dy, writes dx (12).
-        cols = 8 if tiny else 1024
-        x = rng.standard_normal((act_rows, cols), dtype=np.float32)
-        dy = rng.standard_normal((act_rows, cols), dtype=np.float32)
-        y = np.empty_like(x)
-        dx = np.empty_like(x)
-        count = x.size
+
+def _activation_case(name, rows, cols, phase):
+    """An activation layer on (rows, cols): forward reads x and writes y (8
+    bytes per element), backward reads the saved array and dy and writes dx (12)."""
+    def make(peers):
+        import nncore as nn
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((rows, cols), dtype=np.float32)
+        dy = rng.standard_normal((rows, cols), dtype=np.float32)
+        y, dx = np.empty_like(x), np.empty_like(x)
+        layer = getattr(nn, name)()
+        layer.forward(x)
+        if phase == "forward":
+            fns = {"nncore": lambda: layer.forward(x)}
+        else:
+            fns = {"nncore": lambda: layer.backward(dy)}
+        inv_sqrt2 = np.float32(1 / math.sqrt(2))
 
         def np_sigmoid():
             np.negative(x, out=y)
@@ -512,7 +494,7 @@ def bench_layers(quick=False, threads=2, budget=None, peers=None, tiny=False, lo
             np.add(y, 1.0, out=y)
             np.reciprocal(y, out=y)
 
-        def np_sigmoid_backward():     # dx = dy y (1 - y)
+        def np_sigmoid_backward():     # dx = dy y (1 - y), y the forward output
             np.subtract(1.0, y, out=dx)
             np.multiply(dx, y, out=dx)
             np.multiply(dx, dy, out=dx)
@@ -521,136 +503,187 @@ def bench_layers(quick=False, threads=2, budget=None, peers=None, tiny=False, lo
             np.multiply(y, y, out=dx)
             np.subtract(1.0, dx, out=dx)
             np.multiply(dx, dy, out=dx)
+
         def np_gelu():                 # y = x Phi(x)
             np.multiply(x, 0.5, out=y)
-            np.multiply(y, 1.0 + _np_erf(x * np.float32(1 / math.sqrt(2))), out=y)
+            np.multiply(y, 1.0 + _np_erf(x * inv_sqrt2), out=y)
 
         def np_gelu_backward():        # dx = dy (Phi(x) + x phi(x))
-            cdf = 0.5 * (1.0 + _np_erf(x * np.float32(1 / math.sqrt(2))))
+            cdf = 0.5 * (1.0 + _np_erf(x * inv_sqrt2))
             pdf = np.exp(-0.5 * x * x) * np.float32(1 / math.sqrt(2 * math.pi))
             np.multiply(dy, cdf + x * pdf, out=dx)
-        numpy_acts = {
-            "ReLU": (lambda: np.maximum(x, 0.0, out=y),
-                     lambda: np.multiply(dy, x > 0, out=dx)),
+        numpy_fns = {
+            "ReLU": (lambda: np.maximum(x, 0.0, out=y), lambda: np.multiply(dy, x > 0, out=dx)),
             "Sigmoid": (np_sigmoid, np_sigmoid_backward),
             "Tanh": (lambda: np.tanh(x, out=y), np_tanh_backward),
             "GELU": (np_gelu, np_gelu_backward),
         }
-        for name, (np_forward, np_backward) in numpy_acts.items():
-            layer = getattr(nn, name)()
-            layer.forward(x)
-            fwd = {"nncore": lambda: layer.forward(x), "numpy": np_forward}
-            bwd = {"nncore": lambda: layer.backward(dy), "numpy": np_backward}
-            if torch is not None:
-                tx, tdy, ty, tdx = (torch.from_numpy(a) for a in (x, dy, y, dx))
-                if name == "ReLU":
-                    fwd["torch"] = lambda: torch.clamp_min(tx, 0.0, out=ty)
-                    bwd["torch"] = lambda: torch.ops.aten.threshold_backward(tdy, ty, 0.0)
-                elif name == "Sigmoid":
-                    fwd["torch"] = lambda: torch.sigmoid(tx, out=ty)
-                    bwd["torch"] = lambda: torch.ops.aten.sigmoid_backward(tdy, ty)
-                elif name == "Tanh":
-                    fwd["torch"] = lambda: torch.tanh(tx, out=ty)
-                    bwd["torch"] = lambda: torch.ops.aten.tanh_backward(tdy, ty)
-                else:
-                    fwd["torch"] = lambda: torch.nn.functional.gelu(tx)
-                    bwd["torch"] = lambda: torch.ops.aten.gelu_backward(tdy, tx)
-            for phase, fns, nbytes in (("forward", fwd, 8 * count),
-                                       ("backward", bwd, 12 * count)):
-                emit(_bytes_row("layers", "activation", f"{name} {phase} {act_rows}x{cols}",
-                                time_many(fns, budget, gap=gap), nthreads, nbytes,
-                                quick or tiny))
+        fns["numpy"] = numpy_fns[name][0 if phase == "forward" else 1]
+        numpy_fns[name][0]()    # y: a forward output, as the backward passes read
+        if "torch" in peers:
+            import torch
+            tx, tdy, ty, tdx = _torch_views(x, dy, y, dx)
+            aten = torch.ops.aten
+            torch_fns = {   # what autograd runs for each
+                "ReLU": (lambda: torch.clamp_min(tx, 0.0, out=ty),
+                         lambda: aten.threshold_backward(tdy, ty, 0.0)),
+                "Sigmoid": (lambda: torch.sigmoid(tx, out=ty),
+                            lambda: aten.sigmoid_backward(tdy, ty)),
+                "Tanh": (lambda: torch.tanh(tx, out=ty), lambda: aten.tanh_backward(tdy, ty)),
+                "GELU": (lambda: torch.nn.functional.gelu(tx),
+                         lambda: aten.gelu_backward(tdy, tx)),
+            }
+            fns["torch"] = torch_fns[name][0 if phase == "forward" else 1]
+        return fns
+    count = rows * cols
+    return {"group": "activation", "case": f"{name} {phase} {rows}x{cols}",
+            "work": (8 if phase == "forward" else 12) * count, "metric": "GB/s",
+            "limit": "bandwidth", "make": make}
 
-        # Softmax cross-entropy: loss and gradient (nncore computes both in one
-        # pass; NumPy the usual stable way; PyTorch forward + autograd backward).
-        for m, c in ce:
-            logits = rng.standard_normal((m, c), dtype=np.float32)
-            labels = rng.integers(0, c, m)
-            loss = nn.CrossEntropyLoss()
-            rows_idx = np.arange(m)
-            grad = np.empty_like(logits)
 
-            def np_ce():
-                z = logits - logits.max(axis=1, keepdims=True)
-                np.exp(z, out=grad)
-                s = grad.sum(axis=1, keepdims=True)
-                value = float(np.mean(np.log(s[:, 0]) - z[rows_idx, labels]))
-                np.divide(grad, s * m, out=grad)
-                grad[rows_idx, labels] -= 1.0 / m
+def _cross_entropy_case(m, c):
+    """Softmax cross-entropy, loss and gradient: nncore computes both in one
+    pass; NumPy the usual stable way; PyTorch forward + autograd backward.
+    Traffic: logits read, gradient written, labels read."""
+    def make(peers):
+        import nncore as nn
+        rng = np.random.default_rng(0)
+        logits = rng.standard_normal((m, c), dtype=np.float32)
+        labels = rng.integers(0, c, m)
+        loss = nn.CrossEntropyLoss()
+        rows_idx = np.arange(m)
+        grad = np.empty_like(logits)
+
+        def np_ce():
+            z = logits - logits.max(axis=1, keepdims=True)
+            np.exp(z, out=grad)
+            s = grad.sum(axis=1, keepdims=True)
+            value = float(np.mean(np.log(s[:, 0]) - z[rows_idx, labels]))
+            np.divide(grad, s * m, out=grad)
+            grad[rows_idx, labels] -= 1.0 / m
+            return value
+        fns = {"nncore": lambda: loss.forward(logits, labels), "numpy": np_ce}
+        if "torch" in peers:
+            import torch
+            tl = torch.from_numpy(logits.copy()).requires_grad_()
+            tt = torch.from_numpy(labels)
+
+            def torch_ce():
+                tl.grad = None
+                value = torch.nn.functional.cross_entropy(tl, tt)
+                value.backward()
                 return value
-            fns = {"nncore": lambda: loss.forward(logits, labels), "numpy": np_ce}
-            if torch is not None:
-                tl = torch.from_numpy(logits.copy()).requires_grad_()
-                tt = torch.from_numpy(labels)
+            fns["torch"] = torch_ce
+        return fns
+    return {"group": "loss", "case": f"softmax CE fwd+grad {m}x{c}", "work": 8 * m * c + 8 * m,
+            "metric": "GB/s", "limit": "bandwidth", "make": make}
 
-                def torch_ce():
-                    tl.grad = None
-                    value = torch.nn.functional.cross_entropy(tl, tt)
-                    value.backward()
-                    return value
-                fns["torch"] = torch_ce
-            emit(_bytes_row("layers", "loss", f"softmax CE fwd+grad {m}x{c}",
-                            time_many(fns, budget, gap=gap), nthreads, 8 * m * c + 8 * m,
-                            quick or tiny))
 
-        # Optimizer steps over a model's parameters: SGD with momentum reads
-        # w, g, buf and writes w, buf (20 bytes per parameter); Adam reads w, g,
-        # m, v and writes w, m, v (28).
-        model_sizes = list(zip(opt_arch[:-1], opt_arch[1:]))
-        shapes = [s for k, n in model_sizes for s in ((k, n), (n,))]
-        count = sum(int(np.prod(s)) for s in shapes)
-        for opt_name, nbytes in (("SGD", 20), ("Adam", 28)):
-            params = [(rng.standard_normal(s, dtype=np.float32) * 0.01,
-                       rng.standard_normal(s, dtype=np.float32) * 0.01) for s in shapes]
-            opt = (nn.SGD(lr=0.01, momentum=0.9) if opt_name == "SGD"
-                   else nn.Adam(lr=1e-3))
-            np_params = [(p.copy(), g.copy(), np.zeros_like(p), np.zeros_like(p),
-                          np.empty_like(p)) for p, g in params]
-            state = {"t": 0}
+def _optimizer_case(opt_name, arch):
+    """One optimizer step over the parameters of an MLP: SGD with momentum
+    reads w, g, buf and writes w, buf (20 bytes per parameter); Adam reads w,
+    g, m, v and writes w, m, v (28)."""
+    shapes = [s for k, n in zip(arch[:-1], arch[1:]) for s in ((k, n), (n,))]
+    count = sum(int(np.prod(s)) for s in shapes)
 
-            def np_sgd():
-                for w, g, buf, _, tmp in np_params:
-                    np.multiply(buf, 0.9, out=buf)
-                    np.add(buf, g, out=buf)
-                    np.multiply(buf, 0.01, out=tmp)
-                    np.subtract(w, tmp, out=w)
+    def make(peers):
+        import nncore as nn
+        rng = np.random.default_rng(0)
+        params = [(rng.standard_normal(s, dtype=np.float32) * 0.01,
+                   rng.standard_normal(s, dtype=np.float32) * 0.01) for s in shapes]
+        opt = nn.SGD(lr=0.01, momentum=0.9) if opt_name == "SGD" else nn.Adam(lr=1e-3)
+        np_params = [(p.copy(), g.copy(), np.zeros_like(p), np.zeros_like(p), np.empty_like(p))
+                     for p, g in params]
+        state = {"t": 0}
 
-            def np_adam(b1=0.9, b2=0.999, lr=1e-3, eps=1e-8):
-                state["t"] += 1
-                t = state["t"]
-                step = lr / (1 - b1 ** t)
-                bc2 = math.sqrt(1 - b2 ** t)
-                for w, g, m_, v, tmp in np_params:
-                    np.multiply(m_, b1, out=m_)
-                    np.multiply(g, 1 - b1, out=tmp)
-                    np.add(m_, tmp, out=m_)
-                    np.multiply(v, b2, out=v)
-                    np.multiply(g, g, out=tmp)
-                    np.multiply(tmp, 1 - b2, out=tmp)
-                    np.add(v, tmp, out=v)
-                    np.sqrt(v, out=tmp)
-                    np.divide(tmp, bc2, out=tmp)
-                    np.add(tmp, eps, out=tmp)
-                    np.divide(m_, tmp, out=tmp)
-                    np.multiply(tmp, step, out=tmp)
-                    np.subtract(w, tmp, out=w)
-            fns = {"nncore": lambda: opt.step(params),
-                   "numpy": np_sgd if opt_name == "SGD" else np_adam}
-            if torch is not None:
-                tparams = []
-                for p, g in params:
-                    tp = torch.from_numpy(p.copy()).requires_grad_()
-                    tp.grad = torch.from_numpy(g.copy())
-                    tparams.append(tp)
-                topt = (torch.optim.SGD(tparams, lr=0.01, momentum=0.9) if opt_name == "SGD"
-                        else torch.optim.Adam(tparams, lr=1e-3))
-                fns["torch"] = topt.step
-            arch = "-".join(map(str, opt_arch))
-            emit(_bytes_row("layers", "optimizer",
-                            f"{opt_name}{' momentum' if opt_name == 'SGD' else ''} step "
-                            f"{arch} ({count / 1e6:.2f}M)",
-                            time_many(fns, budget, gap=gap), nthreads, nbytes * count,
-                            quick or tiny))
+        def np_sgd():
+            for w, g, buf, _, tmp in np_params:
+                np.multiply(buf, 0.9, out=buf)
+                np.add(buf, g, out=buf)
+                np.multiply(buf, 0.01, out=tmp)
+                np.subtract(w, tmp, out=w)
+
+        def np_adam(b1=0.9, b2=0.999, lr=1e-3, eps=1e-8):
+            state["t"] += 1
+            t = state["t"]
+            step, bc2 = lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)
+            for w, g, m_, v, tmp in np_params:
+                np.multiply(m_, b1, out=m_)
+                np.multiply(g, 1 - b1, out=tmp)
+                np.add(m_, tmp, out=m_)
+                np.multiply(v, b2, out=v)
+                np.multiply(g, g, out=tmp)
+                np.multiply(tmp, 1 - b2, out=tmp)
+                np.add(v, tmp, out=v)
+                np.sqrt(v, out=tmp)
+                np.divide(tmp, bc2, out=tmp)
+                np.add(tmp, eps, out=tmp)
+                np.divide(m_, tmp, out=tmp)
+                np.multiply(tmp, step, out=tmp)
+                np.subtract(w, tmp, out=w)
+        fns = {"nncore": lambda: opt.step(params),
+               "numpy": np_sgd if opt_name == "SGD" else np_adam}
+        if "torch" in peers:
+            import torch
+            tparams = []
+            for p, g in params:
+                tp = torch.from_numpy(p.copy()).requires_grad_()
+                tp.grad = torch.from_numpy(g.copy())
+                tparams.append(tp)
+            topt = (torch.optim.SGD(tparams, lr=0.01, momentum=0.9) if opt_name == "SGD"
+                    else torch.optim.Adam(tparams, lr=1e-3))
+            fns["torch"] = topt.step
+        return fns
+    label = "SGD momentum" if opt_name == "SGD" else opt_name
+    return {"group": "optimizer", "case": f"{label} step {_arch_name(arch)} ({count / 1e6:.2f}M)",
+            "work": (20 if opt_name == "SGD" else 28) * count, "metric": "GB/s",
+            "limit": "bandwidth", "make": make}
+
+
+def layer_cases(quick=False, tiny=False):
+    """The layers family's cases: dicts with group, case, work (FLOPs or
+    bytes per call), metric, limit ("peak" or "bandwidth") and make(peers) ->
+    {side: fn}, which builds the data (call it just before timing)."""
+    if tiny:
+        dense, act, ce, arch = [(4, 8, 8)], (4, 8), [(4, 3)], (8, 4)
+    elif quick:
+        dense, act, ce, arch = [(128, 784, 256)], (256, 1024), [(128, 10)], (784, 256, 128, 10)
+    else:
+        dense, act = [(128, 784, 256), (128, 1024, 1024)], (1024, 1024)
+        ce, arch = [(128, 10), (1024, 1000)], (784, 1024, 1024, 10)
+    cases = [_dense_case(m, k, n, phase) for m, k, n in dense for phase in ("forward", "backward")]
+    cases += [_activation_case(name, *act, phase) for name in ("ReLU", "Sigmoid", "Tanh", "GELU")
+              for phase in ("forward", "backward")]
+    cases += [_cross_entropy_case(m, c) for m, c in ce]
+    cases += [_optimizer_case(name, arch) for name in ("SGD", "Adam")]
+    return cases
+
+
+@family("layers", "Dense forward/backward, activations, softmax cross-entropy, optimizer steps")
+def bench_layers(quick=False, threads=2, budget=None, peers=None, tiny=False, log=None):
+    """The building blocks of a training step, through nncore's Python API
+    (so each includes its call overhead) against the same work in NumPy and
+    PyTorch. Dense rows report GFLOP/s and % of the FMA peak; the
+    elementwise ones (activations, loss, optimizers) GB/s (the bytes each call
+    must move at least) and % of the triad memory bandwidth; arrays that fit
+    in cache can exceed 100%."""
+    peers = available_peers(peers, ("numpy", "torch"))
+    budget = budget if budget is not None else (0.002 if tiny else 0.1 if quick else 0.4)
+    gap = 0.0 if tiny else 0.05
+    rows = []
+    with thread_limits(threads) as nthreads:
+        limits = {"peak": (peak_gflops(nthreads, quick or tiny), "FMA peak"),
+                  "bandwidth": (memory_bandwidth(nthreads, quick or tiny), "memory bandwidth")}
+        for case in layer_cases(quick, tiny):
+            fns = case["make"](peers)
+            limit, limit_name = limits[case["limit"]]
+            row = summarize("layers", case["group"], case["case"],
+                            time_many(fns, budget, gap=gap), nthreads, work=case["work"],
+                            metric=case["metric"], scale=1e-9, limit=limit,
+                            limit_name=limit_name)
+            rows.append(row)
+            if log:
+                log(row)
     return rows
 
 
