@@ -93,11 +93,8 @@ class Loss:
         """The mean loss as a Python float. The gradient is computed in the
         same pass (fused; for cross-entropy it costs no extra exp) and kept
         for ``backward``."""
-        if _PROFILE is not None:
-            return _PROFILE.span("loss", self, "forward", self._forward, pred, target)
-        return self._forward(pred, target)
-
-    def _forward(self, pred, target):
+        if _PROFILE is not None and _PROFILE.outer(self):
+            return _PROFILE.span("loss", self, "forward", self.forward, pred, target)
         pred = self._as_pred(pred)
         target = self._target(target, pred)
         grad = self._grad

@@ -87,11 +87,8 @@ class Optimizer:
 
     def step(self, params):
         """Apply one update to every ``(param, grad)`` pair in place."""
-        if _PROFILE is not None:
-            return _PROFILE.span("optimizer", self, "step", self._step, params)
-        return self._step(params)
-
-    def _step(self, params):
+        if _PROFILE is not None and _PROFILE.outer(self):
+            return _PROFILE.span("optimizer", self, "step", self.step, params)
         state = self._state
         for i, pair in enumerate(params):
             try:

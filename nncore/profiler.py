@@ -33,6 +33,7 @@ __all__ = ["profile"]
 
 _now = _core.profile_now_ns
 _native_id = threading.get_native_id
+_ident = threading.get_ident
 
 _GEMM_PREFIX = "sgemm_"
 
@@ -44,13 +45,23 @@ class _Recorder:
 
     def __init__(self):
         self.spans = []
+        self._inside = set()    # (thread, id(owner)) of the spans open now
 
-    def span(self, kind, owner, phase, fn, *args):
+    def outer(self, owner):
+        """False when `owner` (a loss or optimizer) is already inside its span
+        on this thread: span() calls the method again, which then runs its body."""
+        return (_ident(), id(owner)) not in self._inside
+
+    def span(self, kind, owner, phase, method, *args):
+        key = (_ident(), id(owner))
+        self._inside.add(key)
         t0 = _now()
         try:
-            return fn(*args)
+            return method(*args)
         finally:
-            self.spans.append((kind, owner, -1, phase, t0, _now(), _native_id()))
+            t1 = _now()
+            self._inside.discard(key)
+            self.spans.append((kind, owner, -1, phase, t0, t1, _native_id()))
 
     def sequential_forward(self, model, x):
         if not model.layers:
