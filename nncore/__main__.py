@@ -55,6 +55,12 @@ def cmd_bench(args):
                        "command": "python -m nncore bench " + " ".join(args.argv),
                        "families": results, "rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            for name in families:
+                f.write(f"**{name}** ({bench.FAMILIES[name][1]})\n\n")
+                f.write(bench.format_markdown(results[name]) + "\n\n")
+        print(f"wrote {args.markdown}")
     if args.plot:
         bench.plot(results, args.plot)
         print(f"wrote {args.plot}")
@@ -221,6 +227,8 @@ def build_parser():
                             "that import)")
     bench.add_argument("--json", metavar="FILE",
                        help="also write the environment and rows as JSON")
+    bench.add_argument("--markdown", metavar="FILE",
+                       help="also write the tables in Markdown (as in the README)")
     bench.add_argument("--plot", metavar="FILE",
                        help="draw the speed-ups as bar charts (PNG/SVG/PDF; needs matplotlib)")
     bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only

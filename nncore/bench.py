@@ -179,7 +179,8 @@ def bench_gemm(quick=False, threads=2, budget=None, cases=None, peers=None, tiny
                 fns["torch"] = lambda: torch.matmul(tA, tB, out=out3)
             times = time_many(fns, budget, gap=0.15 if not tiny else 0.0)
             flop = 2.0 * m * n * k
-            row = summarize("gemm", group, label, times, nthreads, work=flop,
+            case = label if group == "layer" else f"{label} {op}"
+            row = summarize("gemm", group, case, times, nthreads, work=flop,
                             metric="GFLOP/s", scale=1e-9, limit=peak, limit_name="FMA peak")
             row.update({"op": op, "m": m, "k": k, "n": n})
             for name in fns:   # the names the gemm rows have always had
@@ -396,17 +397,21 @@ def environment(threads=2, quick=False):
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    env["blas"] = None
     try:
         from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                env["versions"][pool["internal_api"]] = pool.get("version")
-                env["blas"] = {k: pool.get(k) for k in ("internal_api", "version",
-                                                         "architecture", "threading_layer",
-                                                         "num_threads")}
-                break
     except ImportError:
-        env["blas"] = None
+        pass
+    else:
+        # NumPy's BLAS (SciPy, loaded by scikit-learn, may bring another one).
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        pools.sort(key=lambda p: "numpy" not in (p.get("filepath") or ""))
+        if pools:
+            pool = pools[0]
+            env["versions"][pool["internal_api"]] = pool.get("version")
+            env["blas"] = {k: pool.get(k) for k in ("internal_api", "version", "architecture",
+                                                     "threading_layer", "num_threads",
+                                                     "filepath")}
     for mod, name in (("torch", "torch"), ("sklearn", "scikit-learn")):
         if mod in sys.modules:
             env["versions"][name] = sys.modules[mod].__version__
@@ -962,7 +967,7 @@ def format_table(rows):
         return "(no rows)"
     peers = [p for p in PEERS if any(f"{p}_s" in r for r in rows)]
     names = ["nncore"] + peers
-    head = f"{'group':<11} {'case':<34} " + " ".join(f"{n:>11}" for n in names)
+    head = f"{'group':<16} {'case':<34} " + " ".join(f"{n:>11}" for n in names)
     head += f" {'nncore rate':>18} {'%limit':>7} " + " ".join(f"{'x ' + p:>9}" for p in peers)
     lines = ["(per side: median time per call, or samples/s where the rate is samples/s; "
              "rate = GFLOP/s, GB/s or samples/s; %limit = of the FMA peak or memory "
@@ -983,7 +988,7 @@ def format_table(rows):
         ratios = [f"{r[f'ratio_{p}']:>9.2f}" if f"ratio_{p}" in r else f"{'-':>9}"
                   for p in peers]
         flag = " ~" if r.get("noisy") else ""
-        lines.append(f"{r['group']:<11} {r['case'][:34]:<34} " + " ".join(cells)
+        lines.append(f"{r['group'][:16]:<16} {r['case'][:34]:<34} " + " ".join(cells)
                      + f" {rate:>18} {pct:>7} " + " ".join(ratios) + flag)
     groups = {}
     for r in rows:
@@ -999,6 +1004,37 @@ def format_table(rows):
         lines.append(f"~ {noisy} of {len(rows)} rows have a wide spread (interquartile range > "
                      f"{SPREAD_LIMIT:.0%} of the median): this machine is shared or noisy; "
                      "compare ratios from one run, or rerun.")
+    return "\n".join(lines)
+
+
+def format_markdown(rows):
+    """The rows as a Markdown table (the README's): per side the median time
+    per call, or samples/s for training and inference throughput; nncore's
+    rate and % of the machine limit; nncore's speed-up over each peer."""
+    if not rows:
+        return ""
+    peers = [p for p in PEERS if any(f"{p}_s" in r for r in rows)]
+    titles = {"nncore": "nncore", "numpy": "NumPy", "torch": "PyTorch", "sklearn": "scikit-learn"}
+    names = ["nncore"] + peers
+    head = ["case"] + [titles[n] for n in names] + ["nncore rate", "% limit"] + \
+        [f"x {titles[p]}" for p in peers]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for r in rows:
+        as_rate = r.get("metric") == "samples/s" and r.get("group") != "latency"
+        cells = [r["case"] + (" ~" if r.get("noisy") else "")]
+        for n in names:
+            if f"{n}_s" not in r:
+                cells.append("-")
+            elif as_rate:
+                cells.append(f"{r[f'{n}_rate']:,.0f}/s")
+            else:
+                cells.append(_fmt_time(r[f"{n}_s"]))
+        cells.append(f"{_fmt_rate(r['nncore_rate'])} {r['metric']}"
+                     if r.get("nncore_rate") is not None else "")
+        cells.append(f"{r['nncore_pct']:.0f}%" if r.get("nncore_pct") is not None else "")
+        cells += [f"{r[f'ratio_{p}']:.2f}" if f"ratio_{p}" in r else "-" for p in peers]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -1023,7 +1059,9 @@ def plot(results, path):
         for j, p in enumerate(peers):
             ys = [i + j * height for i in range(len(rows))]
             xs = [r.get(f"ratio_{p}", float("nan")) for r in rows]
-            ax.barh(ys, xs, height=height, color=colors[p], label=f"vs {p}", left=0)
+            # Bars from 1 to the ratio: right of the line nncore is faster.
+            ax.barh(ys, [x - 1.0 for x in xs], left=1.0, height=height, color=colors[p],
+                    label=f"vs {p}")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])

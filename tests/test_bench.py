@@ -112,6 +112,20 @@ def test_summarize_ratios_and_noise():
     assert "~" in text and "wide spread" in text and "x numpy" in text
 
 
+def test_markdown_tables(results, tmp_path):
+    rows = results["families"]["train"]
+    text = bench.format_markdown(rows)
+    lines = text.splitlines()
+    assert lines[0].startswith("| case | nncore | NumPy")
+    assert len(lines) == 2 + len(rows)
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    path = tmp_path / "t.md"
+    assert main(["bench", "infer", "--quick", "--tiny", "--peers", "numpy",
+                 "--markdown", str(path)]) == 0
+    md = path.read_text()
+    assert md.startswith("**infer**") and "| x NumPy |" in md
+
+
 def test_time_many_takes_turns():
     order = []
     fns = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
