@@ -29,7 +29,8 @@ def cmd_bench(args):
     families = bench.ORDER if args.family == "all" else (args.family,)
     # Import the peers first so that their thread pools get limited too.
     bench.available_peers(peers)
-    env = bench.environment(args.threads, quick=args.quick or args.tiny)
+    with bench.thread_limits(args.threads):
+        env = bench.environment(args.threads, quick=args.quick or args.tiny)
     print(f"{env['cpu']}; {env['cores']} cores; nncore {env['versions']['nncore']} "
           f"isa={env['isa']}; {args.threads} threads; "
           + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k != "nncore"))

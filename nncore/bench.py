@@ -1045,6 +1045,7 @@ def plot(results, path):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise ImportError("--plot needs matplotlib: pip install 'nncore[plot]'") from None
     families = [f for f in ORDER if results.get(f)] + \
@@ -1064,6 +1065,10 @@ def plot(results, path):
                     label=f"vs {p}")
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
         ax.set_yticklabels([r["case"] + (" ~" if r.get("noisy") else "") for r in rows],
                            fontsize=7)
