@@ -49,7 +49,8 @@
 #define NN_GEMM_PARALLEL_MIN_FLOPS 1500000.0
 /* Below this many multiply-adds (k*n) an m == 1 product runs on one thread. */
 #define NN_GEMV_PARALLEL_MIN 65536
-/* B without a transpose is packed when at least this many rows of C reuse it. */
+/* B without a transpose is packed when at least this many rows of C reuse it
+ * (and it is wider than one strip: a single strip is read as it is). */
 #define NN_GEMM_PACK_B_MIN_M 48
 /* A transposed is packed when its depth is at least this (a short A^T is read in place). */
 #define NN_GEMM_PACK_A_MIN_K 64
@@ -393,7 +394,7 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
     P.split_n = strips >= 2 * nt || (strips >= nt && panels < 2 * nt);
 
     P.kc = k > 0 ? ceil_div(k, ceil_div(k, info.kc)) : 0;
-    P.pack_b = k > 0 && (trans_b || m >= NN_GEMM_PACK_B_MIN_M);
+    P.pack_b = k > 0 && (trans_b || (m >= NN_GEMM_PACK_B_MIN_M && n > P.nr));
     P.pack_a = k > 0 && trans_a && k >= NN_GEMM_PACK_A_MIN_K && n > P.nr;
     P.mcb = P.pack_a ? balanced_block(m, NN_GEMM_MC_MAX, P.mr) : m;
     P.ncb = balanced_block(n, info.nc * (P.split_n ? nt : 1), P.nr);
