@@ -1016,23 +1016,29 @@ def format_markdown(rows):
     peers = [p for p in PEERS if any(f"{p}_s" in r for r in rows)]
     titles = {"nncore": "nncore", "numpy": "NumPy", "torch": "PyTorch", "sklearn": "scikit-learn"}
     names = ["nncore"] + peers
-    head = ["case"] + [titles[n] for n in names] + ["nncore rate", "% limit"] + \
-        [f"x {titles[p]}" for p in peers]
+
+    def as_rate(r):
+        return r.get("metric") == "samples/s" and r.get("group") != "latency"
+    show_rate = not all(as_rate(r) for r in rows)    # else the nncore column says it
+    show_pct = any(r.get("nncore_pct") is not None for r in rows)
+    head = ["case"] + [titles[n] for n in names] + ["nncore rate"] * show_rate + \
+        ["% limit"] * show_pct + [f"x {titles[p]}" for p in peers]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in rows:
-        as_rate = r.get("metric") == "samples/s" and r.get("group") != "latency"
         cells = [r["case"] + (" ~" if r.get("noisy") else "")]
         for n in names:
             if f"{n}_s" not in r:
                 cells.append("-")
-            elif as_rate:
+            elif as_rate(r):
                 cells.append(f"{r[f'{n}_rate']:,.0f}/s")
             else:
                 cells.append(_fmt_time(r[f"{n}_s"]))
-        cells.append(f"{_fmt_rate(r['nncore_rate'])} {r['metric']}"
-                     if r.get("nncore_rate") is not None else "")
-        cells.append(f"{r['nncore_pct']:.0f}%" if r.get("nncore_pct") is not None else "")
+        if show_rate:
+            cells.append(f"{_fmt_rate(r['nncore_rate'])} {r['metric']}"
+                         if r.get("nncore_rate") is not None else "")
+        if show_pct:
+            cells.append(f"{r['nncore_pct']:.0f}%" if r.get("nncore_pct") is not None else "")
         cells += [f"{r[f'ratio_{p}']:.2f}" if f"ratio_{p}" in r else "-" for p in peers]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
