@@ -41,6 +41,10 @@ _act_backward = _core.act_backward
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
 
+# The active profiler's recorder (nncore.profile sets it), else None: then
+# Sequential.forward/backward pay one global lookup.
+_PROFILE = None
+
 # Activations after which Dense(init="auto") draws He-uniform weights.
 RELU_FAMILY = ("relu", "leaky_relu", "gelu")
 
@@ -631,6 +635,8 @@ class Sequential(Layer):
         return iter(self.layers)
 
     def forward(self, x):
+        if _PROFILE is not None:
+            return _PROFILE.sequential_forward(self, x)
         if not self.layers:
             return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
         for step in self._plan:
@@ -638,6 +644,8 @@ class Sequential(Layer):
         return x
 
     def backward(self, grad, input_grad=True):
+        if _PROFILE is not None:
+            return _PROFILE.sequential_backward(self, grad, input_grad)
         if input_grad or self._first_param is None:
             for step in self._backward_plan:
                 grad = step(grad)

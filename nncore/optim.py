@@ -31,6 +31,9 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
 
 _F32 = np.float32
 
+# The active profiler's recorder (nncore.profile sets it), else None.
+_PROFILE = None
+
 
 def _number(owner, name, value, lo=0.0, hi=math.inf, hi_open=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
@@ -84,6 +87,8 @@ class Optimizer:
 
     def step(self, params):
         """Apply one update to every ``(param, grad)`` pair in place."""
+        if _PROFILE is not None and _PROFILE.outer(self):
+            return _PROFILE.span("optimizer", self, "step", self.step, params)
         state = self._state
         for i, pair in enumerate(params):
             try:
