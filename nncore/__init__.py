@@ -26,12 +26,20 @@ from .optim import Optimizer, SGD, Adam, AdamW, RMSprop  # noqa: E402
 
 __version__ = "0.1.0"
 
+# Training and using models (trainer.py, callbacks.py, estimators.py, serialize.py).
+from . import callbacks  # noqa: E402
+from .trainer import Trainer, History, NonFiniteLossError  # noqa: E402
+from .estimators import NNClassifier, NNRegressor  # noqa: E402
+from .serialize import save, load  # noqa: E402
+
 __all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul",
            "manual_seed",
            "Layer", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
            "Dropout", "Sequential", "register_layer", "layer_from_config",
            "Loss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLoss",
-           "Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
+           "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
+           "datasets", "callbacks", "Trainer", "History", "NonFiniteLossError",
+           "NNClassifier", "NNRegressor", "save", "load"]
 
 
 def set_num_threads(n):

@@ -1,0 +1,571 @@
+"""The training loop: ``Trainer(model, loss, optimizer).fit(X, y, epochs)``.
+
+The loop is written for batch-1 speed as much as for big batches: inputs are
+validated and converted to float32 once, at entry; each epoch draws one index
+permutation from the trainer's own seeded generator, gathers the targets in
+that order once, and gathers the rows of X chunk by chunk (several batches
+at a time) into one preallocated buffer with ``np.take(..., out=)``, so a
+batch is a view and costs no copy of its own; metrics record into buffers
+sized once; callbacks that do not define ``on_batch_end`` cost nothing per
+batch. The same seed gives a bitwise identical run (for any thread count:
+the kernels guarantee that part).
+"""
+import inspect
+import math
+import time
+
+import numpy as np
+
+from .callbacks import batch_hooks
+from .metrics import make_metric
+
+__all__ = ["Trainer", "History", "NonFiniteLossError"]
+
+_CHUNK_BYTES = 256 * 1024
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch
+    and batch. Usually the learning rate is too high or the inputs unscaled."""
+
+
+class History:
+    """What ``Trainer.fit`` records, one entry per epoch.
+
+    ``history[key]`` is the list of per-epoch values of ``key``: ``loss``,
+    metrics such as ``accuracy``, ``val_loss``/``val_accuracy`` (with
+    validation data), ``lr`` (the learning rate the epoch started with),
+    ``seconds`` (wall time of the epoch, validation included) and
+    ``samples_per_sec`` (training samples / training time). ``history.epoch``
+    lists the epoch numbers (from 0), ``history.last`` the final epoch's logs.
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def keys(self):
+        return self.history.keys()
+
+    @property
+    def last(self):
+        return {key: values[-1] for key, values in self.history.items()}
+
+    def __repr__(self):
+        last = ", ".join(f"{k}={v:.4g}" for k, v in self.last.items()) if self.epoch else ""
+        return f"History({len(self)} epochs{': ' + last if last else ''})"
+
+
+def _loss_kind(loss):
+    """How the loss wants its targets: 'class_index' (int64 labels),
+    'binary' (float 0..1 per output) or 'regression' (float per output)."""
+    kind = getattr(loss, "target_kind", None)
+    if kind is not None:
+        return kind
+    name = type(loss).__name__
+    if name == "CrossEntropyLoss":
+        return "class_index"
+    if name == "BCEWithLogitsLoss":
+        return "binary"
+    return "regression"
+
+
+def _weighted_kind(loss):
+    """The loss formula _WeightedLoss knows for this loss, else None."""
+    return {"MSELoss": "mse", "CrossEntropyLoss": "class_index",
+            "BCEWithLogitsLoss": "binary"}.get(type(loss).__name__)
+
+
+def _model_io(model):
+    """(input features, outputs) of a model made of layers with
+    in_features/out_features (Dense); None when it cannot be told."""
+    layers = list(getattr(model, "layers", ()))
+    n_in = getattr(model, "in_features", None)
+    n_out = getattr(model, "out_features", None)
+    if n_in is None:
+        n_in = next((layer.in_features for layer in layers
+                     if hasattr(layer, "in_features")), None)
+    if n_out is None:
+        n_out = next((layer.out_features for layer in reversed(layers)
+                      if hasattr(layer, "out_features")), None)
+    return n_in, n_out
+
+
+def all_finite(a):
+    """True when no element of the float array is NaN or infinite. A finite
+    sum proves it in one pass without a temporary the size of the data (NaN
+    and infinities propagate into the sum); only a non-finite sum, which
+    finite values may also give by overflowing, needs the elementwise test."""
+    with np.errstate(all="ignore"):
+        return math.isfinite(float(a.sum())) or bool(np.isfinite(a).all())
+
+
+def check_features(X, n_features, who, name="X"):
+    """X as a float32 C-contiguous 2-D array of finite values (one conversion)."""
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{who}: {name} is a sparse matrix; nncore needs dense input "
+                        "(call X.toarray() if it fits in memory)")
+    arr = np.asarray(X)
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{who}: {name} is complex. Complex data not supported")
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{who}: {name} has dtype {arr.dtype} and cannot be converted "
+                            f"to numbers ({exc})") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{who}: {name} must be 2-D (samples x features), got shape "
+                         f"{arr.shape}. Reshape your data with x.reshape(-1, 1) if it has "
+                         "one feature or x.reshape(1, -1) if it is one sample")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{who}: {name} has 0 samples (shape={arr.shape}); at least 1 "
+                         "is required")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{who}: {name} has 0 feature(s) (shape={arr.shape}) while a "
+                         "minimum of 1 is required.")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{who}: {name} has {arr.shape[1]} features, but the model "
+                         f"expects {n_features}")
+    with np.errstate(over="ignore"):      # reported below, as an error
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not all_finite(out):
+        what = "NaN" if np.isnan(out).any() else "infinity or a value too large for float32"
+        raise ValueError(f"{who}: input {name} contains {what}")
+    return out
+
+
+def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
+    """Targets in the form the loss takes: int64 class indices (1-D), or a
+    float32 (n, n_outputs) array; validated against the model's outputs."""
+    if y is None:
+        raise ValueError(f"{who}: requires y to be passed, but the target y is None")
+    arr = np.asarray(y)
+    if arr.ndim == 0 or len(arr) != n_samples:
+        got = len(arr) if arr.ndim else "a scalar"
+        raise ValueError(f"{who}: X has {n_samples} samples but {name} has {got}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{who}: {name} has dtype {arr.dtype}; expected numbers "
+                        "(encode labels as class indices 0..n_classes-1)")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{who}: input {name} contains NaN or infinity")
+    if kind == "class_index":
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(f"{who}: {name} must hold one class index per sample (1-D), "
+                             f"got shape {arr.shape}")
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{who}: {name} must hold integer class indices, got "
+                             "non-integer values")
+        labels = arr.astype(np.int64)
+        if n_outputs is not None and (labels.min() < 0 or labels.max() >= n_outputs):
+            bad = labels[(labels < 0) | (labels >= n_outputs)][0]
+            raise ValueError(f"{who}: {name} holds the class index {bad}, outside "
+                             f"[0, {n_outputs}) for a model with {n_outputs} outputs")
+        return labels
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise ValueError(f"{who}: {name} must be 1-D or 2-D, got shape {arr.shape}")
+    if n_outputs is not None and arr.shape[1] != n_outputs:
+        raise ValueError(f"{who}: {name} has {arr.shape[1]} target column(s), but the "
+                         f"model has {n_outputs} outputs")
+    with np.errstate(over="ignore"):      # reported below, as an error
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{who}: input {name} contains a value too large for float32")
+    if kind == "binary" and (out.min() < 0.0 or out.max() > 1.0):
+        raise ValueError(f"{who}: {name} must be in [0, 1] for BCEWithLogitsLoss, got "
+                         f"values in [{out.min()}, {out.max()}]")
+    return out
+
+
+def check_sample_weight(sample_weight, n, who):
+    """One finite weight >= 0 per sample (a scalar applies to all), not all
+    zero, as float64."""
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise ValueError(f"{who}: sample_weight must hold numbers, got dtype {w.dtype}")
+    w = np.broadcast_to(w, (n,)).astype(np.float64) if w.ndim == 0 else w.astype(np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{who}: sample_weight has shape {w.shape}, expected ({n},)")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{who}: sample_weight must be finite and >= 0")
+    if not w.sum() > 0:
+        raise ValueError(f"{who}: sample_weight is zero for every sample; at least one "
+                         "sample needs a positive weight")
+    return w
+
+
+class _WeightedLoss:
+    """Per-sample weights on top of a mean-reduction loss.
+
+    The engine's losses return the batch mean; with weights w the loss is
+    sum_i(w_i l_i) / sum_i(w_i). Its gradient is the engine's gradient with row
+    i scaled by m w_i / sum(w) (every loss here is a mean over rows), done in
+    place; the weighted loss value is computed here in float64 from the
+    per-sample losses, into buffers sized once.
+    """
+
+    def __init__(self, kind, capacity, n_outputs):
+        self.kind = kind
+        self.scale = np.empty((capacity, 1), dtype=np.float32)
+        self.per_sample = np.empty(capacity, dtype=np.float64)
+        self.row_max = np.empty(capacity, dtype=np.float64)
+        self.work = np.empty((capacity, n_outputs), dtype=np.float64)
+        self.work2 = np.empty((capacity, n_outputs), dtype=np.float64)
+        self.row_start = np.arange(capacity, dtype=np.int64) * n_outputs
+        self.index = np.empty(capacity, dtype=np.int64)
+        self.picked = np.empty(capacity, dtype=np.float32)
+
+    def value(self, out, target, w, w_sum):
+        """sum(w_i * l_i) / w_sum for the batch (out: the model's outputs)."""
+        m = len(out)
+        losses, work, work2 = self.per_sample[:m], self.work[:m], self.work2[:m]
+        if self.kind == "class_index":
+            # l_i = logsumexp(out_i) - out_i[target_i]
+            row_max, index = self.row_max[:m], self.index[:m]
+            np.max(out, axis=1, out=row_max)
+            np.subtract(out, row_max[:, None], out=work)
+            np.exp(work, out=work)
+            np.sum(work, axis=1, out=losses)
+            np.log(losses, out=losses)
+            np.add(losses, row_max, out=losses)
+            np.add(self.row_start[:m], target, out=index)
+            picked = self.picked[:m]
+            np.take(out.reshape(-1), index, out=picked, mode="clip")
+            np.subtract(losses, picked, out=losses)
+        elif self.kind == "binary":
+            # l = max(x, 0) - x t + log1p(exp(-|x|)), averaged over the outputs
+            np.abs(out, out=work)
+            np.negative(work, out=work)
+            np.exp(work, out=work)
+            np.log1p(work, out=work)
+            np.maximum(out, 0.0, out=work2)
+            np.add(work, work2, out=work)
+            np.multiply(out, target, out=work2)
+            np.subtract(work, work2, out=work)
+            np.mean(work, axis=1, out=losses)
+        else:
+            # squared error averaged over the outputs
+            np.subtract(out, target, out=work)
+            np.multiply(work, work, out=work)
+            np.mean(work, axis=1, out=losses)
+        return float(np.dot(losses, w)) / w_sum
+
+    def scale_gradient(self, grad, w, w_sum):
+        m = len(w)
+        scale = self.scale[:m]
+        np.multiply(w[:, None], m / w_sum, out=scale, casting="same_kind")
+        grad = grad.reshape(m, -1)
+        np.multiply(grad, scale, out=grad)
+
+
+class Trainer:
+    """Minibatch training of a model with a loss and an optimizer.
+
+    ``Trainer(model, loss, optimizer, batch_size=32, shuffle=True, seed=None,
+    metrics="auto")``: ``metrics`` is a list of names ('accuracy', 'mae',
+    'mse'), functions ``fn(y_true, y_pred) -> float`` or Metric objects;
+    "auto" means accuracy for classification losses (CrossEntropyLoss,
+    BCEWithLogitsLoss) and nothing for the others.
+
+    The trainer owns the random generator that shuffles the data
+    (``numpy.random.default_rng(seed)``): the same seed, the same initial
+    weights and the same data give a bitwise identical run. Weight
+    initialisation and Dropout draw from ``nncore.manual_seed``'s generator.
+
+    After ``fit``, ``trainer.history`` is the last History and
+    ``trainer.stop_training`` tells whether a callback stopped it.
+    """
+
+    def __init__(self, model, loss, optimizer, *, batch_size=32, shuffle=True, seed=None,
+                 metrics="auto"):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"Trainer: batch_size must be an int >= 1, got {batch_size!r}")
+        for name, obj, method in (("model", model, "forward"), ("loss", loss, "backward"),
+                                  ("optimizer", optimizer, "step")):
+            if not callable(getattr(obj, method, None)):
+                raise TypeError(f"Trainer: {name} must have a {method}() method, got "
+                                f"{type(obj).__name__}")
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.kind = _loss_kind(loss)
+        # Sequential.backward(grad, input_grad=False) skips the first layer's
+        # input gradient, the largest GEMM of the step, which training never uses.
+        try:
+            self._skip_input_grad = "input_grad" in inspect.signature(
+                model.backward).parameters
+        except (TypeError, ValueError):
+            self._skip_input_grad = False
+        if isinstance(metrics, str) and metrics == "auto":
+            metrics = ["accuracy"] if self.kind in ("class_index", "binary") else []
+        elif isinstance(metrics, str) or callable(metrics):
+            metrics = [metrics]
+        self.metrics = [make_metric(spec, self.kind) for spec in metrics]
+        self.stop_training = False
+        self.history = None
+        self.epochs = 0
+        self.n_samples = 0
+
+    # ---- validation -------------------------------------------------------
+    def _check(self, X, y, who):
+        n_in, n_out = _model_io(self.model)
+        X = check_features(X, n_in, who)
+        y = check_targets(y, len(X), n_out, self.kind, who)
+        return X, y
+
+    # ---- training ---------------------------------------------------------
+    def fit(self, X, y, epochs=1, *, validation_data=None, validation_split=0.0,
+            callbacks=None, verbose=1, sample_weight=None):
+        """Train for ``epochs`` passes over (X, y); return a History.
+
+        ``validation_data=(X_val, y_val)`` is evaluated after every epoch;
+        ``validation_split=f`` instead holds out the last fraction f of the
+        samples (before any shuffling, as Keras does). ``callbacks`` is a list
+        of Callback objects. ``verbose``: 0 silent, 1 a progress bar on a
+        terminal and a line per epoch otherwise, 2 a line per epoch.
+        ``sample_weight`` (one weight >= 0 per sample) weights each sample's
+        loss; each batch's loss is then sum(w l) / sum(w).
+        """
+        who = "Trainer.fit"
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"{who}: epochs must be an int >= 0, got {epochs!r}")
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"{who}: verbose must be 0, 1 or 2, got {verbose!r}")
+        X, y = self._check(X, y, who)
+        weights = None
+        if sample_weight is not None:
+            if _weighted_kind(self.loss) is None:
+                raise ValueError(f"{who}: sample_weight works with MSELoss, "
+                                 f"CrossEntropyLoss and BCEWithLogitsLoss, not "
+                                 f"{type(self.loss).__name__}")
+            weights = check_sample_weight(sample_weight, len(X), who)
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError(f"{who}: pass validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(f"{who}: validation_data must be a pair (X_val, y_val)")
+            X_val, y_val = self._check(validation_data[0], validation_data[1],
+                                       who + " (validation_data)")
+        elif validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"{who}: validation_split must be in (0, 1), got "
+                                 f"{validation_split!r}")
+            n_val = int(len(X) * validation_split)
+            if n_val < 1 or n_val >= len(X):
+                raise ValueError(f"{who}: validation_split={validation_split} of {len(X)} "
+                                 "samples leaves no training or no validation samples")
+            cut = len(X) - n_val
+            X, X_val, y, y_val = X[:cut], X[cut:], y[:cut], y[cut:]
+            if weights is not None:
+                weights = weights[:cut]
+        else:
+            X_val = y_val = None
+
+        callbacks = list(callbacks or [])
+        if verbose:
+            from .progress import ProgressBar
+            callbacks.insert(0, ProgressBar(live=None if verbose == 1 else False))
+        for cb in callbacks:
+            if hasattr(cb, "set_trainer"):
+                cb.set_trainer(self)
+            else:
+                cb.trainer = self
+        self.history = history = History()
+        self.stop_training = False
+        self.epochs = int(epochs)
+        self.n_samples = len(X)
+
+        def call(hook, *args):
+            for cb in callbacks:
+                fn = getattr(cb, hook, None)
+                if fn is not None:
+                    fn(*args)
+
+        call("on_train_begin", {})
+        hooks = batch_hooks(callbacks)
+        plan = self._plan(X, y, weights)
+        try:
+            for epoch in range(self.epochs):
+                call("on_epoch_begin", epoch, {})
+                start = time.perf_counter()
+                lr = getattr(self.optimizer, "lr", None)
+                logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                train_seconds = time.perf_counter() - start
+                if X_val is not None:
+                    val = self._evaluate(X_val, y_val)
+                    logs.update({"val_" + key: value for key, value in val.items()})
+                if lr is not None:
+                    logs["lr"] = float(lr)
+                logs["seconds"] = time.perf_counter() - start
+                logs["samples_per_sec"] = len(X) / train_seconds if train_seconds > 0 \
+                    else float("inf")
+                history.append(epoch, logs)
+                call("on_epoch_end", epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            self.model.eval()
+        call("on_train_end", history.last if len(history) else {})
+        return history
+
+    def _plan(self, X, y, weights):
+        """What every epoch of one fit reuses, allocated once: the
+        permutation, the epoch's targets (and weights) in batch order, and a
+        chunk buffer that shuffled rows of X are gathered into, several
+        batches at a time, with ``np.take(..., out=)``."""
+        n = len(X)
+        bs = min(self.batch_size, n)
+        # Gather about _CHUNK_BYTES of rows per np.take (a whole number of
+        # batches, at least one): few NumPy calls per epoch at small batch
+        # sizes, and the chunk stays in cache while its batches train.
+        per_batch = bs * X.shape[1] * X.itemsize
+        chunk = bs * max(1, _CHUNK_BYTES // per_batch)
+        plan = {"bs": bs, "chunk": min(chunk, n), "weighted": None}
+        if self.shuffle:
+            plan["perm"] = np.arange(n)
+            plan["x"] = np.empty((min(chunk, n), X.shape[1]), dtype=np.float32)
+            plan["y"] = np.empty_like(y)
+            plan["w"] = np.empty_like(weights) if weights is not None else None
+        if weights is not None:
+            n_out = y.shape[1] if y.ndim == 2 else _model_io(self.model)[1]
+            plan["weighted"] = _WeightedLoss(_weighted_kind(self.loss), bs, n_out or 1)
+        return plan
+
+    def _train_epoch(self, X, y, weights, epoch, hooks, plan):
+        """One pass over the data; returns the epoch's loss and metrics."""
+        model, loss, optimizer = self.model, self.loss, self.optimizer
+        skip_input_grad = self._skip_input_grad
+        model.train()
+        params = model.parameters()
+        n = len(X)
+        bs, chunk, weighted = plan["bs"], plan["chunk"], plan["weighted"]
+        n_batches = -(-n // bs)
+        if self.shuffle:
+            # One permutation per epoch (shuffled in place, epoch after
+            # epoch); targets and weights gathered for the whole epoch, rows
+            # of X one chunk at a time. mode="clip" keeps np.take from
+            # buffering its output (the indices are always valid).
+            perm = plan["perm"]
+            self.rng.shuffle(perm)
+            y = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
+            if weights is not None:
+                weights = np.take(weights, perm, out=plan["w"], mode="clip")
+        metrics = self.metrics
+        for metric in metrics:
+            metric.begin(y)
+
+        total = 0.0
+        total_weight = 0.0
+        b = 0
+        for c_lo in range(0, n, chunk):
+            c_hi = min(c_lo + chunk, n)
+            if self.shuffle:
+                rows = plan["x"][:c_hi - c_lo]
+                np.take(X, perm[c_lo:c_hi], axis=0, out=rows, mode="clip")
+            else:
+                rows = X[c_lo:c_hi]         # contiguous already: no copy
+            for lo in range(c_lo, c_hi, bs):
+                hi = min(lo + bs, n)
+                yb = y[lo:hi]
+                out = model.forward(rows[lo - c_lo:hi - c_lo])
+                value = loss.forward(out, yb)
+                for metric in metrics:
+                    metric.update(out, lo, hi)
+                if weighted is None:
+                    size = hi - lo
+                else:
+                    wb = weights[lo:hi]
+                    size = float(wb.sum())
+                    if size == 0.0:        # every sample weighs 0: nothing to learn
+                        b += 1
+                        continue
+                    value = weighted.value(out, yb, wb, size)
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"Trainer.fit: the loss became {value} at epoch {epoch + 1}, batch "
+                        f"{b + 1} of {n_batches} (counting from 1); the learning rate may be "
+                        f"too high (lr={getattr(self.optimizer, 'lr', '?')}) or the inputs "
+                        "badly scaled")
+                grad = loss.backward()
+                if weighted is not None:
+                    weighted.scale_gradient(grad, wb, size)
+                if skip_input_grad:
+                    model.backward(grad, input_grad=False)
+                else:
+                    model.backward(grad)
+                optimizer.step(params)
+                total += value * size
+                total_weight += size
+                if hooks:
+                    logs = {"batch": b, "size": hi - lo, "loss": value}
+                    for hook in hooks:
+                        hook(b, logs)
+                b += 1
+                if self.stop_training:
+                    return self._epoch_logs(total, total_weight, metrics, hi)
+        return self._epoch_logs(total, total_weight, metrics, n)
+
+    @staticmethod
+    def _epoch_logs(total, total_weight, metrics, seen):
+        logs = {"loss": total / total_weight if total_weight else float("nan")}
+        for metric in metrics:
+            logs[metric.name] = metric.result(seen)
+        return logs
+
+    # ---- evaluation -------------------------------------------------------
+    def _eval_batch_size(self):
+        # Big enough to amortise per-call overhead, small enough to keep the
+        # activations in cache; fixed, so evaluation is deterministic.
+        return max(self.batch_size, 1024)
+
+    def _evaluate(self, X, y):
+        model, loss = self.model, self.loss
+        model.eval()
+        n = len(X)
+        bs = min(self._eval_batch_size(), n)
+        for metric in self.metrics:
+            metric.begin(y)
+        total = 0.0
+        for lo in range(0, n, bs):
+            hi = min(lo + bs, n)
+            out = model.forward(X[lo:hi])
+            total += loss.forward(out, y[lo:hi]) * (hi - lo)
+            for metric in self.metrics:
+                metric.update(out, lo, hi)
+        return self._epoch_logs(total, n, self.metrics, n)
+
+    def evaluate(self, X, y):
+        """The mean loss and the metrics on (X, y), as a dict
+        (``{"loss": ..., "accuracy": ...}``), with the model in eval mode."""
+        X, y = self._check(X, y, "Trainer.evaluate")
+        return self._evaluate(X, y)
+
+    def predict(self, X):
+        """The model's predictions for X (``model.predict``), in eval mode."""
+        n_in, _ = _model_io(self.model)
+        X = check_features(X, n_in, "Trainer.predict")
+        self.model.eval()
+        return self.model.predict(X)
