@@ -13,6 +13,7 @@ cnp.import_array()
 cdef extern from "nncore.h" nogil:
     int NN_OK, NN_EINVAL, NN_ENOMEM, NN_EISA
     int NN_ISA_COUNT
+    int NN_MAX_THREADS
     int NN_ACT_NONE, NN_ACT_RELU
     int nn_init()
     int nn_set_isa(int isa)
@@ -123,6 +124,9 @@ def build_info():
         "flags": nn_build_flags().decode(),
         "openmp": nn_openmp_version(),
     }
+
+
+MAX_THREADS = NN_MAX_THREADS
 
 
 def set_num_threads(int n):
