@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .trainer import Trainer, check_features, check_sample_weight
+from .trainer import Trainer, check_features, check_sample_weight, check_targets
 
 __all__ = ["NNClassifier", "NNRegressor", "NotFittedError", "ConvergenceWarning",
            "DataConversionWarning"]
@@ -660,34 +660,21 @@ class NNRegressor(_BaseNN):
         return self._n_targets
 
     def _encode_y(self, y, n, first, classes, sample_weight):
-        name = type(self).__name__
-        if y is None:
-            raise ValueError(f"{name} requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.dtype.kind not in "biuf":
-            try:
-                y = y.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name}: y has dtype {y.dtype}; expected numbers") from None
-        if y.ndim not in (1, 2):
-            raise ValueError(f"{name}: y must be 1-D or 2-D, got shape {y.shape}")
-        if len(y) != n:
-            raise ValueError(f"{name}: X has {n} samples but y has {len(y)}")
-        if not np.isfinite(y).all():
-            raise ValueError(f"{name}: Input y contains NaN or infinity.")
-        y2 = y.reshape(n, -1)
-        if y2.shape[1] == 0:
-            raise ValueError(f"{name}: y has 0 target columns (shape {y.shape})")
+        """Targets as float32 (n, n_targets); remembers on the first fit
+        whether y was 1-D (then predict returns 1-D)."""
+        if y is not None:
+            y = np.asarray(y)
+            if y.dtype.kind not in "biuf":      # e.g. an object array of numbers
+                try:
+                    y = y.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{type(self).__name__}: y has dtype {y.dtype}; "
+                                     "expected numbers") from None
+        out = check_targets(y, n, None if first else self.n_outputs_, "regression",
+                            type(self).__name__)
         if first:
-            self._n_targets = y2.shape[1]
+            self._n_targets = out.shape[1]
             self._y_1d = y.ndim == 1
-        elif y2.shape[1] != self.n_outputs_:
-            raise ValueError(f"{name}: y has {y2.shape[1]} targets, the model was fitted "
-                             f"with {self.n_outputs_}")
-        with np.errstate(over="ignore"):      # reported below, as an error
-            out = np.ascontiguousarray(y2, dtype=np.float32)
-        if not np.isfinite(out).all():
-            raise ValueError(f"{name}: Input y contains a value too large for float32.")
         return out
 
     def fit(self, X, y, sample_weight=None):

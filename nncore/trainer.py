@@ -189,6 +189,8 @@ def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
         raise ValueError(f"{who}: {name} must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{who}: {name} has 0 target columns (shape {arr.shape})")
     if n_outputs is not None and arr.shape[1] != n_outputs:
         raise ValueError(f"{who}: {name} has {arr.shape[1]} target column(s), but the "
                          f"model has {n_outputs} outputs")
