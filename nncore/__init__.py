@@ -25,6 +25,8 @@ from .layers import (Layer, Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax
                      Dropout, Sequential, register_layer, layer_from_config)
 from .losses import Loss, MSELoss, HuberLoss, BCEWithLogitsLoss, CrossEntropyLoss  # noqa: E402
 from .optim import Optimizer, SGD, Adam, AdamW, RMSprop  # noqa: E402
+from .landscape import (loss_landscape, interpolate_loss, trajectory_landscape,  # noqa: E402
+                        Landscape, TrajectoryRecorder)
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,8 @@ __all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul"
            "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
            "datasets", "callbacks", "Trainer", "History", "NonFiniteLossError",
            "NNClassifier", "NNRegressor", "save", "load"]
+__all__ += ["loss_landscape", "interpolate_loss", "trajectory_landscape", "Landscape",
+            "TrajectoryRecorder"]
 
 
 def set_num_threads(n):
