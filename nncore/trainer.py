@@ -408,6 +408,17 @@ class Trainer:
         terminal and a line per epoch otherwise, 2 a line per epoch.
         ``sample_weight`` (one weight >= 0 per sample) weights each sample's
         loss; each batch's loss is then sum(w l) / sum(w).
+
+        Memory: X is converted to float32 C-contiguous once (no copy when it
+        already is); beyond that, fit allocates the targets in epoch order,
+        a permutation and buffers proportional to the batch, never another
+        copy of X.
+
+        Ctrl-C (SIGINT) while fit runs in the main thread stops training
+        after the current batch: the model holds the weights of that step,
+        the History the completed epochs (a partial epoch is not logged and
+        its callbacks do not run), and fit raises KeyboardInterrupt saying
+        where it stopped. A second Ctrl-C interrupts at once.
         """
         who = "Trainer.fit"
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
