@@ -36,6 +36,8 @@ __all__ = ["Layer", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "So
            "Dropout", "Sequential", "LAYERS", "register_layer", "layer_from_config"]
 
 _F32 = np.float32
+_GUARD_FLOATS = _guard.CHECK_ABOVE // 4
+_get_ident = threading.get_ident
 _ACT = _core.ACT_CODES
 _rows_f32 = _core.rows_f32
 _act_forward = _core.act_forward
@@ -612,7 +614,8 @@ class Sequential(Layer):
     per-call buffers. ``forward``, ``backward`` and training (``Trainer.fit``,
     an optimizer step) use the layers' own buffers and change the parameters:
     one thread at a time per model. A second thread entering ``forward`` or
-    ``backward`` while another is inside raises RuntimeError; calling
+    ``backward`` while another is inside raises RuntimeError, and so does a
+    ``backward`` in another thread than the last ``forward``. Calling
     ``predict`` while another thread trains the same model is memory-safe but
     may read weights in the middle of an update.
 
@@ -646,6 +649,7 @@ class Sequential(Layer):
                              "position needs its own layer (they hold per-batch state)")
         self.layers = tuple(layers)
         self._busy = threading.Lock()     # held by forward/backward: one thread at a time
+        self._owner = None                # the thread of the last forward
         self._workspaces = []             # predict buffers, one per concurrent call
         self._build_plan()
         for layer in self.layers:
@@ -712,6 +716,7 @@ class Sequential(Layer):
         if not self._busy.acquire(False):
             raise self._in_use()
         try:
+            self._owner = _get_ident()
             if not self.layers:
                 return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
             for step in self._plan:
@@ -724,6 +729,10 @@ class Sequential(Layer):
         if not self._busy.acquire(False):
             raise self._in_use()
         try:
+            if self._owner is not None and self._owner != _get_ident():
+                raise RuntimeError(f"{self._name}: backward() in another thread than the last "
+                                   "forward(), which may have replaced what it needs; a model "
+                                   "trains in one thread at a time")
             if input_grad or self._first_param is None:
                 for step in self._backward_plan:
                     grad = step(grad)
@@ -745,12 +754,13 @@ class Sequential(Layer):
     # A lock cannot be copied or pickled: copies get their own.
     def __getstate__(self):
         state = self.__dict__.copy()
-        del state["_busy"], state["_workspaces"]
+        del state["_busy"], state["_workspaces"], state["_owner"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._busy = threading.Lock()
+        self._owner = None
         self._workspaces = []
 
     def parameters(self):
@@ -769,8 +779,15 @@ class Sequential(Layer):
         return self
 
     def _forget(self):
-        for layer in self.layers:
-            layer._forget()
+        # Never while another thread is inside, nor another thread's pending state.
+        if not self._busy.acquire(False):
+            return
+        try:
+            if self._owner in (None, _get_ident()):
+                for layer in self.layers:
+                    layer._forget()
+        finally:
+            self._busy.release()
 
     # ---- inference ----
 
@@ -783,7 +800,8 @@ class Sequential(Layer):
         predict neither changes the training mode nor touches the state that
         ``forward`` keeps for ``backward``, and it is safe to call from
         several threads at once on one model (see the class docstring)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+        if type(batch_size) is not int and (
+                isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)) \
                 or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         X = _to_f32_2d(self, X, None, "X") if _rows_f32(X, -1) < 0 else X
@@ -795,12 +813,19 @@ class Sequential(Layer):
         except IndexError:
             ws = _Buffers(self._name + ".predict")
         try:
+            if n <= batch_size:           # one chunk: the common case at small batches
+                y = self._infer(X, ws)
+                if y.size >= _GUARD_FLOATS:
+                    _guard.check_memory(4 * y.size, lambda: f"{self._name}.predict: the output")
+                return y.copy()
             out = None
             for start in range(0, n, batch_size):
                 y = self._infer(X[start:start + batch_size], ws)
                 if out is None:
-                    out = _guard.empty((n, y.shape[1]), _F32, lambda: (
-                        f"{self._name}.predict: the ({n}, {y.shape[1]}) output"))
+                    if n * y.shape[1] >= _GUARD_FLOATS:
+                        _guard.check_memory(4 * n * y.shape[1], lambda: (
+                            f"{self._name}.predict: the ({n}, {y.shape[1]}) output"))
+                    out = np.empty((n, y.shape[1]), _F32)
                 out[start:start + y.shape[0]] = y
         finally:
             self._workspaces.append(ws)

@@ -165,7 +165,7 @@ def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{who}: {name} has dtype {arr.dtype}; expected numbers "
                         "(encode labels as class indices 0..n_classes-1)")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not all_finite(arr):
         raise ValueError(f"{who}: input {name} contains NaN or infinity")
     if kind == "class_index":
         if arr.ndim == 2 and arr.shape[1] == 1:
@@ -196,7 +196,7 @@ def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
                          f"model has {n_outputs} outputs")
     with np.errstate(over="ignore"):      # reported below, as an error
         out = _guard.c_array(arr, np.float32, who, name)
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         raise ValueError(f"{who}: input {name} contains a value too large for float32")
     if kind == "binary" and (out.min() < 0.0 or out.max() > 1.0):
         raise ValueError(f"{who}: {name} must be in [0, 1] for BCEWithLogitsLoss, got "
@@ -220,6 +220,32 @@ def _check_callbacks(callbacks, who):
             raise TypeError(f"{who}: callbacks[{i}] ({type(cb).__name__}) is not a callback "
                             "(an object with on_epoch_end, on_batch_end, ... methods)")
     return list(callbacks)
+
+
+class _EpochOrder:
+    """Targets in an epoch's shuffled order without a shuffled copy of them:
+    slicing gathers the rows of the slice. What metrics get for wide targets."""
+
+    def __init__(self, y, perm):
+        self.y, self.perm = y, perm
+        self.shape, self.dtype, self.ndim = y.shape, y.dtype, y.ndim
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        return np.take(self.y, self.perm[index], axis=0)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
+def _forget(model):
+    """Drop the layers' references to the last forward input: after fit or
+    evaluate they would keep (a view of) the converted data alive."""
+    forget = getattr(model, "_forget", None)
+    if callable(forget):
+        forget()
 
 
 class _SigintFlag:
@@ -506,6 +532,7 @@ class Trainer:
         finally:
             sigint.restore()
             self.model.eval()
+            _forget(self.model)
         if self._interrupted:
             epoch, batch = self._position
             where = (f"after batch {batch} of epoch {epoch + 1}" if batch is not None
@@ -520,19 +547,25 @@ class Trainer:
         """What every epoch of one fit reuses, allocated once: the
         permutation, the epoch's targets (and weights) in batch order, and a
         chunk buffer that shuffled rows of X are gathered into, several
-        batches at a time, with ``np.take(..., out=)``."""
+        batches at a time, with ``np.take(..., out=)``. Targets wider than a
+        label per row (multi-output regression, autoencoders) are gathered
+        chunk by chunk like X: a shuffled copy of them would be as large as
+        the data."""
         n = len(X)
         bs = min(self.batch_size, n)
+        wide_y = y.ndim == 2 and y[:1].nbytes > 8
         # Gather about _CHUNK_BYTES of rows per np.take (a whole number of
         # batches, at least one): few NumPy calls per epoch at small batch
         # sizes, and the chunk stays in cache while its batches train.
-        per_batch = bs * X.shape[1] * X.itemsize
+        per_batch = bs * (X.shape[1] * X.itemsize + (y[:1].nbytes if wide_y else 0))
         chunk = bs * max(1, _CHUNK_BYTES // per_batch)
         plan = {"bs": bs, "chunk": min(chunk, n), "weighted": None}
         if self.shuffle:
             plan["perm"] = np.arange(n)
             plan["x"] = np.empty((min(chunk, n), X.shape[1]), dtype=np.float32)
-            plan["y"] = np.empty_like(y)
+            plan["y"] = None if wide_y else np.empty_like(y)
+            plan["y_chunk"] = np.empty((min(chunk, n),) + y.shape[1:], y.dtype) \
+                if wide_y else None
             plan["w"] = np.empty_like(weights) if weights is not None else None
         if weights is not None:
             n_out = y.shape[1] if y.ndim == 2 else _model_io(self.model)[1]
@@ -555,12 +588,18 @@ class Trainer:
             # buffering its output (the indices are always valid).
             perm = plan["perm"]
             self.rng.shuffle(perm)
-            y = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
+            if plan["y"] is not None:
+                y = targets = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
+            else:
+                targets = _EpochOrder(y, perm)
             if weights is not None:
                 weights = np.take(weights, perm, out=plan["w"], mode="clip")
+        else:
+            targets = y
+        y_rows, y_start = y, 0      # y_rows[i - y_start] is the target of epoch row i
         metrics = self.metrics
         for metric in metrics:
-            metric.begin(y)
+            metric.begin(targets)
 
         total = 0.0
         total_weight = 0.0
@@ -570,11 +609,14 @@ class Trainer:
             if self.shuffle:
                 rows = plan["x"][:c_hi - c_lo]
                 np.take(X, perm[c_lo:c_hi], axis=0, out=rows, mode="clip")
+                if plan["y"] is None:
+                    y_rows, y_start = plan["y_chunk"][:c_hi - c_lo], c_lo
+                    np.take(y, perm[c_lo:c_hi], axis=0, out=y_rows, mode="clip")
             else:
                 rows = X[c_lo:c_hi]         # contiguous already: no copy
             for lo in range(c_lo, c_hi, bs):
                 hi = min(lo + bs, n)
-                yb = y[lo:hi]
+                yb = y_rows[lo - y_start:hi - y_start]
                 out = model.forward(rows[lo - c_lo:hi - c_lo])
                 value = loss.forward(out, yb)
                 for metric in metrics:
@@ -649,7 +691,10 @@ class Trainer:
         """The mean loss and the metrics on (X, y), as a dict
         (``{"loss": ..., "accuracy": ...}``), with the model in eval mode."""
         X, y = self._check(X, y, "Trainer.evaluate")
-        return self._evaluate(X, y)
+        try:
+            return self._evaluate(X, y)
+        finally:
+            _forget(self.model)
 
     def predict(self, X):
         """The model's predictions for X (``model.predict``), in eval mode."""
