@@ -150,7 +150,7 @@ void NN_ISA_FN(softmax_forward)(int64_t m, int64_t n, const float *x, float *y)
         softmax_rows(0, m, n, x, y);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads())
     for (int64_t r = 0; r < m; r++)
         softmax_rows(r, r + 1, n, x, y);
 }
@@ -175,7 +175,7 @@ void NN_ISA_FN(softmax_backward)(int64_t m, int64_t n, const float *y, const flo
         softmax_backward_rows(0, m, n, y, dy, dx);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads())
     for (int64_t r = 0; r < m; r++)
         softmax_backward_rows(r, r + 1, n, y, dy, dx);
 }

@@ -34,7 +34,7 @@ void NN_ISA_FN(bias_backward)(int64_t m, int64_t n, const float *dy, int64_t ldy
             bias_chunk(c, m, n, dy, ldy, db);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads())
     for (int64_t c = 0; c < chunks; c++)
         bias_chunk(c, m, n, dy, ldy, db);
 }

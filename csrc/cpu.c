@@ -1,4 +1,5 @@
 /* CPU feature detection, the ISA dispatch table and the NNCORE_ISA override. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
@@ -120,5 +121,32 @@ int nn_init(void)
 const char *nn_compiler(void) { return NN_COMPILER; }
 const char *nn_build_flags(void) { return NN_BUILD_FLAGS; }
 int nn_openmp_version(void) { return _OPENMP; }
-void nn_set_num_threads(int n) { omp_set_num_threads(n); }
-int nn_get_num_threads(void) { return omp_get_max_threads(); }
+
+/* The count nn_set_num_threads set (0: never called). OpenMP's own count
+ * (omp_set_num_threads) belongs to the calling thread only; this one binds
+ * every thread, so a limit set from the main thread also holds for kernels
+ * called from a thread pool. */
+static _Atomic int thread_limit;
+
+void nn_set_num_threads(int n)
+{
+    if (n < 1)
+        n = 1;
+    if (n > NN_MAX_THREADS)
+        n = NN_MAX_THREADS;
+    atomic_store_explicit(&thread_limit, n, memory_order_relaxed);
+    omp_set_num_threads(n);
+}
+
+int nn_max_threads(void)
+{
+    int n = omp_get_max_threads();
+    int limit = atomic_load_explicit(&thread_limit, memory_order_relaxed);
+    if (limit > 0 && limit < n)
+        n = limit;
+    /* An absurd OMP_NUM_THREADS would make libgomp exit the process when
+     * thread creation fails; stay at a count that is merely wasteful. */
+    return n < NN_MAX_THREADS ? n : NN_MAX_THREADS;
+}
+
+int nn_get_num_threads(void) { return nn_max_threads(); }

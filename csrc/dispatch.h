@@ -115,6 +115,12 @@ typedef struct nn_kernel_table {
 /* The table of the active ISA. */
 const nn_kernel_table *nn_kernels(void);
 
+/* The number of threads a parallel region may use (cpu.c): OpenMP's count
+ * for the calling thread, capped by nn_set_num_threads. Every parallel
+ * region names it in a num_threads clause, because OpenMP's own count is
+ * per thread: set from one Python thread, it would not bind the others. */
+int nn_max_threads(void);
+
 /* Elementwise kernels go parallel only above this many elements: below it
  * an OpenMP fork/join (a few microseconds) costs more than it saves. */
 #define NN_PARALLEL_MIN_ELEMENTS 65536
@@ -138,7 +144,7 @@ const nn_kernel_table *nn_kernels(void);
             const int64_t lo = 0, hi = nn_n_;                                        \
             __VA_ARGS__;                                                             \
         } else {                                                                     \
-            NN_PRAGMA(omp parallel for schedule(static))                             \
+            NN_PRAGMA(omp parallel for schedule(static) num_threads(nn_max_threads()))  \
             for (int64_t nn_c_ = 0; nn_c_ < (nn_n_ + NN_CHUNK - 1) / NN_CHUNK; nn_c_++) { \
                 const int64_t lo = nn_c_ * NN_CHUNK;                                 \
                 const int64_t hi = nn_n_ - lo < NN_CHUNK ? nn_n_ : lo + NN_CHUNK;    \

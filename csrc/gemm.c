@@ -352,7 +352,7 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
         incx = 1;
     }
     const int64_t unit = 64; /* whole kernel blocks per thread */
-    int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? omp_get_max_threads() : 1;
+    int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
     nt = (int)min64(nt, ceil_div(n, unit));
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -388,7 +388,7 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
         .lda = lda, .ldb = ldb, .ldc = ldc, .c = c, .act = activation,
     };
     int nt = 2.0 * (double)m * (double)n * (double)k >= NN_GEMM_PARALLEL_MIN_FLOPS
-                 ? omp_get_max_threads() : 1;
+                 ? nn_max_threads() : 1;
     const int64_t strips = ceil_div(n, P.nr), panels = ceil_div(m, P.mr);
     nt = (int)min64(nt, max64(strips, panels));
     P.split_n = strips >= 2 * nt || (strips >= nt && panels < 2 * nt);

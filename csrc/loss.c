@@ -65,7 +65,7 @@ static double nn_mean_loss(nn_block_sum block_sum, int64_t n, const float *x, co
     int64_t nb = nn_sum_blocks(n);
     if (nb == 1)    /* no OpenMP region at all: even an idle one costs ~0.3 us */
         return block_sum(x, t, param, 0, n) / (double)n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads())
     for (int64_t b = 0; b < nb; b++) {
         int64_t lo, hi;
         nn_block_range(b, nb, n, &lo, &hi);
@@ -229,7 +229,7 @@ static int cross_entropy_forward(int64_t m, int64_t c, const float *x, const int
     if (nb == 1) {
         partial[0] = ce_rows(0, m, m, c, x, labels, grad, &bad);
     } else {
-#pragma omp parallel for schedule(static) reduction(| : bad)
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) reduction(| : bad)
         for (int64_t b = 0; b < nb; b++) {
             int64_t lo, hi;
             nn_block_range(b, nb, m, &lo, &hi);
@@ -256,7 +256,7 @@ static int cross_entropy_backward(int64_t m, int64_t c, const float *x, const in
     if (m * c < NN_PARALLEL_MIN_ELEMENTS) {
         ce_rows(0, m, m, c, x, labels, grad, &bad);
     } else {
-#pragma omp parallel for schedule(static) reduction(| : bad)
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) reduction(| : bad)
         for (int64_t r = 0; r < m; r++)
             ce_rows(r, r + 1, m, c, x, labels, grad, &bad);
     }

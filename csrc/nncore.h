@@ -33,6 +33,10 @@ int nn_isa_from_name(const char *name);/* an nn_isa, or -1 */
 const char *nn_compiler(void);
 const char *nn_build_flags(void);
 int nn_openmp_version(void);           /* the _OPENMP date macro, e.g. 201511 */
+/* Threads every kernel may use, in [1, NN_MAX_THREADS], for every calling
+ * thread (OpenMP's omp_set_num_threads binds only the thread calling it; a
+ * lower count set that way, e.g. by threadpoolctl, is honoured too). */
+#define NN_MAX_THREADS 1024
 void nn_set_num_threads(int n);
 int nn_get_num_threads(void);
 

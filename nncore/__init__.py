@@ -16,6 +16,8 @@ _isa_error = _core.init_error()
 if _isa_error is not None:
     raise ImportError(_isa_error)
 
+import numpy as np  # noqa: E402
+
 from . import datasets  # noqa: E402
 from .linalg import matmul  # noqa: E402
 from .init import manual_seed  # noqa: E402
@@ -48,17 +50,19 @@ __all__ += ["loss_landscape", "interpolate_loss", "trajectory_landscape", "Lands
 
 
 def set_num_threads(n):
-    """Set the number of OpenMP threads every nncore kernel uses (n >= 1).
+    """Set the number of OpenMP threads every nncore kernel uses
+    (1 <= n <= 1024), in every Python thread of the process.
 
-    The default follows ``OMP_NUM_THREADS`` (else the number of cores), and
-    ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` also applies.
-    Results are bitwise identical for any thread count.
+    The default follows ``OMP_NUM_THREADS`` (else the number of cores).
+    ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` lowers the count
+    for the thread that enters it; kernels never use more threads than either
+    says. Results are bitwise identical for any thread count.
     """
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _core.set_num_threads(n)
+    if not 1 <= n <= _core.MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be in [1, {_core.MAX_THREADS}], got {n}")
+    _core.set_num_threads(int(n))
 
 
 def get_num_threads():

@@ -13,6 +13,7 @@ cnp.import_array()
 cdef extern from "nncore.h" nogil:
     int NN_OK, NN_EINVAL, NN_ENOMEM, NN_EISA
     int NN_ISA_COUNT
+    int NN_MAX_THREADS
     int NN_ACT_NONE, NN_ACT_RELU
     int nn_init()
     int nn_set_isa(int isa)
@@ -138,6 +139,9 @@ def build_info():
     }
 
 
+MAX_THREADS = NN_MAX_THREADS
+
+
 def set_num_threads(int n):
     nn_set_num_threads(n)
 
@@ -178,6 +182,12 @@ cdef int64_t leading_dimension(int64_t rows, int64_t cols, Py_ssize_t row_stride
     return row_stride // 4
 
 
+cdef inline bint overlaps(const char *p, int64_t p_bytes, const void *q, int64_t q_bytes):
+    """Whether [p, p + p_bytes) and [q, q + q_bytes) share a byte (q may be NULL)."""
+    cdef const char *qc = <const char *>q
+    return qc != NULL and p_bytes > 0 and q_bytes > 0 and p < qc + q_bytes and qc < p + p_bytes
+
+
 def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
           const float[:, :] b, float beta, float[:, :] c,
           const float[::1] bias=None, int activation=0):
@@ -204,6 +214,15 @@ def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
     cdef int64_t lda = leading_dimension(a.shape[0], a.shape[1], a.strides[0], a.strides[1], "a")
     cdef int64_t ldb = leading_dimension(b.shape[0], b.shape[1], b.strides[0], b.strides[1], "b")
     cdef int64_t ldc = leading_dimension(c.shape[0], c.shape[1], c.strides[0], c.strides[1], "out")
+    # The kernels read a, b and bias while they write c: overlap gives garbage.
+    cdef const char *pc = <const char *>&c[0, 0]
+    cdef int64_t c_bytes = ((c.shape[0] - 1) * ldc + c.shape[1]) * 4
+    if overlaps(pc, c_bytes, pa, ((a.shape[0] - 1) * lda + a.shape[1]) * 4):
+        raise ValueError("sgemm: out overlaps a in memory; pass a separate out array")
+    if overlaps(pc, c_bytes, pb, ((b.shape[0] - 1) * ldb + b.shape[1]) * 4):
+        raise ValueError("sgemm: out overlaps b in memory; pass a separate out array")
+    if overlaps(pc, c_bytes, pbias, n * 4):
+        raise ValueError("sgemm: out overlaps bias in memory; pass a separate out array")
     cdef int status
     with nogil:
         status = nn_sgemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,

@@ -21,6 +21,9 @@ forms, so several schedules compose as they do in PyTorch): a run can be
 compared with PyTorch's epoch by epoch.
 """
 import math
+import numbers
+import os
+import string
 
 import numpy as np
 
@@ -84,7 +87,23 @@ def _monitored(callback, logs, monitor):
     return float(logs[monitor])
 
 
+def _number(value, name, who, lo=0.0, lo_open=False):
+    """A finite float >= lo (> lo when lo_open), or ValueError naming it."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{who}: {name} must be a finite number {'>' if lo_open else '>='} "
+                         f"{lo:g}, got {value!r}")
+    return float(value)
+
+
+def _check_monitor(monitor, who):
+    if not isinstance(monitor, str):
+        raise TypeError(f"{who}: monitor must be the name of a logged value (a str), got "
+                        f"{monitor!r}")
+
+
 def _resolve_mode(mode, monitor, who):
+    _check_monitor(monitor, who)
     if mode == "auto":
         return "max" if ("acc" in monitor or monitor.endswith("score")) else "min"
     if mode not in ("min", "max"):
@@ -107,11 +126,9 @@ class EarlyStopping(Callback):
                  restore_best_weights=False):
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
-        if not min_delta >= 0:
-            raise ValueError(f"EarlyStopping: min_delta must be >= 0, got {min_delta!r}")
+        self.min_delta = _number(min_delta, "min_delta", "EarlyStopping")
         self.monitor = monitor
         self.patience = patience
-        self.min_delta = float(min_delta)
         self.mode = _resolve_mode(mode, monitor, "EarlyStopping")
         self.restore_best_weights = restore_best_weights
 
@@ -156,7 +173,20 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
-        self.path = str(path)
+        if not isinstance(path, (str, bytes)) and not hasattr(path, "__fspath__"):
+            raise TypeError(f"ModelCheckpoint: path must be a str or path-like, got "
+                            f"{type(path).__name__}")
+        self.path = os.fsdecode(os.fspath(path))
+        try:
+            self._fields = {field.split(".")[0].split("[")[0]
+                            for _, field, _, _ in string.Formatter().parse(self.path)
+                            if field is not None}
+        except ValueError as exc:
+            raise ValueError(f"ModelCheckpoint: path {self.path!r} is not a valid format "
+                             f"string ({exc})") from None
+        if "" in self._fields or any(f.isdigit() for f in self._fields):
+            raise ValueError(f"ModelCheckpoint: path {self.path!r} has a positional field; "
+                             "name the fields, e.g. {epoch:03d}")
         self.monitor = monitor
         self.save_best_only = save_best_only
         self.mode = _resolve_mode(mode, monitor, "ModelCheckpoint")
@@ -175,7 +205,16 @@ class ModelCheckpoint(Callback):
             if not better:
                 return
             self.best = value
-        path = self.path.format(epoch=epoch + 1, **logs)
+        values = dict(logs, epoch=epoch + 1)
+        missing = sorted(self._fields - set(values))
+        if missing:
+            raise ValueError(f"ModelCheckpoint: path {self.path!r} uses {missing}, which the "
+                             f"epoch logs do not hold; available: {sorted(values)}")
+        try:
+            path = self.path.format(**values)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot fill in path {self.path!r} from the "
+                             f"epoch logs ({type(exc).__name__}: {exc})") from None
         save(self.trainer.model, path)
         self.saved.append(path)
 
@@ -203,7 +242,7 @@ class StepLR(_Schedule):
     def __init__(self, step_size, gamma=0.1):
         _check_positive_int(step_size, "step_size", "StepLR")
         self.step_size = step_size
-        self.gamma = float(gamma)
+        self.gamma = _number(gamma, "gamma", "StepLR", lo_open=True)
 
     def on_train_begin(self, logs=None):
         self.last_epoch = 0
@@ -223,7 +262,7 @@ class CosineAnnealingLR(_Schedule):
     def __init__(self, T_max, eta_min=0.0):
         _check_positive_int(T_max, "T_max", "CosineAnnealingLR")
         self.T_max = T_max
-        self.eta_min = float(eta_min)
+        self.eta_min = _number(eta_min, "eta_min", "CosineAnnealingLR")
 
     def on_train_begin(self, logs=None):
         self.base_lr = float(self._optimizer().lr)
@@ -253,6 +292,8 @@ class LinearWarmup(_Schedule):
 
     def __init__(self, total_iters, start_factor=1.0 / 3, end_factor=1.0, unit="batch"):
         _check_positive_int(total_iters, "total_iters", "LinearWarmup")
+        _number(start_factor, "start_factor", "LinearWarmup")
+        _number(end_factor, "end_factor", "LinearWarmup")
         if not 0.0 < start_factor <= 1.0 or not 0.0 <= end_factor <= 1.0:
             raise ValueError("LinearWarmup: start_factor must be in (0, 1] and end_factor in "
                              f"[0, 1], got {start_factor!r} and {end_factor!r}")
@@ -297,8 +338,15 @@ class ReduceLROnPlateau(_Schedule):
 
     def __init__(self, monitor="val_loss", mode="auto", factor=0.1, patience=10,
                  threshold=1e-4, threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
-        if not 0.0 < factor < 1.0:
+        who = "ReduceLROnPlateau"
+        if not 0.0 < _number(factor, "factor", who) < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{who}: {name} must be an int >= 0, got {value!r}")
+        _number(threshold, "threshold", who)
+        _number(min_lr, "min_lr", who)
+        _number(eps, "eps", who)
         if threshold_mode not in ("rel", "abs"):
             raise ValueError("ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got "
                              f"{threshold_mode!r}")

@@ -283,7 +283,11 @@ def train_test_split(X, y, test_size=0.25, *, seed=None, stratify=False):
     if not 1 <= n_test <= n - 1:
         raise ValueError(f"train_test_split: test_size={test_size!r} of {n} samples leaves "
                          f"{n_test} test and {n - n_test} training samples; both must be >= 1")
-    rng = np.random.default_rng(seed)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"train_test_split: seed must be None or an int >= 0, got {seed!r} "
+                        f"({exc})") from None
     if stratify is False or stratify is None:
         order = rng.permutation(n)
         test, train = order[:n_test], order[n_test:]
@@ -292,8 +296,12 @@ def train_test_split(X, y, test_size=0.25, *, seed=None, stratify=False):
         if groups.shape[:1] != (n,):
             raise ValueError(f"train_test_split: stratify has shape {groups.shape}, "
                              f"expected {n} labels")
-        classes, inverse, counts = np.unique(groups, axis=0 if groups.ndim > 1 else None,
-                                             return_inverse=True, return_counts=True)
+        try:
+            classes, inverse, counts = np.unique(groups, axis=0 if groups.ndim > 1 else None,
+                                                 return_inverse=True, return_counts=True)
+        except TypeError as exc:
+            raise TypeError(f"train_test_split: the stratify labels cannot be sorted ({exc})") \
+                from None
         inverse = inverse.reshape(-1)
         # Largest remainder: each class's exact share, floors first, then the
         # largest fractional parts (ties to the first class) take the rest.

@@ -92,6 +92,8 @@ def _seed_from(random_state):
     if random_state is None:
         return int(np.random.default_rng().integers(2 ** 63))
     if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be an int >= 0, got {random_state!r}")
         return int(random_state)
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(np.iinfo(np.int32).max))
@@ -280,7 +282,9 @@ class _BaseNN:
                 or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1):
             raise ValueError(f"{name}: batch_size must be 'auto' or an int >= 1, got "
                              f"{self.batch_size!r}")
-        if not 0 < self.validation_fraction < 1:
+        if (isinstance(self.validation_fraction, bool)
+                or not isinstance(self.validation_fraction, (int, float, np.number))
+                or not 0 < self.validation_fraction < 1):
             raise ValueError(f"{name}: validation_fraction must be in (0, 1), got "
                              f"{self.validation_fraction!r}")
         if self.n_threads is not None and (isinstance(self.n_threads, bool) or not isinstance(
@@ -554,10 +558,11 @@ class NNClassifier(_BaseNN):
                 raise ValueError(f"{name}: labels mix types {sorted(k.__name__ for k in kinds)}"
                                  "; use labels of one type")
         if first:
-            if classes is not None:
-                self.classes_ = np.unique(np.asarray(classes))
-            else:
-                self.classes_ = np.unique(y)
+            try:
+                self.classes_ = np.unique(np.asarray(classes) if classes is not None else y)
+            except TypeError as exc:      # labels that cannot be sorted
+                raise TypeError(f"{name}: the class labels cannot be sorted ({exc}); use "
+                                "numbers or strings") from None
             if len(self.classes_) < 2:
                 raise ValueError(f"{name}: y has only 1 class ({self.classes_[0]!r}); a "
                                  "classifier needs samples of at least 2 classes")
@@ -635,6 +640,7 @@ class NNClassifier(_BaseNN):
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
+        _check_score_args(type(self).__name__, y, len(pred), sample_weight, 1)
         return _weighted_mean(pred == y, sample_weight)
 
 
@@ -693,8 +699,30 @@ class NNRegressor(_BaseNN):
         """The coefficient of determination R^2 on (X, y) (averaged uniformly
         over targets)."""
         pred = self.predict(X)
-        y = np.asarray(y, dtype=np.float64)
+        y = _check_score_args(type(self).__name__, y, len(pred), sample_weight, self.n_outputs_)
         return _r2(y.reshape(len(y), -1), np.asarray(pred).reshape(len(y), -1), sample_weight)
+
+
+def _check_score_args(who, y, n, sample_weight, n_outputs):
+    """score()'s y (n labels, or n x n_outputs numbers for a regressor) and
+    sample_weight (n numbers); a regressor's y comes back as float64."""
+    y = np.asarray(y)
+    if y.ndim == 0 or len(y) != n:
+        raise ValueError(f"{who}.score: X has {n} samples but y has "
+                         f"{len(y) if y.ndim else 'a scalar'}")
+    if n_outputs > 1 or who == "NNRegressor":
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"{who}.score: y has dtype {y.dtype}; expected numbers")
+        if y.reshape(n, -1).shape[1] != n_outputs:
+            raise ValueError(f"{who}.score: y has shape {y.shape}, expected {n_outputs} "
+                             "target(s) per sample")
+        y = y.astype(np.float64)
+    if sample_weight is not None:
+        w = np.asarray(sample_weight)
+        if w.dtype.kind not in "biuf" or w.shape != (n,):
+            raise ValueError(f"{who}.score: sample_weight must be {n} numbers, got dtype "
+                             f"{w.dtype} and shape {w.shape}")
+    return y
 
 
 def _weighted_mean(values, weights):

@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from . import _guard
+
 __all__ = ["Landscape", "loss_landscape", "interpolate_loss", "trajectory_landscape",
            "TrajectoryRecorder", "random_directions", "normalize_direction"]
 
@@ -69,15 +71,15 @@ def _restored(model, params):
 
 
 def _check_data(X, y, who):
-    X = np.asarray(X)
+    X = _guard.as_array(X, who, "X")
     if X.dtype.kind not in "biuf":
         raise TypeError(f"{who}: X has dtype {X.dtype}; expected real numbers")
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"{who}: X must be a non-empty 2-D array, got shape {X.shape}")
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X = _guard.c_array(X, np.float32, who, "X")
     if not np.isfinite(X).all():
         raise ValueError(f"{who}: X contains NaN or Inf")
-    y = np.asarray(y)
+    y = _guard.as_array(y, who, "y")
     if y.shape[:1] != X.shape[:1]:
         raise ValueError(f"{who}: y has {y.shape[0] if y.ndim else 0} rows, X has {X.shape[0]}")
     if y.dtype.kind == "f":
@@ -111,7 +113,8 @@ class _Evaluator:
 
     def __init__(self, model, loss, X, y, batch_size):
         if not hasattr(loss, "forward"):
-            raise TypeError(f"loss must have forward(pred, target), got {type(loss).__name__}")
+            raise TypeError(f"landscape: loss must have forward(pred, target), got "
+                            f"{type(loss).__name__}")
         self.model, self.loss, self.X, self.y = model, loss, X, y
         self.batch_size = batch_size
 
@@ -251,8 +254,14 @@ def random_directions(model, dims=2, normalization="filter", seed=0):
     """``dims`` Gaussian directions for ``model``, drawn in parameter order from
     ``numpy.random.default_rng(seed)`` and normalised (see
     :func:`normalize_direction`)."""
+    if dims not in (1, 2) or not isinstance(dims, (int, np.integer)) or isinstance(dims, bool):
+        raise ValueError(f"random_directions: dims must be 1 or 2, got {dims!r}")
     params = _parameters(model, "random_directions")
-    rng = np.random.default_rng(seed)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"random_directions: seed must be an int >= 0, got {seed!r} "
+                        f"({exc})") from None
     return [normalize_direction([rng.standard_normal(p.shape) for p in params], params,
                                 normalization)
             for _ in range(dims)]
@@ -330,7 +339,7 @@ def _evaluate(model, params, evaluate, directions, axes):
     in float32, so a zero coefficient leaves a weight bitwise unchanged.
     """
     shape = tuple(len(a) for a in axes)
-    losses = np.empty(shape, dtype=np.float64)
+    losses = _guard.empty(shape, np.float64, lambda: f"landscape: a {shape} grid of losses")
     # The fast evaluator works out the first layer itself: leave its weights.
     first = 0 if evaluate.moves_first_layer else len(model.layers[0].parameters())
     with _restored(model, params) as saved:
@@ -369,7 +378,7 @@ def loss_landscape(model, loss, X, y, *, dims=2, steps=21, span=1.0, normalizati
     The model's weights are restored bit for bit afterwards, even on an error.
     """
     who = "loss_landscape"
-    if dims not in (1, 2) or isinstance(dims, bool):
+    if dims not in (1, 2) or not isinstance(dims, (int, np.integer)) or isinstance(dims, bool):
         raise ValueError(f"{who}: dims must be 1 or 2, got {dims!r}")
     steps = _check_steps(steps, who)
     if isinstance(span, bool) or not isinstance(span, (int, float, np.floating, np.integer)) \
@@ -501,6 +510,11 @@ def trajectory_landscape(model, loss, X, y, trajectory, *, steps=21, margin=0.2,
     snapshots = trajectory.weights if isinstance(trajectory, TrajectoryRecorder) else trajectory
     total = sum(p.size for p in params)
     rows = []
+    try:
+        snapshots = list(snapshots)
+    except TypeError:
+        raise TypeError(f"{who}: trajectory must be a TrajectoryRecorder or a list of weight "
+                        f"snapshots, got {type(trajectory).__name__}") from None
     for i, s in enumerate(snapshots):
         flat = _flatten(s) if not (isinstance(s, np.ndarray) and s.ndim == 1) \
             else np.asarray(s, dtype=np.float64)

@@ -24,16 +24,20 @@ wrong rank or feature count raises ``ValueError`` naming the layer, e.g.
 """
 import math
 import numbers
+import threading
 
 import numpy as np
 
 from . import _core
+from . import _guard
 from . import init as _init
 
 __all__ = ["Layer", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
            "Dropout", "Sequential", "LAYERS", "register_layer", "layer_from_config"]
 
 _F32 = np.float32
+_GUARD_FLOATS = _guard.CHECK_ABOVE // 4
+_get_ident = threading.get_ident
 _ACT = _core.ACT_CODES
 _rows_f32 = _core.rows_f32
 _act_forward = _core.act_forward
@@ -57,14 +61,7 @@ def _shape_str(x):
 def _to_f32_2d(layer, x, features, what="input"):
     """The slow path of input checking: convert x to a float32 C-contiguous
     2-D array with `features` columns (any if None), or raise naming `layer`."""
-    if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{layer._name}: {what} must be a 2-D array of numbers, "
-                            f"got {type(x).__name__} ({exc})") from None
+    arr = _guard.as_array(x, layer._name, what)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{layer._name}: {what} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -76,7 +73,7 @@ def _to_f32_2d(layer, x, features, what="input"):
                          f"expected {features}")
     if arr.shape[0] == 0:
         raise ValueError(f"{layer._name}: {what} is an empty batch (0 rows)")
-    return np.ascontiguousarray(arr, dtype=_F32)
+    return _guard.c_array(arr, _F32, layer._name, what)
 
 
 def _check_grad(layer, grad, shape):
@@ -91,23 +88,31 @@ def _check_grad(layer, grad, shape):
 
 
 def _not_ready(layer):
-    return ValueError(f"{layer._name}: backward() called before forward() (or after "
-                      f"predict(), which keeps no state for backward)")
+    return ValueError(f"{layer._name}: backward() called before forward()")
+
+
+def _check_finite(owner, name, arr):
+    with np.errstate(invalid="ignore"):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{owner}: {name} holds NaN or infinity")
 
 
 class _Buffers:
     """Named float32 work arrays of shape (rows, cols), grown on demand and
-    handed out as views for smaller batches (no allocation then)."""
+    handed out as views for smaller batches (no allocation then). ``owner``
+    names the layer in the MemoryError of a buffer too large to allocate."""
 
-    __slots__ = ("_bases",)
+    __slots__ = ("_bases", "_owner")
 
-    def __init__(self):
+    def __init__(self, owner):
         self._bases = {}
+        self._owner = owner
 
     def get(self, name, rows, cols):
         base = self._bases.get(name)
         if base is None or base.shape[1] != cols or base.shape[0] < rows:
-            base = np.empty((rows, cols), _F32)
+            base = _guard.empty((rows, cols), _F32,
+                                lambda: f"{self._owner}: a ({rows}, {cols}) float32 buffer")
             self._bases[name] = base
         return base if base.shape[0] == rows else base[:rows]
 
@@ -160,7 +165,14 @@ class Layer:
         return cls(**config)
 
     def _forget(self):
-        """Drop forward state (after predict): backward then raises."""
+        """Drop forward state: backward then raises."""
+
+    def _infer(self, x, ws):
+        """Evaluation-mode forward for ``Sequential.predict``, writing only
+        into buffers of the per-call workspace ``ws`` (so concurrent calls
+        never share one). Layers without their own fall back to ``forward``,
+        which is then not thread-safe."""
+        return self.forward(x)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -175,7 +187,7 @@ class _Activation(Layer):
     _param = 0.0
 
     def __init__(self):
-        self._buf = _Buffers()
+        self._buf = _Buffers(self._name)
         self._shape = None
         self._y = None
         self._dx = None
@@ -204,6 +216,13 @@ class _Activation(Layer):
         _act_backward(self._code, saved, grad, self._dx, self._param)
         return self._dx
 
+    def _infer(self, x, ws):
+        if _rows_f32(x, -1) < 0:
+            x = _to_f32_2d(self, x, None)
+        y = ws.get(id(self), *x.shape)
+        _act_forward(self._code, x, y, self._param)
+        return y
+
     def _forget(self):
         self._saved = None
 
@@ -219,6 +238,10 @@ class ReLU(_Activation):
         if y.shape != self._shape:
             self._resize(y.shape)
         self._saved = y
+        return y
+
+    @staticmethod
+    def _infer_fused(y, ws):
         return y
 
 
@@ -286,7 +309,7 @@ class Dropout(Layer):
                 or not (0.0 <= p < 1.0)):
             raise ValueError(f"Dropout: p must be a number in [0, 1), got {p!r}")
         self.p = float(p)
-        self._buf = _Buffers()
+        self._buf = _Buffers(self._name)
         self._shape = None
         self._y = None
         self._dx = None
@@ -320,6 +343,9 @@ class Dropout(Layer):
         grad = _check_grad(self, grad, self._shape)
         _core.dropout_backward(grad, self._dx, self.p, self._key)
         return self._dx
+
+    def _infer(self, x, ws):
+        return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
 
     def _forget(self):
         self._ready = False
@@ -365,10 +391,12 @@ class Dense(Layer):
         self.out_features = _check_size("out_features", out_features)
         if activation == "none" or activation == "linear":
             activation = None
-        if activation is not None and activation not in ACTIVATION_LAYERS:
+        if activation is not None and (not isinstance(activation, str)
+                                       or activation not in ACTIVATION_LAYERS):
             raise ValueError(f"{self._name}: unknown activation {activation!r}; expected None "
                              f"or one of {sorted(ACTIVATION_LAYERS)}")
-        if not (init == "auto" or init in _init.INITIALIZERS or callable(init)):
+        if not (callable(init) or (isinstance(init, str) and (
+                init == "auto" or init in _init.INITIALIZERS))):
             raise ValueError(f"{self._name}: unknown init {init!r}; expected 'auto', one of "
                              f"{sorted(_init.INITIALIZERS)} or a callable")
         if not isinstance(bias, (bool, np.bool_)):
@@ -376,6 +404,9 @@ class Dense(Layer):
         self.activation = activation
         self.init = init
         n_in, n_out = self.in_features, self.out_features
+        # weight and its gradient in float32, plus the float64 draw of the
+        # initialiser: refuse up front what cannot fit.
+        _guard.check_memory(16 * n_in * n_out, f"{self._name}: its {n_in} x {n_out} weights")
         self._w = np.zeros((n_in, n_out), _F32)
         self._b = np.zeros(n_out, _F32) if bias else None
         self._gw = np.zeros((n_in, n_out), _F32)
@@ -389,7 +420,7 @@ class Dense(Layer):
         self._gemm_act = _ACT["relu"] if activation == "relu" else _ACT[None]
         self._act = (ACTIVATION_LAYERS[activation]()
                      if activation not in (None, "relu") else None)
-        self._buf = _Buffers()
+        self._buf = _Buffers(self._name)
         self._m = 0
         self._z = None    # GEMM output (the layer output unless _act)
         self._dz = None   # gradient at the GEMM output when activation == "relu"
@@ -408,10 +439,14 @@ class Dense(Layer):
         if init == "auto":
             init = "he_uniform" if act in RELU_FAMILY else "glorot_uniform"
         fn = _init.INITIALIZERS[init] if isinstance(init, str) else init
-        w = np.asarray(fn(self.in_features, self.out_features, _init.get_generator()))
+        w = _guard.as_array(fn(self.in_features, self.out_features, _init.get_generator()),
+                            self._name, "the initialiser's result")
         if w.shape != self._w.shape:
             raise ValueError(f"{self._name}: init returned shape {w.shape}, "
                              f"expected {self._w.shape}")
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"{self._name}: init returned dtype {w.dtype}, expected real numbers")
+        _check_finite(self._name, "the initialiser's result", w)
         self._w[...] = w
         self._pending_init = False
 
@@ -424,12 +459,14 @@ class Dense(Layer):
     def _set(self, target, value, name):
         if target is None:
             raise ValueError(f"{self._name} has no bias (bias=False)")
-        arr = np.asarray(value)
+        arr = _guard.as_array(value, self._name, name)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{self._name}: {name} must hold real numbers, got {arr.dtype}")
         if arr.shape != target.shape:
             raise ValueError(f"{self._name}: {name} has shape {arr.shape}, "
                              f"expected {target.shape}")
+        if not name.startswith("grad"):
+            _check_finite(self._name, name, arr)
         target[...] = arr
 
     @property
@@ -534,6 +571,22 @@ class Dense(Layer):
         _dense_backward(x, self._w, grad, self._dx, self._gw, self._gb)
         return self._dx
 
+    def _infer(self, x, ws, act=None):
+        if self._pending_init:
+            self._initialize()
+        m = _rows_f32(x, self.in_features)
+        if m < 0:
+            x = _to_f32_2d(self, x, self.in_features)
+            m = x.shape[0]
+        z = ws.get(id(self), m, self.out_features)
+        _dense_forward(x, self._w, self._b, z, self._gemm_act if act is None else act)
+        if self._act is not None:
+            return self._act._infer(z, ws)
+        return z
+
+    def _infer_relu(self, x, ws):
+        return self._infer(x, ws, _ACT["relu"])
+
     def _forget(self):
         self._x = None
         if self._act is not None:
@@ -558,6 +611,17 @@ class Sequential(Layer):
     to the input (``backward(grad, input_grad=False)`` skips that last, and
     largest, GEMM when only the parameter gradients are needed, as in
     training). ``layers`` is a tuple: build a new Sequential to change it.
+
+    Threads: ``predict`` and ``predict_proba`` may be called on one model
+    from several threads at once (the kernels release the GIL, so the calls
+    run in parallel): they read the parameters and write only into
+    per-call buffers. ``forward``, ``backward`` and training (``Trainer.fit``,
+    an optimizer step) use the layers' own buffers and change the parameters:
+    one thread at a time per model. A second thread entering ``forward`` or
+    ``backward`` while another is inside raises RuntimeError, and so does a
+    ``backward`` in another thread than the last ``forward``. Calling
+    ``predict`` while another thread trains the same model is memory-safe but
+    may read weights in the middle of an update.
 
     Config format (``get_config()``, JSON-serialisable; ``from_config`` and
     ``layer_from_config`` rebuild a model from it)::
@@ -588,6 +652,9 @@ class Sequential(Layer):
             raise ValueError("Sequential: the same layer object appears twice; each "
                              "position needs its own layer (they hold per-batch state)")
         self.layers = tuple(layers)
+        self._busy = threading.Lock()     # held by forward/backward: one thread at a time
+        self._owner = None                # the thread of the last forward
+        self._workspaces = []             # predict buffers, one per concurrent call
         self._build_plan()
         for layer in self.layers:
             if isinstance(layer, Dense) and layer._pending_init:
@@ -611,6 +678,16 @@ class Sequential(Layer):
             else:
                 plan.append(layer.forward)
         self._plan = tuple(plan)
+        # The same steps for predict: evaluation mode, per-call buffers.
+        infer = []
+        for i, layer in enumerate(layers):
+            if (i > 0 and type(layer) is ReLU and type(layers[i - 1]) is Dense
+                    and layers[i - 1].activation is None):
+                infer[-1] = layers[i - 1]._infer_relu
+                infer.append(ReLU._infer_fused)
+            else:
+                infer.append(layer._infer)
+        self._infer_plan = tuple(infer)
         self._backward_plan = tuple(layer.backward for layer in reversed(layers))
         # Without an input gradient, backward can stop at the first layer
         # that has parameters, and ask it for no input gradient.
@@ -634,26 +711,65 @@ class Sequential(Layer):
     def __iter__(self):
         return iter(self.layers)
 
+    def _in_use(self):
+        return RuntimeError(f"{self._name}: forward/backward called from two threads at "
+                            "once; a model trains in one thread at a time (predict may be "
+                            "shared)")
+
     def forward(self, x):
-        if _PROFILE is not None:
-            return _PROFILE.sequential_forward(self, x)
-        if not self.layers:
-            return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
-        for step in self._plan:
-            x = step(x)
-        return x
+        if not self._busy.acquire(False):
+            raise self._in_use()
+        try:
+            self._owner = _get_ident()
+            if _PROFILE is not None:
+                return _PROFILE.sequential_forward(self, x)
+            if not self.layers:
+                return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
+            for step in self._plan:
+                x = step(x)
+            return x
+        finally:
+            self._busy.release()
 
     def backward(self, grad, input_grad=True):
-        if _PROFILE is not None:
-            return _PROFILE.sequential_backward(self, grad, input_grad)
-        if input_grad or self._first_param is None:
-            for step in self._backward_plan:
+        if not self._busy.acquire(False):
+            raise self._in_use()
+        try:
+            if self._owner is not None and self._owner != _get_ident():
+                raise RuntimeError(f"{self._name}: backward() in another thread than the last "
+                                   "forward(), which may have replaced what it needs; a model "
+                                   "trains in one thread at a time")
+            if _PROFILE is not None:
+                return _PROFILE.sequential_backward(self, grad, input_grad)
+            if input_grad or self._first_param is None:
+                for step in self._backward_plan:
+                    grad = step(grad)
+                return grad
+            for step in self._backward_plan_no_input:
                 grad = step(grad)
-            return grad
-        for step in self._backward_plan_no_input:
-            grad = step(grad)
-        self.layers[self._first_param].backward(grad, False)
-        return None
+            self.layers[self._first_param].backward(grad, False)
+            return None
+        finally:
+            self._busy.release()
+
+    def _infer(self, x, ws):
+        if not self.layers:
+            return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
+        for step in self._infer_plan:
+            x = step(x, ws)
+        return x
+
+    # A lock cannot be copied or pickled: copies get their own.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_busy"], state["_workspaces"], state["_owner"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._busy = threading.Lock()
+        self._owner = None
+        self._workspaces = []
 
     def parameters(self):
         return list(self._params)
@@ -671,33 +787,56 @@ class Sequential(Layer):
         return self
 
     def _forget(self):
-        for layer in self.layers:
-            layer._forget()
+        # Never while another thread is inside, nor another thread's pending state.
+        if not self._busy.acquire(False):
+            return
+        try:
+            if self._owner in (None, _get_ident()):
+                for layer in self.layers:
+                    layer._forget()
+        finally:
+            self._busy.release()
 
     # ---- inference ----
 
     def predict(self, X, batch_size=1024):
-        """The model's output for X (n, features) in evaluation mode, computed
-        in chunks of ``batch_size`` rows; a new float32 array (n, outputs).
-        The training mode is restored afterwards; pending backward state is
-        dropped."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+        """The model's output for X (n, features) in evaluation mode (Dropout
+        is the identity), computed in chunks of ``batch_size`` rows; a new
+        float32 array (n, outputs). X may be any 2-D array of real numbers:
+        it is converted to float32 C-contiguous once.
+
+        predict neither changes the training mode nor touches the state that
+        ``forward`` keeps for ``backward``, and it is safe to call from
+        several threads at once on one model (see the class docstring)."""
+        if type(batch_size) is not int and (
+                isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)) \
                 or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         X = _to_f32_2d(self, X, None, "X") if _rows_f32(X, -1) < 0 else X
         n = X.shape[0]
-        was_training = self.training
-        self.eval()
-        out = None
+        # One workspace per concurrent call: taken from the pool (list.pop and
+        # append are atomic), or new when every pooled one is in use.
         try:
+            ws = self._workspaces.pop()
+        except IndexError:
+            ws = _Buffers(self._name + ".predict")
+        try:
+            if n <= batch_size:           # one chunk: the common case at small batches
+                y = self._infer(X, ws)
+                if y.size >= _GUARD_FLOATS:
+                    _guard.check_memory(4 * y.size, lambda: f"{self._name}.predict: the output")
+                return y.copy()
+            out = None
             for start in range(0, n, batch_size):
-                y = self.forward(X[start:start + batch_size])
+                y = self._infer(X[start:start + batch_size], ws)
                 if out is None:
+                    if n * y.shape[1] >= _GUARD_FLOATS:
+                        _guard.check_memory(4 * n * y.shape[1], lambda: (
+                            f"{self._name}.predict: the ({n}, {y.shape[1]}) output"))
                     out = np.empty((n, y.shape[1]), _F32)
                 out[start:start + y.shape[0]] = y
         finally:
-            self.train(was_training)
-            self._forget()
+            self._workspaces.append(ws)
         return out
 
     def _output_is_probability(self):
@@ -726,8 +865,9 @@ class Sequential(Layer):
 
     def load_state_dict(self, state):
         """Copy parameters in place from a mapping like ``state_dict()``'s.
-        Keys must match exactly; shapes must match; values are cast to
-        float32. Nothing is written unless everything checks out."""
+        Keys must match exactly; shapes must match; values must be finite
+        real numbers, cast to float32. Nothing is written unless everything
+        checks out."""
         if not hasattr(state, "keys"):
             raise TypeError(f"load_state_dict: expected a mapping, got {type(state).__name__}")
         params = {name: p for name, p, _ in self.named_parameters()}
@@ -738,13 +878,14 @@ class Sequential(Layer):
                              f"{unexpected}")
         arrays = {}
         for name, p in params.items():
-            arr = np.asarray(state[name])
+            arr = _guard.as_array(state[name], "load_state_dict", name)
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"load_state_dict: {name} has dtype {arr.dtype}; "
                                 f"expected real numbers")
             if arr.shape != p.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {arr.shape}, "
                                  f"expected {p.shape}")
+            _check_finite("load_state_dict", name, arr)
             arrays[name] = arr
         for name, p in params.items():
             p[...] = arrays[name]

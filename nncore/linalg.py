@@ -1,21 +1,43 @@
 """nncore.matmul: SGEMM with a fused epilogue."""
+import numbers
+
 import numpy as np
 
 from . import _core
+from . import _guard
 
 
 _F32 = np.dtype(np.float32)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _as_float32_matrix(x, name):
-    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.flags.c_contiguous:
-        return x  # the common case, checked cheaply: small products are call-bound
-    arr = np.asarray(x)
+    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2:
+        flags = x.flags
+        if flags.c_contiguous and flags.aligned:
+            return x  # the common case, checked cheaply: small products are call-bound
+    arr = _guard.as_array(x, "matmul", name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"matmul: {name} has dtype {arr.dtype}; expected real numbers")
     if arr.ndim != 2:
         raise ValueError(f"matmul: {name} must be 2-D, got shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return _guard.c_array(arr, _F32, "matmul", name)
+
+
+def _flag(value, name):
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                                and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"matmul: {name} must be True or False, got {value!r}")
+
+
+def _scalar(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"matmul: {name} must be a real number, got {value!r}")
+    value = float(value)
+    if not abs(value) <= _F32_MAX:
+        raise ValueError(f"matmul: {name} must be finite in float32, got {value!r}")
+    return value
 
 
 def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
@@ -23,17 +45,27 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
     """Return ``activation(alpha * op(a) @ op(b) + beta * out + bias)`` in float32.
 
     ``op(x)`` is ``x.T`` when the matching ``trans_*`` flag is set. ``a`` and
-    ``b`` may be any 2-D array-likes of real numbers: they are converted once
-    to float32 C-contiguous arrays (no copy when they already are). ``bias``
-    has one value per output column. ``activation`` is ``None`` or ``"relu"``.
+    ``b`` may be any 2-D array-likes of real numbers (int, bool, float64,
+    Fortran order, strided or broadcast views): they are converted once to
+    float32 C-contiguous arrays (no copy when they already are). ``bias`` has
+    one value per output column. ``activation`` is ``None`` or ``"relu"``.
+    ``alpha`` and ``beta`` are real numbers within float32's range. NaN and
+    infinity in the operands propagate as IEEE arithmetic says.
 
     ``out``, when given, must be a float32, C-contiguous, writable array of
-    shape ``(m, n)``; it is written in place and returned. With ``beta == 0``
-    its previous contents are never read (they may be NaN).
+    shape ``(m, n)`` that does not overlap ``a``, ``b`` or ``bias``; it is
+    written in place and returned. With ``beta == 0`` its previous contents
+    are never read (they may be NaN). Without ``out`` the result is a new
+    array; one too large for the memory available raises MemoryError.
     """
-    if activation not in _core.ACTIVATIONS:
+    if activation is not None and (not isinstance(activation, str)
+                                   or activation not in _core.ACTIVATIONS):
         raise ValueError(f"matmul: unknown activation {activation!r}; expected one of "
                          f"{[k for k in _core.ACTIVATIONS if k != 'none']}")
+    trans_a = trans_a if trans_a is False else _flag(trans_a, "trans_a")
+    trans_b = trans_b if trans_b is False else _flag(trans_b, "trans_b")
+    alpha = 1.0 if alpha == 1.0 and type(alpha) is float else _scalar(alpha, "alpha")
+    beta = 0.0 if beta == 0.0 and type(beta) is float else _scalar(beta, "beta")
     a = _as_float32_matrix(a, "a")
     b = _as_float32_matrix(b, "b")
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -44,20 +76,27 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
     if out is None:
         if beta != 0.0:
             raise ValueError("matmul: beta != 0 needs an `out` array to accumulate into")
-        out = np.empty((m, n), dtype=np.float32)
+        out = _guard.empty((m, n), np.float32, lambda: f"matmul: the ({m}, {n}) float32 output")
     else:
         if not isinstance(out, np.ndarray) or out.dtype != np.float32:
             raise TypeError("matmul: out must be a float32 numpy array")
         if out.shape != (m, n):
             raise ValueError(f"matmul: out has shape {out.shape}, expected {(m, n)}")
         flags = out.flags
-        if not flags.c_contiguous or not flags.writeable:
-            raise ValueError("matmul: out must be C-contiguous and writable")
+        if not flags.c_contiguous or not flags.writeable or not flags.aligned:
+            raise ValueError("matmul: out must be C-contiguous, aligned and writable")
     if bias is not None:
         if not (type(bias) is np.ndarray and bias.dtype is _F32 and bias.flags.c_contiguous):
-            bias = np.ascontiguousarray(bias, dtype=np.float32)
+            bias = _guard.as_array(bias, "matmul", "bias")
+            if bias.dtype.kind not in "biuf":
+                raise TypeError(f"matmul: bias has dtype {bias.dtype}; expected real numbers")
+            bias = _guard.c_array(bias, _F32, "matmul", "bias")
         if bias.shape != (n,):
             raise ValueError(f"matmul: bias has shape {bias.shape}, expected ({n},)")
-    _core.sgemm(trans_a, trans_b, float(alpha), a, b, float(beta), out, bias,
-                _core.ACTIVATIONS[activation])
+    try:
+        _core.sgemm(trans_a, trans_b, alpha, a, b, beta, out, bias,
+                    _core.ACTIVATIONS[activation])
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("sgemm:", "matmul:", 1)) from None
     return out
+

@@ -20,16 +20,20 @@ loss, exact and stable for logits of any size, and its gradient is the simple
 returns that gradient with respect to ``pred``, in a buffer the loss owns and
 reuses (copy it to keep it).
 
-Targets: float32 targets (or int64 labels) of the right shape are used as is;
-others are converted (a copy). For the elementwise losses a 1-D target of
-length n also matches a pred of shape (n, 1). NaN in pred or target
-propagates to the loss and gradient.
+pred and targets may be any arrays of real numbers (int, bool, float64,
+strided or Fortran order): float32 targets (or int64 labels) that are
+C-contiguous are used as is, others are converted once (a copy). For the
+elementwise losses a 1-D target of length n also matches a pred of shape
+(n, 1). NaN in pred or target propagates to the loss and gradient (not
+checked: a pass over the batch per step); so do BCE targets outside [0, 1],
+as in PyTorch. Class labels outside [0, classes) raise ValueError.
 """
 import numbers
 
 import numpy as np
 
 from . import _core
+from . import _guard
 
 __all__ = ["Loss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLoss"]
 
@@ -62,7 +66,7 @@ class Loss:
     def _as_pred(self, pred):
         if _rows_f32(pred, -1) > 0:
             return pred
-        arr = pred if isinstance(pred, np.ndarray) else np.asarray(pred)
+        arr = _guard.as_array(pred, self._name, "pred")
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{self._name}: pred must hold real numbers, got dtype {arr.dtype}")
         if arr.ndim == 1:
@@ -72,17 +76,17 @@ class Loss:
                              f"got shape {arr.shape}")
         if arr.size == 0:
             raise ValueError(f"{self._name}: pred is empty (shape {arr.shape})")
-        return np.ascontiguousarray(arr, dtype=_F32)
+        return _guard.c_array(arr, _F32, self._name, "pred")
 
     def _target(self, target, pred):
         """A float32 C-contiguous target with pred's element count."""
         t = target
         if not _is_c_array(t, False):
-            t = np.asarray(t)
+            t = _guard.as_array(t, self._name, "target")
             if t.dtype.kind not in "biuf":
                 raise TypeError(f"{self._name}: target must hold real numbers, "
                                 f"got dtype {t.dtype}")
-            t = np.ascontiguousarray(t, dtype=_F32)
+            t = _guard.c_array(t, _F32, self._name, "target")
         shape = pred.shape
         if t.shape != shape and not (t.ndim == 1 and shape[1] == 1 and t.shape[0] == shape[0]):
             raise ValueError(f"{self._name}: target has shape {t.shape}, expected {shape} "
@@ -99,7 +103,7 @@ class Loss:
         target = self._target(target, pred)
         grad = self._grad
         if grad is None or grad.shape != pred.shape:
-            grad = np.empty(pred.shape, _F32)
+            grad = _guard.empty(pred.shape, _F32, lambda: f"{self._name}: the gradient")
         self._pred = None    # a failed forward leaves nothing for backward
         loss = _loss_forward(self._kind, pred, target, self._param, grad)
         self._grad = grad
@@ -160,14 +164,19 @@ class CrossEntropyLoss(Loss):
     def _target(self, target, pred):
         t = target
         if not _is_c_array(t, True):
-            t = np.asarray(t)
+            t = _guard.as_array(t, self._name, "target")
             if t.dtype.kind not in "iu":
                 raise TypeError(f"{self._name}: target must hold integer class labels, "
                                 f"got dtype {t.dtype}")
-            t = np.ascontiguousarray(t, dtype=np.int64)
+            if t.dtype.kind == "u" and t.size and t.max() > np.iinfo(np.int64).max:
+                raise ValueError(f"{self._name}: label {t.max()} is outside [0, "
+                                 f"{pred.shape[1]}) (pred has {pred.shape[1]} classes)")
+            t = _guard.c_array(t, np.int64, self._name, "target")
         if t.ndim == 2 and t.shape[1] == 1:
             t = t.reshape(-1)
         m, c = pred.shape
+        if c == 0:
+            raise ValueError(f"{self._name}: pred has 0 classes (shape {pred.shape})")
         if t.shape != (m,):
             raise ValueError(f"{self._name}: target has shape {t.shape}, expected ({m},) "
                              f"(one class label per row of pred)")

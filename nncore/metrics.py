@@ -4,9 +4,12 @@ A metric sees one pass over the data (a training epoch or an evaluation):
 ``begin(targets)`` with every target of the pass in the order the batches
 come, ``update(out, lo, hi)`` with the model's output for rows lo..hi of the
 pass, ``result(n)`` at the end, over the first n rows (all of them unless
-training was stopped mid-epoch). Built-in metrics copy what they need from each
-batch into buffers sized once per pass size and compare in one vectorised
-step at the end: one cheap NumPy call per batch, which matters at batch size 1.
+training was stopped mid-epoch). ``targets`` supports ``len``, ``.shape``
+and slicing (with wide targets and shuffling it gathers the rows of a slice
+on demand rather than holding a shuffled copy of them). Built-in metrics copy
+what they need from each batch into a bounded buffer and compare it with the
+targets, vectorised, whenever it fills: one cheap NumPy call per batch, which
+matters at batch size 1.
 The Trainer passes the model's raw output (logits for the classification
 losses) and targets in the form the loss takes them.
 """
@@ -38,68 +41,102 @@ def _buffer(old, shape, dtype):
     return np.empty(shape, dtype=dtype)
 
 
-class Accuracy(Metric):
-    """Fraction of rows whose largest logit is the target class index."""
+class _Buffered(Metric):
+    """A metric that copies what it needs from each batch (one cheap NumPy
+    call) into a buffer of about ``CHUNK_VALUES`` values, and reduces the
+    buffer against the targets into a running total whenever it fills and at
+    the end: memory stays bounded whatever the number of samples (a buffer
+    for the whole pass would grow with the data, as large as every output of
+    the epoch for wide regression targets)."""
 
-    name = "accuracy"
-    _pred = None
+    CHUNK_VALUES = 1 << 14
+    _buf = None
+    _dtype = np.float32
+
+    def _row_shape(self, targets):
+        return targets.shape[1:]
 
     def begin(self, targets):
         self._targets = targets
-        self._pred = _buffer(self._pred, targets.shape, np.int64)
+        shape = self._row_shape(targets)
+        self._width = max(1, int(np.prod(shape, dtype=np.int64)))
+        rows = max(1, min(len(targets), self.CHUNK_VALUES // self._width))
+        self._buf = _buffer(self._buf, (rows,) + shape, self._dtype)
+        self._base = 0        # the pass row held in the buffer's first row
+        self._total = 0.0
 
     def update(self, out, lo, hi):
-        out.argmax(axis=1, out=self._pred[lo:hi])     # the method: 4x less overhead
+        buf = self._buf
+        if hi - self._base > len(buf):
+            self._flush(lo)
+            if hi - lo > len(buf):            # a batch larger than the buffer
+                rows = np.empty((hi - lo,) + buf.shape[1:], buf.dtype)
+                self._store(out, rows)
+                self._total += self._reduce(rows, self._targets[lo:hi])
+                self._base = hi
+                return
+        self._store(out, buf[lo - self._base:hi - self._base])
+
+    def _flush(self, upto):
+        if upto > self._base:
+            self._total += self._reduce(self._buf[:upto - self._base],
+                                        self._targets[self._base:upto])
+        self._base = upto
 
     def result(self, n):
-        return np.count_nonzero(self._pred[:n] == self._targets[:n]) / n
+        self._flush(n)
+        return self._total / (n * self._width)
 
 
-class BinaryAccuracy(Metric):
+class Accuracy(_Buffered):
+    """Fraction of rows whose largest logit is the target class index."""
+
+    name = "accuracy"
+    _dtype = np.int64
+
+    def _row_shape(self, targets):
+        return ()
+
+    def _store(self, out, rows):
+        out.argmax(axis=1, out=rows)      # the method: 4x less overhead
+
+    def _reduce(self, pred, targets):
+        return np.count_nonzero(pred == targets)
+
+
+class BinaryAccuracy(_Buffered):
     """Fraction of outputs on the right side: logit > 0 against target > 0.5
     (for one output: the fraction of correctly classified samples)."""
 
     name = "accuracy"
-    _positive = None
+    _dtype = bool
 
-    def begin(self, targets):
-        self._targets = targets
-        self._positive = _buffer(self._positive, targets.shape, bool)
+    def _store(self, out, rows):
+        np.greater(out, 0.0, out=rows)
 
-    def update(self, out, lo, hi):
-        np.greater(out, 0.0, out=self._positive[lo:hi])
-
-    def result(self, n):
-        hits = np.count_nonzero(self._positive[:n] == (self._targets[:n] > 0.5))
-        return hits / self._targets[:n].size
+    def _reduce(self, positive, targets):
+        return np.count_nonzero(positive == (targets > 0.5))
 
 
-class _ErrorMetric(Metric):
-    _out = None
+class _ErrorMetric(_Buffered):
+    def _store(self, out, rows):
+        rows[...] = out
 
-    def begin(self, targets):
-        self._targets = targets
-        self._out = _buffer(self._out, targets.shape, np.float32)
-
-    def update(self, out, lo, hi):
-        self._out[lo:hi] = out
-
-    def result(self, n):
-        diff = self._out[:n].astype(np.float64) - self._targets[:n]
-        return float(self._reduce(diff).mean())
+    def _reduce(self, out, targets):
+        return float(self._error(out.astype(np.float64) - targets).sum())
 
 
 class MeanAbsoluteError(_ErrorMetric):
     name = "mae"
 
-    def _reduce(self, diff):
+    def _error(self, diff):
         return np.abs(diff)
 
 
 class MeanSquaredError(_ErrorMetric):
     name = "mse"
 
-    def _reduce(self, diff):
+    def _error(self, diff):
         return diff * diff
 
 

@@ -26,19 +26,26 @@ import numbers
 import numpy as np
 
 from . import _core
+from . import _guard
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
 
 _F32 = np.float32
+_F32_MAX = float(np.finfo(np.float32).max)
 
 # The active profiler's recorder (nncore.profile sets it), else None.
 _PROFILE = None
 
 
 def _number(owner, name, value, lo=0.0, hi=math.inf, hi_open=False):
+    """A float in [lo, hi] (or [lo, hi)); the kernels compute in float32, so
+    it must also be finite there."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
     value = float(value)
+    if value > _F32_MAX:
+        raise ValueError(f"{owner}: {name} must be finite in float32 (at most "
+                         f"{_F32_MAX:.4g}), got {value!r}")
     if value < lo or value > hi or (hi_open and value == hi) or math.isinf(value):
         rng = f"[{lo:g}, {hi:g}{')' if hi_open else ']'}" if hi != math.inf else f">= {lo:g}"
         raise ValueError(f"{owner}: {name} must be {'in ' if hi != math.inf else ''}{rng}, "
@@ -81,6 +88,8 @@ class Optimizer:
             raise ValueError(f"{name}.step: param {i} is read-only")
         if g.shape != p.shape:
             raise ValueError(f"{name}.step: grad {i} has shape {g.shape}, param {p.shape}")
+        _guard.check_memory(p.nbytes * self._n_buffers(), lambda: f"{name}.step: the state "
+                            f"of param {i} (shape {p.shape})")
         st = _State(p, self._buffers(p))
         self._state[id(p)] = st
         return st
@@ -90,7 +99,13 @@ class Optimizer:
         if _PROFILE is not None and _PROFILE.outer(self):
             return _PROFILE.span("optimizer", self, "step", self.step, params)
         state = self._state
-        for i, pair in enumerate(params):
+        try:
+            pairs = enumerate(params)
+        except TypeError:
+            raise TypeError(f"{type(self).__name__}.step: expected a list of (param, grad) "
+                            f"pairs as model.parameters() gives, got {_describe(params)}") \
+                from None
+        for i, pair in pairs:
             try:
                 p, g = pair
             except (TypeError, ValueError):
@@ -100,8 +115,12 @@ class Optimizer:
             st = state.get(id(p))
             if st is None or st.param is not p:
                 st = self._new_state(p, g, i)
+            try:
+                self._update(p, g, st, st.step + 1)
+            except (TypeError, ValueError) as exc:
+                # a grad replaced since the state was made (the kernels check it)
+                raise type(exc)(f"{type(self).__name__}.step: pair {i}: {exc}") from None
             st.step += 1
-            self._update(p, g, st)
 
     def reset(self):
         """Forget all per-parameter state (momentum, moments, step counts)."""
@@ -110,7 +129,12 @@ class Optimizer:
     def _buffers(self, p):
         return ()
 
-    def _update(self, p, g, st):
+    def _n_buffers(self):
+        """How many param-sized state arrays ``_buffers`` makes."""
+        return 0
+
+    def _update(self, p, g, st, t):
+        """Step number ``t`` (from 1) of param ``p`` with grad ``g``."""
         raise NotImplementedError
 
     def get_config(self):
@@ -144,9 +168,12 @@ class SGD(Optimizer):
     def _buffers(self, p):
         return (np.zeros_like(p),) if self.momentum != 0 else (None,)
 
-    def _update(self, p, g, st):
+    def _n_buffers(self):
+        return 1 if self.momentum != 0 else 0
+
+    def _update(self, p, g, st, t):
         _core.sgd_step(p, g, st.bufs[0], self._lr, self.momentum, self.dampening,
-                       self.weight_decay, self.nesterov, st.step == 1)
+                       self.weight_decay, self.nesterov, t == 1)
 
     def get_config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -178,9 +205,11 @@ class Adam(Optimizer):
     def _buffers(self, p):
         return (np.zeros_like(p), np.zeros_like(p))
 
-    def _update(self, p, g, st):
+    def _n_buffers(self):
+        return 2
+
+    def _update(self, p, g, st, t):
         b1, b2 = self.betas
-        t = st.step
         lr = self._lr
         if self._decoupled:
             wd, decay = 0.0, 1.0 - lr * self.weight_decay
@@ -222,7 +251,10 @@ class RMSprop(Optimizer):
         return (np.zeros_like(p), np.zeros_like(p) if self.centered else None,
                 np.zeros_like(p) if self.momentum > 0 else None)
 
-    def _update(self, p, g, st):
+    def _n_buffers(self):
+        return 1 + self.centered + (self.momentum > 0)
+
+    def _update(self, p, g, st, t):
         sq, gavg, buf = st.bufs
         _core.rmsprop_step(p, g, sq, gavg, buf, self._lr, self.alpha, self.eps,
                            self.weight_decay, self.momentum)

@@ -12,10 +12,14 @@ the kernels guarantee that part).
 """
 import inspect
 import math
+import numbers
+import signal
+import threading
 import time
 
 import numpy as np
 
+from . import _guard
 from .callbacks import batch_hooks
 from .metrics import make_metric
 
@@ -119,7 +123,7 @@ def check_features(X, n_features, who, name="X"):
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"{who}: {name} is a sparse matrix; nncore needs dense input "
                         "(call X.toarray() if it fits in memory)")
-    arr = np.asarray(X)
+    arr = _guard.as_array(X, who, name)
     if arr.dtype.kind == "c":
         raise ValueError(f"{who}: {name} is complex. Complex data not supported")
     if arr.dtype.kind not in "biuf":
@@ -142,7 +146,7 @@ def check_features(X, n_features, who, name="X"):
         raise ValueError(f"{who}: {name} has {arr.shape[1]} features, but the model "
                          f"expects {n_features}")
     with np.errstate(over="ignore"):      # reported below, as an error
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+        out = _guard.c_array(arr, np.float32, who, name)
     if not all_finite(out):
         what = "NaN" if np.isnan(out).any() else "infinity or a value too large for float32"
         raise ValueError(f"{who}: input {name} contains {what}")
@@ -154,14 +158,14 @@ def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
     float32 (n, n_outputs) array; validated against the model's outputs."""
     if y is None:
         raise ValueError(f"{who}: requires y to be passed, but the target y is None")
-    arr = np.asarray(y)
+    arr = _guard.as_array(y, who, name)
     if arr.ndim == 0 or len(arr) != n_samples:
         got = len(arr) if arr.ndim else "a scalar"
         raise ValueError(f"{who}: X has {n_samples} samples but {name} has {got}")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{who}: {name} has dtype {arr.dtype}; expected numbers "
                         "(encode labels as class indices 0..n_classes-1)")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not all_finite(arr):
         raise ValueError(f"{who}: input {name} contains NaN or infinity")
     if kind == "class_index":
         if arr.ndim == 2 and arr.shape[1] == 1:
@@ -172,27 +176,102 @@ def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
         if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
             raise ValueError(f"{who}: {name} must hold integer class indices, got "
                              "non-integer values")
-        labels = arr.astype(np.int64)
-        if n_outputs is not None and (labels.min() < 0 or labels.max() >= n_outputs):
-            bad = labels[(labels < 0) | (labels >= n_outputs)][0]
+        # in the labels' own dtype: a cast first could wrap huge values into range
+        if n_outputs is not None and (arr.min() < 0 or arr.max() >= n_outputs):
+            bad = arr[(arr < 0) | (arr >= n_outputs)][0]
             raise ValueError(f"{who}: {name} holds the class index {bad}, outside "
                              f"[0, {n_outputs}) for a model with {n_outputs} outputs")
-        return labels
+        if arr.dtype.kind in "uf" and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{who}: {name} holds the class index {arr.max()}, too large "
+                             "for int64")
+        return arr.astype(np.int64)
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
         raise ValueError(f"{who}: {name} must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{who}: {name} has 0 target columns (shape {arr.shape})")
     if n_outputs is not None and arr.shape[1] != n_outputs:
         raise ValueError(f"{who}: {name} has {arr.shape[1]} target column(s), but the "
                          f"model has {n_outputs} outputs")
     with np.errstate(over="ignore"):      # reported below, as an error
-        out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
+        out = _guard.c_array(arr, np.float32, who, name)
+    if not all_finite(out):
         raise ValueError(f"{who}: input {name} contains a value too large for float32")
     if kind == "binary" and (out.min() < 0.0 or out.max() > 1.0):
         raise ValueError(f"{who}: {name} must be in [0, 1] for BCEWithLogitsLoss, got "
                          f"values in [{out.min()}, {out.max()}]")
     return out
+
+
+_HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_end",
+          "set_trainer")
+
+
+def _check_callbacks(callbacks, who):
+    """A new list of the callbacks: objects with at least one hook."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"{who}: callbacks must be a list of callbacks, got "
+                        f"{type(callbacks).__name__}")
+    for i, cb in enumerate(callbacks):
+        if not any(callable(getattr(cb, hook, None)) for hook in _HOOKS):
+            raise TypeError(f"{who}: callbacks[{i}] ({type(cb).__name__}) is not a callback "
+                            "(an object with on_epoch_end, on_batch_end, ... methods)")
+    return list(callbacks)
+
+
+class _EpochOrder:
+    """Targets in an epoch's shuffled order without a shuffled copy of them:
+    slicing gathers the rows of the slice. What metrics get for wide targets."""
+
+    def __init__(self, y, perm):
+        self.y, self.perm = y, perm
+        self.shape, self.dtype, self.ndim = y.shape, y.dtype, y.ndim
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        return np.take(self.y, self.perm[index], axis=0)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
+def _forget(model):
+    """Drop the layers' references to the last forward input: after fit or
+    evaluate they would keep (a view of) the converted data alive."""
+    forget = getattr(model, "_forget", None)
+    if callable(forget):
+        forget()
+
+
+class _SigintFlag:
+    """While ``fit`` runs in the main thread under Python's default Ctrl-C
+    handling, SIGINT sets ``trainer.stop_training`` (checked after every
+    batch) and ``trainer._interrupted`` instead of raising KeyboardInterrupt
+    wherever the interpreter happens to be -- e.g. between the updates of two
+    layers, which would leave the model half-stepped. The first SIGINT also
+    puts the previous handler back, so a second one interrupts at once."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.previous = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.trainer.stop_training = True
+        self.trainer._interrupted = True
+        self.restore()
+
+    def restore(self):
+        if self.previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self.previous)
+        self.previous = None
 
 
 def check_sample_weight(sample_weight, n, who):
@@ -310,7 +389,11 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        try:
+            self.rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"Trainer: seed must be None or an int >= 0, got {seed!r} "
+                            f"({exc})") from None
         self.kind = _loss_kind(loss)
         # Sequential.backward(grad, input_grad=False) skips the first layer's
         # input gradient, the largest GEMM of the step, which training never uses.
@@ -323,6 +406,9 @@ class Trainer:
             metrics = ["accuracy"] if self.kind in ("class_index", "binary") else []
         elif isinstance(metrics, str) or callable(metrics):
             metrics = [metrics]
+        elif not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"Trainer: metrics must be 'auto', a list of names, functions or "
+                            f"Metric objects, got {type(metrics).__name__}")
         self.metrics = [make_metric(spec, self.kind) for spec in metrics]
         self.stop_training = False
         self.history = None
@@ -348,6 +434,17 @@ class Trainer:
         terminal and a line per epoch otherwise, 2 a line per epoch.
         ``sample_weight`` (one weight >= 0 per sample) weights each sample's
         loss; each batch's loss is then sum(w l) / sum(w).
+
+        Memory: X is converted to float32 C-contiguous once (no copy when it
+        already is); beyond that, fit allocates the targets in epoch order,
+        a permutation and buffers proportional to the batch, never another
+        copy of X.
+
+        Ctrl-C (SIGINT) while fit runs in the main thread stops training
+        after the current batch: the model holds the weights of that step,
+        the History the completed epochs (a partial epoch is not logged and
+        its callbacks do not run), and fit raises KeyboardInterrupt saying
+        where it stopped. A second Ctrl-C interrupts at once.
         """
         who = "Trainer.fit"
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
@@ -370,7 +467,8 @@ class Trainer:
             X_val, y_val = self._check(validation_data[0], validation_data[1],
                                        who + " (validation_data)")
         elif validation_split:
-            if not 0.0 < validation_split < 1.0:
+            if (isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real)
+                    or not 0.0 < validation_split < 1.0):
                 raise ValueError(f"{who}: validation_split must be in (0, 1), got "
                                  f"{validation_split!r}")
             n_val = int(len(X) * validation_split)
@@ -384,7 +482,7 @@ class Trainer:
         else:
             X_val = y_val = None
 
-        callbacks = list(callbacks or [])
+        callbacks = _check_callbacks(callbacks, who)
         if verbose:
             from .progress import ProgressBar
             callbacks.insert(0, ProgressBar(live=None if verbose == 1 else False))
@@ -407,12 +505,17 @@ class Trainer:
         call("on_train_begin", {})
         hooks = batch_hooks(callbacks)
         plan = self._plan(X, y, weights)
+        self._interrupted = False
+        self._position = (0, 0)
+        sigint = _SigintFlag(self)
         try:
             for epoch in range(self.epochs):
                 call("on_epoch_begin", epoch, {})
                 start = time.perf_counter()
                 lr = getattr(self.optimizer, "lr", None)
                 logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                if self._interrupted and self._position[1] is not None:
+                    break       # a partial epoch: no validation, history or callbacks
                 train_seconds = time.perf_counter() - start
                 if X_val is not None:
                     val = self._evaluate(X_val, y_val)
@@ -427,7 +530,16 @@ class Trainer:
                 if self.stop_training:
                     break
         finally:
+            sigint.restore()
             self.model.eval()
+            _forget(self.model)
+        if self._interrupted:
+            epoch, batch = self._position
+            where = (f"after batch {batch} of epoch {epoch + 1}" if batch is not None
+                     else f"after epoch {epoch + 1}")
+            raise KeyboardInterrupt(
+                f"Trainer.fit: interrupted (SIGINT) {where}; the model holds the weights "
+                f"of that step and trainer.history the {len(history)} completed epoch(s)")
         call("on_train_end", history.last if len(history) else {})
         return history
 
@@ -435,19 +547,25 @@ class Trainer:
         """What every epoch of one fit reuses, allocated once: the
         permutation, the epoch's targets (and weights) in batch order, and a
         chunk buffer that shuffled rows of X are gathered into, several
-        batches at a time, with ``np.take(..., out=)``."""
+        batches at a time, with ``np.take(..., out=)``. Targets wider than a
+        label per row (multi-output regression, autoencoders) are gathered
+        chunk by chunk like X: a shuffled copy of them would be as large as
+        the data."""
         n = len(X)
         bs = min(self.batch_size, n)
+        wide_y = y.ndim == 2 and y[:1].nbytes > 8
         # Gather about _CHUNK_BYTES of rows per np.take (a whole number of
         # batches, at least one): few NumPy calls per epoch at small batch
         # sizes, and the chunk stays in cache while its batches train.
-        per_batch = bs * X.shape[1] * X.itemsize
+        per_batch = bs * (X.shape[1] * X.itemsize + (y[:1].nbytes if wide_y else 0))
         chunk = bs * max(1, _CHUNK_BYTES // per_batch)
         plan = {"bs": bs, "chunk": min(chunk, n), "weighted": None}
         if self.shuffle:
             plan["perm"] = np.arange(n)
             plan["x"] = np.empty((min(chunk, n), X.shape[1]), dtype=np.float32)
-            plan["y"] = np.empty_like(y)
+            plan["y"] = None if wide_y else np.empty_like(y)
+            plan["y_chunk"] = np.empty((min(chunk, n),) + y.shape[1:], y.dtype) \
+                if wide_y else None
             plan["w"] = np.empty_like(weights) if weights is not None else None
         if weights is not None:
             n_out = y.shape[1] if y.ndim == 2 else _model_io(self.model)[1]
@@ -470,12 +588,18 @@ class Trainer:
             # buffering its output (the indices are always valid).
             perm = plan["perm"]
             self.rng.shuffle(perm)
-            y = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
+            if plan["y"] is not None:
+                y = targets = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
+            else:
+                targets = _EpochOrder(y, perm)
             if weights is not None:
                 weights = np.take(weights, perm, out=plan["w"], mode="clip")
+        else:
+            targets = y
+        y_rows, y_start = y, 0      # y_rows[i - y_start] is the target of epoch row i
         metrics = self.metrics
         for metric in metrics:
-            metric.begin(y)
+            metric.begin(targets)
 
         total = 0.0
         total_weight = 0.0
@@ -485,11 +609,14 @@ class Trainer:
             if self.shuffle:
                 rows = plan["x"][:c_hi - c_lo]
                 np.take(X, perm[c_lo:c_hi], axis=0, out=rows, mode="clip")
+                if plan["y"] is None:
+                    y_rows, y_start = plan["y_chunk"][:c_hi - c_lo], c_lo
+                    np.take(y, perm[c_lo:c_hi], axis=0, out=y_rows, mode="clip")
             else:
                 rows = X[c_lo:c_hi]         # contiguous already: no copy
             for lo in range(c_lo, c_hi, bs):
                 hi = min(lo + bs, n)
-                yb = y[lo:hi]
+                yb = y_rows[lo - y_start:hi - y_start]
                 out = model.forward(rows[lo - c_lo:hi - c_lo])
                 value = loss.forward(out, yb)
                 for metric in metrics:
@@ -525,7 +652,10 @@ class Trainer:
                         hook(b, logs)
                 b += 1
                 if self.stop_training:
+                    # batch None: the epoch ran to its end (see fit)
+                    self._position = (epoch, b if hi < n else None)
                     return self._epoch_logs(total, total_weight, metrics, hi)
+        self._position = (epoch, None)
         return self._epoch_logs(total, total_weight, metrics, n)
 
     @staticmethod
@@ -561,7 +691,10 @@ class Trainer:
         """The mean loss and the metrics on (X, y), as a dict
         (``{"loss": ..., "accuracy": ...}``), with the model in eval mode."""
         X, y = self._check(X, y, "Trainer.evaluate")
-        return self._evaluate(X, y)
+        try:
+            return self._evaluate(X, y)
+        finally:
+            _forget(self.model)
 
     def predict(self, X):
         """The model's predictions for X (``model.predict``), in eval mode."""
