@@ -195,7 +195,7 @@ class profile:
             idx.sort(key=lambda i: (spans[i][4], -spans[i][5]))
             stack = []
             for i in idx:
-                start, end = spans[i][4], spans[i][5]
+                start = spans[i][4]
                 while stack and spans[stack[-1]][5] <= start:
                     stack.pop()
                 depth[i] = len(stack)
