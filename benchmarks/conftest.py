@@ -4,8 +4,8 @@ Not part of the test suite (pyproject's testpaths is ["tests"]); run it
 explicitly, save a baseline, and compare later commits against it:
 
     pip install '.[bench]'
-    pytest benchmarks --benchmark-autosave                  # saves .benchmarks/<machine>/0001_*.json
-    pytest benchmarks --benchmark-compare                   # against the last saved run
+    pytest benchmarks --benchmark-autosave          # saves .benchmarks/<machine>/0001_*.json
+    pytest benchmarks --benchmark-compare           # against the last saved run
     pytest benchmarks --benchmark-compare=0001 --benchmark-compare-fail=median:10%
 
 Options: --bench-threads N (default 2: nncore, NumPy's BLAS and PyTorch),

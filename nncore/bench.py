@@ -196,7 +196,6 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
-
 # ---- measuring ----
 
 # A row is flagged noisy when a side's interquartile range exceeds this
@@ -409,9 +408,9 @@ def environment(threads=2, quick=False):
         if pools:
             pool = pools[0]
             env["versions"][pool["internal_api"]] = pool.get("version")
-            env["blas"] = {k: pool.get(k) for k in ("internal_api", "version", "architecture",
-                                                     "threading_layer", "num_threads",
-                                                     "filepath")}
+            keys = ("internal_api", "version", "architecture", "threading_layer",
+                    "num_threads", "filepath")
+            env["blas"] = {k: pool.get(k) for k in keys}
     for mod, name in (("torch", "torch"), ("sklearn", "scikit-learn")):
         if mod in sys.modules:
             env["versions"][name] = sys.modules[mod].__version__

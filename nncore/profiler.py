@@ -195,7 +195,7 @@ class profile:
             idx.sort(key=lambda i: (spans[i][4], -spans[i][5]))
             stack = []
             for i in idx:
-                start, end = spans[i][4], spans[i][5]
+                start = spans[i][4]
                 while stack and spans[stack[-1]][5] <= start:
                     stack.pop()
                 depth[i] = len(stack)
@@ -237,40 +237,40 @@ class profile:
 
         # Per span key: calls, total, kernel time inside, GEMM flops inside.
         rows = {}
+        span_key = np.empty(len(spans), np.int64)   # span -> index of its row
         top_total = 0.0
         for i, (kind, obj, index, phase, t0, t1, tid) in enumerate(spans):
             if kind == "layer":
                 name = layer_names.get((id(obj), index), f"{index} ?")
             else:
                 name = f"{kind}: {type(obj).__name__}"
-            key = (name, phase)
-            r = rows.get(key)
+            r = rows.get((name, phase))
             if r is None:
-                r = rows[key] = {"name": name, "phase": phase, "kind": kind,
-                                 "depth": depth[i], "calls": 0, "total_s": 0.0,
-                                 "kernel_s": 0.0, "flops": 0.0, "gemm_s": 0.0}
+                r = rows[(name, phase)] = {"name": name, "phase": phase, "kind": kind,
+                                           "depth": depth[i], "calls": 0, "total_s": 0.0,
+                                           "kernel_s": 0.0, "flops": 0.0, "gemm_s": 0.0,
+                                           "_index": len(rows)}
+            span_key[i] = r["_index"]
             r["calls"] += 1
             r["total_s"] += (t1 - t0) * 1e-9
             r["depth"] = min(r["depth"], depth[i])
             if depth[i] == 0:
                 top_total += (t1 - t0) * 1e-9
-        # Kernel time inside each span (innermost), and for its ancestors via depth-0 sums.
-        span_keys = []
-        for kind, obj, index, phase, *_ in spans:
-            name = (layer_names.get((id(obj), index), f"{index} ?") if kind == "layer"
-                    else f"{kind}: {type(obj).__name__}")
-            span_keys.append((name, phase))
-        is_gemm = np.array([n.startswith(_GEMM_PREFIX) for n in names])[ev["kernel"]] \
-            if len(ev) else np.zeros(0, bool)
-        if len(ev):
-            attributed = owner >= 0
-            for s in np.unique(owner[attributed]):
-                sel = owner == s
-                r = rows[span_keys[s]]
-                r["kernel_s"] += float(dur[sel].sum())
-                g = sel & is_gemm
-                r["flops"] += float(flops[g].sum())
-                r["gemm_s"] += float(dur[g].sum())
+        # Kernel time and GEMM FLOPs inside each span (the innermost), per row.
+        if len(ev) and len(spans):
+            is_gemm = np.array([n.startswith(_GEMM_PREFIX) for n in names])[ev["kernel"]]
+            inside = owner >= 0
+            key = span_key[owner[inside]]
+            gemm = is_gemm[inside]
+            sums = {"kernel_s": dur[inside], "flops": np.where(gemm, flops[inside], 0.0),
+                    "gemm_s": np.where(gemm, dur[inside], 0.0)}
+            totals = {field: np.bincount(key, weights=w, minlength=len(rows))
+                      for field, w in sums.items()}
+            for r in rows.values():
+                for field, t in totals.items():
+                    r[field] = float(t[r["_index"]])
+        for r in rows.values():
+            del r["_index"]
         span_rows = sorted(rows.values(), key=lambda r: -r["total_s"])
         for r in span_rows:
             r["mean_s"] = r["total_s"] / r["calls"]
