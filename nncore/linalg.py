@@ -25,8 +25,8 @@ def _as_float32_matrix(x, name):
 
 
 def _flag(value, name):
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
-                                                and value in (0, 1)):
+    if isinstance(value, (bool, np.bool_)) or (
+            isinstance(value, numbers.Integral) and value in (0, 1)):
         return bool(value)
     raise TypeError(f"matmul: {name} must be True or False, got {value!r}")
 
@@ -99,4 +99,3 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
     except ValueError as exc:
         raise ValueError(str(exc).replace("sgemm:", "matmul:", 1)) from None
     return out
-

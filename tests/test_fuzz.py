@@ -33,6 +33,7 @@ FUZZ = settings(deadline=None, database=None, derandomize=True, print_blob=True,
 def budget(max_examples):
     return settings(FUZZ, max_examples=max_examples)
 
+
 _erfc = np.vectorize(math.erfc)
 
 # ---------------------------------------------------------------- operands
@@ -613,10 +614,10 @@ def test_archive_round_trip(tmp_path_factory, meta, tensors):
 
 @budget(100)
 @given(entries=st.lists(st.dictionaries(
-    st.sampled_from(["name", "dtype", "shape", "offset", "nbytes", "extra"]),
-    st.one_of(json_value, st.sampled_from(["float32", "int64", "x"]),
-              st.lists(st.integers(-1, 2**40), max_size=4)), max_size=6), max_size=3),
-    body=st.binary(max_size=200))
+           st.sampled_from(["name", "dtype", "shape", "offset", "nbytes", "extra"]),
+           st.one_of(json_value, st.sampled_from(["float32", "int64", "x"]),
+                     st.lists(st.integers(-1, 2**40), max_size=4)), max_size=6), max_size=3),
+       body=st.binary(max_size=200))
 def test_read_archive_hostile_tensor_tables(tmp_path_factory, entries, body):
     path = tmp_path_factory.mktemp("tbl") / "a.nnc"
     text = json.dumps({"meta": {}, "tensors": entries}).encode()
