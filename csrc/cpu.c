@@ -4,6 +4,7 @@
 #include <string.h>
 #include <omp.h>
 #include "dispatch.h"
+#include "profile.h"
 
 /* Declare each ISA's kernels and gather them into a table. */
 #define NN_DECL_generic(name, params, args) void nn_##name##_generic params;
@@ -28,9 +29,26 @@ static const nn_kernel_table *active_table = &table_generic;
 
 const nn_kernel_table *nn_kernels(void) { return active_table; }
 
-/* The public entry points: one trampoline per kernel. */
-#define NN_TRAMPOLINE(name, params, args) \
-    void nn_##name params { active_table->name args; }
+/* The public entry points: one trampoline per kernel. While profiling is on
+ * each call is timed and recorded with its first two size arguments (the
+ * element count n, or rows m and columns n). */
+#define NN_ARG0_(a, ...) a
+#define NN_ARG1_(a, b, ...) b
+#define NN_ARG0(...) NN_ARG0_(__VA_ARGS__, 0)
+#define NN_ARG1(...) NN_ARG1_(__VA_ARGS__, 0, 0)
+#define NN_SIZE_ARG(v) _Generic((v), int64_t: (v), default: (int64_t)0)
+#define NN_TRAMPOLINE(name, params, args)                                        \
+    void nn_##name params                                                        \
+    {                                                                            \
+        if (nn_profiling()) {                                                    \
+            int64_t nn_t0_ = nn_profile_now_ns();                                \
+            active_table->name args;                                             \
+            nn_profile_record(NN_K_##name, nn_t0_, 0.0, NN_SIZE_ARG(NN_ARG0 args), \
+                              NN_SIZE_ARG(NN_ARG1 args), 0);                     \
+        } else {                                                                 \
+            active_table->name args;                                             \
+        }                                                                        \
+    }
 NN_ISA_KERNELS(NN_TRAMPOLINE)
 
 int nn_isa_available(int isa)

@@ -96,7 +96,9 @@ typedef struct nn_gemv_args {
     X(gemm_info, (nn_gemm_blocking *info), (info)) \
     X(gemm_block, (const nn_gemm_args *g), (g)) \
     X(gemv_n, (const nn_gemv_args *g), (g)) \
-    X(gemv_t, (const nn_gemv_args *g), (g))
+    X(gemv_t, (const nn_gemv_args *g), (g)) \
+    X(fma_peak, (int64_t iters, float *sink, double *flops), (iters, sink, flops)) \
+    X(triad, (int64_t n, float *a, const float *b, const float *c, float s), (n, a, b, c, s))
 
 #define NN_CAT_(a, b) a##b
 #define NN_CAT(a, b) NN_CAT_(a, b)

@@ -43,12 +43,14 @@
 #include <emmintrin.h>
 #endif
 #include "dispatch.h"
+#include "profile.h"
 
 /* Below this many flops (2mnk) a GEMM runs on one thread. */
 #define NN_GEMM_PARALLEL_MIN_FLOPS 1500000.0
 /* Below this many multiply-adds (k*n) an m == 1 product runs on one thread. */
 #define NN_GEMV_PARALLEL_MIN 65536
-/* B without a transpose is packed when at least this many rows of C reuse it. */
+/* B without a transpose is packed when at least this many rows of C reuse it
+ * (and it is wider than one strip: a single strip is read as it is). */
 #define NN_GEMM_PACK_B_MIN_M 48
 /* A transposed is packed when its depth is at least this (a short A^T is read in place). */
 #define NN_GEMM_PACK_A_MIN_K 64
@@ -392,7 +394,7 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
     P.split_n = strips >= 2 * nt || (strips >= nt && panels < 2 * nt);
 
     P.kc = k > 0 ? ceil_div(k, ceil_div(k, info.kc)) : 0;
-    P.pack_b = k > 0 && (trans_b || m >= NN_GEMM_PACK_B_MIN_M);
+    P.pack_b = k > 0 && (trans_b || (m >= NN_GEMM_PACK_B_MIN_M && n > P.nr));
     P.pack_a = k > 0 && trans_a && k >= NN_GEMM_PACK_A_MIN_K && n > P.nr;
     P.mcb = P.pack_a ? balanced_block(m, NN_GEMM_MC_MAX, P.mr) : m;
     P.ncb = balanced_block(n, info.nc * (P.split_n ? nt : 1), P.nr);
@@ -461,11 +463,11 @@ static int gemm_narrow(const nn_kernel_table *kt, int trans_a, int trans_b, int6
     return NN_OK;
 }
 
-int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-             float alpha, const float *a, int64_t lda,
-             const float *b, int64_t ldb,
-             float beta, float *c, int64_t ldc,
-             const float *bias, int activation)
+static int sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float *a, int64_t lda,
+                 const float *b, int64_t ldb,
+                 float beta, float *c, int64_t ldc,
+                 const float *bias, int activation)
 {
     /* The activations the kernels fuse; to add one, add it to act_vec and
      * act_scalar in gemm_kernel.c, to act_scalar here, and to this test. */
@@ -485,4 +487,22 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                            bias, activation);
     return gemm(kt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
                 activation);
+}
+
+int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+             float alpha, const float *a, int64_t lda,
+             const float *b, int64_t ldb,
+             float beta, float *c, int64_t ldc,
+             const float *bias, int activation)
+{
+    /* One call site, so sgemm is inlined here: no second copy of its fifteen
+     * arguments on the way in. */
+    const int profiling = nn_profiling();
+    const int64_t t0 = profiling ? nn_profile_now_ns() : 0;
+    int status = sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                       activation);
+    if (profiling && status == NN_OK)
+        nn_profile_record(NN_K_sgemm_nn + 2 * (trans_a != 0) + (trans_b != 0), t0,
+                          2.0 * (double)m * (double)n * (double)k, m, n, k);
+    return status;
 }

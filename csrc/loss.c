@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stddef.h>
 #include "dispatch.h"
+#include "profile.h"
 #include "vmath.h"
 
 #define NN_LOSS_MAX_BLOCKS 64
@@ -85,14 +86,14 @@ static inline double nn_mse_term(const float *x, const float *t, int64_t i, doub
 }
 NN_DEFINE_BLOCK_SUM(nn_mse_block, nn_mse_term)
 
-int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss)
+static int mse_forward(int64_t n, const float *x, const float *t, double *loss)
 {
     *loss = nn_mean_loss(nn_mse_block, n, x, t, 0.0);
     return NN_OK;
 }
 
 /* grad = 2 (x - t) / n */
-int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad)
+static int mse_backward(int64_t n, const float *x, const float *t, float *grad)
 {
     const float scale = (float)(2.0 / (double)n);
     NN_FOR_RANGES(n, lo, hi, {
@@ -111,14 +112,14 @@ static inline double nn_huber_term(const float *x, const float *t, int64_t i, do
 }
 NN_DEFINE_BLOCK_SUM(nn_huber_block, nn_huber_term)
 
-int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss)
+static int huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss)
 {
     *loss = nn_mean_loss(nn_huber_block, n, x, t, delta);
     return NN_OK;
 }
 
 /* grad = clamp(x - t, -delta, delta) / n */
-int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad)
+static int huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad)
 {
     const float scale = (float)(1.0 / (double)n);
     NN_FOR_RANGES(n, lo, hi, {
@@ -143,14 +144,14 @@ static inline double nn_bce_term(const float *x, const float *t, int64_t i, doub
 }
 NN_DEFINE_BLOCK_SUM(nn_bce_block, nn_bce_term)
 
-int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss)
+static int bce_logits_forward(int64_t n, const float *x, const float *t, double *loss)
 {
     *loss = nn_mean_loss(nn_bce_block, n, x, t, 0.0);
     return NN_OK;
 }
 
 /* grad = (sigmoid(x) - t) / n, the sigmoid evaluated without overflow. */
-int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
+static int bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
 {
     const float scale = (float)(1.0 / (double)n);
     NN_FOR_RANGES(n, lo, hi, {
@@ -218,8 +219,8 @@ static double ce_rows(int64_t lo, int64_t hi, int64_t m, int64_t c, const float 
 /* Writes the mean loss, and when grad != NULL also the gradient (the fused
  * forward + backward: one pass, one exp per logit). Returns NN_EINVAL when a
  * label is outside [0, c) (then *loss is NaN and grad unspecified). */
-int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
-                             double *loss, float *grad)
+static int cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                                 double *loss, float *grad)
 {
     double partial[NN_LOSS_MAX_BLOCKS];
     int64_t nb = nn_sum_blocks(m * c);
@@ -248,8 +249,8 @@ int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t
 
 /* grad = (softmax(x) - onehot(label)) / m. Returns NN_EINVAL for a bad label
  * (grad is then unspecified). */
-int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_t *labels,
-                              float *grad)
+static int cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                                  float *grad)
 {
     int bad = 0;
     if (m * c < NN_PARALLEL_MIN_ELEMENTS) {
@@ -261,3 +262,37 @@ int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_
     }
     return bad ? NN_EINVAL : NN_OK;
 }
+
+/* The public entry points: each call timed and recorded while profiling is
+ * on (profile.h), with its sizes (n elements, or m rows of c classes). */
+#define NN_LOSS_ENTRY(name, params, args, m, n)                            \
+    int nn_##name params                                                   \
+    {                                                                      \
+        const int profiling = nn_profiling();                              \
+        const int64_t t0 = profiling ? nn_profile_now_ns() : 0;            \
+        int status = name args;   /* one call site: inlined */             \
+        if (profiling)                                                     \
+            nn_profile_record(NN_K_##name, t0, 0.0, m, n, 0);              \
+        return status;                                                     \
+    }
+NN_LOSS_ENTRY(mse_forward, (int64_t n, const float *x, const float *t, double *loss),
+              (n, x, t, loss), n, 0)
+NN_LOSS_ENTRY(mse_backward, (int64_t n, const float *x, const float *t, float *grad),
+              (n, x, t, grad), n, 0)
+NN_LOSS_ENTRY(huber_forward,
+              (int64_t n, const float *x, const float *t, float delta, double *loss),
+              (n, x, t, delta, loss), n, 0)
+NN_LOSS_ENTRY(huber_backward,
+              (int64_t n, const float *x, const float *t, float delta, float *grad),
+              (n, x, t, delta, grad), n, 0)
+NN_LOSS_ENTRY(bce_logits_forward, (int64_t n, const float *x, const float *t, double *loss),
+              (n, x, t, loss), n, 0)
+NN_LOSS_ENTRY(bce_logits_backward, (int64_t n, const float *x, const float *t, float *grad),
+              (n, x, t, grad), n, 0)
+NN_LOSS_ENTRY(cross_entropy_forward,
+              (int64_t m, int64_t c, const float *x, const int64_t *labels, double *loss,
+               float *grad),
+              (m, c, x, labels, loss, grad), m, c)
+NN_LOSS_ENTRY(cross_entropy_backward,
+              (int64_t m, int64_t c, const float *x, const int64_t *labels, float *grad),
+              (m, c, x, labels, grad), m, c)

@@ -122,6 +122,42 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc,
              const float *bias, int activation);
 
+/* ---- Machine limits (peak.c; per ISA, for the benchmarks) ----
+ * nn_fma_peak: `iters` rounds of independent multiply-adds on every thread
+ * (nn_get_num_threads()), in registers only; writes the operations done to
+ * *flops (the caller times the call) and a result to sink[0] so nothing is
+ * optimised away. nn_triad: a[i] = b[i] + s * c[i], over the threads (the
+ * STREAM triad: 12 bytes of traffic per element). */
+void nn_fma_peak(int64_t iters, float *sink, double *flops);
+void nn_triad(int64_t n, float *a, const float *b, const float *c, float s);
+
+/* ---- Profiler (profile.c) ----
+ * While on, every dispatched kernel, nn_sgemm and the loss functions record
+ * one event per call into a preallocated buffer: safe under concurrent
+ * callers (an atomic index; events past the capacity are counted as dropped).
+ * Off, each entry point pays one relaxed load and a predictable branch. */
+typedef struct nn_profile_event {
+    int32_t kernel;     /* kernel id: nn_profile_kernel_name(kernel) */
+    int32_t thread;     /* the caller's OS thread id */
+    int64_t start_ns;   /* nn_profile_now_ns() at entry */
+    int64_t dur_ns;
+    double flops;       /* 2 m n k for sgemm, else 0 */
+    int64_t m, n, k;    /* sizes: sgemm's m, n, k; element or row/column counts otherwise */
+} nn_profile_event;
+
+/* Start recording into room for `capacity` events, forgetting earlier ones.
+ * NN_EINVAL if already on or capacity < 1; NN_ENOMEM. */
+int nn_profile_start(int64_t capacity);
+void nn_profile_stop(void);
+int nn_profile_enabled(void);
+int64_t nn_profile_count(void);       /* events recorded (at most the capacity) */
+int64_t nn_profile_dropped(void);     /* events lost because the buffer was full */
+/* Copy up to `max` completed events, in record order, to out; returns how many. */
+int64_t nn_profile_read(int64_t max, nn_profile_event *out);
+int nn_profile_kernel_count(void);
+const char *nn_profile_kernel_name(int id);   /* "relu_forward", "sgemm_nt", ... */
+int64_t nn_profile_now_ns(void);      /* CLOCK_MONOTONIC, as Python's perf_counter */
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,6 +35,7 @@ from . import callbacks  # noqa: E402
 from .trainer import Trainer, History, NonFiniteLossError  # noqa: E402
 from .estimators import NNClassifier, NNRegressor  # noqa: E402
 from .serialize import save, load  # noqa: E402
+from .profiler import profile  # noqa: E402
 
 __all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul",
            "manual_seed",
@@ -43,7 +44,7 @@ __all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul"
            "Loss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLoss",
            "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
            "datasets", "callbacks", "Trainer", "History", "NonFiniteLossError",
-           "NNClassifier", "NNRegressor", "save", "load"]
+           "NNClassifier", "NNRegressor", "save", "load", "profile"]
 __all__ += ["loss_landscape", "interpolate_loss", "trajectory_landscape", "Landscape",
             "TrajectoryRecorder"]
 

@@ -17,15 +17,54 @@ def cmd_bench(args):
 
     from . import bench
     from . import _core
+    if args.plot:     # fail before a long run, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --plot needs matplotlib: pip install 'nncore[plot]'", file=sys.stderr)
+            return 2
     if args.isa:
         _core.set_isa(args.isa)
-    print(bench.machine())
-    rows = bench.run(args.family, quick=args.quick, threads=args.threads)
-    print(bench.format_table(rows))
+    peers = args.peers.split(",") if args.peers is not None else None
+    families = bench.ORDER if args.family == "all" else (args.family,)
+    # Import the peers first so that their thread pools get limited too.
+    bench.available_peers(peers)
+    with bench.thread_limits(args.threads):
+        env = bench.environment(args.threads, quick=args.quick or args.tiny)
+    print(f"{env['cpu']}; {env['cores']} cores; nncore {env['versions']['nncore']} "
+          f"isa={env['isa']}; {args.threads} threads; "
+          + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k != "nncore"))
+    print(f"FMA peak {env['peak_gflops']:.0f} GFLOP/s, memory bandwidth (triad) "
+          f"{env['memory_bandwidth_gbs']:.1f} GB/s at {args.threads} threads; "
+          f"load average {', '.join(f'{v:.1f}' for v in env['load_average'] or ())}")
+
+    def log(row):
+        print(f"  {row['family']:<6} {row['case']}: nncore {row['nncore_s'] * 1e6:.1f} us"
+              + "".join(f", x{p} {row[f'ratio_{p}']:.2f}" for p in bench.PEERS
+                        if f"ratio_{p}" in row)
+              + (" (noisy)" if row.get("noisy") else ""), file=sys.stderr, flush=True)
+    results = {}
+    for name in families:
+        print(f"\n== {name}: {bench.FAMILIES[name][1]}", flush=True)
+        results[name] = bench.run(name, quick=args.quick, threads=args.threads, peers=peers,
+                                  tiny=args.tiny, log=None if args.tiny else log)
+        print(bench.format_table(results[name]), flush=True)
     if args.json:
+        rows = [r for name in families for r in results[name]]
         with open(args.json, "w") as f:
-            json.dump({"machine": bench.machine(), "rows": rows}, f, indent=1)
+            json.dump({"environment": env, "machine": bench.machine(), "quick": args.quick,
+                       "command": "python -m nncore bench " + " ".join(args.argv),
+                       "families": results, "rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            for name in families:
+                f.write(f"**{name}** ({bench.FAMILIES[name][1]})\n\n")
+                f.write(bench.format_markdown(results[name]) + "\n\n")
+        print(f"wrote {args.markdown}")
+    if args.plot:
+        bench.plot(results, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -261,13 +300,25 @@ def build_parser():
                                      description="nncore: neural networks on the CPU")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the version, ISA, threads and build details")
-    bench = sub.add_parser("bench", help="benchmark nncore against NumPy, side by side")
-    bench.add_argument("family", choices=sorted(FAMILIES),
-                       help="; ".join(f"{k}: {v[1]}" for k, v in sorted(FAMILIES.items())))
-    bench.add_argument("--quick", action="store_true", help="fewer cases and repeats")
-    bench.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
+    bench = sub.add_parser("bench", help="benchmark nncore against NumPy, PyTorch and "
+                                         "scikit-learn, side by side")
+    bench.add_argument("family", nargs="?", default="all", choices=sorted(FAMILIES) + ["all"],
+                       help="; ".join(f"{k}: {v[1]}" for k, v in sorted(FAMILIES.items()))
+                       + "; all (default): every family")
+    bench.add_argument("--quick", action="store_true",
+                       help="fewer cases, smaller sizes and repeats (seconds per family)")
+    bench.add_argument("--threads", type=int, default=2, help="threads for every side (default 2)")
     bench.add_argument("--isa", help="force an nncore kernel path (generic, avx2, avx512)")
-    bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    bench.add_argument("--peers", default=None, metavar="LIST",
+                       help="comma-separated peers among numpy,torch,sklearn (default: all "
+                            "that import)")
+    bench.add_argument("--json", metavar="FILE",
+                       help="also write the environment and rows as JSON")
+    bench.add_argument("--markdown", metavar="FILE",
+                       help="also write the tables in Markdown (as in the README)")
+    bench.add_argument("--plot", metavar="FILE",
+                       help="draw the speed-ups as bar charts (PNG/SVG/PDF; needs matplotlib)")
+    bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     _add_demo_parser(sub)
     _add_train_parser(sub)
     _add_landscape_parser(sub)
@@ -279,7 +330,9 @@ COMMANDS = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv[1:]
     return COMMANDS[args.command](args)
 
 

@@ -66,6 +66,19 @@ cdef extern from "nncore.h" nogil:
     int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                  float beta, float *c, int64_t ldc, const float *bias, int activation)
+    void nn_fma_peak(int64_t iters, float *sink, double *flops)
+    void nn_triad(int64_t n, float *a, const float *b, const float *c, float s)
+    ctypedef struct nn_profile_event:
+        pass
+    int nn_profile_start(int64_t capacity)
+    void nn_profile_stop()
+    int nn_profile_enabled()
+    int64_t nn_profile_count()
+    int64_t nn_profile_dropped()
+    int64_t nn_profile_read(int64_t max, nn_profile_event *out)
+    int nn_profile_kernel_count()
+    const char *nn_profile_kernel_name(int id)
+    int64_t nn_profile_now_ns()
 
 
 cdef int check(int status, str what) except -1:
@@ -611,3 +624,80 @@ def is_c_array(object x, bint int64):
     cdef cnp.ndarray a = <cnp.ndarray>x
     return (cnp.PyArray_TYPE(a) == (cnp.NPY_INT64 if int64 else cnp.NPY_FLOAT32)
             and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
+
+
+# ---------------------------------------------------------------------------
+# Machine limits (peak.c) and the profiler (profile.c).
+
+def fma_peak(int64_t iters):
+    """Run the FMA peak kernel: `iters` rounds on every thread. Returns the
+    floating-point operations done (time the call to get FLOP/s)."""
+    cdef float sink = 0.0
+    cdef double flops = 0.0
+    if iters < 1:
+        raise ValueError(f"fma_peak: iters must be >= 1, got {iters}")
+    with nogil:
+        nn_fma_peak(iters, &sink, &flops)
+    return flops
+
+
+def triad(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None, float s):
+    """a = b + s * c over the threads (the STREAM triad)."""
+    cdef int64_t n = cnp.PyArray_SIZE(a)
+    cdef float *pa = _fout(a, n, "triad", "a")
+    cdef const float *pb = _fin(b, n, "triad", "b")
+    cdef const float *pc = _fin(c, n, "triad", "c")
+    if n:
+        with nogil:
+            nn_triad(n, pa, pb, pc, s)
+
+
+# The layout of nn_profile_event (nncore.h), for profile_events().
+PROFILE_EVENT_DTYPE = [("kernel", "<i4"), ("thread", "<i4"), ("start_ns", "<i8"),
+                       ("dur_ns", "<i8"), ("flops", "<f8"), ("m", "<i8"), ("n", "<i8"),
+                       ("k", "<i8")]
+
+
+def profile_start(int64_t capacity):
+    cdef int status = nn_profile_start(capacity)
+    if status == NN_EINVAL:
+        raise RuntimeError("profile: already profiling (profiles do not nest)"
+                           if nn_profile_enabled() else
+                           f"profile: max_events must be >= 1, got {capacity}")
+    check(status, "profile")
+
+
+def profile_stop():
+    nn_profile_stop()
+
+
+def profile_enabled():
+    return bool(nn_profile_enabled())
+
+
+def profile_dropped():
+    return nn_profile_dropped()
+
+
+def profile_now_ns():
+    """CLOCK_MONOTONIC in nanoseconds: the clock the C events use."""
+    return nn_profile_now_ns()
+
+
+def profile_kernel_names():
+    return [nn_profile_kernel_name(i).decode() for i in range(nn_profile_kernel_count())]
+
+
+def profile_events():
+    """The recorded events as a NumPy structured array (PROFILE_EVENT_DTYPE)."""
+    import numpy as np
+    dtype = np.dtype(PROFILE_EVENT_DTYPE)
+    if dtype.itemsize != sizeof(nn_profile_event):
+        raise RuntimeError("profile: event layout mismatch between C and Python")
+    cdef int64_t count = nn_profile_count()
+    cdef cnp.ndarray out = np.empty(count, dtype)
+    cdef int64_t got = 0
+    if count:
+        with nogil:
+            got = nn_profile_read(count, <nn_profile_event *>cnp.PyArray_DATA(out))
+    return out[:got]

@@ -45,6 +45,10 @@ _act_backward = _core.act_backward
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
 
+# The active profiler's recorder (nncore.profile sets it), else None: then
+# Sequential.forward/backward pay one global lookup.
+_PROFILE = None
+
 # Activations after which Dense(init="auto") draws He-uniform weights.
 RELU_FAMILY = ("relu", "leaky_relu", "gelu")
 
@@ -717,6 +721,8 @@ class Sequential(Layer):
             raise self._in_use()
         try:
             self._owner = _get_ident()
+            if _PROFILE is not None:
+                return _PROFILE.sequential_forward(self, x)
             if not self.layers:
                 return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
             for step in self._plan:
@@ -733,6 +739,8 @@ class Sequential(Layer):
                 raise RuntimeError(f"{self._name}: backward() in another thread than the last "
                                    "forward(), which may have replaced what it needs; a model "
                                    "trains in one thread at a time")
+            if _PROFILE is not None:
+                return _PROFILE.sequential_backward(self, grad, input_grad)
             if input_grad or self._first_param is None:
                 for step in self._backward_plan:
                     grad = step(grad)

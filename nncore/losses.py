@@ -42,6 +42,9 @@ _rows_f32 = _core.rows_f32
 _loss_forward = _core.loss_forward
 _is_c_array = _core.is_c_array
 
+# The active profiler's recorder (nncore.profile sets it), else None.
+_PROFILE = None
+
 
 class Loss:
     """Base class: subclasses set ``_kind`` and may override ``_target``."""
@@ -94,6 +97,8 @@ class Loss:
         """The mean loss as a Python float. The gradient is computed in the
         same pass (fused; for cross-entropy it costs no extra exp) and kept
         for ``backward``."""
+        if _PROFILE is not None and _PROFILE.outer(self):
+            return _PROFILE.span("loss", self, "forward", self.forward, pred, target)
         pred = self._as_pred(pred)
         target = self._target(target, pred)
         grad = self._grad

@@ -33,6 +33,9 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
 _F32 = np.float32
 _F32_MAX = float(np.finfo(np.float32).max)
 
+# The active profiler's recorder (nncore.profile sets it), else None.
+_PROFILE = None
+
 
 def _number(owner, name, value, lo=0.0, hi=math.inf, hi_open=False):
     """A float in [lo, hi] (or [lo, hi)); the kernels compute in float32, so
@@ -93,6 +96,8 @@ class Optimizer:
 
     def step(self, params):
         """Apply one update to every ``(param, grad)`` pair in place."""
+        if _PROFILE is not None and _PROFILE.outer(self):
+            return _PROFILE.span("optimizer", self, "step", self.step, params)
         state = self._state
         try:
             pairs = enumerate(params)

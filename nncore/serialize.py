@@ -141,7 +141,7 @@ def _expected_tensors(config, fail, prefix="", count=None):
             expected[f"{prefix}{i}.weight"] = (n_in, n_out)
             if layer.get("bias", True) is not False:
                 expected[f"{prefix}{i}.bias"] = (n_out,)
-        elif kind not in _PARAM_FREE:
+        elif not isinstance(kind, str) or kind not in _PARAM_FREE:
             fail(f"layer {prefix}{i}: unknown layer type {kind!r}")
     return expected
 

@@ -1,0 +1,156 @@
+"""python -m nncore bench: every family runs (tiny shapes, --quick) and writes
+the documented JSON; the row arithmetic and the report."""
+import json
+import sys
+
+import pytest
+
+from nncore import bench
+from nncore.__main__ import main
+
+ENV_FIELDS = ("cpu", "cores", "isa", "isa_available", "threads", "versions",
+              "peak_gflops", "memory_bandwidth_gbs", "blas", "load_average", "date")
+ROW_FIELDS = ("family", "group", "case", "threads", "isa", "contenders", "metric", "noisy",
+              "repeats", "nncore_s", "nncore_min_s", "nncore_max_s", "nncore_spread",
+              "numpy_s", "ratio_numpy", "ratio")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "all.json"
+    assert main(["bench", "all", "--quick", "--tiny", "--threads", "1",
+                 "--json", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def test_environment_is_recorded(results):
+    env = results["environment"]
+    for key in ENV_FIELDS:
+        assert key in env, key
+    assert env["threads"] == 1
+    assert env["versions"]["nncore"] and env["versions"]["numpy"]
+    if env["blas"] is not None:       # threadpoolctl is installed
+        assert env["blas"]["internal_api"] in env["versions"]
+    for mod, name in (("torch", "torch"), ("sklearn", "scikit-learn")):
+        assert (name in env["versions"]) == (mod in sys.modules)
+    assert env["peak_gflops"] > 0 and env["memory_bandwidth_gbs"] > 0
+    assert results["quick"] is True
+    assert results["command"].startswith("python -m nncore bench all --quick")
+
+
+@pytest.mark.parametrize("family", bench.ORDER)
+def test_every_family_writes_its_rows(results, family):
+    rows = results["families"][family]
+    assert rows and all(r["family"] == family for r in rows)
+    assert [r for r in results["rows"] if r["family"] == family] == rows
+    for r in rows:
+        for key in ROW_FIELDS:
+            assert key in r, (family, key)
+        for side in r["contenders"]:
+            assert r[f"{side}_min_s"] <= r[f"{side}_s"] <= r[f"{side}_max_s"]
+            assert r["repeats"][side] >= 2
+            assert r[f"{side}_rate"] > 0
+            if side != "nncore":
+                assert r[f"ratio_{side}"] == pytest.approx(r[f"{side}_s"] / r["nncore_s"])
+        assert r["ratio"] == r["ratio_numpy"]
+        assert isinstance(r["noisy"], bool)
+        assert r["noisy"] == any(r[f"{s}_spread"] > bench.SPREAD_LIMIT for s in r["contenders"])
+        assert ("torch" in r["contenders"]) == ("torch" in sys.modules)
+
+
+def test_gemm_rows_report_percent_of_peak(results):
+    peak = results["environment"]["peak_gflops"]
+    for r in results["families"]["gemm"]:
+        assert r["limit"] == peak and r["metric"] == "GFLOP/s"
+        flop = 2.0 * r["m"] * r["n"] * r["k"]
+        assert r["nncore_gflops"] == pytest.approx(flop / r["nncore_s"] / 1e9)
+        assert r["nncore_pct"] == pytest.approx(100 * r["nncore_gflops"] / peak)
+    assert {r["op"] for r in results["families"]["gemm"]} >= {"NN", "TT"}
+
+
+def test_layer_rows_report_bandwidth(results):
+    rows = results["families"]["layers"]
+    groups = {r["group"] for r in rows}
+    assert groups == {"dense", "activation", "loss", "optimizer"}
+    bw = results["environment"]["memory_bandwidth_gbs"]
+    for r in rows:
+        if r["group"] == "dense":
+            assert r["metric"] == "GFLOP/s"
+        else:
+            assert r["metric"] == "GB/s" and r["limit"] == bw
+            assert r["nncore_rate"] == pytest.approx(r["work"] / r["nncore_s"] / 1e9)
+
+
+def test_train_and_infer_rows_are_per_sample(results):
+    for r in results["families"]["train"]:
+        assert r["metric"] == "samples/s"
+        for side in r["contenders"]:   # seconds per sample, each on its own data size
+            assert r[f"{side}_rate"] == pytest.approx(1.0 / r[f"{side}_s"])
+            assert r["samples"][side] >= 2 * r["batch"]
+        if "sklearn" in sys.modules:
+            assert "sklearn" in r["contenders"]
+    infer = results["families"]["infer"]
+    assert [r["group"] for r in infer] == ["latency", "throughput"]
+    for r in infer:
+        assert r["nncore_rate"] == pytest.approx(r["batch"] / r["nncore_s"])
+
+
+def test_summarize_ratios_and_noise():
+    times = {"nncore": [1.0, 1.0, 1.0, 1.0], "numpy": [2.0, 2.0, 2.0, 2.0],
+             "torch": [1.0, 2.0, 4.0, 8.0]}
+    row = bench.summarize("x", "g", "c", times, 1, work=10.0, metric="GFLOP/s", limit=20.0,
+                          limit_name="peak")
+    assert row["ratio_numpy"] == 2.0 and row["ratio"] == 2.0
+    assert row["torch_s"] == 3.0 and row["torch_min_s"] == 1.0 and row["torch_max_s"] == 8.0
+    assert row["nncore_rate"] == 10.0 and row["nncore_pct"] == 50.0
+    assert row["noisy"] and row["torch_spread"] > bench.SPREAD_LIMIT
+    assert row["nncore_spread"] == 0.0
+    per = bench.summarize("x", "g", "c", {"nncore": [2.0, 2.0], "numpy": [8.0, 8.0]}, 1,
+                          work=1, metric="samples/s", per_call={"nncore": 4, "numpy": 2})
+    assert per["nncore_s"] == 0.5 and per["numpy_s"] == 4.0 and per["ratio_numpy"] == 8.0
+    text = bench.format_table([row])
+    assert "~" in text and "wide spread" in text and "x numpy" in text
+
+
+def test_markdown_tables(results, tmp_path):
+    rows = results["families"]["train"]
+    text = bench.format_markdown(rows)
+    lines = text.splitlines()
+    assert lines[0].startswith("| case | nncore | NumPy")
+    assert len(lines) == 2 + len(rows)
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    path = tmp_path / "t.md"
+    assert main(["bench", "infer", "--quick", "--tiny", "--peers", "numpy",
+                 "--markdown", str(path)]) == 0
+    md = path.read_text()
+    assert md.startswith("**infer**") and "| x NumPy |" in md
+
+
+def test_time_many_takes_turns():
+    order = []
+    fns = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    times = bench.time_many(fns, budget=0.0, rounds=3, gap=0.0)
+    assert {k: len(v) for k, v in times.items()} == {"a": 6, "b": 6, "c": 6}
+    firsts = [order[6 + i * 9] for i in range(3)]   # after 2 warm-up calls each
+    assert firsts == ["a", "b", "c"]
+
+
+def test_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "ratios.png"
+    assert main(["bench", "gemm", "--quick", "--tiny", "--peers", "numpy",
+                 "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["bench", "gemm", "--tiny", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "pip install 'nncore[plot]'" in capsys.readouterr().err
+    with pytest.raises(ImportError, match="nncore\\[plot\\]"):
+        bench.plot({"gemm": []}, tmp_path / "x.png")
+
+
+def test_unknown_family():
+    with pytest.raises(SystemExit):
+        main(["bench", "nope"])
