@@ -528,3 +528,14 @@ def test_save_into_a_missing_directory_names_the_path(tmp_path):
     with pytest.raises(IsADirectoryError, match=f"cannot write {tmp_path}"):
         nn.save(mlp(), tmp_path)
     assert os.listdir(tmp_path) == []               # no temporary file left behind
+
+
+def test_absurd_but_valid_sizes_just_work():
+    """Sizes far beyond the data are clamped to it, not allocated."""
+    model = mlp()
+    np.testing.assert_array_equal(model.predict(X, batch_size=10**18), model.predict(X))
+    history = trainer(batch_size=10**18).fit(X, Y, 1, verbose=0)
+    assert len(history) == 1
+    assert len(trainer().fit(X, Y, 0, verbose=0)) == 0
+    assert len(nn.loss_landscape(mlp(), nn.CrossEntropyLoss(), X, Y, steps=3,
+                                 batch_size=10**18).losses) == 3
