@@ -60,7 +60,7 @@ void NN_ISA_FN(fma_peak)(int64_t iters, float *sink, double *flops)
 {
     int team = 1;
     float total = 0.0f;
-#pragma omp parallel reduction(+ : total)
+#pragma omp parallel reduction(+ : total) num_threads(nn_max_threads())
     {
 #pragma omp single
         team = omp_get_num_threads();
@@ -72,7 +72,7 @@ void NN_ISA_FN(fma_peak)(int64_t iters, float *sink, double *flops)
 
 void NN_ISA_FN(triad)(int64_t n, float *a, const float *b, const float *c, float s)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads())
     for (int64_t i = 0; i < n; i++)
         a[i] = b[i] + s * c[i];
 }

@@ -28,8 +28,11 @@ import threading
 import numpy as np
 
 from . import _core
+from . import _guard
 
 __all__ = ["profile"]
+
+_EVENT_BYTES = 56       # sizeof(nn_profile_event), csrc/nncore.h
 
 _now = _core.profile_now_ns
 _native_id = threading.get_native_id
@@ -100,7 +103,8 @@ def _install(recorder):
 class profile:
     """Context manager recording C kernel events and per-layer spans.
 
-    ``max_events``: room for C events (64 bytes each, touched only as used);
+    ``max_events``: room for C events (56 bytes each, touched only as used;
+    more than the memory available raises MemoryError);
     calls past it are counted in ``dropped``. ``peak_gflops``: the FMA peak
     to report GEMM efficiency against (default: measured once per ISA and
     thread count with nncore.bench.peak_gflops when first needed).
@@ -115,6 +119,9 @@ class profile:
     def __init__(self, max_events=1 << 20, peak_gflops=None):
         if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
             raise ValueError(f"profile: max_events must be an int >= 1, got {max_events!r}")
+        # The buffer fills as a long run goes on: refuse what could never fit.
+        _guard.check_memory(_EVENT_BYTES * max_events,
+                            lambda: f"profile: room for max_events={max_events} events")
         self.max_events = max_events
         self._peak = peak_gflops
         self.events = None

@@ -360,6 +360,11 @@ REJECTED = [
     R(lambda: nn.load(None), TE, "expected str, bytes or os.PathLike", id="load-path-none"),
     R(lambda: nn.load("/dev/null"), FormatError, "the file is empty", id="load-empty-file"),
     R(lambda: nn.load("/proc/self/status"), FormatError, "wrong magic bytes", id="load-text-file"),
+    R(lambda: nn.load(archive("t.nnc", {"nncore": "0.1.0", "kind": "model", "model": {"layers": [{"type": []}]}})), FormatError, r"unknown layer type \[\]", id="load-layer-type-list"),
+    R(lambda: nn.load(archive("t.nnc", {"nncore": "0.1.0", "kind": "model", "model": {"layers": [{"type": {"a": 1}}]}})), FormatError, "unknown layer type", id="load-layer-type-dict"),
+    # ---- profiler ----
+    R(lambda: nn.profile(max_events=0), VE, "max_events must be an int >= 1", id="profile-zero"),
+    R(lambda: nn.profile(max_events=2**70), ME, "profile: room for max_events=1180591620717411303424 events needs", id="profile-absurd"),
     # ---- datasets ----
     R(lambda: datasets.train_test_split(X, Y, test_size=2.0), VE, r"test_size must be in \(0, 1\)", id="split-size"),
     R(lambda: datasets.train_test_split(X, Y, test_size="a"), TE, "test_size must be a fraction", id="split-size-str"),

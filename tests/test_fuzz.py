@@ -4,13 +4,16 @@ Every case either matches a NumPy float64 reference or raises a clean
 ValueError/TypeError/MemoryError (FormatError for files); anything else --
 another exception type, a crash, a wrong number -- fails.
 
-Runs derandomized (the same cases every run, no example database written) on
-a budget of ``max_examples`` per test, so the file takes seconds; run with
-``--hypothesis-show-statistics`` to see the counts.
+Runs derandomized (the same cases every run for a given hypothesis version,
+no example database written) on a budget of ``max_examples`` per test, so the
+file takes seconds; run with ``--hypothesis-show-statistics`` to see the
+counts, and with ``NNCORE_FUZZ_SCALE=20`` for a longer campaign from a random
+seed.
 """
 import hashlib
 import json
 import math
+import os
 import struct
 
 import numpy as np
@@ -25,13 +28,16 @@ F32 = np.float32
 CLEAN = (ValueError, TypeError, MemoryError)
 EPS32 = float(np.finfo(F32).eps)
 
-FUZZ = settings(deadline=None, database=None, derandomize=True, print_blob=True,
+# NNCORE_FUZZ_SCALE=k runs k times the examples, from a random seed: a
+# deeper campaign, by hand. The default (1) is what CI runs.
+SCALE = max(1, int(os.environ.get("NNCORE_FUZZ_SCALE", "1")))
+FUZZ = settings(deadline=None, database=None, derandomize=SCALE == 1, print_blob=True,
                 phases=[Phase.explicit, Phase.generate, Phase.shrink],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def budget(max_examples):
-    return settings(FUZZ, max_examples=max_examples)
+    return settings(FUZZ, max_examples=max_examples * SCALE)
 
 
 _erfc = np.vectorize(math.erfc)
