@@ -38,6 +38,18 @@ typedef struct nn_gemm_args {
     int act;
 } nn_gemm_args;
 
+/* The GEMM epilogue's activation on one value, for the scalar and edge paths
+ * of the driver and the kernels (act_vec in gemm_kernel.c is its SIMD twin). */
+static inline float nn_act_scalar(float x, int act)
+{
+    switch (act) {
+    case NN_ACT_RELU:
+        return x < 0.0f ? 0.0f : x;
+    default:
+        return x;
+    }
+}
+
 /* The register tile and cache blocking of one ISA's kernel. */
 typedef struct nn_gemm_blocking {
     int mr, nr;   /* register tile: mr rows x nr columns of C */

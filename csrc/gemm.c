@@ -418,18 +418,6 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
     return NN_OK;
 }
 
-/* The scalar activation of the transposed path's epilogue (see act_vec in
- * gemm_kernel.c for the list of fused activations). */
-static inline float act_scalar(float x, int act)
-{
-    switch (act) {
-    case NN_ACT_RELU:
-        return x < 0.0f ? 0.0f : x;
-    default:
-        return x;
-    }
-}
-
 /* A narrow C (n much smaller than the kernel's nr) would leave most vector
  * lanes and accumulators idle, and a transposed A would be read one short
  * strided row segment per k. Compute the transpose instead, C^T =
@@ -457,7 +445,7 @@ static int gemm_narrow(const nn_kernel_table *kt, int trans_a, int trans_b, int6
                 v += beta * ci[j];
             if (bias)
                 v += bias[j];
-            ci[j] = act_scalar(v, act);
+            ci[j] = nn_act_scalar(v, act);
         }
     }
     return NN_OK;
@@ -469,8 +457,8 @@ static int sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float beta, float *c, int64_t ldc,
                  const float *bias, int activation)
 {
-    /* The activations the kernels fuse; to add one, add it to act_vec and
-     * act_scalar in gemm_kernel.c, to act_scalar here, and to this test. */
+    /* The activations the kernels fuse; to add one, add it to act_vec in
+     * gemm_kernel.c, to nn_act_scalar in dispatch.h, and to this test. */
     if (activation != NN_ACT_NONE && activation != NN_ACT_RELU)
         return NN_EINVAL;
     if (m < 0 || n < 0 || k < 0)

@@ -80,7 +80,7 @@ NN_INLINE float v_hsum(vf x)
 #define PF_ROWS 8
 
 /* The activation applied in registers. To fuse a new one, add a case here
- * (and in the generic act_scalar below) and list it in nn_gemm_fuses(). */
+ * (and in nn_act_scalar in dispatch.h) and list it in nn_gemm_fuses(). */
 NN_INLINE vf act_vec(vf x, int act)
 {
     switch (act) {
@@ -329,17 +329,6 @@ void NN_ISA_FN(gemm_info)(nn_gemm_blocking *info)
 #define KC 256
 #define NC 256
 
-/* The scalar activation; see act_vec in the SIMD section. */
-static inline float act_scalar(float x, int act)
-{
-    switch (act) {
-    case NN_ACT_RELU:
-        return x < 0.0f ? 0.0f : x;
-    default:
-        return x;
-    }
-}
-
 static inline float epilogue(float acc, const nn_gemm_args *g, const float *cp, const float *bias)
 {
     float x = g->alpha * acc;
@@ -347,7 +336,7 @@ static inline float epilogue(float acc, const nn_gemm_args *g, const float *cp, 
         x += g->beta * *cp;
     if (bias)
         x += *bias;
-    return act_scalar(x, g->act);
+    return nn_act_scalar(x, g->act);
 }
 
 void NN_ISA_FN(gemm_block)(const nn_gemm_args *g)
@@ -383,7 +372,7 @@ static inline float gemv_epilogue(float s, const nn_gemv_args *g, int64_t j)
         x += g->beta * g->y[j];
     if (g->bias)
         x += g->bias[j];
-    return act_scalar(x, g->act);
+    return nn_act_scalar(x, g->act);
 }
 
 void NN_ISA_FN(gemv_n)(const nn_gemv_args *g)
