@@ -76,9 +76,11 @@ def test_matmul_awkward_shapes(isa, rng, trans_a, trans_b):
 @pytest.mark.parametrize("trans_a,trans_b", OPS)
 @pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, -2.0), (-1.5, 0.0), (0.0, 0.75)])
 def test_matmul_alpha_beta_epilogue_all_paths(isa, rng, trans_a, trans_b, alpha, beta):
-    # m = 1 (matrix-vector), small (in place), large (packed), narrow (n <= 16:
-    # computed transposed when A is transposed); k across blocks.
-    for m, n, k in [(1, 129, 65), (1, 17, 1000), (5, 70, 33), (65, 129, 700), (130, 257, 129),
+    # m = 1 (matrix-vector; n = 16*16 + 8*16 + 4*16 + 9 crosses every chunk
+    # width of gemv_n and a masked tail), small (in place), large (packed),
+    # narrow (n <= 16: computed transposed when A is transposed); k across blocks.
+    for m, n, k in [(1, 129, 65), (1, 17, 1000), (1, 457, 37), (5, 70, 33), (65, 129, 700),
+                    (130, 257, 129),
                     (200, 5, 70), (64, 16, 600), (65, 1, 17)]:
         a, b = operands(rng, m, n, k, trans_a, trans_b)
         c = rng.standard_normal((m, n)).astype(np.float32)
