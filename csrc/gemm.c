@@ -158,24 +158,45 @@ typedef struct plan {
     float *ap, *bp;       /* packed A (mcb x kc) and B (kc x ncb) */
 } plan;
 
+/* dst[q*stride .. +mr) = src[q*mr .. +mr) for each whole piece q of w floats:
+ * mr is a constant in each branch, so the copies compile to a few moves. */
+static inline int64_t deal_pieces(const float *src, int64_t w, int64_t mr, float *dst,
+                                  int64_t stride)
+{
+    int64_t q = 0;
+    if (mr == 6)
+        for (; q + 6 <= w; q += 6, dst += stride)
+            memcpy(dst, src + q, 6 * sizeof(float));
+    else if (mr == 4)
+        for (; q + 4 <= w; q += 4, dst += stride)
+            memcpy(dst, src + q, 4 * sizeof(float));
+    return q;
+}
+
 /* Pack rows [i0, i0+h) of op(A), depth [pc, pc+kc), into micro-panels of mr
  * rows: element (i, p) of panel q at dst[q*kc*mr + p*mr + i]. */
 static void pack_a(const plan *P, int64_t i0, int64_t h, int64_t pc, int64_t kc, float *dst)
 {
     const int64_t mr = P->mr, lda = P->lda;
+    if (P->trans_a) {
+        /* op(A)(i, p) = a[p*lda + i]: row p of a holds the h values of depth
+         * p, contiguous. Read a row by row (streaming, unlike a walk down
+         * mr-wide columns) and deal each row's mr-float pieces to the panels. */
+        for (int64_t p = 0; p < kc; p++) {
+            const float *src = P->a + (pc + p) * lda + i0;
+            float *d = dst + p * mr;
+            const int64_t q = deal_pieces(src, h, mr, d, kc * mr);
+            if (q < h) /* a last, partial panel */
+                memcpy(d + q / mr * kc * mr, src + q, (size_t)(h - q) * sizeof(float));
+        }
+        return;
+    }
     for (int64_t q = 0; q < h; q += mr, dst += kc * mr) {
         const int64_t rows = min64(mr, h - q);
-        if (P->trans_a) {
-            /* op(A)(i, p) = a[p*lda + i]: mr contiguous floats per p. */
-            const float *src = P->a + pc * lda + i0 + q;
+        for (int64_t i = 0; i < rows; i++) {
+            const float *src = P->a + (i0 + q + i) * lda + pc;
             for (int64_t p = 0; p < kc; p++)
-                memcpy(dst + p * mr, src + p * lda, (size_t)rows * sizeof(float));
-        } else {
-            for (int64_t i = 0; i < rows; i++) {
-                const float *src = P->a + (i0 + q + i) * lda + pc;
-                for (int64_t p = 0; p < kc; p++)
-                    dst[p * mr + i] = src[p];
-            }
+                dst[p * mr + i] = src[p];
         }
     }
 }
