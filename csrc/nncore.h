@@ -74,6 +74,12 @@ void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, 
  * order in double, for any thread count. ---- */
 void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db);
 
+/* ---- Row gather (gather.c): dst row i = src row index[i], rows n floats
+ * wide, for i < m; NN_EINVAL (nothing copied) when an index is outside
+ * [0, src_rows). Runs on the process's threads for large copies. ---- */
+int nn_gather_rows(int64_t m, int64_t n, const float *src, int64_t src_rows,
+                   const int64_t *index, float *dst);
+
 /* ---- Dropout (dropout.c): element i kept when bits(key, i) >= threshold
  * (threshold = round(p * 2^24)), kept values scaled by `scale` = 1 / (1 - p).
  * The mask depends only on (key, i). ---- */

@@ -41,6 +41,8 @@ cdef extern from "nncore.h" nogil:
     void nn_softmax_forward(int64_t m, int64_t n, const float *x, float *y)
     void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, float *dx)
     void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db)
+    int nn_gather_rows(int64_t m, int64_t n, const float *src, int64_t src_rows,
+                       const int64_t *index, float *dst)
     void nn_dropout_forward(int64_t n, const float *x, float *y, uint32_t threshold,
                             float scale, uint64_t key)
     void nn_dropout_backward(int64_t n, const float *dy, float *dx, uint32_t threshold,
@@ -429,6 +431,33 @@ def bias_backward(cnp.ndarray dy not None, cnp.ndarray db not None):
         return
     with nogil:
         nn_bias_backward(m, n, pdy, n, pdb)
+
+
+def gather_rows(cnp.ndarray src not None, cnp.ndarray index not None,
+                cnp.ndarray dst not None):
+    """dst[i] = src[index[i]] for the rows of 2-D float32 arrays (int64
+    index); like np.take(src, index, axis=0, out=dst), on the process's
+    threads. IndexError when an index is outside [0, len(src))."""
+    cdef int64_t rows, n, m, cols
+    _matrix(src, &rows, &n, "gather_rows", "src")
+    _matrix(dst, &m, &cols, "gather_rows", "dst")
+    if cols != n:
+        raise ValueError(f"gather_rows: dst has {cols} columns, src {n}")
+    cdef const float *ps = _fin(src, rows * n, "gather_rows", "src")
+    cdef float *pd = _fout(dst, m * n, "gather_rows", "dst")
+    _check_array(index, cnp.NPY_INT64, False, "gather_rows", "index")
+    if cnp.PyArray_NDIM(index) != 1 or cnp.PyArray_DIM(index, 0) != m:
+        raise ValueError(f"gather_rows: index must be 1-D with {m} elements (dst's rows)")
+    cdef const int64_t *pi = <const int64_t *>cnp.PyArray_DATA(index)
+    if overlaps(<const char *>pd, m * n * 4, ps, rows * n * 4) or \
+            overlaps(<const char *>pd, m * n * 4, pi, m * 8):
+        raise ValueError("gather_rows: dst overlaps src or index")
+    cdef int status
+    with nogil:
+        status = nn_gather_rows(m, n, ps, rows, pi, pd)
+    if status == NN_EINVAL:
+        raise IndexError(f"gather_rows: an index is outside [0, {rows})")
+    check(status, "gather_rows")
 
 
 cdef inline uint32_t _dropout_threshold(double p) except? 0:

@@ -4,9 +4,9 @@ The loop is written for batch-1 speed as much as for big batches: inputs are
 validated and converted to float32 once, at entry; each epoch draws one index
 permutation from the trainer's own seeded generator, gathers the targets in
 that order once, and gathers the rows of X chunk by chunk (several batches
-at a time) into one preallocated buffer with ``np.take(..., out=)``, so a
-batch is a view and costs no copy of its own; metrics record into buffers
-sized once; callbacks that do not define ``on_batch_end`` cost nothing per
+at a time) into one preallocated buffer (``_core.gather_rows``: threaded,
+prefetching the random rows ahead), so a batch is a view and costs no copy
+of its own; metrics record into buffers sized once; callbacks that do not define ``on_batch_end`` cost nothing per
 batch. The same seed gives a bitwise identical run (for any thread count:
 the kernels guarantee that part).
 """
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import _guard
+from . import _core, _guard
 from .callbacks import batch_hooks
 from .metrics import make_metric
 
@@ -547,14 +547,13 @@ class Trainer:
         """What every epoch of one fit reuses, allocated once: the
         permutation, the epoch's targets (and weights) in batch order, and a
         chunk buffer that shuffled rows of X are gathered into, several
-        batches at a time, with ``np.take(..., out=)``. Targets wider than a
-        label per row (multi-output regression, autoencoders) are gathered
-        chunk by chunk like X: a shuffled copy of them would be as large as
-        the data."""
+        batches at a time. Targets wider than a label per row (multi-output
+        regression, autoencoders) are gathered chunk by chunk like X: a
+        shuffled copy of them would be as large as the data."""
         n = len(X)
         bs = min(self.batch_size, n)
         wide_y = y.ndim == 2 and y[:1].nbytes > 8
-        # Gather about _CHUNK_BYTES of rows per np.take (a whole number of
+        # Gather about _CHUNK_BYTES of rows at a time (a whole number of
         # batches, at least one): few NumPy calls per epoch at small batch
         # sizes, and the chunk stays in cache while its batches train.
         per_batch = bs * (X.shape[1] * X.itemsize + (y[:1].nbytes if wide_y else 0))
@@ -608,7 +607,7 @@ class Trainer:
             c_hi = min(c_lo + chunk, n)
             if self.shuffle:
                 rows = plan["x"][:c_hi - c_lo]
-                np.take(X, perm[c_lo:c_hi], axis=0, out=rows, mode="clip")
+                _core.gather_rows(X, perm[c_lo:c_hi], rows)
                 if plan["y"] is None:
                     y_rows, y_start = plan["y_chunk"][:c_hi - c_lo], c_lo
                     np.take(y, perm[c_lo:c_hi], axis=0, out=y_rows, mode="clip")

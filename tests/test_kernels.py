@@ -199,6 +199,38 @@ def test_dropout_rejects_bad_p():
             _core.dropout_forward(x, x, p, 0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m,n", [(0, 5), (1, 1), (7, 3), (83, 784), (300, 257)])
+def test_gather_rows_matches_take(rng, num_threads, threads, m, n):
+    # (83, 784) and (300, 257) are above the threaded-copy threshold (64 KiB).
+    nncore.set_num_threads(threads)
+    src = rng.standard_normal((1000, n)).astype(np.float32)
+    index = rng.integers(0, 1000, m)
+    index[:2] = [0, 999][:m]                     # both ends of the range
+    dst = np.full((m, n), np.nan, np.float32)
+    _core.gather_rows(src, index, dst)
+    np.testing.assert_array_equal(dst, src[index])
+
+
+def test_gather_rows_checks_its_arguments():
+    src = np.ones((10, 4), np.float32)
+    dst = np.zeros((3, 4), np.float32)
+    for bad in ([0, 10, 1], [-1, 0, 1]):
+        with pytest.raises(IndexError, match=r"outside \[0, 10\)"):
+            _core.gather_rows(src, np.array(bad, np.int64), dst)
+        assert not dst.any()                     # nothing copied
+    with pytest.raises(ValueError, match="index must be 1-D with 3"):
+        _core.gather_rows(src, np.arange(4), dst)
+    with pytest.raises(TypeError, match="index has dtype int32"):
+        _core.gather_rows(src, np.arange(3, dtype=np.int32), dst)
+    with pytest.raises(ValueError, match="dst has 5 columns, src 4"):
+        _core.gather_rows(src, np.arange(3), np.zeros((3, 5), np.float32))
+    with pytest.raises(TypeError, match="src has dtype float64"):
+        _core.gather_rows(src.astype(np.float64), np.arange(3), dst)
+    with pytest.raises(ValueError, match="dst overlaps"):
+        _core.gather_rows(src, np.arange(3), src[5:8])
+
+
 def run_all_kernels(rng):
     """Every kernel of this file on inputs above the parallel threshold."""
     out = []
