@@ -150,3 +150,10 @@ int nn_max_threads(void)
 }
 
 int nn_get_num_threads(void) { return nn_max_threads(); }
+
+int nn_set_local_num_threads(int n)
+{
+    const int previous = omp_get_max_threads();
+    omp_set_num_threads(n < 1 ? 1 : n > NN_MAX_THREADS ? NN_MAX_THREADS : n);
+    return previous;
+}

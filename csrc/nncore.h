@@ -39,6 +39,9 @@ int nn_openmp_version(void);           /* the _OPENMP date macro, e.g. 201511 */
 #define NN_MAX_THREADS 1024
 void nn_set_num_threads(int n);
 int nn_get_num_threads(void);
+/* A cap for the calling thread only (OpenMP's own per-thread count); returns
+ * the previous one, to restore it with. */
+int nn_set_local_num_threads(int n);
 
 /* ---- activations (act.c) ---- */
 /* NONE and RELU are the activations the SGEMM epilogue applies; the others

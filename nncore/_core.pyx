@@ -26,6 +26,7 @@ cdef extern from "nncore.h" nogil:
     int nn_openmp_version()
     void nn_set_num_threads(int n)
     int nn_get_num_threads()
+    int nn_set_local_num_threads(int n)
     int NN_ACT_LEAKY_RELU, NN_ACT_SIGMOID, NN_ACT_TANH, NN_ACT_GELU, NN_ACT_SOFTMAX
     void nn_relu_forward(int64_t n, const float *x, float *y)
     void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx)
@@ -146,6 +147,12 @@ MAX_THREADS = NN_MAX_THREADS
 
 def set_num_threads(int n):
     nn_set_num_threads(n)
+
+
+def set_local_num_threads(int n):
+    """Cap the threads of the kernels this Python thread calls (other
+    threads unaffected); returns the previous cap, to restore it with."""
+    return nn_set_local_num_threads(n)
 
 
 def get_num_threads():

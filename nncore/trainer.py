@@ -26,6 +26,13 @@ from .metrics import make_metric
 __all__ = ["Trainer", "History", "NonFiniteLossError"]
 
 _CHUNK_BYTES = 256 * 1024
+# At batches up to this size the training kernels run on one thread. Each
+# kernel is then a memory-bound pass over the weights, and the passes split
+# them differently between threads (by columns, by flat halves), so with two
+# threads the weights move between the cores' caches on every step: measured
+# on 784-256-128-10, plain SGD, 2 cores: 1 thread is 1.3x faster at batch 1,
+# 1.1x at 16, even at 32 (benchmarks/bench_train.py --threads 2 compares).
+_SERIAL_MAX_BATCH = 16
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -371,6 +378,12 @@ class Trainer:
 
     After ``fit``, ``trainer.history`` is the last History and
     ``trainer.stop_training`` tells whether a callback stopped it.
+
+    Threads: at batch sizes up to 16 the training epochs run their kernels
+    on one thread (only in the thread calling ``fit``; validation and other
+    threads keep the process's count). With so few rows every kernel is a
+    memory-bound pass over the weights, and a second thread costs more in
+    cache traffic than it adds (see ``_SERIAL_MAX_BATCH``).
     """
 
     def __init__(self, model, loss, optimizer, *, batch_size=32, shuffle=True, seed=None,
@@ -513,7 +526,14 @@ class Trainer:
                 call("on_epoch_begin", epoch, {})
                 start = time.perf_counter()
                 lr = getattr(self.optimizer, "lr", None)
-                logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                if plan["bs"] <= _SERIAL_MAX_BATCH:
+                    previous = _core.set_local_num_threads(1)
+                    try:
+                        logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                    finally:
+                        _core.set_local_num_threads(previous)
+                else:
+                    logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
                 if self._interrupted and self._position[1] is not None:
                     break       # a partial epoch: no validation, history or callbacks
                 train_seconds = time.perf_counter() - start

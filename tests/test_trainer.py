@@ -64,6 +64,20 @@ def test_fit_equals_a_hand_written_loop(shuffle, chunk_bytes, monkeypatch):
     assert history["loss"] == losses
 
 
+@pytest.mark.parametrize("batch,expected", [(1, 1), (16, 1), (17, 2), (64, 2)])
+def test_small_batches_train_on_one_thread(num_threads, batch, expected):
+    nn.set_num_threads(2)
+    X, y = blobs(n=40)
+    seen = []
+    probe = LambdaCallback(on_batch_end=lambda b, logs: seen.append(nn.get_num_threads()),
+                           on_epoch_end=lambda e, logs: seen.append(nn.get_num_threads()))
+    nn.Trainer(mlp(), nn.CrossEntropyLoss(), nn.SGD(0.1), batch_size=batch).fit(
+        X, y, 1, validation_data=(X, y), callbacks=[probe], verbose=0)
+    assert set(seen[:-1]) == {expected}      # while the epoch trains
+    assert seen[-1] == 2                     # after it (validation ran at 2)
+    assert nn.get_num_threads() == 2
+
+
 def test_same_seed_identical_run_and_threads(num_threads):
     X, y = blobs()
     runs = []
