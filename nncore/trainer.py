@@ -29,9 +29,9 @@ _CHUNK_BYTES = 256 * 1024
 # At batches up to this size the training kernels run on one thread. Each
 # kernel is then a memory-bound pass over the weights, and the passes split
 # them differently between threads (by columns, by flat halves), so with two
-# threads the weights move between the cores' caches on every step: measured
-# on 784-256-128-10, plain SGD, 2 cores: 1 thread is 1.3x faster at batch 1,
-# 1.1x at 16, even at 32 (benchmarks/bench_train.py --threads 2 compares).
+# threads the weights move between the cores' caches on every step. Measured
+# (fit on 784-256-128-10, plain SGD, 2 cores, nncore.set_num_threads(1) vs 2):
+# one thread is 1.3x faster at batch 1, 1.1x at 16, even at 32.
 _SERIAL_MAX_BATCH = 16
 
 
