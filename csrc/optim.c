@@ -6,7 +6,11 @@
  * operations, so a run can be compared with PyTorch step by step. Scalars
  * derived from the step count (bias corrections) are computed by the caller
  * in double, as PyTorch computes them in Python. Every element is updated
- * independently, so results are identical for any thread count.
+ * independently, so results are identical for any thread count. This file
+ * is compiled without FMA contraction (CMakeLists.txt): each operation is
+ * rounded as written, so every ISA gives the same bits, and plain SGD's
+ * w + (-lr * g) equals the GEMM epilogue that folds it into the weight
+ * gradient product (Dense.backward with sgd_lr).
  *
  * Denormals are flushed to zero while an update runs (x86: MXCSR FTZ+DAZ,
  * set and restored around each range, so on every thread). The momentum or

@@ -386,9 +386,12 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
 
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
-                   object dx, cnp.ndarray dw not None, object db):
+                   object dx, object dw, object db, object sgd_lr=None):
     """dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten).
-    dx and db may be None to skip them."""
+    dx and db may be None to skip them. With sgd_lr instead of dw, the weight
+    gradient is not stored: w -= sgd_lr * x^T dy in place, after dx is
+    computed from the old w. That is plain SGD folded into the GEMM (alpha =
+    -sgd_lr, beta = 1), bitwise the same as dw followed by sgd_step."""
     cdef int64_t m, k, kw, n, md, nd
     _matrix(x, &m, &k, "dense_backward", "x")
     _matrix(w, &kw, &n, "dense_backward", "w")
@@ -396,10 +399,15 @@ def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray d
     if kw != k or md != m or nd != n:
         raise ValueError(f"dense_backward: x ({m}, {k}), w ({kw}, {n}) and dy ({md}, {nd}) "
                          f"do not match")
+    cdef bint update = sgd_lr is not None
+    if update == (dw is not None):
+        raise ValueError("dense_backward: pass either dw or sgd_lr")
+    cdef float lr = sgd_lr if update else 0.0
     cdef const float *px = _fin(x, m * k, "dense_backward", "x")
+    cdef float *pw_new = _fout(w, k * n, "dense_backward", "w") if update else NULL
     cdef const float *pw = _fin(w, k * n, "dense_backward", "w")
     cdef const float *pdy = _fin(dy, m * n, "dense_backward", "dy")
-    cdef float *pdw = _fout(dw, k * n, "dense_backward", "dw")
+    cdef float *pdw = NULL if update else _fout(dw, k * n, "dense_backward", "dw")
     cdef float *pdx = NULL
     cdef float *pdb = NULL
     if dx is not None:
@@ -412,12 +420,23 @@ def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray d
     cdef int64_t j
     with nogil:
         if m == 0:
-            # an empty batch: every gradient is zero
-            for j in range(k * n):
-                pdw[j] = 0.0
+            # an empty batch: every gradient is zero (and so is the update)
+            if pdw != NULL:
+                for j in range(k * n):
+                    pdw[j] = 0.0
             if pdb != NULL:
                 for j in range(n):
                     pdb[j] = 0.0
+        elif update:
+            # dx first: it needs the weights before the update.
+            if pdx != NULL:
+                status = nn_sgemm(0, 1, m, k, n, 1.0, pdy, n, pw, n, 0.0, pdx, k, NULL,
+                                  NN_ACT_NONE)
+            if status == NN_OK and pdb != NULL:
+                nn_bias_backward(m, n, pdy, n, pdb)
+            if status == NN_OK:
+                status = nn_sgemm(1, 0, k, n, m, -lr, px, k, pdy, n, 1.0, pw_new, n, NULL,
+                                  NN_ACT_NONE)
         else:
             status = nn_sgemm(1, 0, k, n, m, 1.0, px, k, pdy, n, 0.0, pdw, n, NULL, NN_ACT_NONE)
             if status == NN_OK and pdb != NULL:

@@ -22,6 +22,7 @@ Input that is not float32 C-contiguous is converted once (a copy); input of the
 wrong rank or feature count raises ``ValueError`` naming the layer, e.g.
 ``Dense(784->256): input has 783 features, expected 784``.
 """
+import functools
 import math
 import numbers
 import threading
@@ -44,6 +45,7 @@ _act_forward = _core.act_forward
 _act_backward = _core.act_backward
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
+_sgd_step = _core.sgd_step
 
 # The active profiler's recorder (nncore.profile sets it), else None: then
 # Sequential.forward/backward pay one global lookup.
@@ -354,6 +356,17 @@ class Dropout(Layer):
         return {"p": self.p}
 
 
+def _no_input_grad(backward, grad):
+    return backward(grad, False)
+
+
+def _check_sgd_lr(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"backward: sgd_lr must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _check_size(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"Dense: {name} must be a positive int, got {value!r}")
@@ -551,10 +564,22 @@ class Dense(Layer):
         self._run(x, _ACT["relu"])
         return self._z
 
-    def backward(self, grad, input_grad=True):
+    def backward(self, grad, input_grad=True, *, sgd_lr=None):
+        """Fill grad_weight and grad_bias from the output gradient; return the
+        input gradient (None with ``input_grad=False``).
+
+        With ``sgd_lr``, apply plain SGD instead (what ``Trainer.fit`` does
+        for ``SGD`` without momentum or weight decay): the weight update is
+        folded into the weight-gradient GEMM, ``weight += -sgd_lr * x^T grad``
+        (one pass over the weights instead of three, bitwise the same result
+        as the gradient followed by ``SGD.step``), and grad_weight is left
+        as it was; grad_bias is filled and the bias stepped. The input
+        gradient uses the weights from before the update."""
         x = self._x
         if x is None:
             raise _not_ready(self)
+        if sgd_lr is not None:
+            sgd_lr = _check_sgd_lr(sgd_lr)
         if self._act is not None:
             grad = self._act.backward(grad)
         else:
@@ -563,13 +588,18 @@ class Dense(Layer):
             if self.activation == "relu":
                 _act_backward(_ACT["relu"], self._z, grad, self._dz)
                 grad = self._dz
-        if not input_grad:
-            _dense_backward(x, self._w, grad, None, self._gw, self._gb)
-            return None
-        if self._dx is None:
-            self._dx = self._buf.get("dx", self._m, self.in_features)
-        _dense_backward(x, self._w, grad, self._dx, self._gw, self._gb)
-        return self._dx
+        dx = None
+        if input_grad:
+            if self._dx is None:
+                self._dx = self._buf.get("dx", self._m, self.in_features)
+            dx = self._dx
+        if sgd_lr is None:
+            _dense_backward(x, self._w, grad, dx, self._gw, self._gb)
+        else:
+            _dense_backward(x, self._w, grad, dx, None, self._gb, sgd_lr)
+            if self._b is not None:
+                _sgd_step(self._b, self._gb, None, sgd_lr, 0.0, 0.0, 0.0, False, True)
+        return dx
 
     def _infer(self, x, ws, act=None):
         if self._pending_init:
@@ -697,6 +727,8 @@ class Sequential(Layer):
             self._backward_plan_no_input = tuple(
                 layer.backward for layer in reversed(layers[first + 1:]))
         self._params = tuple(pair for layer in layers for pair in layer.parameters())
+        self._sgd_foldable = first is not None and all(
+            isinstance(layer, Dense) for layer in layers if layer.parameters())
 
     @property
     def _name(self):
@@ -731,7 +763,17 @@ class Sequential(Layer):
         finally:
             self._busy.release()
 
-    def backward(self, grad, input_grad=True):
+    def backward(self, grad, input_grad=True, *, sgd_lr=None):
+        """Fill every parameter gradient and return the input gradient (None
+        with ``input_grad=False``, which skips the first parameterised
+        layer's input-gradient GEMM). With ``sgd_lr`` (every layer with
+        parameters must be a Dense), apply plain SGD in the same pass instead
+        of filling grad_weight: see ``Dense.backward``."""
+        if sgd_lr is not None:
+            sgd_lr = _check_sgd_lr(sgd_lr)
+            if not self._sgd_foldable:
+                raise ValueError(f"{self._name}.backward: sgd_lr needs every layer with "
+                                 "parameters to be a Dense")
         if not self._busy.acquire(False):
             raise self._in_use()
         try:
@@ -740,7 +782,11 @@ class Sequential(Layer):
                                    "forward(), which may have replaced what it needs; a model "
                                    "trains in one thread at a time")
             if _PROFILE is not None:
-                return _PROFILE.sequential_backward(self, grad, input_grad)
+                return _PROFILE.sequential_backward(self, grad, input_grad, sgd_lr)
+            if sgd_lr is not None:
+                for _, step in self._backward_calls(input_grad, sgd_lr):
+                    grad = step(grad)
+                return grad if input_grad else None
             if input_grad or self._first_param is None:
                 for step in self._backward_plan:
                     grad = step(grad)
@@ -751,6 +797,27 @@ class Sequential(Layer):
             return None
         finally:
             self._busy.release()
+
+    def _backward_calls(self, input_grad, sgd_lr=None):
+        """[(layer index, grad -> grad)] in the order backward runs them:
+        every layer, or without ``input_grad`` down to the first layer with
+        parameters (asked for no input gradient); Dense layers get
+        ``sgd_lr``. Sequential.backward's loops are this list, unrolled."""
+        first = self._first_param
+        calls = []
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            last = not input_grad and i == first
+            if isinstance(layer, Dense):
+                step = functools.partial(layer.backward, input_grad=not last, sgd_lr=sgd_lr)
+            elif last:
+                step = functools.partial(_no_input_grad, layer.backward)
+            else:
+                step = layer.backward
+            calls.append((i, step))
+            if last:
+                break
+        return calls
 
     def _infer(self, x, ws):
         if not self.layers:

@@ -77,22 +77,13 @@ class _Recorder:
             spans.append(("layer", model, i, "forward", t0, _now(), tid))
         return x
 
-    def sequential_backward(self, model, grad, input_grad):
+    def sequential_backward(self, model, grad, input_grad, sgd_lr):
         spans, tid = self.spans, _native_id()
-        last = len(model.layers) - 1
-        full = input_grad or model._first_param is None
-        for j, step in enumerate(model._backward_plan if full
-                                 else model._backward_plan_no_input):
+        for index, step in model._backward_calls(input_grad, sgd_lr):
             t0 = _now()
             grad = step(grad)
-            spans.append(("layer", model, last - j, "backward", t0, _now(), tid))
-        if full:
-            return grad
-        first = model._first_param
-        t0 = _now()
-        model.layers[first].backward(grad, False)
-        spans.append(("layer", model, first, "backward", t0, _now(), tid))
-        return None
+            spans.append(("layer", model, index, "backward", t0, _now(), tid))
+        return grad if input_grad or model._first_param is None else None
 
 
 def _install(recorder):

@@ -22,6 +22,7 @@ import numpy as np
 from . import _core, _guard
 from .callbacks import batch_hooks
 from .metrics import make_metric
+from .optim import SGD
 
 __all__ = ["Trainer", "History", "NonFiniteLossError"]
 
@@ -379,6 +380,13 @@ class Trainer:
     After ``fit``, ``trainer.history`` is the last History and
     ``trainer.stop_training`` tells whether a callback stopped it.
 
+    Plain SGD (``SGD`` without momentum or weight decay) on a Sequential of
+    Dense layers is folded into the backward pass (``backward(...,
+    sgd_lr=lr)``): each weight matrix is updated inside its gradient GEMM,
+    one pass over it instead of three, with bitwise the same result as
+    ``backward`` then ``optimizer.step``; ``grad_weight`` is then not filled.
+    A callback with ``on_batch_end`` turns this off (it may read gradients).
+
     Threads: at batch sizes up to 16 the training epochs run their kernels
     on one thread (only in the thread calling ``fit``; validation and other
     threads keep the process's count). With so few rows every kernel is a
@@ -595,6 +603,12 @@ class Trainer:
         """One pass over the data; returns the epoch's loss and metrics."""
         model, loss, optimizer = self.model, self.loss, self.optimizer
         skip_input_grad = self._skip_input_grad
+        # Plain SGD is folded into the backward pass (Sequential.backward's
+        # sgd_lr: one pass over the weights instead of three; the same bits),
+        # unless a callback runs between batches and might read the gradients.
+        fold_sgd = (type(optimizer) is SGD and optimizer.momentum == 0
+                    and optimizer.weight_decay == 0 and skip_input_grad and not hooks
+                    and getattr(model, "_sgd_foldable", False))
         model.train()
         params = model.parameters()
         n = len(X)
@@ -658,11 +672,14 @@ class Trainer:
                 grad = loss.backward()
                 if weighted is not None:
                     weighted.scale_gradient(grad, wb, size)
-                if skip_input_grad:
+                if fold_sgd:
+                    model.backward(grad, input_grad=False, sgd_lr=optimizer.lr)
+                elif skip_input_grad:
                     model.backward(grad, input_grad=False)
+                    optimizer.step(params)
                 else:
                     model.backward(grad)
-                optimizer.step(params)
+                    optimizer.step(params)
                 total += value * size
                 total_weight += size
                 if hooks:

@@ -313,6 +313,40 @@ def test_dense_kernels(isa, rng, m, k, n):
     np.testing.assert_array_equal(dw2, dw)
 
 
+# (batch, in, out): every path the weight-gradient GEMM X^T dY can take --
+# a rank-1 update (batch 1), matrix-vector (in = 1), narrow output computed
+# transposed (out <= 16, in >= 64), packed blocks, small in-place blocks.
+@pytest.mark.parametrize("m,k,n", [(1, 784, 256), (5, 1, 7), (32, 300, 10), (70, 129, 65),
+                                   (3, 2, 3), (0, 4, 5)])
+def test_dense_backward_sgd_fold_is_bitwise_sgd(isa, rng, num_threads, m, k, n):
+    """w -= lr * x^T dy folded into the GEMM equals dw then sgd_step, bit for
+    bit, and dx still comes from the old w."""
+    nncore.set_num_threads(2)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    dy = rng.standard_normal((m, n)).astype(np.float32)
+    dw = np.empty_like(w)
+    dx, db = np.empty((m, k), np.float32), np.empty(n, np.float32)
+    _core.dense_backward(x, w, dy, dx, dw, db)
+    stepped = w.copy()
+    _core.sgd_step(stepped, dw, None, 0.03, 0.0, 0.0, 0.0, False, True)
+    folded, dx2, db2 = w.copy(), np.full_like(dx, np.nan), np.full_like(db, np.nan)
+    _core.dense_backward(x, folded, dy, dx2, None, db2, 0.03)
+    np.testing.assert_array_equal(folded, stepped)
+    np.testing.assert_array_equal(dx2, dx)
+    np.testing.assert_array_equal(db2, db)
+
+
+def test_dense_backward_takes_dw_or_sgd_lr():
+    x, w, dy = (np.ones(s, np.float32) for s in ((3, 4), (4, 5), (3, 5)))
+    for dw, lr in ((None, None), (np.empty((4, 5), np.float32), 0.1)):
+        with pytest.raises(ValueError, match="either dw or sgd_lr"):
+            _core.dense_backward(x, w, dy, None, dw, None, lr)
+    w.flags.writeable = False
+    with pytest.raises(ValueError, match="w must be writable"):
+        _core.dense_backward(x, w, dy, None, None, None, 0.1)
+
+
 def test_dense_kernel_shapes_are_checked():
     x = np.ones((3, 4), np.float32)
     w = np.ones((4, 5), np.float32)

@@ -131,6 +131,46 @@ def test_backward_overwrites_gradients(rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_backward_with_sgd_lr_is_backward_then_sgd_step(rng, input_grad):
+    # Dropout first: with input_grad the layers before the first Dense run too.
+    def model():
+        nn.manual_seed(3)
+        return nn.Sequential(nn.Dropout(0.0), nn.Dense(4, 3, activation="tanh"), nn.ReLU(),
+                             nn.Dense(3, 2, activation="relu"), nn.Dense(2, 2))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    g = rng.standard_normal((5, 2)).astype(np.float32)
+    plain, folded = model(), model()
+    plain.forward(x)
+    dx = plain.backward(g, input_grad=input_grad)
+    dx = None if dx is None else dx.copy()
+    nn.SGD(0.1).step(plain.parameters())
+    folded.forward(x)
+    dx2 = folded.backward(g, input_grad=input_grad, sgd_lr=0.1)
+    if input_grad:
+        np.testing.assert_array_equal(dx2, dx)
+    else:
+        assert dx2 is None
+    for key, value in plain.state_dict().items():
+        np.testing.assert_array_equal(folded.state_dict()[key], value, err_msg=key)
+
+
+def test_backward_sgd_lr_is_checked(rng):
+    model = nn.Sequential(nn.Dense(4, 3), nn.Sequential(nn.Dense(3, 2)))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    g = np.ones((5, 2), np.float32)
+    model.forward(x)
+    with pytest.raises(ValueError, match="every layer with parameters to be a Dense"):
+        model.backward(g, sgd_lr=0.1)
+    flat = nn.Sequential(nn.Dense(4, 2))
+    flat.forward(x)
+    for bad in (float("nan"), float("inf"), "0.1", True):
+        with pytest.raises(ValueError, match="sgd_lr must be a finite number"):
+            flat.backward(g, sgd_lr=bad)
+        with pytest.raises(ValueError, match="sgd_lr must be a finite number"):
+            flat.layers[0].backward(g, sgd_lr=bad)
+
+
 def test_input_grad_false_gives_same_parameter_grads(rng):
     model = nn.Sequential(nn.Dropout(0.0), nn.Dense(4, 3), nn.ReLU(), nn.Dense(3, 2))
     x = rng.standard_normal((5, 4)).astype(np.float32)
