@@ -727,8 +727,9 @@ class Sequential(Layer):
             self._backward_plan_no_input = tuple(
                 layer.backward for layer in reversed(layers[first + 1:]))
         self._params = tuple(pair for layer in layers for pair in layer.parameters())
+        # Exactly Dense: a subclass may override backward without sgd_lr.
         self._sgd_foldable = first is not None and all(
-            isinstance(layer, Dense) for layer in layers if layer.parameters())
+            type(layer) is Dense for layer in layers if layer.parameters())
 
     @property
     def _name(self):
@@ -808,7 +809,7 @@ class Sequential(Layer):
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             last = not input_grad and i == first
-            if isinstance(layer, Dense):
+            if sgd_lr is not None and isinstance(layer, Dense):
                 step = functools.partial(layer.backward, input_grad=not last, sgd_lr=sgd_lr)
             elif last:
                 step = functools.partial(_no_input_grad, layer.backward)
