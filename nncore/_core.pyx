@@ -385,6 +385,42 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
     check(status, "dense_forward")
 
 
+def dense_chain(cnp.ndarray x not None, tuple layers not None, tuple outs not None):
+    """Evaluation-mode forward through a chain of Dense layers in one call
+    (Sequential.predict's fast path): outs[i] = act_i(in_i @ w_i + b_i) with
+    in_0 = x and in_i = outs[i - 1], for layers[i] = (w_i, b_i or None,
+    act_i), act_i a GEMM epilogue code. Returns outs[-1]."""
+    cdef Py_ssize_t i, count = len(layers)
+    if count == 0 or len(outs) != count:
+        raise ValueError(f"dense_chain: {count} layers and {len(outs)} outputs")
+    cdef int64_t m, k, kw, n, mo, no
+    _matrix(x, &m, &k, "dense_chain", "x")
+    cdef const float *pin = _fin(x, m * k, "dense_chain", "x")
+    cdef const float *pw
+    cdef const float *pb
+    cdef float *pout
+    cdef cnp.ndarray w, out
+    cdef int act, status
+    for i in range(count):
+        w, b, act = layers[i]
+        out = outs[i]
+        _matrix(w, &kw, &n, "dense_chain", "w")
+        _matrix(out, &mo, &no, "dense_chain", "out")
+        if kw != k or mo != m or no != n:
+            raise ValueError(f"dense_chain: layer {i}: input ({m}, {k}), w ({kw}, {n}) and "
+                             f"out ({mo}, {no}) do not match")
+        if act != NN_ACT_NONE and act != NN_ACT_RELU:
+            raise ValueError(f"dense_chain: layer {i}: activation {act} is not an epilogue")
+        pw = _fin(w, k * n, "dense_chain", "w")
+        pb = NULL if b is None else _fin(b, n, "dense_chain", "b")
+        pout = _fout(out, m * n, "dense_chain", "out")
+        with nogil:
+            status = nn_sgemm(0, 0, m, n, k, 1.0, pin, k, pw, n, 0.0, pout, n, pb, act)
+        check(status, "dense_chain")
+        pin, k = pout, n
+    return outs[count - 1]
+
+
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
                    object dx, object dw, object db, object sgd_lr=None):
     """dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten).

@@ -46,6 +46,7 @@ _act_backward = _core.act_backward
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
 _sgd_step = _core.sgd_step
+_dense_chain = _core.dense_chain
 
 # The active profiler's recorder (nncore.profile sets it), else None: then
 # Sequential.forward/backward pay one global lookup.
@@ -104,11 +105,23 @@ class _Buffers:
     handed out as views for smaller batches (no allocation then). ``owner``
     names the layer in the MemoryError of a buffer too large to allocate."""
 
-    __slots__ = ("_bases", "_owner")
+    __slots__ = ("_bases", "_owner", "_chain")
 
     def __init__(self, owner):
         self._bases = {}
         self._owner = owner
+        self._chain = None
+
+    def chain_outputs(self, chain, rows):
+        """The output buffers of a predict chain (see _dense_chain_plan) for
+        `rows` rows; the last answer is kept, so repeated predicts of one
+        size build no tuple."""
+        last = self._chain
+        if last is not None and last[0] is chain and last[1] == rows:
+            return last[2]
+        outs = tuple(self.get(id(w), rows, w.shape[1]) for w, _, _ in chain)
+        self._chain = (chain, rows, outs)
+        return outs
 
     def get(self, name, rows, cols):
         base = self._bases.get(name)
@@ -120,6 +133,7 @@ class _Buffers:
 
     def clear(self):
         self._bases.clear()
+        self._chain = None
 
 
 class Layer:
@@ -354,6 +368,24 @@ class Dropout(Layer):
 
     def get_config(self):
         return {"p": self.p}
+
+
+def _dense_chain_plan(layers):
+    """((weight, bias, epilogue code), ...) when predict can run the model as
+    one chain of GEMMs: exactly Dense layers (no activation, or ReLU), each
+    optionally followed by a ReLU (fused), and Dropouts (the identity in
+    evaluation); else None. The arrays are the layers' own: assigning
+    weights copies into them, so the plan never goes stale."""
+    chain = []
+    for layer in layers:
+        kind = type(layer)
+        if kind is Dense and layer.activation in (None, "relu"):
+            chain.append([layer, _ACT["relu" if layer.activation else None]])
+        elif kind is ReLU and chain and chain[-1][1] == _ACT[None]:
+            chain[-1][1] = _ACT["relu"]
+        elif kind is not Dropout:
+            return None
+    return tuple((dense._w, dense._b, act) for dense, act in chain) or None
 
 
 def _no_input_grad(backward, grad):
@@ -718,6 +750,7 @@ class Sequential(Layer):
             else:
                 infer.append(layer._infer)
         self._infer_plan = tuple(infer)
+        self._chain = _dense_chain_plan(layers)
         self._backward_plan = tuple(layer.backward for layer in reversed(layers))
         # Without an input gradient, backward can stop at the first layer
         # that has parameters, and ask it for no input gradient.
@@ -823,6 +856,10 @@ class Sequential(Layer):
     def _infer(self, x, ws):
         if not self.layers:
             return _to_f32_2d(self, x, None) if _rows_f32(x, -1) < 0 else x
+        chain = self._chain
+        if chain is not None and _rows_f32(x, chain[0][0].shape[0]) > 0:
+            # One C call for the whole chain (saves the per-layer Python).
+            return _dense_chain(x, chain, ws.chain_outputs(chain, x.shape[0]))
         for step in self._infer_plan:
             x = step(x, ws)
         return x

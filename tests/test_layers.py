@@ -276,6 +276,56 @@ def test_predict_in_chunks_and_eval_mode(rng):
     np.testing.assert_array_equal(model.backward(np.ones((5, 4), np.float32)), grad_in)
 
 
+CHAINS = [  # (layers, whether predict runs them as one chain of GEMMs)
+    (lambda: [nn.Dense(5, 8), nn.ReLU(), nn.Dense(8, 3)], True),
+    (lambda: [nn.Dense(5, 8, activation="relu"), nn.Dropout(0.3), nn.Dense(8, 3)], True),
+    (lambda: [nn.Dropout(0.2), nn.Dense(5, 8), nn.Dropout(0.1), nn.ReLU(), nn.Dense(8, 3)],
+     True),
+    (lambda: [nn.Dense(5, 3, bias=False)], True),
+    (lambda: [nn.Dense(5, 8, activation="relu"), nn.ReLU(), nn.Dense(8, 3)], False),
+    (lambda: [nn.Dense(5, 8), nn.Tanh(), nn.Dense(8, 3)], False),
+    (lambda: [nn.Dense(5, 8), nn.Sequential(nn.Dense(8, 3))], False),
+    (lambda: [nn.ReLU(), nn.Dense(5, 3)], False),
+    # two inner chains sharing the outer predict's workspace
+    (lambda: [nn.Sequential(nn.Dense(5, 8), nn.ReLU()), nn.Tanh(),
+              nn.Sequential(nn.Dense(8, 8), nn.ReLU()), nn.Sequential(nn.Dense(8, 3))], False),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CHAINS)))
+def test_predict_chain_equals_forward(isa, rng, case):
+    make, chained = CHAINS[case]
+    nn.manual_seed(case)
+    model = nn.Sequential(*make())
+    assert (model._chain is not None) == chained
+    model.eval()
+    for m in (1, 7, 300):
+        X = rng.standard_normal((m, 5)).astype(np.float32)
+        want = model.forward(X).copy()
+        np.testing.assert_array_equal(model.predict(X), want)
+        np.testing.assert_array_equal(model.predict(X, batch_size=4), want)
+    with pytest.raises(ValueError, match="has 4 features, expected 5"):
+        model.predict(np.ones((2, 4), np.float32))
+    model.parameters()[0][0][...] = 0.5              # weights changed in place:
+    np.testing.assert_array_equal(model.predict(X), model.forward(X))  # nothing stale
+
+
+def test_dense_chain_checks_its_arguments():
+    x, w, out = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.empty((2, 4),
+                                                                               np.float32)
+    relu = L._ACT["relu"]
+    with pytest.raises(ValueError, match="1 layers and 2 outputs"):
+        L._dense_chain(x, ((w, None, relu),), (out, out))
+    with pytest.raises(ValueError, match="do not match"):
+        L._dense_chain(x, ((w.T.copy(), None, relu),), (out,))
+    with pytest.raises(ValueError, match="not an epilogue"):
+        L._dense_chain(x, ((w, None, L._ACT["tanh"]),), (out,))
+    with pytest.raises(ValueError, match="expected 4"):
+        L._dense_chain(x, ((w, np.ones(3, np.float32), relu),), (out,))
+    got = L._dense_chain(x, ((w, np.full(4, -4.0, np.float32), relu),), (out,))
+    assert got is out and not got.any()              # relu(3 - 4) = 0
+
+
 def test_predict_proba(rng):
     multi = nn.Sequential(nn.Dense(3, 4))
     X = rng.standard_normal((9, 3)).astype(np.float32)
