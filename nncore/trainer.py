@@ -6,8 +6,8 @@ permutation from the trainer's own seeded generator, gathers the targets in
 that order once, and gathers the rows of X chunk by chunk (several batches
 at a time) into one preallocated buffer (``_core.gather_rows``: threaded,
 prefetching the random rows ahead), so a batch is a view and costs no copy
-of its own; metrics record into buffers sized once; callbacks that do not define ``on_batch_end`` cost nothing per
-batch. The same seed gives a bitwise identical run (for any thread count:
+of its own; metrics record into buffers sized once; callbacks that do not
+define ``on_batch_end`` cost nothing per batch. The same seed gives a bitwise identical run (for any thread count:
 the kernels guarantee that part).
 """
 import inspect
@@ -534,14 +534,13 @@ class Trainer:
                 call("on_epoch_begin", epoch, {})
                 start = time.perf_counter()
                 lr = getattr(self.optimizer, "lr", None)
-                if plan["bs"] <= _SERIAL_MAX_BATCH:
-                    previous = _core.set_local_num_threads(1)
-                    try:
-                        logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
-                    finally:
-                        _core.set_local_num_threads(previous)
-                else:
+                serial = plan["bs"] <= _SERIAL_MAX_BATCH
+                previous = _core.set_local_num_threads(1) if serial else None
+                try:
                     logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                finally:
+                    if serial:
+                        _core.set_local_num_threads(previous)
                 if self._interrupted and self._position[1] is not None:
                     break       # a partial epoch: no validation, history or callbacks
                 train_seconds = time.perf_counter() - start
@@ -582,7 +581,7 @@ class Trainer:
         bs = min(self.batch_size, n)
         wide_y = y.ndim == 2 and y[:1].nbytes > 8
         # Gather about _CHUNK_BYTES of rows at a time (a whole number of
-        # batches, at least one): few NumPy calls per epoch at small batch
+        # batches, at least one): few gather calls per epoch at small batch
         # sizes, and the chunk stays in cache while its batches train.
         per_batch = bs * (X.shape[1] * X.itemsize + (y[:1].nbytes if wide_y else 0))
         chunk = bs * max(1, _CHUNK_BYTES // per_batch)
