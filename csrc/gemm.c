@@ -418,7 +418,12 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
                  ? nn_max_threads() : 1;
     const int64_t strips = ceil_div(n, P.nr), panels = ceil_div(m, P.mr);
     nt = (int)min64(nt, max64(strips, panels));
-    P.split_n = strips >= 2 * nt || (strips >= nt && panels < 2 * nt);
+    /* Columns when there are many strips; rows when C is much taller than
+     * wide. Splitting columns makes every thread read all of A, splitting
+     * rows all of B: the larger side should be the one split. (1024 x 256
+     * outputs on 2 threads: rows made Trainer.fit at batch 1024 ~7% faster,
+     * paired in-process A/B; 128 x 256 stays on columns, rows lost there.) */
+    P.split_n = strips >= 4 * nt || (strips >= nt && (panels < 2 * nt || m < 2 * n));
 
     P.kc = k > 0 ? ceil_div(k, ceil_div(k, info.kc)) : 0;
     P.pack_b = k > 0 && (trans_b || (m >= NN_GEMM_PACK_B_MIN_M && n > P.nr));
