@@ -393,6 +393,8 @@ def _no_input_grad(backward, grad):
 
 
 def _check_sgd_lr(value):
+    if type(value) is float and math.isfinite(value):      # the common case, fast
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
             or not math.isfinite(value):
         raise ValueError(f"backward: sgd_lr must be a finite number, got {value!r}")
@@ -760,6 +762,7 @@ class Sequential(Layer):
             self._backward_plan_no_input = tuple(
                 layer.backward for layer in reversed(layers[first + 1:]))
         self._params = tuple(pair for layer in layers for pair in layer.parameters())
+        self._sgd_calls = None
         # Exactly Dense: a subclass may override backward without sgd_lr.
         self._sgd_foldable = first is not None and all(
             type(layer) is Dense for layer in layers if layer.parameters())
@@ -818,7 +821,13 @@ class Sequential(Layer):
             if _PROFILE is not None:
                 return _PROFILE.sequential_backward(self, grad, input_grad, sgd_lr)
             if sgd_lr is not None:
-                for _, step in self._backward_calls(input_grad, sgd_lr):
+                # The calls for the last (input_grad, sgd_lr) are kept: the
+                # rate changes at most once an epoch in training.
+                cached = self._sgd_calls
+                if cached is None or cached[0] != (input_grad, sgd_lr):
+                    cached = self._sgd_calls = ((input_grad, sgd_lr),
+                                                self._backward_calls(input_grad, sgd_lr))
+                for _, step in cached[1]:
                     grad = step(grad)
                 return grad if input_grad else None
             if input_grad or self._first_param is None:
@@ -868,6 +877,7 @@ class Sequential(Layer):
     def __getstate__(self):
         state = self.__dict__.copy()
         del state["_busy"], state["_workspaces"], state["_owner"]
+        state["_sgd_calls"] = None       # bound to these layers; rebuilt on use
         return state
 
     def __setstate__(self, state):

@@ -155,6 +155,25 @@ def test_backward_with_sgd_lr_is_backward_then_sgd_step(rng, input_grad):
         np.testing.assert_array_equal(folded.state_dict()[key], value, err_msg=key)
 
 
+def test_backward_with_a_changing_sgd_lr(rng):
+    # backward keeps the calls of the last rate: a new rate must take effect
+    def model():
+        nn.manual_seed(3)
+        return nn.Sequential(nn.Dense(4, 3), nn.ReLU(), nn.Dense(3, 2))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    g = rng.standard_normal((5, 2)).astype(np.float32)
+    plain, folded, opt = model(), model(), nn.SGD(0.1)
+    for lr in (0.1, 0.1, 0.02, 0.3):
+        opt.lr = lr
+        plain.forward(x)
+        plain.backward(g, input_grad=False)
+        opt.step(plain.parameters())
+        folded.forward(x)
+        folded.backward(g, input_grad=False, sgd_lr=lr)
+    for key, value in plain.state_dict().items():
+        np.testing.assert_array_equal(folded.state_dict()[key], value, err_msg=key)
+
+
 def test_backward_sgd_lr_is_checked(rng):
     model = nn.Sequential(nn.Dense(4, 3), nn.Sequential(nn.Dense(3, 2)))
     x = rng.standard_normal((5, 4)).astype(np.float32)
