@@ -103,17 +103,8 @@ def time_pair(f, g, budget, rounds=4, gap=0.15):
 def machine():
     """A one-line description of this machine and build."""
     import nncore
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     info = nncore.info()
-    return f"{cpu}; nncore {info['version']} isa={info['isa']}; numpy {np.__version__}"
+    return f"{cpu_model()}; nncore {info['version']} isa={info['isa']}; numpy {np.__version__}"
 
 
 # ---- gemm ----
@@ -371,6 +362,7 @@ def memory_bandwidth(threads=None, quick=False):
 
 
 def cpu_model():
+    """The CPU's model name (Linux), else what platform knows."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
