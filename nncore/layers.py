@@ -727,7 +727,9 @@ class Sequential(Layer):
     def _build_plan(self):
         """Forward steps with Dense + ReLU fused, and He-init hints."""
         layers = self.layers
-        plan = []
+        # plan: the forward steps; infer: the same for predict (evaluation
+        # mode, per-call buffers).
+        plan, infer = [], []
         for i, layer in enumerate(layers):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(layer, Dense) and layer.activation is None and nxt is not None:
@@ -739,18 +741,12 @@ class Sequential(Layer):
                     and layers[i - 1].activation is None):
                 plan[-1] = layers[i - 1]._forward_relu
                 plan.append(layer._forward_fused)
-            else:
-                plan.append(layer.forward)
-        self._plan = tuple(plan)
-        # The same steps for predict: evaluation mode, per-call buffers.
-        infer = []
-        for i, layer in enumerate(layers):
-            if (i > 0 and type(layer) is ReLU and type(layers[i - 1]) is Dense
-                    and layers[i - 1].activation is None):
                 infer[-1] = layers[i - 1]._infer_relu
                 infer.append(ReLU._infer_fused)
             else:
+                plan.append(layer.forward)
                 infer.append(layer._infer)
+        self._plan = tuple(plan)
         self._infer_plan = tuple(infer)
         self._chain = _dense_chain_plan(layers)
         self._backward_plan = tuple(layer.backward for layer in reversed(layers))
