@@ -359,30 +359,40 @@ def act_backward(int act, cnp.ndarray saved not None, cnp.ndarray dy not None,
                 raise ValueError(f"act_backward: unknown activation code {act}")
 
 
-def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
-                  cnp.ndarray y not None, int act=0):
-    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU)."""
+cdef int _dense(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, int act,
+                str fn) except -1:
+    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU), every
+    argument checked first; `fn` names the caller in errors."""
+    if x is None or w is None or y is None:
+        raise TypeError(f"{fn}: x, w and y must be arrays")
     cdef int64_t m, k, kw, n, my, ny
-    _matrix(x, &m, &k, "dense_forward", "x")
-    _matrix(w, &kw, &n, "dense_forward", "w")
-    _matrix(y, &my, &ny, "dense_forward", "y")
+    _matrix(x, &m, &k, fn, "x")
+    _matrix(w, &kw, &n, fn, "w")
+    _matrix(y, &my, &ny, fn, "y")
     if kw != k or my != m or ny != n:
-        raise ValueError(f"dense_forward: x ({m}, {k}) @ w ({kw}, {n}) -> y ({my}, {ny}) "
-                         f"do not match")
+        raise ValueError(f"{fn}: x ({m}, {k}) @ w ({kw}, {n}) -> y ({my}, {ny}) do not match")
     if act != NN_ACT_NONE and act != NN_ACT_RELU:
-        raise ValueError(f"dense_forward: the GEMM epilogue has no activation code {act}")
-    cdef const float *px = _fin(x, m * k, "dense_forward", "x")
-    cdef const float *pw = _fin(w, k * n, "dense_forward", "w")
-    cdef float *py = _fout(y, m * n, "dense_forward", "y")
+        raise ValueError(f"{fn}: activation code {act} is not an epilogue activation "
+                         f"(the GEMM epilogue applies none or relu)")
+    cdef const float *px = _fin(x, m * k, fn, "x")
+    cdef const float *pw = _fin(w, k * n, fn, "w")
+    cdef float *py = _fout(y, m * n, fn, "y")
     cdef const float *pb = NULL
     if b is not None:
-        pb = _fin(b, n, "dense_forward", "b")
+        pb = _fin(b, n, fn, "b")
     if m == 0 or n == 0:
-        return
+        return 0
     cdef int status
     with nogil:
         status = nn_sgemm(0, 0, m, n, k, 1.0, px, k if k > 0 else 1, pw, n, 0.0, py, n, pb, act)
-    check(status, "dense_forward")
+    check(status, fn)
+    return 0
+
+
+def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
+                  cnp.ndarray y not None, int act=0):
+    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU)."""
+    _dense(x, w, b, y, act, "dense_forward")
 
 
 def dense_chain(cnp.ndarray x not None, tuple layers not None, tuple outs not None):
@@ -393,32 +403,11 @@ def dense_chain(cnp.ndarray x not None, tuple layers not None, tuple outs not No
     cdef Py_ssize_t i, count = len(layers)
     if count == 0 or len(outs) != count:
         raise ValueError(f"dense_chain: {count} layers and {len(outs)} outputs")
-    cdef int64_t m, k, kw, n, mo, no
-    _matrix(x, &m, &k, "dense_chain", "x")
-    cdef const float *pin = _fin(x, m * k, "dense_chain", "x")
-    cdef const float *pw
-    cdef const float *pb
-    cdef float *pout
-    cdef cnp.ndarray w, out
-    cdef int act, status
     for i in range(count):
         w, b, act = layers[i]
-        out = outs[i]
-        _matrix(w, &kw, &n, "dense_chain", "w")
-        _matrix(out, &mo, &no, "dense_chain", "out")
-        if kw != k or mo != m or no != n:
-            raise ValueError(f"dense_chain: layer {i}: input ({m}, {k}), w ({kw}, {n}) and "
-                             f"out ({mo}, {no}) do not match")
-        if act != NN_ACT_NONE and act != NN_ACT_RELU:
-            raise ValueError(f"dense_chain: layer {i}: activation {act} is not an epilogue")
-        pw = _fin(w, k * n, "dense_chain", "w")
-        pb = NULL if b is None else _fin(b, n, "dense_chain", "b")
-        pout = _fout(out, m * n, "dense_chain", "out")
-        with nogil:
-            status = nn_sgemm(0, 0, m, n, k, 1.0, pin, k, pw, n, 0.0, pout, n, pb, act)
-        check(status, "dense_chain")
-        pin, k = pout, n
-    return outs[count - 1]
+        _dense(x, w, b, outs[i], act, "dense_chain")
+        x = outs[i]
+    return x
 
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
