@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 import nncore as nn
 from nncore import _core, io as nnio
 from nncore.errors import FormatError
+from reference import ACTS, act64, act64_backward
 
 F32 = np.float32
 CLEAN = (ValueError, TypeError, MemoryError)
@@ -39,8 +40,6 @@ FUZZ = settings(deadline=None, database=None, derandomize=SCALE == 1, print_blob
 def budget(max_examples):
     return settings(FUZZ, max_examples=max_examples * SCALE)
 
-
-_erfc = np.vectorize(math.erfc)
 
 # ---------------------------------------------------------------- operands
 
@@ -188,42 +187,6 @@ def test_matmul_garbage_is_a_clean_error(a, shape, dtype, kwargs):
 
 
 # ---------------------------------------------------------------- layers
-
-ACTS = [None, "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax"]
-
-
-def act64(name, z):
-    if name is None:
-        return z
-    if name == "relu":
-        return np.maximum(z, 0)
-    if name == "leaky_relu":
-        return np.where(z > 0, z, 0.01 * z)
-    if name == "sigmoid":
-        return 1 / (1 + np.exp(-z))
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "gelu":
-        return 0.5 * z * _erfc(-z / math.sqrt(2))
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def act64_backward(name, z, y, dy):
-    if name is None:
-        return dy
-    if name == "relu":
-        return dy * (z > 0)
-    if name == "leaky_relu":
-        return dy * np.where(z > 0, 1.0, 0.01)
-    if name == "sigmoid":
-        return dy * y * (1 - y)
-    if name == "tanh":
-        return dy * (1 - y * y)
-    if name == "gelu":
-        return dy * (0.5 * _erfc(-z / math.sqrt(2)) + z * np.exp(-z * z / 2) / math.sqrt(2 * np.pi))
-    return y * (dy - (dy * y).sum(axis=1, keepdims=True))
-
 
 LAYER_KINDS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
                "tanh": nn.Tanh, "gelu": nn.GELU, "softmax": nn.Softmax}

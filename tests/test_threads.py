@@ -293,11 +293,3 @@ def test_one_thread_means_one_thread(mode, where):
     assert extra_threads(mode, 1, where) == (0, 1)
     if (os.cpu_count() or 1) >= 2:
         assert extra_threads(mode, 2, where) == (1, 2)
-
-
-def test_threadpoolctl_lowers_the_count(num_threads):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    nn.set_num_threads(2)
-    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
-        assert nn.get_num_threads() == 1
-    assert nn.get_num_threads() == 2
