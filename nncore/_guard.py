@@ -17,9 +17,13 @@ hot path.
 """
 import numpy as np
 
-__all__ = ["available_bytes", "check_memory", "empty", "c_array", "as_array"]
+__all__ = ["available_bytes", "check_memory", "empty", "zeros", "c_array", "as_array"]
 
 CHECK_ABOVE = 64 << 20
+# Arrays nncore allocates start on a cache line: a misaligned vector load
+# touches two lines, and the L2-bound matrix-vector products (batch-1 forward)
+# run ~1.4x slower from the 16-byte alignment NumPy gives.
+ALIGN = 64
 
 _CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # v2
                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",                   # v1
@@ -77,13 +81,23 @@ def _nbytes(shape, dtype):
 
 
 def empty(shape, dtype, what):
-    """``np.empty(shape, dtype)`` after ``check_memory`` (``what`` as there)."""
-    nbytes = np.dtype(dtype).itemsize
-    for d in shape:
-        nbytes *= d      # Python ints: no overflow
+    """``np.empty(shape, dtype)``, starting on an ``ALIGN``-byte boundary,
+    after ``check_memory`` (``what`` as there)."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = _nbytes(shape, dtype)
     if nbytes >= CHECK_ABOVE:
         check_memory(nbytes, what)
-    return np.empty(shape, dtype)
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def zeros(shape, dtype, what):
+    """``empty`` filled with zeros."""
+    arr = empty(shape, dtype, what)
+    arr.fill(0)
+    return arr
 
 
 def as_array(x, who, what):

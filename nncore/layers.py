@@ -454,10 +454,11 @@ class Dense(Layer):
         # weight and its gradient in float32, plus the float64 draw of the
         # initialiser: refuse up front what cannot fit.
         _guard.check_memory(16 * n_in * n_out, f"{self._name}: its {n_in} x {n_out} weights")
-        self._w = np.zeros((n_in, n_out), _F32)
-        self._b = np.zeros(n_out, _F32) if bias else None
-        self._gw = np.zeros((n_in, n_out), _F32)
-        self._gb = np.zeros(n_out, _F32) if bias else None
+        what = f"{self._name}: its parameters"
+        self._w = _guard.zeros((n_in, n_out), _F32, what)
+        self._b = _guard.zeros(n_out, _F32, what) if bias else None
+        self._gw = _guard.zeros((n_in, n_out), _F32, what)
+        self._gb = _guard.zeros(n_out, _F32, what) if bias else None
         # The arrays never change identity (setters copy into them), so the
         # (param, grad) list optimizers step over is built once.
         self._params = ((self._w, self._gw),) + (((self._b, self._gb),) if bias else ())

@@ -53,6 +53,11 @@ def _number(owner, name, value, lo=0.0, hi=math.inf, hi_open=False):
     return value
 
 
+
+def _state_like(p):
+    """A zeroed optimizer buffer shaped like parameter ``p`` (cache-line aligned)."""
+    return _guard.zeros(p.shape, p.dtype, "optimizer state")
+
 class _State:
     __slots__ = ("param", "step", "bufs")
 
@@ -166,7 +171,7 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
 
     def _buffers(self, p):
-        return (np.zeros_like(p),) if self.momentum != 0 else (None,)
+        return (_state_like(p),) if self.momentum != 0 else (None,)
 
     def _n_buffers(self):
         return 1 if self.momentum != 0 else 0
@@ -203,7 +208,7 @@ class Adam(Optimizer):
         self.weight_decay = _number(name, "weight_decay", weight_decay)
 
     def _buffers(self, p):
-        return (np.zeros_like(p), np.zeros_like(p))
+        return (_state_like(p), _state_like(p))
 
     def _n_buffers(self):
         return 2
@@ -248,8 +253,8 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
 
     def _buffers(self, p):
-        return (np.zeros_like(p), np.zeros_like(p) if self.centered else None,
-                np.zeros_like(p) if self.momentum > 0 else None)
+        return (_state_like(p), _state_like(p) if self.centered else None,
+                _state_like(p) if self.momentum > 0 else None)
 
     def _n_buffers(self):
         return 1 + self.centered + (self.momentum > 0)

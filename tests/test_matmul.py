@@ -98,6 +98,45 @@ def test_matmul_alpha_beta_epilogue_all_paths(isa, rng, trans_a, trans_b, alpha,
                                                    f"bias={use_bias}")
 
 
+def placed(arr, byte_offset):
+    """A copy of ``arr`` starting ``byte_offset`` bytes after a 64-byte boundary."""
+    raw = np.empty(arr.nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + byte_offset
+    out = raw[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+def test_gemv_same_bits_for_any_alignment_of_b(isa, rng):
+    # gemv_n prefetches rows into L1 only when they start off a vector
+    # boundary (misaligned base or row stride): both paths must agree.
+    for n, k in [(457, 37), (256, 784), (96, 130)]:
+        a, b = operands(rng, 1, n, k, False, False)
+        bias = rng.standard_normal(n).astype(np.float32)
+        want = reference(a, b, False, False, bias=bias, activation="relu")
+        results = []
+        for offset in (0, 4, 16, 32):
+            got = nncore.matmul(a, placed(b, offset), bias=bias, activation="relu")
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=tolerance(k))
+            results.append(got)
+        for got in results[1:]:
+            np.testing.assert_array_equal(got, results[0])
+
+
+def test_nncore_allocations_start_on_a_cache_line():
+    for shape in [(0,), (1,), (3, 5), (784, 256), (0, 7)]:
+        for dtype in (np.float32, np.float64, np.int64):
+            arr = _guard.zeros(shape, dtype, "test")
+            assert arr.shape == shape and arr.dtype == dtype and arr.flags.c_contiguous
+            assert not arr.any() and (arr.size == 0 or arr.ctypes.data % 64 == 0)
+    dense = nncore.Dense(5, 3)
+    adam = nncore.Adam()
+    adam.step(dense.parameters())
+    for _, p, g in dense.named_parameters():
+        assert p.ctypes.data % 64 == 0 and g.ctypes.data % 64 == 0
+        assert all(buf.ctypes.data % 64 == 0 for buf in adam._state[id(p)].bufs)
+
+
 def test_matmul_epilogue_alpha_beta(isa, rng):
     m, n, k = 37, 65, 29
     a, b = operands(rng, m, n, k, False, False)
