@@ -47,8 +47,11 @@
 
 /* Below this many flops (2mnk) a GEMM runs on one thread. */
 #define NN_GEMM_PARALLEL_MIN_FLOPS 1500000.0
-/* Below this many multiply-adds (k*n) an m == 1 product runs on one thread. */
+/* Below this many multiply-adds (k*n) an m == 1 product runs on one thread:
+ * alone, as it then pays a fork/join (~1.2 us here); inside a chain's
+ * parallel region (nn_dense_chain), as it then pays a barrier (~0.4 us). */
 #define NN_GEMV_PARALLEL_MIN 65536
+#define NN_GEMV_CHAIN_SPLIT_MIN 16384
 /* B without a transpose is packed when at least this many rows of C reuse it
  * (and it is wider than one strip: a single strip is read as it is). */
 #define NN_GEMM_PACK_B_MIN_M 48
@@ -356,6 +359,31 @@ static void gemm_thread(const plan *P, int t, int nt)
     }
 }
 
+/* Thread t of team's share of an m == 1 product: whole blocks of `unit`
+ * columns of y, the same kernel calls whatever the split (each y[j] goes
+ * through the same operations), so the bits never depend on the team. */
+#define NN_GEMV_UNIT 64
+static void gemv_part(const nn_kernel_table *kt, int trans_b, int64_t n, int64_t k, float alpha,
+                      const float *x, int64_t incx, const float *b, int64_t ldb, float beta,
+                      float *c, const float *bias, int act, float *work, int t, int team)
+{
+    const int64_t j0 = split(n, NN_GEMV_UNIT, t, team);
+    const int64_t j1 = split(n, NN_GEMV_UNIT, t + 1, team);
+    if (j1 <= j0)
+        return;
+    nn_gemv_args g = {
+        .n = j1 - j0, .k = k, .x = x, .incx = incx,
+        .b = trans_b ? b + j0 * ldb : b + j0, .ldb = ldb,
+        .y = c + j0, .alpha = alpha, .beta = beta,
+        .bias = bias ? bias + j0 : NULL, .act = act,
+        .work = work ? work + j0 : NULL,
+    };
+    if (trans_b)
+        kt->gemv_t(&g);
+    else
+        kt->gemv_n(&g);
+}
+
 /* m == 1: y = op(A) row 0 times op(B), a matrix-vector product. */
 static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, int64_t k,
                 float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
@@ -378,27 +406,11 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
         x = xs;
         incx = 1;
     }
-    const int64_t unit = 64; /* whole kernel blocks per thread */
     int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
-    nt = (int)min64(nt, ceil_div(n, unit));
+    nt = (int)min64(nt, ceil_div(n, NN_GEMV_UNIT));
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        const int t = omp_get_thread_num(), team = omp_get_num_threads();
-        const int64_t j0 = split(n, unit, t, team), j1 = split(n, unit, t + 1, team);
-        if (j1 > j0) {
-            nn_gemv_args g = {
-                .n = j1 - j0, .k = k, .x = x, .incx = incx,
-                .b = trans_b ? b + j0 * ldb : b + j0, .ldb = ldb,
-                .y = c + j0, .alpha = alpha, .beta = beta,
-                .bias = bias ? bias + j0 : NULL, .act = act,
-                .work = work ? work + j0 : NULL,
-            };
-            if (trans_b)
-                kt->gemv_t(&g);
-            else
-                kt->gemv_n(&g);
-        }
-    }
+    gemv_part(kt, trans_b, n, k, alpha, x, incx, b, ldb, beta, c, bias, act, work,
+              omp_get_thread_num(), omp_get_num_threads());
     return NN_OK;
 }
 
@@ -526,4 +538,71 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         nn_profile_record(NN_K_sgemm_nn + 2 * (trans_a != 0) + (trans_b != 0), t0,
                           2.0 * (double)m * (double)n * (double)k, m, n, k);
     return status;
+}
+
+/* One sample through the chain: every layer a gemv_n, all in one parallel
+ * region (one fork/join instead of one per layer; a barrier between layers,
+ * as each reads all of the previous output). */
+static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int count,
+                              const nn_dense_layer *layers)
+{
+    int64_t widest = 0;
+    double largest = 0.0;
+    for (int i = 0; i < count; i++) {
+        widest = max64(widest, layers[i].n_out);
+        const double size = (double)layers[i].n_in * (double)layers[i].n_out;
+        largest = size > largest ? size : largest;
+    }
+    float *work = workspace_get(NN_WS_AUX, (size_t)widest);
+    if (work == NULL)
+        return NN_ENOMEM;
+    const int nt = largest >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const float *in = x;
+        for (int i = 0; i < count; i++) {
+            const nn_dense_layer *L = &layers[i];
+            const int parts = (double)L->n_in * (double)L->n_out >= NN_GEMV_CHAIN_SPLIT_MIN
+                                  ? (int)min64(team, ceil_div(L->n_out, NN_GEMV_UNIT)) : 1;
+            if (t < parts)
+                gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, in, 1, L->w, L->n_out, 0.0f, L->out,
+                          L->b, L->act, work, t, parts);
+            if (i + 1 < count) {
+#pragma omp barrier
+            }
+            in = L->out;
+        }
+    }
+    return NN_OK;
+}
+
+int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
+{
+    if (m < 0 || count < 0)
+        return NN_EINVAL;
+    int vector = m == 1 && !nn_profiling(); /* profiling: one event per layer's nn_sgemm */
+    for (int i = 0; i < count; i++) {
+        const nn_dense_layer *L = &layers[i];
+        if (L->n_in < 0 || L->n_out < 0 || (i > 0 && L->n_in != layers[i - 1].n_out))
+            return NN_EINVAL;
+        if (L->act != NN_ACT_NONE && L->act != NN_ACT_RELU)
+            return NN_EINVAL;
+        vector = vector && L->n_in > 0 && L->n_out > 0;
+    }
+    if (m == 0 || count == 0)
+        return NN_OK;
+    if (vector)
+        return dense_chain_vector(nn_kernels(), x, count, layers);
+    const float *in = x;
+    for (int i = 0; i < count; i++) {
+        const nn_dense_layer *L = &layers[i];
+        const int status = nn_sgemm(0, 0, m, L->n_out, L->n_in, 1.0f, in, max64(L->n_in, 1),
+                                    L->w, max64(L->n_out, 1), 0.0f, L->out,
+                                    max64(L->n_out, 1), L->b, L->act);
+        if (status != NN_OK)
+            return status;
+        in = L->out;
+    }
+    return NN_OK;
 }

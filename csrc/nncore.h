@@ -131,6 +131,21 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc,
              const float *bias, int activation);
 
+/* ---- Dense chain (gemm.c): evaluation-mode forward through Dense layers ----
+ * out_i = act_i(in_i @ w_i + b_i), in_0 = x (m x n_in_0), in_i = out_{i-1}:
+ * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is NN_ACT_NONE
+ * or NN_ACT_RELU, out_i is m x n_out. The same bits as one nn_sgemm per layer;
+ * one sample (m == 1) runs every layer in one parallel region. Returns NN_OK
+ * or NN_EINVAL (negative size, sizes that do not chain, activation not fused),
+ * NN_ENOMEM. */
+typedef struct nn_dense_layer {
+    const float *w, *b;
+    int64_t n_in, n_out;
+    int act;
+    float *out;
+} nn_dense_layer;
+int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers);
+
 /* ---- Machine limits (peak.c; per ISA, for the benchmarks) ----
  * nn_fma_peak: `iters` rounds of independent multiply-adds on every thread
  * (nn_get_num_threads()), in registers only; writes the operations done to

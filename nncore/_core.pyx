@@ -5,6 +5,7 @@ Each function checks what C trusts (shapes, lengths), releases the GIL around
 the C call and turns C status codes into Python exceptions. Conversions of
 user input (dtype, order) happen in the Python modules, once, before here.
 """
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 cimport numpy as cnp
 
@@ -69,6 +70,13 @@ cdef extern from "nncore.h" nogil:
     int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                  float beta, float *c, int64_t ldc, const float *bias, int activation)
+    ctypedef struct nn_dense_layer:
+        const float *w
+        const float *b
+        int64_t n_in, n_out
+        int act
+        float *out
+    int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
     void nn_fma_peak(int64_t iters, float *sink, double *flops)
     void nn_triad(int64_t n, float *a, const float *b, const float *c, float s)
     ctypedef struct nn_profile_event:
@@ -359,10 +367,11 @@ def act_backward(int act, cnp.ndarray saved not None, cnp.ndarray dy not None,
                 raise ValueError(f"act_backward: unknown activation code {act}")
 
 
-cdef int _dense(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, int act,
-                str fn) except -1:
-    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU), every
-    argument checked first; `fn` names the caller in errors."""
+cdef int64_t _dense_layer(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, int act,
+                          str fn, const float **px, nn_dense_layer *layer) except -1:
+    """Check y = act(x @ w + b) (act: NONE or RELU, the GEMM epilogue's) and
+    describe it in *layer and *px; returns x's row count. `fn` names the
+    caller in errors."""
     if x is None or w is None or y is None:
         raise TypeError(f"{fn}: x, w and y must be arrays")
     cdef int64_t m, k, kw, n, my, ny
@@ -374,40 +383,57 @@ cdef int _dense(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, int act,
     if act != NN_ACT_NONE and act != NN_ACT_RELU:
         raise ValueError(f"{fn}: activation code {act} is not an epilogue activation "
                          f"(the GEMM epilogue applies none or relu)")
-    cdef const float *px = _fin(x, m * k, fn, "x")
-    cdef const float *pw = _fin(w, k * n, fn, "w")
-    cdef float *py = _fout(y, m * n, fn, "y")
-    cdef const float *pb = NULL
-    if b is not None:
-        pb = _fin(b, n, fn, "b")
-    if m == 0 or n == 0:
-        return 0
-    cdef int status
-    with nogil:
-        status = nn_sgemm(0, 0, m, n, k, 1.0, px, k if k > 0 else 1, pw, n, 0.0, py, n, pb, act)
-    check(status, fn)
-    return 0
+    px[0] = _fin(x, m * k, fn, "x")
+    layer.w = _fin(w, k * n, fn, "w")
+    layer.out = _fout(y, m * n, fn, "y")
+    layer.b = NULL if b is None else _fin(b, n, fn, "b")
+    layer.n_in = k
+    layer.n_out = n
+    layer.act = act
+    return m
 
 
 def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
                   cnp.ndarray y not None, int act=0):
     """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU)."""
-    _dense(x, w, b, y, act, "dense_forward")
+    cdef nn_dense_layer layer
+    cdef const float *px
+    cdef int64_t m = _dense_layer(x, w, b, y, act, "dense_forward", &px, &layer)
+    cdef int status
+    with nogil:
+        status = nn_dense_chain(m, px, 1, &layer)
+    check(status, "dense_forward")
 
 
 def dense_chain(cnp.ndarray x not None, tuple layers not None, tuple outs not None):
-    """Evaluation-mode forward through a chain of Dense layers in one call
+    """Evaluation-mode forward through a chain of Dense layers in one C call
     (Sequential.predict's fast path): outs[i] = act_i(in_i @ w_i + b_i) with
     in_0 = x and in_i = outs[i - 1], for layers[i] = (w_i, b_i or None,
-    act_i), act_i a GEMM epilogue code. Returns outs[-1]."""
+    act_i), act_i a GEMM epilogue code. Every layer is checked before any
+    runs. Returns outs[-1]."""
     cdef Py_ssize_t i, count = len(layers)
     if count == 0 or len(outs) != count:
         raise ValueError(f"dense_chain: {count} layers and {len(outs)} outputs")
-    for i in range(count):
-        w, b, act = layers[i]
-        _dense(x, w, b, outs[i], act, "dense_chain")
-        x = outs[i]
-    return x
+    cdef nn_dense_layer *chain = <nn_dense_layer *>PyMem_Malloc(count * sizeof(nn_dense_layer))
+    if chain == NULL:
+        raise MemoryError("dense_chain: the layer list")
+    cdef const float *px = NULL
+    cdef const float *pin
+    cdef int64_t m = 0, rows
+    cdef int status
+    try:
+        for i in range(count):
+            w, b, act = layers[i]
+            rows = _dense_layer(x, w, b, outs[i], act, "dense_chain", &pin, &chain[i])
+            if i == 0:
+                m, px = rows, pin
+            x = outs[i]
+        with nogil:
+            status = nn_dense_chain(m, px, <int>count, chain)
+        check(status, "dense_chain")
+    finally:
+        PyMem_Free(chain)
+    return outs[count - 1]
 
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,

@@ -308,6 +308,31 @@ def test_predict_chain_equals_forward(isa, rng, case):
     np.testing.assert_array_equal(model.predict(X), model.forward(X))  # nothing stale
 
 
+def test_predict_one_sample_chain_threaded(isa, rng, num_threads):
+    # One sample runs the whole chain in one parallel region: the first layer
+    # large enough to thread (300 x 256), the second split inside the region
+    # (256 x 96), the last on one thread. Same bits as layer-by-layer forward
+    # for 1 and 2 threads and while profiling (which goes layer by layer).
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Dense(300, 256), nn.ReLU(), nn.Dense(256, 96, activation="relu"),
+                          nn.Dense(96, 10)).eval()
+    assert model._chain is not None
+    x = rng.standard_normal((1, 300)).astype(np.float32)
+    want = model.forward(x).copy()
+    h = x.astype(np.float64)
+    for layer in (model.layers[0], model.layers[2], model.layers[3]):
+        h = h @ layer.weight.astype(np.float64) + layer.bias
+        h = np.maximum(h, 0) if layer is not model.layers[3] else h
+    np.testing.assert_allclose(want, h, rtol=1e-4, atol=1e-4)
+    for threads in (1, 2):
+        nn.set_num_threads(threads)
+        np.testing.assert_array_equal(model.predict(x), want)
+    with nn.profile(max_events=100) as prof:
+        got = model.predict(x)
+    np.testing.assert_array_equal(got, want)
+    assert sum(1 for e in prof.events if e["m"] == 1 and e["k"] in (300, 256, 96)) == 3
+
+
 def test_dense_chain_checks_its_arguments():
     x, w, out = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.empty((2, 4),
                                                                                np.float32)
