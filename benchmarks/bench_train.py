@@ -188,11 +188,14 @@ def median_call(fn, calls=2000, repeats=7):
     return float(np.median(times))
 
 
-def predict_latency(have_torch):
+def predict_latency(have_torch, pause):
+    """After a pause each, as the training rounds: no thread pool still
+    spinning from the last contender's run shares the cores."""
     nn.manual_seed(0)
     model = nn.Sequential(nn.Dense(784, 256), nn.ReLU(), nn.Dense(256, 128), nn.ReLU(),
                           nn.Dense(128, 10))
     x = data(1)[0]
+    time.sleep(pause)
     out = {"nncore model.predict": median_call(lambda: model.predict(x))}
     if have_torch:
         import torch
@@ -204,6 +207,7 @@ def predict_latency(have_torch):
         def call():
             with torch.no_grad():
                 return tmodel(tx)
+        time.sleep(pause)
         out["PyTorch model(x), no_grad"] = median_call(call)
     return out
 
@@ -264,7 +268,7 @@ def main(argv=None):
             cells += [f"{row['nncore'] / row[n]:.1f}x" for n in others]
         print(f"| {batch} | " + " | ".join(cells) + " |")
 
-    latency = predict_latency("PyTorch" in names)
+    latency = predict_latency("PyTorch" in names, args.pause)
     print()
     for name, seconds in latency.items():
         print(f"predict one sample: {name}: {seconds * 1e6:.1f} us")
