@@ -77,6 +77,10 @@ void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, 
  * order in double, for any thread count. ---- */
 void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db);
 
+/* ---- Input check (check.c): 1 when none of the n floats is NaN or
+ * infinite, else 0. Runs on the process's threads for large arrays. ---- */
+int nn_all_finite(int64_t n, const float *x);
+
 /* ---- Row gather (gather.c): dst row i = src row index[i], rows n floats
  * wide, for i < m; NN_EINVAL (nothing copied) when an index is outside
  * [0, src_rows). Runs on the process's threads for large copies. ---- */

@@ -76,6 +76,7 @@ cdef extern from "nncore.h" nogil:
         int64_t n_in, n_out
         int act
         float *out
+    int nn_all_finite(int64_t n, const float *x)
     int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
     void nn_fma_peak(int64_t iters, float *sink, double *flops)
     void nn_triad(int64_t n, float *a, const float *b, const float *c, float s)
@@ -508,6 +509,17 @@ def bias_backward(cnp.ndarray dy not None, cnp.ndarray db not None):
         return
     with nogil:
         nn_bias_backward(m, n, pdy, n, pdb)
+
+
+def all_finite(cnp.ndarray a not None):
+    """True when no element of the float32 C-contiguous array is NaN or
+    infinite (one pass, on the process's threads for large arrays)."""
+    cdef int64_t n = cnp.PyArray_SIZE(a)
+    cdef const float *p = _fin(a, n, "all_finite", "a")
+    cdef int ok
+    with nogil:
+        ok = nn_all_finite(n, p)
+    return ok != 0
 
 
 def gather_rows(cnp.ndarray src not None, cnp.ndarray index not None,

@@ -231,6 +231,31 @@ def test_gather_rows_checks_its_arguments():
         _core.gather_rows(src, np.arange(3), src[5:8])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_all_finite_matches_isfinite(rng, num_threads, threads):
+    # Sizes on both sides of the parallel threshold (64k floats) and of the
+    # 4096-float blocks; one bad value at the edges of blocks and thread halves.
+    nncore.set_num_threads(threads)
+    f32 = np.finfo(np.float32)
+    for n in (1, 7, 4096, 4097, 65535, 65536, 200_003):
+        x = rng.standard_normal(n).astype(np.float32)
+        x[np.linspace(0, n - 1, 5).astype(int)] = [f32.max, -f32.max, f32.tiny,
+                                                   f32.smallest_subnormal, -0.0]
+        assert _core.all_finite(x)
+        for pos in sorted({0, n // 2 - 1, n // 2, 4095 % n, 4096 % n, n - 1}):
+            for bad in (np.nan, np.inf, -np.inf, np.float32(np.nan) * -1):
+                y = x.copy()
+                y[pos] = bad
+                assert _core.all_finite(y) == bool(np.isfinite(y).all()) is False
+    assert _core.all_finite(np.zeros((0, 3), np.float32))
+    nan_payload = np.array([0x7FC00001, 0xFF800000, 0x7F7FFFFF], np.uint32).view(np.float32)
+    assert [_core.all_finite(nan_payload[i:i + 1]) for i in range(3)] == [False, False, True]
+    with pytest.raises(TypeError, match="all_finite: a has dtype float64"):
+        _core.all_finite(np.zeros(3))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.all_finite(np.zeros((4, 4), np.float32)[:, ::2])
+
+
 def run_all_kernels(rng):
     """Every kernel of this file on inputs above the parallel threshold."""
     out = []
