@@ -368,15 +368,14 @@ def act_backward(int act, cnp.ndarray saved not None, cnp.ndarray dy not None,
                 raise ValueError(f"act_backward: unknown activation code {act}")
 
 
-cdef int64_t _dense_layer(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, int act,
-                          str fn, const float **px, nn_dense_layer *layer) except -1:
-    """Check y = act(x @ w + b) (act: NONE or RELU, the GEMM epilogue's) and
-    describe it in *layer and *px; returns x's row count. `fn` names the
+cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray y, int act,
+                      str fn, nn_dense_layer *layer) except -1:
+    """Check y = act(x @ w + b) for an input x of shape (m, k) (act: NONE or
+    RELU, the GEMM epilogue's) and describe it in *layer. `fn` names the
     caller in errors."""
-    if x is None or w is None or y is None:
-        raise TypeError(f"{fn}: x, w and y must be arrays")
-    cdef int64_t m, k, kw, n, my, ny
-    _matrix(x, &m, &k, fn, "x")
+    if w is None or y is None:
+        raise TypeError(f"{fn}: w and y must be arrays")
+    cdef int64_t kw, n, my, ny
     _matrix(w, &kw, &n, fn, "w")
     _matrix(y, &my, &ny, fn, "y")
     if kw != k or my != m or ny != n:
@@ -384,57 +383,85 @@ cdef int64_t _dense_layer(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y,
     if act != NN_ACT_NONE and act != NN_ACT_RELU:
         raise ValueError(f"{fn}: activation code {act} is not an epilogue activation "
                          f"(the GEMM epilogue applies none or relu)")
-    px[0] = _fin(x, m * k, fn, "x")
     layer.w = _fin(w, k * n, fn, "w")
     layer.out = _fout(y, m * n, fn, "y")
     layer.b = NULL if b is None else _fin(b, n, fn, "b")
     layer.n_in = k
     layer.n_out = n
     layer.act = act
-    return m
+    return 0
 
 
 def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
                   cnp.ndarray y not None, int act=0):
     """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU)."""
+    cdef int64_t m, k
+    _matrix(x, &m, &k, "dense_forward", "x")
+    cdef const float *px = _fin(x, m * k, "dense_forward", "x")
     cdef nn_dense_layer layer
-    cdef const float *px
-    cdef int64_t m = _dense_layer(x, w, b, y, act, "dense_forward", &px, &layer)
+    _dense_layer(m, k, w, b, y, act, "dense_forward", &layer)
     cdef int status
     with nogil:
         status = nn_dense_chain(m, px, 1, &layer)
     check(status, "dense_forward")
 
 
-def dense_chain(cnp.ndarray x not None, tuple layers not None, tuple outs not None):
+cdef class DenseChain:
     """Evaluation-mode forward through a chain of Dense layers in one C call
-    (Sequential.predict's fast path): outs[i] = act_i(in_i @ w_i + b_i) with
-    in_0 = x and in_i = outs[i - 1], for layers[i] = (w_i, b_i or None,
-    act_i), act_i a GEMM epilogue code. Every layer is checked before any
-    runs. Returns outs[-1]."""
-    cdef Py_ssize_t i, count = len(layers)
-    if count == 0 or len(outs) != count:
-        raise ValueError(f"dense_chain: {count} layers and {len(outs)} outputs")
-    cdef nn_dense_layer *chain = <nn_dense_layer *>PyMem_Malloc(count * sizeof(nn_dense_layer))
-    if chain == NULL:
-        raise MemoryError("dense_chain: the layer list")
-    cdef const float *px = NULL
-    cdef const float *pin
-    cdef int64_t m = 0, rows
-    cdef int status
-    try:
+    (Sequential.predict's fast path) for inputs of shape (rows, features):
+    outs[i] = act_i(in_i @ w_i + b_i) with in_0 = x and in_i = outs[i - 1],
+    for layers[i] = (w_i, b_i or None, act_i), act_i a GEMM epilogue code.
+    Every layer is checked here, once; ``run(x)`` then checks only x. The
+    plan keeps the arrays alive; their contents may change between runs
+    (Dense copies new weights in place)."""
+    cdef nn_dense_layer *layers
+    cdef int count
+    cdef readonly int64_t rows, features
+    cdef tuple arrays
+
+    def __cinit__(self, int64_t rows, int64_t features, tuple layers not None,
+                  tuple outs not None):
+        cdef Py_ssize_t i, count = len(layers)
+        if count == 0 or len(outs) != count or count > 1 << 20:
+            raise ValueError(f"dense_chain: {count} layers and {len(outs)} outputs")
+        if rows < 0 or features < 0:
+            raise ValueError(f"dense_chain: negative input shape ({rows}, {features})")
+        self.layers = <nn_dense_layer *>PyMem_Malloc(count * sizeof(nn_dense_layer))
+        if self.layers == NULL:
+            raise MemoryError("dense_chain: the layer list")
+        self.count = <int>count
+        self.rows, self.features = rows, features
+        cdef int64_t k = features
         for i in range(count):
             w, b, act = layers[i]
-            rows = _dense_layer(x, w, b, outs[i], act, "dense_chain", &pin, &chain[i])
-            if i == 0:
-                m, px = rows, pin
-            x = outs[i]
+            _dense_layer(rows, k, w, b, outs[i], act, "dense_chain", &self.layers[i])
+            k = self.layers[i].n_out
+        self.arrays = (layers, outs)
+
+    def __dealloc__(self):
+        PyMem_Free(self.layers)
+
+    def run(self, cnp.ndarray x not None):
+        """The chain on x, float32 C-contiguous (rows, features); returns the
+        last output array (the plan's own)."""
+        cdef int64_t m, k
+        _matrix(x, &m, &k, "dense_chain", "x")
+        if m != self.rows or k != self.features:
+            raise ValueError(f"dense_chain: x has shape ({m}, {k}), expected "
+                             f"({self.rows}, {self.features})")
+        cdef const float *px = _fin(x, m * k, "dense_chain", "x")
+        cdef int status
         with nogil:
-            status = nn_dense_chain(m, px, <int>count, chain)
+            status = nn_dense_chain(m, px, self.count, self.layers)
         check(status, "dense_chain")
-    finally:
-        PyMem_Free(chain)
-    return outs[count - 1]
+        return self.arrays[1][self.count - 1]
+
+
+def dense_chain(cnp.ndarray x not None, tuple layers not None, tuple outs not None):
+    """DenseChain for x's shape, checked and run once; returns outs[-1]."""
+    cdef int64_t m, k
+    _matrix(x, &m, &k, "dense_chain", "x")
+    return DenseChain(m, k, layers, outs).run(x)
 
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,

@@ -46,7 +46,7 @@ _act_backward = _core.act_backward
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
 _sgd_step = _core.sgd_step
-_dense_chain = _core.dense_chain
+_DenseChain = _core.DenseChain
 
 # The active profiler's recorder (nncore.profile sets it), else None: then
 # Sequential.forward/backward pay one global lookup.
@@ -112,16 +112,18 @@ class _Buffers:
         self._owner = owner
         self._chain = None
 
-    def chain_outputs(self, chain, rows):
-        """The output buffers of a predict chain (see _dense_chain_plan) for
-        `rows` rows; the last answer is kept, so repeated predicts of one
-        size build no tuple."""
+    def chain_plan(self, chain, rows):
+        """The checked C plan (_core.DenseChain) of a predict chain (see
+        _dense_chain_plan) for `rows` rows, writing into this workspace's
+        buffers; the last one is kept, so repeated predicts of one size
+        check only their input."""
         last = self._chain
-        if last is not None and last[0] is chain and last[1] == rows:
-            return last[2]
+        if last is not None and last[0] is chain and last[1].rows == rows:
+            return last[1]
         outs = tuple(self.get(id(w), rows, w.shape[1]) for w, _, _ in chain)
-        self._chain = (chain, rows, outs)
-        return outs
+        plan = _DenseChain(rows, chain[0][0].shape[0], chain, outs)
+        self._chain = (chain, plan)
+        return plan
 
     def get(self, name, rows, cols):
         base = self._bases.get(name)
@@ -865,7 +867,7 @@ class Sequential(Layer):
         chain = self._chain
         if chain is not None and _rows_f32(x, chain[0][0].shape[0]) > 0:
             # One C call for the whole chain (saves the per-layer Python).
-            return _dense_chain(x, chain, ws.chain_outputs(chain, x.shape[0]))
+            return ws.chain_plan(chain, x.shape[0]).run(x)
         for step in self._infer_plan:
             x = step(x, ws)
         return x

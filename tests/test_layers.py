@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nncore as nn
+from nncore import _core
 from nncore import init as nn_init
 from nncore import layers as L
 from reference import ACTS, act64
@@ -338,15 +339,25 @@ def test_dense_chain_checks_its_arguments():
                                                                                np.float32)
     relu = L._ACT["relu"]
     with pytest.raises(ValueError, match="1 layers and 2 outputs"):
-        L._dense_chain(x, ((w, None, relu),), (out, out))
+        _core.dense_chain(x, ((w, None, relu),), (out, out))
     with pytest.raises(ValueError, match="do not match"):
-        L._dense_chain(x, ((w.T.copy(), None, relu),), (out,))
+        _core.dense_chain(x, ((w.T.copy(), None, relu),), (out,))
     with pytest.raises(ValueError, match="not an epilogue"):
-        L._dense_chain(x, ((w, None, L._ACT["tanh"]),), (out,))
+        _core.dense_chain(x, ((w, None, L._ACT["tanh"]),), (out,))
     with pytest.raises(ValueError, match="expected 4"):
-        L._dense_chain(x, ((w, np.ones(3, np.float32), relu),), (out,))
-    got = L._dense_chain(x, ((w, np.full(4, -4.0, np.float32), relu),), (out,))
+        _core.dense_chain(x, ((w, np.ones(3, np.float32), relu),), (out,))
+    got = _core.dense_chain(x, ((w, np.full(4, -4.0, np.float32), relu),), (out,))
     assert got is out and not got.any()              # relu(3 - 4) = 0
+    # A plan checks its layers once, then each run checks only its input.
+    plan = _core.DenseChain(2, 3, ((w, np.full(4, 0.5, np.float32), relu),), (out,))
+    with pytest.raises(ValueError, match=r"x has shape \(1, 3\), expected \(2, 3\)"):
+        plan.run(x[:1])
+    with pytest.raises(TypeError, match="x has dtype float64"):
+        plan.run(x.astype(np.float64))
+    with pytest.raises(ValueError, match="do not match"):
+        _core.DenseChain(2, 4, ((w, None, relu),), (out,))
+    w[...] = 2.0                                     # contents may change between runs
+    np.testing.assert_array_equal(plan.run(x), np.full((2, 4), 6.5, np.float32))
 
 
 def test_predict_proba(rng):
