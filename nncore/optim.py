@@ -53,10 +53,10 @@ def _number(owner, name, value, lo=0.0, hi=math.inf, hi_open=False):
     return value
 
 
-
 def _state_like(p):
     """A zeroed optimizer buffer shaped like parameter ``p`` (cache-line aligned)."""
     return _guard.zeros(p.shape, p.dtype, "optimizer state")
+
 
 class _State:
     __slots__ = ("param", "step", "bufs")

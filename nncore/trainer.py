@@ -592,7 +592,8 @@ class Trainer:
         plan = {"bs": bs, "chunk": min(chunk, n), "weighted": None}
         if self.shuffle:
             plan["perm"] = np.arange(n)
-            plan["x"] = _guard.empty((min(chunk, n), X.shape[1]), np.float32, "fit: the batch rows")
+            plan["x"] = _guard.empty((min(chunk, n), X.shape[1]), np.float32,
+                                     "Trainer.fit: the batch rows")
             plan["y"] = None if wide_y else np.empty_like(y)
             plan["y_chunk"] = np.empty((min(chunk, n),) + y.shape[1:], y.dtype) \
                 if wide_y else None
