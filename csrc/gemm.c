@@ -55,14 +55,25 @@
 /* B without a transpose is packed when at least this many rows of C reuse it
  * (and it is wider than one strip: a single strip is read as it is). */
 #define NN_GEMM_PACK_B_MIN_M 48
-/* A transposed is packed when its depth is at least NN_GEMM_PACK_A_MIN_K
- * and each thread runs a packed panel across at least
- * NN_GEMM_PACK_A_MIN_STRIPS strips of C. Read in place, a panel of A^T costs
- * a cache line per depth step (mr floats of one row of A), which only pays
- * for itself over few strips: X^T dY of a 784-256 layer on 2 threads (2
- * strips each) ran 14-18% faster in place, n = 1024 (8 each) 2x slower. */
+/* A transposed is read in place unless packing pays. Read in place, a panel
+ * of A^T takes a cache line per depth step (mr floats of one row of A), kept
+ * in L1 while the panel runs across its strips of C and reused by the next
+ * panels (which read the rest of those lines). That works while the lines
+ * stay in cache, so A^T is packed only when (1) its depth is at least
+ * NN_GEMM_PACK_A_MIN_K, (2) each thread runs a panel across at least
+ * NN_GEMM_PACK_A_MIN_STRIPS strips of C (over fewer, packing costs more than
+ * it saves: X^T dY of a 784-256 layer on 2 threads, 2 strips each, ran
+ * 14-18% faster in place), and (3) either A's row stride is a multiple of
+ * NN_GEMM_ALIAS_BYTES, so a panel's lines crowd into a few L1 sets (rows of
+ * 512-2048 floats: in place 0.92-0.98x; 1024 x 1024 x 1024, 0.5x), or a
+ * depth block of A (kc x m floats) is over NN_GEMM_INPLACE_A_MAX_BYTES (m =
+ * 1000-1536 with kc 512: 0.70-0.87x; 500 x 500 x 500: 0.89-0.96x). In place
+ * otherwise: m = 600-1152 at k = 128 ran 8-17% faster on 1 and 2 threads, and
+ * X^T dY of the 784-256 layer inside a batch-128 fit 247 -> 221 us. */
 #define NN_GEMM_PACK_A_MIN_K 64
 #define NN_GEMM_PACK_A_MIN_STRIPS 4
+#define NN_GEMM_ALIAS_BYTES 512
+#define NN_GEMM_INPLACE_A_MAX_BYTES (512 * 1024)
 /* C is narrow when n * NN_GEMM_NARROW <= nr and m >= NN_GEMM_NARROW_MIN_M:
  * then, if A is transposed (so op(A)^T is read in place), its transpose is
  * computed (gemm_narrow). Without a transposed A the transpose would need a
@@ -440,8 +451,10 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
     P.kc = k > 0 ? ceil_div(k, ceil_div(k, info.kc)) : 0;
     P.pack_b = k > 0 && (trans_b || (m >= NN_GEMM_PACK_B_MIN_M && n > P.nr));
     P.ncb = balanced_block(n, info.nc * (P.split_n ? nt : 1), P.nr);
-    P.pack_a = k > 0 && trans_a && k >= NN_GEMM_PACK_A_MIN_K &&
-               ceil_div(P.ncb, P.nr) / (P.split_n ? nt : 1) >= NN_GEMM_PACK_A_MIN_STRIPS;
+    P.pack_a = trans_a && k >= NN_GEMM_PACK_A_MIN_K &&
+               ceil_div(P.ncb, P.nr) / (P.split_n ? nt : 1) >= NN_GEMM_PACK_A_MIN_STRIPS &&
+               ((lda * (int64_t)sizeof(float)) % NN_GEMM_ALIAS_BYTES == 0 ||
+                (double)P.kc * (double)m * sizeof(float) > NN_GEMM_INPLACE_A_MAX_BYTES);
     P.mcb = P.pack_a ? balanced_block(m, NN_GEMM_MC_MAX, P.mr) : m;
 
     const size_t a_floats = P.pack_a ? (size_t)(round_up(P.mcb, P.mr) * P.kc) : 0;

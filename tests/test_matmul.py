@@ -137,6 +137,28 @@ def test_nncore_allocations_start_on_a_cache_line():
         assert all(buf.ctypes.data % 64 == 0 for buf in adam._state[id(p)].bufs)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_transposed_a_packed_or_read_in_place(isa, rng, num_threads, threads):
+    # A^T (the weight gradient X^T dY) is read in place unless its rows alias
+    # in L1 (m a multiple of 128 floats) or a depth block of it is large
+    # (kc x m floats over 512 KB): both choices, with beta = 1 as the SGD
+    # fold uses it, against float64 and bitwise across thread counts.
+    nncore.set_num_threads(threads)
+    for m, n, k in [(200, 300, 70),      # in place
+                    (128, 300, 70),      # aliasing rows: packed
+                    (1100, 260, 130),    # large depth block: packed
+                    (784, 256, 128)]:    # the 784-256 layer at batch 128: in place
+        a, b = operands(rng, m, n, k, True, False)
+        c = rng.standard_normal((m, n)).astype(np.float32)
+        got = nncore.matmul(a, b, trans_a=True, alpha=-0.01, beta=1.0, out=c.copy())
+        np.testing.assert_allclose(got, reference(a, b, True, False, -0.01, 1.0, c),
+                                   rtol=1e-4, atol=tolerance(k))
+        nncore.set_num_threads(3 - threads)
+        np.testing.assert_array_equal(
+            nncore.matmul(a, b, trans_a=True, alpha=-0.01, beta=1.0, out=c.copy()), got)
+        nncore.set_num_threads(threads)
+
+
 def test_matmul_epilogue_alpha_beta(isa, rng):
     m, n, k = 37, 65, 29
     a, b = operands(rng, m, n, k, False, False)
