@@ -84,7 +84,7 @@ def empty(shape, dtype, what):
     """``np.empty(shape, dtype)``, starting on an ``ALIGN``-byte boundary,
     after ``check_memory`` (``what`` as there)."""
     dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    shape = tuple(shape) if np.iterable(shape) else (shape,)
     nbytes = _nbytes(shape, dtype)
     if nbytes >= CHECK_ABOVE:
         check_memory(nbytes, what)

@@ -124,6 +124,7 @@ def test_gemv_same_bits_for_any_alignment_of_b(isa, rng):
 
 
 def test_nncore_allocations_start_on_a_cache_line():
+    assert _guard.empty(np.int64(5), np.float32, "test").shape == (5,)
     for shape in [(0,), (1,), (3, 5), (784, 256), (0, 7)]:
         for dtype in (np.float32, np.float64, np.int64):
             arr = _guard.zeros(shape, dtype, "test")
