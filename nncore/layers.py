@@ -752,14 +752,13 @@ class Sequential(Layer):
         self._plan = tuple(plan)
         self._infer_plan = tuple(infer)
         self._chain = _dense_chain_plan(layers)
-        self._backward_plan = tuple(layer.backward for layer in reversed(layers))
         # Without an input gradient, backward can stop at the first layer
         # that has parameters, and ask it for no input gradient.
         first = next((i for i, layer in enumerate(layers) if layer.parameters()), None)
         self._first_param = first
-        if first is not None:
-            self._backward_plan_no_input = tuple(
-                layer.backward for layer in reversed(layers[first + 1:]))
+        # The plain backward passes, keyed by input_grad (see _backward_calls).
+        self._backward_steps = {flag: tuple(step for _, step in self._backward_calls(flag))
+                                for flag in (False, True)}
         self._params = tuple(pair for layer in layers for pair in layer.parameters())
         self._sgd_calls = None
         # Exactly Dense: a subclass may override backward without sgd_lr.
@@ -819,24 +818,19 @@ class Sequential(Layer):
                                    "trains in one thread at a time")
             if _PROFILE is not None:
                 return _PROFILE.sequential_backward(self, grad, input_grad, sgd_lr)
-            if sgd_lr is not None:
+            if sgd_lr is None:
+                steps = self._backward_steps[bool(input_grad)]
+            else:
                 # The calls for the last (input_grad, sgd_lr) are kept: the
                 # rate changes at most once an epoch in training.
                 cached = self._sgd_calls
                 if cached is None or cached[0] != (input_grad, sgd_lr):
-                    cached = self._sgd_calls = ((input_grad, sgd_lr),
-                                                self._backward_calls(input_grad, sgd_lr))
-                for _, step in cached[1]:
-                    grad = step(grad)
-                return grad if input_grad else None
-            if input_grad or self._first_param is None:
-                for step in self._backward_plan:
-                    grad = step(grad)
-                return grad
-            for step in self._backward_plan_no_input:
+                    cached = self._sgd_calls = ((input_grad, sgd_lr), tuple(
+                        step for _, step in self._backward_calls(input_grad, sgd_lr)))
+                steps = cached[1]
+            for step in steps:
                 grad = step(grad)
-            self.layers[self._first_param].backward(grad, False)
-            return None
+            return grad if input_grad or self._first_param is None else None
         finally:
             self._busy.release()
 
@@ -844,7 +838,7 @@ class Sequential(Layer):
         """[(layer index, grad -> grad)] in the order backward runs them:
         every layer, or without ``input_grad`` down to the first layer with
         parameters (asked for no input gradient); Dense layers get
-        ``sgd_lr``. Sequential.backward's loops are this list, unrolled."""
+        ``sgd_lr``. Sequential.backward runs these steps."""
         first = self._first_param
         calls = []
         for i in range(len(self.layers) - 1, -1, -1):

@@ -7,8 +7,9 @@ that order once, and gathers the rows of X chunk by chunk (several batches
 at a time) into one preallocated buffer (``_core.gather_rows``: threaded,
 prefetching the random rows ahead), so a batch is a view and costs no copy
 of its own; metrics record into buffers sized once; callbacks that do not
-define ``on_batch_end`` cost nothing per batch. The same seed gives a bitwise identical run (for any thread count:
-the kernels guarantee that part).
+define ``on_batch_end`` cost nothing per batch. The same seed gives a
+bitwise identical run (for any thread count: the kernels guarantee that
+part).
 """
 import inspect
 import math
