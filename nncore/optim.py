@@ -104,19 +104,7 @@ class Optimizer:
         if _PROFILE is not None and _PROFILE.outer(self):
             return _PROFILE.span("optimizer", self, "step", self.step, params)
         state = self._state
-        try:
-            pairs = enumerate(params)
-        except TypeError:
-            raise TypeError(f"{type(self).__name__}.step: expected a list of (param, grad) "
-                            f"pairs as model.parameters() gives, got {_describe(params)}") \
-                from None
-        for i, pair in pairs:
-            try:
-                p, g = pair
-            except (TypeError, ValueError):
-                raise TypeError(f"{type(self).__name__}.step: expected (param, grad) pairs "
-                                f"as model.parameters() gives, got {_describe(pair)} "
-                                f"at {i}") from None
+        for i, (p, g) in enumerate(_pairs(type(self).__name__, "step", params)):
             st = state.get(id(p))
             if st is None or st.param is not p:
                 st = self._new_state(p, g, i)
@@ -130,6 +118,102 @@ class Optimizer:
     def reset(self):
         """Forget all per-parameter state (momentum, moments, step counts)."""
         self._state.clear()
+
+    # ---- state for checkpoints (PyTorch's names) ----
+
+    def state_dict(self, params):
+        """A copy of everything the next steps depend on, for ``params`` (the
+        ``model.parameters()`` list ``step`` is called with), as plain data::
+
+            {"type": "Adam", "config": get_config(),     # hyperparameters, lr too
+             "steps": [t_0, t_1, ...],                   # steps taken per param
+             "buffers": {"0.exp_avg": array, ...}}       # "<param index>.<name>"
+
+        Parameters are named by their position in ``params``, so the state
+        can be loaded into another model of the same architecture.
+        ``load_state_dict`` restores it: the steps that follow are then
+        bitwise those of the run that was saved."""
+        name = type(self).__name__
+        steps, buffers = [], {}
+        for i, pair in enumerate(_pairs(name, "state_dict", params)):
+            p = pair[0]
+            st = self._state.get(id(p))
+            if st is None or st.param is not p:
+                steps.append(0)
+                continue
+            steps.append(st.step)
+            if len(st.bufs) > len(self._buffer_names):
+                raise TypeError(f"{name}.state_dict: {name} does not name its state buffers "
+                                "(set _buffer_names to one name per buffer _buffers makes)")
+            for buf_name, buf in zip(self._buffer_names, st.bufs):
+                if buf is not None:
+                    buffers[f"{i}.{buf_name}"] = buf.copy()
+        return {"type": name, "config": self.get_config(), "steps": steps, "buffers": buffers}
+
+    def load_state_dict(self, state, params):
+        """Replace this optimizer's hyperparameters and state with ``state``
+        (from ``state_dict``) for ``params``, in the same order. Everything
+        is checked before anything changes: the optimizer type, the
+        hyperparameters, one step count per parameter, exactly the buffers
+        those hyperparameters use, each finite and shaped like its parameter
+        (converted to float32)."""
+        name = type(self).__name__
+        who = f"{name}.load_state_dict"
+        if not isinstance(state, dict) or set(state) != {"type", "config", "steps", "buffers"}:
+            raise ValueError(f"{who}: expected a dict with keys 'type', 'config', 'steps' and "
+                             f"'buffers' (as state_dict gives), got {_describe(state)}")
+        if state["type"] != name:
+            raise ValueError(f"{who}: the state is of a {state['type']!r}, not a {name!r}")
+        config = state["config"]
+        if not isinstance(config, dict):
+            raise ValueError(f"{who}: config must be a dict, got {_describe(config)}")
+        try:
+            fresh = type(self)(**config)
+        except TypeError as exc:
+            raise ValueError(f"{who}: bad config {config!r} ({exc})") from None
+        pairs = _pairs(name, "load_state_dict", params)
+        steps, buffers = state["steps"], state["buffers"]
+        if not isinstance(steps, (list, tuple)) or len(steps) != len(pairs) or not all(
+                type(t) is int and t >= 0 for t in steps):
+            raise ValueError(f"{who}: steps must be a list of {len(pairs)} ints >= 0 (one per "
+                             f"parameter), got {steps!r}")
+        if not isinstance(buffers, dict):
+            raise ValueError(f"{who}: buffers must be a dict, got {_describe(buffers)}")
+        new_state, expected = {}, set()
+        for i, ((p, g), t) in enumerate(zip(pairs, steps)):
+            if not isinstance(p, np.ndarray) or p.dtype != _F32 or not p.flags.c_contiguous:
+                raise TypeError(f"{who}: param {i} must be a float32 C-contiguous array "
+                                f"(use model.parameters()), got {_describe(p)}")
+            if t == 0:
+                continue
+            bufs = []
+            for buf_name, template in zip(fresh._buffer_names, fresh._buffers(p)):
+                if template is None:
+                    bufs.append(None)
+                    continue
+                key = f"{i}.{buf_name}"
+                expected.add(key)
+                if key not in buffers:
+                    raise ValueError(f"{who}: buffer {key!r} is missing")
+                arr = _guard.as_array(buffers[key], who, key)
+                if arr.dtype.kind not in "biuf" or arr.shape != p.shape:
+                    raise ValueError(f"{who}: buffer {key!r} is {_describe(arr)}; expected "
+                                     f"real numbers of shape {p.shape}")
+                if not np.isfinite(arr).all():
+                    raise ValueError(f"{who}: buffer {key!r} holds NaN or infinity")
+                template[...] = arr
+                bufs.append(template)
+            st = _State(p, tuple(bufs))
+            st.step = t
+            new_state[id(p)] = st
+        unexpected = sorted(set(buffers) - expected)
+        if unexpected:
+            raise ValueError(f"{who}: unexpected buffers {unexpected[:5]} (not used by "
+                             f"{name}({', '.join(f'{k}={v!r}' for k, v in config.items())}))")
+        fresh._state = new_state
+        self.__dict__.update(fresh.__dict__)
+
+    _buffer_names = ()
 
     def _buffers(self, p):
         return ()
@@ -148,6 +232,24 @@ class Optimizer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _pairs(owner, method, params):
+    """``params`` as a list of (param, grad) tuples, or a TypeError."""
+    try:
+        items = list(params)
+    except TypeError:
+        raise TypeError(f"{owner}.{method}: expected a list of (param, grad) pairs as "
+                        f"model.parameters() gives, got {_describe(params)}") from None
+    pairs = []
+    for i, pair in enumerate(items):
+        try:
+            p, g = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"{owner}.{method}: expected (param, grad) pairs as "
+                            f"model.parameters() gives, got {_describe(pair)} at {i}") from None
+        pairs.append((p, g))
+    return pairs
 
 
 def _describe(x):
@@ -169,6 +271,8 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
+
+    _buffer_names = ("momentum_buffer",)
 
     def _buffers(self, p):
         return (_state_like(p),) if self.momentum != 0 else (None,)
@@ -206,6 +310,8 @@ class Adam(Optimizer):
         self.betas = _betas(name, betas)
         self.eps = _number(name, "eps", eps)
         self.weight_decay = _number(name, "weight_decay", weight_decay)
+
+    _buffer_names = ("exp_avg", "exp_avg_sq")
 
     def _buffers(self, p):
         return (_state_like(p), _state_like(p))
@@ -251,6 +357,8 @@ class RMSprop(Optimizer):
         self.weight_decay = _number("RMSprop", "weight_decay", weight_decay)
         self.momentum = _number("RMSprop", "momentum", momentum)
         self.centered = bool(centered)
+
+    _buffer_names = ("square_avg", "grad_avg", "momentum_buffer")
 
     def _buffers(self, p):
         return (_state_like(p), _state_like(p) if self.centered else None,

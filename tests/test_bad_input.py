@@ -234,6 +234,10 @@ REJECTED = [
     R(lambda: opt_step(nn.SGD(0.1), [(readonly(f32(3)), f32(3))]), VE, "param 0 is read-only", id="step-readonly-param"),
     R(lambda: opt_step(nn.SGD(0.1), [(f32(3), f32(4))]), VE, r"grad 0 has shape \(4,\), param \(3,\)", id="step-grad-shape"),
     R(lambda: (lambda o, p: (o.step([(p, f32(3))]), o.step([(p, f32(5))])))(nn.Adam(), f32(3)), VE, "Adam.step: pair 0: .*5 elements, expected 3", id="step-grad-swapped"),
+    R(lambda: nn.SGD(0.1).state_dict(None), TE, r"SGD.state_dict: expected a list of \(param, grad\) pairs", id="state-dict-none"),
+    R(lambda: nn.SGD(0.1).load_state_dict({}, []), VE, "SGD.load_state_dict: expected a dict with keys", id="load-state-dict-empty"),
+    R(lambda: nn.Adam().load_state_dict(nn.SGD(0.1).state_dict([]), []), VE, "the state is of a 'SGD', not a 'Adam'", id="load-state-dict-type"),
+    R(lambda: nn.SGD(0.1).load_state_dict(nn.SGD(0.1).state_dict([]), [(f32(3), f32(3))]), VE, "steps must be a list of 1 ints", id="load-state-dict-count"),
     # ---- threads and seeds ----
     R(lambda: nn.set_num_threads(0), VE, r"n must be in \[1, 1024\], got 0", id="threads-zero"),
     R(lambda: nn.set_num_threads(10**6), VE, "got 1000000", id="threads-absurd"),

@@ -286,3 +286,135 @@ def test_denormals_are_flushed(isa):
     buf = np.array([1e-37, 1e-38, 5e-39, 1.0], np.float32)
     _core.sgd_step(w, g, buf, 0.1, 0.5, 0.0, 0.0, False, False)
     np.testing.assert_array_equal(buf, np.array([5e-38, 0.0, 0.0, 0.5], np.float32))
+
+
+# ---- state_dict / load_state_dict ----
+
+STATE_CASES = {
+    "SGD-momentum": lambda: nn.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "SGD-plain": lambda: nn.SGD(0.05),
+    "Adam": lambda: nn.Adam(0.01, weight_decay=0.01),
+    "AdamW": lambda: nn.AdamW(0.01),
+    "RMSprop": lambda: nn.RMSprop(0.01, momentum=0.5, centered=True),
+}
+
+
+def state_run(make, rng_seed=0, first=3, then=3, restore=True):
+    """Weights after `first` steps, a state_dict round trip into a fresh
+    optimizer (or none), then `then` more steps."""
+    rng = np.random.default_rng(rng_seed)
+    shapes = [(4, 3), (3,), (2, 2)]
+    ws = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gs = [np.empty_like(w) for w in ws]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes]
+             for _ in range(first + then)]
+    opt = make()
+    for t, step in enumerate(grads):
+        if t == first and restore is not None:
+            state = opt.state_dict(list(zip(ws, gs)))
+            ws = [w.copy() for w in ws]          # another model's arrays, same values
+            gs = [np.empty_like(w) for w in ws]
+            opt = make()
+            opt.lr = 123.0                       # replaced by the saved config
+            if restore:
+                opt.load_state_dict(state, list(zip(ws, gs)))
+        for g, value in zip(gs, step):
+            g[...] = value
+        opt.step(list(zip(ws, gs)))
+    return ws
+
+
+@pytest.mark.parametrize("name", list(STATE_CASES))
+def test_state_dict_round_trip_continues_bitwise(name):
+    make = STATE_CASES[name]
+    straight = state_run(make, restore=None)
+    resumed = state_run(make, restore=True)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+    if name != "SGD-plain":
+        # without the state (and with lr 123) the run differs: the test can fail
+        fresh = state_run(lambda: make(), restore=False)
+        assert not all(np.array_equal(a, b) for a, b in zip(straight, fresh))
+
+
+def test_state_dict_contents_and_copies():
+    w, g = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
+    idle = (np.zeros(2, np.float32), np.zeros(2, np.float32))
+    opt = nn.Adam(0.1, betas=(0.5, 0.9))
+    opt.step([(w, g)])
+    state = opt.state_dict([(w, g), idle])
+    assert state["type"] == "Adam" and state["steps"] == [1, 0]
+    assert state["config"] == {"lr": 0.1, "betas": [0.5, 0.9], "eps": 1e-8, "weight_decay": 0.0}
+    assert sorted(state["buffers"]) == ["0.exp_avg", "0.exp_avg_sq"]
+    np.testing.assert_allclose(state["buffers"]["0.exp_avg"], 0.5)      # (1 - beta1) * g
+    np.testing.assert_allclose(state["buffers"]["0.exp_avg_sq"], 0.1, rtol=1e-6)  # (1 - b2) g^2
+    state["buffers"]["0.exp_avg"][...] = 7.0      # a copy: the optimizer is unaffected
+    assert opt.state_dict([(w, g)])["buffers"]["0.exp_avg"][0, 0] == np.float32(0.5)
+
+
+def test_state_dict_matches_torch_names_and_values(rng):
+    torch = pytest.importorskip("torch")
+    w = rng.standard_normal(50).astype(np.float32)
+    g = np.empty_like(w)
+    tw = torch.nn.Parameter(torch.tensor(w.copy()))
+    ours = nn.RMSprop(0.01, momentum=0.9, centered=True)
+    theirs = torch.optim.RMSprop([tw], lr=0.01, momentum=0.9, centered=True)
+    for _ in range(4):
+        grad = rng.standard_normal(50).astype(np.float32)
+        g[...] = grad
+        ours.step([(w, g)])
+        tw.grad = torch.tensor(grad)
+        theirs.step()
+    mine, torch_state = ours.state_dict([(w, g)]), theirs.state_dict()["state"][0]
+    assert mine["steps"] == [int(torch_state["step"])]
+    for name in ("square_avg", "grad_avg", "momentum_buffer"):
+        np.testing.assert_allclose(mine["buffers"][f"0.{name}"], torch_state[name].numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_load_state_dict_checks_everything_first():
+    w, g = np.zeros(3, np.float32), np.ones(3, np.float32)
+    source = nn.SGD(0.1, momentum=0.9)
+    source.step([(w, g)])
+    good = source.state_dict([(w, g)])
+
+    def broken(**changes):
+        state = {k: (dict(v) if isinstance(v, dict) else v) for k, v in good.items()}
+        for key, value in changes.items():
+            state[key] = value
+        return state
+    bad = [
+        (None, "expected a dict with keys"),
+        (broken(type="Adam"), "the state is of a 'Adam', not a 'SGD'"),
+        (broken(config={"lr": -1.0, "momentum": 0.9}), "lr must be >= 0"),
+        (broken(config={"lr": 0.1, "mom": 0.9}), "bad config"),
+        (broken(config={"lr": 0.1}), r"unexpected buffers \['0.momentum_buffer'\]"),
+        (broken(steps=[1, 1]), "steps must be a list of 1 ints"),
+        (broken(steps=[True]), "steps must be a list of 1 ints"),
+        (broken(steps=[-1]), "steps must be a list of 1 ints"),
+        (broken(buffers={}), "buffer '0.momentum_buffer' is missing"),
+        (broken(buffers={"0.momentum_buffer": np.zeros(4)}), "expected real numbers of shape"),
+        (broken(buffers={"0.momentum_buffer": np.array(["a"] * 3)}), "expected real numbers"),
+        (broken(buffers={"0.momentum_buffer": np.array([1, np.nan, 0])}), "NaN or infinity"),
+        (broken(buffers={"0.momentum_buffer": np.zeros(3), "1.x": np.zeros(3)}),
+         r"unexpected buffers \['1.x'\]"),
+    ]
+    target = nn.SGD(0.5, momentum=0.3)
+    w2 = np.zeros(3, np.float32)
+    target.step([(w2, g)])
+    before = target.state_dict([(w2, g)])
+    for state, match in bad:
+        with pytest.raises(ValueError, match=match):
+            target.load_state_dict(state, [(w2, g)])
+        after = target.state_dict([(w2, g)])      # nothing changed
+        assert after["config"] == before["config"] and after["steps"] == before["steps"]
+        np.testing.assert_array_equal(after["buffers"]["0.momentum_buffer"],
+                                      before["buffers"]["0.momentum_buffer"])
+    with pytest.raises(TypeError, match="param 0 must be a float32 C-contiguous"):
+        target.load_state_dict(good, [(np.zeros(3), g)])
+    with pytest.raises(TypeError, match="SGD.load_state_dict: expected a list of"):
+        target.load_state_dict(good, 5)
+    target.load_state_dict(good, [(w2, g)])       # a good one loads, converted to float32
+    assert target.momentum == 0.9 and target.lr == 0.1
+    np.testing.assert_array_equal(target.state_dict([(w2, g)])["buffers"]["0.momentum_buffer"],
+                                  good["buffers"]["0.momentum_buffer"])
