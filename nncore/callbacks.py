@@ -167,12 +167,15 @@ class ModelCheckpoint(Callback):
 
     ``path`` may hold format fields filled from the epoch (1-based) and logs,
     e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.nnc"``. With ``save_best_only``,
-    save only when ``monitor`` improves (mode as in EarlyStopping). Every save
-    is atomic (a temporary file renamed over the target), so an interrupted
-    run never leaves a truncated checkpoint behind.
+    save only when ``monitor`` improves (mode as in EarlyStopping). With
+    ``save_optimizer``, the trainer's optimizer state goes in the file too
+    (``nncore.load(path, optimizer=...)`` restores it, to resume training).
+    Every save is atomic (a temporary file renamed over the target), so an
+    interrupted run never leaves a truncated checkpoint behind.
     """
 
-    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
+    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
+                 save_optimizer=False):
         if not isinstance(path, (str, bytes)) and not hasattr(path, "__fspath__"):
             raise TypeError(f"ModelCheckpoint: path must be a str or path-like, got "
                             f"{type(path).__name__}")
@@ -189,12 +192,18 @@ class ModelCheckpoint(Callback):
                              "name the fields, e.g. {epoch:03d}")
         self.monitor = monitor
         self.save_best_only = save_best_only
+        self.save_optimizer = bool(save_optimizer)
         self.mode = _resolve_mode(mode, monitor, "ModelCheckpoint")
         self.best = None
         self.saved = []
 
     def on_train_begin(self, logs=None):
+        from .serialize import _optimizer_classes
         self.best = math.inf if self.mode == "min" else -math.inf
+        optimizer = self.trainer.optimizer
+        if self.save_optimizer and type(optimizer) not in _optimizer_classes().values():
+            raise TypeError(f"ModelCheckpoint: save_optimizer needs an nncore SGD, Adam, AdamW "
+                            f"or RMSprop, got {type(optimizer).__name__}")
 
     def on_epoch_end(self, epoch, logs=None):
         from .serialize import save
@@ -215,7 +224,8 @@ class ModelCheckpoint(Callback):
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
             raise ValueError(f"ModelCheckpoint: cannot fill in path {self.path!r} from the "
                              f"epoch logs ({type(exc).__name__}: {exc})") from None
-        save(self.trainer.model, path)
+        save(self.trainer.model, path,
+             optimizer=self.trainer.optimizer if self.save_optimizer else None)
         self.saved.append(path)
 
 

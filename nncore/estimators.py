@@ -393,7 +393,10 @@ class _BaseNN:
                                     self._make_optimizer(n_effective),
                                     batch_size=self._batch_size(len(X)), shuffle=self.shuffle,
                                     seed=seed, metrics=[])
-        else:
+            resume = self.__dict__.pop("_resume", None)
+            if incremental and resume is not None:
+                self._restore_training(resume)
+        if incremental:
             self._trainer.batch_size = self._batch_size(len(X))
             self._trainer.optimizer.groups[0][0].weight_decay = float(self.alpha) / n_effective
         self._epoch_samples = len(X)
@@ -469,10 +472,36 @@ class _BaseNN:
             return self.model_.predict(X)
 
     # ---- persistence (pickle: the model as its config and tensors) ---------
+
+    def _training_state(self):
+        """What partial_fit continues from, as plain data: each optimizer's
+        state_dict (momentum, Adam moments, step counts) and the shuffling
+        generator's state; None if the estimator was never trained."""
+        if self._trainer is None:
+            return getattr(self, "_resume", None)
+        return {"optimizers": [opt.state_dict(group)
+                               for opt, group in self._trainer.optimizer.groups],
+                "shuffle": self._trainer.rng.bit_generator.state}
+
+    def _restore_training(self, resume):
+        """Load _training_state's output into a new trainer (checked by each
+        optimizer's load_state_dict and by the generator)."""
+        groups = self._trainer.optimizer.groups
+        if len(resume["optimizers"]) != len(groups):
+            raise ValueError(f"{type(self).__name__}: the saved training state has "
+                             f"{len(resume['optimizers'])} optimizers, expected {len(groups)}")
+        for (optimizer, group), saved in zip(groups, resume["optimizers"]):
+            optimizer.load_state_dict(saved, group)
+        self._trainer.rng.bit_generator.state = resume["shuffle"]
+
     def __getstate__(self):
         state = self.__dict__.copy()
+        resume = self._training_state() if "_trainer" in state else None
         state.pop("_trainer", None)
         state.pop("_denses", None)
+        state.pop("_resume", None)
+        if resume is not None:
+            state["_resume"] = resume
         model = state.pop("model_", None)
         if model is not None:
             state["_model_config"] = model.get_config()

@@ -6,16 +6,26 @@ atomically, read without pickle); this module decides what goes in it::
     meta = {"nncore": "0.1.0",                    # the version that wrote it
             "kind": "model" | "estimator",
             "model": {"layers": [...]},           # Sequential.get_config()
+            "optimizer": {"type": "Adam",         # models saved with optimizer= only:
+                          "config": {...},        # Optimizer.state_dict without buffers
+                          "steps": [...]},
             "estimator": {                        # estimators only
                 "class": "NNClassifier",
                 "params": {...},                  # get_params(), JSON values
-                "fitted": {...}}}                 # classes_, loss_curve_, n_iter_, ...
+                "fitted": {...},                  # classes_, loss_curve_, n_iter_, ...
+                "training": {                     # once trained: what partial_fit resumes
+                    "optimizers": [{"type": "Adam", "config": {...}, "steps": [...]},
+                                   ...],          # Optimizer.state_dict without buffers
+                    "shuffle": {...}}}}           # the shuffling PCG64 generator's state
     tensors = model.state_dict()                  # "0.weight", "0.bias", ... float32
+            + {"optimizer.<i>.<name>": ...}       # buffer <name> of param i (models)
+            + {"training.<g>.<i>.<name>": ...}    # the same, of optimizer g (estimators)
 
 Loading checks everything before building anything: the layer configs, the
 Dense sizes against the tensors actually present in the file (so a hostile
 header cannot make nncore allocate absurd arrays), tensor names, shapes and
-dtypes, every estimator attribute. Any problem raises
+dtypes, every estimator attribute, the optimizer state (hyperparameters, step
+counts, buffers shaped like their parameters). Any problem raises
 ``nncore.errors.FormatError`` (a ValueError) naming the file; nothing in the
 file is ever executed. Loading does not disturb ``nncore.manual_seed``'s
 generator. A round trip gives bitwise identical predictions.
@@ -33,9 +43,16 @@ from .io import read_archive, write_archive
 __all__ = ["save", "load"]
 
 _MAX_LAYERS = 10000
+_TRAINING = "training."         # the prefix of an estimator's optimizer buffers
+_OPTIMIZER = "optimizer."       # the prefix of a model file's optimizer buffers
 _PARAM_FREE = {"ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Dropout"}
 _NUMERIC_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
                    "uint64", "float16", "float32", "float64"}
+
+
+def _optimizer_classes():
+    from .optim import SGD, Adam, AdamW, RMSprop
+    return {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
 
 
 def _estimator_classes():
@@ -91,9 +108,21 @@ def _estimator_meta(est):
             "fitted": fitted}
 
 
-def save(obj, path):
+def _split_optimizer_state(state, prefix):
+    """An Optimizer.state_dict as (its header entry: type, config, steps;
+    its buffers as tensors named prefix + "<param index>.<name>")."""
+    entry = {key: value for key, value in state.items() if key != "buffers"}
+    return entry, {prefix + key: arr for key, arr in state["buffers"].items()}
+
+
+def save(obj, path, optimizer=None):
     """Save a model (a Sequential) or a fitted NNClassifier/NNRegressor to
-    ``path``, atomically: the previous file there survives any failure."""
+    ``path``, atomically: the previous file there survives any failure.
+
+    With a model, ``optimizer`` (an nncore SGD, Adam, AdamW or RMSprop)
+    saves its state for ``model.parameters()`` in the same file (see
+    ``load``): a checkpoint to resume training from. Estimators always keep
+    the state their ``partial_fit`` continues from."""
     from . import __version__ as version
     estimators = _estimator_classes()
     if isinstance(obj, tuple(estimators.values())):
@@ -107,7 +136,29 @@ def save(obj, path):
         raise TypeError(f"nncore.save: expected a Sequential model or a fitted NNClassifier/"
                         f"NNRegressor, got {type(obj).__name__}")
     meta["model"] = model.get_config()
-    write_archive(path, meta, model.state_dict())
+    tensors = model.state_dict()
+    if optimizer is not None:
+        if meta["kind"] != "model":
+            raise TypeError("nncore.save: optimizer= is for models; an estimator saves its "
+                            "own optimizer state")
+        if type(optimizer) not in _optimizer_classes().values():
+            raise TypeError(f"nncore.save: optimizer must be an nncore SGD, Adam, AdamW or "
+                            f"RMSprop, got {type(optimizer).__name__}")
+        entry, buffers = _split_optimizer_state(optimizer.state_dict(model.parameters()),
+                                                _OPTIMIZER)
+        meta["optimizer"] = entry
+        tensors.update(buffers)
+    elif meta["kind"] == "estimator":
+        training = obj._training_state()
+        if training is not None:
+            entries = []
+            for g, state in enumerate(training["optimizers"]):
+                entry, buffers = _split_optimizer_state(state, f"{_TRAINING}{g}.")
+                entries.append(entry)
+                tensors.update(buffers)
+            meta["estimator"]["training"] = {"optimizers": entries,
+                                             "shuffle": training["shuffle"]}
+    write_archive(path, meta, tensors)
 
 
 # ---- loading ---------------------------------------------------------------
@@ -220,10 +271,91 @@ def _number_list(value, key, fail, allow_none=False):
     return [float(v) for v in value]
 
 
-def _build_estimator(spec, model, fail):
+def _is_uint(value, bits):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << bits
+
+
+def _read_optimizer_state(optimizer, params, entry, tensors, prefix, where, fail):
+    """Load a file's optimizer entry (type, config, steps) and its buffers
+    (the tensors named prefix + "<param index>.<name>") into ``optimizer``
+    for ``params``; load_state_dict checks everything. Returns the state."""
+    if not isinstance(entry, dict) or set(entry) != {"type", "config", "steps"}:
+        fail(f"{where} must hold exactly 'type', 'config' and 'steps'")
+    state = dict(entry, buffers={name[len(prefix):]: arr for name, arr in tensors.items()
+                                 if name.startswith(prefix)})
+    try:
+        optimizer.load_state_dict(state, params)
+    except (ValueError, TypeError) as exc:
+        fail(f"{where}: {exc}")
+    return state
+
+
+def _no_stray_tensors(tensors, prefixes, fail):
+    stray = [name for name in tensors if not name.startswith(prefixes)]
+    if stray:
+        fail(f"unexpected tensors {sorted(stray)[:5]}")
+
+
+def _read_training(est, spec, tensors, fail):
+    """The checked "training" entry (see the module docstring) as
+    _BaseNN._training_state gives it: each optimizer's state is loaded into
+    a scratch optimizer over the model's parameters, which checks it all."""
+    if not isinstance(spec, dict) or set(spec) != {"optimizers", "shuffle"} \
+            or not isinstance(spec["optimizers"], list):
+        fail("the training entry must hold exactly an 'optimizers' list and 'shuffle'")
+    shuffle = spec["shuffle"]
+    if not (isinstance(shuffle, dict) and set(shuffle) == {"bit_generator", "state",
+                                                           "has_uint32", "uinteger"}
+            and shuffle["bit_generator"] == "PCG64" and isinstance(shuffle["state"], dict)
+            and set(shuffle["state"]) == {"state", "inc"}
+            and all(_is_uint(v, 128) for v in shuffle["state"].values())
+            and shuffle["has_uint32"] in (0, 1) and _is_uint(shuffle["uinteger"], 32)):
+        fail("training.shuffle must be a PCG64 generator state")
+    scratch = est._make_optimizer(1.0).groups
+    if len(spec["optimizers"]) != len(scratch):
+        fail(f"training.optimizers must list {len(scratch)} optimizers")
+    prefixes = tuple(f"{_TRAINING}{g}." for g in range(len(scratch)))
+    states = [_read_optimizer_state(optimizer, group, entry, tensors, prefix,
+                                    f"training.optimizers[{g}]", fail)
+              for g, ((optimizer, group), entry, prefix)
+              in enumerate(zip(scratch, spec["optimizers"], prefixes))]
+    _no_stray_tensors(tensors, prefixes, fail)
+    return {"optimizers": states, "shuffle": shuffle}
+
+
+def _read_model_optimizer(meta, model, tensors, optimizer, fail):
+    """A model file's optimizer entry: checked (loaded into a scratch
+    optimizer of the saved type) even when ``optimizer`` is None, else
+    loaded into it."""
+    if "optimizer" not in meta:
+        _no_stray_tensors(tensors, (), fail)
+        if optimizer is not None:
+            fail("the file holds no optimizer state (save it with "
+                 "nncore.save(model, path, optimizer=...))")
+        return
+    entry = meta["optimizer"]
+    classes = _optimizer_classes()
+    kind = entry.get("type") if isinstance(entry, dict) else None
+    cls = classes.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        fail(f"optimizer: type must be one of {sorted(classes)}")
+    scratch = cls(0.0)                   # its hyperparameters come from the entry
+    params = model.parameters()
+    _read_optimizer_state(scratch, params, entry, tensors, _OPTIMIZER, "optimizer", fail)
+    _no_stray_tensors(tensors, (_OPTIMIZER,), fail)
+    if optimizer is not None:
+        if type(optimizer) is not cls:
+            raise TypeError(f"nncore.load: the file holds {kind} state; optimizer is a "
+                            f"{type(optimizer).__name__}")
+        optimizer.load_state_dict(scratch.state_dict(params), params)
+
+
+def _build_estimator(spec, model, training_tensors, fail):
     classes = _estimator_classes()
-    if not isinstance(spec, dict) or set(spec) != {"class", "params", "fitted"}:
-        fail("the estimator entry must hold exactly 'class', 'params' and 'fitted'")
+    if not isinstance(spec, dict) or not {"class", "params", "fitted"} <= set(spec) <= {
+            "class", "params", "fitted", "training"}:
+        fail("the estimator entry must hold exactly 'class', 'params' and 'fitted' "
+             "(and 'training' once trained)")
     cls = classes.get(spec["class"]) if isinstance(spec["class"], str) else None
     if cls is None:
         fail(f"unknown estimator class {spec['class']!r}; expected one of {sorted(classes)}")
@@ -275,6 +407,10 @@ def _build_estimator(spec, model, fail):
         est._y_1d = fitted["y_1d"]
         est._n_targets = n_out
     est._attach_model(model)
+    if "training" in spec:
+        est._resume = _read_training(est, spec["training"], training_tensors, fail)
+    else:
+        _no_stray_tensors(training_tensors, (), fail)
     return est
 
 
@@ -290,10 +426,15 @@ def dense_layers(model):
     return out
 
 
-def load(path):
+def load(path, optimizer=None):
     """Load what ``save`` wrote: a Sequential (in eval mode), or a fitted
     NNClassifier/NNRegressor. Raises FormatError for anything but a valid file
-    (OSError when it cannot be read at all)."""
+    (OSError when it cannot be read at all).
+
+    ``optimizer`` (a model file saved with one): an optimizer of the saved
+    type, whose hyperparameters and state are replaced by the file's, for
+    the loaded model's ``parameters()``. Training it from there continues the
+    saved run bitwise (given the same batches)."""
     meta, tensors = read_archive(path)
     where = os.fsdecode(path)
 
@@ -302,13 +443,22 @@ def load(path):
 
     kind = meta.get("kind")
     keys = {"nncore", "kind", "model"} | ({"estimator"} if kind == "estimator" else set())
-    if kind not in ("model", "estimator") or set(meta) != keys:
+    optional = {"optimizer"} if kind == "model" else set()
+    if kind not in ("model", "estimator") or not keys <= set(meta) <= keys | optional:
         fail("not an nncore model file: its header must hold exactly "
-             f"{sorted(keys)} with kind 'model' or 'estimator'")
+             f"{sorted(keys)} with kind 'model' or 'estimator' (and 'optimizer' for a model "
+             "saved with one)")
+    if optimizer is not None and kind != "model":
+        raise TypeError("nncore.load: optimizer= is for model files; an estimator restores "
+                        "its own optimizer state")
     if not isinstance(meta["nncore"], str) or not re.fullmatch(r"[0-9A-Za-z.+_-]{1,40}",
                                                                meta["nncore"]):
         fail("bad 'nncore' version entry")
-    model = build_model(meta["model"], tensors, fail)
+    prefix = _TRAINING if kind == "estimator" else _OPTIMIZER
+    extra = {name: arr for name, arr in tensors.items() if name.startswith(prefix)}
+    model = build_model(meta["model"],
+                        {name: arr for name, arr in tensors.items() if name not in extra}, fail)
     if kind == "model":
+        _read_model_optimizer(meta, model, extra, optimizer, fail)
         return model
-    return _build_estimator(meta["estimator"], model, fail)
+    return _build_estimator(meta["estimator"], model, extra, fail)

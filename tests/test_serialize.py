@@ -15,6 +15,9 @@ from nncore.io import read_archive, write_archive
 pytestmark = pytest.mark.filterwarnings("ignore::nncore.estimators.ConvergenceWarning")
 
 
+F32 = np.float32
+
+
 def model_zoo():
     nn.manual_seed(0)
     inner = nn.Sequential(nn.Dense(16, 8, activation="tanh"), nn.LeakyReLU(0.2))
@@ -40,6 +43,73 @@ def test_model_round_trip_is_bitwise(tmp_path):
         np.testing.assert_array_equal(loaded.state_dict()[k], v)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert not loaded.training
+
+
+def mlp():
+    nn.manual_seed(0)
+    return nn.Sequential(nn.Dense(5, 16), nn.ReLU(), nn.Dense(16, 8, activation="tanh"),
+                         nn.Dense(8, 3))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Adam(lr=0.01, weight_decay=0.01),
+    lambda: nn.SGD(lr=0.05, momentum=0.9, nesterov=True),
+    lambda: nn.RMSprop(lr=0.01, centered=True, momentum=0.5),
+], ids=["Adam", "SGD-nesterov", "RMSprop"])
+def test_checkpoint_with_optimizer_resumes_bitwise(tmp_path, make):
+    X, y = data()
+    model, opt = mlp(), make()
+    path = tmp_path / "ckpt.nnc"
+    nn.Trainer(model, nn.CrossEntropyLoss(), opt, batch_size=8, seed=0).fit(
+        X, y, 2, verbose=0, callbacks=[nn.callbacks.ModelCheckpoint(path, save_optimizer=True)])
+    nn.Trainer(model, nn.CrossEntropyLoss(), opt, batch_size=8, seed=1).fit(X, y, 2, verbose=0)
+
+    def resume(optimizer):
+        loaded = nn.load(path, optimizer=optimizer)
+        nn.Trainer(loaded, nn.CrossEntropyLoss(), optimizer, batch_size=8, seed=1).fit(
+            X, y, 2, verbose=0)
+        return loaded
+    resumed = resume(make())
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value)
+    # the optimizer's state is what makes it bitwise: without it the run differs
+    restarted = nn.load(path)
+    nn.Trainer(restarted, nn.CrossEntropyLoss(), make(), batch_size=8, seed=1).fit(
+        X, y, 2, verbose=0)
+    assert not np.array_equal(restarted.state_dict()["0.weight"], model.state_dict()["0.weight"])
+    # hyperparameters come from the file
+    other = type(make())(lr=0.5)
+    nn.load(path, optimizer=other)
+    assert other.get_config() == make().get_config()
+
+
+def test_optimizer_argument_errors(tmp_path):
+    X, y = data()
+    model, path = mlp(), tmp_path / "m.nnc"
+    nn.save(model, path)
+    with pytest.raises(FormatError, match="holds no optimizer state"):
+        nn.load(path, optimizer=nn.Adam())
+    nn.save(model, path, optimizer=nn.Adam())            # no steps yet: an empty state
+    with pytest.raises(TypeError, match="the file holds Adam state; optimizer is a SGD"):
+        nn.load(path, optimizer=nn.SGD(0.1))
+    loaded_opt = nn.AdamW()
+    with pytest.raises(TypeError, match="holds Adam state; optimizer is a AdamW"):
+        nn.load(path, optimizer=loaded_opt)
+    with pytest.raises(TypeError, match="optimizer must be an nncore SGD, Adam"):
+        nn.save(model, path, optimizer=object())
+    clf = nn.NNClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    with pytest.raises(TypeError, match="optimizer= is for models"):
+        nn.save(clf, tmp_path / "e.nnc", optimizer=nn.Adam())
+    nn.save(clf, tmp_path / "e.nnc")
+    with pytest.raises(TypeError, match="optimizer= is for model files"):
+        nn.load(tmp_path / "e.nnc", optimizer=nn.Adam())
+    trainer = nn.Trainer(mlp(), nn.CrossEntropyLoss(), clf._trainer.optimizer)
+    with pytest.raises(TypeError, match="save_optimizer needs an nncore SGD"):
+        trainer.fit(X, y, 1, verbose=0, callbacks=[
+            nn.callbacks.ModelCheckpoint(tmp_path / "c.nnc", save_optimizer=True)])
 
 
 def test_load_leaves_the_seeded_stream_alone(tmp_path):
@@ -161,7 +231,68 @@ MUTATIONS = {
     "loss curve": lambda m, t: m["estimator"]["fitted"].update(loss_curve_="1,2"),
     "hidden mismatch": lambda m, t: m["estimator"]["fitted"].update(hidden=[5]),
     "version entry": lambda m, t: m.update(nncore={"exec": 1}),
+    # the optimizer state partial_fit resumes from
+    "training not a dict": lambda m, t: m["estimator"].update(training=[1]),
+    "training without tensors' entry": lambda m, t: m["estimator"].pop("training"),
+    "training optimizer type": lambda m, t: optimizer_entry(m, 0).update(type="SGD"),
+    "training optimizer count": lambda m, t: m["estimator"]["training"]["optimizers"].pop(),
+    "training config value": lambda m, t: optimizer_entry(m, 0)["config"].update(lr=-1),
+    "training config key": lambda m, t: optimizer_entry(m, 1)["config"].update(exec="x"),
+    "training steps": lambda m, t: optimizer_entry(m, 0).update(steps=[1]),
+    "training buffer missing": lambda m, t: t.pop("training.0.0.exp_avg"),
+    "training buffer shape": lambda m, t: t.update({"training.0.0.exp_avg": np.zeros(3, F32)}),
+    "training buffer NaN": lambda m, t: t["training.1.1.exp_avg_sq"].__setitem__(0, np.nan),
+    "training extra buffer": lambda m, t: t.update({"training.0.9.exp_avg": np.zeros(3, F32)}),
+    "training stray tensor": lambda m, t: t.update({"training.7.0.x": np.zeros(3, F32)}),
+    "shuffle generator": lambda m, t: m["estimator"]["training"]["shuffle"].update(
+        bit_generator="MT19937"),
+    "shuffle state": lambda m, t: m["estimator"]["training"]["shuffle"]["state"].update(
+        inc=2 ** 200),
 }
+
+
+def optimizer_entry(meta, g):
+    return meta["estimator"]["training"]["optimizers"][g]
+
+
+def valid_checkpoint_file(tmp_path):
+    X, y = data()
+    model, opt = mlp(), nn.SGD(0.1, momentum=0.9)
+    nn.Trainer(model, nn.CrossEntropyLoss(), opt, seed=0).fit(X, y, 1, verbose=0)
+    path = tmp_path / "ok.nnc"
+    nn.save(model, path, optimizer=opt)
+    return read_archive(path)
+
+
+CHECKPOINT_MUTATIONS = {
+    "optimizer not a dict": lambda m, t: m.update(optimizer="SGD"),
+    "optimizer unknown type": lambda m, t: m["optimizer"].update(type="os.system"),
+    "optimizer config not a dict": lambda m, t: m["optimizer"].update(config=[0.1]),
+    "optimizer config value": lambda m, t: m["optimizer"]["config"].update(momentum=-1),
+    "optimizer config key": lambda m, t: m["optimizer"]["config"].update(__class__="x"),
+    "optimizer extra key": lambda m, t: m["optimizer"].update(code="x"),
+    "optimizer steps": lambda m, t: m["optimizer"].update(steps="1"),
+    "optimizer buffer shape": lambda m, t: t.update(
+        {"optimizer.0.momentum_buffer": np.zeros((16, 5), F32)}),
+    "optimizer buffer inf": lambda m, t: t["optimizer.1.momentum_buffer"].__setitem__(0, np.inf),
+    "optimizer buffer missing": lambda m, t: t.pop("optimizer.2.momentum_buffer"),
+    "optimizer buffer extra": lambda m, t: t.update({"optimizer.9.momentum_buffer": np.zeros(3, F32)}),
+    "optimizer tensors without entry": lambda m, t: m.pop("optimizer"),
+    "optimizer entry in an estimator": lambda m, t: m.update(kind="estimator"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_MUTATIONS))
+def test_hostile_checkpoint_contents_raise_format_error(tmp_path, name):
+    meta, tensors = valid_checkpoint_file(tmp_path)
+    meta, tensors = copy.deepcopy(meta), {k: v.copy() for k, v in tensors.items()}
+    CHECKPOINT_MUTATIONS[name](meta, tensors)
+    path = tmp_path / "hostile.nnc"
+    write_archive(path, meta, tensors)
+    with pytest.raises(FormatError, match="hostile.nnc"):
+        nn.load(path)
+    with pytest.raises(FormatError, match="hostile.nnc"):
+        nn.load(path, optimizer=nn.SGD(0.1))
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
