@@ -104,7 +104,15 @@ class Optimizer:
         if _PROFILE is not None and _PROFILE.outer(self):
             return _PROFILE.span("optimizer", self, "step", self.step, params)
         state = self._state
-        for i, (p, g) in enumerate(_pairs(type(self).__name__, "step", params)):
+        try:
+            pairs = enumerate(params)
+        except TypeError:
+            raise _not_pairs(type(self).__name__, "step", params) from None
+        for i, pair in pairs:
+            try:
+                p, g = pair
+            except (TypeError, ValueError):
+                raise _not_a_pair(type(self).__name__, "step", pair, i) from None
             st = state.get(id(p))
             if st is None or st.param is not p:
                 st = self._new_state(p, g, i)
@@ -234,20 +242,29 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
+def _not_pairs(owner, method, params):
+    return TypeError(f"{owner}.{method}: expected a list of (param, grad) pairs as "
+                     f"model.parameters() gives, got {_describe(params)}")
+
+
+def _not_a_pair(owner, method, pair, i):
+    return TypeError(f"{owner}.{method}: expected (param, grad) pairs as "
+                     f"model.parameters() gives, got {_describe(pair)} at {i}")
+
+
 def _pairs(owner, method, params):
-    """``params`` as a list of (param, grad) tuples, or a TypeError."""
+    """``params`` as a list of (param, grad) tuples, or a TypeError. (step
+    does the same inline: a list per step costs ~0.4 us.)"""
     try:
         items = list(params)
     except TypeError:
-        raise TypeError(f"{owner}.{method}: expected a list of (param, grad) pairs as "
-                        f"model.parameters() gives, got {_describe(params)}") from None
+        raise _not_pairs(owner, method, params) from None
     pairs = []
     for i, pair in enumerate(items):
         try:
             p, g = pair
         except (TypeError, ValueError):
-            raise TypeError(f"{owner}.{method}: expected (param, grad) pairs as "
-                            f"model.parameters() gives, got {_describe(pair)} at {i}") from None
+            raise _not_a_pair(owner, method, pair, i) from None
         pairs.append((p, g))
     return pairs
 
