@@ -310,10 +310,11 @@ def test_predict_chain_equals_forward(isa, rng, case):
 
 
 def test_predict_one_sample_chain_threaded(isa, rng, num_threads):
-    # One sample runs the whole chain in one parallel region: the first layer
+    # One sample runs the chain in one parallel region: the first layer
     # large enough to thread (300 x 256), the second split inside the region
-    # (256 x 96), the last on one thread. Same bits as layer-by-layer forward
-    # for 1 and 2 threads and while profiling (which goes layer by layer).
+    # (256 x 96), the last unsplit one after the region, on the calling
+    # thread. Same bits as layer-by-layer forward for 1 and 2 threads and
+    # while profiling (which goes layer by layer).
     nn.manual_seed(0)
     model = nn.Sequential(nn.Dense(300, 256), nn.ReLU(), nn.Dense(256, 96, activation="relu"),
                           nn.Dense(96, 10)).eval()
@@ -332,6 +333,19 @@ def test_predict_one_sample_chain_threaded(isa, rng, num_threads):
         got = model.predict(x)
     np.testing.assert_array_equal(got, want)
     assert sum(1 for e in prof.events if e["m"] == 1 and e["k"] in (300, 256, 96)) == 3
+
+
+def test_predict_one_sample_chain_unsplit_layers_around_a_split_one(isa, rng, num_threads):
+    # unsplit (4 x 8, in the region on one thread), split (8 x 8192), unsplit
+    # (8192 x 3: one output block, after the region)
+    nn.manual_seed(1)
+    model = nn.Sequential(nn.Dense(4, 8), nn.ReLU(), nn.Dense(8, 8192, activation="relu"),
+                          nn.Dense(8192, 3)).eval()
+    x = rng.standard_normal((1, 4)).astype(np.float32)
+    want = model.forward(x).copy()
+    for threads in (1, 2):
+        nn.set_num_threads(threads)
+        np.testing.assert_array_equal(model.predict(x), want)
 
 
 def test_dense_chain_checks_its_arguments():
