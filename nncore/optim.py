@@ -3,7 +3,9 @@ updates every parameter in place with one fused C pass.
 
 ``params`` is ``model.parameters()``: a list of ``(param, grad)`` float32
 array pairs. State (momentum buffers, moment estimates, step counts) is kept
-per parameter array, created at its first step; ``reset()`` forgets it.
+per parameter array, created at its first step; ``reset()`` forgets it,
+``state_dict(params)`` copies it out and ``load_state_dict(state, params)``
+restores it (checkpoints; ``nncore.save(model, path, optimizer=opt)``).
 
 The update rules are exactly torch.optim's documented algorithms (maximize
 off, no amsgrad), so a run compares with PyTorch step by step:
