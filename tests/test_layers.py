@@ -349,8 +349,8 @@ def test_predict_one_sample_chain_unsplit_layers_around_a_split_one(isa, rng, nu
 
 
 def test_dense_chain_checks_its_arguments():
-    x, w, out = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.empty((2, 4),
-                                                                               np.float32)
+    x, w = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    out = np.empty((2, 4), np.float32)
     relu = L._ACT["relu"]
     with pytest.raises(ValueError, match="1 layers and 2 outputs"):
         _core.dense_chain(x, ((w, None, relu),), (out, out))

@@ -276,19 +276,26 @@ CHECKPOINT_MUTATIONS = {
         {"optimizer.0.momentum_buffer": np.zeros((16, 5), F32)}),
     "optimizer buffer inf": lambda m, t: t["optimizer.1.momentum_buffer"].__setitem__(0, np.inf),
     "optimizer buffer missing": lambda m, t: t.pop("optimizer.2.momentum_buffer"),
-    "optimizer buffer extra": lambda m, t: t.update({"optimizer.9.momentum_buffer": np.zeros(3, F32)}),
+    "optimizer buffer extra": lambda m, t: t.update(
+        {"optimizer.9.momentum_buffer": np.zeros(3, F32)}),
     "optimizer tensors without entry": lambda m, t: m.pop("optimizer"),
     "optimizer entry in an estimator": lambda m, t: m.update(kind="estimator"),
 }
 
 
-@pytest.mark.parametrize("name", sorted(CHECKPOINT_MUTATIONS))
-def test_hostile_checkpoint_contents_raise_format_error(tmp_path, name):
-    meta, tensors = valid_checkpoint_file(tmp_path)
+def mutated_file(tmp_path, valid_file, mutate):
+    """valid_file's contents, changed by mutate(meta, tensors), in a new file."""
+    meta, tensors = valid_file(tmp_path)
     meta, tensors = copy.deepcopy(meta), {k: v.copy() for k, v in tensors.items()}
-    CHECKPOINT_MUTATIONS[name](meta, tensors)
+    mutate(meta, tensors)
     path = tmp_path / "hostile.nnc"
     write_archive(path, meta, tensors)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_MUTATIONS))
+def test_hostile_checkpoint_contents_raise_format_error(tmp_path, name):
+    path = mutated_file(tmp_path, valid_checkpoint_file, CHECKPOINT_MUTATIONS[name])
     with pytest.raises(FormatError, match="hostile.nnc"):
         nn.load(path)
     with pytest.raises(FormatError, match="hostile.nnc"):
@@ -297,11 +304,7 @@ def test_hostile_checkpoint_contents_raise_format_error(tmp_path, name):
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_hostile_contents_raise_format_error(tmp_path, name):
-    meta, tensors = valid_estimator_file(tmp_path)
-    meta, tensors = copy.deepcopy(meta), {k: v.copy() for k, v in tensors.items()}
-    MUTATIONS[name](meta, tensors)
-    path = tmp_path / "hostile.nnc"
-    write_archive(path, meta, tensors)
+    path = mutated_file(tmp_path, valid_estimator_file, MUTATIONS[name])
     with pytest.raises(FormatError, match="hostile.nnc"):
         nn.load(path)
 
