@@ -139,7 +139,8 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
  * out_i = act_i(in_i @ w_i + b_i), in_0 = x (m x n_in_0), in_i = out_{i-1}:
  * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is NN_ACT_NONE
  * or NN_ACT_RELU, out_i is m x n_out. The same bits as one nn_sgemm per layer;
- * one sample (m == 1) runs every layer in one parallel region. Returns NN_OK
+ * one sample (m == 1) runs the layers up to the last threaded one in one
+ * parallel region and the small ones after it on the calling thread. Returns NN_OK
  * or NN_EINVAL (negative size, sizes that do not chain, activation not fused),
  * NN_ENOMEM. */
 typedef struct nn_dense_layer {

@@ -457,12 +457,6 @@ cdef class DenseChain:
         return self.arrays[1][self.count - 1]
 
 
-def dense_chain(cnp.ndarray x not None, tuple layers not None, tuple outs not None):
-    """DenseChain for x's shape, checked and run once; returns outs[-1]."""
-    cdef int64_t m, k
-    _matrix(x, &m, &k, "dense_chain", "x")
-    return DenseChain(m, k, layers, outs).run(x)
-
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
                    object dx, object dw, object db, object sgd_lr=None):

@@ -324,9 +324,8 @@ def _read_training(est, spec, tensors, fail):
 
 
 def _read_model_optimizer(meta, model, tensors, optimizer, fail):
-    """A model file's optimizer entry: checked (loaded into a scratch
-    optimizer of the saved type) even when ``optimizer`` is None, else
-    loaded into it."""
+    """A model file's optimizer entry, loaded into ``optimizer``, or when it
+    is None into a scratch optimizer of the saved type: checked either way."""
     if "optimizer" not in meta:
         _no_stray_tensors(tensors, (), fail)
         if optimizer is not None:
@@ -339,15 +338,15 @@ def _read_model_optimizer(meta, model, tensors, optimizer, fail):
     cls = classes.get(kind) if isinstance(kind, str) else None
     if cls is None:
         fail(f"optimizer: type must be one of {sorted(classes)}")
-    scratch = cls(0.0)                   # its hyperparameters come from the entry
-    params = model.parameters()
-    _read_optimizer_state(scratch, params, entry, tensors, _OPTIMIZER, "optimizer", fail)
     _no_stray_tensors(tensors, (_OPTIMIZER,), fail)
-    if optimizer is not None:
-        if type(optimizer) is not cls:
-            raise TypeError(f"nncore.load: the file holds {kind} state; optimizer is a "
-                            f"{type(optimizer).__name__}")
-        optimizer.load_state_dict(scratch.state_dict(params), params)
+    if optimizer is None:
+        optimizer = cls(0.0)             # its hyperparameters come from the entry
+    elif type(optimizer) is not cls:
+        raise TypeError(f"nncore.load: the file holds {kind} state; optimizer is a "
+                        f"{type(optimizer).__name__}")
+    # load_state_dict changes nothing unless all of the state checks out
+    _read_optimizer_state(optimizer, model.parameters(), entry, tensors, _OPTIMIZER,
+                          "optimizer", fail)
 
 
 def _build_estimator(spec, model, training_tensors, fail):

@@ -352,15 +352,18 @@ def test_dense_chain_checks_its_arguments():
     x, w = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
     out = np.empty((2, 4), np.float32)
     relu = L._ACT["relu"]
+
+    def chain(layers, outs):
+        return _core.DenseChain(2, 3, layers, outs).run(x)
     with pytest.raises(ValueError, match="1 layers and 2 outputs"):
-        _core.dense_chain(x, ((w, None, relu),), (out, out))
+        chain(((w, None, relu),), (out, out))
     with pytest.raises(ValueError, match="do not match"):
-        _core.dense_chain(x, ((w.T.copy(), None, relu),), (out,))
+        chain(((w.T.copy(), None, relu),), (out,))
     with pytest.raises(ValueError, match="not an epilogue"):
-        _core.dense_chain(x, ((w, None, L._ACT["tanh"]),), (out,))
+        chain(((w, None, L._ACT["tanh"]),), (out,))
     with pytest.raises(ValueError, match="expected 4"):
-        _core.dense_chain(x, ((w, np.ones(3, np.float32), relu),), (out,))
-    got = _core.dense_chain(x, ((w, np.full(4, -4.0, np.float32), relu),), (out,))
+        chain(((w, np.ones(3, np.float32), relu),), (out,))
+    got = chain(((w, np.full(4, -4.0, np.float32), relu),), (out,))
     assert got is out and not got.any()              # relu(3 - 4) = 0
     # A plan checks its layers once, then each run checks only its input.
     plan = _core.DenseChain(2, 3, ((w, np.full(4, 0.5, np.float32), relu),), (out,))
