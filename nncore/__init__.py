@@ -16,19 +16,18 @@ _isa_error = _core.init_error()
 if _isa_error is not None:
     raise ImportError(_isa_error)
 
-import numpy as np  # noqa: E402
-
 from . import datasets  # noqa: E402
+from .threads import set_num_threads, get_num_threads  # noqa: E402
 from .linalg import matmul  # noqa: E402
 from .init import manual_seed  # noqa: E402
-from .layers import (Layer, Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax,  # noqa: E402
-                     Dropout, Sequential, register_layer, layer_from_config)
+from .layers import (Layer, Param, Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU,  # noqa: E402
+                     Softmax, Dropout, Flatten, Sequential, register_layer, layer_from_config)
 from .losses import Loss, MSELoss, HuberLoss, BCEWithLogitsLoss, CrossEntropyLoss  # noqa: E402
 from .optim import Optimizer, SGD, Adam, AdamW, RMSprop  # noqa: E402
 from .landscape import (loss_landscape, interpolate_loss, trajectory_landscape,  # noqa: E402
                         Landscape, TrajectoryRecorder)
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 # Training and using models (trainer.py, callbacks.py, estimators.py, serialize.py).
 from . import callbacks  # noqa: E402
@@ -39,35 +38,14 @@ from .profiler import profile  # noqa: E402
 
 __all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul",
            "manual_seed",
-           "Layer", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-           "Dropout", "Sequential", "register_layer", "layer_from_config",
+           "Layer", "Param", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
+           "Dropout", "Flatten", "Sequential", "register_layer", "layer_from_config",
            "Loss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLoss",
            "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
            "datasets", "callbacks", "Trainer", "History", "NonFiniteLossError",
            "NNClassifier", "NNRegressor", "save", "load", "profile"]
 __all__ += ["loss_landscape", "interpolate_loss", "trajectory_landscape", "Landscape",
             "TrajectoryRecorder"]
-
-
-def set_num_threads(n):
-    """Set the number of OpenMP threads every nncore kernel uses
-    (1 <= n <= 1024), in every Python thread of the process.
-
-    The default follows ``OMP_NUM_THREADS`` (else the number of cores).
-    ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` lowers the count
-    for the thread that enters it; kernels never use more threads than either
-    says. Results are bitwise identical for any thread count.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
-    if not 1 <= n <= _core.MAX_THREADS:
-        raise ValueError(f"set_num_threads: n must be in [1, {_core.MAX_THREADS}], got {n}")
-    _core.set_num_threads(int(n))
-
-
-def get_num_threads():
-    """The number of OpenMP threads nncore's kernels will use."""
-    return _core.get_num_threads()
 
 
 def info():

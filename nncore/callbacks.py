@@ -27,6 +27,8 @@ import string
 
 import numpy as np
 
+from .serialize import OPTIMIZERS, save
+
 __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "StepLR", "CosineAnnealingLR",
            "ReduceLROnPlateau", "LinearWarmup", "LambdaCallback"]
 
@@ -52,7 +54,7 @@ class Callback:
         pass
 
     # on_batch_end is deliberately not defined here: the trainer calls it only
-    # on callbacks that define it (see _batch_hooks), keeping batch-1 training fast.
+    # on callbacks that define it (see batch_hooks), keeping batch-1 training fast.
 
 
 def batch_hooks(callbacks):
@@ -198,15 +200,13 @@ class ModelCheckpoint(Callback):
         self.saved = []
 
     def on_train_begin(self, logs=None):
-        from .serialize import _optimizer_classes
         self.best = math.inf if self.mode == "min" else -math.inf
         optimizer = self.trainer.optimizer
-        if self.save_optimizer and type(optimizer) not in _optimizer_classes().values():
+        if self.save_optimizer and type(optimizer) not in OPTIMIZERS.values():
             raise TypeError(f"ModelCheckpoint: save_optimizer needs an nncore SGD, Adam, AdamW "
                             f"or RMSprop, got {type(optimizer).__name__}")
 
     def on_epoch_end(self, epoch, logs=None):
-        from .serialize import save
         logs = logs or {}
         if self.save_best_only:
             value = _monitored(self, logs, self.monitor)

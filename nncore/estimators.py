@@ -29,7 +29,15 @@ import warnings
 
 import numpy as np
 
-from .trainer import Trainer, check_features, check_sample_weight, check_targets
+from .datasets import train_test_split
+from .layers import Dense, ReLU, Sequential, Sigmoid, Tanh
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from .optim import SGD, Adam
+from .serialize import (build_model, no_stray_tensors, read_optimizer_state, register_kind,
+                        split_optimizer_state)
+from .threads import get_num_threads, set_num_threads
+from .trainer import Trainer
+from .validation import check_features, check_sample_weight, check_targets
 
 __all__ = ["NNClassifier", "NNRegressor", "NotFittedError", "ConvergenceWarning",
            "DataConversionWarning"]
@@ -77,13 +85,12 @@ def _threads(n):
     if n is None:
         yield
         return
-    import nncore
-    previous = nncore.get_num_threads()
-    nncore.set_num_threads(int(n))
+    previous = get_num_threads()
+    set_num_threads(n)
     try:
         yield
     finally:
-        nncore.set_num_threads(previous)
+        set_num_threads(previous)
 
 
 def _seed_from(random_state):
@@ -314,7 +321,6 @@ class _BaseNN:
         """A new Sequential, initialised like MLPClassifier (Glorot uniform
         weights and biases) from the estimator's own generator, so fitting
         never touches nncore.manual_seed's stream."""
-        from .layers import Dense, ReLU, Sequential, Sigmoid, Tanh
         acts = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
         factor = 2.0 if self.activation == "logistic" else 6.0
 
@@ -329,14 +335,13 @@ class _BaseNN:
             if i < len(sizes) - 2 and acts[self.activation] is not None:
                 layers.append(acts[self.activation]())
         model = Sequential(*layers)      # draws the weights, layer by layer
-        for layer in layers:
-            if isinstance(layer, Dense):
-                bound = math.sqrt(factor / (layer.in_features + layer.out_features))
-                layer.bias[...] = rng.uniform(-bound, bound, layer.out_features)
+        weights, biases = _weights_and_biases(model)
+        for (w, _), (b, _) in zip(weights, biases):
+            bound = math.sqrt(factor / (w.shape[0] + w.shape[1]))
+            b[...] = rng.uniform(-bound, bound, len(b))
         return model
 
     def _make_optimizer(self, n_effective):
-        from .optim import SGD, Adam
         if self.solver == "sgd":
             def make(decay):
                 return SGD(lr=self.learning_rate_init, momentum=self.momentum,
@@ -346,8 +351,7 @@ class _BaseNN:
             def make(decay):
                 return Adam(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
                             eps=self.epsilon, weight_decay=decay)
-        weights = [(d.weight, d.grad_weight) for d in self._denses]
-        biases = [(d.bias, d.grad_bias) for d in self._denses]
+        weights, biases = self._weights, self._biases
         decay = float(self.alpha) / n_effective
         return _ParamGroups([(make(decay), weights), (make(0.0), biases)])
 
@@ -355,17 +359,17 @@ class _BaseNN:
     def coefs_(self):
         """The weight matrices, (n_in, n_out) per layer, as in MLPClassifier."""
         self._check_fitted()
-        return [d.weight for d in self._denses]
+        return [w for w, _ in self._weights]
 
     @property
     def intercepts_(self):
         self._check_fitted()
-        return [d.bias for d in self._denses]
+        return [b for b, _ in self._biases]
 
     @property
     def n_layers_(self):
         self._check_fitted()
-        return len(self._denses) + 1
+        return len(self._weights) + 1
 
     def _batch_size(self, n):
         return min(200, n) if isinstance(self.batch_size, str) else min(self.batch_size, n)
@@ -447,7 +451,6 @@ class _BaseNN:
         return self
 
     def _split(self, X, y, sample_weight, seed):
-        from .datasets import train_test_split
         n = len(X)
         n_val = int(math.ceil(self.validation_fraction * n))
         if n_val < 1 or n - n_val < 1:
@@ -498,7 +501,8 @@ class _BaseNN:
         state = self.__dict__.copy()
         resume = self._training_state() if "_trainer" in state else None
         state.pop("_trainer", None)
-        state.pop("_denses", None)
+        state.pop("_weights", None)
+        state.pop("_biases", None)
         state.pop("_resume", None)
         if resume is not None:
             state["_resume"] = resume
@@ -515,16 +519,13 @@ class _BaseNN:
         self.__dict__.update(state)
         self._trainer = None
         if config is not None:
-            from .serialize import build_model
-
             def fail(msg):
                 raise ValueError(f"unpickling {type(self).__name__}: {msg}")
             self._attach_model(build_model(config, tensors, fail))
 
     def _attach_model(self, model):
-        from .serialize import dense_layers
         self.model_ = model
-        self._denses = dense_layers(model)
+        self._weights, self._biases = _weights_and_biases(model)
         self._trainer = None
 
 
@@ -544,7 +545,6 @@ class NNClassifier(_BaseNN):
     _multi_output = False
 
     def _loss(self):
-        from .losses import BCEWithLogitsLoss, CrossEntropyLoss
         return BCEWithLogitsLoss() if len(self.classes_) == 2 else CrossEntropyLoss()
 
     def _n_model_outputs(self):
@@ -682,7 +682,6 @@ class NNRegressor(_BaseNN):
     _multi_output = True
 
     def _loss(self):
-        from .losses import MSELoss
         return MSELoss()
 
     def _n_model_outputs(self):
@@ -777,3 +776,221 @@ def _r2(y, pred, sample_weight=None):
     scores[nonzero] = 1.0 - numerator[nonzero] / denominator[nonzero]
     scores[~nonzero & (numerator != 0)] = 0.0
     return float(scores.mean())
+
+
+def _weights_and_biases(model):
+    """The model's (param, grad) pairs of role "weight" and of role "bias"
+    (see Layer.param_specs), in layer order: the estimator's two optimizer
+    groups (weight decay on the first only) and coefs_ / intercepts_."""
+    roles = {spec.name: spec.role for spec in model.param_specs(model.get_config())}
+    pairs = [(roles[name], (p, g)) for name, p, g in model.named_parameters()]
+    return ([pair for role, pair in pairs if role == "weight"],
+            [pair for role, pair in pairs if role == "bias"])
+
+
+# ---- in nncore files (nncore.save / nncore.load, kind "estimator") -----------
+
+_ESTIMATORS = {"NNClassifier": NNClassifier, "NNRegressor": NNRegressor}
+_TRAINING = "training."         # the prefix of an estimator's optimizer buffers
+_NUMERIC_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                   "uint64", "float16", "float32", "float64"}
+
+
+def _encode_classes(classes):
+    dtype = classes.dtype
+    if dtype.name in _NUMERIC_DTYPES:
+        name = dtype.name
+    elif dtype.kind == "U":
+        name = "str"
+    elif dtype.kind == "O" and all(isinstance(c, str) for c in classes):
+        name = "object-str"
+    else:
+        raise TypeError(f"nncore.save: class labels of dtype {dtype} cannot be saved; "
+                        "use numbers or strings")
+    return {"dtype": name, "values": classes.tolist()}
+
+
+def _jsonable_param(name, value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if name == "random_state" and not (value is None or isinstance(value, int)):
+        return None        # a RandomState/Generator object: not storable, nor needed
+    return value
+
+
+def _estimator_entry(est):
+    est._check_fitted()
+    fitted = {"n_features_in_": est.n_features_in_, "n_outputs_": est.n_outputs_,
+              "loss_curve_": [float(v) for v in est.loss_curve_],
+              "best_loss_": est.best_loss_, "n_iter_": est.n_iter_, "t_": est.t_,
+              "validation_scores_": est.validation_scores_,
+              "best_validation_score_": est.best_validation_score_,
+              "hidden": list(est._hidden)}
+    if hasattr(est, "classes_"):
+        fitted["classes_"] = _encode_classes(est.classes_)
+    if hasattr(est, "_y_1d"):
+        fitted["y_1d"] = bool(est._y_1d)
+    for key in ("best_loss_", "best_validation_score_"):
+        value = fitted[key]
+        if value is not None and not math.isfinite(value):
+            fitted[key] = str(float(value))     # "inf"/"-inf": JSON has no infinity
+    return {"class": type(est).__name__,
+            "params": {k: _jsonable_param(k, v) for k, v in est.get_params().items()},
+            "fitted": fitted}
+
+
+def _decode_classes(spec, fail):
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "values"} \
+            or not isinstance(spec["values"], list) or len(spec["values"]) < 2:
+        fail("classes_ must be {'dtype': ..., 'values': [at least 2 labels]}")
+    name, values = spec["dtype"], spec["values"]
+    if name in ("str", "object-str"):
+        if not all(isinstance(v, str) for v in values):
+            fail("classes_: string labels expected")
+        classes = np.array(values, dtype=object if name == "object-str" else str)
+    elif name in _NUMERIC_DTYPES:
+        if not all(isinstance(v, (int, float)) for v in values):
+            fail(f"classes_: {name} labels expected")
+        try:
+            classes = np.array(values, dtype=name)
+        except (OverflowError, ValueError):
+            fail(f"classes_: labels do not fit {name}")
+    else:
+        fail(f"classes_: unsupported label dtype {name!r}")
+    if len(np.unique(classes)) != len(classes) or not (
+            np.sort(classes, kind="stable") == classes).all():
+        fail("classes_ must be sorted and unique")
+    return classes
+
+
+def _number_or_none(value, key, fail):
+    if value is None:
+        return None
+    if isinstance(value, str) and value in ("inf", "-inf"):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(f"{key} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def _number_list(value, key, fail, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        fail(f"{key} must be a list of numbers")
+    return [float(v) for v in value]
+
+
+def _is_uint(value, bits):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << bits
+
+
+def _read_training(est, spec, tensors, fail):
+    """The checked "training" entry (see the module docstring) as
+    _BaseNN._training_state gives it: each optimizer's state is loaded into
+    a scratch optimizer over the model's parameters, which checks it all."""
+    if not isinstance(spec, dict) or set(spec) != {"optimizers", "shuffle"} \
+            or not isinstance(spec["optimizers"], list):
+        fail("the training entry must hold exactly an 'optimizers' list and 'shuffle'")
+    shuffle = spec["shuffle"]
+    if not (isinstance(shuffle, dict) and set(shuffle) == {"bit_generator", "state",
+                                                           "has_uint32", "uinteger"}
+            and shuffle["bit_generator"] == "PCG64" and isinstance(shuffle["state"], dict)
+            and set(shuffle["state"]) == {"state", "inc"}
+            and all(_is_uint(v, 128) for v in shuffle["state"].values())
+            and shuffle["has_uint32"] in (0, 1) and _is_uint(shuffle["uinteger"], 32)):
+        fail("training.shuffle must be a PCG64 generator state")
+    scratch = est._make_optimizer(1.0).groups
+    if len(spec["optimizers"]) != len(scratch):
+        fail(f"training.optimizers must list {len(scratch)} optimizers")
+    prefixes = tuple(f"{_TRAINING}{g}." for g in range(len(scratch)))
+    states = [read_optimizer_state(optimizer, group, entry, tensors, prefix,
+                                   f"training.optimizers[{g}]", fail)
+              for g, ((optimizer, group), entry, prefix)
+              in enumerate(zip(scratch, spec["optimizers"], prefixes))]
+    no_stray_tensors(tensors, prefixes, fail)
+    return {"optimizers": states, "shuffle": shuffle}
+
+
+def _build_estimator(spec, model, training_tensors, fail):
+    if not isinstance(spec, dict) or not {"class", "params", "fitted"} <= set(spec) <= {
+            "class", "params", "fitted", "training"}:
+        fail("the estimator entry must hold exactly 'class', 'params' and 'fitted' "
+             "(and 'training' once trained)")
+    cls = _ESTIMATORS.get(spec["class"]) if isinstance(spec["class"], str) else None
+    if cls is None:
+        fail(f"unknown estimator class {spec['class']!r}; expected one of {sorted(_ESTIMATORS)}")
+    params, fitted = spec["params"], spec["fitted"]
+    if not isinstance(params, dict) or set(params) - set(cls._get_param_names()):
+        fail(f"{cls.__name__} params must be an object with keys among "
+             f"{cls._get_param_names()}")
+    if isinstance(params.get("hidden_layer_sizes"), list):
+        params = dict(params, hidden_layer_sizes=tuple(params["hidden_layer_sizes"]))
+    est = cls(**params)
+    try:
+        hidden = est._validate_params()
+    except ValueError as exc:
+        fail(f"bad estimator parameters: {exc}")
+    required = {"n_features_in_", "n_outputs_", "loss_curve_", "best_loss_", "n_iter_", "t_",
+                "validation_scores_", "best_validation_score_", "hidden"}
+    required |= {"classes_"} if cls.__name__ == "NNClassifier" else {"y_1d"}
+    if not isinstance(fitted, dict) or set(fitted) != required:
+        fail(f"{cls.__name__} fitted attributes must be exactly {sorted(required)}")
+    weights = [w for w, _ in _weights_and_biases(model)[0]]
+    n_in, n_out = weights[0].shape[0], weights[-1].shape[1]
+    if fitted["n_features_in_"] != n_in or fitted["n_outputs_"] != n_out:
+        fail("n_features_in_/n_outputs_ do not match the model")
+    if not isinstance(fitted["hidden"], list) or tuple(fitted["hidden"]) != hidden \
+            or [w.shape[1] for w in weights[:-1]] != list(hidden):
+        fail("hidden_layer_sizes does not match the model")
+    for key in ("n_iter_", "t_"):
+        if not isinstance(fitted[key], int) or isinstance(fitted[key], bool) or fitted[key] < 0:
+            fail(f"{key} must be an int >= 0")
+    est.n_features_in_ = n_in
+    est.n_outputs_ = n_out
+    est.n_iter_ = fitted["n_iter_"]
+    est.t_ = fitted["t_"]
+    est.loss_curve_ = _number_list(fitted["loss_curve_"], "loss_curve_", fail)
+    est.validation_scores_ = _number_list(fitted["validation_scores_"], "validation_scores_",
+                                          fail, allow_none=True)
+    est.best_loss_ = _number_or_none(fitted["best_loss_"], "best_loss_", fail)
+    est.best_validation_score_ = _number_or_none(fitted["best_validation_score_"],
+                                                 "best_validation_score_", fail)
+    est._hidden = hidden
+    est._no_improvement_count = 0
+    if cls.__name__ == "NNClassifier":
+        est.classes_ = _decode_classes(fitted["classes_"], fail)
+        if est._n_model_outputs() != n_out:
+            fail(f"{len(est.classes_)} classes do not match a model with {n_out} outputs")
+    else:
+        if not isinstance(fitted["y_1d"], bool) or (fitted["y_1d"] and n_out != 1):
+            fail("y_1d must be a boolean (true only with one output)")
+        est._y_1d = fitted["y_1d"]
+        est._n_targets = n_out
+    est._attach_model(model)
+    if "training" in spec:
+        est._resume = _read_training(est, spec["training"], training_tensors, fail)
+    else:
+        no_stray_tensors(training_tensors, (), fail)
+    return est
+
+
+def _dump(est):
+    """(the file entry, the model, the optimizer buffers) of a fitted estimator."""
+    entry = _estimator_entry(est)
+    tensors = {}
+    training = est._training_state()
+    if training is not None:
+        entries = []
+        for g, state in enumerate(training["optimizers"]):
+            optimizer_entry, buffers = split_optimizer_state(state, f"{_TRAINING}{g}.")
+            entries.append(optimizer_entry)
+            tensors.update(buffers)
+        entry["training"] = {"optimizers": entries, "shuffle": training["shuffle"]}
+    return entry, est.model_, tensors
+
+
+register_kind("estimator", tuple(_ESTIMATORS.values()), _dump, _build_estimator, _TRAINING)

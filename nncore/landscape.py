@@ -20,7 +20,9 @@ import os
 
 import numpy as np
 
-from . import _guard
+from . import _core, _guard
+from .layers import Sequential, fused_activations
+from .linalg import matmul
 
 __all__ = ["Landscape", "loss_landscape", "interpolate_loss", "trajectory_landscape",
            "TrajectoryRecorder", "random_directions", "normalize_direction"]
@@ -152,9 +154,9 @@ class _FirstLayerEvaluator(_Evaluator):
 
     def __init__(self, model, loss, X, y, dense, rest, relu, directions):
         super().__init__(model, loss, X, y, X.shape[0])
-        from .linalg import matmul
-        has_bias = dense.bias is not None
-        self.p0 = matmul(X, dense.weight, bias=dense.bias)
+        weight, bias, _ = dense.gemm_link()
+        has_bias = bias is not None
+        self.p0 = matmul(X, weight, bias=bias)
         self.pk = [matmul(X, d[0], bias=d[1] if has_bias else None) for d in directions]
         self.z = np.empty_like(self.p0)
         self.tmp = np.empty_like(self.p0)
@@ -174,7 +176,6 @@ class _FirstLayerEvaluator(_Evaluator):
                 else:
                     np.add(z, tmp, out=z)
         if self.relu:
-            from . import _core
             _core.act_forward(_core.ACT_CODES["relu"], z, z)
         x = z
         for layer in self.rest:
@@ -186,21 +187,22 @@ def _make_evaluator(model, loss, X, y, batch_size, directions):
     """The fast first-layer evaluator when the model allows it and everything
     fits in memory in one batch; else the plain one."""
     plain = _Evaluator(model, loss, X, y, batch_size)
-    from .layers import Dense, ReLU, Sequential
-    if batch_size < X.shape[0] or type(model) is not Sequential or not model.layers:
+    if batch_size < X.shape[0] or not isinstance(model, Sequential) or not model.layers:
         return plain
     dense = model.layers[0]
-    if type(dense) is not Dense or dense.activation not in (None, "relu") \
-            or X.shape[1] != dense.in_features:   # (the model's forward names the error)
-        return plain
-    relu, rest = dense.activation == "relu", list(model.layers[1:])
-    if not relu and rest and type(rest[0]) is ReLU:
-        relu, rest = True, rest[1:]
+    link = dense.gemm_link()
+    if link is None or X.ndim != 2 or X.shape[1] != link[0].shape[0]:
+        return plain      # (the model's forward names a shape error)
+    relu, rest = link[2] == _core.ACT_CODES["relu"], list(model.layers[1:])
+    if 1 in fused_activations(model.layers):
+        relu, rest = rest[0].act_name == "relu", rest[1:]
+        if not relu:
+            return plain
     n_first = len(dense.parameters())
     params = _parameters(model, "loss_landscape")
     if any(a is not b for (a, _), b in zip(dense.parameters(), params[:n_first])):
         return plain
-    if (2 + len(directions)) * X.shape[0] * dense.out_features * 4 > FAST_PATH_BYTES:
+    if (2 + len(directions)) * X.shape[0] * link[0].shape[1] * 4 > FAST_PATH_BYTES:
         return plain
     return _FirstLayerEvaluator(model, loss, X, y, dense, rest, relu,
                                 [d[:n_first] for d in directions])
@@ -208,7 +210,7 @@ def _make_evaluator(model, loss, X, y, batch_size, directions):
 
 # --------------------------------------------------------------------------- directions
 
-def normalize_direction(direction, weights, normalization="filter"):
+def normalize_direction(direction, weights, normalization="filter", specs=None):
     """Rescale a direction (a list of arrays shaped like ``weights``) and return
     it as new float32 arrays.
 
@@ -221,6 +223,10 @@ def normalize_direction(direction, weights, normalization="filter"):
     With ``"filter"`` and ``"layer"`` the directions of 1-D parameters (biases)
     are set to zero, as in Li et al.: a bias has no scale invariance to
     normalise away.
+
+    ``specs`` (the layers' ``Param`` records of the trainable tensors, in
+    order) replaces those shape rules by the declared ones: only role
+    "weight" moves, and a filter is the slice at one index of ``out_axis``.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -233,11 +239,17 @@ def normalize_direction(direction, weights, normalization="filter"):
         if d.shape != w.shape:
             raise ValueError(f"direction array {k} has shape {d.shape}, expected {w.shape}")
         w = np.asarray(w, dtype=np.float64)
+        if specs is None:
+            moves, out_axis = w.ndim > 1, (1 if w.ndim == 2 else None)
+        else:
+            moves, out_axis = specs[k].role == "weight", specs[k].out_axis
         if normalization is not None:
-            if w.ndim <= 1:
+            if not moves:
                 d[...] = 0.0
-            elif normalization == "filter" and w.ndim == 2:
-                d *= _scale(np.linalg.norm(w, axis=0), np.linalg.norm(d, axis=0))
+            elif normalization == "filter" and out_axis is not None:
+                axes = tuple(a for a in range(w.ndim) if a != out_axis)
+                d *= _scale(np.sqrt((w * w).sum(axis=axes, keepdims=True)),
+                            np.sqrt((d * d).sum(axis=axes, keepdims=True)))
             else:
                 d *= _scale(np.linalg.norm(w), np.linalg.norm(d))
         out.append(d.astype(np.float32))
@@ -262,9 +274,19 @@ def random_directions(model, dims=2, normalization="filter", seed=0):
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"random_directions: seed must be an int >= 0, got {seed!r} "
                         f"({exc})") from None
+    specs = _trainable_specs(model)
     return [normalize_direction([rng.standard_normal(p.shape) for p in params], params,
-                                normalization)
+                                normalization, specs)
             for _ in range(dims)]
+
+
+def _trainable_specs(model):
+    """The model's Param records of its trainable tensors (in parameters()
+    order), or None for a model that does not describe itself."""
+    describe = getattr(model, "param_specs", None)
+    if describe is None or not callable(getattr(model, "get_config", None)):
+        return None
+    return [spec for spec in describe(model.get_config()) if spec.trainable]
 
 
 def _check_directions(directions, params, dims, who):

@@ -29,6 +29,10 @@ import numpy as np
 
 from . import _core
 from . import _guard
+from . import losses, optim
+from .bench import peak_gflops
+from .layers import Sequential, sequential
+from .layers.base import as_input
 
 __all__ = ["profile"]
 
@@ -68,8 +72,7 @@ class _Recorder:
 
     def sequential_forward(self, model, x):
         if not model.layers:
-            from .layers import _to_f32_2d
-            return _to_f32_2d(model, x, None) if _core.rows_f32(x, -1) < 0 else x
+            return as_input(model, x)
         spans, tid = self.spans, _native_id()
         for i, step in enumerate(model._plan):
             t0 = _now()
@@ -87,8 +90,7 @@ class _Recorder:
 
 
 def _install(recorder):
-    from . import layers, losses, optim
-    layers._PROFILE = losses._PROFILE = optim._PROFILE = recorder
+    sequential._PROFILE = losses._PROFILE = optim._PROFILE = recorder
 
 
 class profile:
@@ -122,8 +124,7 @@ class profile:
         self._summary = None
 
     def __enter__(self):
-        import nncore
-        self.threads = nncore.get_num_threads()
+        self.threads = _core.get_num_threads()
         self.isa = _core.get_isa()
         self._recorder = _Recorder()
         _core.profile_start(self.max_events)
@@ -157,13 +158,11 @@ class profile:
     def peak_gflops(self):
         """The FMA peak (GFLOP/s) for the ISA and thread count profiled."""
         if self._peak is None:
-            from .bench import peak_gflops
             self._peak = peak_gflops(self.threads)
         return self._peak
 
     def _names(self):
         """Span owner -> display name; layers named by their index path."""
-        from .layers import Sequential
         paths = {}
 
         def walk(model, prefix):

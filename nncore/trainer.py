@@ -24,6 +24,8 @@ from . import _core, _guard
 from .callbacks import batch_hooks
 from .metrics import make_metric
 from .optim import SGD
+from .progress import ProgressBar
+from .validation import check_features, check_sample_weight, check_targets
 
 __all__ = ["Trainer", "History", "NonFiniteLossError"]
 
@@ -103,118 +105,17 @@ def _weighted_kind(loss):
             "BCEWithLogitsLoss": "binary"}.get(type(loss).__name__)
 
 
-def _model_io(model):
-    """(input features, outputs) of a model made of layers with
-    in_features/out_features (Dense); None when it cannot be told."""
-    layers = list(getattr(model, "layers", ()))
-    n_in = getattr(model, "in_features", None)
-    n_out = getattr(model, "out_features", None)
-    if n_in is None:
-        n_in = next((layer.in_features for layer in layers
-                     if hasattr(layer, "in_features")), None)
-    if n_out is None:
-        n_out = next((layer.out_features for layer in reversed(layers)
-                      if hasattr(layer, "out_features")), None)
-    return n_in, n_out
-
-
-def all_finite(a):
-    """True when no element of the float array is NaN or infinite. float32
-    C-contiguous arrays (what fit trains on) go to the C check, one threaded
-    pass. Otherwise a finite sum proves it in one pass without a temporary
-    the size of the data (NaN and infinities propagate into the sum); only a
-    non-finite sum, which finite values may also give by overflowing, needs
-    the elementwise test."""
-    if a.dtype == np.float32 and a.flags.c_contiguous and a.flags.aligned:
-        return _core.all_finite(a)
-    with np.errstate(all="ignore"):
-        return math.isfinite(float(a.sum())) or bool(np.isfinite(a).all())
-
-
-def check_features(X, n_features, who, name="X"):
-    """X as a float32 C-contiguous 2-D array of finite values (one conversion)."""
-    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"{who}: {name} is a sparse matrix; nncore needs dense input "
-                        "(call X.toarray() if it fits in memory)")
-    arr = _guard.as_array(X, who, name)
-    if arr.dtype.kind == "c":
-        raise ValueError(f"{who}: {name} is complex. Complex data not supported")
-    if arr.dtype.kind not in "biuf":
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{who}: {name} has dtype {arr.dtype} and cannot be converted "
-                            f"to numbers ({exc})") from None
-    if arr.ndim != 2:
-        raise ValueError(f"{who}: {name} must be 2-D (samples x features), got shape "
-                         f"{arr.shape}. Reshape your data with x.reshape(-1, 1) if it has "
-                         "one feature or x.reshape(1, -1) if it is one sample")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{who}: {name} has 0 samples (shape={arr.shape}); at least 1 "
-                         "is required")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{who}: {name} has 0 feature(s) (shape={arr.shape}) while a "
-                         "minimum of 1 is required.")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{who}: {name} has {arr.shape[1]} features, but the model "
-                         f"expects {n_features}")
-    with np.errstate(over="ignore"):      # reported below, as an error
-        out = _guard.c_array(arr, np.float32, who, name)
-    if not all_finite(out):
-        what = "NaN" if np.isnan(out).any() else "infinity or a value too large for float32"
-        raise ValueError(f"{who}: input {name} contains {what}")
-    return out
-
-
-def check_targets(y, n_samples, n_outputs, kind, who, name="y"):
-    """Targets in the form the loss takes: int64 class indices (1-D), or a
-    float32 (n, n_outputs) array; validated against the model's outputs."""
-    if y is None:
-        raise ValueError(f"{who}: requires y to be passed, but the target y is None")
-    arr = _guard.as_array(y, who, name)
-    if arr.ndim == 0 or len(arr) != n_samples:
-        got = len(arr) if arr.ndim else "a scalar"
-        raise ValueError(f"{who}: X has {n_samples} samples but {name} has {got}")
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{who}: {name} has dtype {arr.dtype}; expected numbers "
-                        "(encode labels as class indices 0..n_classes-1)")
-    if arr.dtype.kind == "f" and not all_finite(arr):
-        raise ValueError(f"{who}: input {name} contains NaN or infinity")
-    if kind == "class_index":
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 1:
-            raise ValueError(f"{who}: {name} must hold one class index per sample (1-D), "
-                             f"got shape {arr.shape}")
-        if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
-            raise ValueError(f"{who}: {name} must hold integer class indices, got "
-                             "non-integer values")
-        # in the labels' own dtype: a cast first could wrap huge values into range
-        if n_outputs is not None and (arr.min() < 0 or arr.max() >= n_outputs):
-            bad = arr[(arr < 0) | (arr >= n_outputs)][0]
-            raise ValueError(f"{who}: {name} holds the class index {bad}, outside "
-                             f"[0, {n_outputs}) for a model with {n_outputs} outputs")
-        if arr.dtype.kind in "uf" and arr.max() > np.iinfo(np.int64).max:
-            raise ValueError(f"{who}: {name} holds the class index {arr.max()}, too large "
-                             "for int64")
-        return arr.astype(np.int64)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise ValueError(f"{who}: {name} must be 1-D or 2-D, got shape {arr.shape}")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{who}: {name} has 0 target columns (shape {arr.shape})")
-    if n_outputs is not None and arr.shape[1] != n_outputs:
-        raise ValueError(f"{who}: {name} has {arr.shape[1]} target column(s), but the "
-                         f"model has {n_outputs} outputs")
-    with np.errstate(over="ignore"):      # reported below, as an error
-        out = _guard.c_array(arr, np.float32, who, name)
-    if not all_finite(out):
-        raise ValueError(f"{who}: input {name} contains a value too large for float32")
-    if kind == "binary" and (out.min() < 0.0 or out.max() > 1.0):
-        raise ValueError(f"{who}: {name} must be in [0, 1] for BCEWithLogitsLoss, got "
-                         f"values in [{out.min()}, {out.max()}]")
-    return out
+def check_model_input(model, X, who):
+    """(X checked against the model's per-sample input shape, the model's
+    number of outputs or None). The input shape is the model's
+    ``input_shape`` when it declares one, else X's own (which the model's
+    ``output_shape`` then checks, naming the layer that cannot take it)."""
+    X = check_features(X, getattr(model, "input_shape", None), who)
+    output_shape = getattr(model, "output_shape", None)
+    if not callable(output_shape):
+        return X, None
+    shape = output_shape(X.shape[1:])
+    return X, (shape[0] if len(shape) == 1 else None)
 
 
 _HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_end",
@@ -285,23 +186,6 @@ class _SigintFlag:
         if self.previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, self.previous)
         self.previous = None
-
-
-def check_sample_weight(sample_weight, n, who):
-    """One finite weight >= 0 per sample (a scalar applies to all), not all
-    zero, as float64."""
-    w = np.asarray(sample_weight)
-    if w.dtype.kind not in "biuf":
-        raise ValueError(f"{who}: sample_weight must hold numbers, got dtype {w.dtype}")
-    w = np.broadcast_to(w, (n,)).astype(np.float64) if w.ndim == 0 else w.astype(np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"{who}: sample_weight has shape {w.shape}, expected ({n},)")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError(f"{who}: sample_weight must be finite and >= 0")
-    if not w.sum() > 0:
-        raise ValueError(f"{who}: sample_weight is zero for every sample; at least one "
-                         "sample needs a positive weight")
-    return w
 
 
 class _WeightedLoss:
@@ -443,8 +327,8 @@ class Trainer:
 
     # ---- validation -------------------------------------------------------
     def _check(self, X, y, who):
-        n_in, n_out = _model_io(self.model)
-        X = check_features(X, n_in, who)
+        X, n_out = check_model_input(self.model, X, who)
+        self._n_outputs = n_out
         y = check_targets(y, len(X), n_out, self.kind, who)
         return X, y
 
@@ -510,7 +394,6 @@ class Trainer:
 
         callbacks = _check_callbacks(callbacks, who)
         if verbose:
-            from .progress import ProgressBar
             callbacks.insert(0, ProgressBar(live=None if verbose == 1 else False))
         for cb in callbacks:
             if hasattr(cb, "set_trainer"):
@@ -588,19 +471,22 @@ class Trainer:
         # Gather about _CHUNK_BYTES of rows at a time (a whole number of
         # batches, at least one): few gather calls per epoch at small batch
         # sizes, and the chunk stays in cache while its batches train.
-        per_batch = bs * (X.shape[1] * X.itemsize + (y[:1].nbytes if wide_y else 0))
+        per_batch = bs * (X[:1].nbytes + (y[:1].nbytes if wide_y else 0))
         chunk = bs * max(1, _CHUNK_BYTES // per_batch)
         plan = {"bs": bs, "chunk": min(chunk, n), "weighted": None}
         if self.shuffle:
             plan["perm"] = np.arange(n)
-            plan["x"] = _guard.empty((min(chunk, n), X.shape[1]), np.float32,
+            plan["x"] = _guard.empty((min(chunk, n),) + X.shape[1:], np.float32,
                                      "Trainer.fit: the batch rows")
+            # gather_rows moves whole samples: both sides as (rows, sample size)
+            plan["X_flat"] = X.reshape(n, -1)
+            plan["x_flat"] = plan["x"].reshape(len(plan["x"]), -1)
             plan["y"] = None if wide_y else np.empty_like(y)
             plan["y_chunk"] = np.empty((min(chunk, n),) + y.shape[1:], y.dtype) \
                 if wide_y else None
             plan["w"] = np.empty_like(weights) if weights is not None else None
         if weights is not None:
-            n_out = y.shape[1] if y.ndim == 2 else _model_io(self.model)[1]
+            n_out = y.shape[1] if y.ndim == 2 else self._n_outputs
             plan["weighted"] = _WeightedLoss(_weighted_kind(self.loss), bs, n_out or 1)
         return plan
 
@@ -646,7 +532,7 @@ class Trainer:
             c_hi = min(c_lo + chunk, n)
             if self.shuffle:
                 rows = plan["x"][:c_hi - c_lo]
-                _core.gather_rows(X, perm[c_lo:c_hi], rows)
+                _core.gather_rows(plan["X_flat"], perm[c_lo:c_hi], plan["x_flat"][:c_hi - c_lo])
                 if plan["y"] is None:
                     y_rows, y_start = plan["y_chunk"][:c_hi - c_lo], c_lo
                     np.take(y, perm[c_lo:c_hi], axis=0, out=y_rows, mode="clip")
@@ -739,7 +625,6 @@ class Trainer:
 
     def predict(self, X):
         """The model's predictions for X (``model.predict``), in eval mode."""
-        n_in, _ = _model_io(self.model)
-        X = check_features(X, n_in, "Trainer.predict")
+        X, _ = check_model_input(self.model, X, "Trainer.predict")
         self.model.eval()
         return self.model.predict(X)

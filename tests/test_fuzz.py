@@ -296,8 +296,10 @@ def test_layers_wrong_input_is_a_clean_error(specs, n_in, shape, dtype, train, s
             out = call(x)
         except CLEAN:
             continue
-        # accepted: a 2-D real array with rows whose width the model takes
-        assert x.ndim == 2 and x.shape[0] > 0 and np.asarray(out).dtype == F32
+        # accepted: a real array, batch first (N-D since the layer protocol), whose
+        # samples have the shape the model declares, if it declares one
+        assert x.ndim >= 2 and x.shape[0] > 0 and np.asarray(out).dtype == F32
+        assert model.input_shape is None or x.shape[1:] == model.input_shape
     try:
         model.backward(np.ones(shape, dtype=F32))
     except CLEAN:

@@ -351,7 +351,7 @@ def test_predict_one_sample_chain_unsplit_layers_around_a_split_one(isa, rng, nu
 def test_dense_chain_checks_its_arguments():
     x, w = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
     out = np.empty((2, 4), np.float32)
-    relu = L._ACT["relu"]
+    relu = _core.ACT_CODES["relu"]
 
     def chain(layers, outs):
         return _core.DenseChain(2, 3, layers, outs).run(x)
@@ -360,7 +360,7 @@ def test_dense_chain_checks_its_arguments():
     with pytest.raises(ValueError, match="do not match"):
         chain(((w.T.copy(), None, relu),), (out,))
     with pytest.raises(ValueError, match="not an epilogue"):
-        chain(((w, None, L._ACT["tanh"]),), (out,))
+        chain(((w, None, _core.ACT_CODES["tanh"]),), (out,))
     with pytest.raises(ValueError, match="expected 4"):
         chain(((w, np.ones(3, np.float32), relu),), (out,))
     got = chain(((w, np.full(4, -4.0, np.float32), relu),), (out,))

@@ -1,0 +1,473 @@
+"""Sequential: layers applied in order, with the speed paths their declared
+capabilities allow (see layers/base.py): an activation folded into the
+previous layer's epilogue, plain SGD folded into the backward pass, and
+predict through one C chain of GEMMs."""
+import functools
+import numbers
+import threading
+
+import numpy as np
+
+from .. import _core, _guard
+from ..validation import check_finite, layer_input
+from .base import Buffers, Layer, as_input
+from .registry import layer_config, layer_from_config, param_specs_of, register_layer
+from .dense import check_sgd_lr
+
+__all__ = ["Sequential", "fused_activations", "gemm_chain"]
+
+_F32 = np.float32
+_GUARD_FLOATS = _guard.CHECK_ABOVE // 4
+_get_ident = threading.get_ident
+_ACT = _core.ACT_CODES
+_act_forward = _core.act_forward
+
+# The active profiler's recorder (nncore.profile sets it), else None: then
+# Sequential.forward/backward pay one global lookup.
+_PROFILE = None
+
+
+def fused_activations(layers):
+    """Indices i where layers[i] is an activation that folds into the
+    epilogue of layers[i - 1] (its ``act_name`` is in their
+    ``epilogue_acts``). The one fusion rule: the forward plan, the predict
+    plan, the C chain and the loss landscape all use it."""
+    return frozenset(i for i in range(1, len(layers))
+                     if layers[i].act_name is not None
+                     and layers[i].act_name in layers[i - 1].epilogue_acts)
+
+
+def gemm_chain(layers):
+    """((weight, bias, epilogue code), ...) when predict can run the layers
+    as one chain of GEMMs: each a ``gemm_link``, an identity in evaluation
+    mode, or an activation the last link's layer folds into its epilogue
+    (the fusion rule above, with the identities in between skipped); else
+    None. The arrays are the layers' own: assigning weights copies into
+    them, so the chain never goes stale."""
+    chain, producer = [], None
+    for layer in layers:
+        link = layer.gemm_link()
+        if link is not None:
+            chain.append(list(link))
+            producer = layer
+        elif layer.identity_in_eval:
+            continue
+        elif producer is not None and layer.act_name in producer.epilogue_acts:
+            chain[-1][2] = _ACT[layer.act_name]
+            producer = None
+        else:
+            return None
+    return tuple(tuple(link) for link in chain) or None
+
+
+def _no_input_grad(backward, grad):
+    return backward(grad, False)
+
+
+def _take_output(y, ws):
+    """The predict step of an activation fused into the previous layer."""
+    return y
+
+
+def _check_config(config):
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise ValueError("Sequential config must be a dict with a 'layers' list")
+    extra = set(config) - {"layers", "type"}
+    if extra:
+        raise ValueError(f"Sequential config: unexpected keys {sorted(extra)}")
+    return config
+
+
+@register_layer
+class Sequential(Layer):
+    """Layers applied in order.
+
+    ``forward(x)`` returns the last layer's output buffer; ``backward(grad)``
+    overwrites every parameter gradient and returns the gradient with respect
+    to the input (``backward(grad, input_grad=False)`` skips that last, and
+    largest, GEMM when only the parameter gradients are needed, as in
+    training). ``layers`` is a tuple: build a new Sequential to change it.
+
+    Threads: ``predict`` and ``predict_proba`` may be called on one model
+    from several threads at once (the kernels release the GIL, so the calls
+    run in parallel): they read the parameters and write only into
+    per-call buffers. ``forward``, ``backward`` and training (``Trainer.fit``,
+    an optimizer step) use the layers' own buffers and change the parameters:
+    one thread at a time per model. A second thread entering ``forward`` or
+    ``backward`` while another is inside raises RuntimeError, and so does a
+    ``backward`` in another thread than the last ``forward``. Calling
+    ``predict`` while another thread trains the same model is memory-safe but
+    may read weights in the middle of an update.
+
+    Config format (``get_config()``, JSON-serialisable; ``from_config`` and
+    ``layer_from_config`` rebuild a model from it)::
+
+        {"type": "Sequential",
+         "layers": [{"type": "Dense", "in_features": 784, "out_features": 256,
+                     "activation": null, "bias": true, "init": "auto"},
+                    {"type": "ReLU"},
+                    {"type": "Dropout", "p": 0.5},
+                    {"type": "LeakyReLU", "negative_slope": 0.01},
+                    ...]}
+
+    Each layer's entry is its ``type`` (a name in ``LAYERS``, extended by
+    ``register_layer``) plus its constructor's keyword arguments. The config
+    holds the architecture only: weights travel through
+    ``state_dict()`` / ``load_state_dict()``, whose keys are
+    ``"<layer index>.<weight|bias>"`` (nested Sequentials: ``"1.0.weight"``).
+    """
+
+    def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                hint = (" (pass the layers as separate arguments: Sequential(*layers))"
+                        if isinstance(layer, (list, tuple)) else "")
+                raise TypeError(f"Sequential: argument {i} is a {type(layer).__name__}, "
+                                f"not an nncore layer{hint}")
+        if len({id(layer) for layer in layers}) != len(layers):
+            raise ValueError("Sequential: the same layer object appears twice; each "
+                             "position needs its own layer (they hold per-batch state)")
+        self.layers = tuple(layers)
+        self._busy = threading.Lock()     # held by forward/backward: one thread at a time
+        self._owner = None                # the thread of the last forward
+        self._workspaces = []             # predict buffers, one per concurrent call
+        self._sample_shapes = None        # per-sample shapes through the chain, once known
+        self._build_plan()
+        if self.input_shape is not None:
+            self.infer_shapes(self.input_shape)
+
+    def _build_plan(self):
+        """The forward and predict steps (activations folded into the
+        previous layer's epilogue where declared), initialiser hints, and
+        what the backward pass and the SGD fold need."""
+        layers = self.layers
+        fused = fused_activations(layers)
+        plan, infer = [], []
+        for i, layer in enumerate(layers):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            layer.followed_by(nxt.act_name if nxt is not None else None)
+            if i + 1 in fused:
+                plan.append(functools.partial(layer.forward_act, act_name=nxt.act_name))
+                infer.append(functools.partial(layer.infer_act, act_name=nxt.act_name))
+            elif i in fused:
+                plan.append(layer.forward_fused)
+                infer.append(_take_output)
+            else:
+                plan.append(layer.forward)
+                infer.append(layer._infer)
+        self._plan = tuple(plan)
+        self._infer_plan = tuple(infer)
+        self._chain = gemm_chain(layers)
+        # Without an input gradient, backward can stop at the first layer
+        # that has parameters, and ask it for no input gradient.
+        first = next((i for i, layer in enumerate(layers) if layer.parameters()), None)
+        self._first_param = first
+        # The plain backward passes, keyed by input_grad (see _backward_calls).
+        self._backward_steps = {flag: tuple(step for _, step in self._backward_calls(flag))
+                                for flag in (False, True)}
+        self._params = tuple(pair for layer in layers for pair in layer.parameters())
+        self._sgd_calls = None
+        self._sgd_foldable = first is not None and all(
+            layer.folds_sgd for layer in layers if layer.parameters())
+
+    # ---- self-description ----
+
+    is_container = True
+
+    @property
+    def same_shape(self):
+        return all(layer.same_shape for layer in self.layers)
+
+    @property
+    def input_shape(self):
+        """The per-sample shape the first layer that declares one takes, when
+        only shape-preserving layers come before it; else None (any)."""
+        for layer in self.layers:
+            if layer.input_shape is not None:
+                return layer.input_shape
+            if not layer.same_shape:
+                return None
+        return None
+
+    def infer_shapes(self, input_shape):
+        """The per-sample shapes through the chain for a per-sample
+        ``input_shape``: [input, after layer 0, after layer 1, ...]. A layer
+        that cannot take what the previous one gives raises ValueError
+        naming both layers and both shapes."""
+        shapes = [tuple(input_shape)]
+        for i, layer in enumerate(self.layers):
+            try:
+                shapes.append(tuple(layer.output_shape(shapes[-1])))
+            except ValueError as exc:
+                source = (f"layer {i - 1} {self.layers[i - 1]._name} outputs" if i
+                          else "the input has")
+                raise ValueError(f"{self._name}: layer {i} {layer._name} {exc}, but {source} "
+                                 f"samples of shape {shapes[-1]}") from None
+        self._sample_shapes = shapes
+        return shapes
+
+    def output_shape(self, input_shape):
+        return self.infer_shapes(input_shape)[-1]
+
+    @classmethod
+    def param_specs(cls, config, _depth=0):
+        specs = []
+        for i, child in enumerate(_check_config(config)["layers"]):
+            specs += [spec._replace(name=f"{i}.{spec.name}")
+                      for spec in param_specs_of(child, _depth + 1)]
+        return specs
+
+    @property
+    def _name(self):
+        return f"Sequential({len(self.layers)} layers)"
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def _in_use(self):
+        return RuntimeError(f"{self._name}: forward/backward called from two threads at "
+                            "once; a model trains in one thread at a time (predict may be "
+                            "shared)")
+
+    def forward(self, x):
+        if not self._busy.acquire(False):
+            raise self._in_use()
+        try:
+            self._owner = _get_ident()
+            if _PROFILE is not None:
+                return _PROFILE.sequential_forward(self, x)
+            if not self.layers:
+                return as_input(self, x)
+            if self._sample_shapes is None:
+                self.infer_shapes(as_input(self, x).shape[1:])
+            for step in self._plan:
+                x = step(x)
+            return x
+        finally:
+            self._busy.release()
+
+    def backward(self, grad, input_grad=True, *, sgd_lr=None):
+        """Fill every parameter gradient and return the input gradient (None
+        with ``input_grad=False``, which skips the first parameterised
+        layer's input-gradient GEMM). With ``sgd_lr`` (every layer with
+        parameters must declare ``folds_sgd``), apply plain SGD in the same
+        pass instead of filling the weight gradients: see ``Dense.backward``."""
+        if sgd_lr is not None:
+            sgd_lr = check_sgd_lr(sgd_lr)
+            if not self._sgd_foldable:
+                raise ValueError(f"{self._name}.backward: sgd_lr needs every layer with "
+                                 "parameters to be a Dense (or another layer declaring "
+                                 "folds_sgd)")
+        if not self._busy.acquire(False):
+            raise self._in_use()
+        try:
+            if self._owner is not None and self._owner != _get_ident():
+                raise RuntimeError(f"{self._name}: backward() in another thread than the last "
+                                   "forward(), which may have replaced what it needs; a model "
+                                   "trains in one thread at a time")
+            if _PROFILE is not None:
+                return _PROFILE.sequential_backward(self, grad, input_grad, sgd_lr)
+            if sgd_lr is None:
+                steps = self._backward_steps[bool(input_grad)]
+            else:
+                # The calls for the last (input_grad, sgd_lr) are kept: the
+                # rate changes at most once an epoch in training.
+                cached = self._sgd_calls
+                if cached is None or cached[0] != (input_grad, sgd_lr):
+                    cached = self._sgd_calls = ((input_grad, sgd_lr), tuple(
+                        step for _, step in self._backward_calls(input_grad, sgd_lr)))
+                steps = cached[1]
+            for step in steps:
+                grad = step(grad)
+            return grad if input_grad or self._first_param is None else None
+        finally:
+            self._busy.release()
+
+    def _backward_calls(self, input_grad, sgd_lr=None):
+        """[(layer index, grad -> grad)] in the order backward runs them:
+        every layer, or without ``input_grad`` down to the first layer with
+        parameters (asked for no input gradient); layers with parameters get
+        ``sgd_lr``. Sequential.backward runs these steps."""
+        first = self._first_param
+        calls = []
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            last = not input_grad and i == first
+            if sgd_lr is not None and layer.folds_sgd and layer.parameters():
+                step = functools.partial(layer.backward, input_grad=not last, sgd_lr=sgd_lr)
+            elif last:
+                step = functools.partial(_no_input_grad, layer.backward)
+            else:
+                step = layer.backward
+            calls.append((i, step))
+            if last:
+                break
+        return calls
+
+    def _infer(self, x, ws):
+        if not self.layers:
+            return as_input(self, x)
+        chain = self._chain
+        if chain is not None and _core.rows_f32(x, chain[0][0].shape[0]) > 0:
+            # One C call for the whole chain (saves the per-layer Python).
+            return ws.chain_plan(chain, x.shape[0]).run(x)
+        for step in self._infer_plan:
+            x = step(x, ws)
+        return x
+
+    # A lock cannot be copied or pickled: copies get their own.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_busy"], state["_workspaces"], state["_owner"]
+        state["_sgd_calls"] = None       # bound to these layers; rebuilt on use
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._busy = threading.Lock()
+        self._owner = None
+        self._workspaces = []
+
+    def parameters(self):
+        return list(self._params)
+
+    def named_parameters(self):
+        out = []
+        for i, layer in enumerate(self.layers):
+            out += [(f"{i}.{name}", p, g) for name, p, g in layer.named_parameters()]
+        return out
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def _forget(self):
+        # Never while another thread is inside, nor another thread's pending state.
+        if not self._busy.acquire(False):
+            return
+        try:
+            if self._owner in (None, _get_ident()):
+                for layer in self.layers:
+                    layer._forget()
+        finally:
+            self._busy.release()
+
+    # ---- inference ----
+
+    def predict(self, X, batch_size=1024):
+        """The model's output for X (n, ...) in evaluation mode (Dropout is
+        the identity), computed in chunks of ``batch_size`` rows; a new
+        float32 array (n, ...). X may be any array of real numbers, batch
+        first: it is converted to float32 C-contiguous once.
+
+        predict neither changes the training mode nor touches the state that
+        ``forward`` keeps for ``backward``, and it is safe to call from
+        several threads at once on one model (see the class docstring)."""
+        if type(batch_size) is not int and (
+                isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)) \
+                or batch_size < 1:
+            raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
+        X = X if _core.rows_f32(X, -1) > 0 else layer_input(self._name, X, None, "X")
+        n = X.shape[0]
+        # One workspace per concurrent call: taken from the pool (list.pop and
+        # append are atomic), or new when every pooled one is in use.
+        try:
+            ws = self._workspaces.pop()
+        except IndexError:
+            ws = Buffers(self._name + ".predict")
+        try:
+            if n <= batch_size:           # one chunk: the common case at small batches
+                y = self._infer(X, ws)
+                if y.size >= _GUARD_FLOATS:
+                    _guard.check_memory(4 * y.size, lambda: f"{self._name}.predict: the output")
+                return y.copy()
+            out = None
+            for start in range(0, n, batch_size):
+                y = self._infer(X[start:start + batch_size], ws)
+                if out is None:
+                    shape = (n,) + y.shape[1:]
+                    out = _guard.empty(shape, _F32,
+                                       lambda: f"{self._name}.predict: the {shape} output")
+                out[start:start + y.shape[0]] = y
+        finally:
+            self._workspaces.append(ws)
+        return out
+
+    def _output_is_probability(self):
+        last = self.layers[-1] if self.layers else None
+        while isinstance(last, Sequential) and last.layers:
+            last = last.layers[-1]
+        act = last.act_name or getattr(last, "activation", None) if last else None
+        return act in ("softmax", "sigmoid")
+
+    def predict_proba(self, X, batch_size=1024):
+        """Class probabilities: ``predict`` followed by a row-wise softmax when
+        the model has more than one output, a sigmoid when it has one (the
+        probability of the positive class, shape (n, 1)). When the model
+        already ends in Softmax or Sigmoid its output is returned as is."""
+        out = self.predict(X, batch_size)
+        if self._output_is_probability():
+            return out
+        _act_forward(_ACT["softmax"] if out.shape[1] > 1 else _ACT["sigmoid"], out, out)
+        return out
+
+    # ---- weights and architecture ----
+
+    def named_tensors(self):
+        return [(f"{i}.{name}", arr) for i, layer in enumerate(self.layers)
+                for name, arr in layer.named_tensors()]
+
+    def named_buffers(self):
+        return [(f"{i}.{name}", arr) for i, layer in enumerate(self.layers)
+                for name, arr in layer.named_buffers()]
+
+    def state_dict(self):
+        """``{"<index>.<name>": array, ...}``: copies of every tensor the
+        layers' ``param_specs`` list (parameters and running statistics)."""
+        return {name: arr.copy() for name, arr in self.named_tensors()}
+
+    def load_state_dict(self, state):
+        """Copy parameters in place from a mapping like ``state_dict()``'s.
+        Keys must match exactly; shapes must match; values must be finite
+        real numbers, cast to float32. Nothing is written unless everything
+        checks out."""
+        if not hasattr(state, "keys"):
+            raise TypeError(f"load_state_dict: expected a mapping, got {type(state).__name__}")
+        params = dict(self.named_tensors())
+        missing = sorted(set(params) - set(state))
+        unexpected = sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys "
+                             f"{unexpected}")
+        arrays = {}
+        for name, p in params.items():
+            arr = _guard.as_array(state[name], "load_state_dict", name)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"load_state_dict: {name} has dtype {arr.dtype}; "
+                                f"expected real numbers")
+            if arr.shape != p.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {arr.shape}, "
+                                 f"expected {p.shape}")
+            check_finite("load_state_dict", name, arr)
+            arrays[name] = arr
+        for name, p in params.items():
+            p[...] = arrays[name]
+
+    def get_config(self):
+        return {"layers": [layer_config(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config, _depth=0):
+        return cls(*(layer_from_config(c, _depth + 1) for c in _check_config(config)["layers"]))
+
+    def __repr__(self):
+        inner = "".join(f"\n  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)" if inner else "Sequential()"

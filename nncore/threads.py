@@ -1,0 +1,27 @@
+"""The number of OpenMP threads nncore's kernels use."""
+import numpy as np
+
+from . import _core
+
+__all__ = ["set_num_threads", "get_num_threads"]
+
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads every nncore kernel uses
+    (1 <= n <= 1024), in every Python thread of the process.
+
+    The default follows ``OMP_NUM_THREADS`` (else the number of cores).
+    ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` lowers the count
+    for the thread that enters it; kernels never use more threads than either
+    says. Results are bitwise identical for any thread count.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if not 1 <= n <= _core.MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be in [1, {_core.MAX_THREADS}], got {n}")
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads():
+    """The number of OpenMP threads nncore's kernels will use."""
+    return _core.get_num_threads()
