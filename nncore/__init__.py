@@ -17,7 +17,7 @@ if _isa_error is not None:
     raise ImportError(_isa_error)
 
 from . import datasets  # noqa: E402
-from .threads import set_num_threads, get_num_threads  # noqa: E402
+from .runtime import set_num_threads, get_num_threads, info  # noqa: E402
 from .linalg import matmul  # noqa: E402
 from .init import manual_seed  # noqa: E402
 from .layers import (Layer, Param, Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU,  # noqa: E402
@@ -46,18 +46,3 @@ __all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul"
            "NNClassifier", "NNRegressor", "save", "load", "profile"]
 __all__ += ["loss_landscape", "interpolate_loss", "trajectory_landscape", "Landscape",
             "TrajectoryRecorder"]
-
-
-def info():
-    """A dict describing this build and machine: version, the ISA in use, the
-    ISAs available, thread count, OpenMP version, compiler and flags."""
-    build = _core.build_info()
-    return {
-        "version": __version__,
-        "isa": _core.get_isa(),
-        "isa_available": _core.isa_available(),
-        "num_threads": get_num_threads(),
-        "openmp": build["openmp"],
-        "compiler": build["compiler"],
-        "flags": build["flags"],
-    }

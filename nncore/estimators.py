@@ -35,7 +35,7 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam
 from .serialize import (build_model, no_stray_tensors, read_optimizer_state, register_kind,
                         split_optimizer_state)
-from .threads import get_num_threads, set_num_threads
+from .runtime import get_num_threads, set_num_threads
 from .trainer import Trainer
 from .validation import check_features, check_sample_weight, check_targets
 

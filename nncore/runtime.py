@@ -1,9 +1,11 @@
-"""The number of OpenMP threads nncore's kernels use."""
+"""The run time: the OpenMP threads nncore's kernels use, and what this
+build found on this machine."""
 import numpy as np
 
 from . import _core
+from ._version import __version__
 
-__all__ = ["set_num_threads", "get_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "info"]
 
 
 def set_num_threads(n):
@@ -25,3 +27,18 @@ def set_num_threads(n):
 def get_num_threads():
     """The number of OpenMP threads nncore's kernels will use."""
     return _core.get_num_threads()
+
+
+def info():
+    """A dict describing this build and machine: version, the ISA in use, the
+    ISAs available, thread count, OpenMP version, compiler and flags."""
+    build = _core.build_info()
+    return {
+        "version": __version__,
+        "isa": _core.get_isa(),
+        "isa_available": _core.isa_available(),
+        "num_threads": get_num_threads(),
+        "openmp": build["openmp"],
+        "compiler": build["compiler"],
+        "flags": build["flags"],
+    }
