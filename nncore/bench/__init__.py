@@ -301,7 +301,7 @@ def peak_gflops(threads=None, quick=False):
     multiply-add chains in registers, no memory traffic). Cached per ISA and
     thread count."""
     import nncore
-    from . import _core
+    from .. import _core
     threads = threads or nncore.get_num_threads()
     key = ("peak", _core.get_isa(), threads)
     if key not in _LIMITS:
@@ -338,7 +338,7 @@ def memory_bandwidth(threads=None, quick=False):
     STREAM triads a = b + s c (12 bytes per element) over three arrays of
     64 MB (16 MB with quick) each, far beyond the L2 caches. Cached."""
     import nncore
-    from . import _core
+    from .. import _core
     threads = threads or nncore.get_num_threads()
     mbytes = 16 if quick else 64
     key = ("bandwidth", threads, mbytes)
