@@ -26,7 +26,7 @@ Markdown tables) and plot (matplotlib).
 # Registry first, then the families in ORDER, so FAMILIES keeps that order.
 from .registry import FAMILIES, ORDER, family, run  # noqa: F401
 from .harness import (PEERS, SPREAD_LIMIT, available_peers, spread, summarize,  # noqa: F401
-                      thread_limits, time_many, time_pair)
+                      thread_limits, time_many)
 from .machine import cpu_model, environment, machine, memory_bandwidth, peak_gflops  # noqa: F401
 from .gemm import bench_gemm, gemm_cases, gemm_operands  # noqa: F401
 from .layers import bench_layers, layer_cases  # noqa: F401

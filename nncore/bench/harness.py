@@ -45,33 +45,6 @@ def thread_limits(threads):
             torch.set_num_threads(torch_previous)
 
 
-def time_pair(f, g, budget, rounds=4, gap=0.15):
-    """Time f and g in alternating blocks; return two lists of seconds.
-
-    Each block is preceded by a pause and an untimed call: both sides keep
-    idle worker threads spinning for a while after a call (OpenBLAS for
-    ~0.1 s, OpenMP for up to milliseconds), and on a machine with few cores
-    those spinning threads would be timed as part of the other side's call.
-    The pause lets them go to sleep; medians then compare steady states."""
-    f(), g()  # warm caches and buffers
-    t0 = time.perf_counter()
-    f(), g()
-    once = max(time.perf_counter() - t0, 1e-7)
-    repeats = int(min(max(budget / rounds / once, 3), 400))
-    times = ([], [])
-    for r in range(rounds):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        for side in order:
-            fn = (f, g)[side]
-            time.sleep(gap)
-            fn()
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn()
-                times[side].append(time.perf_counter() - t0)
-    return times
-
-
 def available_peers(peers=None, relevant=PEERS):
     """The peers to run among `relevant` (default: all that import). NumPy is
     always there; "torch" and "sklearn" are imported here, before any thread
@@ -99,8 +72,11 @@ def time_many(fns, budget, rounds=4, gap=0.15):
     """Time each of fns (a dict name -> callable) in blocks, taking turns
     (the order rotates each round); return name -> list of seconds per call.
 
-    As in time_pair: each block starts after a pause and an untimed call, so
-    one library's spinning idle threads are not timed as another's work."""
+    Each block starts after a pause and an untimed call: every library keeps
+    idle worker threads spinning for a while after a call (OpenBLAS for
+    ~0.1 s, OpenMP for up to milliseconds), and on a machine with few cores
+    those spinning threads would be timed as part of the next side's call.
+    The pause lets them go to sleep; medians then compare steady states."""
     names = list(fns)
     for name in names:     # warm caches and buffers
         fns[name]()
