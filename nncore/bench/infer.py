@@ -1,5 +1,7 @@
 """The infer family: predict latency at batch 1 and throughput at a large
 batch, the same weights in nncore, NumPy, PyTorch and scikit-learn."""
+import warnings
+
 import numpy as np
 
 from .harness import available_peers, summarize, thread_limits, time_many
@@ -36,7 +38,6 @@ def infer_contender(name, sizes, model):
                 return tmodel(torch.from_numpy(X))
         return forward
     if name == "sklearn":
-        import warnings
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPClassifier
         X, y = _data(2 * sizes[-1], sizes)

@@ -3,6 +3,7 @@ MLPClassifier and a hand-written NumPy loop, the same MLPs, one epoch per
 timed call."""
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -27,7 +28,6 @@ def _numpy_weights(sizes, seed=0):
 def train_contender(name, sizes, batch):
     """A function run(X, y) that trains one epoch of `name`'s MLP `sizes`
     (ReLU, softmax cross-entropy, plain SGD lr=0.01) at this batch size."""
-    import warnings
     if name == "nncore":
         trainer = Trainer(_nncore_mlp(sizes), CrossEntropyLoss(), SGD(lr=LR), batch_size=batch,
                           seed=0)
