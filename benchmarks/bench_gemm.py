@@ -2,7 +2,7 @@
 
     python benchmarks/bench_gemm.py [--quick] [--threads N] [--isa ISA] [--json FILE]
 
-A thin wrapper over `python -m nncore bench gemm` (nncore/bench.py).
+A thin wrapper over `python -m nncore bench gemm` (nncore/bench/gemm.py).
 """
 import sys
 

@@ -1,0 +1,142 @@
+"""The train family: Trainer.fit against PyTorch's own loop, scikit-learn's
+MLPClassifier and a hand-written NumPy loop, the same MLPs, one epoch per
+timed call."""
+import math
+import time
+import warnings
+
+import numpy as np
+
+from ..losses import CrossEntropyLoss
+from ..optim import SGD
+from ..trainer import Trainer
+from .harness import available_peers, summarize, thread_limits
+from .mlp import ARCHS, _arch_name, _data, _nncore_mlp, _torch_mlp
+from .registry import family
+
+BATCHES = [1, 32, 128, 1024]
+LR = 0.01
+
+
+def _numpy_weights(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    Ws = [(rng.uniform(-1, 1, (a, b)) * math.sqrt(6 / a)).astype(np.float32)
+          for a, b in zip(sizes[:-1], sizes[1:])]
+    return Ws, [np.zeros(b, np.float32) for b in sizes[1:]]
+
+
+def train_contender(name, sizes, batch):
+    """A function run(X, y) that trains one epoch of `name`'s MLP `sizes`
+    (ReLU, softmax cross-entropy, plain SGD lr=0.01) at this batch size."""
+    if name == "nncore":
+        trainer = Trainer(_nncore_mlp(sizes), CrossEntropyLoss(), SGD(lr=LR), batch_size=batch,
+                          seed=0)
+        return lambda X, y: trainer.fit(X, y, 1, verbose=0)
+    if name == "torch":
+        import torch
+        model = _torch_mlp(sizes)
+        opt = torch.optim.SGD(model.parameters(), lr=LR)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def run(X, y):
+            Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+            perm = torch.randperm(len(Xt))
+            for i in range(0, len(Xt), batch):
+                idx = perm[i:i + batch]
+                opt.zero_grad()
+                loss_fn(model(Xt[idx]), yt[idx]).backward()
+                opt.step()
+        return run
+    if name == "sklearn":
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+        clf = MLPClassifier(hidden_layer_sizes=sizes[1:-1], solver="sgd", momentum=0.0,
+                            alpha=0.0, learning_rate_init=LR, batch_size=batch, shuffle=True,
+                            random_state=0)
+        classes = np.arange(sizes[-1])
+
+        def run(X, y):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.partial_fit(X, y, classes=classes)
+        return run
+    if name == "numpy":
+        Ws, bs = _numpy_weights(sizes)
+        lr = np.float32(LR)
+        rng = np.random.default_rng(0)
+
+        def run(X, y):
+            perm = rng.permutation(len(X))
+            for i in range(0, len(X), batch):
+                idx = perm[i:i + batch]
+                acts = [X[idx]]
+                for j, (W, b) in enumerate(zip(Ws, bs)):
+                    z = acts[-1] @ W + b
+                    acts.append(np.maximum(z, 0, out=z) if j < len(Ws) - 1 else z)
+                z = acts.pop()
+                t = y[idx]
+                z -= z.max(axis=1, keepdims=True)
+                p = np.exp(z)
+                p /= p.sum(axis=1, keepdims=True)
+                p[np.arange(len(t)), t] -= 1
+                d = p / np.float32(len(t))
+                for j in range(len(Ws) - 1, -1, -1):
+                    a = acts[j]
+                    d_prev = (d @ Ws[j].T) * (a > 0) if j > 0 else None
+                    Ws[j] -= lr * (a.T @ d)
+                    bs[j] -= lr * d.sum(axis=0)
+                    d = d_prev
+        return run
+    raise ValueError(f"unknown contender {name!r}")
+
+
+@family("train", "Trainer.fit samples/s: three MLPs at batch 1, 32, 128, 1024")
+def bench_train(quick=False, threads=2, budget=None, peers=None, tiny=False, archs=None,
+                batches=None, log=None):
+    """One epoch of training per timed call, each framework on its own
+    amount of data (grown until one epoch takes about `budget` seconds), the
+    frameworks taking turns with a pause before each epoch; rows report
+    seconds per sample and samples/s (medians over the rounds)."""
+    peers = available_peers(peers)
+    names = ["nncore"] + peers
+    if tiny:
+        archs, batches = archs or [(16, 8, 4)], batches or [4]
+    archs, batches = archs or ARCHS, batches or BATCHES
+    target = budget if budget is not None else (0.001 if tiny else 0.03 if quick else 0.25)
+    rounds, gap = (2, 0.0) if tiny else (2, 0.05) if quick else (5, 0.15)
+    max_n = 4096 if quick or tiny else 1 << 16
+    rows = []
+    with thread_limits(threads) as nthreads:
+        for sizes in archs:
+            X_all, y_all = _data(max(max_n, 2 * max(batches)), sizes)
+            for batch in batches:
+                runs, counts = {}, {}
+                for name in names:
+                    run = train_contender(name, sizes, batch)
+                    n = min(max(2 * batch, 64), len(X_all))
+                    while True:       # warm up at this size, then time one epoch
+                        run(X_all[:n], y_all[:n])
+                        t0 = time.perf_counter()
+                        run(X_all[:n], y_all[:n])
+                        dt = time.perf_counter() - t0
+                        if dt >= target or n >= max_n:
+                            break
+                        n = min(max_n, int(n * min(16.0, max(2.0, 1.2 * target / max(dt, 1e-6)))))
+                    runs[name] = (lambda run=run, n=n: run(X_all[:n], y_all[:n]))
+                    counts[name] = n
+                times = {name: [] for name in names}
+                for r in range(rounds):
+                    for j in range(len(names)):
+                        name = names[(j + r) % len(names)]
+                        if gap:
+                            time.sleep(gap)
+                        t0 = time.perf_counter()
+                        runs[name]()
+                        times[name].append(time.perf_counter() - t0)
+                row = summarize("train", _arch_name(sizes), f"{_arch_name(sizes)} batch {batch}",
+                                times, nthreads, work=1, metric="samples/s", per_call=counts)
+                row.update({"arch": list(sizes), "batch": batch, "samples": counts})
+                rows.append(row)
+                if log:
+                    log(row)
+    return rows
