@@ -30,7 +30,7 @@ import numpy as np
 from . import _core
 from . import _guard
 from . import losses, optim
-from .bench import peak_gflops
+from .bench.machine import peak_gflops
 from .layers import Sequential, sequential
 from .layers.base import as_input
 

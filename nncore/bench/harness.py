@@ -9,8 +9,7 @@ import time
 import numpy as np
 
 from .. import _core
-# The checked thread setter lives in nncore/__init__.py, not in a submodule.
-from .. import set_num_threads
+from ..runtime import set_num_threads
 
 # A row is flagged noisy when a side's interquartile range exceeds this
 # fraction of its median.

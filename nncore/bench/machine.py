@@ -9,9 +9,8 @@ import time
 import numpy as np
 
 from .. import _core
-# The version, build description and checked thread setter live in
-# nncore/__init__.py, not in a submodule.
-from .. import __version__, info, set_num_threads
+from .._version import __version__
+from ..runtime import info, set_num_threads
 
 
 # Each limit is measured once per process: key -> GFLOP/s or GB/s.
