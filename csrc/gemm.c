@@ -31,10 +31,9 @@
  * results are bitwise identical for any thread count. Small problems run on
  * the calling thread: a fork/join costs microseconds.
  *
- * Packing buffers are per calling thread (several Python threads may call
- * nn_sgemm at once, each with its own OpenMP team), grown on demand, kept for
- * the thread's lifetime and shared with that call's team. */
-#include <pthread.h>
+ * Packing buffers come from the calling thread's workspace (workspace.h:
+ * several Python threads may call nn_sgemm at once, each with its own OpenMP
+ * team), shared with that call's team. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +43,7 @@
 #endif
 #include "dispatch.h"
 #include "profile.h"
+#include "workspace.h"
 
 /* Below this many flops (2mnk) a GEMM runs on one thread. */
 #define NN_GEMM_PARALLEL_MIN_FLOPS 1500000.0
@@ -101,63 +101,6 @@ static inline int64_t balanced_block(int64_t len, int64_t max, int64_t unit)
     if (len <= max)
         return round_up(len, unit);
     return round_up(ceil_div(len, ceil_div(len, max)), unit);
-}
-
-/* ---- per-thread workspace ---- */
-
-/* Slot 0 holds packed panels; slot 1 a transposed result or a gathered
- * vector, which must stay valid while slot 0 is in use. */
-#define NN_WS_PACK 0
-#define NN_WS_AUX 1
-typedef struct workspace {
-    float *buf[2];
-    size_t cap[2]; /* floats */
-} workspace;
-
-static pthread_key_t ws_key;
-static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
-static int ws_key_ok;
-
-static void ws_free(void *p)
-{
-    workspace *w = p;
-    free(w->buf[0]);
-    free(w->buf[1]);
-    free(w);
-}
-
-static void ws_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 0; }
-
-/* A 64-byte aligned buffer of at least nfloats for the calling thread, or
- * NULL when it cannot be had. Reused across calls: no allocation once warm. */
-static float *workspace_get(int slot, size_t nfloats)
-{
-    pthread_once(&ws_once, ws_init);
-    if (!ws_key_ok)
-        return NULL;
-    workspace *w = pthread_getspecific(ws_key);
-    if (w == NULL) {
-        w = calloc(1, sizeof *w);
-        if (w == NULL)
-            return NULL;
-        if (pthread_setspecific(ws_key, w) != 0) {
-            free(w);
-            return NULL;
-        }
-    }
-    if (w->cap[slot] < nfloats) {
-        free(w->buf[slot]);
-        w->buf[slot] = NULL;
-        w->cap[slot] = 0;
-        if (nfloats > (SIZE_MAX - 64) / sizeof(float))
-            return NULL;
-        size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
-        w->buf[slot] = aligned_alloc(64, bytes);
-        if (w->buf[slot] == NULL)
-            return NULL;
-        w->cap[slot] = nfloats;
-    }
-    return w->buf[slot];
 }
 
 /* ---- the plan of one call ---- */
@@ -404,12 +347,12 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
     int64_t incx = trans_a ? lda : 1;
     float *work = NULL;
     if (!trans_b) {
-        work = workspace_get(NN_WS_AUX, (size_t)n);
+        work = nn_workspace_get(NN_WS_AUX, (size_t)n);
         if (work == NULL)
             return NN_ENOMEM;
     } else if (incx != 1) {
         /* The dot-product kernel wants x contiguous. */
-        float *xs = workspace_get(NN_WS_AUX, (size_t)k);
+        float *xs = nn_workspace_get(NN_WS_AUX, (size_t)k);
         if (xs == NULL)
             return NN_ENOMEM;
         for (int64_t p = 0; p < k; p++)
@@ -460,7 +403,7 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
     const size_t a_floats = P.pack_a ? (size_t)(round_up(P.mcb, P.mr) * P.kc) : 0;
     const size_t b_floats = P.pack_b ? (size_t)(round_up(P.ncb, P.nr) * P.kc) : 0;
     if (a_floats + b_floats > 0) {
-        float *ws = workspace_get(NN_WS_PACK, round_up((int64_t)a_floats, 16) + b_floats);
+        float *ws = nn_workspace_get(NN_WS_PACK, round_up((int64_t)a_floats, 16) + b_floats);
         if (ws == NULL)
             return NN_ENOMEM;
         P.ap = ws;
@@ -488,7 +431,7 @@ static int gemm_narrow(const nn_kernel_table *kt, int trans_a, int trans_b, int6
 {
     if ((uint64_t)m > SIZE_MAX / sizeof(float) / (uint64_t)n)
         return NN_ENOMEM;
-    float *t = workspace_get(NN_WS_AUX, (size_t)(m * n));
+    float *t = nn_workspace_get(NN_WS_AUX, (size_t)(m * n));
     if (t == NULL)
         return NN_ENOMEM;
     int status = gemm(kt, !trans_b, !trans_a, n, m, k, alpha, b, ldb, a, lda, 0.0f, t, m,
@@ -579,7 +522,7 @@ static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int cou
         if (chain_layer_splits(&layers[i]))
             tail = i + 1;
     }
-    float *work = workspace_get(NN_WS_AUX, (size_t)widest);
+    float *work = nn_workspace_get(NN_WS_AUX, (size_t)widest);
     if (work == NULL)
         return NN_ENOMEM;
     const int nt = largest >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
