@@ -43,15 +43,11 @@
 #endif
 #include "dispatch.h"
 #include "profile.h"
+#include "gemm.h"
 #include "workspace.h"
 
 /* Below this many flops (2mnk) a GEMM runs on one thread. */
 #define NN_GEMM_PARALLEL_MIN_FLOPS 1500000.0
-/* Below this many multiply-adds (k*n) an m == 1 product runs on one thread:
- * alone, as it then pays a fork/join (~1.2 us here); inside a chain's
- * parallel region (nn_dense_chain), as it then pays a barrier (~0.4 us). */
-#define NN_GEMV_PARALLEL_MIN 65536
-#define NN_GEMV_CHAIN_SPLIT_MIN 16384
 /* B without a transpose is packed when at least this many rows of C reuse it
  * (and it is wider than one strip: a single strip is read as it is). */
 #define NN_GEMM_PACK_B_MIN_M 48
@@ -82,26 +78,6 @@
 #define NN_GEMM_NARROW_MIN_M 64
 /* Rows of op(A) packed at once: bounds the A buffer to NN_GEMM_MC_MAX * kc floats. */
 #define NN_GEMM_MC_MAX 2048
-
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-/* Thread t's start in [0, len), in whole units: part t of nt. */
-static inline int64_t split(int64_t len, int64_t unit, int t, int nt)
-{
-    return min64(ceil_div(len, unit) * t / nt * unit, len);
-}
-
-/* Split len into blocks of at most max (rounded up to unit), all but the
- * last the same size. */
-static inline int64_t balanced_block(int64_t len, int64_t max, int64_t unit)
-{
-    if (len <= max)
-        return round_up(len, unit);
-    return round_up(ceil_div(len, ceil_div(len, max)), unit);
-}
 
 /* ---- the plan of one call ---- */
 
@@ -313,13 +289,9 @@ static void gemm_thread(const plan *P, int t, int nt)
     }
 }
 
-/* Thread t of team's share of an m == 1 product: whole blocks of `unit`
- * columns of y, the same kernel calls whatever the split (each y[j] goes
- * through the same operations), so the bits never depend on the team. */
-#define NN_GEMV_UNIT 64
-static void gemv_part(const nn_kernel_table *kt, int trans_b, int64_t n, int64_t k, float alpha,
-                      const float *x, int64_t incx, const float *b, int64_t ldb, float beta,
-                      float *c, const float *bias, int act, float *work, int t, int team)
+void nn_gemv_part(const nn_kernel_table *kt, int trans_b, int64_t n, int64_t k, float alpha,
+                  const float *x, int64_t incx, const float *b, int64_t ldb, float beta,
+                  float *c, const float *bias, int act, float *work, int t, int team)
 {
     const int64_t j0 = split(n, NN_GEMV_UNIT, t, team);
     const int64_t j1 = split(n, NN_GEMV_UNIT, t + 1, team);
@@ -363,8 +335,8 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
     int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
     nt = (int)min64(nt, ceil_div(n, NN_GEMV_UNIT));
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    gemv_part(kt, trans_b, n, k, alpha, x, incx, b, ldb, beta, c, bias, act, work,
-              omp_get_thread_num(), omp_get_num_threads());
+    nn_gemv_part(kt, trans_b, n, k, alpha, x, incx, b, ldb, beta, c, bias, act, work,
+                 omp_get_thread_num(), omp_get_num_threads());
     return NN_OK;
 }
 
@@ -494,91 +466,4 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         nn_profile_record(NN_K_sgemm_nn + 2 * (trans_a != 0) + (trans_b != 0), t0,
                           2.0 * (double)m * (double)n * (double)k, m, n, k);
     return status;
-}
-
-/* Whether a layer of a one-sample chain is split between threads: by the
- * layer's size alone, so the split never depends on the team. */
-static int chain_layer_splits(const nn_dense_layer *L)
-{
-    return (double)L->n_in * (double)L->n_out >= NN_GEMV_CHAIN_SPLIT_MIN &&
-           L->n_out > NN_GEMV_UNIT;
-}
-
-/* One sample through the chain: every layer a gemv_n. The layers up to the
- * last split one run in one parallel region (one fork/join instead of one
- * per layer; a barrier between layers, as each reads all of the previous
- * output); the unsplit layers after it run on the calling thread once the
- * region has joined, which saves their barriers (~0.4 us each here). */
-static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int count,
-                              const nn_dense_layer *layers)
-{
-    int64_t widest = 0;
-    double largest = 0.0;
-    int tail = 0; /* layers [tail, count) are unsplit */
-    for (int i = 0; i < count; i++) {
-        widest = max64(widest, layers[i].n_out);
-        const double size = (double)layers[i].n_in * (double)layers[i].n_out;
-        largest = size > largest ? size : largest;
-        if (chain_layer_splits(&layers[i]))
-            tail = i + 1;
-    }
-    float *work = nn_workspace_get(NN_WS_AUX, (size_t)widest);
-    if (work == NULL)
-        return NN_ENOMEM;
-    const int nt = largest >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
-    if (tail > 0) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-            const int t = omp_get_thread_num(), team = omp_get_num_threads();
-            const float *in = x;
-            for (int i = 0; i < tail; i++) {
-                const nn_dense_layer *L = &layers[i];
-                const int parts = chain_layer_splits(L)
-                                      ? (int)min64(team, ceil_div(L->n_out, NN_GEMV_UNIT)) : 1;
-                if (t < parts)
-                    gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, in, 1, L->w, L->n_out, 0.0f,
-                              L->out, L->b, L->act, work, t, parts);
-                if (i + 1 < tail) {
-#pragma omp barrier
-                }
-                in = L->out;
-            }
-        }
-    }
-    for (int i = tail; i < count; i++) {
-        const nn_dense_layer *L = &layers[i];
-        gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, i == 0 ? x : layers[i - 1].out, 1, L->w,
-                  L->n_out, 0.0f, L->out, L->b, L->act, work, 0, 1);
-    }
-    return NN_OK;
-}
-
-int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
-{
-    if (m < 0 || count < 0)
-        return NN_EINVAL;
-    int vector = m == 1 && !nn_profiling(); /* profiling: one event per layer's nn_sgemm */
-    for (int i = 0; i < count; i++) {
-        const nn_dense_layer *L = &layers[i];
-        if (L->n_in < 0 || L->n_out < 0 || (i > 0 && L->n_in != layers[i - 1].n_out))
-            return NN_EINVAL;
-        if (L->act != NN_ACT_NONE && L->act != NN_ACT_RELU)
-            return NN_EINVAL;
-        vector = vector && L->n_in > 0 && L->n_out > 0;
-    }
-    if (m == 0 || count == 0)
-        return NN_OK;
-    if (vector)
-        return dense_chain_vector(nn_kernels(), x, count, layers);
-    const float *in = x;
-    for (int i = 0; i < count; i++) {
-        const nn_dense_layer *L = &layers[i];
-        const int status = nn_sgemm(0, 0, m, L->n_out, L->n_in, 1.0f, in, max64(L->n_in, 1),
-                                    L->w, max64(L->n_out, 1), 0.0f, L->out,
-                                    max64(L->n_out, 1), L->b, L->act);
-        if (status != NN_OK)
-            return status;
-        in = L->out;
-    }
-    return NN_OK;
 }

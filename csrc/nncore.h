@@ -135,7 +135,8 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc,
              const float *bias, int activation);
 
-/* ---- Dense chain (gemm.c): evaluation-mode forward through Dense layers ----
+/* ---- Dense layers (dense.c) ----
+ * Forward: the evaluation-mode chain through Dense layers.
  * out_i = act_i(in_i @ w_i + b_i), in_0 = x (m x n_in_0), in_i = out_{i-1}:
  * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is NN_ACT_NONE
  * or NN_ACT_RELU, out_i is m x n_out. The same bits as one nn_sgemm per layer;
@@ -150,6 +151,21 @@ typedef struct nn_dense_layer {
     float *out;
 } nn_dense_layer;
 int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers);
+
+/* Backward of y = x w + b (x: m x k, w: k x n, dy: m x n; contiguous rows):
+ *   relu_z != NULL: the layer's ReLU (fused into the forward epilogue) first:
+ *     dz = dy where relu_z > 0, else 0 (relu_z: the forward output, m x n;
+ *     dz: m x n, may be dy), and dz stands for dy below;
+ *   dw = x^T dy, db = column sums of dy, dx = dy w^T, each skipped when NULL;
+ *   sgd != 0 (dw must be NULL): plain SGD folded into the weight-gradient
+ *     GEMM, w += -lr * x^T dy in place, after dx is computed from the old w;
+ *     then b += -lr * db when b != NULL (db required), by nn_sgd_step.
+ * The same bits as those kernel calls made one by one. m == 0: dw and db are
+ * zero, w is unchanged. Returns NN_OK, NN_EINVAL (negative size, dw with
+ * sgd, b without sgd or db, relu_z without dz) or NN_ENOMEM. */
+int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                      const float *dy, const float *relu_z, float *dz, float *dx, float *dw,
+                      float *db, int sgd, float lr, float *b);
 
 /* ---- Machine limits (peak.c; per ISA, for the benchmarks) ----
  * nn_fma_peak: `iters` rounds of independent multiply-adds on every thread

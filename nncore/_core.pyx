@@ -6,6 +6,7 @@ the C call and turns C status codes into Python exceptions. Conversions of
 user input (dtype, order) happen in the Python modules, once, before here.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 cimport numpy as cnp
 
@@ -78,6 +79,9 @@ cdef extern from "nncore.h" nogil:
         float *out
     int nn_all_finite(int64_t n, const float *x)
     int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
+    int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                          const float *dy, const float *relu_z, float *dz, float *dx,
+                          float *dw, float *db, int sgd, float lr, float *b)
     void nn_fma_peak(int64_t iters, float *sink, double *flops)
     void nn_triad(int64_t n, float *a, const float *b, const float *c, float s)
     ctypedef struct nn_profile_event:
@@ -458,66 +462,116 @@ cdef class DenseChain:
 
 
 
+cdef inline int _shape(cnp.ndarray a, int64_t rows, int64_t cols, int ndim, str fn,
+                       str name) except -1:
+    """Check that a has shape (rows, cols) (ndim 2) or (cols,) (ndim 1)."""
+    if cnp.PyArray_NDIM(a) != ndim or (ndim == 2 and cnp.PyArray_DIM(a, 0) != rows) or \
+            cnp.PyArray_DIM(a, ndim - 1) != cols:
+        want = f"({rows}, {cols})" if ndim == 2 else f"({cols},)"
+        raise ValueError(f"{fn}: {name} has shape {(<object>a).shape}, expected {want}")
+    return 0
+
+
+# dense_backward's arrays, in the order of their names in _DENSE_NAMES.
+cdef enum:
+    D_X, D_W, D_DY, D_Z, D_DX, D_DW, D_DB, D_B, D_DZ, D_COUNT
+
+_DENSE_NAMES = ("x", "w", "dy", "z", "dx", "dw", "db", "b", "dz")
+
+cdef struct _span:
+    const char *p
+    int64_t bytes
+    bint written
+
+
+cdef int _check_disjoint(_span *s, str fn) except -1:
+    """No array dense_backward writes may share memory with another of its
+    arrays (the kernels would read half-written values), except that dz may
+    be dy itself (the ReLU backward runs elementwise in place)."""
+    cdef int i, j
+    for i in range(D_COUNT):
+        if not s[i].written:
+            continue
+        for j in range(D_COUNT):
+            if j == i or not overlaps(s[i].p, s[i].bytes, s[j].p, s[j].bytes):
+                continue
+            if {i, j} == {D_DZ, D_DY} and s[i].p == s[j].p and s[i].bytes == s[j].bytes:
+                continue
+            raise ValueError(f"{fn}: {_DENSE_NAMES[i]} overlaps {_DENSE_NAMES[j]} in memory; "
+                             f"pass separate arrays")
+    return 0
+
+
+cdef inline float *_dense_array(_span *s, int slot, object a, int64_t rows, int64_t cols,
+                                int ndim, bint written, str fn) except? NULL:
+    """Check one of dense_backward's arrays (None: absent, NULL) and record its
+    memory in s[slot]."""
+    s[slot].p = NULL
+    s[slot].bytes = 0
+    s[slot].written = False
+    if a is None:
+        return NULL
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{fn}: {_DENSE_NAMES[slot]} must be a NumPy array or None, "
+                        f"got {type(a).__name__}")
+    _shape(<cnp.ndarray>a, rows, cols, ndim, fn, _DENSE_NAMES[slot])
+    _check_array(<cnp.ndarray>a, cnp.NPY_FLOAT32, written, fn, _DENSE_NAMES[slot])
+    s[slot].p = <const char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    s[slot].bytes = rows * cols * 4
+    s[slot].written = written
+    return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
-                   object dx, object dw, object db, object sgd_lr=None):
-    """dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten).
-    dx and db may be None to skip them. With sgd_lr instead of dw, the weight
-    gradient is not stored: w -= sgd_lr * x^T dy in place, after dx is
-    computed from the old w. That is plain SGD folded into the GEMM (alpha =
-    -sgd_lr, beta = 1), bitwise the same as dw followed by sgd_step."""
+                   object dx, object dw, object db, object sgd_lr=None, object b=None,
+                   object z=None, object dz=None):
+    """The backward pass of y = x @ w + b in one C call (nn_dense_backward):
+    dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten; dx
+    and db may be None to skip them). x (m, k), w (k, n), dy (m, n).
+
+    With z and dz (both (m, n)): the layer's ReLU first, dz = dy where z > 0
+    else 0 (z: the ReLU's output), and dz stands for dy. dz may be dy.
+
+    With sgd_lr instead of dw, the weight gradient is not stored: w -= sgd_lr
+    * x^T dy in place, after dx is computed from the old w. That is plain SGD
+    folded into the GEMM (alpha = -sgd_lr, beta = 1), bitwise the same as dw
+    followed by sgd_step; with b (n,), b is then stepped by sgd_step too,
+    b -= sgd_lr * db (db required)."""
+    cdef str fn = "dense_backward"
     cdef int64_t m, k, kw, n, md, nd
-    _matrix(x, &m, &k, "dense_backward", "x")
-    _matrix(w, &kw, &n, "dense_backward", "w")
-    _matrix(dy, &md, &nd, "dense_backward", "dy")
+    _matrix(x, &m, &k, fn, "x")
+    _matrix(w, &kw, &n, fn, "w")
+    _matrix(dy, &md, &nd, fn, "dy")
     if kw != k or md != m or nd != n:
-        raise ValueError(f"dense_backward: x ({m}, {k}), w ({kw}, {n}) and dy ({md}, {nd}) "
+        raise ValueError(f"{fn}: x ({m}, {k}), w ({kw}, {n}) and dy ({md}, {nd}) "
                          f"do not match")
-    cdef bint update = sgd_lr is not None
-    if update == (dw is not None):
-        raise ValueError("dense_backward: pass either dw or sgd_lr")
-    cdef float lr = sgd_lr if update else 0.0
-    cdef const float *px = _fin(x, m * k, "dense_backward", "x")
-    cdef float *pw_new = _fout(w, k * n, "dense_backward", "w") if update else NULL
-    cdef const float *pw = _fin(w, k * n, "dense_backward", "w")
-    cdef const float *pdy = _fin(dy, m * n, "dense_backward", "dy")
-    cdef float *pdw = NULL if update else _fout(dw, k * n, "dense_backward", "dw")
-    cdef float *pdx = NULL
-    cdef float *pdb = NULL
-    if dx is not None:
-        pdx = _fout(dx, m * k, "dense_backward", "dx")
-    if db is not None:
-        pdb = _fout(db, n, "dense_backward", "db")
-    if k == 0 or n == 0:
-        return
-    cdef int status = NN_OK
-    cdef int64_t j
+    cdef bint sgd = sgd_lr is not None
+    if sgd == (dw is not None):
+        raise ValueError(f"{fn}: pass either dw or sgd_lr")
+    cdef float lr = sgd_lr if sgd else 0.0
+    if sgd and not isfinite(lr):
+        raise ValueError(f"{fn}: sgd_lr must be a finite float32, got {sgd_lr!r}")
+    if b is not None and not sgd:
+        raise ValueError(f"{fn}: b is stepped only with sgd_lr (pass b=None)")
+    if b is not None and db is None:
+        raise ValueError(f"{fn}: stepping b needs db")
+    if (z is None) != (dz is None):
+        raise ValueError(f"{fn}: pass z and dz together (the ReLU backward), or neither")
+    cdef _span s[D_COUNT]
+    cdef const float *px = _dense_array(s, D_X, x, m, k, 2, False, fn)
+    cdef float *pw = _dense_array(s, D_W, w, k, n, 2, sgd, fn)
+    cdef const float *pdy = _dense_array(s, D_DY, dy, m, n, 2, False, fn)
+    cdef const float *pz = _dense_array(s, D_Z, z, m, n, 2, False, fn)
+    cdef float *pdx = _dense_array(s, D_DX, dx, m, k, 2, True, fn)
+    cdef float *pdw = _dense_array(s, D_DW, dw, k, n, 2, True, fn)
+    cdef float *pdb = _dense_array(s, D_DB, db, 1, n, 1, True, fn)
+    cdef float *pb = _dense_array(s, D_B, b, 1, n, 1, True, fn)
+    cdef float *pdz = _dense_array(s, D_DZ, dz, m, n, 2, True, fn)
+    _check_disjoint(s, fn)
+    cdef int status
     with nogil:
-        if m == 0:
-            # an empty batch: every gradient is zero (and so is the update)
-            if pdw != NULL:
-                for j in range(k * n):
-                    pdw[j] = 0.0
-            if pdb != NULL:
-                for j in range(n):
-                    pdb[j] = 0.0
-        elif update:
-            # dx first: it needs the weights before the update.
-            if pdx != NULL:
-                status = nn_sgemm(0, 1, m, k, n, 1.0, pdy, n, pw, n, 0.0, pdx, k, NULL,
-                                  NN_ACT_NONE)
-            if status == NN_OK and pdb != NULL:
-                nn_bias_backward(m, n, pdy, n, pdb)
-            if status == NN_OK:
-                status = nn_sgemm(1, 0, k, n, m, -lr, px, k, pdy, n, 1.0, pw_new, n, NULL,
-                                  NN_ACT_NONE)
-        else:
-            status = nn_sgemm(1, 0, k, n, m, 1.0, px, k, pdy, n, 0.0, pdw, n, NULL, NN_ACT_NONE)
-            if status == NN_OK and pdb != NULL:
-                nn_bias_backward(m, n, pdy, n, pdb)
-            if status == NN_OK and pdx != NULL:
-                status = nn_sgemm(0, 1, m, k, n, 1.0, pdy, n, pw, n, 0.0, pdx, k, NULL,
-                                  NN_ACT_NONE)
-    check(status, "dense_backward")
+        status = nn_dense_backward(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd, lr, pb)
+    check(status, fn)
 
 
 def bias_backward(cnp.ndarray dy not None, cnp.ndarray db not None):
