@@ -80,7 +80,7 @@ int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *l
         const nn_dense_layer *L = &layers[i];
         if (L->n_in < 0 || L->n_out < 0 || (i > 0 && L->n_in != layers[i - 1].n_out))
             return NN_EINVAL;
-        if (L->act != NN_ACT_NONE && L->act != NN_ACT_RELU)
+        if (!nn_epilogue_supports(L->act))
             return NN_EINVAL;
         vector = vector && L->n_in > 0 && L->n_out > 0;
     }

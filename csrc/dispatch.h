@@ -39,7 +39,8 @@ typedef struct nn_gemm_args {
 } nn_gemm_args;
 
 /* The GEMM epilogue's activation on one value, for the scalar and edge paths
- * of the driver and the kernels (act_vec in gemm_kernel.c is its SIMD twin). */
+ * of the driver and the kernels (act_vec in gemm_kernel.c is its SIMD twin);
+ * a case for every activation nn_epilogue_supports (nncore.h). */
 static inline float nn_act_scalar(float x, int act)
 {
     switch (act) {

@@ -430,9 +430,7 @@ static int sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float beta, float *c, int64_t ldc,
                  const float *bias, int activation)
 {
-    /* The activations the kernels fuse; to add one, add it to act_vec in
-     * gemm_kernel.c, to nn_act_scalar in dispatch.h, and to this test. */
-    if (activation != NN_ACT_NONE && activation != NN_ACT_RELU)
+    if (!nn_epilogue_supports(activation))
         return NN_EINVAL;
     if (m < 0 || n < 0 || k < 0)
         return NN_EINVAL;

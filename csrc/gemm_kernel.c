@@ -80,7 +80,8 @@ NN_INLINE float v_hsum(vf x)
 #define PF_ROWS 8
 
 /* The activation applied in registers. To fuse a new one, add a case here
- * (and in nn_act_scalar in dispatch.h) and list it in nn_gemm_fuses(). */
+ * (and in nn_act_scalar in dispatch.h) and list it in nn_epilogue_supports
+ * (nncore.h). */
 NN_INLINE vf act_vec(vf x, int act)
 {
     switch (act) {
@@ -322,9 +323,7 @@ NN_INLINE void gemv_t_rows(const int R, const nn_gemv_args *g, int64_t j)
             s += g->beta * g->y[j + r];
         if (g->bias)
             s += g->bias[j + r];
-        if (g->act == NN_ACT_RELU)
-            s = s < 0.0f ? 0.0f : s;
-        g->y[j + r] = s;
+        g->y[j + r] = nn_act_scalar(s, g->act);
     }
 }
 

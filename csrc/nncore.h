@@ -44,8 +44,8 @@ int nn_get_num_threads(void);
 int nn_set_local_num_threads(int n);
 
 /* ---- activations (act.c) ---- */
-/* NONE and RELU are the activations the SGEMM epilogue applies; the others
- * name the kernels below (the Python layers use these codes too). */
+/* Activation codes: the kernels below and the GEMM epilogue's activation
+ * (the Python layers use these codes too). */
 typedef enum {
     NN_ACT_NONE = 0,
     NN_ACT_RELU = 1,
@@ -55,6 +55,15 @@ typedef enum {
     NN_ACT_GELU = 5,
     NN_ACT_SOFTMAX = 6,
 } nn_activation;
+
+/* Whether the SGEMM epilogue fuses activation `act`: the one list nn_sgemm,
+ * nn_dense_chain and the Python bindings (_core.EPILOGUE_ACTS) check. To fuse
+ * another, add it here, to nn_act_scalar (dispatch.h) and to act_vec
+ * (gemm_kernel.c). */
+static inline int nn_epilogue_supports(int act)
+{
+    return act == NN_ACT_NONE || act == NN_ACT_RELU;
+}
 
 /* Elementwise over n floats; forward may run in place, backward may write dx
  * over dy. Backward passes read the forward output y (ReLU, Sigmoid, Tanh,
@@ -125,8 +134,8 @@ void nn_rmsprop_step(int64_t n, float *w, const float *g, float *sq, float *gavg
  * C = alpha * op(A) op(B) + beta * C, then C[i][j] = act(C[i][j] + bias[j]).
  * op(A) is m x k, op(B) is k x n. trans_a/trans_b: 0 or 1. bias may be NULL.
  * beta == 0 never reads C. k may be 0 (then A and B are not read and the
- * product is zero). The activation is fused in registers: NN_ACT_NONE and
- * NN_ACT_RELU. Results are bitwise identical for any thread count.
+ * product is zero). The activation is fused in registers: those
+ * nn_epilogue_supports. Results are bitwise identical for any thread count.
  * Returns NN_OK, NN_EINVAL (negative size, activation not fused) or
  * NN_ENOMEM (packing buffers). Safe to call from several threads at once. */
 int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
@@ -138,8 +147,8 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 /* ---- Dense layers (dense.c) ----
  * Forward: the evaluation-mode chain through Dense layers.
  * out_i = act_i(in_i @ w_i + b_i), in_0 = x (m x n_in_0), in_i = out_{i-1}:
- * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is NN_ACT_NONE
- * or NN_ACT_RELU, out_i is m x n_out. The same bits as one nn_sgemm per layer;
+ * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is an
+ * epilogue activation (nn_epilogue_supports), out_i is m x n_out. The same bits as one nn_sgemm per layer;
  * one sample (m == 1) runs the layers up to the last threaded one in one
  * parallel region and the small ones after it on the calling thread. Returns NN_OK
  * or NN_EINVAL (negative size, sizes that do not chain, activation not fused),

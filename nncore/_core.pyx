@@ -17,6 +17,7 @@ cdef extern from "nncore.h" nogil:
     int NN_ISA_COUNT
     int NN_MAX_THREADS
     int NN_ACT_NONE, NN_ACT_RELU
+    int nn_epilogue_supports(int act)
     int nn_init()
     int nn_set_isa(int isa)
     int nn_get_isa()
@@ -107,8 +108,6 @@ cdef int check(int status, str what) except -1:
         raise ValueError(f"{what}: invalid argument")
     raise RuntimeError(f"{what}: C core failed with status {status}")
 
-
-ACTIVATIONS = {None: NN_ACT_NONE, "none": NN_ACT_NONE, "relu": NN_ACT_RELU}
 
 _init_status = nn_init()
 
@@ -226,8 +225,9 @@ def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
         raise ValueError(f"sgemm: out has shape ({c.shape[0]}, {c.shape[1]}), expected ({m}, {n})")
     if bias is not None and bias.shape[0] != n:
         raise ValueError(f"sgemm: bias has {bias.shape[0]} elements, expected {n}")
-    if activation < 0 or activation > NN_ACT_RELU:
-        raise ValueError(f"sgemm: unknown activation code {activation}")
+    if not nn_epilogue_supports(activation):
+        raise ValueError(f"sgemm: activation code {activation} is not an epilogue activation "
+                         f"(one of {sorted(EPILOGUE_ACTS)})")
     if m == 0 or n == 0:
         return
     cdef const float *pa = &a[0, 0] if a.shape[0] and a.shape[1] else NULL
@@ -264,6 +264,13 @@ ACT_CODES = {
     "sigmoid": NN_ACT_SIGMOID, "tanh": NN_ACT_TANH, "gelu": NN_ACT_GELU,
     "softmax": NN_ACT_SOFTMAX,
 }
+
+# The activation codes the GEMM epilogue fuses, from the C list
+# (nn_epilogue_supports), and matmul's names for them.
+EPILOGUE_ACTS = frozenset(code for code in ACT_CODES.values() if nn_epilogue_supports(code))
+ACTIVATIONS = {None: NN_ACT_NONE, "none": NN_ACT_NONE}
+ACTIVATIONS.update((name, code) for name, code in ACT_CODES.items()
+                   if name is not None and code in EPILOGUE_ACTS)
 
 cdef enum:
     C_LOSS_MSE = 0
@@ -384,9 +391,9 @@ cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray
     _matrix(y, &my, &ny, fn, "y")
     if kw != k or my != m or ny != n:
         raise ValueError(f"{fn}: x ({m}, {k}) @ w ({kw}, {n}) -> y ({my}, {ny}) do not match")
-    if act != NN_ACT_NONE and act != NN_ACT_RELU:
+    if not nn_epilogue_supports(act):
         raise ValueError(f"{fn}: activation code {act} is not an epilogue activation "
-                         f"(the GEMM epilogue applies none or relu)")
+                         f"(one of {sorted(EPILOGUE_ACTS)})")
     layer.w = _fin(w, k * n, fn, "w")
     layer.out = _fout(y, m * n, fn, "y")
     layer.b = NULL if b is None else _fin(b, n, fn, "b")

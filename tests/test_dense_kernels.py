@@ -216,3 +216,23 @@ def test_overlapping_arrays_are_refused():
     a = np.ones((4, 4), F32)
     call(x=a, w=a, dy=a, dx=np.empty((4, 4), F32), dw=np.empty((4, 4), F32),
          db=np.empty(4, F32))
+
+
+def test_epilogue_acts_come_from_c():
+    """One list (nn_epilogue_supports) decides what the GEMM epilogue fuses:
+    the bindings take exactly those codes and refuse the others."""
+    codes = _core.ACT_CODES
+    assert _core.EPILOGUE_ACTS == frozenset({codes[None], codes["relu"]})
+    assert set(_core.ACTIVATIONS.values()) == _core.EPILOGUE_ACTS
+    x, w = np.ones((3, 4), F32), np.ones((4, 5), F32)
+    for code in codes.values():
+        y = np.empty((3, 5), F32)
+        if code in _core.EPILOGUE_ACTS:
+            _core.dense_forward(x, w, None, y, code)
+            _core.sgemm(False, False, 1.0, x, w, 0.0, y, None, code)
+            assert (y == 4).all()
+        else:
+            with pytest.raises(ValueError, match="not an epilogue activation"):
+                _core.dense_forward(x, w, None, y, code)
+            with pytest.raises(ValueError, match="not an epilogue activation"):
+                _core.sgemm(False, False, 1.0, x, w, 0.0, y, None, code)
