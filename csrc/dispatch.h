@@ -52,12 +52,12 @@ static inline float nn_act_scalar(float x, int act)
     }
 }
 
-/* The register tile and cache blocking of one ISA's kernel. */
-typedef struct nn_gemm_blocking {
-    int mr, nr;   /* register tile: mr rows x nr columns of C */
-    int64_t kc;   /* depth of a packed block (A micro-panel mr x kc stays in L1) */
-    int64_t nc;   /* columns of packed B per thread (kc x nc stays in L2) */
-} nn_gemm_blocking;
+/* What one ISA's micro-kernel is written for (gemm_kernel.c); the block
+ * sizes for a machine are derived from it in gemm_blocking.c. */
+typedef struct nn_gemm_tile {
+    int mr, nr;       /* register tile: mr rows x nr columns of C */
+    int64_t kc_max;   /* the deepest block it is run with */
+} nn_gemm_tile;
 
 /* Matrix-vector products for m == 1, with the same epilogue:
  *   gemv_n: y[j] = epi(alpha * sum_p x[p*incx] * b[p*ldb + j] + beta * y[j]), j < n
@@ -78,7 +78,7 @@ typedef struct nn_gemv_args {
 
 /* Every dispatched kernel: the public ones (nncore.h) and the GEMM's. */
 #define NN_GEMM_KERNELS(X) \
-    X(gemm_info, (nn_gemm_blocking *info), (info)) \
+    X(gemm_tile, (nn_gemm_tile *tile), (tile)) \
     X(gemm_block, (const nn_gemm_args *g), (g)) \
     X(gemv_n, (const nn_gemv_args *g), (g)) \
     X(gemv_t, (const nn_gemv_args *g), (g))
