@@ -16,12 +16,11 @@ __all__ = ["Dense", "check_sgd_lr"]
 _F32 = np.float32
 _ACT = _core.ACT_CODES
 _rows_f32 = _core.rows_f32
-_act_backward = _core.act_backward
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
-_sgd_step = _core.sgd_step
 # Activations the GEMM epilogue applies (csrc/gemm.c), by name.
-EPILOGUE_ACTS = frozenset({"relu"})  # MERGE: from _core.EPILOGUE_ACTS
+EPILOGUE_ACTS = frozenset(name for name, code in _ACT.items()
+                          if name is not None and code in _core.EPILOGUE_ACTS)
 
 
 def check_sgd_lr(value):
@@ -289,23 +288,19 @@ class Dense(Layer):
             sgd_lr = check_sgd_lr(sgd_lr)
         if self._act is not None:
             grad = self._act.backward(grad)
-        else:
-            if _rows_f32(grad, self.out_features) != self._m:
-                grad = check_grad(self, grad, self._z.shape)
-            if self.activation == "relu":
-                _act_backward(_ACT["relu"], self._z, grad, self._dz)
-                grad = self._dz
+        elif _rows_f32(grad, self.out_features) != self._m:
+            grad = check_grad(self, grad, self._z.shape)
+        # the layer's own ReLU (activation="relu") runs inside the C backward
+        z, dz = (self._z, self._dz) if self.activation == "relu" else (None, None)
         dx = None
         if input_grad:
             if self._dx is None:
                 self._dx = self._buf.get("dx", (self._m, self.in_features))
             dx = self._dx
         if sgd_lr is None:
-            _dense_backward(x, self._w, grad, dx, self._gw, self._gb)
+            _dense_backward(x, self._w, grad, dx, self._gw, self._gb, None, None, z, dz)
         else:
-            _dense_backward(x, self._w, grad, dx, None, self._gb, sgd_lr)
-            if self._b is not None:
-                _sgd_step(self._b, self._gb, None, sgd_lr, 0.0, 0.0, 0.0, False, True)
+            _dense_backward(x, self._w, grad, dx, None, self._gb, sgd_lr, self._b, z, dz)
         return dx
 
     def _infer(self, x, ws, act=None):
