@@ -21,8 +21,8 @@ __all__ = ["available_bytes", "check_memory", "empty", "zeros", "c_array", "as_a
 
 CHECK_ABOVE = 64 << 20
 # Arrays nncore allocates start on a cache line: a misaligned vector load
-# touches two lines, and the L2-bound matrix-vector products (batch-1 forward)
-# run ~1.4x slower from the 16-byte alignment NumPy gives.
+# touches two lines, which slows the L2-bound matrix-vector products of a
+# batch-1 forward (docs/measurements.md).
 ALIGN = 64
 
 _CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # v2

@@ -33,9 +33,8 @@ _CHUNK_BYTES = 256 * 1024
 # At batches up to this size the training kernels run on one thread. Each
 # kernel is then a memory-bound pass over the weights, and the passes split
 # them differently between threads (by columns, by flat halves), so with two
-# threads the weights move between the cores' caches on every step. Measured
-# (fit on 784-256-128-10, plain SGD, 2 cores, this rule vs none): batch 1
-# 15k vs 12.6k samples/s, batch 4 50k vs 43k, batch 16 87k vs 82k.
+# threads the weights move between the cores' caches on every step
+# (docs/measurements.md has the numbers).
 _SERIAL_MAX_BATCH = 16
 
 
