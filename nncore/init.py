@@ -5,8 +5,9 @@ built fixes its initial weights and every dropout mask of its training run.
 Until it is called the generator is seeded from the OS (like PyTorch).
 
 An initialiser is ``f(fan_in, fan_out, rng) -> array`` of shape
-``(fan_in, fan_out)``; ``Dense(init=...)`` takes one of these names or such a
-callable:
+``(fan_in, fan_out)`` (the built-in ones also take ``shape=``: the same
+distribution drawn in another shape, as a conv kernel's); ``Dense(init=...)``
+takes one of these names or such a callable:
 
 ==================  ===========================================  ==============
 name                distribution                                 used for
@@ -54,36 +55,36 @@ def next_key():
     return int(_generator.bit_generator.random_raw())
 
 
-def _uniform(bound, fan_in, fan_out, rng):
-    return rng.uniform(-bound, bound, size=(fan_in, fan_out))
+def _uniform(bound, fan_in, fan_out, rng, shape):
+    return rng.uniform(-bound, bound, size=shape or (fan_in, fan_out))
 
 
-def he_uniform(fan_in, fan_out, rng):
-    return _uniform(math.sqrt(6.0 / fan_in), fan_in, fan_out, rng)
+def he_uniform(fan_in, fan_out, rng, shape=None):
+    return _uniform(math.sqrt(6.0 / fan_in), fan_in, fan_out, rng, shape)
 
 
-def he_normal(fan_in, fan_out, rng):
-    return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
+def he_normal(fan_in, fan_out, rng, shape=None):
+    return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape or (fan_in, fan_out))
 
 
-def glorot_uniform(fan_in, fan_out, rng):
-    return _uniform(math.sqrt(6.0 / (fan_in + fan_out)), fan_in, fan_out, rng)
+def glorot_uniform(fan_in, fan_out, rng, shape=None):
+    return _uniform(math.sqrt(6.0 / (fan_in + fan_out)), fan_in, fan_out, rng, shape)
 
 
-def glorot_normal(fan_in, fan_out, rng):
-    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=(fan_in, fan_out))
+def glorot_normal(fan_in, fan_out, rng, shape=None):
+    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape or (fan_in, fan_out))
 
 
-def lecun_uniform(fan_in, fan_out, rng):
-    return _uniform(math.sqrt(3.0 / fan_in), fan_in, fan_out, rng)
+def lecun_uniform(fan_in, fan_out, rng, shape=None):
+    return _uniform(math.sqrt(3.0 / fan_in), fan_in, fan_out, rng, shape)
 
 
-def lecun_normal(fan_in, fan_out, rng):
-    return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=(fan_in, fan_out))
+def lecun_normal(fan_in, fan_out, rng, shape=None):
+    return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=shape or (fan_in, fan_out))
 
 
-def zeros(fan_in, fan_out, rng):
-    return np.zeros((fan_in, fan_out))
+def zeros(fan_in, fan_out, rng, shape=None):
+    return np.zeros(shape or (fan_in, fan_out))
 
 
 INITIALIZERS = {f.__name__: f for f in (he_uniform, he_normal, glorot_uniform,

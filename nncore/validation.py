@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _core, _guard
 
-__all__ = ["shape_str", "layer_input", "check_finite", "all_finite", "check_features",
+__all__ = ["shape_str", "layer_input", "image_input", "int_pair", "check_finite", "all_finite",
+           "check_features",
            "check_targets", "check_sample_weight"]
 
 _F32 = np.float32
@@ -184,3 +185,30 @@ def check_sample_weight(sample_weight, n, who):
         raise ValueError(f"{who}: sample_weight is zero for every sample; at least one "
                          "sample needs a positive weight")
     return w
+
+
+def int_pair(owner, name, value, minimum):
+    """An int or a pair of ints, each >= minimum, as a pair (kernel sizes,
+    strides, padding of 2-D layers); ValueError naming ``owner`` otherwise."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                 and v >= minimum for v in pair):
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum} or a pair of them, got "
+                         f"{value!r}")
+    return (int(pair[0]), int(pair[1]))
+
+
+def image_input(name, x, channels=None, what="input"):
+    """x as a float32 C-contiguous (batch, channels, height, width) array
+    (NCHW), with ``channels`` channels when given; else a ValueError naming
+    the layer ``name``."""
+    if not (type(x) is np.ndarray and x.ndim == 4 and x.dtype == _F32
+            and x.flags.c_contiguous and x.flags.aligned and x.shape[0] > 0):
+        x = layer_input(name, x, None, what)
+        if x.ndim != 4:
+            raise ValueError(f"{name}: {what} must be 4-D (batch, channels, height, width), "
+                             f"got {shape_str(x)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name}: {what} has {x.shape[1]} channels, expected {channels} "
+                         f"(shape {x.shape}, NCHW)")
+    return x

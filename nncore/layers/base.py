@@ -92,7 +92,7 @@ def not_ready(layer):
 
 
 class Buffers:
-    """Named float32 work arrays, batch first, grown on demand and handed out
+    """Named work arrays (float32 unless asked), batch first, grown on demand and handed out
     as views for smaller batches (no allocation then). ``owner`` names the
     layer in the MemoryError of a buffer too large to allocate."""
 
@@ -116,12 +116,12 @@ class Buffers:
         self._chain = (chain, plan)
         return plan
 
-    def get(self, name, shape):
+    def get(self, name, shape, dtype=_F32):
         base = self._bases.get(name)
         rows = shape[0]
         if base is None or base.shape[1:] != shape[1:] or base.shape[0] < rows:
-            base = _guard.empty(shape, _F32,
-                                lambda: f"{self._owner}: a {tuple(shape)} float32 buffer")
+            base = _guard.empty(shape, dtype, lambda: (
+                f"{self._owner}: a {tuple(shape)} {np.dtype(dtype).name} buffer"))
             self._bases[name] = base
         return base if base.shape[0] == rows else base[:rows]
 

@@ -1,0 +1,309 @@
+"""Conv2d: PyTorch's 2-D convolution on NCHW images (csrc/conv.c)."""
+import math
+import numbers
+
+import numpy as np
+
+from .. import _core, _guard
+from .. import init as _init
+from ..validation import check_finite, image_input, int_pair
+from .activations import ACTIVATION_LAYERS, RELU_FAMILY
+from .base import Buffers, Layer, Param, check_grad, not_ready
+from .dense import EPILOGUE_ACTS
+from .registry import register_layer
+
+__all__ = ["Conv2d"]
+
+_F32 = np.float32
+_ACT = _core.ACT_CODES
+
+
+def _positive(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _geometry(config):
+    """(in, out, kernel, stride, padding, dilation, groups) of a Conv2d
+    config, checked; padding="same" resolved (stride 1, symmetric)."""
+    owner = "Conv2d"
+    c_in = _positive(owner, "in_channels", config.get("in_channels"))
+    c_out = _positive(owner, "out_channels", config.get("out_channels"))
+    kernel = int_pair(owner, "kernel_size", config.get("kernel_size"), 1)
+    stride = int_pair(owner, "stride", config.get("stride", 1), 1)
+    dilation = int_pair(owner, "dilation", config.get("dilation", 1), 1)
+    groups = _positive(owner, "groups", config.get("groups", 1))
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"{owner}: groups={groups} must divide in_channels={c_in} and "
+                         f"out_channels={c_out}")
+    padding = config.get("padding", 0)
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"{owner}: padding='same' needs stride 1, got stride {stride}")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        if any(t % 2 for t in total):
+            raise ValueError(f"{owner}: padding='same' with kernel {kernel} and dilation "
+                             f"{dilation} needs uneven padding, which nncore does not do")
+        padding = (total[0] // 2, total[1] // 2)
+    elif padding == "valid":
+        padding = (0, 0)
+    else:
+        padding = int_pair(owner, "padding", padding, 0)
+    return c_in, c_out, kernel, stride, padding, dilation, groups
+
+
+@register_layer
+class Conv2d(Layer):
+    """A 2-D convolution, ``y = activation(conv2d(x, weight) + bias)``, with
+    PyTorch's definition, arguments and parameter shapes.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or pair
+    padding : int, pair, "valid" or "same" ("same" for stride 1 with an odd
+        dilated kernel; zero padding, the same on both sides)
+    groups : int dividing both channel counts (``in_channels``: depthwise)
+    bias : bool
+    activation : None or an activation name; "relu" runs in the GEMM epilogue
+    init : "auto" (He-uniform before a ReLU-family activation, Glorot-uniform
+        otherwise, with fan_in = in_channels / groups * kh * kw and fan_out =
+        out_channels * kh * kw), or a name from ``nncore.init.INITIALIZERS``
+
+    Input (batch, in_channels, H, W) float32 NCHW; output (batch,
+    out_channels, OH, OW) with OH = (H + 2 ph - dh (kh - 1) - 1) // sh + 1.
+    Attributes ``weight`` (out, in/groups, kh, kw), ``bias`` (out,) or None,
+    ``grad_weight``, ``grad_bias``; assigning one copies into it.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, activation=None, *, init="auto"):
+        config = {"in_channels": in_channels, "out_channels": out_channels,
+                  "kernel_size": kernel_size, "stride": stride, "padding": padding,
+                  "dilation": dilation, "groups": groups}
+        (self.in_channels, self.out_channels, self.kernel_size, self.stride, self._padding,
+         self.dilation, self.groups) = _geometry(config)
+        self.padding = padding if isinstance(padding, str) else self._padding
+        if activation in ("none", "linear"):
+            activation = None
+        if activation is not None and activation not in ACTIVATION_LAYERS:
+            raise ValueError(f"{self._name}: unknown activation {activation!r}; expected None "
+                             f"or one of {sorted(ACTIVATION_LAYERS)}")
+        if not (isinstance(init, str) and (init == "auto" or init in _init.INITIALIZERS)):
+            raise ValueError(f"{self._name}: unknown init {init!r}; expected 'auto' or one of "
+                             f"{sorted(_init.INITIALIZERS)}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"{self._name}: bias must be True or False, got {bias!r}")
+        self.activation, self.init = activation, init
+        shape = self._weight_shape()
+        _guard.check_memory(12 * math.prod(shape), f"{self._name}: its {shape} weights")
+        what = f"{self._name}: its parameters"
+        self._w = _guard.zeros(shape, _F32, what)
+        self._gw = _guard.zeros(shape, _F32, what)
+        self._b = _guard.zeros(self.out_channels, _F32, what) if bias else None
+        self._gb = _guard.zeros(self.out_channels, _F32, what) if bias else None
+        self._params = ((self._w, self._gw),) + (((self._b, self._gb),) if bias else ())
+        self._pending_init = True
+        self._followed_by = None
+        self._gemm_act = _ACT["relu"] if activation == "relu" else _ACT[None]
+        self._act = ACTIVATION_LAYERS[activation]() if activation not in (None, "relu") \
+            else None
+        self._buf = Buffers(self._name)
+        self._in_shape = None
+        self._x = self._z = self._dz = self._dx = None
+
+    def _weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+
+    @property
+    def _name(self):
+        k = "x".join(map(str, self.kernel_size))
+        return f"Conv2d({self.in_channels}->{self.out_channels}, {k})"
+
+    # ---- self-description ----
+
+    @classmethod
+    def param_specs(cls, config):
+        c_in, c_out, kernel, *_, groups = _geometry(config)
+        specs = [Param("weight", (c_out, c_in // groups) + kernel, "weight", True, 0)]
+        if config.get("bias", True):
+            specs.append(Param("bias", (c_out,), "bias", True, 0))
+        return specs
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"expects samples of shape ({self.in_channels}, H, W)")
+        try:
+            shape = _core.conv2d_output_shape((1,) + tuple(input_shape), self._weight_shape(),
+                                              self.stride, self._padding, self.dilation,
+                                              self.groups)
+        except ValueError as exc:
+            raise ValueError(f"cannot take it ({exc})") from None
+        return shape[1:]
+
+    @property
+    def epilogue_acts(self):
+        return EPILOGUE_ACTS if self.activation is None else frozenset()
+
+    def followed_by(self, act_name):
+        if self._pending_init:
+            self._followed_by = act_name
+
+    # ---- parameters ----
+
+    def _initialize(self):
+        init = self.init
+        if init == "auto":
+            act = self.activation or self._followed_by
+            init = "he_uniform" if act in RELU_FAMILY else "glorot_uniform"
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels // self.groups * kh * kw
+        w = _init.INITIALIZERS[init](fan_in, self.out_channels * kh * kw,
+                                     _init.get_generator(), shape=self._w.shape)
+        self._w[...] = w
+        self._pending_init = False
+
+    def reset_parameters(self):
+        """Draw new weights (as at construction) and zero the bias."""
+        self._initialize()
+        if self._b is not None:
+            self._b[...] = 0.0
+
+    def _set(self, target, value, name):
+        if target is None:
+            raise ValueError(f"{self._name} has no bias (bias=False)")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf" or arr.shape != target.shape:
+            raise ValueError(f"{self._name}: {name} must be real numbers of shape "
+                             f"{target.shape}, got {arr.dtype} {arr.shape}")
+        if not name.startswith("grad"):
+            check_finite(self._name, name, arr)
+        target[...] = arr
+
+    @property
+    def weight(self):
+        if self._pending_init:
+            self._initialize()
+        return self._w
+
+    @weight.setter
+    def weight(self, value):
+        self._set(self._w, value, "weight")
+        self._pending_init = False
+
+    @property
+    def bias(self):
+        return self._b
+
+    @bias.setter
+    def bias(self, value):
+        self._set(self._b, value, "bias")
+
+    @property
+    def grad_weight(self):
+        return self._gw
+
+    @property
+    def grad_bias(self):
+        return self._gb
+
+    def named_parameters(self):
+        if self._pending_init:
+            self._initialize()
+        out = [("weight", self._w, self._gw)]
+        if self._b is not None:
+            out.append(("bias", self._b, self._gb))
+        return out
+
+    def parameters(self):
+        if self._pending_init:
+            self._initialize()
+        return list(self._params)
+
+    # ---- passes ----
+
+    def _out_shape(self, x_shape):
+        try:
+            return _core.conv2d_output_shape(x_shape, self._w.shape, self.stride,
+                                             self._padding, self.dilation, self.groups)
+        except ValueError as exc:
+            raise ValueError(f"{self._name}: input of shape {x_shape} is too small for the "
+                             f"kernel ({exc})") from None
+
+    def _run(self, x, act):
+        if self._pending_init:
+            self._initialize()
+        x = image_input(self._name, x, self.in_channels)
+        if x.shape != self._in_shape:
+            out = self._out_shape(x.shape)
+            self._in_shape = x.shape
+            self._z = self._buf.get("z", out)
+            self._dz = self._buf.get("dz", out) if self.activation == "relu" else None
+            self._dx = None
+        _core.conv2d_forward(x, self._w, self._b, self._z, self.stride, self._padding,
+                             self.dilation, self.groups, act)
+        self._x = x
+
+    def forward(self, x):
+        self._run(x, self._gemm_act)
+        return self._act.forward(self._z) if self._act is not None else self._z
+
+    def forward_act(self, x, act_name):
+        """forward with the next activation layer applied in the epilogue."""
+        self._run(x, _ACT[act_name])
+        return self._z
+
+    def backward(self, grad, input_grad=True):
+        x = self._x
+        if x is None:
+            raise not_ready(self)
+        if self._act is not None:
+            grad = self._act.backward(grad)
+        else:
+            grad = check_grad(self, grad, self._z.shape)
+        if self.activation == "relu":
+            _core.act_backward(_ACT["relu"], self._z, grad, self._dz)
+            grad = self._dz
+        dx = None
+        if input_grad:
+            if self._dx is None:
+                self._dx = self._buf.get("dx", x.shape)
+            dx = self._dx
+        _core.conv2d_backward(x, self._w, grad, dx, self._gw, self._gb, self.stride,
+                              self._padding, self.dilation, self.groups)
+        return dx
+
+    def _infer(self, x, ws, act=None):
+        if self._pending_init:
+            self._initialize()
+        x = image_input(self._name, x, self.in_channels)
+        z = ws.get(id(self), self._out_shape(x.shape))
+        _core.conv2d_forward(x, self._w, self._b, z, self.stride, self._padding,
+                             self.dilation, self.groups, self._gemm_act if act is None else act)
+        return self._act._infer(z, ws) if self._act is not None else z
+
+    def infer_act(self, x, ws, act_name):
+        return self._infer(x, ws, _ACT[act_name])
+
+    def _forget(self):
+        self._x = None
+        if self._act is not None:
+            self._act._forget()
+
+    def get_config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": self.padding if isinstance(self.padding, str)
+                else list(self._padding),
+                "dilation": list(self.dilation), "groups": self.groups,
+                "bias": self._b is not None, "activation": self.activation, "init": self.init}
+
+    def __repr__(self):
+        extra = "".join(f", {k}={v}" for k, v, default in (
+            ("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)),
+            ("dilation", self.dilation, (1, 1)), ("groups", self.groups, 1)) if v != default)
+        act = f", activation={self.activation!r}" if self.activation else ""
+        bias = "" if self._b is not None else ", bias=False"
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size="
+                f"{self.kernel_size}{extra}{bias}{act})")

@@ -1,0 +1,189 @@
+"""BatchNorm1d and BatchNorm2d, exactly PyTorch's (csrc/batchnorm.c)."""
+import math
+import numbers
+
+import numpy as np
+
+from .. import _core, _guard
+from ..validation import layer_input
+from .base import Buffers, Layer, Param, check_grad, is_batch, not_ready
+from .registry import register_layer
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+_F32 = np.float32
+
+
+def _ones(n, what):
+    arr = _guard.empty(n, _F32, what)
+    arr.fill(1.0)
+    return arr
+
+
+class _BatchNorm(Layer):
+    """Normalises each channel (axis 1) over the batch and the other axes.
+
+    Training mode uses the batch's mean and biased variance and updates the
+    running statistics, ``running = (1 - momentum) * running + momentum *
+    batch`` with the unbiased variance; evaluation mode uses the running
+    statistics (with ``track_running_stats=False``, always the batch's).
+    ``affine``: a learned per-channel scale ``weight`` (starts at 1) and
+    shift ``bias`` (starts at 0). ``momentum`` must be a number (PyTorch's
+    cumulative average, momentum=None, is not offered)."""
+
+    same_shape = True
+    _ranks = ()        # accepted input ranks, batch included
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True):
+        owner = type(self).__name__
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) \
+                or num_features < 1:
+            raise ValueError(f"{owner}: num_features must be a positive int, got "
+                             f"{num_features!r}")
+        for name, value in (("eps", eps), ("momentum", momentum)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+        for name, value in (("affine", affine), ("track_running_stats", track_running_stats)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+        self.num_features = c = int(num_features)
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        what = f"{self._name}: its parameters"
+        # arrays of their own, updated in place (optimizers hold them): write
+        # into them (bn.weight[...] = w), do not rebind them
+        self.weight = _ones(c, what) if affine else None
+        self.bias = _guard.zeros(c, _F32, what) if affine else None
+        self.grad_weight = _guard.zeros(c, _F32, what) if affine else None
+        self.grad_bias = _guard.zeros(c, _F32, what) if affine else None
+        self.running_mean = _guard.zeros(c, _F32, what) if track_running_stats else None
+        self.running_var = _ones(c, what) if track_running_stats else None
+        self._mean = _guard.zeros(c, _F32, what)       # the statistics the backward uses
+        self._invstd = _guard.zeros(c, _F32, what)
+        self._buf = Buffers(self._name)
+        self._x = None
+        self._shape = None
+        self._batch_stats = True
+
+    @property
+    def _name(self):
+        return f"{type(self).__name__}({self.num_features})"
+
+    # ---- self-description ----
+
+    @classmethod
+    def param_specs(cls, config):
+        c = config.get("num_features")
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"{cls.__name__}: num_features must be a positive int, got {c!r}")
+        specs = []
+        if config.get("affine", True):
+            # a normalisation's scale and shift: not the weights of a linear
+            # map (filter normalisation and weight decay groups leave them out)
+            specs += [Param("weight", (c,), "other", True, 0),
+                      Param("bias", (c,), "bias", True, 0)]
+        if config.get("track_running_stats", True):
+            specs += [Param("running_mean", (c,), "running", False, 0),
+                      Param("running_var", (c,), "running", False, 0)]
+        return specs
+
+    def output_shape(self, input_shape):
+        if len(input_shape) + 1 not in self._ranks or input_shape[0] != self.num_features:
+            raise ValueError(f"expects samples of {self._sample_desc}")
+        return tuple(input_shape)
+
+    def named_parameters(self):
+        if not self.affine:
+            return []
+        return [("weight", self.weight, self.grad_weight), ("bias", self.bias, self.grad_bias)]
+
+    def named_buffers(self):
+        if not self.track_running_stats:
+            return []
+        return [("running_mean", self.running_mean), ("running_var", self.running_var)]
+
+    # ---- passes ----
+
+    def _input(self, x):
+        if not (type(x) is np.ndarray and x.ndim in self._ranks and is_batch(x, x.shape)):
+            x = layer_input(self._name, x)
+        if x.ndim not in self._ranks or x.shape[1] != self.num_features:
+            raise ValueError(f"{self._name}: input must be (batch, {self._sample_desc}), got "
+                             f"shape {x.shape}")
+        return x
+
+    def forward(self, x):
+        x = self._input(x)
+        if x.shape != self._shape:
+            self._shape = x.shape
+            self._y = self._buf.get("y", x.shape)
+            self._dx = None
+        self._batch_stats = self.training or not self.track_running_stats
+        if self._batch_stats:
+            if x.size // self.num_features <= 1:
+                raise ValueError(f"{self._name}: expected more than 1 value per channel when "
+                                 f"training, got input of shape {x.shape}")
+            _core.batchnorm_forward_train(x, self.weight, self.bias,
+                                          self.running_mean if self.training else None,
+                                          self.running_var if self.training else None,
+                                          self._y, self._mean, self._invstd, self.momentum,
+                                          self.eps)
+        else:
+            _core.batchnorm_forward_eval(x, self.weight, self.bias, self.running_mean,
+                                         self.running_var, self._y, self.eps)
+            np.copyto(self._mean, self.running_mean)
+            np.divide(1.0, np.sqrt(self.running_var.astype(np.float64) + self.eps),
+                      out=self._invstd, casting="same_kind")
+        self._x = x
+        return self._y
+
+    def backward(self, grad, input_grad=True):
+        x = self._x
+        if x is None:
+            raise not_ready(self)
+        grad = check_grad(self, grad, x.shape)
+        if self._dx is None:
+            self._dx = self._buf.get("dx", x.shape)
+        _core.batchnorm_backward(x, grad, self.weight, self._mean, self._invstd,
+                                 self._dx if input_grad else None, self.grad_weight,
+                                 self.grad_bias, self._batch_stats)
+        return self._dx if input_grad else None
+
+    def _infer(self, x, ws):
+        x = self._input(x)
+        y = ws.get(id(self), x.shape)
+        if self.track_running_stats:
+            _core.batchnorm_forward_eval(x, self.weight, self.bias, self.running_mean,
+                                         self.running_var, y, self.eps)
+        else:       # PyTorch: without running statistics, eval uses the batch's
+            c = (self.num_features,)
+            _core.batchnorm_forward_train(x, self.weight, self.bias, None, None, y,
+                                          ws.get((id(self), "mean"), c),
+                                          ws.get((id(self), "invstd"), c), self.momentum,
+                                          self.eps)
+        return y
+
+    def _forget(self):
+        self._x = None
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine, "track_running_stats": self.track_running_stats}
+
+
+@register_layer
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) inputs (PyTorch's BatchNorm1d)."""
+
+    _ranks = (2, 3)
+    _sample_desc = "shape (C,) or (C, L) with C = num_features"
+
+
+@register_layer
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) inputs (PyTorch's BatchNorm2d)."""
+
+    _ranks = (4,)
+    _sample_desc = "shape (C, H, W) with C = num_features"

@@ -1,0 +1,140 @@
+"""Residual: ``body(x) + shortcut(x)``, the block ResNets are built of."""
+import numpy as np
+
+from .base import Buffers, Layer, as_input, check_grad, not_ready
+from .registry import layer_config, layer_from_config, param_specs_of, register_layer
+
+__all__ = ["Residual"]
+
+
+@register_layer
+class Residual(Layer):
+    """``body(x) + shortcut(x)`` (the identity when ``shortcut`` is None),
+    with no activation after the sum (put a ReLU after the block). ``body``
+    and ``shortcut`` are layers, typically Sequentials. Parameters and
+    ``state_dict`` entries list the body's, then the shortcut's, named
+    ``body.<...>`` and ``shortcut.<...>`` as PyTorch names a module's
+    submodules, so a state moves between the two by position. The two
+    branches must give the same shape."""
+
+    is_container = True
+
+    def __init__(self, body, shortcut=None):
+        for name, layer in (("body", body), ("shortcut", shortcut)):
+            if layer is not None and not isinstance(layer, Layer):
+                raise TypeError(f"Residual: {name} must be an nncore layer, got "
+                                f"{type(layer).__name__}")
+        if body is None:
+            raise TypeError("Residual: body must be an nncore layer, got None")
+        if body is shortcut:
+            raise ValueError("Residual: body and shortcut must be different layers")
+        self.body, self.shortcut = body, shortcut
+        self._buf = Buffers(self._name)
+        self._shape = self._in_shape = None
+
+    @property
+    def _branches(self):
+        return (("body", self.body),) + ((("shortcut", self.shortcut),) if self.shortcut else ())
+
+    # ---- self-description ----
+
+    @property
+    def input_shape(self):
+        return self.body.input_shape
+
+    def output_shape(self, input_shape):
+        body = tuple(self.body.output_shape(input_shape))
+        shortcut = (tuple(self.shortcut.output_shape(input_shape)) if self.shortcut
+                    else tuple(input_shape))
+        if body != shortcut:
+            raise ValueError(f"gives branches of different shapes: body {body}, shortcut "
+                             f"{shortcut}")
+        return body
+
+    @classmethod
+    def param_specs(cls, config, _depth=0):
+        specs = []
+        for name in ("body", "shortcut"):
+            child = config.get(name)
+            if child is not None:
+                specs += [s._replace(name=f"{name}.{s.name}")
+                          for s in param_specs_of(child, _depth + 1)]
+        return specs
+
+    def named_parameters(self):
+        return [(f"{name}.{n}", p, g) for name, layer in self._branches
+                for n, p, g in layer.named_parameters()]
+
+    def named_buffers(self):
+        return [(f"{name}.{n}", a) for name, layer in self._branches
+                for n, a in layer.named_buffers()]
+
+    def named_tensors(self):
+        return [(f"{name}.{n}", a) for name, layer in self._branches
+                for n, a in layer.named_tensors()]
+
+    def parameters(self):
+        return [pair for _, layer in self._branches for pair in layer.parameters()]
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for _, layer in self._branches:
+            layer.train(mode)
+        return self
+
+    # ---- passes ----
+
+    def _sum(self, a, b, name, ws=None):
+        if a.shape != b.shape:
+            raise ValueError(f"{self._name}: the body gives shape {a.shape}, the shortcut "
+                             f"{b.shape}; they must match")
+        out = ws.get(id(self), a.shape) if ws is not None else self._buf.get(name, a.shape)
+        np.add(a, b, out=out)
+        return out
+
+    def forward(self, x):
+        x = as_input(self, x)
+        a = self.body.forward(x)
+        b = self.shortcut.forward(x) if self.shortcut is not None else x
+        y = self._sum(a, b, "y")
+        self._shape, self._in_shape = y.shape, x.shape
+        return y
+
+    def backward(self, grad, input_grad=True):
+        if self._shape is None:
+            raise not_ready(self)
+        grad = check_grad(self, grad, self._shape)
+        # the body's backward returns its own buffer; read it before the
+        # shortcut's runs (they never share one)
+        da = self.body.backward(grad)
+        db = self.shortcut.backward(grad) if self.shortcut is not None else grad
+        return self._sum(da, db, "dx")
+
+    def _infer(self, x, ws):
+        x = as_input(self, x)
+        a = self.body._infer(x, ws)
+        b = self.shortcut._infer(x, ws) if self.shortcut is not None else x
+        return self._sum(a, b, "y", ws)
+
+    def _forget(self):
+        self._shape = None
+        for _, layer in self._branches:
+            layer._forget()
+
+    def get_config(self):
+        return {"body": layer_config(self.body),
+                "shortcut": layer_config(self.shortcut) if self.shortcut else None}
+
+    @classmethod
+    def from_config(cls, config, _depth=0):
+        if not isinstance(config, dict) or set(config) - {"body", "shortcut"} \
+                or "body" not in config:
+            raise ValueError("Residual config must be a dict with 'body' (and 'shortcut')")
+        shortcut = config.get("shortcut")
+        return cls(layer_from_config(config["body"], _depth + 1),
+                   layer_from_config(shortcut, _depth + 1) if shortcut is not None else None)
+
+    def __repr__(self):
+        inner = repr(self.body).replace("\n", "\n  ")
+        short = repr(self.shortcut).replace("\n", "\n  ") if self.shortcut else "identity"
+        return f"Residual(\n  body={inner},\n  shortcut={short}\n)"
