@@ -110,7 +110,34 @@ typedef struct nn_gemv_args {
     X(gemv_n, (const nn_gemv_args *g), (g)) \
     X(gemv_t, (const nn_gemv_args *g), (g)) \
     X(fma_peak, (int64_t iters, float *sink, double *flops), (iters, sink, flops)) \
-    X(triad, (int64_t n, float *a, const float *b, const float *c, float s), (n, a, b, c, s))
+    X(triad, (int64_t n, float *a, const float *b, const float *c, float s), (n, a, b, c, s)) \
+    X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
+                          int32_t *argmax), (planes, p, x, y, argmax)) \
+    X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
+                           const int32_t *argmax, float *dx), (planes, p, dy, argmax, dx)) \
+    X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
+      (planes, p, x, y)) \
+    X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
+                           float *dx), (planes, p, dy, dx)) \
+    X(global_avgpool_forward, (int64_t planes, int64_t hw, const float *x, float *y), \
+      (planes, hw, x, y)) \
+    X(global_avgpool_backward, (int64_t planes, int64_t hw, const float *dy, float *dx), \
+      (planes, hw, dy, dx)) \
+    X(batchnorm_forward_train, (int64_t n, int64_t c, int64_t hw, const float *x, \
+                                const float *weight, const float *bias, float eps, \
+                                float momentum, float *running_mean, float *running_var, \
+                                float *y, float *save_mean, float *save_invstd), \
+      (n, c, hw, x, weight, bias, eps, momentum, running_mean, running_var, y, save_mean, \
+       save_invstd)) \
+    X(batchnorm_forward_eval, (int64_t n, int64_t c, int64_t hw, const float *x, \
+                               const float *weight, const float *bias, \
+                               const float *running_mean, const float *running_var, float eps, \
+                               float *y), \
+      (n, c, hw, x, weight, bias, running_mean, running_var, eps, y)) \
+    X(batchnorm_backward, (int64_t n, int64_t c, int64_t hw, const float *x, const float *dy, \
+                           const float *weight, const float *mean, const float *invstd, \
+                           int train, float *dx, float *dweight, float *dbias), \
+      (n, c, hw, x, dy, weight, mean, invstd, train, dx, dweight, dbias))
 
 #define NN_CAT_(a, b) a##b
 #define NN_CAT(a, b) NN_CAT_(a, b)

@@ -151,6 +151,69 @@ typedef struct nn_dense_layer {
 } nn_dense_layer;
 int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers);
 
+/* ---- Conv2d (conv.c): PyTorch's Conv2d on NCHW float32 ----
+ * x (n, c, h, w); weight (o, c / groups, kh, kw); bias (o) or NULL;
+ * y and dy (n, o, oh, ow) with oh = (h + 2 ph - dh (kh - 1) - 1) / sh + 1,
+ * ow likewise (nn_conv2d_output_size). Zero padding ph, pw on both sides.
+ * Forward: y = act(conv(x, w) + bias), act NN_ACT_NONE or NN_ACT_RELU.
+ * Backward: dx (x's shape), dw (w's shape), db (o) = sums of dy over the
+ * batch and pixels; each overwritten, each skipped when NULL (x is read only
+ * for dw, w only for dx). n == 0: dw and db are zero.
+ * Bitwise identical for any thread count. Returns NN_OK, NN_EINVAL
+ * (inconsistent parameters: a size < 1, channels not divisible by groups,
+ * the kernel larger than the padded input, act not fused) or NN_ENOMEM. */
+typedef struct nn_conv2d_params {
+    int64_t n, c, h, w;   /* input */
+    int64_t o, kh, kw;    /* output channels, kernel */
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t groups;
+} nn_conv2d_params;
+int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow);
+int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                      const float *b, float *y, int act);
+int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw, float *db);
+
+/* ---- Pooling (pool.c): PyTorch's MaxPool2d, AvgPool2d (count_include_pad)
+ * and global average pooling, over `planes` = n * c contiguous h x w planes.
+ * The caller sets oh = (h + 2 ph - kh) / sh + 1 and ow likewise, with
+ * ph <= kh / 2 and pw <= kw / 2. Max pooling's argmax (may be NULL in the
+ * forward pass) holds, per output, the index ih * w + iw of the window's
+ * first maximum in row-major order (padding is -inf; a NaN wins); backward
+ * adds dy there. Backward passes overwrite dx. ---- */
+typedef struct nn_pool2d_params {
+    int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow;
+} nn_pool2d_params;
+void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x, float *y,
+                          int32_t *argmax);
+void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
+                           const int32_t *argmax, float *dx);
+void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x, float *y);
+void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
+                           float *dx);
+void nn_global_avgpool_forward(int64_t planes, int64_t hw, const float *x, float *y);
+void nn_global_avgpool_backward(int64_t planes, int64_t hw, const float *dy, float *dx);
+
+/* ---- Batch normalisation (batchnorm.c) over x (n, c, hw), PyTorch's
+ * BatchNorm1d (hw = 1) and BatchNorm2d; see batchnorm.c for the formulas.
+ * Training: batch mean and biased variance normalise; save_mean and
+ * save_invstd (c) are written for the backward pass; running stats (may be
+ * NULL) move by momentum, running_var with the unbiased variance (needs
+ * n * hw > 1). weight/bias may be NULL (1, 0). Backward: train = 1 for the
+ * batch statistics (mean, invstd = the saved ones), 0 for constant ones
+ * (evaluation mode); dx, dweight, dbias may be NULL. ---- */
+void nn_batchnorm_forward_train(int64_t n, int64_t c, int64_t hw, const float *x,
+                                const float *weight, const float *bias, float eps,
+                                float momentum, float *running_mean, float *running_var,
+                                float *y, float *save_mean, float *save_invstd);
+void nn_batchnorm_forward_eval(int64_t n, int64_t c, int64_t hw, const float *x,
+                               const float *weight, const float *bias,
+                               const float *running_mean, const float *running_var, float eps,
+                               float *y);
+void nn_batchnorm_backward(int64_t n, int64_t c, int64_t hw, const float *x, const float *dy,
+                           const float *weight, const float *mean, const float *invstd,
+                           int train, float *dx, float *dweight, float *dbias);
+
 /* ---- Machine limits (peak.c; per ISA, for the benchmarks) ----
  * nn_fma_peak: `iters` rounds of independent multiply-adds on every thread
  * (nn_get_num_threads()), in registers only; writes the operations done to
