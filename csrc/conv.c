@@ -619,7 +619,7 @@ int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
     int status = geom_init(p, &K.G);
     if (status != NN_OK)
         return status;
-    if (act != NN_ACT_NONE && act != NN_ACT_RELU)
+    if (!nn_epilogue_supports(act))
         return NN_EINVAL;
     if (K.G.n == 0)
         return NN_OK;

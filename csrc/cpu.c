@@ -49,7 +49,7 @@ const nn_kernel_table *nn_kernels(void) { return active_table; }
             active_table->name args;                                             \
         }                                                                        \
     }
-NN_ISA_KERNELS(NN_TRAMPOLINE)
+NN_PUBLIC_KERNELS(NN_TRAMPOLINE)
 
 int nn_isa_available(int isa)
 {

@@ -3,13 +3,14 @@
  * Sources listed in NN_ISA_SOURCES (CMakeLists.txt) are compiled once per ISA
  * with that ISA's flags and -DNN_ISA=<name>. Each kernel in them is defined as
  * NN_ISA_FN(name), which becomes nn_<name>_<isa>. cpu.c gathers the three sets
- * into tables and defines the public nn_<name>() trampolines, so callers never
- * see an ISA suffix.
+ * into tables and defines the nn_<name>() trampolines of the public kernels,
+ * so callers never see an ISA suffix.
  *
- * To add a kernel: add one X(...) line below (name, parameter list, argument
- * list), declare nn_<name> in nncore.h if it is public, and define
- * NN_ISA_FN(name) in an NN_ISA_SOURCES file. Kernels return void: they trust
- * their arguments and cannot fail. */
+ * To add a kernel: add one X(name, parameter list, argument list) line to an
+ * NN_KERNELS_* list in nncore.h (which declares nn_<name> from it), or to
+ * NN_GEMM_KERNELS below if it is internal, then define NN_ISA_FN(name) in an
+ * NN_ISA_SOURCES file and declare it in nncore/_core.pxd if Python calls it.
+ * Kernels return void: they trust their arguments and cannot fail. */
 #ifndef NN_DISPATCH_H
 #define NN_DISPATCH_H
 
@@ -39,7 +40,8 @@ typedef struct nn_gemm_args {
 } nn_gemm_args;
 
 /* The GEMM epilogue's activation on one value, for the scalar and edge paths
- * of the driver and the kernels (act_vec in gemm_kernel.c is its SIMD twin). */
+ * of the driver and the kernels (act_vec in gemm_kernel.c is its SIMD twin);
+ * a case for every activation nn_epilogue_supports (nncore.h). */
 static inline float nn_act_scalar(float x, int act)
 {
     switch (act) {
@@ -50,12 +52,12 @@ static inline float nn_act_scalar(float x, int act)
     }
 }
 
-/* The register tile and cache blocking of one ISA's kernel. */
-typedef struct nn_gemm_blocking {
-    int mr, nr;   /* register tile: mr rows x nr columns of C */
-    int64_t kc;   /* depth of a packed block (A micro-panel mr x kc stays in L1) */
-    int64_t nc;   /* columns of packed B per thread (kc x nc stays in L2) */
-} nn_gemm_blocking;
+/* What one ISA's micro-kernel is written for (gemm_kernel.c); the block
+ * sizes for a machine are derived from it in gemm_blocking.c. */
+typedef struct nn_gemm_tile {
+    int mr, nr;       /* register tile: mr rows x nr columns of C */
+    int64_t kc_max;   /* the deepest block it is run with */
+} nn_gemm_tile;
 
 /* Matrix-vector products for m == 1, with the same epilogue:
  *   gemv_n: y[j] = epi(alpha * sum_p x[p*incx] * b[p*ldb + j] + beta * y[j]), j < n
@@ -74,70 +76,13 @@ typedef struct nn_gemv_args {
     float *work;
 } nn_gemv_args;
 
-#define NN_ISA_KERNELS(X) \
-    X(relu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
-    X(relu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
-    X(leaky_relu_forward, (int64_t n, const float *x, float *y, float slope), (n, x, y, slope)) \
-    X(leaky_relu_backward, (int64_t n, const float *x, const float *dy, float *dx, float slope), \
-      (n, x, dy, dx, slope)) \
-    X(sigmoid_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
-    X(sigmoid_backward, (int64_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx)) \
-    X(tanh_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
-    X(tanh_backward, (int64_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx)) \
-    X(gelu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
-    X(gelu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
-    X(softmax_forward, (int64_t m, int64_t n, const float *x, float *y), (m, n, x, y)) \
-    X(softmax_backward, (int64_t m, int64_t n, const float *y, const float *dy, float *dx), \
-      (m, n, y, dy, dx)) \
-    X(bias_backward, (int64_t m, int64_t n, const float *dy, int64_t ldy, float *db), \
-      (m, n, dy, ldy, db)) \
-    X(dropout_forward, (int64_t n, const float *x, float *y, uint32_t threshold, float scale, \
-                        uint64_t key), (n, x, y, threshold, scale, key)) \
-    X(dropout_backward, (int64_t n, const float *dy, float *dx, uint32_t threshold, float scale, \
-                         uint64_t key), (n, dy, dx, threshold, scale, key)) \
-    X(sgd_step, (int64_t n, float *w, const float *g, float *buf, float lr, float momentum, \
-                 float dampening, float weight_decay, int nesterov, int first), \
-      (n, w, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)) \
-    X(adam_step, (int64_t n, float *w, const float *g, float *m, float *v, float beta1, \
-                  float beta2, float eps, float weight_decay, float decay, float step_size, \
-                  float bc2_sqrt), \
-      (n, w, g, m, v, beta1, beta2, eps, weight_decay, decay, step_size, bc2_sqrt)) \
-    X(rmsprop_step, (int64_t n, float *w, const float *g, float *sq, float *gavg, float *buf, \
-                     float lr, float alpha, float eps, float weight_decay, float momentum), \
-      (n, w, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum)) \
-    X(gemm_info, (nn_gemm_blocking *info), (info)) \
+/* Every dispatched kernel: the public ones (nncore.h) and the GEMM's. */
+#define NN_GEMM_KERNELS(X) \
+    X(gemm_tile, (nn_gemm_tile *tile), (tile)) \
     X(gemm_block, (const nn_gemm_args *g), (g)) \
     X(gemv_n, (const nn_gemv_args *g), (g)) \
-    X(gemv_t, (const nn_gemv_args *g), (g)) \
-    X(fma_peak, (int64_t iters, float *sink, double *flops), (iters, sink, flops)) \
-    X(triad, (int64_t n, float *a, const float *b, const float *c, float s), (n, a, b, c, s)) \
-    X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
-                          int32_t *argmax), (planes, p, x, y, argmax)) \
-    X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
-                           const int32_t *argmax, float *dx), (planes, p, dy, argmax, dx)) \
-    X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
-      (planes, p, x, y)) \
-    X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
-                           float *dx), (planes, p, dy, dx)) \
-    X(global_avgpool_forward, (int64_t planes, int64_t hw, const float *x, float *y), \
-      (planes, hw, x, y)) \
-    X(global_avgpool_backward, (int64_t planes, int64_t hw, const float *dy, float *dx), \
-      (planes, hw, dy, dx)) \
-    X(batchnorm_forward_train, (int64_t n, int64_t c, int64_t hw, const float *x, \
-                                const float *weight, const float *bias, float eps, \
-                                float momentum, float *running_mean, float *running_var, \
-                                float *y, float *save_mean, float *save_invstd), \
-      (n, c, hw, x, weight, bias, eps, momentum, running_mean, running_var, y, save_mean, \
-       save_invstd)) \
-    X(batchnorm_forward_eval, (int64_t n, int64_t c, int64_t hw, const float *x, \
-                               const float *weight, const float *bias, \
-                               const float *running_mean, const float *running_var, float eps, \
-                               float *y), \
-      (n, c, hw, x, weight, bias, running_mean, running_var, eps, y)) \
-    X(batchnorm_backward, (int64_t n, int64_t c, int64_t hw, const float *x, const float *dy, \
-                           const float *weight, const float *mean, const float *invstd, \
-                           int train, float *dx, float *dweight, float *dbias), \
-      (n, c, hw, x, dy, weight, mean, invstd, train, dx, dweight, dbias))
+    X(gemv_t, (const nn_gemv_args *g), (g))
+#define NN_ISA_KERNELS(X) NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X)
 
 #define NN_CAT_(a, b) a##b
 #define NN_CAT(a, b) NN_CAT_(a, b)

@@ -1,6 +1,8 @@
-/* SGEMM: the driver. The blocking loops, the packing, the threads and the
- * choice of path; the register kernels are in gemm_kernel.c (one per ISA,
- * reached through the dispatch table).
+/* SGEMM: the driver. The blocking loops, the threads and the choice of path
+ * and of what to pack. The packing routines are in gemm_pack.c, the block
+ * sizes (from the micro-kernel and the caches) in gemm_blocking.c, the
+ * register kernels in gemm_kernel.c (one per ISA, reached through the
+ * dispatch table).
  *
  * C = alpha * op(A) op(B) + beta * C, then bias per column, then activation,
  * all row-major. The loops, outermost first (BLIS order with the roles of A
@@ -36,22 +38,14 @@
  * team), shared with that call's team. */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <omp.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #include "dispatch.h"
 #include "profile.h"
+#include "gemm.h"
 #include "workspace.h"
 
 /* Below this many flops (2mnk) a GEMM runs on one thread. */
 #define NN_GEMM_PARALLEL_MIN_FLOPS 1500000.0
-/* Below this many multiply-adds (k*n) an m == 1 product runs on one thread:
- * alone, as it then pays a fork/join (~1.2 us here); inside a chain's
- * parallel region (nn_dense_chain), as it then pays a barrier (~0.4 us). */
-#define NN_GEMV_PARALLEL_MIN 65536
-#define NN_GEMV_CHAIN_SPLIT_MIN 16384
 /* B without a transpose is packed when at least this many rows of C reuse it
  * (and it is wider than one strip: a single strip is read as it is). */
 #define NN_GEMM_PACK_B_MIN_M 48
@@ -61,19 +55,14 @@
  * panels (which read the rest of those lines). That works while the lines
  * stay in cache, so A^T is packed only when (1) its depth is at least
  * NN_GEMM_PACK_A_MIN_K, (2) each thread runs a panel across at least
- * NN_GEMM_PACK_A_MIN_STRIPS strips of C (over fewer, packing costs more than
- * it saves: X^T dY of a 784-256 layer on 2 threads, 2 strips each, ran
- * 14-18% faster in place), and (3) either A's row stride is a multiple of
- * NN_GEMM_ALIAS_BYTES, so a panel's lines crowd into a few L1 sets (rows of
- * 512-2048 floats: in place 0.92-0.98x; 1024 x 1024 x 1024, 0.5x), or a
- * depth block of A (kc x m floats) is over NN_GEMM_INPLACE_A_MAX_BYTES (m =
- * 1000-1536 with kc 512: 0.70-0.87x; 500 x 500 x 500: 0.89-0.96x). In place
- * otherwise: m = 600-1152 at k = 128 ran 8-17% faster on 1 and 2 threads, and
- * X^T dY of the 784-256 layer inside a batch-128 fit 247 -> 221 us. */
+ * NN_GEMM_PACK_A_MIN_STRIPS strips of C (over fewer, the copy is not repaid),
+ * and (3) either A's row stride is a multiple of NN_GEMM_ALIAS_BYTES (a
+ * panel's lines then crowd into a few L1 sets and evict each other), or a
+ * depth block of A (kc x m floats) is larger than the blocking's inplace_a
+ * (its lines no longer stay in L2). */
 #define NN_GEMM_PACK_A_MIN_K 64
 #define NN_GEMM_PACK_A_MIN_STRIPS 4
 #define NN_GEMM_ALIAS_BYTES 512
-#define NN_GEMM_INPLACE_A_MAX_BYTES (512 * 1024)
 /* C is narrow when n * NN_GEMM_NARROW <= nr and m >= NN_GEMM_NARROW_MIN_M:
  * then, if A is transposed (so op(A)^T is read in place), its transpose is
  * computed (gemm_narrow). Without a transposed A the transpose would need a
@@ -83,146 +72,9 @@
 /* Rows of op(A) packed at once: bounds the A buffer to NN_GEMM_MC_MAX * kc floats. */
 #define NN_GEMM_MC_MAX 2048
 
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-/* Thread t's start in [0, len), in whole units: part t of nt. */
-static inline int64_t split(int64_t len, int64_t unit, int t, int nt)
-{
-    return min64(ceil_div(len, unit) * t / nt * unit, len);
-}
-
-/* Split len into blocks of at most max (rounded up to unit), all but the
- * last the same size. */
-static inline int64_t balanced_block(int64_t len, int64_t max, int64_t unit)
-{
-    if (len <= max)
-        return round_up(len, unit);
-    return round_up(ceil_div(len, ceil_div(len, max)), unit);
-}
-
-/* ---- the plan of one call ---- */
-
-typedef struct plan {
-    const nn_kernel_table *kt;
-    int64_t mr, nr;
-    int trans_a, trans_b;
-    int64_t m, n, k;
-    float alpha, beta;
-    const float *a, *b, *bias;
-    int64_t lda, ldb, ldc;
-    float *c;
-    int act;
-    int64_t kc, mcb, ncb; /* block sizes */
-    int pack_a, pack_b;
-    int split_n;          /* threads split columns (1) or rows (0) */
-    float *ap, *bp;       /* packed A (mcb x kc) and B (kc x ncb) */
-} plan;
-
-/* dst[q*stride .. +mr) = src[q*mr .. +mr) for each whole piece q of w floats:
- * mr is a constant in each branch, so the copies compile to a few moves. */
-static inline int64_t deal_pieces(const float *src, int64_t w, int64_t mr, float *dst,
-                                  int64_t stride)
-{
-    int64_t q = 0;
-    if (mr == 6)
-        for (; q + 6 <= w; q += 6, dst += stride)
-            memcpy(dst, src + q, 6 * sizeof(float));
-    else if (mr == 4)
-        for (; q + 4 <= w; q += 4, dst += stride)
-            memcpy(dst, src + q, 4 * sizeof(float));
-    return q;
-}
-
-/* Pack rows [i0, i0+h) of op(A), depth [pc, pc+kc), into micro-panels of mr
- * rows: element (i, p) of panel q at dst[q*kc*mr + p*mr + i]. */
-static void pack_a(const plan *P, int64_t i0, int64_t h, int64_t pc, int64_t kc, float *dst)
-{
-    const int64_t mr = P->mr, lda = P->lda;
-    if (P->trans_a) {
-        /* op(A)(i, p) = a[p*lda + i]: row p of a holds the h values of depth
-         * p, contiguous. Read a row by row (streaming, unlike a walk down
-         * mr-wide columns) and deal each row's mr-float pieces to the panels. */
-        for (int64_t p = 0; p < kc; p++) {
-            const float *src = P->a + (pc + p) * lda + i0;
-            float *d = dst + p * mr;
-            const int64_t q = deal_pieces(src, h, mr, d, kc * mr);
-            if (q < h) /* a last, partial panel */
-                memcpy(d + q / mr * kc * mr, src + q, (size_t)(h - q) * sizeof(float));
-        }
-        return;
-    }
-    for (int64_t q = 0; q < h; q += mr, dst += kc * mr) {
-        const int64_t rows = min64(mr, h - q);
-        for (int64_t i = 0; i < rows; i++) {
-            const float *src = P->a + (i0 + q + i) * lda + pc;
-            for (int64_t p = 0; p < kc; p++)
-                dst[p * mr + i] = src[p];
-        }
-    }
-}
-
-/* dst[p*nr + j] = src[j*lds + p] for j < w, p < kc: a transpose into one
- * strip, in blocks of 32 p so that the lines written stay in L1. */
-static void transpose_strip(const float *src, int64_t lds, int64_t w, int64_t kc, int64_t nr,
-                            float *dst)
-{
-    for (int64_t p0 = 0; p0 < kc; p0 += 32) {
-        const int64_t p1 = min64(p0 + 32, kc);
-        int64_t j = 0;
-#if defined(__SSE2__)
-        for (; j + 4 <= w; j += 4) {
-            const float *s0 = src + j * lds, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
-            int64_t p = p0;
-            for (; p + 4 <= p1; p += 4) {
-                __m128 r0 = _mm_loadu_ps(s0 + p), r1 = _mm_loadu_ps(s1 + p);
-                __m128 r2 = _mm_loadu_ps(s2 + p), r3 = _mm_loadu_ps(s3 + p);
-                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                float *d = dst + p * nr + j;
-                _mm_storeu_ps(d, r0);
-                _mm_storeu_ps(d + nr, r1);
-                _mm_storeu_ps(d + 2 * nr, r2);
-                _mm_storeu_ps(d + 3 * nr, r3);
-            }
-            for (; p < p1; p++) {
-                float *d = dst + p * nr + j;
-                d[0] = s0[p];
-                d[1] = s1[p];
-                d[2] = s2[p];
-                d[3] = s3[p];
-            }
-        }
-#endif
-        for (; j < w; j++)
-            for (int64_t p = p0; p < p1; p++)
-                dst[p * nr + j] = src[j * lds + p];
-    }
-}
-
-/* Pack columns [j0, j0+w) of op(B), depth [pc, pc+kc), into strips of nr
- * columns: element (p, j) of strip s at dst[s*kc*nr + p*nr + j]. The columns
- * of a last, partial strip beyond w are left unset: the kernel masks them. */
-static void pack_b(const plan *P, int64_t j0, int64_t w, int64_t pc, int64_t kc, float *dst)
-{
-    const int64_t nr = P->nr, ldb = P->ldb;
-    for (int64_t s = 0; s < w; s += nr, dst += kc * nr) {
-        const int64_t cols = min64(nr, w - s);
-        if (P->trans_b) {
-            /* op(B)(p, j) = b[j*ldb + p] */
-            transpose_strip(P->b + (j0 + s) * ldb + pc, ldb, cols, kc, nr, dst);
-        } else {
-            const float *src = P->b + pc * ldb + j0 + s;
-            for (int64_t p = 0; p < kc; p++)
-                memcpy(dst + p * nr, src + p * ldb, (size_t)cols * sizeof(float));
-        }
-    }
-}
-
 /* What thread t of nt computes (and packs) of the whole product. Every
  * thread runs the same loops, so barriers match. */
-static void gemm_thread(const plan *P, int t, int nt)
+static void gemm_thread(const nn_gemm_plan *P, int t, int nt)
 {
     static const float nothing[1] = {0.0f}; /* A and B when k == 0: never read */
     const int64_t mr = P->mr, nr = P->nr;
@@ -256,13 +108,13 @@ static void gemm_thread(const plan *P, int t, int nt)
                     const int64_t s0 = P->split_n ? j0 : split(nc, nr, t, nt);
                     const int64_t s1 = P->split_n ? j1 : split(nc, nr, t + 1, nt);
                     if (s1 > s0)
-                        pack_b(P, jc + s0, s1 - s0, pc, kc, P->bp + s0 / nr * kc * nr);
+                        nn_gemm_pack_b(P, jc + s0, s1 - s0, pc, kc, P->bp + s0 / nr * kc * nr);
                 }
                 if (P->pack_a) {
                     const int64_t r0 = P->split_n ? split(mc, mr, t, nt) : i0;
                     const int64_t r1 = P->split_n ? split(mc, mr, t + 1, nt) : i1;
                     if (r1 > r0)
-                        pack_a(P, ic + r0, r1 - r0, pc, kc, P->ap + r0 / mr * kc * mr);
+                        nn_gemm_pack_a(P, ic + r0, r1 - r0, pc, kc, P->ap + r0 / mr * kc * mr);
                 }
                 if (sync_shared) {
 #pragma omp barrier
@@ -313,13 +165,9 @@ static void gemm_thread(const plan *P, int t, int nt)
     }
 }
 
-/* Thread t of team's share of an m == 1 product: whole blocks of `unit`
- * columns of y, the same kernel calls whatever the split (each y[j] goes
- * through the same operations), so the bits never depend on the team. */
-#define NN_GEMV_UNIT 64
-static void gemv_part(const nn_kernel_table *kt, int trans_b, int64_t n, int64_t k, float alpha,
-                      const float *x, int64_t incx, const float *b, int64_t ldb, float beta,
-                      float *c, const float *bias, int act, float *work, int t, int team)
+void nn_gemv_part(const nn_kernel_table *kt, int trans_b, int64_t n, int64_t k, float alpha,
+                  const float *x, int64_t incx, const float *b, int64_t ldb, float beta,
+                  float *c, const float *bias, int act, float *work, int t, int team)
 {
     const int64_t j0 = split(n, NN_GEMV_UNIT, t, team);
     const int64_t j1 = split(n, NN_GEMV_UNIT, t + 1, team);
@@ -363,8 +211,8 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
     int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
     nt = (int)min64(nt, ceil_div(n, NN_GEMV_UNIT));
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    gemv_part(kt, trans_b, n, k, alpha, x, incx, b, ldb, beta, c, bias, act, work,
-              omp_get_thread_num(), omp_get_num_threads());
+    nn_gemv_part(kt, trans_b, n, k, alpha, x, incx, b, ldb, beta, c, bias, act, work,
+                 omp_get_thread_num(), omp_get_num_threads());
     return NN_OK;
 }
 
@@ -374,8 +222,8 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
                 float beta, float *c, int64_t ldc, const float *bias, int activation)
 {
     nn_gemm_blocking info;
-    kt->gemm_info(&info);
-    plan P = {
+    nn_gemm_blocking_for(kt, &info);
+    nn_gemm_plan P = {
         .kt = kt, .mr = info.mr, .nr = info.nr, .trans_a = trans_a, .trans_b = trans_b,
         .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .a = a, .b = b, .bias = bias,
         .lda = lda, .ldb = ldb, .ldc = ldc, .c = c, .act = activation,
@@ -386,9 +234,7 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
     nt = (int)min64(nt, max64(strips, panels));
     /* Columns when there are many strips; rows when C is much taller than
      * wide. Splitting columns makes every thread read all of A, splitting
-     * rows all of B: the larger side should be the one split. (1024 x 256
-     * outputs on 2 threads: rows made Trainer.fit at batch 1024 ~7% faster,
-     * paired in-process A/B; 128 x 256 stays on columns, rows lost there.) */
+     * rows all of B: the larger side should be the one split. */
     P.split_n = strips >= 4 * nt || (strips >= nt && (panels < 2 * nt || m < 2 * n));
 
     P.kc = k > 0 ? ceil_div(k, ceil_div(k, info.kc)) : 0;
@@ -397,7 +243,7 @@ static int gemm(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t m, 
     P.pack_a = trans_a && k >= NN_GEMM_PACK_A_MIN_K &&
                ceil_div(P.ncb, P.nr) / (P.split_n ? nt : 1) >= NN_GEMM_PACK_A_MIN_STRIPS &&
                ((lda * (int64_t)sizeof(float)) % NN_GEMM_ALIAS_BYTES == 0 ||
-                (double)P.kc * (double)m * sizeof(float) > NN_GEMM_INPLACE_A_MAX_BYTES);
+                (double)P.kc * (double)m * sizeof(float) > (double)info.inplace_a);
     P.mcb = P.pack_a ? balanced_block(m, NN_GEMM_MC_MAX, P.mr) : m;
 
     const size_t a_floats = P.pack_a ? (size_t)(round_up(P.mcb, P.mr) * P.kc) : 0;
@@ -458,9 +304,7 @@ static int sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  float beta, float *c, int64_t ldc,
                  const float *bias, int activation)
 {
-    /* The activations the kernels fuse; to add one, add it to act_vec in
-     * gemm_kernel.c, to nn_act_scalar in dispatch.h, and to this test. */
-    if (activation != NN_ACT_NONE && activation != NN_ACT_RELU)
+    if (!nn_epilogue_supports(activation))
         return NN_EINVAL;
     if (m < 0 || n < 0 || k < 0)
         return NN_EINVAL;
@@ -469,9 +313,9 @@ static int sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     const nn_kernel_table *kt = nn_kernels();
     if (m == 1 && k > 0)
         return gemv(kt, trans_a, trans_b, n, k, alpha, a, lda, b, ldb, beta, c, bias, activation);
-    nn_gemm_blocking info;
-    kt->gemm_info(&info);
-    if (trans_a && k > 0 && n * NN_GEMM_NARROW <= info.nr && m >= NN_GEMM_NARROW_MIN_M)
+    nn_gemm_tile tile;
+    kt->gemm_tile(&tile);
+    if (trans_a && k > 0 && n * NN_GEMM_NARROW <= tile.nr && m >= NN_GEMM_NARROW_MIN_M)
         return gemm_narrow(kt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
                            bias, activation);
     return gemm(kt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
@@ -494,91 +338,4 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         nn_profile_record(NN_K_sgemm_nn + 2 * (trans_a != 0) + (trans_b != 0), t0,
                           2.0 * (double)m * (double)n * (double)k, m, n, k);
     return status;
-}
-
-/* Whether a layer of a one-sample chain is split between threads: by the
- * layer's size alone, so the split never depends on the team. */
-static int chain_layer_splits(const nn_dense_layer *L)
-{
-    return (double)L->n_in * (double)L->n_out >= NN_GEMV_CHAIN_SPLIT_MIN &&
-           L->n_out > NN_GEMV_UNIT;
-}
-
-/* One sample through the chain: every layer a gemv_n. The layers up to the
- * last split one run in one parallel region (one fork/join instead of one
- * per layer; a barrier between layers, as each reads all of the previous
- * output); the unsplit layers after it run on the calling thread once the
- * region has joined, which saves their barriers (~0.4 us each here). */
-static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int count,
-                              const nn_dense_layer *layers)
-{
-    int64_t widest = 0;
-    double largest = 0.0;
-    int tail = 0; /* layers [tail, count) are unsplit */
-    for (int i = 0; i < count; i++) {
-        widest = max64(widest, layers[i].n_out);
-        const double size = (double)layers[i].n_in * (double)layers[i].n_out;
-        largest = size > largest ? size : largest;
-        if (chain_layer_splits(&layers[i]))
-            tail = i + 1;
-    }
-    float *work = nn_workspace_get(NN_WS_AUX, (size_t)widest);
-    if (work == NULL)
-        return NN_ENOMEM;
-    const int nt = largest >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
-    if (tail > 0) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-            const int t = omp_get_thread_num(), team = omp_get_num_threads();
-            const float *in = x;
-            for (int i = 0; i < tail; i++) {
-                const nn_dense_layer *L = &layers[i];
-                const int parts = chain_layer_splits(L)
-                                      ? (int)min64(team, ceil_div(L->n_out, NN_GEMV_UNIT)) : 1;
-                if (t < parts)
-                    gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, in, 1, L->w, L->n_out, 0.0f,
-                              L->out, L->b, L->act, work, t, parts);
-                if (i + 1 < tail) {
-#pragma omp barrier
-                }
-                in = L->out;
-            }
-        }
-    }
-    for (int i = tail; i < count; i++) {
-        const nn_dense_layer *L = &layers[i];
-        gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, i == 0 ? x : layers[i - 1].out, 1, L->w,
-                  L->n_out, 0.0f, L->out, L->b, L->act, work, 0, 1);
-    }
-    return NN_OK;
-}
-
-int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
-{
-    if (m < 0 || count < 0)
-        return NN_EINVAL;
-    int vector = m == 1 && !nn_profiling(); /* profiling: one event per layer's nn_sgemm */
-    for (int i = 0; i < count; i++) {
-        const nn_dense_layer *L = &layers[i];
-        if (L->n_in < 0 || L->n_out < 0 || (i > 0 && L->n_in != layers[i - 1].n_out))
-            return NN_EINVAL;
-        if (L->act != NN_ACT_NONE && L->act != NN_ACT_RELU)
-            return NN_EINVAL;
-        vector = vector && L->n_in > 0 && L->n_out > 0;
-    }
-    if (m == 0 || count == 0)
-        return NN_OK;
-    if (vector)
-        return dense_chain_vector(nn_kernels(), x, count, layers);
-    const float *in = x;
-    for (int i = 0; i < count; i++) {
-        const nn_dense_layer *L = &layers[i];
-        const int status = nn_sgemm(0, 0, m, L->n_out, L->n_in, 1.0f, in, max64(L->n_in, 1),
-                                    L->w, max64(L->n_out, 1), 0.0f, L->out,
-                                    max64(L->n_out, 1), L->b, L->act);
-        if (status != NN_OK)
-            return status;
-        in = L->out;
-    }
-    return NN_OK;
 }

@@ -2,8 +2,8 @@
  *
  * gemm_block computes an m x n block of C (m <= mr rows) over k: it walks the
  * n columns in strips of nr (the JR loop) and runs the register micro-kernel
- * on each strip. The loops around it, the packing and the threads live in
- * gemm.c. One micro-kernel per ISA serves every transpose case: the driver
+ * on each strip. The loops around it and the threads live in gemm.c, the
+ * packing in gemm_pack.c, the block sizes in gemm_blocking.c. One micro-kernel per ISA serves every transpose case: the driver
  * describes A and B by strides (packed or in place).
  *
  *   avx512: 6 x 64 tile, 24 zmm accumulators, 4 zmm of B, 1 broadcast of A
@@ -31,8 +31,6 @@
 #define MR 6
 #define NV 4        /* vectors per strip */
 #define VL 16       /* floats per vector */
-#define KC 512
-#define NC 512
 typedef __m512 vf;
 typedef __mmask16 vm;
 #define v_zero() _mm512_setzero_ps()
@@ -52,8 +50,6 @@ NN_INLINE float v_hsum(vf x) { return _mm512_reduce_add_ps(x); }
 #define MR 6
 #define NV 2
 #define VL 8
-#define KC 512
-#define NC 512
 typedef __m256 vf;
 typedef __m256i vm;
 #define v_zero() _mm256_setzero_ps()
@@ -78,9 +74,13 @@ NN_INLINE float v_hsum(vf x)
 #endif
 #define NR (NV * VL)
 #define PF_ROWS 8
+/* Beyond this depth the C tile's load and store are amortised already; a
+ * deeper block only makes the A micro-panel crowd L1. */
+#define KC_MAX 512
 
 /* The activation applied in registers. To fuse a new one, add a case here
- * (and in nn_act_scalar in dispatch.h) and list it in nn_gemm_fuses(). */
+ * (and in nn_act_scalar in dispatch.h) and list it in nn_epilogue_supports
+ * (nncore.h). */
 NN_INLINE vf act_vec(vf x, int act)
 {
     switch (act) {
@@ -322,9 +322,7 @@ NN_INLINE void gemv_t_rows(const int R, const nn_gemv_args *g, int64_t j)
             s += g->beta * g->y[j + r];
         if (g->bias)
             s += g->bias[j + r];
-        if (g->act == NN_ACT_RELU)
-            s = s < 0.0f ? 0.0f : s;
-        g->y[j + r] = s;
+        g->y[j + r] = nn_act_scalar(s, g->act);
     }
 }
 
@@ -341,20 +339,18 @@ void NN_ISA_FN(gemv_t)(const nn_gemv_args *g)
     }
 }
 
-void NN_ISA_FN(gemm_info)(nn_gemm_blocking *info)
+void NN_ISA_FN(gemm_tile)(nn_gemm_tile *tile)
 {
-    info->mr = MR;
-    info->nr = NR;
-    info->kc = KC;
-    info->nc = NC;
+    tile->mr = MR;
+    tile->nr = NR;
+    tile->kc_max = KC_MAX;
 }
 
 #else /* generic: portable C */
 
 #define MR 4
 #define NR 16
-#define KC 256
-#define NC 256
+#define KC_MAX 256 /* the depth this kernel has always run with (kc sets the bits) */
 
 static inline float epilogue(float acc, const nn_gemm_args *g, const float *cp, const float *bias)
 {
@@ -435,12 +431,11 @@ void NN_ISA_FN(gemv_t)(const nn_gemv_args *g)
     }
 }
 
-void NN_ISA_FN(gemm_info)(nn_gemm_blocking *info)
+void NN_ISA_FN(gemm_tile)(nn_gemm_tile *tile)
 {
-    info->mr = MR;
-    info->nr = NR;
-    info->kc = KC;
-    info->nc = NC;
+    tile->mr = MR;
+    tile->nr = NR;
+    tile->kc_max = KC_MAX;
 }
 
 #endif

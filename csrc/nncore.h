@@ -13,6 +13,12 @@
 extern "C" {
 #endif
 
+/* Kernels compiled once per ISA and picked at run time (dispatch.h, cpu.c)
+ * are listed once, as X(name, parameter list, argument list) lines in the
+ * NN_KERNELS_* lists below; nn_<name> is declared from each line here, and
+ * the per-ISA tables and trampolines are generated from the same lines. */
+#define NN_DECLARE_KERNEL(name, params, args) void nn_##name params;
+
 /* ---- status codes ---- */
 #define NN_OK 0
 #define NN_EINVAL (-1)     /* an argument is out of range */
@@ -44,8 +50,8 @@ int nn_get_num_threads(void);
 int nn_set_local_num_threads(int n);
 
 /* ---- activations (act.c) ---- */
-/* NONE and RELU are the activations the SGEMM epilogue applies; the others
- * name the kernels below (the Python layers use these codes too). */
+/* Activation codes: the kernels below and the GEMM epilogue's activation
+ * (the Python layers use these codes too). */
 typedef enum {
     NN_ACT_NONE = 0,
     NN_ACT_RELU = 1,
@@ -56,26 +62,43 @@ typedef enum {
     NN_ACT_SOFTMAX = 6,
 } nn_activation;
 
+/* Whether the SGEMM epilogue fuses activation `act`: the one list nn_sgemm,
+ * nn_dense_chain and the Python bindings (_core.EPILOGUE_ACTS) check. To fuse
+ * another, add it here, to nn_act_scalar (dispatch.h) and to act_vec
+ * (gemm_kernel.c). */
+static inline int nn_epilogue_supports(int act)
+{
+    return act == NN_ACT_NONE || act == NN_ACT_RELU;
+}
+
 /* Elementwise over n floats; forward may run in place, backward may write dx
  * over dy. Backward passes read the forward output y (ReLU, Sigmoid, Tanh,
- * Softmax) or the forward input x (LeakyReLU, GELU), as named. */
-void nn_relu_forward(int64_t n, const float *x, float *y);
-void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx);
-void nn_leaky_relu_forward(int64_t n, const float *x, float *y, float slope);
-void nn_leaky_relu_backward(int64_t n, const float *x, const float *dy, float *dx, float slope);
-void nn_sigmoid_forward(int64_t n, const float *x, float *y);
-void nn_sigmoid_backward(int64_t n, const float *y, const float *dy, float *dx);
-void nn_tanh_forward(int64_t n, const float *x, float *y);
-void nn_tanh_backward(int64_t n, const float *y, const float *dy, float *dx);
-void nn_gelu_forward(int64_t n, const float *x, float *y);   /* exact (erf) GELU */
-void nn_gelu_backward(int64_t n, const float *x, const float *dy, float *dx);
-/* Row-wise over an m x n row-major matrix (leading dimension n). */
-void nn_softmax_forward(int64_t m, int64_t n, const float *x, float *y);
-void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, float *dx);
+ * Softmax) or the forward input x (LeakyReLU, GELU), as named. GELU is the
+ * exact (erf) one. Softmax is row-wise over an m x n row-major matrix
+ * (leading dimension n). */
+#define NN_KERNELS_ACT(X) \
+    X(relu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(relu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
+    X(leaky_relu_forward, (int64_t n, const float *x, float *y, float slope), (n, x, y, slope)) \
+    X(leaky_relu_backward, (int64_t n, const float *x, const float *dy, float *dx, float slope), \
+      (n, x, dy, dx, slope)) \
+    X(sigmoid_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(sigmoid_backward, (int64_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx)) \
+    X(tanh_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(tanh_backward, (int64_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx)) \
+    X(gelu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
+    X(gelu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
+    X(softmax_forward, (int64_t m, int64_t n, const float *x, float *y), (m, n, x, y)) \
+    X(softmax_backward, (int64_t m, int64_t n, const float *y, const float *dy, float *dx), \
+      (m, n, y, dy, dx))
+NN_KERNELS_ACT(NN_DECLARE_KERNEL)
 
 /* ---- Dense bias gradient (bias.c): db[j] = sum_i dy[i * ldy + j], in row
  * order in double, for any thread count. ---- */
-void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db);
+#define NN_KERNELS_BIAS(X) \
+    X(bias_backward, (int64_t m, int64_t n, const float *dy, int64_t ldy, float *db), \
+      (m, n, dy, ldy, db))
+NN_KERNELS_BIAS(NN_DECLARE_KERNEL)
 
 /* ---- Input check (check.c): 1 when none of the n floats is NaN or
  * infinite, else 0. Runs on the process's threads for large arrays. ---- */
@@ -90,10 +113,12 @@ int nn_gather_rows(int64_t m, int64_t n, const float *src, int64_t src_rows,
 /* ---- Dropout (dropout.c): element i kept when bits(key, i) >= threshold
  * (threshold = round(p * 2^24)), kept values scaled by `scale` = 1 / (1 - p).
  * The mask depends only on (key, i). ---- */
-void nn_dropout_forward(int64_t n, const float *x, float *y, uint32_t threshold, float scale,
-                        uint64_t key);
-void nn_dropout_backward(int64_t n, const float *dy, float *dx, uint32_t threshold,
-                         float scale, uint64_t key);
+#define NN_KERNELS_DROPOUT(X) \
+    X(dropout_forward, (int64_t n, const float *x, float *y, uint32_t threshold, float scale, \
+                        uint64_t key), (n, x, y, threshold, scale, key)) \
+    X(dropout_backward, (int64_t n, const float *dy, float *dx, uint32_t threshold, float scale, \
+                         uint64_t key), (n, dy, dx, threshold, scale, key))
+NN_KERNELS_DROPOUT(NN_DECLARE_KERNEL)
 
 /* ---- Losses (loss.c): mean reduction, PyTorch's definitions. Forward writes
  * the mean loss; backward writes d(mean loss)/d(pred). x is the prediction
@@ -113,20 +138,25 @@ int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x, const int64_
 
 /* ---- Optimizer steps (optim.c): one torch.optim step, in place; see optim.c
  * for the exact formulas. Optional buffers may be NULL as documented there. ---- */
-void nn_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float momentum,
-                 float dampening, float weight_decay, int nesterov, int first);
-void nn_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float beta1,
-                  float beta2, float eps, float weight_decay, float decay, float step_size,
-                  float bc2_sqrt);
-void nn_rmsprop_step(int64_t n, float *w, const float *g, float *sq, float *gavg, float *buf,
-                     float lr, float alpha, float eps, float weight_decay, float momentum);
+#define NN_KERNELS_OPTIM(X) \
+    X(sgd_step, (int64_t n, float *w, const float *g, float *buf, float lr, float momentum, \
+                 float dampening, float weight_decay, int nesterov, int first), \
+      (n, w, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)) \
+    X(adam_step, (int64_t n, float *w, const float *g, float *m, float *v, float beta1, \
+                  float beta2, float eps, float weight_decay, float decay, float step_size, \
+                  float bc2_sqrt), \
+      (n, w, g, m, v, beta1, beta2, eps, weight_decay, decay, step_size, bc2_sqrt)) \
+    X(rmsprop_step, (int64_t n, float *w, const float *g, float *sq, float *gavg, float *buf, \
+                     float lr, float alpha, float eps, float weight_decay, float momentum), \
+      (n, w, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum))
+NN_KERNELS_OPTIM(NN_DECLARE_KERNEL)
 
 /* ---- SGEMM (gemm.c) ----
  * C = alpha * op(A) op(B) + beta * C, then C[i][j] = act(C[i][j] + bias[j]).
  * op(A) is m x k, op(B) is k x n. trans_a/trans_b: 0 or 1. bias may be NULL.
  * beta == 0 never reads C. k may be 0 (then A and B are not read and the
- * product is zero). The activation is fused in registers: NN_ACT_NONE and
- * NN_ACT_RELU. Results are bitwise identical for any thread count.
+ * product is zero). The activation is fused in registers: those
+ * nn_epilogue_supports. Results are bitwise identical for any thread count.
  * Returns NN_OK, NN_EINVAL (negative size, activation not fused) or
  * NN_ENOMEM (packing buffers). Safe to call from several threads at once. */
 int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
@@ -135,10 +165,11 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc,
              const float *bias, int activation);
 
-/* ---- Dense chain (gemm.c): evaluation-mode forward through Dense layers ----
+/* ---- Dense layers (dense.c) ----
+ * Forward: the evaluation-mode chain through Dense layers.
  * out_i = act_i(in_i @ w_i + b_i), in_0 = x (m x n_in_0), in_i = out_{i-1}:
- * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is NN_ACT_NONE
- * or NN_ACT_RELU, out_i is m x n_out. The same bits as one nn_sgemm per layer;
+ * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is an
+ * epilogue activation (nn_epilogue_supports), out_i is m x n_out. The same bits as one nn_sgemm per layer;
  * one sample (m == 1) runs the layers up to the last threaded one in one
  * parallel region and the small ones after it on the calling thread. Returns NN_OK
  * or NN_EINVAL (negative size, sizes that do not chain, activation not fused),
@@ -151,14 +182,29 @@ typedef struct nn_dense_layer {
 } nn_dense_layer;
 int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers);
 
+/* Backward of y = x w + b (x: m x k, w: k x n, dy: m x n; contiguous rows):
+ *   relu_z != NULL: the layer's ReLU (fused into the forward epilogue) first:
+ *     dz = dy where relu_z > 0, else 0 (relu_z: the forward output, m x n;
+ *     dz: m x n, may be dy), and dz stands for dy below;
+ *   dw = x^T dy, db = column sums of dy, dx = dy w^T, each skipped when NULL;
+ *   sgd != 0 (dw must be NULL): plain SGD folded into the weight-gradient
+ *     GEMM, w += -lr * x^T dy in place, after dx is computed from the old w;
+ *     then b += -lr * db when b != NULL (db required), by nn_sgd_step.
+ * The same bits as those kernel calls made one by one. m == 0: dw and db are
+ * zero, w is unchanged. Returns NN_OK, NN_EINVAL (negative size, dw with
+ * sgd, b without sgd or db, relu_z without dz) or NN_ENOMEM. */
+int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                      const float *dy, const float *relu_z, float *dz, float *dx, float *dw,
+                      float *db, int sgd, float lr, float *b);
+
 /* ---- Conv2d (conv.c): PyTorch's Conv2d on NCHW float32 ----
  * x (n, c, h, w); weight (o, c / groups, kh, kw); bias (o) or NULL;
  * y and dy (n, o, oh, ow) with oh = (h + 2 ph - dh (kh - 1) - 1) / sh + 1,
  * ow likewise (nn_conv2d_output_size). Zero padding ph, pw on both sides.
- * Forward: y = act(conv(x, w) + bias), act NN_ACT_NONE or NN_ACT_RELU.
- * Backward: dx (x's shape), dw (w's shape), db (o) = sums of dy over the
- * batch and pixels; each overwritten, each skipped when NULL (x is read only
- * for dw, w only for dx). n == 0: dw and db are zero.
+ * Forward: y = act(conv(x, w) + bias), act fused as in the GEMM epilogue
+ * (nn_epilogue_supports). Backward: dx (x's shape), dw (w's shape), db (o) =
+ * sums of dy over the batch and pixels; each overwritten, each skipped when
+ * NULL (x is read only for dw, w only for dx). n == 0: dw and db are zero.
  * Bitwise identical for any thread count. Returns NN_OK, NN_EINVAL
  * (inconsistent parameters: a size < 1, channels not divisible by groups,
  * the kernel larger than the padded input, act not fused) or NN_ENOMEM. */
@@ -184,15 +230,20 @@ int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w
 typedef struct nn_pool2d_params {
     int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow;
 } nn_pool2d_params;
-void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x, float *y,
-                          int32_t *argmax);
-void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                           const int32_t *argmax, float *dx);
-void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x, float *y);
-void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                           float *dx);
-void nn_global_avgpool_forward(int64_t planes, int64_t hw, const float *x, float *y);
-void nn_global_avgpool_backward(int64_t planes, int64_t hw, const float *dy, float *dx);
+#define NN_KERNELS_POOL(X) \
+    X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
+                          int32_t *argmax), (planes, p, x, y, argmax)) \
+    X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
+                           const int32_t *argmax, float *dx), (planes, p, dy, argmax, dx)) \
+    X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
+      (planes, p, x, y)) \
+    X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
+                           float *dx), (planes, p, dy, dx)) \
+    X(global_avgpool_forward, (int64_t planes, int64_t hw, const float *x, float *y), \
+      (planes, hw, x, y)) \
+    X(global_avgpool_backward, (int64_t planes, int64_t hw, const float *dy, float *dx), \
+      (planes, hw, dy, dx))
+NN_KERNELS_POOL(NN_DECLARE_KERNEL)
 
 /* ---- Batch normalisation (batchnorm.c) over x (n, c, hw), PyTorch's
  * BatchNorm1d (hw = 1) and BatchNorm2d; see batchnorm.c for the formulas.
@@ -202,17 +253,23 @@ void nn_global_avgpool_backward(int64_t planes, int64_t hw, const float *dy, flo
  * n * hw > 1). weight/bias may be NULL (1, 0). Backward: train = 1 for the
  * batch statistics (mean, invstd = the saved ones), 0 for constant ones
  * (evaluation mode); dx, dweight, dbias may be NULL. ---- */
-void nn_batchnorm_forward_train(int64_t n, int64_t c, int64_t hw, const float *x,
-                                const float *weight, const float *bias, float eps,
-                                float momentum, float *running_mean, float *running_var,
-                                float *y, float *save_mean, float *save_invstd);
-void nn_batchnorm_forward_eval(int64_t n, int64_t c, int64_t hw, const float *x,
-                               const float *weight, const float *bias,
-                               const float *running_mean, const float *running_var, float eps,
-                               float *y);
-void nn_batchnorm_backward(int64_t n, int64_t c, int64_t hw, const float *x, const float *dy,
-                           const float *weight, const float *mean, const float *invstd,
-                           int train, float *dx, float *dweight, float *dbias);
+#define NN_KERNELS_BATCHNORM(X) \
+    X(batchnorm_forward_train, (int64_t n, int64_t c, int64_t hw, const float *x, \
+                                const float *weight, const float *bias, float eps, \
+                                float momentum, float *running_mean, float *running_var, \
+                                float *y, float *save_mean, float *save_invstd), \
+      (n, c, hw, x, weight, bias, eps, momentum, running_mean, running_var, y, save_mean, \
+       save_invstd)) \
+    X(batchnorm_forward_eval, (int64_t n, int64_t c, int64_t hw, const float *x, \
+                               const float *weight, const float *bias, \
+                               const float *running_mean, const float *running_var, float eps, \
+                               float *y), \
+      (n, c, hw, x, weight, bias, running_mean, running_var, eps, y)) \
+    X(batchnorm_backward, (int64_t n, int64_t c, int64_t hw, const float *x, const float *dy, \
+                           const float *weight, const float *mean, const float *invstd, \
+                           int train, float *dx, float *dweight, float *dbias), \
+      (n, c, hw, x, dy, weight, mean, invstd, train, dx, dweight, dbias))
+NN_KERNELS_BATCHNORM(NN_DECLARE_KERNEL)
 
 /* ---- Machine limits (peak.c; per ISA, for the benchmarks) ----
  * nn_fma_peak: `iters` rounds of independent multiply-adds on every thread
@@ -220,8 +277,16 @@ void nn_batchnorm_backward(int64_t n, int64_t c, int64_t hw, const float *x, con
  * *flops (the caller times the call) and a result to sink[0] so nothing is
  * optimised away. nn_triad: a[i] = b[i] + s * c[i], over the threads (the
  * STREAM triad: 12 bytes of traffic per element). */
-void nn_fma_peak(int64_t iters, float *sink, double *flops);
-void nn_triad(int64_t n, float *a, const float *b, const float *c, float s);
+#define NN_KERNELS_PEAK(X) \
+    X(fma_peak, (int64_t iters, float *sink, double *flops), (iters, sink, flops)) \
+    X(triad, (int64_t n, float *a, const float *b, const float *c, float s), (n, a, b, c, s))
+NN_KERNELS_PEAK(NN_DECLARE_KERNEL)
+
+/* Every public dispatched kernel (the GEMM's internal ones are added in
+ * dispatch.h). */
+#define NN_PUBLIC_KERNELS(X) \
+    NN_KERNELS_ACT(X) NN_KERNELS_BIAS(X) NN_KERNELS_DROPOUT(X) NN_KERNELS_OPTIM(X) \
+    NN_KERNELS_PEAK(X) NN_KERNELS_POOL(X) NN_KERNELS_BATCHNORM(X)
 
 /* ---- Profiler (profile.c) ----
  * While on, every dispatched kernel, nn_sgemm and the loss functions record

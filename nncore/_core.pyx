@@ -1,97 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Thin bindings to the C core (csrc/nncore.h).
+"""Thin bindings to the C core (csrc/nncore.h, declared for Cython in _core.pxd).
 
 Each function checks what C trusts (shapes, lengths), releases the GIL around
 the C call and turns C status codes into Python exceptions. Conversions of
 user input (dtype, order) happen in the Python modules, once, before here.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.math cimport isfinite
 cimport numpy as cnp
 
 cnp.import_array()
-
-cdef extern from "nncore.h" nogil:
-    int NN_OK, NN_EINVAL, NN_ENOMEM, NN_EISA
-    int NN_ISA_COUNT
-    int NN_MAX_THREADS
-    int NN_ACT_NONE, NN_ACT_RELU
-    int nn_init()
-    int nn_set_isa(int isa)
-    int nn_get_isa()
-    int nn_isa_available(int isa)
-    const char *nn_isa_name(int isa)
-    int nn_isa_from_name(const char *name)
-    const char *nn_compiler()
-    const char *nn_build_flags()
-    int nn_openmp_version()
-    void nn_set_num_threads(int n)
-    int nn_get_num_threads()
-    int nn_set_local_num_threads(int n)
-    int NN_ACT_LEAKY_RELU, NN_ACT_SIGMOID, NN_ACT_TANH, NN_ACT_GELU, NN_ACT_SOFTMAX
-    void nn_relu_forward(int64_t n, const float *x, float *y)
-    void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx)
-    void nn_leaky_relu_forward(int64_t n, const float *x, float *y, float slope)
-    void nn_leaky_relu_backward(int64_t n, const float *x, const float *dy, float *dx,
-                                float slope)
-    void nn_sigmoid_forward(int64_t n, const float *x, float *y)
-    void nn_sigmoid_backward(int64_t n, const float *y, const float *dy, float *dx)
-    void nn_tanh_forward(int64_t n, const float *x, float *y)
-    void nn_tanh_backward(int64_t n, const float *y, const float *dy, float *dx)
-    void nn_gelu_forward(int64_t n, const float *x, float *y)
-    void nn_gelu_backward(int64_t n, const float *x, const float *dy, float *dx)
-    void nn_softmax_forward(int64_t m, int64_t n, const float *x, float *y)
-    void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, float *dx)
-    void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db)
-    int nn_gather_rows(int64_t m, int64_t n, const float *src, int64_t src_rows,
-                       const int64_t *index, float *dst)
-    void nn_dropout_forward(int64_t n, const float *x, float *y, uint32_t threshold,
-                            float scale, uint64_t key)
-    void nn_dropout_backward(int64_t n, const float *dy, float *dx, uint32_t threshold,
-                             float scale, uint64_t key)
-    int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss)
-    int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad)
-    int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss)
-    int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad)
-    int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss)
-    int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
-    int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
-                                 double *loss, float *grad)
-    int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x,
-                                  const int64_t *labels, float *grad)
-    void nn_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float momentum,
-                     float dampening, float weight_decay, int nesterov, int first)
-    void nn_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float beta1,
-                      float beta2, float eps, float weight_decay, float decay,
-                      float step_size, float bc2_sqrt)
-    void nn_rmsprop_step(int64_t n, float *w, const float *g, float *sq, float *gavg,
-                         float *buf, float lr, float alpha, float eps, float weight_decay,
-                         float momentum)
-    int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                 float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                 float beta, float *c, int64_t ldc, const float *bias, int activation)
-    ctypedef struct nn_dense_layer:
-        const float *w
-        const float *b
-        int64_t n_in, n_out
-        int act
-        float *out
-    int nn_all_finite(int64_t n, const float *x)
-    int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
-    void nn_fma_peak(int64_t iters, float *sink, double *flops)
-    void nn_triad(int64_t n, float *a, const float *b, const float *c, float s)
-    ctypedef struct nn_profile_event:
-        pass
-    int nn_profile_start(int64_t capacity)
-    void nn_profile_stop()
-    int nn_profile_enabled()
-    int64_t nn_profile_count()
-    int64_t nn_profile_dropped()
-    int64_t nn_profile_read(int64_t max, nn_profile_event *out)
-    int nn_profile_kernel_count()
-    const char *nn_profile_kernel_name(int id)
-    int64_t nn_profile_now_ns()
-
 
 cdef int check(int status, str what) except -1:
     """Raise the Python exception for a C status code."""
@@ -103,8 +21,6 @@ cdef int check(int status, str what) except -1:
         raise ValueError(f"{what}: invalid argument")
     raise RuntimeError(f"{what}: C core failed with status {status}")
 
-
-ACTIVATIONS = {None: NN_ACT_NONE, "none": NN_ACT_NONE, "relu": NN_ACT_RELU}
 
 _init_status = nn_init()
 
@@ -222,8 +138,9 @@ def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
         raise ValueError(f"sgemm: out has shape ({c.shape[0]}, {c.shape[1]}), expected ({m}, {n})")
     if bias is not None and bias.shape[0] != n:
         raise ValueError(f"sgemm: bias has {bias.shape[0]} elements, expected {n}")
-    if activation < 0 or activation > NN_ACT_RELU:
-        raise ValueError(f"sgemm: unknown activation code {activation}")
+    if not nn_epilogue_supports(activation):
+        raise ValueError(f"sgemm: activation code {activation} is not an epilogue activation "
+                         f"(one of {sorted(EPILOGUE_ACTS)})")
     if m == 0 or n == 0:
         return
     cdef const float *pa = &a[0, 0] if a.shape[0] and a.shape[1] else NULL
@@ -260,6 +177,13 @@ ACT_CODES = {
     "sigmoid": NN_ACT_SIGMOID, "tanh": NN_ACT_TANH, "gelu": NN_ACT_GELU,
     "softmax": NN_ACT_SOFTMAX,
 }
+
+# The activation codes the GEMM epilogue fuses, from the C list
+# (nn_epilogue_supports), and matmul's names for them.
+EPILOGUE_ACTS = frozenset(code for code in ACT_CODES.values() if nn_epilogue_supports(code))
+ACTIVATIONS = {None: NN_ACT_NONE, "none": NN_ACT_NONE}
+ACTIVATIONS.update((name, code) for name, code in ACT_CODES.items()
+                   if name is not None and code in EPILOGUE_ACTS)
 
 cdef enum:
     C_LOSS_MSE = 0
@@ -380,9 +304,9 @@ cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray
     _matrix(y, &my, &ny, fn, "y")
     if kw != k or my != m or ny != n:
         raise ValueError(f"{fn}: x ({m}, {k}) @ w ({kw}, {n}) -> y ({my}, {ny}) do not match")
-    if act != NN_ACT_NONE and act != NN_ACT_RELU:
+    if not nn_epilogue_supports(act):
         raise ValueError(f"{fn}: activation code {act} is not an epilogue activation "
-                         f"(the GEMM epilogue applies none or relu)")
+                         f"(one of {sorted(EPILOGUE_ACTS)})")
     layer.w = _fin(w, k * n, fn, "w")
     layer.out = _fout(y, m * n, fn, "y")
     layer.b = NULL if b is None else _fin(b, n, fn, "b")
@@ -458,66 +382,116 @@ cdef class DenseChain:
 
 
 
+cdef inline int _shape(cnp.ndarray a, int64_t rows, int64_t cols, int ndim, str fn,
+                       str name) except -1:
+    """Check that a has shape (rows, cols) (ndim 2) or (cols,) (ndim 1)."""
+    if cnp.PyArray_NDIM(a) != ndim or (ndim == 2 and cnp.PyArray_DIM(a, 0) != rows) or \
+            cnp.PyArray_DIM(a, ndim - 1) != cols:
+        want = f"({rows}, {cols})" if ndim == 2 else f"({cols},)"
+        raise ValueError(f"{fn}: {name} has shape {(<object>a).shape}, expected {want}")
+    return 0
+
+
+# dense_backward's arrays, in the order of their names in _DENSE_NAMES.
+cdef enum:
+    D_X, D_W, D_DY, D_Z, D_DX, D_DW, D_DB, D_B, D_DZ, D_COUNT
+
+_DENSE_NAMES = ("x", "w", "dy", "z", "dx", "dw", "db", "b", "dz")
+
+cdef struct _span:
+    const char *p
+    int64_t bytes
+    bint written
+
+
+cdef int _check_disjoint(_span *s, str fn) except -1:
+    """No array dense_backward writes may share memory with another of its
+    arrays (the kernels would read half-written values), except that dz may
+    be dy itself (the ReLU backward runs elementwise in place)."""
+    cdef int i, j
+    for i in range(D_COUNT):
+        if not s[i].written:
+            continue
+        for j in range(D_COUNT):
+            if j == i or not overlaps(s[i].p, s[i].bytes, s[j].p, s[j].bytes):
+                continue
+            if {i, j} == {D_DZ, D_DY} and s[i].p == s[j].p and s[i].bytes == s[j].bytes:
+                continue
+            raise ValueError(f"{fn}: {_DENSE_NAMES[i]} overlaps {_DENSE_NAMES[j]} in memory; "
+                             f"pass separate arrays")
+    return 0
+
+
+cdef inline float *_dense_array(_span *s, int slot, object a, int64_t rows, int64_t cols,
+                                int ndim, bint written, str fn) except? NULL:
+    """Check one of dense_backward's arrays (None: absent, NULL) and record its
+    memory in s[slot]."""
+    s[slot].p = NULL
+    s[slot].bytes = 0
+    s[slot].written = False
+    if a is None:
+        return NULL
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{fn}: {_DENSE_NAMES[slot]} must be a NumPy array or None, "
+                        f"got {type(a).__name__}")
+    _shape(<cnp.ndarray>a, rows, cols, ndim, fn, _DENSE_NAMES[slot])
+    _check_array(<cnp.ndarray>a, cnp.NPY_FLOAT32, written, fn, _DENSE_NAMES[slot])
+    s[slot].p = <const char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    s[slot].bytes = rows * cols * 4
+    s[slot].written = written
+    return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
-                   object dx, object dw, object db, object sgd_lr=None):
-    """dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten).
-    dx and db may be None to skip them. With sgd_lr instead of dw, the weight
-    gradient is not stored: w -= sgd_lr * x^T dy in place, after dx is
-    computed from the old w. That is plain SGD folded into the GEMM (alpha =
-    -sgd_lr, beta = 1), bitwise the same as dw followed by sgd_step."""
+                   object dx, object dw, object db, object sgd_lr=None, object b=None,
+                   object z=None, object dz=None):
+    """The backward pass of y = x @ w + b in one C call (nn_dense_backward):
+    dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten; dx
+    and db may be None to skip them). x (m, k), w (k, n), dy (m, n).
+
+    With z and dz (both (m, n)): the layer's ReLU first, dz = dy where z > 0
+    else 0 (z: the ReLU's output), and dz stands for dy. dz may be dy.
+
+    With sgd_lr instead of dw, the weight gradient is not stored: w -= sgd_lr
+    * x^T dy in place, after dx is computed from the old w. That is plain SGD
+    folded into the GEMM (alpha = -sgd_lr, beta = 1), bitwise the same as dw
+    followed by sgd_step; with b (n,), b is then stepped by sgd_step too,
+    b -= sgd_lr * db (db required)."""
+    cdef str fn = "dense_backward"
     cdef int64_t m, k, kw, n, md, nd
-    _matrix(x, &m, &k, "dense_backward", "x")
-    _matrix(w, &kw, &n, "dense_backward", "w")
-    _matrix(dy, &md, &nd, "dense_backward", "dy")
+    _matrix(x, &m, &k, fn, "x")
+    _matrix(w, &kw, &n, fn, "w")
+    _matrix(dy, &md, &nd, fn, "dy")
     if kw != k or md != m or nd != n:
-        raise ValueError(f"dense_backward: x ({m}, {k}), w ({kw}, {n}) and dy ({md}, {nd}) "
+        raise ValueError(f"{fn}: x ({m}, {k}), w ({kw}, {n}) and dy ({md}, {nd}) "
                          f"do not match")
-    cdef bint update = sgd_lr is not None
-    if update == (dw is not None):
-        raise ValueError("dense_backward: pass either dw or sgd_lr")
-    cdef float lr = sgd_lr if update else 0.0
-    cdef const float *px = _fin(x, m * k, "dense_backward", "x")
-    cdef float *pw_new = _fout(w, k * n, "dense_backward", "w") if update else NULL
-    cdef const float *pw = _fin(w, k * n, "dense_backward", "w")
-    cdef const float *pdy = _fin(dy, m * n, "dense_backward", "dy")
-    cdef float *pdw = NULL if update else _fout(dw, k * n, "dense_backward", "dw")
-    cdef float *pdx = NULL
-    cdef float *pdb = NULL
-    if dx is not None:
-        pdx = _fout(dx, m * k, "dense_backward", "dx")
-    if db is not None:
-        pdb = _fout(db, n, "dense_backward", "db")
-    if k == 0 or n == 0:
-        return
-    cdef int status = NN_OK
-    cdef int64_t j
+    cdef bint sgd = sgd_lr is not None
+    if sgd == (dw is not None):
+        raise ValueError(f"{fn}: pass either dw or sgd_lr")
+    cdef float lr = sgd_lr if sgd else 0.0
+    if sgd and not isfinite(lr):
+        raise ValueError(f"{fn}: sgd_lr must be a finite float32, got {sgd_lr!r}")
+    if b is not None and not sgd:
+        raise ValueError(f"{fn}: b is stepped only with sgd_lr (pass b=None)")
+    if b is not None and db is None:
+        raise ValueError(f"{fn}: stepping b needs db")
+    if (z is None) != (dz is None):
+        raise ValueError(f"{fn}: pass z and dz together (the ReLU backward), or neither")
+    cdef _span s[D_COUNT]
+    cdef const float *px = _dense_array(s, D_X, x, m, k, 2, False, fn)
+    cdef float *pw = _dense_array(s, D_W, w, k, n, 2, sgd, fn)
+    cdef const float *pdy = _dense_array(s, D_DY, dy, m, n, 2, False, fn)
+    cdef const float *pz = _dense_array(s, D_Z, z, m, n, 2, False, fn)
+    cdef float *pdx = _dense_array(s, D_DX, dx, m, k, 2, True, fn)
+    cdef float *pdw = _dense_array(s, D_DW, dw, k, n, 2, True, fn)
+    cdef float *pdb = _dense_array(s, D_DB, db, 1, n, 1, True, fn)
+    cdef float *pb = _dense_array(s, D_B, b, 1, n, 1, True, fn)
+    cdef float *pdz = _dense_array(s, D_DZ, dz, m, n, 2, True, fn)
+    _check_disjoint(s, fn)
+    cdef int status
     with nogil:
-        if m == 0:
-            # an empty batch: every gradient is zero (and so is the update)
-            if pdw != NULL:
-                for j in range(k * n):
-                    pdw[j] = 0.0
-            if pdb != NULL:
-                for j in range(n):
-                    pdb[j] = 0.0
-        elif update:
-            # dx first: it needs the weights before the update.
-            if pdx != NULL:
-                status = nn_sgemm(0, 1, m, k, n, 1.0, pdy, n, pw, n, 0.0, pdx, k, NULL,
-                                  NN_ACT_NONE)
-            if status == NN_OK and pdb != NULL:
-                nn_bias_backward(m, n, pdy, n, pdb)
-            if status == NN_OK:
-                status = nn_sgemm(1, 0, k, n, m, -lr, px, k, pdy, n, 1.0, pw_new, n, NULL,
-                                  NN_ACT_NONE)
-        else:
-            status = nn_sgemm(1, 0, k, n, m, 1.0, px, k, pdy, n, 0.0, pdw, n, NULL, NN_ACT_NONE)
-            if status == NN_OK and pdb != NULL:
-                nn_bias_backward(m, n, pdy, n, pdb)
-            if status == NN_OK and pdx != NULL:
-                status = nn_sgemm(0, 1, m, k, n, 1.0, pdy, n, pw, n, 0.0, pdx, k, NULL,
-                                  NN_ACT_NONE)
-    check(status, "dense_backward")
+        status = nn_dense_backward(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd, lr, pb)
+    check(status, fn)
 
 
 def bias_backward(cnp.ndarray dy not None, cnp.ndarray db not None):
@@ -847,42 +821,6 @@ def profile_events():
 # (batchnorm.c). NCHW float32 C-contiguous arrays; outputs are caller-owned
 # and overwritten. Every shape, dtype, layout and parameter is checked here.
 
-cdef extern from "nncore.h" nogil:
-    ctypedef struct nn_conv2d_params:
-        int64_t n, c, h, w
-        int64_t o, kh, kw
-        int64_t sh, sw, ph, pw, dh, dw
-        int64_t groups
-    int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow)
-    int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                          const float *b, float *y, int act)
-    int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
-                           const float *dy, float *dx, float *dw, float *db)
-    ctypedef struct nn_pool2d_params:
-        int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow
-    void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
-                              float *y, int32_t *argmax)
-    void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                               const int32_t *argmax, float *dx)
-    void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
-                              float *y)
-    void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                               float *dx)
-    void nn_global_avgpool_forward(int64_t planes, int64_t hw, const float *x, float *y)
-    void nn_global_avgpool_backward(int64_t planes, int64_t hw, const float *dy, float *dx)
-    void nn_batchnorm_forward_train(int64_t n, int64_t c, int64_t hw, const float *x,
-                                    const float *weight, const float *bias, float eps,
-                                    float momentum, float *running_mean, float *running_var,
-                                    float *y, float *save_mean, float *save_invstd)
-    void nn_batchnorm_forward_eval(int64_t n, int64_t c, int64_t hw, const float *x,
-                                   const float *weight, const float *bias,
-                                   const float *running_mean, const float *running_var,
-                                   float eps, float *y)
-    void nn_batchnorm_backward(int64_t n, int64_t c, int64_t hw, const float *x,
-                               const float *dy, const float *weight, const float *mean,
-                               const float *invstd, int train, float *dx, float *dweight,
-                               float *dbias)
-
 # Bound on every size and parameter, so that no product the C core forms overflows.
 cdef int64_t _PARAM_MAX = 1 << 31
 
@@ -1018,15 +956,15 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
                    dilation=1, groups=1, int act=0):
     """y = act(conv2d(x, w) + b), PyTorch's Conv2d: x (n, c, h, w), w (o,
     c/groups, kh, kw), b (o,) or None, y (n, o, oh, ow) overwritten; act is
-    a GEMM epilogue code (ACTIVATIONS: none or relu). stride, padding,
+    an activation code the GEMM epilogue fuses (EPILOGUE_ACTS). stride, padding,
     dilation: an int or a pair."""
     cdef str fn = "conv2d_forward"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
     _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
-    if act != NN_ACT_NONE and act != NN_ACT_RELU:
-        raise ValueError(f"{fn}: act must be NN_ACT_NONE or NN_ACT_RELU (the fused "
-                         f"epilogue), got {act}")
+    if not nn_epilogue_supports(act):
+        raise ValueError(f"{fn}: act must be an activation the GEMM epilogue fuses "
+                         f"(one of {sorted(EPILOGUE_ACTS)}), got {act}")
     cdef const float *px = <const float *>cnp.PyArray_DATA(x)
     cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
     cdef const float *pb = NULL

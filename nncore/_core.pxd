@@ -1,0 +1,152 @@
+# The C core's declarations for Cython: csrc/nncore.h mirrored once, section
+# by section. Cython reads this file whenever it compiles _core.pyx (same
+# module name), so _core.pyx declares nothing of C itself. The generated
+# _core.c includes nncore.h, so the C compiler checks every call made through
+# these declarations against the real prototypes.
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+cdef extern from "nncore.h" nogil:
+    # status codes
+    int NN_OK, NN_EINVAL, NN_ENOMEM, NN_EISA
+
+    # CPU dispatch and threads (cpu.c)
+    int NN_ISA_COUNT
+    int NN_MAX_THREADS
+    int nn_init()
+    int nn_set_isa(int isa)
+    int nn_get_isa()
+    int nn_isa_available(int isa)
+    const char *nn_isa_name(int isa)
+    int nn_isa_from_name(const char *name)
+    const char *nn_compiler()
+    const char *nn_build_flags()
+    int nn_openmp_version()
+    void nn_set_num_threads(int n)
+    int nn_get_num_threads()
+    int nn_set_local_num_threads(int n)
+
+    # activations (act.c) and the GEMM epilogue's set
+    int NN_ACT_NONE, NN_ACT_RELU, NN_ACT_LEAKY_RELU, NN_ACT_SIGMOID, NN_ACT_TANH
+    int NN_ACT_GELU, NN_ACT_SOFTMAX
+    int nn_epilogue_supports(int act)
+    void nn_relu_forward(int64_t n, const float *x, float *y)
+    void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx)
+    void nn_leaky_relu_forward(int64_t n, const float *x, float *y, float slope)
+    void nn_leaky_relu_backward(int64_t n, const float *x, const float *dy, float *dx,
+                                float slope)
+    void nn_sigmoid_forward(int64_t n, const float *x, float *y)
+    void nn_sigmoid_backward(int64_t n, const float *y, const float *dy, float *dx)
+    void nn_tanh_forward(int64_t n, const float *x, float *y)
+    void nn_tanh_backward(int64_t n, const float *y, const float *dy, float *dx)
+    void nn_gelu_forward(int64_t n, const float *x, float *y)
+    void nn_gelu_backward(int64_t n, const float *x, const float *dy, float *dx)
+    void nn_softmax_forward(int64_t m, int64_t n, const float *x, float *y)
+    void nn_softmax_backward(int64_t m, int64_t n, const float *y, const float *dy, float *dx)
+
+    # bias gradient (bias.c), input check (check.c), row gather (gather.c)
+    void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db)
+    int nn_all_finite(int64_t n, const float *x)
+    int nn_gather_rows(int64_t m, int64_t n, const float *src, int64_t src_rows,
+                       const int64_t *index, float *dst)
+
+    # dropout (dropout.c)
+    void nn_dropout_forward(int64_t n, const float *x, float *y, uint32_t threshold,
+                            float scale, uint64_t key)
+    void nn_dropout_backward(int64_t n, const float *dy, float *dx, uint32_t threshold,
+                             float scale, uint64_t key)
+
+    # losses (loss.c)
+    int nn_mse_forward(int64_t n, const float *x, const float *t, double *loss)
+    int nn_mse_backward(int64_t n, const float *x, const float *t, float *grad)
+    int nn_huber_forward(int64_t n, const float *x, const float *t, float delta, double *loss)
+    int nn_huber_backward(int64_t n, const float *x, const float *t, float delta, float *grad)
+    int nn_bce_logits_forward(int64_t n, const float *x, const float *t, double *loss)
+    int nn_bce_logits_backward(int64_t n, const float *x, const float *t, float *grad)
+    int nn_cross_entropy_forward(int64_t m, int64_t c, const float *x, const int64_t *labels,
+                                 double *loss, float *grad)
+    int nn_cross_entropy_backward(int64_t m, int64_t c, const float *x,
+                                  const int64_t *labels, float *grad)
+
+    # optimizer steps (optim.c)
+    void nn_sgd_step(int64_t n, float *w, const float *g, float *buf, float lr, float momentum,
+                     float dampening, float weight_decay, int nesterov, int first)
+    void nn_adam_step(int64_t n, float *w, const float *g, float *m, float *v, float beta1,
+                      float beta2, float eps, float weight_decay, float decay,
+                      float step_size, float bc2_sqrt)
+    void nn_rmsprop_step(int64_t n, float *w, const float *g, float *sq, float *gavg,
+                         float *buf, float lr, float alpha, float eps, float weight_decay,
+                         float momentum)
+
+    # SGEMM (gemm.c)
+    int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                 float beta, float *c, int64_t ldc, const float *bias, int activation)
+
+    # Dense layers (dense.c)
+    ctypedef struct nn_dense_layer:
+        const float *w
+        const float *b
+        int64_t n_in, n_out
+        int act
+        float *out
+    int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
+    int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                          const float *dy, const float *relu_z, float *dz, float *dx,
+                          float *dw, float *db, int sgd, float lr, float *b)
+
+    # Conv2d (conv.c)
+    ctypedef struct nn_conv2d_params:
+        int64_t n, c, h, w
+        int64_t o, kh, kw
+        int64_t sh, sw, ph, pw, dh, dw
+        int64_t groups
+    int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow)
+    int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                          const float *b, float *y, int act)
+    int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db)
+
+    # pooling (pool.c)
+    ctypedef struct nn_pool2d_params:
+        int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow
+    void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
+                              float *y, int32_t *argmax)
+    void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
+                               const int32_t *argmax, float *dx)
+    void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
+                              float *y)
+    void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
+                               float *dx)
+    void nn_global_avgpool_forward(int64_t planes, int64_t hw, const float *x, float *y)
+    void nn_global_avgpool_backward(int64_t planes, int64_t hw, const float *dy, float *dx)
+
+    # batch normalisation (batchnorm.c)
+    void nn_batchnorm_forward_train(int64_t n, int64_t c, int64_t hw, const float *x,
+                                    const float *weight, const float *bias, float eps,
+                                    float momentum, float *running_mean, float *running_var,
+                                    float *y, float *save_mean, float *save_invstd)
+    void nn_batchnorm_forward_eval(int64_t n, int64_t c, int64_t hw, const float *x,
+                                   const float *weight, const float *bias,
+                                   const float *running_mean, const float *running_var,
+                                   float eps, float *y)
+    void nn_batchnorm_backward(int64_t n, int64_t c, int64_t hw, const float *x,
+                               const float *dy, const float *weight, const float *mean,
+                               const float *invstd, int train, float *dx, float *dweight,
+                               float *dbias)
+
+    # machine limits (peak.c)
+    void nn_fma_peak(int64_t iters, float *sink, double *flops)
+    void nn_triad(int64_t n, float *a, const float *b, const float *c, float s)
+
+    # profiler (profile.c)
+    ctypedef struct nn_profile_event:
+        pass
+    int nn_profile_start(int64_t capacity)
+    void nn_profile_stop()
+    int nn_profile_enabled()
+    int64_t nn_profile_count()
+    int64_t nn_profile_dropped()
+    int64_t nn_profile_read(int64_t max, nn_profile_event *out)
+    int nn_profile_kernel_count()
+    const char *nn_profile_kernel_name(int id)
+    int64_t nn_profile_now_ns()
