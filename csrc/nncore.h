@@ -197,6 +197,80 @@ int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
                       const float *dy, const float *relu_z, float *dz, float *dx, float *dw,
                       float *db, int sgd, float lr, float *b);
 
+/* ---- Conv2d (conv.c): PyTorch's Conv2d on NCHW float32 ----
+ * x (n, c, h, w); weight (o, c / groups, kh, kw); bias (o) or NULL;
+ * y and dy (n, o, oh, ow) with oh = (h + 2 ph - dh (kh - 1) - 1) / sh + 1,
+ * ow likewise (nn_conv2d_output_size). Zero padding ph, pw on both sides.
+ * Forward: y = act(conv(x, w) + bias), act fused as in the GEMM epilogue
+ * (nn_epilogue_supports). Backward: dx (x's shape), dw (w's shape), db (o) =
+ * sums of dy over the batch and pixels; each overwritten, each skipped when
+ * NULL (x is read only for dw, w only for dx). n == 0: dw and db are zero.
+ * Bitwise identical for any thread count. Returns NN_OK, NN_EINVAL
+ * (inconsistent parameters: a size < 1, channels not divisible by groups,
+ * the kernel larger than the padded input, act not fused) or NN_ENOMEM. */
+typedef struct nn_conv2d_params {
+    int64_t n, c, h, w;   /* input */
+    int64_t o, kh, kw;    /* output channels, kernel */
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t groups;
+} nn_conv2d_params;
+int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow);
+int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                      const float *b, float *y, int act);
+int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw, float *db);
+
+/* ---- Pooling (pool.c): PyTorch's MaxPool2d, AvgPool2d (count_include_pad)
+ * and global average pooling, over `planes` = n * c contiguous h x w planes.
+ * The caller sets oh = (h + 2 ph - kh) / sh + 1 and ow likewise, with
+ * ph <= kh / 2 and pw <= kw / 2. Max pooling's argmax (may be NULL in the
+ * forward pass) holds, per output, the index ih * w + iw of the window's
+ * first maximum in row-major order (padding is -inf; a NaN wins); backward
+ * adds dy there. Backward passes overwrite dx. ---- */
+typedef struct nn_pool2d_params {
+    int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow;
+} nn_pool2d_params;
+#define NN_KERNELS_POOL(X) \
+    X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
+                          int32_t *argmax), (planes, p, x, y, argmax)) \
+    X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
+                           const int32_t *argmax, float *dx), (planes, p, dy, argmax, dx)) \
+    X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
+      (planes, p, x, y)) \
+    X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
+                           float *dx), (planes, p, dy, dx)) \
+    X(global_avgpool_forward, (int64_t planes, int64_t hw, const float *x, float *y), \
+      (planes, hw, x, y)) \
+    X(global_avgpool_backward, (int64_t planes, int64_t hw, const float *dy, float *dx), \
+      (planes, hw, dy, dx))
+NN_KERNELS_POOL(NN_DECLARE_KERNEL)
+
+/* ---- Batch normalisation (batchnorm.c) over x (n, c, hw), PyTorch's
+ * BatchNorm1d (hw = 1) and BatchNorm2d; see batchnorm.c for the formulas.
+ * Training: batch mean and biased variance normalise; save_mean and
+ * save_invstd (c) are written for the backward pass; running stats (may be
+ * NULL) move by momentum, running_var with the unbiased variance (needs
+ * n * hw > 1). weight/bias may be NULL (1, 0). Backward: train = 1 for the
+ * batch statistics (mean, invstd = the saved ones), 0 for constant ones
+ * (evaluation mode); dx, dweight, dbias may be NULL. ---- */
+#define NN_KERNELS_BATCHNORM(X) \
+    X(batchnorm_forward_train, (int64_t n, int64_t c, int64_t hw, const float *x, \
+                                const float *weight, const float *bias, float eps, \
+                                float momentum, float *running_mean, float *running_var, \
+                                float *y, float *save_mean, float *save_invstd), \
+      (n, c, hw, x, weight, bias, eps, momentum, running_mean, running_var, y, save_mean, \
+       save_invstd)) \
+    X(batchnorm_forward_eval, (int64_t n, int64_t c, int64_t hw, const float *x, \
+                               const float *weight, const float *bias, \
+                               const float *running_mean, const float *running_var, float eps, \
+                               float *y), \
+      (n, c, hw, x, weight, bias, running_mean, running_var, eps, y)) \
+    X(batchnorm_backward, (int64_t n, int64_t c, int64_t hw, const float *x, const float *dy, \
+                           const float *weight, const float *mean, const float *invstd, \
+                           int train, float *dx, float *dweight, float *dbias), \
+      (n, c, hw, x, dy, weight, mean, invstd, train, dx, dweight, dbias))
+NN_KERNELS_BATCHNORM(NN_DECLARE_KERNEL)
+
 /* ---- Machine limits (peak.c; per ISA, for the benchmarks) ----
  * nn_fma_peak: `iters` rounds of independent multiply-adds on every thread
  * (nn_get_num_threads()), in registers only; writes the operations done to
@@ -212,7 +286,7 @@ NN_KERNELS_PEAK(NN_DECLARE_KERNEL)
  * dispatch.h). */
 #define NN_PUBLIC_KERNELS(X) \
     NN_KERNELS_ACT(X) NN_KERNELS_BIAS(X) NN_KERNELS_DROPOUT(X) NN_KERNELS_OPTIM(X) \
-    NN_KERNELS_PEAK(X)
+    NN_KERNELS_PEAK(X) NN_KERNELS_POOL(X) NN_KERNELS_BATCHNORM(X)
 
 /* ---- Profiler (profile.c) ----
  * While on, every dispatched kernel, nn_sgemm and the loss functions record

@@ -3,7 +3,7 @@
 # module name), so _core.pyx declares nothing of C itself. The generated
 # _core.c includes nncore.h, so the C compiler checks every call made through
 # these declarations against the real prototypes.
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "nncore.h" nogil:
     # status codes
@@ -93,6 +93,46 @@ cdef extern from "nncore.h" nogil:
     int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
                           const float *dy, const float *relu_z, float *dz, float *dx,
                           float *dw, float *db, int sgd, float lr, float *b)
+
+    # Conv2d (conv.c)
+    ctypedef struct nn_conv2d_params:
+        int64_t n, c, h, w
+        int64_t o, kh, kw
+        int64_t sh, sw, ph, pw, dh, dw
+        int64_t groups
+    int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow)
+    int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                          const float *b, float *y, int act)
+    int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db)
+
+    # pooling (pool.c)
+    ctypedef struct nn_pool2d_params:
+        int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow
+    void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
+                              float *y, int32_t *argmax)
+    void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
+                               const int32_t *argmax, float *dx)
+    void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
+                              float *y)
+    void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
+                               float *dx)
+    void nn_global_avgpool_forward(int64_t planes, int64_t hw, const float *x, float *y)
+    void nn_global_avgpool_backward(int64_t planes, int64_t hw, const float *dy, float *dx)
+
+    # batch normalisation (batchnorm.c)
+    void nn_batchnorm_forward_train(int64_t n, int64_t c, int64_t hw, const float *x,
+                                    const float *weight, const float *bias, float eps,
+                                    float momentum, float *running_mean, float *running_var,
+                                    float *y, float *save_mean, float *save_invstd)
+    void nn_batchnorm_forward_eval(int64_t n, int64_t c, int64_t hw, const float *x,
+                                   const float *weight, const float *bias,
+                                   const float *running_mean, const float *running_var,
+                                   float eps, float *y)
+    void nn_batchnorm_backward(int64_t n, int64_t c, int64_t hw, const float *x,
+                               const float *dy, const float *weight, const float *mean,
+                               const float *invstd, int train, float *dx, float *dweight,
+                               float *dbias)
 
     # machine limits (peak.c)
     void nn_fma_peak(int64_t iters, float *sink, double *flops)

@@ -814,3 +814,514 @@ def profile_events():
         with nogil:
             got = nn_profile_read(count, <nn_profile_event *>cnp.PyArray_DATA(out))
     return out[:got]
+
+
+# ---------------------------------------------------------------------------
+# Conv-net kernels: Conv2d (conv.c), pooling (pool.c), batch norm
+# (batchnorm.c). NCHW float32 C-contiguous arrays; outputs are caller-owned
+# and overwritten. Every shape, dtype, layout and parameter is checked here.
+
+# Bound on every size and parameter, so that no product the C core forms overflows.
+cdef int64_t _PARAM_MAX = 1 << 31
+
+
+cdef int _pair(object v, str fn, str name, int64_t lowest, int64_t *a, int64_t *b) except -1:
+    """An int or a pair of ints, each >= lowest and < 2**31, into a, b."""
+    import operator
+    try:
+        if isinstance(v, (tuple, list)):
+            if len(v) != 2:
+                raise ValueError
+            first, second = operator.index(v[0]), operator.index(v[1])
+        else:
+            first = second = operator.index(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}") from None
+    if not (lowest <= first < _PARAM_MAX and lowest <= second < _PARAM_MAX):
+        raise ValueError(f"{fn}: {name} must be >= {lowest} (and < 2**31), got {v!r}")
+    a[0] = first
+    b[0] = second
+    return 0
+
+
+cdef int _dims(cnp.ndarray a, int ndim, str fn, str name, int64_t *d) except -1:
+    """Check a float32 C-contiguous aligned array of rank ndim; dims into d."""
+    if a is None:
+        raise TypeError(f"{fn}: {name} must be a NumPy array, got None")
+    if cnp.PyArray_NDIM(a) != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D, got shape {(<object>a).shape}")
+    _check_array(a, cnp.NPY_FLOAT32, False, fn, name)
+    cdef int i
+    for i in range(ndim):
+        d[i] = cnp.PyArray_DIM(a, i)
+    return 0
+
+
+cdef float *_fshape(object a, tuple shape, bint writable, str fn, str name) except NULL:
+    """The data of a float32 C-contiguous aligned array of exactly `shape`."""
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{fn}: {name} must be a NumPy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    _check_array(arr, cnp.NPY_FLOAT32, writable, fn, name)
+    if (<object>arr).shape != shape:
+        raise ValueError(f"{fn}: {name} has shape {(<object>arr).shape}, expected {shape}")
+    return <float *>cnp.PyArray_DATA(arr)
+
+
+cdef int _no_overlap(str fn, list outs, list ins) except -1:
+    """Each (name, pointer, bytes) output overlaps no input and no other output."""
+    cdef Py_ssize_t i, j
+    cdef const char *p
+    cdef const void *q
+    allv = outs + ins
+    for i in range(len(outs)):
+        p = <const char *><size_t>outs[i][1]
+        for j in range(len(allv)):
+            if j == i:
+                continue
+            q = <const void *><size_t>allv[j][1]
+            if overlaps(p, outs[i][2], q, allv[j][2]):
+                raise ValueError(f"{fn}: {outs[i][0]} overlaps {allv[j][0]} in memory; "
+                                 f"pass separate arrays")
+    return 0
+
+
+cdef int _conv_params(str fn, tuple xs, tuple ws, object stride, object padding,
+                      object dilation, object groups, nn_conv2d_params *p,
+                      int64_t *oh, int64_t *ow) except -1:
+    """Check a Conv2d of x of shape xs (n, c, h, w) with weight of shape ws (o,
+    c/groups, kh, kw); fill p and the output size."""
+    import operator
+    if len(xs) != 4 or len(ws) != 4:
+        raise ValueError(f"{fn}: x and weight must be 4-D, got shapes {xs} and {ws}")
+    try:
+        g = operator.index(groups)
+    except TypeError:
+        raise TypeError(f"{fn}: groups must be an int, got {groups!r}") from None
+    if not (1 <= g < _PARAM_MAX):
+        raise ValueError(f"{fn}: groups must be >= 1, got {g}")
+    if min(xs) < 0 or min(ws) < 0:
+        raise ValueError(f"{fn}: negative size in {xs} or {ws}")
+    if xs[1] == 0 or xs[2] == 0 or xs[3] == 0:
+        raise ValueError(f"{fn}: x has shape {xs}; channels, height and width must be >= 1")
+    if min(ws) == 0:
+        raise ValueError(f"{fn}: weight has shape {ws}; every size must be >= 1")
+    if max(max(xs), max(ws)) >= _PARAM_MAX:
+        raise ValueError(f"{fn}: sizes too large in {xs} or {ws}")
+    p.n, p.c, p.h, p.w = xs
+    p.o, p.kh, p.kw = ws[0], ws[2], ws[3]
+    p.groups = g
+    _pair(stride, fn, "stride", 1, &p.sh, &p.sw)
+    _pair(padding, fn, "padding", 0, &p.ph, &p.pw)
+    _pair(dilation, fn, "dilation", 1, &p.dh, &p.dw)
+    if p.c % g != 0 or p.o % g != 0:
+        raise ValueError(f"{fn}: groups={g} must divide the input channels ({p.c}) and the "
+                         f"output channels ({p.o})")
+    if ws[1] * g != p.c:
+        raise ValueError(f"{fn}: weight has shape {ws}: {ws[1]} input channels per group, "
+                         f"but x has {p.c} channels in {g} group(s) (expected {p.c // g})")
+    cdef object eh = p.h + 2 * p.ph - p.dh * (p.kh - 1) - 1
+    cdef object ew = p.w + 2 * p.pw - p.dw * (p.kw - 1) - 1
+    if eh < 0 or ew < 0:
+        raise ValueError(f"{fn}: the kernel ({p.kh}x{p.kw}, dilation ({p.dh}, {p.dw})) is "
+                         f"larger than the padded input ({p.h + 2 * p.ph}x{p.w + 2 * p.pw})")
+    if max(eh, ew, p.kh * p.kw * ws[1]) >= _PARAM_MAX:
+        raise ValueError(f"{fn}: sizes too large")
+    oh[0] = eh // p.sh + 1
+    ow[0] = ew // p.sw + 1
+    return 0
+
+
+cdef int _conv_arrays(str fn, cnp.ndarray x, cnp.ndarray w, object stride, object padding,
+                      object dilation, object groups, nn_conv2d_params *p,
+                      int64_t *oh, int64_t *ow) except -1:
+    cdef int64_t d[4]
+    _dims(x, 4, fn, "x", d)
+    _dims(w, 4, fn, "weight", d)
+    return _conv_params(fn, (<object>x).shape, (<object>w).shape, stride, padding, dilation,
+                        groups, p, oh, ow)
+
+
+def conv2d_output_shape(tuple x_shape, tuple w_shape, stride=1, padding=0, dilation=1,
+                        groups=1):
+    """(n, o, oh, ow) of a Conv2d of x (n, c, h, w) with weight (o, c/groups,
+    kh, kw), checked as conv2d_forward checks it."""
+    cdef nn_conv2d_params p
+    cdef int64_t oh, ow
+    _conv_params("conv2d", x_shape, w_shape, stride, padding, dilation, groups, &p, &oh, &ow)
+    return (x_shape[0], w_shape[0], oh, ow)
+
+
+def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, padding=0,
+                   dilation=1, groups=1, int act=0):
+    """y = act(conv2d(x, w) + b), PyTorch's Conv2d: x (n, c, h, w), w (o,
+    c/groups, kh, kw), b (o,) or None, y (n, o, oh, ow) overwritten; act is
+    an activation code the GEMM epilogue fuses (EPILOGUE_ACTS). stride, padding,
+    dilation: an int or a pair."""
+    cdef str fn = "conv2d_forward"
+    cdef nn_conv2d_params p
+    cdef int64_t oh, ow
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
+    if not nn_epilogue_supports(act):
+        raise ValueError(f"{fn}: act must be an activation the GEMM epilogue fuses "
+                         f"(one of {sorted(EPILOGUE_ACTS)}), got {act}")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
+    cdef const float *pb = NULL
+    if b is not None:
+        pb = _fshape(b, (p.o,), False, fn, "bias")
+    cdef float *py = _fshape(y, (p.n, p.o, oh, ow), True, fn, "y")
+    cdef int64_t ny = p.n * p.o * oh * ow * 4
+    _no_overlap(fn, [("y", <size_t>py, ny)],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
+                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0)])
+    cdef int status
+    with nogil:
+        status = nn_conv2d_forward(&p, px, pw, pb, py, act)
+    check(status, fn)
+
+
+def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object dw,
+                    object db, stride=1, padding=0, dilation=1, groups=1):
+    """The gradients of conv2d_forward (without its activation) for dy (n, o,
+    oh, ow): dx (x's shape), dw (w's shape), db (o,), each overwritten, each
+    skipped when None. The bits do not depend on the thread count."""
+    cdef str fn = "conv2d_backward"
+    cdef nn_conv2d_params p
+    cdef int64_t oh, ow
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
+    cdef const float *pdy = _fshape(dy, (p.n, p.o, oh, ow), False, fn, "dy")
+    cdef float *pdx = NULL
+    cdef float *pdw = NULL
+    cdef float *pdb = NULL
+    outs = []
+    if dx is not None:
+        pdx = _fshape(dx, (<object>x).shape, True, fn, "dx")
+        outs.append(("dx", <size_t>pdx, cnp.PyArray_NBYTES(x)))
+    if dw is not None:
+        pdw = _fshape(dw, (<object>w).shape, True, fn, "dw")
+        outs.append(("dw", <size_t>pdw, cnp.PyArray_NBYTES(w)))
+    if db is not None:
+        pdb = _fshape(db, (p.o,), True, fn, "db")
+        outs.append(("db", <size_t>pdb, p.o * 4))
+    _no_overlap(fn, outs, [("x", <size_t>px, cnp.PyArray_NBYTES(x)),
+                           ("weight", <size_t>pw, cnp.PyArray_NBYTES(w)),
+                           ("dy", <size_t>pdy, p.n * p.o * oh * ow * 4)])
+    if not outs:
+        return
+    cdef int status
+    with nogil:
+        status = nn_conv2d_backward(&p, px, pw, pdy, pdx, pdw, pdb)
+    check(status, fn)
+
+
+cdef int _pool_params(str fn, cnp.ndarray x, object kernel, object stride, object padding,
+                      nn_pool2d_params *p, int64_t *planes) except -1:
+    cdef int64_t d[4]
+    _dims(x, 4, fn, "x", d)
+    _pair(kernel, fn, "kernel_size", 1, &p.kh, &p.kw)
+    _pair(kernel if stride is None else stride, fn, "stride", 1, &p.sh, &p.sw)
+    _pair(padding, fn, "padding", 0, &p.ph, &p.pw)
+    if p.ph > p.kh // 2 or p.pw > p.kw // 2:
+        raise ValueError(f"{fn}: padding ({p.ph}, {p.pw}) must be at most half the kernel "
+                         f"({p.kh}, {p.kw})")
+    if d[2] == 0 or d[3] == 0:
+        raise ValueError(f"{fn}: x has shape {(<object>x).shape}; height and width must be >= 1")
+    if d[2] + 2 * p.ph < p.kh or d[3] + 2 * p.pw < p.kw:
+        raise ValueError(f"{fn}: the kernel ({p.kh}x{p.kw}) is larger than the padded input "
+                         f"({d[2] + 2 * p.ph}x{d[3] + 2 * p.pw})")
+    if d[2] * d[3] >= _PARAM_MAX:
+        raise ValueError(f"{fn}: planes of {d[2]}x{d[3]} are too large (2**31 elements at most)")
+    p.h, p.w = d[2], d[3]
+    p.oh = (p.h + 2 * p.ph - p.kh) // p.sh + 1
+    p.ow = (p.w + 2 * p.pw - p.kw) // p.sw + 1
+    planes[0] = d[0] * d[1]
+    return 0
+
+
+def pool2d_output_shape(tuple x_shape, kernel_size, stride=None, padding=0):
+    """(n, c, oh, ow) of MaxPool2d / AvgPool2d (stride None: the kernel size)."""
+    import numpy as np
+    if len(x_shape) != 4:
+        raise ValueError(f"pool2d: x must be 4-D, got shape {x_shape}")
+    cdef nn_pool2d_params p
+    cdef int64_t planes
+    _pool_params("pool2d", np.empty((0, 0) + tuple(x_shape[2:]), np.float32), kernel_size,
+                 stride, padding, &p, &planes)
+    return (x_shape[0], x_shape[1], p.oh, p.ow)
+
+
+def maxpool2d_forward(cnp.ndarray x, object y, object argmax, kernel_size, stride=None,
+                      padding=0):
+    """y = MaxPool2d(kernel_size, stride (None: kernel_size), padding)(x);
+    argmax (int32, y's shape, or None) gets each window's first maximum's
+    index ih * w + iw within its plane, for maxpool2d_backward."""
+    cdef str fn = "maxpool2d_forward"
+    cdef nn_pool2d_params p
+    cdef int64_t planes
+    _pool_params(fn, x, kernel_size, stride, padding, &p, &planes)
+    shape = ((<object>x).shape[0], (<object>x).shape[1], p.oh, p.ow)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef float *py = _fshape(y, shape, True, fn, "y")
+    cdef int32_t *pa = NULL
+    outs = [("y", <size_t>py, planes * p.oh * p.ow * 4)]
+    if argmax is not None:
+        pa = _ishape(argmax, shape, True, fn, "argmax")
+        outs.append(("argmax", <size_t>pa, planes * p.oh * p.ow * 4))
+    _no_overlap(fn, outs, [("x", <size_t>px, cnp.PyArray_NBYTES(x))])
+    if planes == 0:
+        return
+    with nogil:
+        nn_maxpool2d_forward(planes, &p, px, py, pa)
+
+
+cdef int32_t *_ishape(object a, tuple shape, bint writable, str fn, str name) except NULL:
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{fn}: {name} must be a NumPy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_INT32:
+        raise TypeError(f"{fn}: {name} has dtype {arr.dtype}, expected int32")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{fn}: {name} must be C-contiguous and aligned")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{fn}: {name} must be writable")
+    if (<object>arr).shape != shape:
+        raise ValueError(f"{fn}: {name} has shape {(<object>arr).shape}, expected {shape}")
+    return <int32_t *>cnp.PyArray_DATA(arr)
+
+
+def maxpool2d_backward(object dy, object argmax, object dx, kernel_size, stride=None,
+                       padding=0):
+    """dx (the input's shape) = the gradient of maxpool2d_forward: dy added at
+    argmax (from the forward pass), zero elsewhere."""
+    cdef str fn = "maxpool2d_backward"
+    if not isinstance(dx, cnp.ndarray):
+        raise TypeError(f"{fn}: dx must be a NumPy array, got {type(dx).__name__}")
+    cdef nn_pool2d_params p
+    cdef int64_t planes
+    _pool_params(fn, dx, kernel_size, stride, padding, &p, &planes)
+    shape = ((<object>dx).shape[0], (<object>dx).shape[1], p.oh, p.ow)
+    cdef float *pdx = _fshape(dx, (<object>dx).shape, True, fn, "dx")
+    cdef const float *pdy = _fshape(dy, shape, False, fn, "dy")
+    cdef const int32_t *pa = _ishape(argmax, shape, False, fn, "argmax")
+    cdef int64_t nout = planes * p.oh * p.ow, i, plane = p.h * p.w
+    _no_overlap(fn, [("dx", <size_t>pdx, planes * plane * 4)],
+                [("dy", <size_t>pdy, nout * 4), ("argmax", <size_t>pa, nout * 4)])
+    cdef bint bad = False
+    with nogil:
+        for i in range(nout):
+            if pa[i] < 0 or pa[i] >= plane:
+                bad = True
+                break
+        if not bad and planes > 0:
+            nn_maxpool2d_backward(planes, &p, pdy, pa, pdx)
+    if bad:
+        raise ValueError(f"{fn}: argmax holds an index outside [0, {plane}); pass the argmax "
+                         f"maxpool2d_forward wrote")
+
+
+def avgpool2d_forward(cnp.ndarray x, object y, kernel_size, stride=None, padding=0):
+    """y = AvgPool2d(kernel_size, stride (None: kernel_size), padding)(x),
+    count_include_pad=True: window sums / (kh * kw)."""
+    cdef str fn = "avgpool2d_forward"
+    cdef nn_pool2d_params p
+    cdef int64_t planes
+    _pool_params(fn, x, kernel_size, stride, padding, &p, &planes)
+    shape = ((<object>x).shape[0], (<object>x).shape[1], p.oh, p.ow)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef float *py = _fshape(y, shape, True, fn, "y")
+    _no_overlap(fn, [("y", <size_t>py, planes * p.oh * p.ow * 4)],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(x))])
+    if planes == 0:
+        return
+    with nogil:
+        nn_avgpool2d_forward(planes, &p, px, py)
+
+
+def avgpool2d_backward(object dy, object dx, kernel_size, stride=None, padding=0):
+    """dx (the input's shape) = the gradient of avgpool2d_forward."""
+    cdef str fn = "avgpool2d_backward"
+    if not isinstance(dx, cnp.ndarray):
+        raise TypeError(f"{fn}: dx must be a NumPy array, got {type(dx).__name__}")
+    cdef nn_pool2d_params p
+    cdef int64_t planes
+    _pool_params(fn, dx, kernel_size, stride, padding, &p, &planes)
+    shape = ((<object>dx).shape[0], (<object>dx).shape[1], p.oh, p.ow)
+    cdef float *pdx = _fshape(dx, (<object>dx).shape, True, fn, "dx")
+    cdef const float *pdy = _fshape(dy, shape, False, fn, "dy")
+    _no_overlap(fn, [("dx", <size_t>pdx, cnp.PyArray_NBYTES(<cnp.ndarray>dx))],
+                [("dy", <size_t>pdy, planes * p.oh * p.ow * 4)])
+    if planes == 0:
+        return
+    with nogil:
+        nn_avgpool2d_backward(planes, &p, pdy, pdx)
+
+
+def global_avgpool_forward(cnp.ndarray x, object y):
+    """y (n, c) = the mean of each h x w plane of x (n, c, h, w)."""
+    cdef str fn = "global_avgpool_forward"
+    cdef int64_t d[4]
+    _dims(x, 4, fn, "x", d)
+    if d[2] == 0 or d[3] == 0:
+        raise ValueError(f"{fn}: x has shape {(<object>x).shape}; height and width must be >= 1")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef float *py = _fshape(y, (d[0], d[1]), True, fn, "y")
+    _no_overlap(fn, [("y", <size_t>py, d[0] * d[1] * 4)],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(x))])
+    if d[0] * d[1] == 0:
+        return
+    with nogil:
+        nn_global_avgpool_forward(d[0] * d[1], d[2] * d[3], px, py)
+
+
+def global_avgpool_backward(object dy, cnp.ndarray dx):
+    """dx (n, c, h, w) = dy (n, c) / (h * w), broadcast over each plane."""
+    cdef str fn = "global_avgpool_backward"
+    cdef int64_t d[4]
+    _dims(dx, 4, fn, "dx", d)
+    if d[2] == 0 or d[3] == 0:
+        raise ValueError(f"{fn}: dx has shape {(<object>dx).shape}; height and width must be >= 1")
+    cdef float *pdx = _fshape(dx, (<object>dx).shape, True, fn, "dx")
+    cdef const float *pdy = _fshape(dy, (d[0], d[1]), False, fn, "dy")
+    _no_overlap(fn, [("dx", <size_t>pdx, cnp.PyArray_NBYTES(dx))],
+                [("dy", <size_t>pdy, d[0] * d[1] * 4)])
+    if d[0] * d[1] == 0:
+        return
+    with nogil:
+        nn_global_avgpool_backward(d[0] * d[1], d[2] * d[3], pdy, pdx)
+
+
+cdef int _bn_shape(str fn, object x, int64_t *n, int64_t *c, int64_t *hw) except -1:
+    """x is (n, c), (n, c, l) or (n, c, h, w): n, c and hw = the rest."""
+    if not isinstance(x, cnp.ndarray):
+        raise TypeError(f"{fn}: x must be a NumPy array, got {type(x).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(a), i
+    if nd < 2 or nd > 4:
+        raise ValueError(f"{fn}: x must be 2-D, 3-D or 4-D (n, c, ...), got shape "
+                         f"{(<object>a).shape}")
+    _check_array(a, cnp.NPY_FLOAT32, False, fn, "x")
+    n[0] = cnp.PyArray_DIM(a, 0)
+    c[0] = cnp.PyArray_DIM(a, 1)
+    hw[0] = 1
+    for i in range(2, nd):
+        hw[0] *= cnp.PyArray_DIM(a, i)
+    if c[0] == 0:
+        raise ValueError(f"{fn}: x has no channels (shape {(<object>a).shape})")
+    return 0
+
+
+cdef const float *_opt_vec(object v, int64_t c, str fn, str name) except? NULL:
+    if v is None:
+        return NULL
+    return _fshape(v, (c,), False, fn, name)
+
+
+def batchnorm_forward_train(cnp.ndarray x, object weight, object bias, object running_mean,
+                            object running_var, object y, object save_mean,
+                            object save_invstd, double momentum=0.1, double eps=1e-5):
+    """Training-mode BatchNorm1d/2d over x (n, c[, l | h, w]): y normalised
+    with the batch mean and biased variance, times weight plus bias (either
+    may be None); save_mean, save_invstd (c,) written for the backward pass;
+    running_mean / running_var (c,) updated in place with `momentum` (the
+    unbiased variance), or None to skip."""
+    cdef str fn = "batchnorm_forward_train"
+    cdef int64_t n, c, hw
+    _bn_shape(fn, x, &n, &c, &hw)
+    if n * hw <= 1:
+        raise ValueError(f"{fn}: expected more than 1 value per channel when training, got "
+                         f"input shape {(<object>x).shape}")
+    if not eps >= 0.0:
+        raise ValueError(f"{fn}: eps must be >= 0, got {eps}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fn}: pass both running_mean and running_var, or neither")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pw = _opt_vec(weight, c, fn, "weight")
+    cdef const float *pb = _opt_vec(bias, c, fn, "bias")
+    cdef float *prm = NULL
+    cdef float *prv = NULL
+    outs = []
+    if running_mean is not None:
+        prm = _fshape(running_mean, (c,), True, fn, "running_mean")
+        prv = _fshape(running_var, (c,), True, fn, "running_var")
+        outs += [("running_mean", <size_t>prm, c * 4), ("running_var", <size_t>prv, c * 4)]
+    cdef float *py = _fshape(y, (<object>x).shape, True, fn, "y")
+    cdef float *psm = _fshape(save_mean, (c,), True, fn, "save_mean")
+    cdef float *psi = _fshape(save_invstd, (c,), True, fn, "save_invstd")
+    outs += [("y", <size_t>py, cnp.PyArray_NBYTES(x)), ("save_mean", <size_t>psm, c * 4),
+             ("save_invstd", <size_t>psi, c * 4)]
+    _no_overlap(fn, outs, [("x", <size_t>px, cnp.PyArray_NBYTES(x)),
+                           ("weight", <size_t>pw, c * 4 if pw else 0),
+                           ("bias", <size_t>pb, c * 4 if pb else 0)])
+    with nogil:
+        nn_batchnorm_forward_train(n, c, hw, px, pw, pb, <float>eps, <float>momentum, prm, prv,
+                                   py, psm, psi)
+
+
+def batchnorm_forward_eval(cnp.ndarray x, object weight, object bias, object running_mean,
+                           object running_var, object y, double eps=1e-5):
+    """Evaluation-mode BatchNorm: y = (x - running_mean) / sqrt(running_var +
+    eps) * weight + bias (weight, bias may be None)."""
+    cdef str fn = "batchnorm_forward_eval"
+    cdef int64_t n, c, hw
+    _bn_shape(fn, x, &n, &c, &hw)
+    if not eps >= 0.0:
+        raise ValueError(f"{fn}: eps must be >= 0, got {eps}")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pw = _opt_vec(weight, c, fn, "weight")
+    cdef const float *pb = _opt_vec(bias, c, fn, "bias")
+    cdef const float *prm = _fshape(running_mean, (c,), False, fn, "running_mean")
+    cdef const float *prv = _fshape(running_var, (c,), False, fn, "running_var")
+    cdef float *py = _fshape(y, (<object>x).shape, True, fn, "y")
+    _no_overlap(fn, [("y", <size_t>py, cnp.PyArray_NBYTES(x))],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(x)),
+                 ("weight", <size_t>pw, c * 4 if pw else 0),
+                 ("bias", <size_t>pb, c * 4 if pb else 0),
+                 ("running_mean", <size_t>prm, c * 4), ("running_var", <size_t>prv, c * 4)])
+    if n * hw == 0:
+        return
+    with nogil:
+        nn_batchnorm_forward_eval(n, c, hw, px, pw, pb, prm, prv, <float>eps, py)
+
+
+def batchnorm_backward(cnp.ndarray x, object dy, object weight, object mean, object invstd,
+                       object dx, object dweight, object dbias, bint train=True):
+    """Gradients of BatchNorm for dy (x's shape). train=True: through the
+    batch statistics (mean, invstd = save_mean, save_invstd of the training
+    forward); train=False: statistics held constant (mean = running_mean,
+    invstd = 1 / sqrt(running_var + eps)). dx, dweight, dbias (c,) are
+    overwritten, each skipped when None; weight None means 1."""
+    cdef str fn = "batchnorm_backward"
+    cdef int64_t n, c, hw
+    _bn_shape(fn, x, &n, &c, &hw)
+    if train and n * hw <= 1:
+        raise ValueError(f"{fn}: expected more than 1 value per channel when training, got "
+                         f"input shape {(<object>x).shape}")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pdy = _fshape(dy, (<object>x).shape, False, fn, "dy")
+    cdef const float *pw = _opt_vec(weight, c, fn, "weight")
+    cdef const float *pm = _fshape(mean, (c,), False, fn, "mean")
+    cdef const float *pi = _fshape(invstd, (c,), False, fn, "invstd")
+    cdef float *pdx = NULL
+    cdef float *pdw = NULL
+    cdef float *pdb = NULL
+    outs = []
+    if dx is not None:
+        pdx = _fshape(dx, (<object>x).shape, True, fn, "dx")
+        outs.append(("dx", <size_t>pdx, cnp.PyArray_NBYTES(x)))
+    if dweight is not None:
+        pdw = _fshape(dweight, (c,), True, fn, "dweight")
+        outs.append(("dweight", <size_t>pdw, c * 4))
+    if dbias is not None:
+        pdb = _fshape(dbias, (c,), True, fn, "dbias")
+        outs.append(("dbias", <size_t>pdb, c * 4))
+    _no_overlap(fn, outs, [("x", <size_t>px, cnp.PyArray_NBYTES(x)),
+                           ("dy", <size_t>pdy, cnp.PyArray_NBYTES(x)),
+                           ("weight", <size_t>pw, c * 4 if pw else 0),
+                           ("mean", <size_t>pm, c * 4), ("invstd", <size_t>pi, c * 4)])
+    if not outs:
+        return
+    with nogil:
+        nn_batchnorm_backward(n, c, hw, px, pdy, pw, pm, pi, train, pdx, pdw, pdb)

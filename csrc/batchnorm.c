@@ -1,0 +1,216 @@
+/* Batch normalisation over (N, C, HW), PyTorch's BatchNorm1d/2d (HW = 1 for
+ * BatchNorm1d on (N, C)). Compiled once per ISA (see dispatch.h).
+ *
+ * Training forward, per channel c over its M = N * HW values:
+ *   mean = sum(x) / M, var = sum((x - mean)^2) / M (two passes, in double),
+ *   invstd = 1 / sqrt(var + eps),
+ *   y = (x - mean) * invstd * weight + bias, computed as x * a + b with
+ *     a = invstd * weight, b = bias - mean * a,
+ *   running_mean = (1 - momentum) * running_mean + momentum * mean,
+ *   running_var  = (1 - momentum) * running_var + momentum * var * M / (M - 1)
+ *     (the unbiased variance; M > 1, which the caller checks),
+ *   save_mean, save_invstd: mean and invstd for the backward pass.
+ * Evaluation forward: the same with running_mean and invstd =
+ *   1 / sqrt(running_var + eps).
+ * Backward (train = 1, the batch statistics): with xhat = (x - mean) * invstd,
+ *   dbias = sum(dy), dweight = sum(dy * xhat),
+ *   dx = (dy - sum(dy) / M - (x - mean) * invstd^2 * sum(dy * (x - mean)) / M)
+ *        * invstd * weight;
+ * (train = 0, statistics held constant, as in evaluation mode):
+ *   dx = dy * invstd * weight, with mean and invstd those of the running stats.
+ * weight and bias may be NULL (1 and 0); running stats, dx, dweight, dbias
+ * may be NULL to skip them.
+ *
+ * Determinism: threads split channels (blocks of NN_BN_BLOCK channels when
+ * HW = 1, so that rows are read contiguously); each channel's sums run in
+ * one fixed order in double, whatever the thread count. */
+#include <math.h>
+#include "dispatch.h"
+
+#define NN_BN_BLOCK 64
+#define NN_BN_PARALLEL_MIN 32768
+
+/* The sum of x[j] (or (x[j] - shift) * (x[j] - shift) when square) over n
+ * floats, in double: eight running sums combined in a fixed order. */
+static inline double plane_sum(const float *x, int64_t n, double shift, int square)
+{
+    double part[8] = {0};
+    int64_t j = 0;
+    if (square) {
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) {
+                const double d = (double)x[j + l] - shift;
+                part[l] += d * d;
+            }
+    } else {
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++)
+                part[l] += x[j + l];
+    }
+    double s = ((part[0] + part[4]) + (part[2] + part[6])) +
+               ((part[1] + part[5]) + (part[3] + part[7]));
+    for (; j < n; j++) {
+        const double d = (double)x[j] - (square ? shift : 0.0);
+        s += square ? d * d : d;
+    }
+    return s;
+}
+
+/* sum(dy) and sum(dy * (x - mean)) over n floats, in double, fixed order. */
+static inline void plane_sums2(const float *dy, const float *x, int64_t n, double mean,
+                               double *sdy, double *sdyx)
+{
+    double a[4] = {0}, b[4] = {0};
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        for (int l = 0; l < 4; l++) {
+            const double g = dy[j + l];
+            a[l] += g;
+            b[l] += g * ((double)x[j + l] - mean);
+        }
+    double s = (a[0] + a[2]) + (a[1] + a[3]), t = (b[0] + b[2]) + (b[1] + b[3]);
+    for (; j < n; j++) {
+        const double g = dy[j];
+        s += g;
+        t += g * ((double)x[j] - mean);
+    }
+    *sdy += s;
+    *sdyx += t;
+}
+
+static inline int64_t block_of(int64_t hw) { return hw == 1 ? NN_BN_BLOCK : 1; }
+
+/* y = x * a[c] + b[c] for channels [c0, c1). */
+static void bn_apply(int64_t n, int64_t c, int64_t hw, int64_t c0, int64_t c1, const float *x,
+                     const float *a, const float *b, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t ch = c0; ch < c1; ch++) {
+            const float *xp = x + (i * c + ch) * hw;
+            float *yp = y + (i * c + ch) * hw;
+            const float s = a[ch - c0], t = b[ch - c0];
+            for (int64_t j = 0; j < hw; j++)
+                yp[j] = xp[j] * s + t;
+        }
+}
+
+void NN_ISA_FN(batchnorm_forward_train)(int64_t n, int64_t c, int64_t hw, const float *x,
+                                        const float *weight, const float *bias, float eps,
+                                        float momentum, float *running_mean,
+                                        float *running_var, float *y, float *save_mean,
+                                        float *save_invstd)
+{
+    const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
+    const double m = (double)n * (double)hw;
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
+    if (n * c * hw >= NN_BN_PARALLEL_MIN && blocks > 1)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t c0 = blk * bs, c1 = c0 + bs < c ? c0 + bs : c;
+        double mean[NN_BN_BLOCK], var[NN_BN_BLOCK];
+        float a[NN_BN_BLOCK], b[NN_BN_BLOCK];
+        for (int64_t ch = c0; ch < c1; ch++)
+            mean[ch - c0] = var[ch - c0] = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t ch = c0; ch < c1; ch++)
+                mean[ch - c0] += plane_sum(x + (i * c + ch) * hw, hw, 0.0, 0);
+        for (int64_t ch = c0; ch < c1; ch++)
+            mean[ch - c0] /= m;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t ch = c0; ch < c1; ch++)
+                var[ch - c0] += plane_sum(x + (i * c + ch) * hw, hw, mean[ch - c0], 1);
+        for (int64_t ch = c0; ch < c1; ch++) {
+            const int64_t k = ch - c0;
+            const double v = var[k] / m;
+            const double invstd = 1.0 / sqrt(v + (double)eps);
+            const double w = weight ? (double)weight[ch] : 1.0;
+            const double sc = invstd * w;
+            a[k] = (float)sc;
+            b[k] = (float)((bias ? (double)bias[ch] : 0.0) - mean[k] * sc);
+            save_mean[ch] = (float)mean[k];
+            save_invstd[ch] = (float)invstd;
+            if (running_mean)
+                running_mean[ch] = (float)((1.0 - (double)momentum) * running_mean[ch] +
+                                           (double)momentum * mean[k]);
+            if (running_var) {
+                const double unbiased = m > 1.0 ? var[k] / (m - 1.0) : v;
+                running_var[ch] = (float)((1.0 - (double)momentum) * running_var[ch] +
+                                          (double)momentum * unbiased);
+            }
+        }
+        bn_apply(n, c, hw, c0, c1, x, a, b, y);
+    }
+}
+
+void NN_ISA_FN(batchnorm_forward_eval)(int64_t n, int64_t c, int64_t hw, const float *x,
+                                       const float *weight, const float *bias,
+                                       const float *running_mean, const float *running_var,
+                                       float eps, float *y)
+{
+    const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
+    if (n * c * hw >= NN_BN_PARALLEL_MIN && blocks > 1)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t c0 = blk * bs, c1 = c0 + bs < c ? c0 + bs : c;
+        float a[NN_BN_BLOCK], b[NN_BN_BLOCK];
+        for (int64_t ch = c0; ch < c1; ch++) {
+            const double invstd = 1.0 / sqrt((double)running_var[ch] + (double)eps);
+            const double sc = invstd * (weight ? (double)weight[ch] : 1.0);
+            a[ch - c0] = (float)sc;
+            b[ch - c0] = (float)((bias ? (double)bias[ch] : 0.0) - (double)running_mean[ch] * sc);
+        }
+        bn_apply(n, c, hw, c0, c1, x, a, b, y);
+    }
+}
+
+void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float *x,
+                                   const float *dy, const float *weight, const float *mean,
+                                   const float *invstd, int train, float *dx, float *dweight,
+                                   float *dbias)
+{
+    const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
+    const double m = (double)n * (double)hw;
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
+    if (n * c * hw >= NN_BN_PARALLEL_MIN && blocks > 1)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t c0 = blk * bs, c1 = c0 + bs < c ? c0 + bs : c;
+        double sdy[NN_BN_BLOCK], sdyx[NN_BN_BLOCK];
+        float k1[NN_BN_BLOCK], k2[NN_BN_BLOCK], k3[NN_BN_BLOCK], mu[NN_BN_BLOCK];
+        for (int64_t ch = c0; ch < c1; ch++)
+            sdy[ch - c0] = sdyx[ch - c0] = 0.0;
+        if (train || dweight || dbias)
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t ch = c0; ch < c1; ch++) {
+                    const int64_t off = (i * c + ch) * hw;
+                    plane_sums2(dy + off, x + off, hw, (double)mean[ch], &sdy[ch - c0],
+                                &sdyx[ch - c0]);
+                }
+        for (int64_t ch = c0; ch < c1; ch++) {
+            const int64_t k = ch - c0;
+            const double is = invstd[ch], w = weight ? (double)weight[ch] : 1.0;
+            if (dbias)
+                dbias[ch] = (float)sdy[k];
+            if (dweight)
+                dweight[ch] = (float)(sdyx[k] * is);
+            /* dx = (dy - (x - mean) * k2 - k3) * k1 */
+            k1[k] = (float)(is * w);
+            k2[k] = train ? (float)(sdyx[k] * is * is / m) : 0.0f;
+            k3[k] = train ? (float)(sdy[k] / m) : 0.0f;
+            mu[k] = mean[ch];
+        }
+        if (!dx)
+            continue;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t ch = c0; ch < c1; ch++) {
+                const int64_t off = (i * c + ch) * hw, k = ch - c0;
+                const float *xp = x + off, *gp = dy + off;
+                float *dp = dx + off;
+                const float a = k1[k], b = k2[k], d = k3[k], u = mu[k];
+                if (train)
+                    for (int64_t j = 0; j < hw; j++)
+                        dp[j] = (gp[j] - (xp[j] - u) * b - d) * a;
+                else
+                    for (int64_t j = 0; j < hw; j++)
+                        dp[j] = gp[j] * a;
+            }
+    }
+}

@@ -1,0 +1,659 @@
+/* Conv2d forward and backward, PyTorch's definition (NCHW, cross-correlation,
+ * zero padding, stride, dilation, groups).
+ *
+ * Layout: NCHW at the API and inside; no repacking of x, y or the weights.
+ * Per sample n and group g, with K = C/groups * KH * KW and P = OH * OW:
+ *
+ *   forward   y[n,g] (O/g x P) = W[g] (O/g x K) @ col (K x P)
+ *   dx        dcol (K x P)     = W[g]^T @ dy[n,g],  dx[n,g] = col2im(dcol)
+ *   dw        dW[g] (O/g x K)  = sum over n of dy[n,g] @ col^T
+ *   db        db[o]            = sum over n, p of dy[n,o,p]
+ *
+ * col is im2col of x[n,g]: row (c, kh, kw), column p = (oh, ow), so that the
+ * GEMM's rows are output channels and its wide dimension is pixels, and y is
+ * written in place in NCHW (C = y[n,g] with ldc = P). Bias is per row of that
+ * product: the rows are first filled with the bias, then the GEMM adds to
+ * them (beta = 1) and its epilogue applies the ReLU in registers.
+ *
+ * Special cases:
+ *   1x1, stride 1, no padding: col is x itself (B = x[n,g], ldb = H*W), and
+ *     dx is written by the GEMM directly: no im2col, no col2im.
+ *   C/groups == 1 (depthwise, any channel multiplier): direct loops over rows
+ *     of the output, no GEMM.
+ *
+ * Work is a list of independent tasks, each writing outputs no other task
+ * writes; the list depends only on the shapes, never on the thread count:
+ *   forward   (n, g, block of pixels): im2col of the block, one GEMM
+ *   dx        (n, g, block of input channels): GEMM into dcol, col2im into
+ *             those channels' planes (zeroed by the task, added in a fixed order)
+ *   dw        (g, block of output channels, block of K rows): loops over all
+ *             samples in order, accumulating with beta = 1, so each weight's
+ *             reduction over the batch runs in one fixed order
+ *   db        (block of channels): double sums in (n, p) order
+ * One parallel region per call runs the list (dynamic schedule: a task
+ * computes the same bits whichever thread runs it). Inside the region each
+ * thread caps its own OpenMP count at 1 (nn_set_local_num_threads), so the
+ * nn_sgemm calls run on the calling thread without opening a region of
+ * their own. A list of one task runs without a region, and its GEMM may then
+ * use the threads itself (nn_sgemm's bits do not depend on its thread count).
+ * Results are therefore bitwise identical for any thread count.
+ *
+ * Buffers: each thread's im2col / dcol block comes from its
+ * nn_workspace_get(NN_WS_LAYER) buffer (nn_sgemm uses the PACK and AUX
+ * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. */
+#include <string.h>
+#include <omp.h>
+#include "dispatch.h"
+#include "workspace.h"
+
+/* Floats of one im2col / dcol block (the K x columns matrix a task builds):
+ * 256 KiB, which leaves room in a 1-2 MiB L2 for the GEMM's packed panels. */
+#define NN_CONV_COL_FLOATS 65536
+/* Pixel blocks are multiples of this (the widest GEMM register tile). */
+#define NN_CONV_PIXEL_UNIT 64
+/* Below this many flops a call runs on the calling thread. */
+#define NN_CONV_PARALLEL_MIN_FLOPS 1500000.0
+/* The weight-gradient list aims at this many tasks (shape only). */
+#define NN_CONV_DW_MIN_TASKS 4
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+/* Split len into blocks of at most max (rounded up to unit when that still
+ * fits within len), all but the last the same size. */
+static int64_t block_size(int64_t len, int64_t max, int64_t unit)
+{
+    max = max64(max, 1);
+    if (len <= max)
+        return len;
+    int64_t b = ceil_div(len, ceil_div(len, max));
+    if (unit > 1 && b > unit)
+        b = min64(round_up(b, unit), len);
+    return b;
+}
+
+typedef struct geom {
+    int64_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, groups;
+    int64_t oh, ow;
+    int64_t cg, og;   /* channels per group in and out */
+    int64_t kk, kg;   /* kh * kw, cg * kk: the GEMM depth */
+    int64_t hw, p;    /* input and output plane sizes */
+    int pointwise;    /* 1x1, stride 1, no padding: col is x */
+    int depthwise;    /* cg == 1: direct loops */
+} geom;
+
+static int geom_init(const nn_conv2d_params *q, geom *G)
+{
+    if (q->n < 0 || q->c < 1 || q->h < 1 || q->w < 1 || q->o < 1 || q->kh < 1 || q->kw < 1 ||
+        q->sh < 1 || q->sw < 1 || q->ph < 0 || q->pw < 0 || q->dh < 1 || q->dw < 1 ||
+        q->groups < 1 || q->c % q->groups != 0 || q->o % q->groups != 0)
+        return NN_EINVAL;
+    G->n = q->n, G->c = q->c, G->h = q->h, G->w = q->w, G->o = q->o;
+    G->kh = q->kh, G->kw = q->kw, G->sh = q->sh, G->sw = q->sw, G->ph = q->ph, G->pw = q->pw;
+    G->dh = q->dh, G->dw = q->dw, G->groups = q->groups;
+    const int64_t eh = q->h + 2 * q->ph - q->dh * (q->kh - 1) - 1;
+    const int64_t ew = q->w + 2 * q->pw - q->dw * (q->kw - 1) - 1;
+    if (eh < 0 || ew < 0)
+        return NN_EINVAL;
+    G->oh = eh / q->sh + 1;
+    G->ow = ew / q->sw + 1;
+    G->cg = q->c / q->groups;
+    G->og = q->o / q->groups;
+    G->kk = q->kh * q->kw;
+    G->kg = G->cg * G->kk;
+    G->hw = q->h * q->w;
+    G->p = G->oh * G->ow;
+    G->pointwise = q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 && q->ph == 0 &&
+                   q->pw == 0;
+    G->depthwise = G->cg == 1 && !G->pointwise;
+    return NN_OK;
+}
+
+int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow)
+{
+    geom G;
+    int status = geom_init(p, &G);
+    if (status == NN_OK) {
+        *oh = G.oh;
+        *ow = G.ow;
+    }
+    return status;
+}
+
+/* The output columns [lo, hi) of one kernel column whose input column
+ * ow * sw + off lies inside [0, w). */
+static inline void valid_range(int64_t off, int64_t s, int64_t w, int64_t ow, int64_t *lo,
+                               int64_t *hi)
+{
+    int64_t a = off >= 0 ? 0 : ceil_div(-off, s);
+    int64_t b = w - 1 - off < 0 ? 0 : (w - 1 - off) / s + 1;
+    a = min64(a, ow);
+    b = min64(max64(b, a), ow);
+    *lo = a;
+    *hi = b;
+}
+
+/* col[r - r0][p - p0] = x value under kernel row r at output pixel p (zero in
+ * the padding), for rows [r0, r1) and pixels [p0, p1) of one group's input
+ * xg (cg planes). ld: col's row stride. */
+static void im2col(const geom *G, const float *xg, int64_t r0, int64_t r1, int64_t p0,
+                   int64_t p1, float *col, int64_t ld)
+{
+    const int64_t OW = G->ow, W = G->w, sw = G->sw;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t c = r / G->kk, ki = r % G->kk / G->kw, kj = r % G->kw;
+        const float *xc = xg + c * G->hw;
+        const int64_t ih0 = ki * G->dh - G->ph, iw0 = kj * G->dw - G->pw;
+        int64_t lo, hi;
+        valid_range(iw0, sw, W, OW, &lo, &hi);
+        float *dst = col + (r - r0) * ld - p0;
+        for (int64_t p = p0; p < p1;) {
+            const int64_t oh = p / OW, a = p % OW, e = min64(OW, a + (p1 - p));
+            const int64_t ih = oh * G->sh + ih0;
+            float *d = dst + oh * OW; /* d[ow] is pixel (oh, ow) */
+            if (ih < 0 || ih >= G->h) {
+                for (int64_t j = a; j < e; j++)
+                    d[j] = 0.0f;
+            } else {
+                const float *src = xc + ih * W + iw0;
+                const int64_t m0 = max64(a, lo), m1 = max64(m0, min64(e, hi));
+                for (int64_t j = a; j < m0; j++)
+                    d[j] = 0.0f;
+                if (sw == 1) {
+                    if (m1 > m0)
+                        memcpy(d + m0, src + m0, (size_t)(m1 - m0) * sizeof(float));
+                } else {
+                    for (int64_t j = m0; j < m1; j++)
+                        d[j] = src[j * sw];
+                }
+                for (int64_t j = m1; j < e; j++)
+                    d[j] = 0.0f;
+            }
+            p += e - a;
+        }
+    }
+}
+
+/* The adjoint of im2col: dxg plane values += dcol[r - r0][p - p0] for rows
+ * [r0, r1) and pixels [p0, p1) (padding dropped). Rows, then pixels, in
+ * order: each input value's additions happen in one fixed order. */
+static void col2im(const geom *G, const float *dcol, int64_t ld, int64_t r0, int64_t r1,
+                   int64_t p0, int64_t p1, float *dxg)
+{
+    const int64_t OW = G->ow, W = G->w, sw = G->sw;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t c = r / G->kk, ki = r % G->kk / G->kw, kj = r % G->kw;
+        float *xc = dxg + c * G->hw;
+        const int64_t ih0 = ki * G->dh - G->ph, iw0 = kj * G->dw - G->pw;
+        int64_t lo, hi;
+        valid_range(iw0, sw, W, OW, &lo, &hi);
+        const float *src = dcol + (r - r0) * ld - p0;
+        for (int64_t p = p0; p < p1;) {
+            const int64_t oh = p / OW, a = p % OW, e = min64(OW, a + (p1 - p));
+            const int64_t ih = oh * G->sh + ih0;
+            if (ih >= 0 && ih < G->h) {
+                const float *s = src + oh * OW;
+                float *d = xc + ih * W + iw0;
+                const int64_t m0 = max64(a, lo), m1 = max64(m0, min64(e, hi));
+                if (sw == 1) {
+                    for (int64_t j = m0; j < m1; j++)
+                        d[j] += s[j];
+                } else {
+                    for (int64_t j = m0; j < m1; j++)
+                        d[j * sw] += s[j];
+                }
+            }
+            p += e - a;
+        }
+    }
+}
+
+/* ---- depthwise (C/groups == 1): direct loops ---- */
+
+/* One output plane: y = act(b + sum over (kh, kw) of w * x shifted). */
+static void dw_forward_plane(const geom *G, const float *x, const float *w, float bias,
+                             int act, float *y)
+{
+    const int64_t OW = G->ow, W = G->w, sw = G->sw;
+    for (int64_t oh = 0; oh < G->oh; oh++) {
+        float *yr = y + oh * OW;
+        for (int64_t j = 0; j < OW; j++)
+            yr[j] = bias;
+        for (int64_t ki = 0; ki < G->kh; ki++) {
+            const int64_t ih = oh * G->sh - G->ph + ki * G->dh;
+            if (ih < 0 || ih >= G->h)
+                continue;
+            const float *xr = x + ih * W;
+            for (int64_t kj = 0; kj < G->kw; kj++) {
+                const float wv = w[ki * G->kw + kj];
+                const int64_t off = kj * G->dw - G->pw;
+                int64_t lo, hi;
+                valid_range(off, sw, W, OW, &lo, &hi);
+                const float *s = xr + off;
+                if (sw == 1) {
+                    for (int64_t j = lo; j < hi; j++)
+                        yr[j] += wv * s[j];
+                } else {
+                    for (int64_t j = lo; j < hi; j++)
+                        yr[j] += wv * s[j * sw];
+                }
+            }
+        }
+        if (act == NN_ACT_RELU)
+            for (int64_t j = 0; j < OW; j++)
+                yr[j] = yr[j] < 0.0f ? 0.0f : yr[j];
+    }
+}
+
+/* dx plane += the adjoint of dw_forward_plane for one output plane dy. */
+static void dw_dx_plane(const geom *G, const float *dy, const float *w, float *dx)
+{
+    const int64_t OW = G->ow, W = G->w, sw = G->sw;
+    for (int64_t oh = 0; oh < G->oh; oh++) {
+        const float *dyr = dy + oh * OW;
+        for (int64_t ki = 0; ki < G->kh; ki++) {
+            const int64_t ih = oh * G->sh - G->ph + ki * G->dh;
+            if (ih < 0 || ih >= G->h)
+                continue;
+            float *xr = dx + ih * W;
+            for (int64_t kj = 0; kj < G->kw; kj++) {
+                const float wv = w[ki * G->kw + kj];
+                const int64_t off = kj * G->dw - G->pw;
+                int64_t lo, hi;
+                valid_range(off, sw, W, OW, &lo, &hi);
+                float *d = xr + off;
+                if (sw == 1) {
+                    for (int64_t j = lo; j < hi; j++)
+                        d[j] += wv * dyr[j];
+                } else {
+                    for (int64_t j = lo; j < hi; j++)
+                        d[j * sw] += wv * dyr[j];
+                }
+            }
+        }
+    }
+}
+
+/* sum over j in [lo, hi) of a[j] * b[j * sb], in a fixed order: eight
+ * running partial sums (which the compiler can keep in one vector when
+ * sb == 1), combined pairwise, then the tail. */
+static inline float dot_fixed(const float *a, const float *b, int64_t sb, int64_t lo,
+                              int64_t hi)
+{
+    float part[8] = {0};
+    int64_t j = lo;
+    if (sb == 1) {
+        for (; j + 8 <= hi; j += 8)
+            for (int l = 0; l < 8; l++)
+                part[l] += a[j + l] * b[j + l];
+    } else {
+        for (; j + 8 <= hi; j += 8)
+            for (int l = 0; l < 8; l++)
+                part[l] += a[j + l] * b[(j + l) * sb];
+    }
+    float s = ((part[0] + part[4]) + (part[2] + part[6])) +
+              ((part[1] + part[5]) + (part[3] + part[7]));
+    for (; j < hi; j++)
+        s += a[j] * b[j * sb];
+    return s;
+}
+
+/* acc[kh*kw] += the weight gradient of one plane pair (dy, x), each (oh, kh,
+ * kw) row dot product in float, added to the double accumulators. */
+static void dw_dw_plane(const geom *G, const float *dy, const float *x, double *acc)
+{
+    const int64_t OW = G->ow, W = G->w, sw = G->sw;
+    for (int64_t oh = 0; oh < G->oh; oh++) {
+        const float *dyr = dy + oh * OW;
+        for (int64_t ki = 0; ki < G->kh; ki++) {
+            const int64_t ih = oh * G->sh - G->ph + ki * G->dh;
+            if (ih < 0 || ih >= G->h)
+                continue;
+            const float *xr = x + ih * W;
+            for (int64_t kj = 0; kj < G->kw; kj++) {
+                const int64_t off = kj * G->dw - G->pw;
+                int64_t lo, hi;
+                valid_range(off, sw, W, OW, &lo, &hi);
+                acc[ki * G->kw + kj] += (double)dot_fixed(dyr, xr + off, sw, lo, hi);
+            }
+        }
+    }
+}
+
+/* ---- the tasks ---- */
+
+typedef struct conv_call {
+    geom G;
+    const float *x, *w, *b, *dy;
+    float *y, *dx, *dwt, *db;
+    int act;
+    /* forward: pixel blocks of pb */
+    int64_t pb, npb;
+    /* dx: input-channel blocks of cb channels, pixel chunks of dpc */
+    int64_t cb, ncb, dpc;
+    /* dw: output-channel blocks of ob, K-row blocks of rb, pixel chunks of wpc */
+    int64_t ob, nob, rb, nrb, wpc;
+    /* db: channel blocks of bb */
+    int64_t bb, nbb;
+    /* depthwise: channel blocks of planes per task */
+    int64_t dcb, ndcb;
+    int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
+    size_t buf_floats;               /* each thread's LAYER buffer */
+} conv_call;
+
+static void fill_rows(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *v)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *ci = c + i * ldc;
+        const float x = v[i];
+        for (int64_t j = 0; j < cols; j++)
+            ci[j] = x;
+    }
+}
+
+static int forward_task(const conv_call *K, int64_t t, float *buf)
+{
+    const geom *G = &K->G;
+    if (G->depthwise) {
+        const int64_t n = t / K->ndcb, o0 = t % K->ndcb * K->dcb, o1 = min64(o0 + K->dcb, G->o);
+        for (int64_t o = o0; o < o1; o++) {
+            const int64_t c = o / G->og;
+            dw_forward_plane(G, K->x + (n * G->c + c) * G->hw, K->w + o * G->kk,
+                             K->b ? K->b[o] : 0.0f, K->act, K->y + (n * G->o + o) * G->p);
+        }
+        return NN_OK;
+    }
+    const int64_t per_n = G->groups * K->npb;
+    const int64_t n = t / per_n, g = t % per_n / K->npb, blk = t % K->npb;
+    const int64_t p0 = blk * K->pb, p1 = min64(p0 + K->pb, G->p), np = p1 - p0;
+    const float *xg = K->x + (n * G->c + g * G->cg) * G->hw;
+    const float *B;
+    int64_t ldb;
+    if (G->pointwise) {
+        B = xg + p0;
+        ldb = G->hw;
+    } else {
+        im2col(G, xg, 0, G->kg, p0, p1, buf, np);
+        B = buf;
+        ldb = np;
+    }
+    float *C = K->y + (n * G->o + g * G->og) * G->p + p0;
+    if (K->b)
+        fill_rows(C, G->p, G->og, np, K->b + g * G->og);
+    return nn_sgemm(0, 0, G->og, np, G->kg, 1.0f, K->w + g * G->og * G->kg, G->kg, B, ldb,
+                    K->b ? 1.0f : 0.0f, C, G->p, NULL, K->act);
+}
+
+static int dx_task(const conv_call *K, int64_t t, float *buf)
+{
+    const geom *G = &K->G;
+    if (G->depthwise) {
+        /* one input plane: the sum over its og output channels */
+        const int64_t n = t / G->c, c = t % G->c;
+        float *dx = K->dx + (n * G->c + c) * G->hw;
+        memset(dx, 0, (size_t)G->hw * sizeof(float));
+        for (int64_t o = c * G->og; o < (c + 1) * G->og; o++)
+            dw_dx_plane(G, K->dy + (n * G->o + o) * G->p, K->w + o * G->kk, dx);
+        return NN_OK;
+    }
+    const int64_t per_n = G->groups * K->ncb;
+    const int64_t n = t / per_n, g = t % per_n / K->ncb, c0 = t % K->ncb * K->cb;
+    const int64_t c1 = min64(c0 + K->cb, G->cg);
+    const float *A = K->w + g * G->og * G->kg + c0 * G->kk;
+    const float *dy = K->dy + (n * G->o + g * G->og) * G->p;
+    float *dxg = K->dx + (n * G->c + g * G->cg) * G->hw;
+    if (G->pointwise) /* dx rows are dcol rows */
+        return nn_sgemm(1, 0, c1 - c0, G->p, G->og, 1.0f, A, G->kg, dy, G->p, 0.0f,
+                        dxg + c0 * G->hw, G->hw, NULL, NN_ACT_NONE);
+    memset(dxg + c0 * G->hw, 0, (size_t)((c1 - c0) * G->hw) * sizeof(float));
+    const int64_t r0 = c0 * G->kk, r1 = c1 * G->kk;
+    for (int64_t p0 = 0; p0 < G->p; p0 += K->dpc) {
+        const int64_t p1 = min64(p0 + K->dpc, G->p), np = p1 - p0;
+        int status = nn_sgemm(1, 0, r1 - r0, np, G->og, 1.0f, A, G->kg, dy + p0, G->p, 0.0f,
+                              buf, np, NULL, NN_ACT_NONE);
+        if (status != NN_OK)
+            return status;
+        col2im(G, buf, np, r0, r1, p0, p1, dxg);
+    }
+    return NN_OK;
+}
+
+static int dw_task(const conv_call *K, int64_t t, float *buf)
+{
+    const geom *G = &K->G;
+    if (G->depthwise) {
+        /* one output channel's kh x kw weights, over the batch in order */
+        const int64_t o = t, c = o / G->og;
+        double *acc = (double *)buf; /* kh * kw doubles */
+        for (int64_t i = 0; i < G->kk; i++)
+            acc[i] = 0.0;
+        for (int64_t n = 0; n < G->n; n++)
+            dw_dw_plane(G, K->dy + (n * G->o + o) * G->p, K->x + (n * G->c + c) * G->hw, acc);
+        for (int64_t i = 0; i < G->kk; i++)
+            K->dwt[o * G->kk + i] = (float)acc[i];
+        return NN_OK;
+    }
+    const int64_t per_g = K->nob * K->nrb;
+    const int64_t g = t / per_g, o0 = t % per_g / K->nrb * K->ob, r0 = t % K->nrb * K->rb;
+    const int64_t o1 = min64(o0 + K->ob, G->og), r1 = min64(r0 + K->rb, G->kg);
+    float *C = K->dwt + (g * G->og + o0) * G->kg + r0;
+    for (int64_t n = 0; n < G->n; n++) {
+        const float *xg = K->x + (n * G->c + g * G->cg) * G->hw;
+        const float *dy = K->dy + (n * G->o + g * G->og + o0) * G->p;
+        for (int64_t p0 = 0; p0 < G->p; p0 += K->wpc) {
+            const int64_t p1 = min64(p0 + K->wpc, G->p), np = p1 - p0;
+            const float *B;
+            int64_t ldb;
+            if (G->pointwise) {
+                B = xg + r0 * G->hw + p0;
+                ldb = G->hw;
+            } else {
+                im2col(G, xg, r0, r1, p0, p1, buf, np);
+                B = buf;
+                ldb = np;
+            }
+            int status = nn_sgemm(0, 1, o1 - o0, r1 - r0, np, 1.0f, dy + p0, G->p, B, ldb,
+                                  n == 0 && p0 == 0 ? 0.0f : 1.0f, C, G->kg, NULL,
+                                  NN_ACT_NONE);
+            if (status != NN_OK)
+                return status;
+        }
+    }
+    return NN_OK;
+}
+
+/* db[o] for one block of channels: each a double sum over (n, p) in order,
+ * eight running sums per plane combined in a fixed order. */
+static void db_task(const conv_call *K, int64_t t)
+{
+    const geom *G = &K->G;
+    const int64_t o0 = t * K->bb, o1 = min64(o0 + K->bb, G->o);
+    for (int64_t o = o0; o < o1; o++) {
+        double total = 0.0;
+        for (int64_t n = 0; n < G->n; n++) {
+            const float *d = K->dy + (n * G->o + o) * G->p;
+            double part[8] = {0};
+            int64_t j = 0;
+            for (; j + 8 <= G->p; j += 8)
+                for (int l = 0; l < 8; l++)
+                    part[l] += d[j + l];
+            double s = ((part[0] + part[4]) + (part[2] + part[6])) +
+                       ((part[1] + part[5]) + (part[3] + part[7]));
+            for (; j < G->p; j++)
+                s += d[j];
+            total += s;
+        }
+        K->db[o] = (float)total;
+    }
+}
+
+static int run_task(const conv_call *K, int64_t t, float *buf)
+{
+    if (t < K->t_fwd)
+        return forward_task(K, t, buf);
+    t -= K->t_fwd;
+    if (t < K->t_dx)
+        return dx_task(K, t, buf);
+    t -= K->t_dx;
+    if (t < K->t_dw)
+        return dw_task(K, t, buf);
+    t -= K->t_dw;
+    db_task(K, t);
+    return NN_OK;
+}
+
+/* Run the task list: on the calling thread when it is one task or little
+ * work (the GEMMs may then thread themselves), else in one parallel region
+ * where every thread runs its GEMMs alone. */
+static int run_tasks(const conv_call *K, double flops)
+{
+    const int64_t total = K->t_fwd + K->t_dx + K->t_dw + K->t_db;
+    int nt = flops >= NN_CONV_PARALLEL_MIN_FLOPS ? nn_max_threads() : 1;
+    nt = (int)min64(nt, total);
+    if (nt <= 1) {
+        float *buf = NULL;
+        if (K->buf_floats > 0 && (buf = nn_workspace_get(NN_WS_LAYER, K->buf_floats)) == NULL)
+            return NN_ENOMEM;
+        for (int64_t t = 0; t < total; t++) {
+            int status = run_task(K, t, buf);
+            if (status != NN_OK)
+                return status;
+        }
+        return NN_OK;
+    }
+    int status = NN_OK; /* the lowest (an error) of the threads' statuses */
+#pragma omp parallel num_threads(nt) reduction(min : status)
+    {
+        nn_set_local_num_threads(1); /* this thread's GEMMs open no region */
+        int mine = NN_OK;
+        float *buf = NULL;
+        if (K->buf_floats > 0 && (buf = nn_workspace_get(NN_WS_LAYER, K->buf_floats)) == NULL)
+            mine = NN_ENOMEM;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < total; t++)
+            if (mine == NN_OK)
+                mine = run_task(K, t, buf);
+        status = mine;
+    }
+    return status;
+}
+
+/* ---- planning ---- */
+
+static void plan_forward(conv_call *K)
+{
+    const geom *G = &K->G;
+    if (G->depthwise) {
+        K->dcb = block_size(G->o, max64(1, 16384 / max64(G->p * G->kk, 1)), 1);
+        K->ndcb = ceil_div(G->o, K->dcb);
+        K->t_fwd = G->n * K->ndcb;
+        return;
+    }
+    K->pb = block_size(G->p, NN_CONV_COL_FLOATS / G->kg, NN_CONV_PIXEL_UNIT);
+    K->npb = ceil_div(G->p, K->pb);
+    K->t_fwd = G->n * G->groups * K->npb;
+    if (!G->pointwise)
+        K->buf_floats = (size_t)(G->kg * K->pb);
+}
+
+static void plan_dx(conv_call *K)
+{
+    const geom *G = &K->G;
+    if (G->depthwise) {
+        K->t_dx = G->n * G->c;
+        return;
+    }
+    if (G->pointwise) {
+        K->cb = block_size(G->cg, max64(16, ceil_div(G->cg, 4)), 8);
+        K->ncb = ceil_div(G->cg, K->cb);
+        K->dpc = G->p;
+    } else {
+        K->cb = block_size(G->cg, NN_CONV_COL_FLOATS / (G->kk * G->p), 1);
+        K->ncb = ceil_div(G->cg, K->cb);
+        K->dpc = block_size(G->p, NN_CONV_COL_FLOATS / (K->cb * G->kk), NN_CONV_PIXEL_UNIT);
+        const size_t need = (size_t)(K->cb * G->kk * K->dpc);
+        K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    }
+    K->t_dx = G->n * G->groups * K->ncb;
+}
+
+static void plan_dw(conv_call *K)
+{
+    const geom *G = &K->G;
+    if (G->depthwise) {
+        K->t_dw = G->o;
+        const size_t need = (size_t)(2 * G->kk);
+        K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+        return;
+    }
+    /* K rows per task: as many as the buffer holds for the whole plane, at
+     * most a quarter of them (several tasks), at least 16 (GEMM width). */
+    K->wpc = G->p;
+    int64_t rb = NN_CONV_COL_FLOATS / G->p;
+    if (G->groups < NN_CONV_DW_MIN_TASKS)
+        rb = min64(rb, ceil_div(G->kg, NN_CONV_DW_MIN_TASKS / G->groups));
+    rb = max64(rb, 16);
+    K->rb = block_size(G->kg, rb, 16);
+    K->nrb = ceil_div(G->kg, K->rb);
+    /* Output channels split too when the K rows alone give too few tasks. */
+    int64_t ob = G->og;
+    if (G->groups * K->nrb < NN_CONV_DW_MIN_TASKS)
+        ob = max64(8, ceil_div(G->og, ceil_div(NN_CONV_DW_MIN_TASKS, G->groups * K->nrb)));
+    K->ob = block_size(G->og, ob, 8);
+    K->nob = ceil_div(G->og, K->ob);
+    if (!G->pointwise) {
+        K->wpc = block_size(G->p, NN_CONV_COL_FLOATS / K->rb, NN_CONV_PIXEL_UNIT);
+        const size_t need = (size_t)(K->rb * K->wpc);
+        K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    }
+    K->t_dw = G->groups * K->nob * K->nrb;
+}
+
+int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                      const float *b, float *y, int act)
+{
+    conv_call K;
+    memset(&K, 0, sizeof K);
+    int status = geom_init(p, &K.G);
+    if (status != NN_OK)
+        return status;
+    if (!nn_epilogue_supports(act))
+        return NN_EINVAL;
+    if (K.G.n == 0)
+        return NN_OK;
+    K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
+    plan_forward(&K);
+    const geom *G = &K.G;
+    return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
+}
+
+int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
+                       const float *dy, float *dx, float *dwt, float *db)
+{
+    conv_call K;
+    memset(&K, 0, sizeof K);
+    int status = geom_init(p, &K.G);
+    if (status != NN_OK)
+        return status;
+    const geom *G = &K.G;
+    if (G->n == 0) {
+        if (dwt)
+            memset(dwt, 0, (size_t)(G->o * G->kg) * sizeof(float));
+        if (db)
+            memset(db, 0, (size_t)G->o * sizeof(float));
+        return NN_OK;
+    }
+    K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
+    if (dx)
+        plan_dx(&K);
+    if (dwt)
+        plan_dw(&K);
+    if (db) {
+        K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
+        K.t_db = ceil_div(G->o, K.bb);
+    }
+    const double flops = 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
+    return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + (db ? (double)G->n * G->o * G->p : 0.0));
+}
