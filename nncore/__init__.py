@@ -16,12 +16,14 @@ _isa_error = _core.init_error()
 if _isa_error is not None:
     raise ImportError(_isa_error)
 
-from . import datasets  # noqa: E402
+from . import datasets, models  # noqa: E402
 from .runtime import set_num_threads, get_num_threads, info  # noqa: E402
 from .linalg import matmul  # noqa: E402
 from .init import manual_seed  # noqa: E402
 from .layers import (Layer, Param, Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU,  # noqa: E402
-                     Softmax, Dropout, Flatten, Sequential, register_layer, layer_from_config)
+                     Softmax, Dropout, Flatten, Conv2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d,
+                     BatchNorm1d, BatchNorm2d, Residual, Sequential, register_layer,
+                     layer_from_config)
 from .losses import Loss, MSELoss, HuberLoss, BCEWithLogitsLoss, CrossEntropyLoss  # noqa: E402
 from .optim import Optimizer, SGD, Adam, AdamW, RMSprop  # noqa: E402
 from .landscape import (loss_landscape, interpolate_loss, trajectory_landscape,  # noqa: E402
@@ -39,10 +41,12 @@ from .profiler import profile  # noqa: E402
 __all__ = ["__version__", "info", "set_num_threads", "get_num_threads", "matmul",
            "manual_seed",
            "Layer", "Param", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-           "Dropout", "Flatten", "Sequential", "register_layer", "layer_from_config",
+           "Dropout", "Flatten", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d",
+           "BatchNorm1d", "BatchNorm2d", "Residual", "Sequential", "register_layer",
+           "layer_from_config",
            "Loss", "MSELoss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLoss",
            "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
-           "datasets", "callbacks", "Trainer", "History", "NonFiniteLossError",
+           "datasets", "models", "callbacks", "Trainer", "History", "NonFiniteLossError",
            "NNClassifier", "NNRegressor", "save", "load", "profile"]
 __all__ += ["loss_landscape", "interpolate_loss", "trajectory_landscape", "Landscape",
             "TrajectoryRecorder"]

@@ -161,7 +161,8 @@ def _images(images, labels, n_classes, scale, flatten, normalize, source):
                           f"{labels.dtype} {labels.shape}")
     if labels.size and labels.max() >= n_classes:
         raise FormatError(f"{source}: label {labels.max()} is out of range 0..{n_classes - 1}")
-    X = images.reshape(len(images), -1) if flatten else images
+    # flatten=False: NCHW images with one channel, what Conv2d takes
+    X = images.reshape(len(images), -1) if flatten else images[:, None]
     if normalize:
         X = X.astype(np.float32) / np.float32(scale)
     return X, labels.astype(np.int64)
@@ -173,8 +174,8 @@ def _images(images, labels, n_classes, scale, flatten, normalize, source):
 def load_digits(*, flatten=True, normalize=True):
     """The UCI 8x8 handwritten digits shipped with nncore: returns ``(X, y)``.
 
-    ``X`` has shape (1797, 64) (or (1797, 8, 8) with ``flatten=False``): each
-    value counts the "on" pixels of a 4x4 block of a 32x32 bitmap, 0 to 16.
+    ``X`` has shape (1797, 64) (or (1797, 1, 8, 8), NCHW, with ``flatten=False``):
+    each value counts the "on" pixels of a 4x4 block of a 32x32 bitmap, 0 to 16.
     With ``normalize=True`` (the default) ``X`` is float32 divided by 16, so
     in [0, 1] (the division is exact); with ``normalize=False`` it is the
     stored uint8 counts. ``y`` is int64, the digit 0..9. The sample order is
@@ -218,7 +219,7 @@ def load_fashion_mnist(path=None, *, flatten=True, normalize=True):
     when that variable is set; else in ``/usr/share/datasets/fashion-mnist``,
     where Debian's ``dataset-fashion-mnist`` package installs them.
 
-    ``X_*`` have shape (n, 784) (or (n, 28, 28) with ``flatten=False``),
+    ``X_*`` have shape (n, 784) (or (n, 1, 28, 28), NCHW, with ``flatten=False``),
     float32 pixels divided by 255 into [0, 1] (``normalize=False``: the
     stored uint8 0..255); ``y_*`` are int64 class indices 0..9 (names in
     :data:`FASHION_MNIST_CLASSES`). The full data set has 60000 training and

@@ -45,3 +45,45 @@ def act64_backward(name, z, y, dy):
     if name == "softmax":
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
     raise AssertionError(name)
+
+
+# ---- finite-difference gradient checks ----
+
+def loss_of(layer, x, upstream):
+    """sum(upstream * layer(x)) in float64 from the float32 output."""
+    return float((layer.forward(x).astype(np.float64) * upstream).sum())
+
+
+def numeric_grad(f, arr, idx, h):
+    """Central difference of f() in arr[idx], perturbing arr in place."""
+    old = arr[idx]
+    arr[idx] = old + h
+    up = f()
+    arr[idx] = old - h
+    down = f()
+    arr[idx] = old
+    # the perturbation actually applied, after rounding to float32
+    return (up - down) / (np.float64(np.float32(old + h)) - np.float64(np.float32(old - h)))
+
+
+def check_grads(layer, x, rng, h=1e-2, rtol=2e-2, atol=1e-3, n_checks=12):
+    y = layer.forward(x)
+    upstream = rng.standard_normal(y.shape)
+    layer.forward(x)
+    dx = layer.backward(upstream.astype(np.float32)).copy()
+    grads = [(p, g.copy()) for p, g in layer.parameters()]
+    f = lambda: loss_of(layer, x, upstream)  # noqa: E731
+    for arr, analytic in [(x, dx)] + grads:
+        flat = arr.reshape(-1)
+        for i in rng.choice(flat.size, size=min(n_checks, flat.size), replace=False):
+            num = numeric_grad(f, flat, i, h)
+            ana = analytic.reshape(-1)[i]
+            assert abs(num - ana) <= atol + rtol * abs(ana), (
+                f"{layer!r}: d/d[{i}] numeric {num} vs analytic {ana}")
+
+
+def smooth_input(rng, shape):
+    """Inputs kept away from ReLU kinks (|x| > 0.05) so differences are clean."""
+    x = rng.standard_normal(shape)
+    x = np.where(np.abs(x) < 0.05, 0.05 + np.abs(x), x)
+    return x.astype(np.float32)

@@ -30,10 +30,10 @@ def test_digits_shape_dtype_values():
 def test_digits_options():
     X, y = datasets.load_digits()
     images, y2 = datasets.load_digits(flatten=False, normalize=False)
-    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8 and images.max() == 16
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.uint8 and images.max() == 16
     assert np.array_equal(images.reshape(1797, 64) / np.float32(16), X)
     assert np.array_equal(y, y2)
-    assert datasets.load_digits(flatten=False)[0].shape == (1797, 8, 8)
+    assert datasets.load_digits(flatten=False)[0].shape == (1797, 1, 8, 8)
 
 
 def test_digits_equal_scikit_learn():
@@ -171,7 +171,7 @@ def test_fashion_from_a_folder(tmp_path, gz):
     assert np.array_equal(y, labels) and Xt.shape == (5, 784) and yt.shape == (5,)
     (raw, _), _ = datasets.load_fashion_mnist(str(tmp_path / "fm"), flatten=False,
                                               normalize=False)
-    assert raw.dtype == np.uint8 and np.array_equal(raw, images)
+    assert raw.dtype == np.uint8 and np.array_equal(raw, images[:, None])
 
 
 @pytest.mark.parametrize("subfolder", ["fashion-mnist", ""])

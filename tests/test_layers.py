@@ -11,7 +11,7 @@ import nncore as nn
 from nncore import _core
 from nncore import init as nn_init
 from nncore import layers as L
-from reference import ACTS, act64
+from reference import ACTS, act64, check_grads, smooth_input
 
 
 @pytest.mark.parametrize("activation", ACTS)
@@ -24,48 +24,6 @@ def test_dense_forward(isa, rng, activation):
         want = act64(activation, x.astype(np.float64) @ d.weight + d.bias)
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
         assert y.dtype == np.float32 and y.flags.c_contiguous
-
-
-# ---- finite-difference gradient checks ----
-
-def loss_of(layer, x, upstream):
-    """sum(upstream * layer(x)) in float64 from the float32 output."""
-    return float((layer.forward(x).astype(np.float64) * upstream).sum())
-
-
-def numeric_grad(f, arr, idx, h):
-    """Central difference of f() in arr[idx], perturbing arr in place."""
-    old = arr[idx]
-    arr[idx] = old + h
-    up = f()
-    arr[idx] = old - h
-    down = f()
-    arr[idx] = old
-    # the perturbation actually applied, after rounding to float32
-    return (up - down) / (np.float64(np.float32(old + h)) - np.float64(np.float32(old - h)))
-
-
-def check_grads(layer, x, rng, h=1e-2, rtol=2e-2, atol=1e-3, n_checks=12):
-    y = layer.forward(x)
-    upstream = rng.standard_normal(y.shape)
-    layer.forward(x)
-    dx = layer.backward(upstream.astype(np.float32)).copy()
-    grads = [(p, g.copy()) for p, g in layer.parameters()]
-    f = lambda: loss_of(layer, x, upstream)  # noqa: E731
-    for arr, analytic in [(x, dx)] + grads:
-        flat = arr.reshape(-1)
-        for i in rng.choice(flat.size, size=min(n_checks, flat.size), replace=False):
-            num = numeric_grad(f, flat, i, h)
-            ana = analytic.reshape(-1)[i]
-            assert abs(num - ana) <= atol + rtol * abs(ana), (
-                f"{layer!r}: d/d[{i}] numeric {num} vs analytic {ana}")
-
-
-def smooth_input(rng, shape):
-    """Inputs kept away from ReLU kinks (|x| > 0.05) so differences are clean."""
-    x = rng.standard_normal(shape)
-    x = np.where(np.abs(x) < 0.05, 0.05 + np.abs(x), x)
-    return x.astype(np.float32)
 
 
 @pytest.mark.parametrize("activation", ACTS)
@@ -545,8 +503,8 @@ def test_config_round_trip(rng):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="unknown layer type 'Conv2d'"):
-        nn.layer_from_config({"type": "Conv2d"})
+    with pytest.raises(ValueError, match="unknown layer type 'Conv3d'"):
+        nn.layer_from_config({"type": "Conv3d"})
     with pytest.raises(ValueError, match="bad config for Dense"):
         nn.layer_from_config({"type": "Dense", "in_features": 2, "out_features": 2, "evil": 1})
     with pytest.raises(ValueError, match="positive int"):
