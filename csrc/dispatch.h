@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include "nncore.h"
 
-/* One call of the GEMM kernel (gemm_kernel.c), set up by the driver (gemm.c):
+/* One call of the GEMM kernel (gemm_kernel_*.c), set up by the driver (gemm.c):
  *   C[0:m, 0:n] = epilogue(alpha * A B + beta * C),  m <= mr, n any, over k.
  * A(i, p) = a[i*rsa + p*csa]: packed panels have rsa = 1, csa = mr; in place,
  * rsa = lda, csa = 1 (or the reverse for a transposed A).
@@ -40,8 +40,8 @@ typedef struct nn_gemm_args {
 } nn_gemm_args;
 
 /* The GEMM epilogue's activation on one value, for the scalar and edge paths
- * of the driver and the kernels (act_vec in gemm_kernel.c is its SIMD twin);
- * a case for every activation nn_epilogue_supports (nncore.h). */
+ * of the driver and the kernels (act_vec in gemm_kernel_simd.h is its SIMD
+ * twin); a case for every activation nn_epilogue_supports (nncore.h). */
 static inline float nn_act_scalar(float x, int act)
 {
     switch (act) {
@@ -52,7 +52,7 @@ static inline float nn_act_scalar(float x, int act)
     }
 }
 
-/* What one ISA's micro-kernel is written for (gemm_kernel.c); the block
+/* What one ISA's micro-kernel is written for (gemm_kernel_*.c); the block
  * sizes for a machine are derived from it in gemm_blocking.c. */
 typedef struct nn_gemm_tile {
     int mr, nr;       /* register tile: mr rows x nr columns of C */

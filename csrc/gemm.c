@@ -1,7 +1,7 @@
 /* SGEMM: the driver. The blocking loops, the threads and the choice of path
  * and of what to pack. The packing routines are in gemm_pack.c, the block
  * sizes (from the micro-kernel and the caches) in gemm_blocking.c, the
- * register kernels in gemm_kernel.c (one per ISA, reached through the
+ * register kernels in gemm_kernel_<isa>.c (one per ISA, reached through the
  * dispatch table).
  *
  * C = alpha * op(A) op(B) + beta * C, then bias per column, then activation,

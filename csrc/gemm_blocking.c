@@ -2,9 +2,9 @@
  * from the micro-kernel's register tile and this machine's caches.
  *
  * The register tile (mr x nr) and the deepest block (kc_max) belong to the
- * micro-kernel of each ISA (gemm_kernel.c). The cache blocks around it come
- * from the cache sizes, read at run time (users' machines differ from the
- * developers'):
+ * micro-kernel of each ISA (gemm_kernel_<isa>.c). The cache blocks around
+ * it come from the cache sizes, read at run time (users' machines differ
+ * from the developers'):
  *
  *   kc  an mr x kc micro-panel of A is reused across a whole row of strips of
  *       C, next to the rows of B streaming past it: at most half of L1d,

@@ -65,7 +65,7 @@ typedef enum {
 /* Whether the SGEMM epilogue fuses activation `act`: the one list nn_sgemm,
  * nn_dense_chain and the Python bindings (_core.EPILOGUE_ACTS) check. To fuse
  * another, add it here, to nn_act_scalar (dispatch.h) and to act_vec
- * (gemm_kernel.c). */
+ * (gemm_kernel_simd.h). */
 static inline int nn_epilogue_supports(int act)
 {
     return act == NN_ACT_NONE || act == NN_ACT_RELU;
@@ -169,11 +169,11 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
  * Forward: the evaluation-mode chain through Dense layers.
  * out_i = act_i(in_i @ w_i + b_i), in_0 = x (m x n_in_0), in_i = out_{i-1}:
  * w_i is n_in x n_out row-major, b_i (n_out) may be NULL, act_i is an
- * epilogue activation (nn_epilogue_supports), out_i is m x n_out. The same bits as one nn_sgemm per layer;
- * one sample (m == 1) runs the layers up to the last threaded one in one
- * parallel region and the small ones after it on the calling thread. Returns NN_OK
- * or NN_EINVAL (negative size, sizes that do not chain, activation not fused),
- * NN_ENOMEM. */
+ * epilogue activation (nn_epilogue_supports), out_i is m x n_out. The same
+ * bits as one nn_sgemm per layer; one sample (m == 1) runs the layers up to
+ * the last threaded one in one parallel region and the small ones after it
+ * on the calling thread. Returns NN_OK or NN_EINVAL (negative size, sizes
+ * that do not chain, activation not fused), NN_ENOMEM. */
 typedef struct nn_dense_layer {
     const float *w, *b;
     int64_t n_in, n_out;

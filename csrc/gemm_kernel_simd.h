@@ -1,77 +1,29 @@
-/* GEMM and GEMV kernels, compiled once per ISA (see dispatch.h).
+/* The GEMM and GEMV kernels of the SIMD ISAs, written once in terms of
+ * vector operations (vf, v_load, v_fma, ...) that gemm_kernel_avx512.c and
+ * gemm_kernel_avx2.c map to their intrinsics before including this file.
+ * Each ISA file defines MR (rows of the tile), NV and VL (vectors per strip
+ * and floats per vector), GV (the widest gemv_n chunk, in vectors), NN_INLINE
+ * and the v_* operations.
  *
- * gemm_block computes an m x n block of C (m <= mr rows) over k: it walks the
- * n columns in strips of nr (the JR loop) and runs the register micro-kernel
- * on each strip. The loops around it and the threads live in gemm.c, the
- * packing in gemm_pack.c, the block sizes in gemm_blocking.c. One micro-kernel per ISA serves every transpose case: the driver
- * describes A and B by strides (packed or in place).
+ * gemm_block computes an m x n block of C (m <= MR rows) over k: it walks the
+ * n columns in strips of NR = NV * VL (the JR loop) and runs the register
+ * micro-kernel on each strip. The loops around it and the threads live in
+ * gemm.c, the packing in gemm_pack.c, the block sizes in gemm_blocking.c.
+ * One micro-kernel per ISA serves every transpose case: the driver describes
+ * A and B by strides (packed or in place).
  *
- *   avx512: 6 x 64 tile, 24 zmm accumulators, 4 zmm of B, 1 broadcast of A
- *   avx2:   6 x 16 tile, 12 ymm accumulators, 2 ymm of B, 1 broadcast of A
- *   generic: 4 x 16 tile in plain C
- *
- * Edges: the last strip uses masked loads and stores (AVX-512 k-masks,
- * AVX2 vmaskmov), rows beyond m are never touched, so no kernel reads or
- * writes outside its block. Each C element is computed by the same sequence
- * of operations whichever tile or thread it falls in (acc = fma(a, b, acc)
- * for p = 0..k-1, then the epilogue), which is what makes results
- * independent of the thread count. */
-#include <stddef.h>
-#include "dispatch.h"
+ * Edges: the last strip uses masked loads and stores, rows beyond m are never
+ * touched, so no kernel reads or writes outside its block. Each C element is
+ * computed by the same sequence of operations whichever tile or thread it
+ * falls in (acc = fma(a, b, acc) for p = 0..k-1, then the epilogue), which is
+ * what makes results independent of the thread count. */
+#ifndef NN_GEMM_KERNEL_SIMD_H
+#define NN_GEMM_KERNEL_SIMD_H
 
-#if defined(NN_ISA_avx512) || defined(NN_ISA_avx2)
-#include <immintrin.h>
-
-#define NN_INLINE static inline __attribute__((always_inline))
 /* Unroll the short loops over rows and vectors completely: an accumulator
  * array indexed by a loop variable would be kept in memory, not registers. */
 #define NN_UNROLL _Pragma("GCC unroll 16")
 
-#if defined(NN_ISA_avx512)
-#define MR 6
-#define NV 4        /* vectors per strip */
-#define VL 16       /* floats per vector */
-typedef __m512 vf;
-typedef __mmask16 vm;
-#define v_zero() _mm512_setzero_ps()
-#define v_set1(x) _mm512_set1_ps(x)
-#define v_load(p) _mm512_loadu_ps(p)
-#define v_loadm(p, m) _mm512_maskz_loadu_ps((m), (p))
-#define v_store(p, x) _mm512_storeu_ps((p), (x))
-#define v_storem(p, m, x) _mm512_mask_storeu_ps((p), (m), (x))
-#define v_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define v_mul(a, b) _mm512_mul_ps((a), (b))
-#define v_add(a, b) _mm512_add_ps((a), (b))
-#define v_max(a, b) _mm512_max_ps((a), (b))
-#define v_mask(n) ((__mmask16)((1u << (n)) - 1u)) /* the first n lanes, n in 1..16 */
-#define v_full() ((__mmask16)0xffff)
-NN_INLINE float v_hsum(vf x) { return _mm512_reduce_add_ps(x); }
-#else
-#define MR 6
-#define NV 2
-#define VL 8
-typedef __m256 vf;
-typedef __m256i vm;
-#define v_zero() _mm256_setzero_ps()
-#define v_set1(x) _mm256_set1_ps(x)
-#define v_load(p) _mm256_loadu_ps(p)
-#define v_loadm(p, m) _mm256_maskload_ps((p), (m))
-#define v_store(p, x) _mm256_storeu_ps((p), (x))
-#define v_storem(p, m, x) _mm256_maskstore_ps((p), (m), (x))
-#define v_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define v_mul(a, b) _mm256_mul_ps((a), (b))
-#define v_add(a, b) _mm256_add_ps((a), (b))
-#define v_max(a, b) _mm256_max_ps((a), (b))
-#define v_mask(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define v_full() _mm256_set1_epi32(-1)
-NN_INLINE float v_hsum(vf x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#endif
 #define NR (NV * VL)
 #define PF_ROWS 8
 /* Beyond this depth the C tile's load and store are amortised already; a
@@ -125,7 +77,7 @@ NN_INLINE void tile(const int R, const int V, const int masked, const nn_gemm_ar
     int64_t off = 0;
     for (int64_t p = 0; p < k; p++) {
         vf bv[NV];
-        /* B streams from L2: fetch the row PF_ROWS ahead into L1 (+1-2%). */
+        /* B streams from L2: fetch the row PF_ROWS ahead into L1. */
         if (!masked && p + PF_ROWS < k)
             for (int v = 0; v < V * VL; v += 16)
                 _mm_prefetch((const char *)(b + PF_ROWS * rsb + v), _MM_HINT_T0);
@@ -212,13 +164,8 @@ void NN_ISA_FN(gemm_block)(const nn_gemm_args *g)
  * up to GV vectors wide: that many independent FMA chains keep the loads,
  * not the FMA latency, the limit. Rows that start off a vector boundary make
  * every load straddle two cache lines; only then do software prefetches into
- * L1 pay (1x784x256 from L2, one core: +15% misaligned, -15% aligned). */
+ * L1 pay (on aligned rows they slow the stream down). */
 #define GP 16
-#if defined(NN_ISA_avx512)
-#define GV 16 /* of 32 vector registers */
-#else
-#define GV 8  /* of 16 */
-#endif
 #define GV_PF_ROWS 4
 NN_INLINE void gemv_n_chunk(const int V, const int masked, const int prefetch,
                             const nn_gemv_args *g, int64_t p0, int64_t p1, int64_t j,
@@ -336,98 +283,6 @@ void NN_ISA_FN(gemv_t)(const nn_gemv_args *g)
     case 2: gemv_t_rows(2, g, j); break;
     case 3: gemv_t_rows(3, g, j); break;
     default: break;
-    }
-}
-
-void NN_ISA_FN(gemm_tile)(nn_gemm_tile *tile)
-{
-    tile->mr = MR;
-    tile->nr = NR;
-    tile->kc_max = KC_MAX;
-}
-
-#else /* generic: portable C */
-
-#define MR 4
-#define NR 16
-#define KC_MAX 256 /* the depth this kernel has always run with (kc sets the bits) */
-
-static inline float epilogue(float acc, const nn_gemm_args *g, const float *cp, const float *bias)
-{
-    float x = g->alpha * acc;
-    if (g->beta != 0.0f)
-        x += g->beta * *cp;
-    if (bias)
-        x += *bias;
-    return nn_act_scalar(x, g->act);
-}
-
-void NN_ISA_FN(gemm_block)(const nn_gemm_args *g)
-{
-    for (int64_t j0 = 0; j0 < g->n; j0 += NR) {
-        const int64_t nw = g->n - j0 < NR ? g->n - j0 : NR;
-        const float *b = g->b + (j0 / NR) * g->sb;
-        float acc[MR][NR] = {{0.0f}};
-        for (int64_t p = 0; p < g->k; p++) {
-            const float *bp = b + p * g->rsb;
-            for (int64_t i = 0; i < g->m; i++) {
-                const float av = g->a[i * g->rsa + p * g->csa];
-                if (nw == NR)
-                    for (int jj = 0; jj < NR; jj++)
-                        acc[i][jj] += av * bp[jj];
-                else
-                    for (int64_t jj = 0; jj < nw; jj++)
-                        acc[i][jj] += av * bp[jj];
-            }
-        }
-        for (int64_t i = 0; i < g->m; i++) {
-            float *ci = g->c + i * g->ldc + j0;
-            for (int64_t jj = 0; jj < nw; jj++)
-                ci[jj] = epilogue(acc[i][jj], g, ci + jj, g->bias ? g->bias + j0 + jj : NULL);
-        }
-    }
-}
-
-static inline float gemv_epilogue(float s, const nn_gemv_args *g, int64_t j)
-{
-    float x = g->alpha * s;
-    if (g->beta != 0.0f)
-        x += g->beta * g->y[j];
-    if (g->bias)
-        x += g->bias[j];
-    return nn_act_scalar(x, g->act);
-}
-
-void NN_ISA_FN(gemv_n)(const nn_gemv_args *g)
-{
-    for (int64_t j0 = 0; j0 < g->n; j0 += NR) {
-        const int64_t nw = g->n - j0 < NR ? g->n - j0 : NR;
-        float acc[NR] = {0.0f};
-        for (int64_t p = 0; p < g->k; p++) {
-            const float xv = g->x[p * g->incx];
-            const float *bp = g->b + p * g->ldb + j0;
-            for (int64_t jj = 0; jj < nw; jj++)
-                acc[jj] += xv * bp[jj];
-        }
-        for (int64_t jj = 0; jj < nw; jj++)
-            g->y[j0 + jj] = gemv_epilogue(acc[jj], g, j0 + jj);
-    }
-}
-
-void NN_ISA_FN(gemv_t)(const nn_gemv_args *g)
-{
-    for (int64_t j = 0; j < g->n; j++) {
-        const float *bj = g->b + j * g->ldb;
-        float part[8] = {0.0f}; /* 8 partial sums, combined in a fixed order */
-        int64_t p = 0;
-        for (; p + 8 <= g->k; p += 8)
-            for (int u = 0; u < 8; u++)
-                part[u] += g->x[p + u] * bj[p + u];
-        for (; p < g->k; p++)
-            part[0] += g->x[p] * bj[p];
-        const float s = ((part[0] + part[1]) + (part[2] + part[3])) +
-                        ((part[4] + part[5]) + (part[6] + part[7]));
-        g->y[j] = gemv_epilogue(s, g, j);
     }
 }
 
