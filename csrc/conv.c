@@ -807,5 +807,6 @@ int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w
         K.t_db = ceil_div(G->o, K.bb);
     }
     const double flops = 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
-    return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + (db ? (double)G->n * G->o * G->p : 0.0));
+    const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
+    return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
 }
