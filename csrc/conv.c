@@ -18,8 +18,12 @@
  * Special cases:
  *   1x1, stride 1, no padding: col is x itself (B = x[n,g], ldb = H*W), and
  *     dx is written by the GEMM directly: no im2col, no col2im.
- *   C/groups == 1 (depthwise, any channel multiplier): direct loops over rows
- *     of the output, no GEMM.
+ *   C/groups == 1 (depthwise, any channel multiplier, and a one-channel input
+ *     layer): direct, no GEMM. Stride 1: the input plane is zero-padded into
+ *     the thread's buffer, the output kept with the padded row stride, so
+ *     every kernel tap is one constant shift of a flat index and the tap
+ *     loops (conv_kernel.c, per ISA) run long and vectorised. Other strides:
+ *     plain loops over rows of the output.
  *
  * Work is a list of independent tasks, each writing outputs no other task
  * writes; the list depends only on the shapes, never on the thread count:
@@ -82,6 +86,9 @@ typedef struct geom {
     int64_t hw, p;    /* input and output plane sizes */
     int pointwise;    /* 1x1, stride 1, no padding: col is x */
     int depthwise;    /* cg == 1: direct loops */
+    int shift;        /* depthwise with stride 1: taps as shifts of padded planes */
+    int64_t hp, wp;   /* the zero-padded input plane */
+    int64_t len, pad; /* flat output span (row stride wp), the largest tap shift */
 } geom;
 
 static int geom_init(const nn_conv2d_params *q, geom *G)
@@ -108,6 +115,11 @@ static int geom_init(const nn_conv2d_params *q, geom *G)
     G->pointwise = q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 && q->ph == 0 &&
                    q->pw == 0;
     G->depthwise = G->cg == 1 && !G->pointwise;
+    G->shift = G->depthwise && q->sh == 1 && q->sw == 1;
+    G->hp = q->h + 2 * q->ph;
+    G->wp = q->w + 2 * q->pw;
+    G->len = (G->oh - 1) * G->wp + G->ow;
+    G->pad = (q->kh - 1) * q->dh * G->wp + (q->kw - 1) * q->dw;
     return NN_OK;
 }
 
@@ -322,10 +334,130 @@ static void dw_dw_plane(const geom *G, const float *dy, const float *x, double *
     }
 }
 
+/* ---- depthwise with stride 1 (conv_kernel.c's tap loops) ----
+ * A thread's buffer: the kh*kw tap shifts (int64), then the padded input (or
+ * input-gradient) plane, then the flat output-side plane, then (dw) the
+ * double accumulators. */
+
+static inline int64_t shift_off_floats(const geom *G) { return round_up(2 * G->kk, 16); }
+/* The padded plane's region (read up to NN_CONV_TAPS_SLACK past its end by
+ * the forward loop, written that far by the backward one). */
+static inline int64_t shift_plane_floats(const geom *G)
+{
+    return round_up(G->hp * G->wp + NN_CONV_TAPS_SLACK, 16);
+}
+/* The output-side region: the forward accumulators (len + slack), the dx
+ * pass's zero-framed dy (2 pad + len, read up to pad + hp wp + slack), or
+ * the dw pass's spread dy (len). */
+static inline int64_t shift_out_floats(const geom *G)
+{
+    return round_up(max64(G->oh * G->wp, 2 * G->pad + G->len) + NN_CONV_TAPS_SLACK, 16);
+}
+
+static size_t shift_buf_floats(const geom *G)
+{
+    return (size_t)(shift_off_floats(G) + shift_plane_floats(G) + shift_out_floats(G) +
+                    2 * G->kk);
+}
+
+static int64_t *shift_offsets(const geom *G, float *buf)
+{
+    int64_t *off = (int64_t *)buf;
+    for (int64_t ki = 0; ki < G->kh; ki++)
+        for (int64_t kj = 0; kj < G->kw; kj++)
+            off[ki * G->kw + kj] = ki * G->dh * G->wp + kj * G->dw;
+    return off;
+}
+
+/* The zero-padded plane, and zeros in the slack after it. */
+static void pad_plane(const geom *G, const float *x, float *xp)
+{
+    memset(xp, 0, (size_t)(G->hp * G->wp + NN_CONV_TAPS_SLACK) * sizeof(float));
+    for (int64_t ih = 0; ih < G->h; ih++)
+        memcpy(xp + (ih + G->ph) * G->wp + G->pw, x + ih * G->w, (size_t)G->w * sizeof(float));
+}
+
+/* dst[oh * wp + ow] = src[oh * ow_ + ow], the junk columns zero: len floats. */
+static void spread_rows(const geom *G, const float *src, float *dst)
+{
+    for (int64_t oh = 0; oh < G->oh; oh++) {
+        float *d = dst + oh * G->wp;
+        memcpy(d, src + oh * G->ow, (size_t)G->ow * sizeof(float));
+        if (oh + 1 < G->oh)
+            memset(d + G->ow, 0, (size_t)(G->wp - G->ow) * sizeof(float));
+    }
+}
+
+static void shift_forward(const nn_kernel_table *kt, const geom *G, const float *x,
+                          int64_t c, const float *w, const float *b, int act, float *y,
+                          float *buf)
+{
+    const int64_t *off = shift_offsets(G, buf);
+    float *xp = buf + shift_off_floats(G);
+    float *acc = xp + shift_plane_floats(G);
+    pad_plane(G, x, xp);
+    for (int64_t o = c * G->og; o < (c + 1) * G->og; o++) {
+        const float bv = b ? b[o] : 0.0f;
+        for (int64_t i = 0; i < G->len; i++)
+            acc[i] = bv;
+        kt->conv_taps_forward(G->len, G->kk, off, w + o * G->kk, xp, acc);
+        float *yo = y + o * G->p;
+        for (int64_t oh = 0; oh < G->oh; oh++) {
+            const float *a = acc + oh * G->wp;
+            float *yr = yo + oh * G->ow;
+            if (act == NN_ACT_RELU)
+                for (int64_t j = 0; j < G->ow; j++)
+                    yr[j] = a[j] < 0.0f ? 0.0f : a[j];
+            else
+                memcpy(yr, a, (size_t)G->ow * sizeof(float));
+        }
+    }
+}
+
+/* dx plane of input channel c (sample's dy planes at dy, o-major). */
+static void shift_dx(const nn_kernel_table *kt, const geom *G, const float *dy, int64_t c,
+                     const float *w, float *dx, float *buf)
+{
+    const int64_t *off = shift_offsets(G, buf);
+    float *dxp = buf + shift_off_floats(G);
+    float *dyz = dxp + shift_plane_floats(G);
+    memset(dxp, 0, (size_t)(G->hp * G->wp + NN_CONV_TAPS_SLACK) * sizeof(float));
+    memset(dyz, 0, (size_t)G->pad * sizeof(float));
+    memset(dyz + G->pad + G->len, 0, (size_t)(G->pad + NN_CONV_TAPS_SLACK) * sizeof(float));
+    for (int64_t o = c * G->og; o < (c + 1) * G->og; o++) {
+        spread_rows(G, dy + o * G->p, dyz + G->pad);
+        kt->conv_taps_backward(G->hp * G->wp, G->kk, off, w + o * G->kk, dyz, G->pad, dxp);
+    }
+    for (int64_t ih = 0; ih < G->h; ih++)
+        memcpy(dx + ih * G->w, dxp + (ih + G->ph) * G->wp + G->pw, (size_t)G->w * sizeof(float));
+}
+
+/* dw of output channel o over the whole batch, in sample order. */
+static void shift_dw(const nn_kernel_table *kt, const geom *G, const float *x, const float *dy,
+                     int64_t o, float *dw, float *buf)
+{
+    const int64_t c = o / G->og;
+    const int64_t *off = shift_offsets(G, buf);
+    float *xp = buf + shift_off_floats(G);
+    float *dyx = xp + shift_plane_floats(G);
+    double *acc = (double *)(dyx + shift_out_floats(G));
+    for (int64_t t = 0; t < G->kk; t++)
+        acc[t] = 0.0;
+    for (int64_t n = 0; n < G->n; n++) {
+        pad_plane(G, x + (n * G->c + c) * G->hw, xp);
+        spread_rows(G, dy + (n * G->o + o) * G->p, dyx);
+        memset(dyx + G->len, 0, 16 * sizeof(float)); /* conv_taps_weight's last block */
+        kt->conv_taps_weight(G->len, G->kk, off, dyx, xp, acc);
+    }
+    for (int64_t t = 0; t < G->kk; t++)
+        dw[o * G->kk + t] = (float)acc[t];
+}
+
 /* ---- the tasks ---- */
 
 typedef struct conv_call {
     geom G;
+    const nn_kernel_table *kt;
     const float *x, *w, *b, *dy;
     float *y, *dx, *dwt, *db;
     int act;
@@ -337,7 +469,7 @@ typedef struct conv_call {
     int64_t ob, nob, rb, nrb, wpc;
     /* db: channel blocks of bb */
     int64_t bb, nbb;
-    /* depthwise: channel blocks of planes per task */
+    /* depthwise forward: blocks of dcb input channels (all their outputs) */
     int64_t dcb, ndcb;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
@@ -357,11 +489,17 @@ static int forward_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
     if (G->depthwise) {
-        const int64_t n = t / K->ndcb, o0 = t % K->ndcb * K->dcb, o1 = min64(o0 + K->dcb, G->o);
-        for (int64_t o = o0; o < o1; o++) {
-            const int64_t c = o / G->og;
-            dw_forward_plane(G, K->x + (n * G->c + c) * G->hw, K->w + o * G->kk,
-                             K->b ? K->b[o] : 0.0f, K->act, K->y + (n * G->o + o) * G->p);
+        const int64_t n = t / K->ndcb, c0 = t % K->ndcb * K->dcb, c1 = min64(c0 + K->dcb, G->c);
+        for (int64_t c = c0; c < c1; c++) {
+            const float *xc = K->x + (n * G->c + c) * G->hw;
+            float *yn = K->y + n * G->o * G->p;
+            if (G->shift) {
+                shift_forward(K->kt, G, xc, c, K->w, K->b, K->act, yn, buf);
+                continue;
+            }
+            for (int64_t o = c * G->og; o < (c + 1) * G->og; o++)
+                dw_forward_plane(G, xc, K->w + o * G->kk, K->b ? K->b[o] : 0.0f, K->act,
+                                 yn + o * G->p);
         }
         return NN_OK;
     }
@@ -393,6 +531,10 @@ static int dx_task(const conv_call *K, int64_t t, float *buf)
         /* one input plane: the sum over its og output channels */
         const int64_t n = t / G->c, c = t % G->c;
         float *dx = K->dx + (n * G->c + c) * G->hw;
+        if (G->shift) {
+            shift_dx(K->kt, G, K->dy + n * G->o * G->p, c, K->w, dx, buf);
+            return NN_OK;
+        }
         memset(dx, 0, (size_t)G->hw * sizeof(float));
         for (int64_t o = c * G->og; o < (c + 1) * G->og; o++)
             dw_dx_plane(G, K->dy + (n * G->o + o) * G->p, K->w + o * G->kk, dx);
@@ -426,6 +568,10 @@ static int dw_task(const conv_call *K, int64_t t, float *buf)
     if (G->depthwise) {
         /* one output channel's kh x kw weights, over the batch in order */
         const int64_t o = t, c = o / G->og;
+        if (G->shift) {
+            shift_dw(K->kt, G, K->x, K->dy, o, K->dwt, buf);
+            return NN_OK;
+        }
         double *acc = (double *)buf; /* kh * kw doubles */
         for (int64_t i = 0; i < G->kk; i++)
             acc[i] = 0.0;
@@ -546,9 +692,11 @@ static void plan_forward(conv_call *K)
 {
     const geom *G = &K->G;
     if (G->depthwise) {
-        K->dcb = block_size(G->o, max64(1, 16384 / max64(G->p * G->kk, 1)), 1);
-        K->ndcb = ceil_div(G->o, K->dcb);
+        K->dcb = block_size(G->c, max64(1, 16384 / max64(G->p * G->kk * G->og, 1)), 1);
+        K->ndcb = ceil_div(G->c, K->dcb);
         K->t_fwd = G->n * K->ndcb;
+        if (G->shift)
+            K->buf_floats = shift_buf_floats(G);
         return;
     }
     K->pb = block_size(G->p, NN_CONV_COL_FLOATS / G->kg, NN_CONV_PIXEL_UNIT);
@@ -563,6 +711,8 @@ static void plan_dx(conv_call *K)
     const geom *G = &K->G;
     if (G->depthwise) {
         K->t_dx = G->n * G->c;
+        if (G->shift && shift_buf_floats(G) > K->buf_floats)
+            K->buf_floats = shift_buf_floats(G);
         return;
     }
     if (G->pointwise) {
@@ -584,7 +734,7 @@ static void plan_dw(conv_call *K)
     const geom *G = &K->G;
     if (G->depthwise) {
         K->t_dw = G->o;
-        const size_t need = (size_t)(2 * G->kk);
+        const size_t need = G->shift ? shift_buf_floats(G) : (size_t)(2 * G->kk);
         K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
         return;
     }
@@ -624,6 +774,7 @@ int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
     if (K.G.n == 0)
         return NN_OK;
     K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
+    K.kt = nn_kernels();
     plan_forward(&K);
     const geom *G = &K.G;
     return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
@@ -646,6 +797,7 @@ int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w
         return NN_OK;
     }
     K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
+    K.kt = nn_kernels();
     if (dx)
         plan_dx(&K);
     if (dwt)
@@ -655,5 +807,6 @@ int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w
         K.t_db = ceil_div(G->o, K.bb);
     }
     const double flops = 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
-    return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + (db ? (double)G->n * G->o * G->p : 0.0));
+    const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
+    return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
 }

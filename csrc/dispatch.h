@@ -82,7 +82,20 @@ typedef struct nn_gemv_args {
     X(gemm_block, (const nn_gemm_args *g), (g)) \
     X(gemv_n, (const nn_gemv_args *g), (g)) \
     X(gemv_t, (const nn_gemv_args *g), (g))
-#define NN_ISA_KERNELS(X) NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X)
+/* The direct convolution's tap loops (conv_kernel.c, called by conv.c):
+ * stride-1 taps as constant shifts of flat, padded planes. The forward and
+ * backward loops run whole blocks of NN_CONV_TAPS_SLACK elements: their
+ * buffers hold that many floats past the end. */
+#define NN_CONV_TAPS_SLACK 32
+#define NN_CONV_KERNELS(X) \
+    X(conv_taps_forward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
+                          const float *xp, float *acc), (len, taps, off, w, xp, acc)) \
+    X(conv_taps_backward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
+                           const float *dyz, int64_t pad, float *dxp), \
+      (len, taps, off, w, dyz, pad, dxp)) \
+    X(conv_taps_weight, (int64_t len, int64_t taps, const int64_t *off, const float *dy, \
+                         const float *xp, double *acc), (len, taps, off, dy, xp, acc))
+#define NN_ISA_KERNELS(X) NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X) NN_CONV_KERNELS(X)
 
 #define NN_CAT_(a, b) a##b
 #define NN_CAT(a, b) NN_CAT_(a, b)

@@ -286,7 +286,8 @@ def test_conv2d_bad_arguments(rng):
            None, 1, 1, 1, 2)
     raises(ValueError, "dx overlaps dy", bwd, x, w, dy, dy.reshape(-1)[:x.size].reshape(x.shape),
            None, None, 1, 1, 1, 2)
-    raises(TypeError, "conv2d_backward: dx must be a NumPy array", bwd, x, w, dy, [1.0], None, None, 1, 1, 1, 2)
+    raises(TypeError, "conv2d_backward: dx must be a NumPy array", bwd, x, w, dy, [1.0],
+           None, None, 1, 1, 1, 2)
     with pytest.raises(ValueError, match="conv2d: x and weight must be 4-D"):
         _core.conv2d_output_shape((1, 2, 3), (1, 2, 3, 3))
 
