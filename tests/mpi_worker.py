@@ -2,12 +2,14 @@
 with ``--local``, for the one-process sharded trainer).
 
 ``python mpi_worker.py train OUT [--local] [--native]``: trains every case
-of CASES and rank 0 writes OUT (an .npz: each case's final tensors, history
-and whether every rank ended with the same weights).
+of CASES and a run with callbacks (checkpoints go next to OUT); rank 0
+writes OUT (an .npz: each case's final tensors, history and whether every
+rank ended with the same weights).
 ``python mpi_worker.py fault``: rank 1 raises in a callback mid-epoch.
 ``python mpi_worker.py badargs``: rank 1 passes X with the wrong width.
 """
 import hashlib
+import os
 import sys
 
 import numpy as np
@@ -64,6 +66,30 @@ def train_case(name, comm, native):
     return out
 
 
+def train_with_callbacks(comm, folder):
+    """EarlyStopping and ReduceLROnPlateau decide on the global loss (every
+    rank stops after the same epoch); ModelCheckpoint writes on rank 0 only."""
+    nn.manual_seed(11)
+    model = mlp(nn.Dropout(0.1))
+    X, y = data(202)
+    trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1, momentum=0.9),
+                         batch_size=32, seed=5, comm=comm, shards=4)
+    checkpoint = nn.callbacks.ModelCheckpoint(f"{folder}/ckpt-{{epoch}}.nnc", monitor="loss",
+                                              save_optimizer=True)
+    history = trainer.fit(X, y, epochs=10, verbose=0, callbacks=[
+        nn.callbacks.EarlyStopping(monitor="loss", min_delta=0.2, patience=1),
+        nn.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0,
+                                       threshold=0.4),
+        checkpoint])
+    saved = [len(checkpoint.saved)] if comm is None else comm.allgather(len(checkpoint.saved))
+    out = {f"callbacks/{key}": value for key, value in model.state_dict().items()}
+    out["callbacks/history/loss"] = np.array(history["loss"])
+    out["callbacks/history/lr"] = np.array(history["lr"])
+    out["callbacks/saved_on_rank_0"] = np.array(saved[0])
+    out["callbacks/saved_elsewhere"] = np.array(sum(saved[1:]))
+    return out
+
+
 def main(argv):
     mode = argv[0]
     local = "--local" in argv
@@ -75,6 +101,7 @@ def main(argv):
         out = {}
         for name in CASES:
             out.update(train_case(name, comm, "--native" in argv))
+        out.update(train_with_callbacks(comm, os.path.dirname(os.path.abspath(argv[1]))))
         if comm is None or comm.Get_rank() == 0:
             np.savez(argv[1], **out)
         return 0
