@@ -6,21 +6,29 @@ is cut into a fixed number of shards (``shards``, independent of the rank
 count; shard s holds rows ``s*m//S .. (s+1)*m//S`` of a batch of m rows), and
 the shard is the unit of computation. Shard s's forward and backward run on
 its own rows, from the same weights, whichever rank runs it, so its gradient
-is the same bits on any rank. Each rank runs its own contiguous run of shards
-in turn (rank r: shards ``r*S//P .. (r+1)*S//P``), writes each shard's
-gradient into that shard's slot of one flat float32 buffer, and one
-``Allgatherv`` per step gives every rank every slot; every rank then sums
-the S slots in shard order with the same NumPy adds. The sum is therefore a
-function of the S shard gradients only, never of the rank count or of MPI's
-reduction algorithm. One process (``comm=None`` with ``shards=S``) runs all
-S shards and skips the collective: the same numbers again. (This is not the
-unsharded trainer's result: its one batch-wide GEMM sums the rows in
-another order.)
+is the same bits on any rank. The shard gradients are summed by one fixed
+binary tree over the shards (node [a, b) = node [a, mid) + node [mid, b),
+mid = (a + b) // 2), never by MPI's reduction, whose order depends on the
+rank count and the algorithm. Each rank runs its contiguous run of shards in
+turn (rank r: shards ``r*S//P .. (r+1)*S//P``), sums them up to the tree
+nodes that cover them (one node when they form a subtree, as with 1, 2, 4
+ranks and 4 shards), and one ``Allgatherv`` per step gives every rank every
+node; every rank then finishes the same tree with the same NumPy adds. The
+same nodes hold the same bits whichever rank computed them, so the sum is
+independent of the rank count. One process (``comm=None`` with
+``shards=S``) sums the whole tree itself: the same numbers again. (This is
+not the unsharded trainer's result: its one batch-wide GEMM sums the rows in
+another order; with ``shards=1`` and no Dropout it is.)
 
-Per step each slot carries, llm.c style, one flat buffer:
-``[gradients | BatchNorm running statistics | loss (float64 bits), rows,
-stop flag | the shard's outputs]``, so the history's loss and metrics are
-computed from every shard's outputs, identically on every rank.
+Per step a rank sends, llm.c style, one flat buffer: its tree nodes'
+``[gradients | BatchNorm running statistics]`` and, per shard, ``[loss
+(float64 bits), rows, stop flag | the shard's outputs]``, so that the
+history's loss and metrics are computed from every shard's outputs,
+identically on every rank. With 2 ranks the gradient traffic equals a ring
+Allreduce's (each rank receives one gradient); with P ranks an all-gather
+moves (P - 1) gradients to each rank where a ring Allreduce moves 2 (P - 1) / P
+(docs/distributed.md), so at scale this exchange wants a reduce-scatter of
+tree nodes instead.
 
 - Mean: each shard's output gradient (the gradient of the shard's mean loss)
   is scaled by ``rows_s / m`` before its backward, so the shard gradients
@@ -31,7 +39,7 @@ computed from every shard's outputs, identically on every rank.
 - BatchNorm: batch statistics per shard (each shard normalises over its own
   rows, "ghost batch norm"). Every shard starts from the step's running
   statistics; the step ends with their mean over the non-empty shards'
-  updated values, summed in shard order.
+  updated values, summed by the same tree.
 - ``deterministic=False``: each rank sums its own shards and MPI's native
   ``Allreduce`` sums over ranks (its order depends on the rank count and the
   MPI library), plus a small ``Allgatherv`` of the losses and outputs.
@@ -62,8 +70,8 @@ from .validation import all_finite, check_targets
 __all__ = ["DataParallel", "DEFAULT_SHARDS"]
 
 DEFAULT_SHARDS = 4
-# The per-shard metadata after the gradients and buffers: the loss as the two
-# float32 halves of its float64 bits, the shard's row count, the stop flag.
+# The front of a shard's row of extras (its outputs follow): the loss as the
+# two float32 halves of its float64 bits, the shard's row count, the stop flag.
 _META = 4
 # stop flags a rank sends with its shards
 _GO, _STOP, _INTERRUPTED = 0, 1, 2
@@ -214,16 +222,18 @@ class DataParallel:
         return state_dict(model.parameters()) if callable(state_dict) else None
 
     def plan(self, trainer, X, y):
-        """Buffers every step of one fit reuses, allocated once."""
+        """Buffers every step of one fit reuses, allocated once, and the
+        layout of the step's collective."""
         model = trainer.model
         n = len(X)
         bs = min(trainer.batch_size, n)
         S = min(self.shards, bs)
-        if self.size > S:
+        P = self.size
+        if P > S:
             raise collective(ValueError(
-                f"Trainer.fit: {self.size} ranks but only {S} shard(s) per batch "
+                f"Trainer.fit: {P} ranks but only {S} shard(s) per batch "
                 f"(batch of {bs} rows, shards={self.shards})"))
-        first, last = self.rank * S // self.size, (self.rank + 1) * S // self.size
+        first, last = self.rank * S // P, (self.rank + 1) * S // P
         params = model.parameters()
         buffers = [b for _, b in model.named_buffers()]
         for b in buffers:
@@ -241,13 +251,15 @@ class DataParallel:
         rows = -(-bs // S)                    # the largest shard
         G = sum(g.size for _, g in params)
         K = sum(b.size for b in buffers)
-        slot = G + K + _META + rows * out_size
+        GK = G + K
+        E = _META + rows * out_size           # a shard's metadata and outputs
         owned = last - first
         p = {"bs": rows, "S": S, "batch": bs, "first": first, "last": last,
-             "params": params, "buffers": buffers, "G": G, "K": K, "slot": slot,
+             "params": params, "buffers": buffers, "G": G, "K": K,
              "out_shape": out_shape, "out_size": out_size,
-             "send": np.zeros((owned, slot), np.float32),
-             "acc": np.empty(G + K, np.float32),
+             "shard": np.zeros((owned, GK), np.float32),     # each shard's grads | buffers
+             "acc": np.empty(GK, np.float32),
+             "scratch": np.empty((max(1, S.bit_length()) + 1, GK), np.float32),
              "snap": np.empty(K, np.float32),
              "x": np.empty((owned * rows,) + X.shape[1:], np.float32),
              "out": np.empty((bs,) + out_shape, np.float32),
@@ -255,18 +267,36 @@ class DataParallel:
              "y": np.empty_like(y)}
         p["x_flat"] = p["x"].reshape(len(p["x"]), -1)
         p["X_flat"] = None if isinstance(X, np.memmap) else X.reshape(n, -1)
-        counts = [((r + 1) * S // self.size - r * S // self.size) for r in range(self.size)]
-        displs = [r * S // self.size for r in range(self.size)]
+        p["leaves"] = {(first + j, first + j + 1): p["shard"][j] for j in range(owned)}
         if self.comm is None:
-            p["recv"] = p["send"]
+            p["extra"] = np.zeros((owned, E), np.float32)
+            p["extras"] = list(p["extra"])
         elif self.deterministic:
-            p["recv"] = np.empty((S, slot), np.float32)
-            p["spec"] = ([c * slot for c in counts], [d * slot for d in displs])
+            # This rank sends the sums of the tree nodes that cover its shards
+            # (one node when its shards are a subtree), then its shards' extras.
+            covers = [_cover(r * S // P, (r + 1) * S // P, 0, S) for r in range(P)]
+            counts = [len(covers[r]) * GK + ((r + 1) * S // P - r * S // P) * E
+                      for r in range(P)]
+            displs = [sum(counts[:r]) for r in range(P)]
+            p["send"] = send = np.zeros(counts[self.rank], np.float32)
+            p["pieces"] = [(node, send[i * GK:(i + 1) * GK])
+                           for i, node in enumerate(covers[self.rank])]
+            p["extra"] = send[len(covers[self.rank]) * GK:].reshape(owned, E)
+            p["recv"] = recv = np.empty(sum(counts), np.float32)
+            p["spec"] = (counts, displs)
+            p["known"], p["extras"] = {}, []
+            for r in range(P):
+                at = displs[r]
+                for node in covers[r]:
+                    p["known"][node] = recv[at:at + GK]
+                    at += GK
+                p["extras"] += list(recv[at:displs[r] + counts[r]].reshape(-1, E))
         else:
-            extra = slot - G - K
-            p["send_extra"] = np.empty((owned, extra), np.float32)
-            p["recv_extra"] = np.empty((S, extra), np.float32)
-            p["spec"] = ([c * extra for c in counts], [d * extra for d in displs])
+            p["extra"] = np.zeros((owned, E), np.float32)
+            p["recv_extra"] = np.empty((S, E), np.float32)
+            p["extras"] = list(p["recv_extra"])
+            counts = [((r + 1) * S // P - r * S // P) * E for r in range(P)]
+            p["spec"] = (counts, [r * S // P * E for r in range(P)])
         return p
 
     # ---- the end of an epoch --------------------------------------------------
@@ -311,7 +341,7 @@ class DataParallel:
         params, buffers = plan["params"], plan["buffers"]
         G, K, S, bs = plan["G"], plan["K"], plan["S"], plan["batch"]
         first, last = plan["first"], plan["last"]
-        send, acc, snap = plan["send"], plan["acc"], plan["snap"]
+        shard, extra, snap = plan["shard"], plan["extra"], plan["snap"]
         out_shape, out_size, out_batch = plan["out_shape"], plan["out_size"], plan["out"]
         n = len(X)
         n_batches = -(-n // bs)
@@ -336,13 +366,12 @@ class DataParallel:
             if K:
                 _flatten(buffers, snap)
             for j, s in enumerate(range(first, last)):
-                slot = send[j]
                 lo_s, hi_s = bounds[s], bounds[s + 1]
                 rows = hi_s - lo_s
-                meta = slot[G + K:G + K + _META]
+                meta = extra[j, :_META]
                 meta[2], meta[3] = rows, flag
                 if rows == 0:               # a short last batch: an empty shard adds 0
-                    slot[:G + K] = 0.0
+                    shard[j] = 0.0
                     meta[:2] = np.zeros(1, np.float64).view(np.float32)
                     continue
                 if K:                       # every shard starts from the step's statistics
@@ -358,24 +387,24 @@ class DataParallel:
                     model.backward(grad, input_grad=False)
                 else:
                     model.backward(grad)
-                _flatten([g for _, g in params], slot[:G])
+                _flatten([g for _, g in params], shard[j, :G])
                 if K:
-                    _flatten(buffers, slot[G:G + K])
+                    _flatten(buffers, shard[j, G:])
                 meta[:2] = np.array([value], np.float64).view(np.float32)
-                slot[G + K + _META:G + K + _META + rows * out_size] = out.reshape(-1)
-            extra = self._exchange(plan)
+                extra[j, _META:_META + rows * out_size] = out.reshape(-1)
+            extras = self._exchange(plan)
 
             # The global loss, outputs and stop flags, in shard order.
             batch_total, flags, nonempty = 0.0, _GO, 0
             for s in range(S):
-                rows = int(extra[s, 2])
-                flags = max(flags, int(extra[s, 3]))
+                rows = int(extras[s][2])
+                flags = max(flags, int(extras[s][3]))
                 if rows == 0:
                     continue
                 nonempty += 1
-                batch_total += float(extra[s, :2].copy().view(np.float64)[0]) * rows
+                batch_total += float(extras[s][:2].copy().view(np.float64)[0]) * rows
                 out_batch[bounds[s] - lo:bounds[s + 1] - lo] = \
-                    extra[s, _META:_META + rows * out_size].reshape((rows,) + out_shape)
+                    extras[s][_META:_META + rows * out_size].reshape((rows,) + out_shape)
             value = batch_total / m
             if not math.isfinite(value):
                 raise collective(NonFiniteLossError(
@@ -383,6 +412,7 @@ class DataParallel:
                     f"{b + 1} of {n_batches} (counting from 1); the learning rate may be "
                     f"too high (lr={getattr(optimizer, 'lr', '?')}) or the inputs badly scaled"))
             self._reduce(plan, nonempty)
+            acc = plan["acc"]
             _unflatten(acc[:G], [g for _, g in params])
             if K:
                 _unflatten(acc[G:], buffers)
@@ -405,38 +435,66 @@ class DataParallel:
         return _epoch_logs(total, metrics, n)
 
     def _exchange(self, plan):
-        """The step's one collective; returns the (S, extra) per-shard
-        metadata and outputs, every shard's, on every rank."""
-        G, K = plan["G"], plan["K"]
-        comm, send = self.comm, plan["send"]
+        """The step's one collective; returns every shard's metadata and
+        outputs (a list of S rows), on every rank."""
+        comm = self.comm
         if comm is None:
-            return send[:, G + K:]
+            return plan["extras"]
         MPI = self.MPI
         if self.deterministic:
-            recv = plan["recv"]
-            comm.Allgatherv([send, MPI.FLOAT], [recv, plan["spec"], MPI.FLOAT])
-            return recv[:, G + K:]
+            for (a, b), out in plan["pieces"]:
+                _tree_sum(a, b, plan["leaves"], out, plan["scratch"])
+            comm.Allgatherv([plan["send"], MPI.FLOAT], [plan["recv"], plan["spec"], MPI.FLOAT])
+            return plan["extras"]
         # native: this rank's shards summed here, the ranks summed by MPI
         acc = plan["acc"]
-        np.sum(send[:, :G + K], axis=0, out=acc)
+        _tree_sum(plan["first"], plan["last"], plan["leaves"], acc, plan["scratch"])
         comm.Allreduce(MPI.IN_PLACE, [acc, MPI.FLOAT], op=MPI.SUM)
-        np.copyto(plan["send_extra"], send[:, G + K:])
-        comm.Allgatherv([plan["send_extra"], MPI.FLOAT],
+        comm.Allgatherv([plan["extra"], MPI.FLOAT],
                         [plan["recv_extra"], plan["spec"], MPI.FLOAT])
-        return plan["recv_extra"]
+        return plan["extras"]
 
     def _reduce(self, plan, nonempty):
         """plan["acc"] = the sum of the shards' gradients and the mean of
-        their running statistics, both in shard order (deterministic mode;
-        the native mode summed them in _exchange)."""
-        G, K, acc = plan["G"], plan["K"], plan["acc"]
-        if self.comm is None or self.deterministic:
-            recv = plan["recv"]
-            np.copyto(acc, recv[0, :G + K])
-            for s in range(1, plan["S"]):
-                np.add(acc, recv[s, :G + K], out=acc)
+        their running statistics, both by the fixed tree over the shards
+        (the native mode summed them in _exchange)."""
+        G, K, acc, S = plan["G"], plan["K"], plan["acc"], plan["S"]
+        if self.comm is None:
+            _tree_sum(0, S, plan["leaves"], acc, plan["scratch"])
+        elif self.deterministic:
+            _tree_sum(0, S, plan["known"], acc, plan["scratch"])
         if K:
             np.divide(acc[G:], np.float32(nonempty), out=acc[G:])
+
+
+def _cover(first, last, a, b):
+    """The nodes of the summation tree over shards [a, b) (node [a, b) has
+    the children [a, mid) and [mid, b), mid = (a + b) // 2) that exactly
+    cover the shards [first, last): the largest ones, left to right."""
+    if last <= a or b <= first or first >= last:
+        return []
+    if first <= a and b <= last:
+        return [(a, b)]
+    mid = (a + b) // 2
+    return _cover(first, last, a, mid) + _cover(first, last, mid, b)
+
+
+def _tree_sum(a, b, known, out, scratch, depth=0):
+    """out = the sum of the shards [a, b) by the fixed binary tree: node
+    [a, b) is node [a, mid) + node [mid, b), mid = (a + b) // 2, unless its
+    value is in ``known`` ({(a, b): array}, the leaves (s, s + 1) at least).
+    The same nodes give the same bits, whichever rank computed them: this is
+    what makes the result independent of the rank count. scratch[depth] holds
+    a right child while its parent adds it."""
+    value = known.get((a, b))
+    if value is not None:
+        np.copyto(out, value)
+        return
+    mid = (a + b) // 2
+    _tree_sum(a, mid, known, out, scratch, depth + 1)
+    right = scratch[depth]
+    _tree_sum(mid, b, known, right, scratch, depth + 1)
+    np.add(out, right, out=out)
 
 
 def _flatten(arrays, out):

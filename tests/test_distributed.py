@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import nncore as nn
+from nncore import distributed
 from nncore import init as nn_init
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_worker.py")
@@ -203,6 +204,34 @@ def test_one_shard_without_dropout_equals_the_plain_trainer():
                    batch_size=16, seed=0, shards=shards).fit(X, y, epochs=2, verbose=0)
         states.append(model.state_dict())
     assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 4, 5, 7, 8, 9])
+def test_tree_nodes_from_any_rank_count_give_the_same_sum(shards):
+    # What the ranks do: each covers its shards with tree nodes and sums
+    # them; every rank finishes the tree from the nodes it gathered.
+    rng = np.random.default_rng(shards)
+    leaves = {(s, s + 1): (rng.standard_normal(257) * 10.0 ** rng.integers(-4, 5, 257))
+              .astype(np.float32) for s in range(shards)}
+    scratch = np.empty((shards.bit_length() + 1, 257), np.float32)
+    ref = np.empty(257, np.float32)
+    distributed._tree_sum(0, shards, leaves, ref, scratch)
+    for ranks in range(1, shards + 1):
+        known = {}
+        for r in range(ranks):
+            for a, b in distributed._cover(r * shards // ranks, (r + 1) * shards // ranks,
+                                           0, shards):
+                known[(a, b)] = np.empty(257, np.float32)
+                distributed._tree_sum(a, b, leaves, known[(a, b)], scratch)
+        got = np.empty(257, np.float32)
+        distributed._tree_sum(0, shards, known, got, scratch)
+        assert np.array_equal(ref, got), (shards, ranks)
+    # and the tree is not the sequential sum (so the test can fail)
+    if shards >= 3:
+        seq = leaves[(0, 1)].copy()
+        for s in range(1, shards):
+            seq += leaves[(s, s + 1)]
+        assert not np.array_equal(seq, ref)
 
 
 def test_key_stream_depends_on_key_and_index_only():
