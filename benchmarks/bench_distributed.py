@@ -87,6 +87,39 @@ def _collectives(comm, n_params, repeats=50):
     return out
 
 
+# The alpha-beta model of docs/distributed.md: (name, alpha seconds, bytes/s).
+NETWORKS = (("10 GbE, TCP", 20e-6, 10e9 * 0.93 / 8),
+            ("25 GbE, RoCE", 2e-6, 25e9 * 0.93 / 8),
+            ("100 GbE, RoCE", 2e-6, 100e9 * 0.93 / 8))
+
+
+def model_table(models, batch=1024, nodes=(2, 4, 8, 16, 32, 64), add_per_float=0.18e-9):
+    """Predicted strong-scaling efficiency at a fixed global batch: per step,
+    compute t_c * B / P against a ring Allreduce of the gradient (native) or
+    the fixed-order exchange (a ring all-gather of one tree node per rank,
+    then P - 1 adds of the gradient on every rank). models: (name, params,
+    seconds of compute per sample)."""
+    lines = []
+    for name, params, t_sample in models:
+        n = 4 * params
+        lines.append(f"\n{name}: {params} parameters ({n / 1e6:.2f} MB), {t_sample * 1e6:.0f} us "
+                     f"per sample, global batch {batch}\n")
+        lines.append("| network | exchange | " + " | ".join(f"P={p}" for p in nodes) + " |")
+        lines.append("| --- | --- | " + " | ".join("---:" for _ in nodes) + " |")
+        for net, alpha, bw in NETWORKS:
+            for exchange in ("ring Allreduce", "fixed order"):
+                cells = []
+                for p in nodes:
+                    compute = t_sample * batch / p
+                    if exchange == "ring Allreduce":
+                        comm = 2 * (p - 1) * alpha + 2 * (p - 1) / p * n / bw
+                    else:
+                        comm = (p - 1) * alpha + (p - 1) * n / bw + (p - 1) * params * add_per_float
+                    cells.append(f"{compute / (compute + comm):.0%}")
+                lines.append(f"| {net} | {exchange} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def worker(args):
     """Under mpiexec: every configuration, rank 0 prints one JSON line."""
     from mpi4py import MPI
@@ -111,9 +144,16 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", nargs=2, type=float, metavar=("MLP_US", "RESNET20_US"),
+                        help="print only the alpha-beta scaling model, from measured "
+                             "microseconds of training compute per sample")
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.model:
+        print(model_table([("784-256-128-10 MLP", 235146, args.model[0] * 1e-6),
+                           ("ResNet-20 (1x28x28 inputs)", 272186, args.model[1] * 1e-6)]))
+        return
 
     rows = []
     for batch in args.batches:
