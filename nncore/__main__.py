@@ -91,24 +91,63 @@ def _optimizer_for(name, lr, momentum, weight_decay):
     return nn.RMSprop(lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+# Set by mpiexec/mpirun in every rank's environment: MPICH's Hydra (PMI_SIZE),
+# Open MPI (OMPI_COMM_WORLD_SIZE). `train` then trains data-parallel.
+_MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+def _mpi_world():
+    """MPI.COMM_WORLD when launched by mpiexec, else None."""
+    import os
+    if not any(os.environ.get(name) for name in _MPI_SIZE_VARIABLES):
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise SystemExit("error: launched by mpiexec, but mpi4py is not installed "
+                         "(pip install 'nncore[mpi]')") from None
+    return MPI.COMM_WORLD
+
+
+def _threads_per_rank(comm):
+    """The cores this process may use shared among the ranks on its node:
+    OpenMP's default of one thread per core in every rank would put several
+    spinning threads on each core."""
+    import os
+    from mpi4py import MPI
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    return max(1, cores // local)
+
+
 def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, lr,
                       optimizer, momentum, weight_decay, activation, seed, threads, out,
-                      verbose):
-    """Train an MLP classifier, print test accuracy, throughput and time, save it."""
+                      verbose, comm=None, shards=None):
+    """Train an MLP classifier, print test accuracy, throughput and time, save it.
+    With ``comm`` (under mpiexec) every rank trains its share; rank 0 alone
+    prints and saves."""
     import time
     import numpy as np
     import nncore as nn
     if threads is not None:
         nn.set_num_threads(threads)
     nn.manual_seed(seed)
+    root = comm is None or comm.Get_rank() == 0
+    say = print if root else (lambda *args, **kwargs: None)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     model = _model_for(X_train.shape[1], hidden, n_classes, activation)
     trainer = nn.Trainer(model, nn.CrossEntropyLoss(),
                          _optimizer_for(optimizer, lr, momentum, weight_decay),
-                         batch_size=batch_size, seed=seed)
+                         batch_size=batch_size, seed=seed, comm=comm, shards=shards)
     arch = "-".join(str(n) for n in (X_train.shape[1],) + tuple(hidden) + (n_classes,))
-    print(f"training {arch} on {len(X_train)} samples, {optimizer} lr={lr}, batch "
-          f"{batch_size}, {nn.get_num_threads()} thread(s), {nn.info()['isa']} kernels")
+    parallel = ""
+    if comm is not None or shards is not None:
+        ranks = 1 if comm is None else comm.Get_size()
+        parallel = (f", {ranks} MPI rank(s) x {trainer._parallel.shards} shards per batch")
+    say(f"training {arch} on {len(X_train)} samples, {optimizer} lr={lr}, batch "
+        f"{batch_size}, {nn.get_num_threads()} thread(s), {nn.info()['isa']} kernels"
+        f"{parallel}")
     start = time.perf_counter()
     history = trainer.fit(X_train, y_train, epochs, validation_data=(X_test, y_test),
                           verbose=verbose)
@@ -116,10 +155,10 @@ def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch
     test = trainer.evaluate(X_test, y_test)
     train_seconds = sum(len(X_train) / rate for rate in history["samples_per_sec"])
     throughput = len(X_train) * len(history) / train_seconds
-    print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) after "
-          f"{len(history)} epochs in {seconds:.2f} s; training throughput "
-          f"{throughput:,.0f} samples/s")
-    if out:
+    say(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) after "
+        f"{len(history)} epochs in {seconds:.2f} s; training throughput "
+        f"{throughput:,.0f} samples/s")
+    if out and root:
         nn.save(model, out)
         again = nn.load(out)
         same = np.array_equal(again.predict(X_test), model.predict(X_test))
@@ -157,6 +196,12 @@ def cmd_demo(args):
 def cmd_train(args):
     """Train an MLP classifier on Fashion-MNIST or the digits."""
     import nncore as nn
+    if args.shards is not None and args.shards < 1:
+        print(f"error: --shards must be >= 1, got {args.shards}", file=sys.stderr)
+        return 2
+    comm = _mpi_world()
+    if comm is not None and args.threads is None:
+        args.threads = _threads_per_rank(comm)
     if args.data == "digits":
         X, y = nn.datasets.load_digits()
         X_train, X_test, y_train, y_test = nn.datasets.train_test_split(
@@ -172,7 +217,7 @@ def cmd_train(args):
                              optimizer=args.optimizer, momentum=args.momentum,
                              weight_decay=args.weight_decay, activation=args.activation,
                              seed=args.seed, threads=args.threads, out=args.out,
-                             verbose=args.verbose)
+                             verbose=args.verbose, comm=comm, shards=args.shards)
 
 
 def _add_demo_parser(sub):
@@ -200,11 +245,17 @@ def _add_train_parser(sub):
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], default="sgd")
     p.add_argument("--momentum", type=float, default=0.9, help="for sgd and rmsprop")
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--threads", type=int, default=None, help="OpenMP threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OpenMP threads (default: all cores; under mpiexec, the cores of "
+                        "the node divided among its ranks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
     p.add_argument("--out", default="nncore-model.nnc", help="where to save the model "
                    "('' to skip)")
+    p.add_argument("--shards", type=int, default=None,
+                   help="cut each batch into this many shards, summed in a fixed order: "
+                        "bitwise the same weights on any number of MPI ranks (default 4 "
+                        "under mpiexec, else no sharding)")
 
 
 LANDSCAPE_DATA = ("digits", "fashion-mnist")

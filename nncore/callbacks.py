@@ -176,6 +176,10 @@ class ModelCheckpoint(Callback):
     interrupted run never leaves a truncated checkpoint behind.
     """
 
+    # in data-parallel training (Trainer(comm=...)) only rank 0 writes: the
+    # ranks hold the same weights, and two writers would race on one file
+    rank_zero_only = True
+
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
                  save_optimizer=False):
         if not isinstance(path, (str, bytes)) and not hasattr(path, "__fspath__"):

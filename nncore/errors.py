@@ -9,3 +9,8 @@ class FormatError(ValueError):
     readers. The message names the file and what was wrong. Reading a file
     that raises this error never executes anything from it.
     """
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch
+    and batch. Usually the learning rate is too high or the inputs unscaled."""

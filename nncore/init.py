@@ -24,6 +24,7 @@ name                distribution                                 used for
 He keeps the activation variance constant through ReLU layers (He et al.
 2015); Glorot (Glorot & Bengio 2010) does so for symmetric activations.
 """
+import contextlib
 import math
 
 import numpy as np
@@ -32,6 +33,11 @@ __all__ = ["manual_seed", "get_generator", "INITIALIZERS", "he_uniform", "he_nor
            "glorot_uniform", "glorot_normal", "lecun_uniform", "lecun_normal", "zeros"]
 
 _generator = np.random.default_rng()
+# While key_stream(...) is active: the [state] of the splitmix64 stream that
+# next_key draws from instead of _generator.
+_stream = None
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
 
 
 def manual_seed(seed):
@@ -51,8 +57,39 @@ def get_generator():
 
 
 def next_key():
-    """A fresh 64-bit key from the generator (Dropout's counter-based masks)."""
+    """A fresh 64-bit key from the generator (Dropout's counter-based masks),
+    or from the active ``key_stream``."""
+    if _stream is not None:
+        _stream[0] = (_stream[0] + _GOLDEN) & _MASK64
+        return _splitmix64(_stream[0])
     return int(_generator.bit_generator.random_raw())
+
+
+def _splitmix64(z):
+    """The splitmix64 output function (Steele, Lea and Flood 2014): a
+    bijective mix of 64 bits, so distinct states give distinct keys."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+@contextlib.contextmanager
+def key_stream(key, index):
+    """Inside the block, ``next_key`` returns the keys of a stream fixed by
+    ``(key, index)`` (two ints; a splitmix64 sequence from a start mixed from
+    both) and leaves the generator alone.
+
+    Sharded training uses it: the Dropout masks of shard ``index`` of a step
+    then depend on the step's key and the shard only, not on which process
+    computes the shard or how many shards it computed before. Costs a few
+    integer operations per key, no generator construction."""
+    global _stream
+    previous = _stream
+    _stream = [_splitmix64((int(key) + _splitmix64(int(index) & _MASK64)) & _MASK64)]
+    try:
+        yield
+    finally:
+        _stream = previous
 
 
 def _uniform(bound, fan_in, fan_out, rng, shape):

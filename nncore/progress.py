@@ -49,6 +49,9 @@ class ProgressBar(Callback):
     None picks the bar when ``stream`` is a terminal.
     """
 
+    # in data-parallel training (Trainer(comm=...)) only rank 0 prints
+    rank_zero_only = True
+
     def __init__(self, stream=None, live=None):
         self.stream = stream if stream is not None else sys.stdout
         if live is None:

@@ -22,6 +22,8 @@ import numpy as np
 
 from . import _core, _guard
 from .callbacks import batch_hooks
+from .distributed import DataParallel, collective
+from .errors import NonFiniteLossError
 from .metrics import make_metric
 from .optim import SGD
 from .progress import ProgressBar
@@ -36,11 +38,6 @@ _CHUNK_BYTES = 256 * 1024
 # threads the weights move between the cores' caches on every step
 # (docs/measurements.md has the numbers).
 _SERIAL_MAX_BATCH = 16
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the epoch
-    and batch. Usually the learning rate is too high or the inputs unscaled."""
 
 
 class History:
@@ -275,6 +272,22 @@ class Trainer:
     ``backward`` then ``optimizer.step``; ``grad_weight`` is then not filled.
     A callback with ``on_batch_end`` turns this off (it may read gradients).
 
+    Data-parallel training on MPI: ``comm`` (an mpi4py communicator, e.g.
+    ``MPI.COMM_WORLD``; every rank runs the same script with the same data)
+    makes every rank start from rank 0's weights, train on its share of each
+    global batch and apply the same update, with the history's loss and
+    metrics global and the same on every rank; the progress bar and
+    ``ModelCheckpoint`` run on rank 0 only. Each global batch is cut into
+    ``shards`` pieces (default 4, at most the batch size, at least the number
+    of ranks), each one's gradient computed on its own and the shards summed
+    in a fixed order: for a given batch size and shard count the weights are
+    bitwise the same on 1, 2, 4, ... ranks, and with ``comm=None,
+    shards=S`` in one process. ``deterministic=False`` sums over ranks with
+    MPI's native Allreduce instead (faster, not reproducible across rank
+    counts). Dropout masks are drawn per shard and BatchNorm normalises each
+    shard over its own rows (see nncore.distributed). ``sample_weight`` is
+    not supported there.
+
     Threads: at batch sizes up to 16 the training epochs run their kernels
     on one thread (only in the thread calling ``fit``; validation and other
     threads keep the process's count). With so few rows every kernel is a
@@ -283,7 +296,7 @@ class Trainer:
     """
 
     def __init__(self, model, loss, optimizer, *, batch_size=32, shuffle=True, seed=None,
-                 metrics="auto"):
+                 metrics="auto", comm=None, shards=None, deterministic=True):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"Trainer: batch_size must be an int >= 1, got {batch_size!r}")
@@ -323,6 +336,10 @@ class Trainer:
         self.history = None
         self.epochs = 0
         self.n_samples = 0
+        # Sharded (and, with comm, data-parallel) training: nncore/distributed.py
+        self._parallel = None if comm is None and shards is None else \
+            DataParallel(comm, shards, deterministic)
+        self.comm = comm
 
     # ---- validation -------------------------------------------------------
     def _check(self, X, y, who):
@@ -356,12 +373,38 @@ class Trainer:
         where it stopped. A second Ctrl-C interrupts at once.
         """
         who = "Trainer.fit"
+        par = self._parallel
+        try:
+            checked = self._check_fit(X, y, epochs, validation_data, validation_split,
+                                      callbacks, verbose, sample_weight, who)
+        except Exception as exc:
+            if par is None:
+                raise
+            par.raise_together(exc)     # raises on every rank
+        if par is None:
+            return self._fit(*checked, epochs, verbose)
+        # Every rank checked its arguments; none is yet in a collective.
+        par.raise_together(None)
+        X, y, weights, X_val, y_val, callbacks = checked
+        if not par.is_root:
+            # one progress display and one writer of checkpoints: rank 0's
+            verbose = 0
+            callbacks = [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
+        with par.guard():
+            return self._fit(X, y, weights, X_val, y_val, callbacks, epochs, verbose)
+
+    def _check_fit(self, X, y, epochs, validation_data, validation_split, callbacks, verbose,
+                   sample_weight, who):
+        """fit's arguments checked: (X, y, weights, X_val, y_val, callbacks)."""
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"{who}: epochs must be an int >= 0, got {epochs!r}")
         if verbose not in (0, 1, 2, True, False):
             raise ValueError(f"{who}: verbose must be 0, 1 or 2, got {verbose!r}")
-        X, y = self._check(X, y, who)
+        par = self._parallel
+        X, y = par.check(self, X, y, who) if par is not None else self._check(X, y, who)
         weights = None
+        if sample_weight is not None and par is not None:
+            raise ValueError(f"{who}: sample_weight is not supported with comm or shards")
         if sample_weight is not None:
             if _weighted_kind(self.loss) is None:
                 raise ValueError(f"{who}: sample_weight works with MSELoss, "
@@ -391,7 +434,11 @@ class Trainer:
         else:
             X_val = y_val = None
 
-        callbacks = _check_callbacks(callbacks, who)
+        return X, y, weights, X_val, y_val, _check_callbacks(callbacks, who)
+
+    def _fit(self, X, y, weights, X_val, y_val, callbacks, epochs, verbose):
+        """fit after its checks: the epochs, the callbacks, Ctrl-C."""
+        par = self._parallel
         if verbose:
             callbacks.insert(0, ProgressBar(live=None if verbose == 1 else False))
         for cb in callbacks:
@@ -410,9 +457,11 @@ class Trainer:
                 if fn is not None:
                     fn(*args)
 
+        if par is not None:
+            par.start(self)
         call("on_train_begin", {})
         hooks = batch_hooks(callbacks)
-        plan = self._plan(X, y, weights)
+        plan = self._plan(X, y, weights) if par is None else par.plan(self, X, y)
         self._interrupted = False
         self._position = (0, 0)
         sigint = _SigintFlag(self)
@@ -424,7 +473,10 @@ class Trainer:
                 serial = plan["bs"] <= _SERIAL_MAX_BATCH
                 previous = _core.set_local_num_threads(1) if serial else None
                 try:
-                    logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                    if par is None:
+                        logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                    else:
+                        logs = par.train_epoch(self, X, y, epoch, hooks, plan)
                 finally:
                     if serial:
                         _core.set_local_num_threads(previous)
@@ -439,8 +491,12 @@ class Trainer:
                 logs["seconds"] = time.perf_counter() - start
                 logs["samples_per_sec"] = len(X) / train_seconds if train_seconds > 0 \
                     else float("inf")
+                if par is not None:
+                    par.share_timing(logs)
                 history.append(epoch, logs)
                 call("on_epoch_end", epoch, logs)
+                if par is not None:
+                    par.agree_stop(self)
                 if self.stop_training:
                     break
         finally:
@@ -451,9 +507,9 @@ class Trainer:
             epoch, batch = self._position
             where = (f"after batch {batch} of epoch {epoch + 1}" if batch is not None
                      else f"after epoch {epoch + 1}")
-            raise KeyboardInterrupt(
+            raise collective(KeyboardInterrupt(
                 f"Trainer.fit: interrupted (SIGINT) {where}; the model holds the weights "
-                f"of that step and trainer.history the {len(history)} completed epoch(s)")
+                f"of that step and trainer.history the {len(history)} completed epoch(s)"))
         call("on_train_end", history.last if len(history) else {})
         return history
 

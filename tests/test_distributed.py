@@ -1,0 +1,255 @@
+"""Data-parallel training (nncore/distributed.py): bitwise the same weights on
+1, 2 and 4 MPI ranks and in one process with the same shards, real MPI under
+mpiexec (tests/mpi_worker.py), a failing rank ending the job, memory-mapped
+data. The MPI tests skip when mpi4py or mpiexec is missing; every launch runs
+under a timeout."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nncore as nn
+from nncore import distributed
+from nncore import init as nn_init
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_worker.py")
+# One launch of the worker takes ~1-2 s; a hang is caught well before this.
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def mpiexec():
+    pytest.importorskip("mpi4py")
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    path = here if os.path.exists(here) else shutil.which("mpiexec")
+    if path is None:
+        pytest.skip("no mpiexec next to the interpreter or on PATH")
+    return path
+
+
+def run(cmd, timeout=TIMEOUT, **kwargs):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def launch(mpiexec, ranks, *args, timeout=TIMEOUT):
+    # one OpenMP thread per rank: the ranks share the machine's cores
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return run([mpiexec, "-n", str(ranks), sys.executable, WORKER, *args], timeout=timeout,
+               env=env)
+
+
+def train(mpiexec, ranks, path, *flags):
+    if ranks is None:
+        proc = run([sys.executable, WORKER, "train", str(path), "--local", *flags])
+    else:
+        proc = launch(mpiexec, ranks, "train", str(path), *flags)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(path) as data:
+        return dict(data)
+
+
+def assert_bitwise(ref, got, what):
+    assert sorted(ref) == sorted(got)
+    differ = [key for key in ref if not np.array_equal(ref[key], got[key])]
+    assert not differ, f"{what}: differ bitwise from one process: {differ[:8]}"
+    disagree = [key for key in got if key.endswith("ranks_agree") and not got[key]]
+    assert not disagree, f"{what}: ranks ended with different weights: {disagree}"
+
+
+@pytest.fixture(scope="module")
+def local_run(mpiexec, tmp_path_factory):
+    """Every case trained by one process, comm=None, shards=4."""
+    return train(mpiexec, None, tmp_path_factory.mktemp("local") / "local.npz")
+
+
+def test_two_ranks_match_one_process_bitwise(mpiexec, local_run, tmp_path):
+    # SGD with momentum, Adam with Dropout, SGD (Nesterov) with BatchNorm,
+    # AdamW with BatchNorm and Dropout; short last batches, empty shards.
+    got = train(mpiexec, 2, tmp_path / "two.npz")
+    assert_bitwise(local_run, got, "2 ranks")
+    # and training did something
+    loss = local_run["sgd_momentum/history/loss"]
+    assert loss[-1] < 0.8 * loss[0]
+    # EarlyStopping stopped every rank after the same epoch (the history
+    # matches), ReduceLROnPlateau cut lr the same way, checkpoints on rank 0 only
+    assert 1 < len(got["callbacks/history/loss"]) < 10
+    assert got["callbacks/history/lr"][-1] < got["callbacks/history/lr"][0]
+    assert got["callbacks/saved_on_rank_0"] == len(got["callbacks/history/loss"])
+    assert got["callbacks/saved_elsewhere"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [1, 4])
+def test_one_and_four_ranks_match_one_process_bitwise(mpiexec, local_run, tmp_path, ranks):
+    got = train(mpiexec, ranks, tmp_path / f"{ranks}.npz")
+    assert_bitwise(local_run, got, f"{ranks} rank(s)")
+
+
+@pytest.mark.slow
+def test_native_allreduce_agrees_across_ranks_and_nearly_with_one_process(
+        mpiexec, local_run, tmp_path):
+    got = train(mpiexec, 2, tmp_path / "native.npz", "--native")
+    assert all(got[key] for key in got if key.endswith("ranks_agree"))
+    key = "sgd_momentum/history/loss"
+    np.testing.assert_allclose(got[key], local_run[key], rtol=1e-6)
+
+
+def test_a_rank_that_raises_ends_the_job(mpiexec):
+    # rank 1 raises in a callback while rank 0 waits in the step's
+    # collective; 50 epochs would take far longer than the bound
+    proc = launch(mpiexec, 2, "fault", timeout=60)
+    assert proc.returncode != 0
+    assert "rank 1 of 2 failed during Trainer.fit" in proc.stderr
+    assert "an error on rank 1 only" in proc.stderr
+    assert "training finished" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_bad_arguments_on_one_rank_raise_on_every_rank(mpiexec):
+    proc = launch(mpiexec, 2, "badargs", timeout=60)
+    assert "rank 0 raised RuntimeError: Trainer.fit: rank 1 of 2 failed: ValueError" \
+        in proc.stdout, proc.stdout + proc.stderr
+    assert "rank 1 raised ValueError: Trainer.fit: X has 19 features" in proc.stdout
+    assert "Abort" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_train_under_mpiexec(mpiexec, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    outs = []
+    for ranks in (1, 2):
+        out = tmp_path / f"cli{ranks}.nnc"
+        proc = run([mpiexec, "-n", str(ranks), sys.executable, "-m", "nncore", "train",
+                    "--data", "digits", "--epochs", "2", "--verbose", "2", "--out", str(out)],
+                   env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        # rank 0 alone prints: one header, one line per epoch, one result
+        assert proc.stdout.count("training 64-256-128-10") == 1
+        assert f"{ranks} MPI rank(s) x 4 shards per batch" in proc.stdout
+        assert proc.stdout.count("epoch 2/2") == 1
+        assert proc.stdout.count("test accuracy") == 1
+        outs.append(nn.load(str(out)).state_dict())
+    assert all(np.array_equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+# ---- one process: no MPI needed ------------------------------------------------
+
+def _mlp():
+    nn.manual_seed(0)
+    return nn.Sequential(nn.Dense(20, 16), nn.ReLU(), nn.Dropout(0.2), nn.Dense(16, 3))
+
+
+def _fit_sharded(X, y, **kwargs):
+    model = _mlp()
+    trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.Adam(lr=1e-2), batch_size=16,
+                         seed=0, shards=4, **kwargs)
+    history = trainer.fit(X, y, epochs=2, verbose=0)
+    return model.state_dict(), history
+
+
+def _data(n=100):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(n, 20)).astype(np.uint8)
+    return X, (X[:, 0] % 3).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_memmap_rows_train_like_the_array(tmp_path, dtype):
+    X, y = _data()
+    X = X.astype(dtype)
+    path = tmp_path / "X.bin"
+    X.tofile(path)
+    mapped = np.memmap(path, dtype=dtype, mode="r", shape=X.shape)
+    ref, ref_hist = _fit_sharded(X, y)
+    got, got_hist = _fit_sharded(mapped, y)
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+    assert ref_hist["loss"] == got_hist["loss"]
+
+
+def test_memmap_with_nan_rows_is_refused(tmp_path):
+    X, y = _data()
+    X = X.astype(np.float32)
+    X[57, 3] = np.nan
+    path = tmp_path / "X.bin"
+    X.tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=X.shape)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        _fit_sharded(mapped, y)
+
+
+def test_sharded_trainer_checks_its_arguments():
+    X, y = _data()
+    model = _mlp()
+    with pytest.raises(ValueError, match="shards must be an int >= 1"):
+        nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1), shards=0)
+    with pytest.raises(TypeError, match="mpi4py communicator"):
+        nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1), comm=object())
+    trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1), shards=2)
+    with pytest.raises(ValueError, match="sample_weight is not supported"):
+        trainer.fit(X.astype(np.float32), y, sample_weight=np.ones(len(X)), verbose=0)
+
+
+def test_one_shard_without_dropout_equals_the_plain_trainer():
+    # One shard is the whole batch: the same GEMMs as the unsharded step.
+    X, y = _data()
+    X = X.astype(np.float32) / 255
+    states = []
+    for shards in (None, 1):
+        nn.manual_seed(0)
+        model = nn.Sequential(nn.Dense(20, 16), nn.ReLU(), nn.Dense(16, 3))
+        nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1, momentum=0.9),
+                   batch_size=16, seed=0, shards=shards).fit(X, y, epochs=2, verbose=0)
+        states.append(model.state_dict())
+    assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 4, 5, 7, 8, 9])
+def test_tree_nodes_from_any_rank_count_give_the_same_sum(shards):
+    # What the ranks do: each covers its shards with tree nodes and sums
+    # them; every rank finishes the tree from the nodes it gathered.
+    rng = np.random.default_rng(shards)
+    leaves = {(s, s + 1): (rng.standard_normal(257) * 10.0 ** rng.integers(-4, 5, 257))
+              .astype(np.float32) for s in range(shards)}
+    scratch = np.empty((shards.bit_length() + 1, 257), np.float32)
+    ref = np.empty(257, np.float32)
+    distributed._tree_sum(0, shards, leaves, ref, scratch)
+    for ranks in range(1, shards + 1):
+        known = {}
+        for r in range(ranks):
+            for a, b in distributed._cover(r * shards // ranks, (r + 1) * shards // ranks,
+                                           0, shards):
+                known[(a, b)] = np.empty(257, np.float32)
+                distributed._tree_sum(a, b, leaves, known[(a, b)], scratch)
+        got = np.empty(257, np.float32)
+        distributed._tree_sum(0, shards, known, got, scratch)
+        assert np.array_equal(ref, got), (shards, ranks)
+    # and the tree is not the sequential sum (so the test can fail)
+    if shards >= 3:
+        seq = leaves[(0, 1)].copy()
+        for s in range(1, shards):
+            seq += leaves[(s, s + 1)]
+        assert not np.array_equal(seq, ref)
+
+
+def test_key_stream_depends_on_key_and_index_only():
+    nn.manual_seed(0)
+    with nn_init.key_stream(5, 1):
+        a = [nn_init.next_key() for _ in range(3)]
+    nn.manual_seed(1)                   # the generator does not matter
+    with nn_init.key_stream(5, 1):
+        b = [nn_init.next_key() for _ in range(3)]
+    with nn_init.key_stream(5, 2):
+        c = [nn_init.next_key() for _ in range(3)]
+    assert a == b and len(set(a + c)) == 6
+    before = nn_init.get_generator().bit_generator.state
+    with nn_init.key_stream(5, 1):
+        nn_init.next_key()
+    assert nn_init.get_generator().bit_generator.state == before
+
+
+def test_import_nncore_does_not_import_mpi4py():
+    proc = run([sys.executable, "-c", "import sys, nncore; print('mpi4py' in sys.modules)"])
+    assert proc.stdout.strip() == "False", proc.stderr
