@@ -404,7 +404,7 @@ cdef struct _span:
     bint written
 
 
-cdef int _check_disjoint(_span *s, str fn) except -1:
+cdef int _check_disjoint(_span *s) except -1:
     """No array dense_backward writes may share memory with another of its
     arrays (the kernels would read half-written values), except that dz may
     be dy itself (the ReLU backward runs elementwise in place)."""
@@ -417,29 +417,46 @@ cdef int _check_disjoint(_span *s, str fn) except -1:
                 continue
             if {i, j} == {D_DZ, D_DY} and s[i].p == s[j].p and s[i].bytes == s[j].bytes:
                 continue
-            raise ValueError(f"{fn}: {_DENSE_NAMES[i]} overlaps {_DENSE_NAMES[j]} in memory; "
-                             f"pass separate arrays")
+            raise ValueError(f"dense_backward: {_DENSE_NAMES[i]} overlaps {_DENSE_NAMES[j]} "
+                             f"in memory; pass separate arrays")
     return 0
 
 
+cdef int _dense_array_error(int slot, object a, int64_t rows, int64_t cols, int ndim,
+                            bint written, str fn) except -1:
+    """Raise the error for one of dense_backward's arrays that failed the fast
+    check of _dense_array."""
+    name = _DENSE_NAMES[slot]
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{fn}: {name} must be a NumPy array or None, got {type(a).__name__}")
+    _shape(<cnp.ndarray>a, rows, cols, ndim, fn, name)
+    _check_array(<cnp.ndarray>a, cnp.NPY_FLOAT32, written, fn, name)
+    raise AssertionError(f"{fn}: {name} failed a check but no error was found")
+
+
 cdef inline float *_dense_array(_span *s, int slot, object a, int64_t rows, int64_t cols,
-                                int ndim, bint written, str fn) except? NULL:
+                                int ndim, bint written) except? NULL:
     """Check one of dense_backward's arrays (None: absent, NULL) and record its
-    memory in s[slot]."""
+    memory in s[slot]. The checks run on the NumPy C API; the names and
+    messages are made only on failure (dense_backward runs every step)."""
     s[slot].p = NULL
     s[slot].bytes = 0
     s[slot].written = False
     if a is None:
         return NULL
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError(f"{fn}: {_DENSE_NAMES[slot]} must be a NumPy array or None, "
-                        f"got {type(a).__name__}")
-    _shape(<cnp.ndarray>a, rows, cols, ndim, fn, _DENSE_NAMES[slot])
-    _check_array(<cnp.ndarray>a, cnp.NPY_FLOAT32, written, fn, _DENSE_NAMES[slot])
-    s[slot].p = <const char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    if not cnp.PyArray_Check(a):
+        _dense_array_error(slot, a, rows, cols, ndim, written, "dense_backward")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_NDIM(arr) != ndim or cnp.PyArray_DIM(arr, ndim - 1) != cols
+            or (ndim == 2 and cnp.PyArray_DIM(arr, 0) != rows)
+            or cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)
+            or (written and not cnp.PyArray_ISWRITEABLE(arr))):
+        _dense_array_error(slot, a, rows, cols, ndim, written, "dense_backward")
+    s[slot].p = <const char *>cnp.PyArray_DATA(arr)
     s[slot].bytes = rows * cols * 4
     s[slot].written = written
-    return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    return <float *>cnp.PyArray_DATA(arr)
 
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
@@ -478,16 +495,16 @@ def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray d
     if (z is None) != (dz is None):
         raise ValueError(f"{fn}: pass z and dz together (the ReLU backward), or neither")
     cdef _span s[D_COUNT]
-    cdef const float *px = _dense_array(s, D_X, x, m, k, 2, False, fn)
-    cdef float *pw = _dense_array(s, D_W, w, k, n, 2, sgd, fn)
-    cdef const float *pdy = _dense_array(s, D_DY, dy, m, n, 2, False, fn)
-    cdef const float *pz = _dense_array(s, D_Z, z, m, n, 2, False, fn)
-    cdef float *pdx = _dense_array(s, D_DX, dx, m, k, 2, True, fn)
-    cdef float *pdw = _dense_array(s, D_DW, dw, k, n, 2, True, fn)
-    cdef float *pdb = _dense_array(s, D_DB, db, 1, n, 1, True, fn)
-    cdef float *pb = _dense_array(s, D_B, b, 1, n, 1, True, fn)
-    cdef float *pdz = _dense_array(s, D_DZ, dz, m, n, 2, True, fn)
-    _check_disjoint(s, fn)
+    cdef const float *px = _dense_array(s, D_X, x, m, k, 2, False)
+    cdef float *pw = _dense_array(s, D_W, w, k, n, 2, sgd)
+    cdef const float *pdy = _dense_array(s, D_DY, dy, m, n, 2, False)
+    cdef const float *pz = _dense_array(s, D_Z, z, m, n, 2, False)
+    cdef float *pdx = _dense_array(s, D_DX, dx, m, k, 2, True)
+    cdef float *pdw = _dense_array(s, D_DW, dw, k, n, 2, True)
+    cdef float *pdb = _dense_array(s, D_DB, db, 1, n, 1, True)
+    cdef float *pb = _dense_array(s, D_B, b, 1, n, 1, True)
+    cdef float *pdz = _dense_array(s, D_DZ, dz, m, n, 2, True)
+    _check_disjoint(s)
     cdef int status
     with nogil:
         status = nn_dense_backward(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd, lr, pb)
