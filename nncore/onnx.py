@@ -331,6 +331,7 @@ class _Reader:
         self.nodes = list(graph.node)
         # by identity: protobuf messages compare by value, and two nodes may be equal
         self.index = {id(node): i for i, node in enumerate(self.nodes)}
+        self._check_text(graph)
         if len(self.nodes) > MAX_NODES:
             self.fail(f"the graph has {len(self.nodes)} nodes; at most {MAX_NODES} are read")
         self.tensors = {}        # constant name -> TensorProto (converted on use)
@@ -373,6 +374,25 @@ class _Reader:
         self.fail(f"{self._node_name(node)}: {msg}")
 
     # ---- the model around the graph ----
+
+    def _check_text(self, graph):
+        """Every name the reader uses is text: protobuf gives bytes for a
+        string field that is not valid UTF-8 (ONNX's proto2 does not check)."""
+        def text(value, what):
+            if not isinstance(value, str):
+                self.fail(f"{what} {value[:40]!r} is not valid UTF-8")
+
+        for i, node in enumerate(self.nodes):
+            for value in [node.op_type, node.domain, node.name, *node.input, *node.output,
+                          *(a.name for a in node.attribute)]:
+                text(value, f"node {i}: name")
+        for t in graph.initializer:
+            text(t.name, "initializer name")
+            for entry in t.external_data:
+                text(entry.key, "external data key")
+                text(entry.value, "external data value")
+        for value in list(graph.input) + list(graph.output):
+            text(value.name, "graph input/output name")
 
     def _check_model(self, proto):
         if not proto.HasField("graph"):
