@@ -1,7 +1,8 @@
 """ONNX out and in: ``nncore.onnx.export(model, path)`` and ``nncore.onnx.load(path)``.
 
-Needs the ``onnx`` package (``pip install 'nncore[onnx]'``); ``import nncore``
-never imports it, and this module imports it when first used.
+Needs the ``onnx`` package (``pip install 'nncore[onnx]'``), imported when
+``export`` or ``load`` first runs: ``import nncore`` and ``import nncore.onnx``
+never import it (the benchmarks import this module, and nncore imports them).
 
 Export maps each layer to the ONNX operators that compute exactly its
 evaluation-mode forward pass::
@@ -54,12 +55,8 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout
                      GELU, GlobalAvgPool2d, Layer, LeakyReLU, MaxPool2d, ReLU, Residual, Sequential,
                      Sigmoid, Softmax, Tanh)
 
-try:
-    import onnx
-    from onnx import helper as _helper, numpy_helper as _numpy_helper
-except ImportError as exc:      # optional: only export and load need it
-    onnx = None
-    _IMPORT_ERROR = exc
+# the onnx package and its helpers, set by _require_onnx on first use
+onnx = _helper = _numpy_helper = None
 
 __all__ = ["export", "load", "MIN_OPSET", "MAX_FILE_BYTES"]
 
@@ -79,9 +76,17 @@ _SQRT2 = math.sqrt(2.0)
 
 
 def _require_onnx():
+    """Import the optional onnx package (once), or say how to install it."""
+    global onnx, _helper, _numpy_helper
     if onnx is None:
-        raise ImportError("nncore.onnx needs the onnx package: pip install 'nncore[onnx]'") \
-            from _IMPORT_ERROR
+        try:
+            import onnx as package         # (it imports its checker too)
+            from onnx import helper, numpy_helper
+        except ImportError as exc:
+            raise ImportError("nncore.onnx needs the onnx package: pip install "
+                              "'nncore[onnx]'") from exc
+        onnx, _helper, _numpy_helper = package, helper, numpy_helper
+    return onnx
 
 
 # ================================================================ export
