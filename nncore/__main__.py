@@ -344,6 +344,97 @@ def cmd_landscape(args):
     return 0
 
 
+def _load_any(path, allow_external_data=False):
+    """A model from an ONNX file (by its .onnx extension) or an nncore file."""
+    import nncore
+    if str(path).lower().endswith(".onnx"):
+        from nncore import onnx as nnonnx
+        return nnonnx.load(path, allow_external_data=allow_external_data)
+    return nncore.load(path)
+
+
+def _shape(text):
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}")
+    if not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"dimensions must be >= 1, got {text!r}")
+    return shape
+
+
+def _add_export_parser(sub):
+    p = sub.add_parser("export", help="write an nncore model file as ONNX (for onnxruntime "
+                                      "and other runtimes)")
+    p.add_argument("model", metavar="MODEL", help="a model file written by nncore.save")
+    p.add_argument("out", metavar="OUT", help="the ONNX file to write")
+    p.add_argument("--input-shape", type=_shape, default=None, metavar="DIMS",
+                   help="one sample's shape, comma-separated, e.g. 1,28,28 (needed for conv "
+                        "nets; an MLP's is its first layer's width)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX operator set (default 17)")
+
+
+def cmd_export(args):
+    import nncore
+    try:
+        from nncore import onnx as nnonnx
+        model = nncore.load(args.model)
+        if not isinstance(model, nncore.Sequential):
+            model = model.model_            # a fitted estimator: its network
+        nnonnx.export(model, args.out, input_shape=args.input_shape, opset=args.opset)
+    except ImportError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_predict_parser(sub):
+    p = sub.add_parser("predict", help="run a model (.onnx or nncore file) on a .npy array")
+    p.add_argument("model", metavar="MODEL", help="an ONNX file (.onnx) or an nncore model file")
+    p.add_argument("--input", required=True, metavar="X.npy",
+                   help="the samples, batch first (a NumPy .npy file; never unpickled)")
+    p.add_argument("--output", default=None, metavar="Y.npy",
+                   help="write the predictions here (default: print them, one row per sample)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--allow-external-data", action="store_true",
+                   help="read an ONNX model's weights kept in files next to it")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads")
+
+
+def cmd_predict(args):
+    import numpy as np
+    import nncore
+    if args.threads is not None:
+        nncore.set_num_threads(args.threads)
+    try:
+        model = _load_any(args.model, args.allow_external_data)
+        X = np.load(args.input, allow_pickle=False)
+        if not isinstance(X, np.ndarray):
+            raise ValueError(f"{args.input}: expected one .npy array, not an .npz archive")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if isinstance(model, nncore.Sequential):
+            out = model.predict(X, batch_size=args.batch_size)
+        else:
+            out = model.predict(X)          # a fitted estimator: its labels or values
+    except ImportError as exc:
+        print(f"predict: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"predict: {exc}", file=sys.stderr)
+        return 1
+    if args.output:
+        np.save(args.output, out)
+        print(f"wrote {args.output}: predictions of shape {out.shape}")
+    else:
+        np.savetxt(sys.stdout, out.reshape(len(out), -1), fmt="%.7g")
+    return 0
+
+
 def build_parser():
     from .bench import FAMILIES
 
@@ -373,11 +464,13 @@ def build_parser():
     _add_demo_parser(sub)
     _add_train_parser(sub)
     _add_landscape_parser(sub)
+    _add_export_parser(sub)
+    _add_predict_parser(sub)
     return parser
 
 
 COMMANDS = {"info": cmd_info, "bench": cmd_bench, "demo": cmd_demo, "train": cmd_train,
-            "landscape": cmd_landscape}
+            "landscape": cmd_landscape, "export": cmd_export, "predict": cmd_predict}
 
 
 def main(argv=None):

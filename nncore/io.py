@@ -52,7 +52,8 @@ import numpy as np
 
 from .errors import FormatError
 
-__all__ = ["write_archive", "read_archive", "MAGIC", "FORMAT_VERSION", "DTYPES"]
+__all__ = ["write_archive", "read_archive", "write_atomically", "MAGIC", "FORMAT_VERSION",
+           "DTYPES"]
 
 MAGIC = b"NNCORE"
 FORMAT_VERSION = 1
@@ -207,8 +208,16 @@ def write_archive(path, meta, tensors):
     touched. Tensor order is kept. If anything fails while writing, the file
     previously at ``path`` is left as it was and no temporary file remains.
     """
-    path = os.fsdecode(path)
     header, arrays = _encode(meta, tensors)
+    write_atomically(path, lambda f: _write_stream(f, header, arrays))
+
+
+def write_atomically(path, write):
+    """Call ``write(f)`` on a temporary file in ``path``'s directory, flush and
+    fsync it, then rename it over ``path``: a reader sees the old file or the
+    whole new one, never a part, and on any error the old file is untouched
+    and the temporary file removed. The new file keeps the old one's mode."""
+    path = os.fsdecode(path)
     directory = os.path.dirname(os.path.abspath(path))
     mode = _new_file_mode(path)
     try:
@@ -218,7 +227,7 @@ def write_archive(path, meta, tensors):
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_stream(f, header, arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)

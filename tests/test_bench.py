@@ -3,6 +3,7 @@ the documented JSON; the row arithmetic and the report."""
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from nncore import bench
@@ -154,3 +155,16 @@ def test_plot_without_matplotlib_says_how(monkeypatch, capsys, tmp_path):
 def test_unknown_family():
     with pytest.raises(SystemExit):
         main(["bench", "nope"])
+
+
+def test_infer_with_onnxruntime():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    rows = bench.bench_infer(tiny=True, peers=["numpy", "onnxruntime"], threads=1)
+    assert rows and all("ratio_onnxruntime" in row for row in rows)
+    model = bench._nncore_mlp((16, 8, 4))
+    X = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    got = bench.infer_contender("onnxruntime", (16, 8, 4), model)(X)
+    np.testing.assert_allclose(got, model.predict(X), rtol=0,
+                               atol=1e-5 * np.abs(model.predict(X)).max())
+    assert "onnxruntime" in bench.format_table(rows)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import nncore as nn
 from nncore.__main__ import main
@@ -46,3 +47,48 @@ def test_demo_subprocess(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "d.nnc").exists()
     assert np.isfinite(float(result.stdout.split("test accuracy ")[1].split()[0]))
+
+
+def test_export_and_predict(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    nn.manual_seed(0)
+    model = nn.models.small_cnn(image_size=8)
+    nn.save(model, tmp_path / "m.nnc")
+    X = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    assert main(["export", str(tmp_path / "m.nnc"), str(tmp_path / "m.onnx")]) == 1
+    assert "pass input_shape" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "m.nnc"), str(tmp_path / "m.onnx"),
+                 "--input-shape", "1,8,8"]) == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    expected = model.predict(X)
+    scale = np.abs(expected).max()     # within 1e-5 of the outputs' scale
+    np.testing.assert_allclose(session.run(None, {"input": X})[0], expected, rtol=0,
+                               atol=1e-5 * scale)
+    for name in ("m.onnx", "m.nnc"):
+        out = tmp_path / f"{name}.npy"
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / name), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(out)]) == 0
+        np.testing.assert_allclose(np.load(out), expected, rtol=1e-6, atol=1e-7)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "x.npy")]) == 0
+    printed = np.loadtxt(capsys.readouterr().out.splitlines())
+    np.testing.assert_allclose(printed, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_predict_reports_bad_files(tmp_path, capsys):
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage")
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    nn.save(nn.Sequential(nn.Dense(3, 2)), tmp_path / "m.nnc")
+    assert main(["predict", str(tmp_path / "bad.onnx"), "--input",
+                 str(tmp_path / "x.npy")]) in (1, 2)
+    assert "bad.onnx" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "m.nnc"), "--input", str(tmp_path / "obj.npy")]) == 1
+    assert "pickle" in capsys.readouterr().err.lower()
+    assert main(["predict", str(tmp_path / "m.nnc"), "--input", str(tmp_path / "m.nnc")]) == 1
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m.nnc"), "--input", str(tmp_path / "x.npy")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

@@ -14,7 +14,7 @@ from ..runtime import set_num_threads
 # A row is flagged noisy when a side's interquartile range exceeds this
 # fraction of its median.
 SPREAD_LIMIT = 0.25
-PEERS = ("numpy", "torch", "sklearn")
+PEERS = ("numpy", "torch", "sklearn", "onnxruntime")
 
 
 @contextlib.contextmanager
@@ -46,8 +46,9 @@ def thread_limits(threads):
 
 def available_peers(peers=None, relevant=PEERS):
     """The peers to run among `relevant` (default: all that import). NumPy is
-    always there; "torch" and "sklearn" are imported here, before any thread
-    limits are set, so their thread pools can be limited too."""
+    always there; "torch", "sklearn" and "onnxruntime" (which needs onnx too,
+    to write the model) are imported here, before any thread limits are set,
+    so their thread pools can be limited too."""
     wanted = [p for p in (peers if peers is not None else relevant) if p in relevant]
     out = []
     for name in wanted:
@@ -59,6 +60,9 @@ def available_peers(peers=None, relevant=PEERS):
                 import torch  # noqa: F401
             elif name == "sklearn":
                 import sklearn  # noqa: F401
+            elif name == "onnxruntime":
+                import onnx  # noqa: F401
+                import onnxruntime  # noqa: F401
             else:
                 raise ValueError(f"unknown peer {name!r}; expected one of {PEERS}")
         except ImportError:

@@ -1,9 +1,12 @@
 """The infer family: predict latency at batch 1 and throughput at a large
-batch, the same weights in nncore, NumPy, PyTorch and scikit-learn."""
+batch, the same weights in nncore, NumPy, PyTorch, scikit-learn and
+onnxruntime (the model exported with nncore.onnx)."""
 import warnings
 
 import numpy as np
 
+from ..onnx import to_model_proto
+from ..runtime import get_num_threads
 from .harness import available_peers, summarize, thread_limits, time_many
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp, _torch_mlp
 from .registry import family
@@ -12,7 +15,9 @@ from .registry import family
 def infer_contender(name, sizes, model):
     """A function f(X) computing class scores for X with `model`'s weights:
     nncore predict, NumPy matmuls, torch under inference_mode, scikit-learn's
-    MLPClassifier.predict_proba."""
+    MLPClassifier.predict_proba, onnxruntime on the exported model (its
+    intra-op pool at nncore's thread count, no inter-op pool, all graph
+    optimizations: its best ordinary configuration)."""
     if name == "nncore":
         return model.predict
     dense = [layer for layer in model.layers if hasattr(layer, "weight")]
@@ -49,6 +54,20 @@ def infer_contender(name, sizes, model):
         clf.coefs_ = [d.weight.astype(clf.coefs_[0].dtype) for d in dense]
         clf.intercepts_ = [d.bias.astype(clf.coefs_[0].dtype) for d in dense]
         return clf.predict_proba
+    if name == "onnxruntime":
+        import onnxruntime
+        data = to_model_proto(model, input_shape=(sizes[0],)).SerializeToString()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = get_num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = onnxruntime.InferenceSession(data, options,
+                                               providers=["CPUExecutionProvider"])
+
+        def forward(X):
+            return session.run(None, {"input": X})[0]
+        return forward
     raise ValueError(f"unknown contender {name!r}")
 
 

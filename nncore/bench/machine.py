@@ -120,7 +120,8 @@ def environment(threads=2, quick=False):
             keys = ("internal_api", "version", "architecture", "threading_layer",
                     "num_threads", "filepath")
             env["blas"] = {k: pool.get(k) for k in keys}
-    for mod, name in (("torch", "torch"), ("sklearn", "scikit-learn")):
+    for mod, name in (("torch", "torch"), ("sklearn", "scikit-learn"),
+                      ("onnxruntime", "onnxruntime")):
         if mod in sys.modules:
             env["versions"][name] = sys.modules[mod].__version__
     env["peak_gflops"] = peak_gflops(threads, quick)

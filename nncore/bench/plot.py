@@ -17,7 +17,8 @@ def plot(results, path):
         [f for f in results if f not in ORDER and results[f]]
     fig, axes = plt.subplots(len(families), 1, squeeze=False,
                              figsize=(10, sum(1.2 + 0.22 * len(results[f]) for f in families)))
-    colors = {"numpy": "tab:blue", "torch": "tab:orange", "sklearn": "tab:green"}
+    colors = {"numpy": "tab:blue", "torch": "tab:orange", "sklearn": "tab:green",
+              "onnxruntime": "tab:purple"}
     for ax, fam in zip(axes[:, 0], families):
         rows = results[fam]
         peers = [p for p in PEERS if any(f"ratio_{p}" in r for r in rows)]

@@ -78,7 +78,8 @@ def format_markdown(rows):
     if not rows:
         return ""
     peers = [p for p in PEERS if any(f"{p}_s" in r for r in rows)]
-    titles = {"nncore": "nncore", "numpy": "NumPy", "torch": "PyTorch", "sklearn": "scikit-learn"}
+    titles = {"nncore": "nncore", "numpy": "NumPy", "torch": "PyTorch", "sklearn": "scikit-learn",
+              "onnxruntime": "onnxruntime"}
     names = ["nncore"] + peers
 
     def as_rate(r):

@@ -97,7 +97,7 @@ def bench_train(quick=False, threads=2, budget=None, peers=None, tiny=False, arc
     amount of data (grown until one epoch takes about `budget` seconds), the
     frameworks taking turns with a pause before each epoch; rows report
     seconds per sample and samples/s (medians over the rounds)."""
-    peers = available_peers(peers)
+    peers = available_peers(peers, ("numpy", "torch", "sklearn"))
     names = ["nncore"] + peers
     if tiny:
         archs, batches = archs or [(16, 8, 4)], batches or [4]
