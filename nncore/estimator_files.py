@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from .estimators import NNClassifier, NNRegressor, _weights_and_biases
+from .estimator_base import _weights_and_biases
+from .estimators import NNClassifier, NNRegressor
 from .serialize import (no_stray_tensors, read_optimizer_state, register_kind,
                         split_optimizer_state)
 
