@@ -93,7 +93,8 @@ def _random_state(random_state):
         return np.random.mtrand._rand
     if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
         if not 0 <= random_state < 2 ** 32:
-            raise ValueError(f"random_state must be an int in [0, 2**32), got {random_state!r}")
+            raise ValueError(f"random_state must be an int >= 0 (below 2**32), got "
+                             f"{random_state!r}")
         return np.random.RandomState(int(random_state))
     if isinstance(random_state, np.random.RandomState):
         return random_state
@@ -443,17 +444,16 @@ class _BaseNN:
         acts = {"identity": None, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
         factor = 2.0 if self.activation == "logistic" else 6.0
         sizes = (n_in,) + hidden + (n_out,)
-        drawn = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            bound = np.sqrt(factor / (fan_in + fan_out))
-            drawn.append((rs.uniform(-bound, bound, (fan_in, fan_out)),
-                          rs.uniform(-bound, bound, fan_out)))
         layers = []
-        for i, (w, b) in enumerate(drawn):
-            dense = Dense(sizes[i], sizes[i + 1], init=lambda fan_in, fan_out, _, w=w: w)
-            dense.bias[...] = b
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            # Dense checks the memory the weights need before it calls init
+            dense = Dense(fan_in, fan_out,
+                          init=lambda a, b, _, bound=bound: rs.uniform(-bound, bound, (a, b)))
+            dense.weight          # drawn now: this layer's weights, then its biases
+            dense.bias[...] = rs.uniform(-bound, bound, fan_out)
             layers.append(dense)
-            if i < len(drawn) - 1 and acts[self.activation] is not None:
+            if i < len(sizes) - 2 and acts[self.activation] is not None:
                 layers.append(acts[self.activation]())
         return Sequential(*layers)
 
