@@ -35,6 +35,7 @@ from ._version import __version__  # noqa: E402
 from . import callbacks  # noqa: E402
 from .trainer import Trainer, History, NonFiniteLossError  # noqa: E402
 from .estimators import NNClassifier, NNRegressor  # noqa: E402
+from . import estimator_files  # noqa: E402,F401  (registers the "estimator" file kind)
 from .serialize import save, load  # noqa: E402
 from .profiler import profile  # noqa: E402
 

@@ -6,6 +6,9 @@ reach the C core, and the errors that name what was wrong.
 - ``check_features`` / ``check_targets`` / ``check_sample_weight``: the
   data given to ``Trainer.fit`` and the estimators, checked once at entry
   (finite values, matching lengths, labels in range).
+- ``is_sparse`` / ``check_sparse_features`` / ``dense_rows``: SciPy sparse
+  X for the estimators, kept sparse (CSR float32) and densified a chunk of
+  rows at a time.
 """
 import math
 
@@ -15,7 +18,8 @@ from . import _core, _guard
 
 __all__ = ["shape_str", "layer_input", "image_input", "int_pair", "check_finite", "all_finite",
            "check_features",
-           "check_targets", "check_sample_weight"]
+           "check_targets", "check_sample_weight", "is_sparse", "check_sparse_features",
+           "dense_rows"]
 
 _F32 = np.float32
 
@@ -77,7 +81,7 @@ def check_features(X, sample_shape, who, name="X"):
     batch first. ``sample_shape``: the per-sample shape the model takes (a
     tuple, e.g. ``(784,)`` or ``(1, 28, 28)``), or None when any shape of
     rank >= 1 is taken; a bare int means ``(n,)``."""
-    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+    if is_sparse(X):
         raise TypeError(f"{who}: {name} is a sparse matrix; nncore needs dense input "
                         "(call X.toarray() if it fits in memory)")
     if isinstance(sample_shape, int):
@@ -117,6 +121,47 @@ def check_features(X, sample_shape, who, name="X"):
         what = "NaN" if np.isnan(out).any() else "infinity or a value too large for float32"
         raise ValueError(f"{who}: input {name} contains {what}")
     return out
+
+
+def is_sparse(X):
+    """True for a SciPy sparse matrix or array (without importing SciPy)."""
+    return hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse")
+
+
+def check_sparse_features(X, who, name="X"):
+    """A SciPy sparse X (n, features) as a float32 CSR matrix of finite values;
+    a sparse copy at most, never a dense one. CSR because batches are slices
+    of rows."""
+    if not hasattr(X, "tocsr") or getattr(X, "ndim", 2) != 2:
+        raise TypeError(f"{who}: {name} is a sparse object of type {type(X).__name__} "
+                        "that is not a 2-D SciPy sparse matrix")
+    if X.dtype.kind == "c":
+        raise ValueError(f"{who}: {name} is complex. Complex data not supported")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{who}: {name} has dtype {X.dtype}; expected numbers")
+    n, d = X.shape
+    if n == 0:
+        raise ValueError(f"{who}: {name} has 0 samples (shape=({n}, {d})); at least 1 "
+                         "is required")
+    if d == 0:
+        raise ValueError(f"{who}: {name} has 0 feature(s) (shape=({n}, {d})) while a "
+                         "minimum of 1 is required.")
+    with np.errstate(over="ignore"):      # reported below, as an error
+        X = X.tocsr().astype(np.float32)
+    X.sum_duplicates()
+    if not all_finite(X.data):
+        what = "NaN" if np.isnan(X.data).any() else "infinity or a value too large for float32"
+        raise ValueError(f"{who}: input {name} contains {what}")
+    return X
+
+
+def dense_rows(X, lo, hi):
+    """Rows lo:hi of X (a float32 array, or a float32 CSR matrix from
+    check_sparse_features, of which only those rows are densified) as a
+    float32 C-contiguous array."""
+    if isinstance(X, np.ndarray):
+        return X[lo:hi]
+    return np.ascontiguousarray(X[lo:hi].toarray(), dtype=np.float32)
 
 
 def check_targets(y, n_samples, n_outputs, kind, who, name="y"):

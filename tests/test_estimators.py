@@ -20,9 +20,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::nncore.estimators.ConvergenceWarning")
 
-# max_iter=100, as scikit-learn's own test suite runs MLPClassifier/MLPRegressor.
-CHECKED = [nn.NNClassifier(max_iter=100, random_state=0),
-           nn.NNRegressor(max_iter=100, random_state=0)]
+# max_iter=30: MLPClassifier / MLPRegressor pass every check at it too (scikit-learn's
+# own suite runs them at 100).
+CHECKED = [nn.NNClassifier(max_iter=30, random_state=0),
+           nn.NNRegressor(max_iter=30, random_state=0)]
 
 
 def expected_failures(estimator):
@@ -33,6 +34,8 @@ def expected_failures(estimator):
         # ulps). test_sample_weight_equals_repetition below checks the same
         # equivalence at a float32 tolerance.
         "check_sample_weight_equivalence_on_dense_data":
+            "float32 results; equal to repetition up to float32 rounding",
+        "check_sample_weight_equivalence_on_sparse_data":
             "float32 results; equal to repetition up to float32 rounding",
     }
 
@@ -92,7 +95,9 @@ def test_partial_fit_needs_classes_and_continues():
     first = clf.coefs_[0].copy()
     for _ in range(20):
         clf.partial_fit(X, y)
-    assert clf.n_iter_ == 21 and len(clf.loss_curve_) == 21
+    # n_iter_ counts the last call's iterations (scikit-learn 1.9: one per
+    # partial_fit); the curve and t_ keep growing
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 21 and clf.t_ == 100 + 20 * 300
     assert not np.array_equal(first, clf.coefs_[0])
     assert clf.score(X, y) > 0.9
     with pytest.raises(ValueError, match="early_stopping"):
@@ -265,7 +270,7 @@ def test_works_in_pipelines_and_cross_validation():
 
 def test_bad_parameters_raise_at_fit():
     X, y = blobs(n=20)
-    for params, match in [({"solver": "lbfgs"}, "solver"), ({"activation": "swish"},
+    for params, match in [({"solver": "newton"}, "solver"), ({"activation": "swish"},
                           "activation"), ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"),
                           ({"batch_size": 0}, "batch_size"), ({"max_iter": 0}, "max_iter"),
                           ({"learning_rate_init": -1.0}, "learning_rate_init")]:

@@ -105,4 +105,4 @@ def test_each_module_imports_on_its_own(module):
 def test_the_graph_sees_imports():
     # the checks above are only as good as the parser: it must see real edges
     assert ("nncore.layers.base", True) in GRAPH["nncore.layers.dense"]
-    assert any(t == "nncore.serialize" for t, _ in GRAPH["nncore.estimators"])
+    assert any(t == "nncore.serialize" for t, _ in GRAPH["nncore.estimator_base"])
