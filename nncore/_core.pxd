@@ -82,6 +82,14 @@ cdef extern from "nncore.h" nogil:
                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                  float beta, float *c, int64_t ldc, const float *bias, int activation)
 
+    # bfloat16 GEMM (gemm_bf16.c)
+    int nn_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                     float beta, float *c, int64_t ldc, const float *bias, int activation)
+    int nn_bf16_native()
+    const char *nn_bf16_kernel()
+    int nn_amx_available()
+
     # Dense layers (dense.c)
     ctypedef struct nn_dense_layer:
         const float *w

@@ -67,6 +67,16 @@ def build_info():
     }
 
 
+def bf16_info():
+    """The bfloat16 GEMM's hardware: whether the CPU runs its AVX512_BF16
+    kernel, the kernel in use now, and whether AMX-BF16 is present."""
+    return {
+        "native": bool(nn_bf16_native()),
+        "kernel": nn_bf16_kernel().decode(),
+        "amx": bool(nn_amx_available()),
+    }
+
+
 MAX_THREADS = NN_MAX_THREADS
 
 
@@ -124,10 +134,11 @@ cdef inline bint overlaps(const char *p, int64_t p_bytes, const void *q, int64_t
 
 def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
           const float[:, :] b, float beta, float[:, :] c,
-          const float[::1] bias=None, int activation=0):
+          const float[::1] bias=None, int activation=0, bint bf16=False):
     """c = act(alpha * op(a) op(b) + beta * c + bias). Rows may be strided
     (leading dimension = row stride, e.g. a column slice of a wider array);
-    the last axis must be contiguous."""
+    the last axis must be contiguous. bf16: the product of a and b rounded
+    to bfloat16, accumulated in float32 (nn_gemm_bf16)."""
     cdef int64_t m = a.shape[1] if trans_a else a.shape[0]
     cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
     cdef int64_t kb = b.shape[1] if trans_b else b.shape[0]
@@ -160,8 +171,12 @@ def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
         raise ValueError("sgemm: out overlaps bias in memory; pass a separate out array")
     cdef int status
     with nogil:
-        status = nn_sgemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,
-                          beta, &c[0, 0], ldc, pbias, activation)
+        if bf16:
+            status = nn_gemm_bf16(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,
+                                  beta, &c[0, 0], ldc, pbias, activation)
+        else:
+            status = nn_sgemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,
+                              beta, &c[0, 0], ldc, pbias, activation)
     check(status, "sgemm")
 
 
