@@ -46,7 +46,19 @@
 #define NN_BF16_PARALLEL_MIN_FLOPS 1500000.0
 #define NN_BF16_L2_DEFAULT (1024 * 1024)
 
-typedef void (*bf16_kernel_fn)(const nn_bf16_args *);
+/* One kernel's functions (gemm_bf16.h). */
+typedef struct bf16_kernel_set {
+    void (*block)(const nn_bf16_args *g);
+    void (*pack_a)(const float *a, int64_t lda, int trans, int64_t h, int64_t kc, uint16_t *dst);
+    void (*pack_b)(const float *b, int64_t ldb, int trans, int64_t w, int64_t kc, uint16_t *dst);
+} bf16_kernel_set;
+
+static const bf16_kernel_set kernels_generic = {
+    nn_gemm_bf16_block_generic, nn_bf16_pack_a_generic, nn_bf16_pack_b_generic};
+#if NN_HAVE_X86 && NN_HAVE_AVX512BF16
+static const bf16_kernel_set kernels_avx512bf16 = {
+    nn_gemm_bf16_block_avx512bf16, nn_bf16_pack_a_avx512bf16, nn_bf16_pack_b_avx512bf16};
+#endif
 
 int nn_bf16_native(void)
 {
@@ -58,18 +70,18 @@ int nn_bf16_native(void)
 #endif
 }
 
-static bf16_kernel_fn bf16_kernel(void)
+static const bf16_kernel_set *bf16_kernel(void)
 {
 #if NN_HAVE_X86 && NN_HAVE_AVX512BF16
     if (nn_get_isa() == NN_ISA_AVX512 && nn_bf16_native())
-        return nn_gemm_bf16_block_avx512bf16;
+        return &kernels_avx512bf16;
 #endif
-    return nn_gemm_bf16_block_generic;
+    return &kernels_generic;
 }
 
 const char *nn_bf16_kernel(void)
 {
-    return bf16_kernel() == nn_gemm_bf16_block_generic ? "generic" : "avx512_bf16";
+    return bf16_kernel() == &kernels_generic ? "generic" : "avx512_bf16";
 }
 
 int nn_amx_available(void)
@@ -110,7 +122,7 @@ static int64_t block_columns(void)
 }
 
 typedef struct bf16_plan {
-    bf16_kernel_fn kernel;
+    const bf16_kernel_set *kernel;
     int trans_a, trans_b;
     int64_t m, n, k;
     float alpha, beta;
@@ -121,81 +133,6 @@ typedef struct bf16_plan {
     int64_t nc;
     int split_n;
 } bf16_plan;
-
-/* Rows [i0, i0+h) of op(A) (h <= MR), depth [pc, pc+kc), into one panel;
- * an odd depth's last pair is padded with zero. */
-static void pack_a(const bf16_plan *P, int64_t i0, int64_t h, int64_t pc, int64_t kc,
-                   uint16_t *dst)
-{
-    const int64_t lda = P->lda;
-    if (P->trans_a) {
-        /* op(A)(i, p) = a[p*lda + i]: the h values of depth p are contiguous. */
-        for (int64_t p = 0; p < kc; p++) {
-            const float *src = P->a + (pc + p) * lda + i0;
-            uint16_t *d = dst + (p >> 1) * MR * 2 + (p & 1);
-            for (int64_t i = 0; i < h; i++)
-                d[2 * i] = nn_bf16_round(src[i]);
-        }
-    } else {
-        for (int64_t i = 0; i < h; i++) {
-            const float *src = P->a + (i0 + i) * lda + pc;
-            uint16_t *d = dst + 2 * i;
-            for (int64_t p = 0; p < kc; p++)
-                d[(p >> 1) * MR * 2 + (p & 1)] = nn_bf16_round(src[p]);
-        }
-    }
-    if (kc & 1)
-        for (int64_t i = 0; i < h; i++)
-            dst[(kc >> 1) * MR * 2 + 2 * i + 1] = 0;
-}
-
-/* Columns [j0, j0+w) of op(B), depth [pc, pc+kc), into strips of NR columns
- * of pairs, zero beyond w and in the pad of an odd depth. */
-static void pack_b(const bf16_plan *P, int64_t j0, int64_t w, int64_t pc, int64_t kc,
-                   uint16_t *dst)
-{
-    const int64_t ldb = P->ldb, kp = (kc + 1) / 2;
-    for (int64_t s = 0; s < w; s += NR, dst += kp * NR * 2) {
-        const int64_t cols = min64(NR, w - s);
-        if (P->trans_b) {
-            /* op(B)(p, j) = b[j*ldb + p]: a pair is two adjacent floats. */
-            for (int64_t j = 0; j < cols; j++) {
-                const float *src = P->b + (j0 + s + j) * ldb + pc;
-                uint16_t *d = dst + 2 * j;
-                int64_t p = 0;
-                for (; p + 2 <= kc; p += 2, d += NR * 2) {
-                    d[0] = nn_bf16_round(src[p]);
-                    d[1] = nn_bf16_round(src[p + 1]);
-                }
-                if (p < kc) {
-                    d[0] = nn_bf16_round(src[p]);
-                    d[1] = 0;
-                }
-            }
-        } else {
-            for (int64_t q = 0; q < kp; q++) {
-                const float *r0 = P->b + (pc + 2 * q) * ldb + j0 + s;
-                uint16_t *d = dst + q * NR * 2;
-                if (2 * q + 1 < kc) {
-                    const float *r1 = r0 + ldb;
-                    for (int64_t j = 0; j < cols; j++) {
-                        d[2 * j] = nn_bf16_round(r0[j]);
-                        d[2 * j + 1] = nn_bf16_round(r1[j]);
-                    }
-                } else {
-                    for (int64_t j = 0; j < cols; j++) {
-                        d[2 * j] = nn_bf16_round(r0[j]);
-                        d[2 * j + 1] = 0;
-                    }
-                }
-            }
-        }
-        if (cols < NR)
-            for (int64_t q = 0; q < kp; q++)
-                for (int64_t j = cols; j < NR; j++)
-                    dst[(q * NR + j) * 2] = dst[(q * NR + j) * 2 + 1] = 0;
-    }
-}
 
 static void bf16_thread(const bf16_plan *P, int t, int nt, uint16_t *ap, uint16_t *bp)
 {
@@ -215,7 +152,8 @@ static void bf16_thread(const bf16_plan *P, int t, int nt, uint16_t *ap, uint16_
             const int64_t kc = min64(NN_BF16_KC, P->k - pc);
             const int last = pc + kc >= P->k;
             if (kc > 0)
-                pack_b(P, jc, w, pc, kc, bp);
+                P->kernel->pack_b(P->trans_b ? P->b + jc * P->ldb + pc : P->b + pc * P->ldb + jc,
+                                  P->ldb, P->trans_b, w, kc, bp);
             g.n = w;
             g.kp = (kc + 1) / 2;
             g.beta = pc == 0 ? P->beta : 1.0f;
@@ -224,9 +162,11 @@ static void bf16_thread(const bf16_plan *P, int t, int nt, uint16_t *ap, uint16_
             for (int64_t i = i0; i < i1; i += MR) {
                 g.m = min64(MR, i1 - i);
                 if (kc > 0)
-                    pack_a(P, i, g.m, pc, kc, ap);
+                    P->kernel->pack_a(P->trans_a ? P->a + pc * P->lda + i
+                                                 : P->a + i * P->lda + pc,
+                                      P->lda, P->trans_a, g.m, kc, ap);
                 g.c = P->c + i * P->ldc + jc;
-                P->kernel(&g);
+                P->kernel->block(&g);
             }
             pc += kc;
         } while (pc < P->k);

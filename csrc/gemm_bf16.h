@@ -62,9 +62,22 @@ typedef struct nn_bf16_args {
     int act;
 } nn_bf16_args;
 
-void nn_gemm_bf16_block_generic(const nn_bf16_args *g);
+/* Packing, in the layouts above (every ISA writes the same bits):
+ * pack_a: h <= MR rows of op(A) over depth kc into one panel; a points at
+ *   op(A)(i0, pc): row i, depth p at a[i*lda + p], or a[p*lda + i] when trans.
+ * pack_b: w columns of op(B) over depth kc into ceil(w / NR) strips, zero
+ *   beyond w; b points at op(B)(pc, j0): depth p, column j at b[p*ldb + j],
+ *   or b[j*ldb + p] when trans.
+ * An odd kc's last pair is padded with zero in both. */
+#define NN_BF16_KERNEL_DECL(isa) \
+    void nn_gemm_bf16_block_##isa(const nn_bf16_args *g); \
+    void nn_bf16_pack_a_##isa(const float *a, int64_t lda, int trans, int64_t h, int64_t kc, \
+                              uint16_t *dst); \
+    void nn_bf16_pack_b_##isa(const float *b, int64_t ldb, int trans, int64_t w, int64_t kc, \
+                              uint16_t *dst);
+NN_BF16_KERNEL_DECL(generic)
 #if NN_HAVE_AVX512BF16
-void nn_gemm_bf16_block_avx512bf16(const nn_bf16_args *g);
+NN_BF16_KERNEL_DECL(avx512bf16)
 #endif
 
 #endif

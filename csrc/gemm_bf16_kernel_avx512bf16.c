@@ -4,7 +4,8 @@
  * (twice a float32 FMA's). Compiled only into this file's object, with
  * -mavx512bf16 and the avx512 set (CMakeLists.txt), and called only when the
  * CPU has AVX512_BF16 (gemm_bf16.c). B is zero-padded to whole strips, so
- * only C and bias are masked at the last strip. */
+ * only C and bias are masked at the last strip. The packing routines (at the
+ * end) convert with vcvtne2ps2bf16. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -110,5 +111,89 @@ void nn_gemm_bf16_block_avx512bf16(const nn_bf16_args *g)
     case 5: rows_5(g); break;
     case 6: rows_6(g); break;
     default: break;
+    }
+}
+
+/* Packing with vcvtne2ps2bf16, whose rounding (nearest even, denormals to
+ * zero, NaNs quieted) is nn_bf16_round's bit for bit. Masked-off lanes load
+ * as zero and convert to the zero padding. */
+
+/* The first n lanes (n may be <= 0 or >= 16). */
+NN_INLINE __mmask16 lanes(int64_t n)
+{
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+
+/* Pairs (x0[j], x1[j]) of 16 columns, as 16 dwords. */
+NN_INLINE __m512i interleave_pairs(__m512 x0, __m512 x1)
+{
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                         24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
+                                         1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+}
+
+/* Depth [p0, p0 + 32) of one contiguous row (kc long) as 16 pair dwords,
+ * stored at d[t * stride] for the t < pairs left. */
+NN_INLINE void row_pairs(const float *src, int64_t p0, int64_t kc, uint32_t *d, int64_t stride)
+{
+    const __m512 lo = _mm512_maskz_loadu_ps(lanes(kc - p0), src + p0);
+    const __m512 hi = _mm512_maskz_loadu_ps(lanes(kc - p0 - 16), src + p0 + 16);
+    uint32_t tmp[16];
+    _mm512_storeu_si512((void *)tmp, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    const int64_t pairs = (kc - p0 + 1) / 2 < 16 ? (kc - p0 + 1) / 2 : 16;
+    for (int64_t t = 0; t < pairs; t++)
+        d[t * stride] = tmp[t];
+}
+
+void nn_bf16_pack_a_avx512bf16(const float *a, int64_t lda, int trans, int64_t h, int64_t kc,
+                               uint16_t *dst)
+{
+    uint32_t *d = (uint32_t *)(void *)dst;
+    if (trans) {
+        const __mmask16 rows = lanes(h);
+        for (int64_t q = 0; 2 * q < kc; q++) {
+            const __m512 x0 = _mm512_maskz_loadu_ps(rows, a + 2 * q * lda);
+            const __m512 x1 = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(rows, a + (2 * q + 1) * lda)
+                                             : _mm512_setzero_ps();
+            _mm512_mask_storeu_epi32(d + q * MR, rows, interleave_pairs(x0, x1));
+        }
+        return;
+    }
+    for (int64_t i = 0; i < h; i++)
+        for (int64_t p0 = 0; p0 < kc; p0 += 32)
+            row_pairs(a + i * lda, p0, kc, d + p0 / 2 * MR + i, MR);
+}
+
+void nn_bf16_pack_b_avx512bf16(const float *b, int64_t ldb, int trans, int64_t w, int64_t kc,
+                               uint16_t *dst)
+{
+    const int64_t kp = (kc + 1) / 2;
+    for (int64_t s = 0; s < w; s += NR, dst += kp * NR * 2) {
+        uint32_t *d = (uint32_t *)(void *)dst;
+        const int64_t cols = w - s < NR ? w - s : NR;
+        if (trans) {
+            for (int64_t j = 0; j < NR; j++) {
+                if (j < cols)
+                    for (int64_t p0 = 0; p0 < kc; p0 += 32)
+                        row_pairs(b + (s + j) * ldb, p0, kc, d + p0 / 2 * NR + j, NR);
+                else
+                    for (int64_t q = 0; q < kp; q++)
+                        d[q * NR + j] = 0;
+            }
+            continue;
+        }
+        for (int64_t q = 0; q < kp; q++) {
+            const float *r0 = b + 2 * q * ldb + s, *r1 = r0 + ldb;
+            const int odd = 2 * q + 1 < kc;
+            NN_UNROLL
+            for (int v = 0; v < NV; v++) {
+                const __mmask16 m = lanes(cols - v * VL);
+                const __m512 x0 = _mm512_maskz_loadu_ps(m, r0 + v * VL);
+                const __m512 x1 =
+                    odd ? _mm512_maskz_loadu_ps(m, r1 + v * VL) : _mm512_setzero_ps();
+                _mm512_storeu_si512((void *)(d + q * NR + v * VL), interleave_pairs(x0, x1));
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
-/* The portable bf16 micro-kernel: vdpbf16ps's arithmetic (gemm_bf16.h) in
- * plain C, so a CPU without AVX512_BF16 gets the same bits, only slower.
+/* The portable bf16 micro-kernel and packing: vdpbf16ps's arithmetic
+ * (gemm_bf16.h) in plain C, so a CPU without AVX512_BF16 gets the same bits,
+ * only slower.
  *
  * One step acc = ftz(round(acc + a * b)) is computed in double: a product of
  * two bfloat16 (8-bit significands) is exact in double, and the sum of two
@@ -65,5 +66,33 @@ void nn_gemm_bf16_block_generic(const nn_bf16_args *g)
                 ci[j] = nn_act_scalar(x, g->act);
             }
         }
+    }
+}
+
+void nn_bf16_pack_a_generic(const float *a, int64_t lda, int trans, int64_t h, int64_t kc,
+                            uint16_t *dst)
+{
+    for (int64_t i = 0; i < h; i++)
+        for (int64_t p = 0; p < kc; p++)
+            dst[(p >> 1) * MR * 2 + 2 * i + (p & 1)] =
+                nn_bf16_round(trans ? a[p * lda + i] : a[i * lda + p]);
+    if (kc & 1)
+        for (int64_t i = 0; i < h; i++)
+            dst[(kc >> 1) * MR * 2 + 2 * i + 1] = 0;
+}
+
+void nn_bf16_pack_b_generic(const float *b, int64_t ldb, int trans, int64_t w, int64_t kc,
+                            uint16_t *dst)
+{
+    const int64_t kp = (kc + 1) / 2;
+    for (int64_t s = 0; s < w; s += NR, dst += kp * NR * 2) {
+        for (int64_t q = 0; q < kp; q++)
+            for (int64_t j = 0; j < NR; j++)
+                for (int e = 0; e < 2; e++) {
+                    const int64_t p = 2 * q + e, col = s + j;
+                    dst[(q * NR + j) * 2 + e] =
+                        p < kc && col < w
+                            ? nn_bf16_round(trans ? b[col * ldb + p] : b[p * ldb + col]) : 0;
+                }
     }
 }

@@ -149,9 +149,7 @@ def test_bf16_leading_dimensions_larger_than_width(isa, rng, trans_a, trans_b):
 @pytest.mark.parametrize("trans_a,trans_b", OPS)
 def test_bf16_same_bits_on_every_path(rng, trans_a, trans_b):
     """The portable kernel computes vdpbf16ps's arithmetic exactly."""
-    cases = [(m, n, k) for m, n, k in itertools.product([1, 5, 7, 65], [2, 63, 65], [1, 17, 64,
-                                                                                      1025])]
-    for m, n, k in cases:
+    for m, n, k in itertools.product([1, 5, 7, 65], [2, 63, 65], [1, 17, 64, 1025]):
         a, b = operands(rng, m, n, k, trans_a, trans_b)
         c0 = rng.standard_normal((m, n)).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
