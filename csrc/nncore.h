@@ -216,6 +216,14 @@ int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
                       const float *dy, const float *relu_z, float *dz, float *dx, float *dw,
                       float *db, int sgd, float lr, float *b);
 
+/* Mixed precision (bfloat16 GEMMs, float32 everything else): the forward
+ * pass of one layer, out = act(x w + b) (m x n_out), and the backward pass
+ * above, with their GEMMs on nn_gemm_bf16; same arguments and codes. */
+int nn_dense_forward_bf16(int64_t m, const float *x, const nn_dense_layer *layer);
+int nn_dense_backward_bf16(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                           const float *dy, const float *relu_z, float *dz, float *dx,
+                           float *dw, float *db, int sgd, float lr, float *b);
+
 /* ---- Conv2d (conv.c): PyTorch's Conv2d on NCHW float32 ----
  * x (n, c, h, w); weight (o, c / groups, kh, kw); bias (o) or NULL;
  * y and dy (n, o, oh, ow) with oh = (h + 2 ph - dh (kh - 1) - 1) / sh + 1,

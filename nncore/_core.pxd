@@ -102,6 +102,11 @@ cdef extern from "nncore.h" nogil:
                           const float *dy, const float *relu_z, float *dz, float *dx,
                           float *dw, float *db, int sgd, float lr, float *b)
 
+    int nn_dense_forward_bf16(int64_t m, const float *x, const nn_dense_layer *layer)
+    int nn_dense_backward_bf16(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                               const float *dy, const float *relu_z, float *dz, float *dx,
+                               float *dw, float *db, int sgd, float lr, float *b)
+
     # Conv2d (conv.c)
     ctypedef struct nn_conv2d_params:
         int64_t n, c, h, w

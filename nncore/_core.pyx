@@ -332,8 +332,9 @@ cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray
 
 
 def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
-                  cnp.ndarray y not None, int act=0):
-    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU)."""
+                  cnp.ndarray y not None, int act=0, bint bf16=False):
+    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU);
+    bf16: the product in bfloat16 (nn_dense_forward_bf16)."""
     cdef int64_t m, k
     _matrix(x, &m, &k, "dense_forward", "x")
     cdef const float *px = _fin(x, m * k, "dense_forward", "x")
@@ -341,7 +342,10 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
     _dense_layer(m, k, w, b, y, act, "dense_forward", &layer)
     cdef int status
     with nogil:
-        status = nn_dense_chain(m, px, 1, &layer)
+        if bf16:
+            status = nn_dense_forward_bf16(m, px, &layer)
+        else:
+            status = nn_dense_chain(m, px, 1, &layer)
     check(status, "dense_forward")
 
 
@@ -459,8 +463,9 @@ cdef inline float *_dense_array(_span *s, int slot, object a, int64_t rows, int6
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
                    object dx, object dw, object db, object sgd_lr=None, object b=None,
-                   object z=None, object dz=None):
-    """The backward pass of y = x @ w + b in one C call (nn_dense_backward):
+                   object z=None, object dz=None, bint bf16=False):
+    """The backward pass of y = x @ w + b in one C call (nn_dense_backward;
+    with bf16, nn_dense_backward_bf16: every GEMM in bfloat16):
     dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten; dx
     and db may be None to skip them). x (m, k), w (k, n), dy (m, n).
 
@@ -505,7 +510,12 @@ def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray d
     _check_disjoint(s, fn)
     cdef int status
     with nogil:
-        status = nn_dense_backward(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd, lr, pb)
+        if bf16:
+            status = nn_dense_backward_bf16(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd,
+                                            lr, pb)
+        else:
+            status = nn_dense_backward(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd, lr,
+                                       pb)
     check(status, fn)
 
 

@@ -253,3 +253,98 @@ def test_other_precisions_are_refused(rng, bad):
     a, b = operands(rng, 3, 4, 5, False, False)
     with pytest.raises(ValueError, match="precision must be one of"):
         nncore.matmul(a, b, precision=bad)
+
+
+# ---- mixed-precision training: Trainer(..., precision="bf16") ----
+
+def _mlp(sizes, seed):
+    nncore.manual_seed(seed)
+    layers = [nncore.Dense(a, b, activation="relu") for a, b in zip(sizes[:-2], sizes[1:-1])]
+    return nncore.Sequential(*layers, nncore.Dense(sizes[-2], sizes[-1]))
+
+
+def _train(precision, X, y, sizes, steps, batch, lr):
+    model = _mlp(sizes, seed=3)
+    trainer = nncore.Trainer(model, nncore.CrossEntropyLoss(), nncore.SGD(lr=lr),
+                             batch_size=batch, shuffle=False, precision=precision)
+    start = [layer.weight.copy() for layer in model.layers]
+    trainer.fit(X[:steps * batch], y[:steps * batch], epochs=1, verbose=0)
+    return start, [layer.weight.copy() for layer in model.layers], model
+
+
+def _torch_train(torch, start, X, y, steps, batch, lr, autocast):
+    layers = []
+    for w in start:
+        lin = torch.nn.Linear(w.shape[0], w.shape[1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w.T.copy()))
+            lin.bias.zero_()
+        layers += [lin, torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    for s in range(steps):
+        xb = torch.from_numpy(X[s * batch:(s + 1) * batch])
+        yb = torch.from_numpy(y[s * batch:(s + 1) * batch])
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = net(xb)
+        loss = torch.nn.functional.cross_entropy(out.float(), yb)
+        loss.backward()
+        opt.step()
+    return [lin.weight.detach().numpy().T.copy() for lin in net if hasattr(lin, "weight")]
+
+
+def _drift(ws, ref, start):
+    """How far apart two runs end, relative to how far training moved."""
+    return max(float(np.linalg.norm(w - r) / np.linalg.norm(r - s))
+               for w, r, s in zip(ws, ref, start))
+
+
+def test_trainer_precision_is_checked():
+    model = _mlp([4, 3, 2], seed=0)
+    for bad in ("fp16", "BF16", None, 16):
+        with pytest.raises(ValueError, match="precision must be one of"):
+            nncore.Trainer(model, nncore.CrossEntropyLoss(), nncore.SGD(lr=0.1),
+                           precision=bad)
+    assert nncore.Trainer(model, nncore.CrossEntropyLoss(),
+                          nncore.SGD(lr=0.1)).precision == "float32"
+
+
+def test_trainer_bf16_uses_bf16_only_while_training(rng):
+    X = rng.standard_normal((64, 20)).astype(np.float32)
+    y = rng.integers(0, 5, 64)
+    _, w16, model = _train("bf16", X, y, [20, 16, 5], steps=4, batch=16, lr=0.1)
+    _, w32, _ = _train("float32", X, y, [20, 16, 5], steps=4, batch=16, lr=0.1)
+    assert any(not np.array_equal(a, b) for a, b in zip(w16, w32))
+    assert not any(layer._bf16 for layer in model.layers)   # float32 again after fit
+    for a, b in zip(w16, w32):
+        np.testing.assert_allclose(a, b, atol=0.02)
+
+
+def test_trainer_bf16_close_to_torch_autocast(rng):
+    """100 SGD steps of a 64-48-32-10 ReLU net on the same batches and
+    initial weights: nncore bf16 against torch.autocast(bf16) ends as close
+    as float32 and bf16 runs end to each other, or closer (PyTorch rounds
+    every GEMM output to bf16 as well; nncore keeps float32 outputs)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    steps, batch, lr, sizes = 100, 32, 0.05, [64, 48, 32, 10]
+    X = rng.standard_normal((steps * batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], steps * batch)
+    start, nn16, _ = _train("bf16", X, y, sizes, steps, batch, lr)
+    _, nn32, _ = _train("float32", X, y, sizes, steps, batch, lr)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t16 = _torch_train(torch, start, X, y, steps, batch, lr, autocast=True)
+        t32 = _torch_train(torch, start, X, y, steps, batch, lr, autocast=False)
+    finally:
+        torch.set_num_threads(previous)
+    d_f32 = _drift(nn32, t32, start)        # float32 vs float32: rounding only
+    d_bf16 = _drift(nn16, t16, start)       # nncore bf16 vs torch autocast
+    d_mixed = _drift(t16, t32, start)       # what bf16 itself changes, in PyTorch
+    print(f"\nweight drift after {steps} steps (relative to the distance trained): "
+          f"nncore f32 vs torch f32 {d_f32:.2e}, nncore bf16 vs torch autocast "
+          f"{d_bf16:.2e}, torch autocast vs torch f32 {d_mixed:.2e}")
+    assert d_f32 < 1e-3
+    assert d_bf16 < max(1.5 * d_mixed, 0.02)
