@@ -101,9 +101,16 @@ int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *l
     return NN_OK;
 }
 
-int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
-                      const float *dy, const float *relu_z, float *dz, float *dx, float *dw,
-                      float *db, int sgd, float lr, float *b)
+/* The GEMM the backward pass runs on: nn_sgemm, or nn_gemm_bf16 for
+ * nn_dense_backward_bf16 (same arguments). */
+typedef int (*dense_gemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                             float alpha, const float *a, int64_t lda, const float *b,
+                             int64_t ldb, float beta, float *c, int64_t ldc, const float *bias,
+                             int activation);
+
+static int dense_backward(dense_gemm_fn gemm, int64_t m, int64_t k, int64_t n, const float *x,
+                          float *w, const float *dy, const float *relu_z, float *dz, float *dx,
+                          float *dw, float *db, int sgd, float lr, float *b)
 {
     if (m < 0 || k < 0 || n < 0 || (sgd && dw != NULL) || (b != NULL && (!sgd || db == NULL)) ||
         (relu_z != NULL && dz == NULL))
@@ -131,24 +138,49 @@ int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
          * SGD folded into the weight-gradient GEMM (alpha = -lr, beta = 1):
          * bitwise what dw followed by nn_sgd_step gives (optim.c). */
         if (dx != NULL)
-            status = nn_sgemm(0, 1, m, k, n, 1.0f, g, ldw, w, ldw, 0.0f, dx, ldx, NULL,
-                              NN_ACT_NONE);
+            status = gemm(0, 1, m, k, n, 1.0f, g, ldw, w, ldw, 0.0f, dx, ldx, NULL,
+                          NN_ACT_NONE);
         if (status == NN_OK && db != NULL)
             nn_bias_backward(m, n, g, n, db);
         if (status == NN_OK)
-            status = nn_sgemm(1, 0, k, n, m, -lr, x, ldx, g, ldw, 1.0f, w, ldw, NULL,
-                              NN_ACT_NONE);
+            status = gemm(1, 0, k, n, m, -lr, x, ldx, g, ldw, 1.0f, w, ldw, NULL,
+                          NN_ACT_NONE);
     } else {
         if (dw != NULL)
-            status = nn_sgemm(1, 0, k, n, m, 1.0f, x, ldx, g, ldw, 0.0f, dw, ldw, NULL,
-                              NN_ACT_NONE);
+            status = gemm(1, 0, k, n, m, 1.0f, x, ldx, g, ldw, 0.0f, dw, ldw, NULL,
+                          NN_ACT_NONE);
         if (status == NN_OK && db != NULL)
             nn_bias_backward(m, n, g, n, db);
         if (status == NN_OK && dx != NULL)
-            status = nn_sgemm(0, 1, m, k, n, 1.0f, g, ldw, w, ldw, 0.0f, dx, ldx, NULL,
-                              NN_ACT_NONE);
+            status = gemm(0, 1, m, k, n, 1.0f, g, ldw, w, ldw, 0.0f, dx, ldx, NULL,
+                          NN_ACT_NONE);
     }
     if (status == NN_OK && b != NULL)
         nn_sgd_step(n, b, db, NULL, lr, 0.0f, 0.0f, 0.0f, 0, 1);
     return status;
+}
+
+int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                      const float *dy, const float *relu_z, float *dz, float *dx, float *dw,
+                      float *db, int sgd, float lr, float *b)
+{
+    return dense_backward(nn_sgemm, m, k, n, x, w, dy, relu_z, dz, dx, dw, db, sgd, lr, b);
+}
+
+/* ---- bfloat16 (mixed precision): the same passes with every GEMM on
+ * nn_gemm_bf16; weights, biases, gradients and outputs stay float32. ---- */
+
+int nn_dense_forward_bf16(int64_t m, const float *x, const nn_dense_layer *L)
+{
+    if (m < 0 || L->n_in < 0 || L->n_out < 0 || !nn_epilogue_supports(L->act))
+        return NN_EINVAL;
+    return nn_gemm_bf16(0, 0, m, L->n_out, L->n_in, 1.0f, x, max64(L->n_in, 1), L->w,
+                        max64(L->n_out, 1), 0.0f, L->out, max64(L->n_out, 1), L->b, L->act);
+}
+
+int nn_dense_backward_bf16(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                           const float *dy, const float *relu_z, float *dz, float *dx,
+                           float *dw, float *db, int sgd, float lr, float *b)
+{
+    return dense_backward(nn_gemm_bf16, m, k, n, x, w, dy, relu_z, dz, dx, dw, db, sgd, lr, b);
 }

@@ -165,6 +165,25 @@ int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float beta, float *c, int64_t ldc,
              const float *bias, int activation);
 
+/* ---- bfloat16 GEMM (gemm_bf16.c) ----
+ * nn_sgemm's product, arguments and results contract, with op(A) and op(B)
+ * rounded to bfloat16 (round to nearest even; denormals to zero) and the
+ * products accumulated in float32 as AVX512_BF16's vdpbf16ps does (pairs
+ * along k, see gemm_bf16.h); epilogue and C in float32. Every kernel gives
+ * the same bits, for any thread count. nn_bf16_native: 1 when this CPU and
+ * build run the vdpbf16ps kernel (else the portable one, same results).
+ * nn_bf16_kernel: the kernel nn_gemm_bf16 uses now, "avx512_bf16" (when
+ * native and the active ISA is avx512) or "generic". nn_amx_available: the
+ * CPU has AMX-BF16 tiles enabled by the OS (reported only: no AMX kernel). */
+int nn_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float *a, int64_t lda,
+                 const float *b, int64_t ldb,
+                 float beta, float *c, int64_t ldc,
+                 const float *bias, int activation);
+int nn_bf16_native(void);
+const char *nn_bf16_kernel(void);
+int nn_amx_available(void);
+
 /* ---- Dense layers (dense.c) ----
  * Forward: the evaluation-mode chain through Dense layers.
  * out_i = act_i(in_i @ w_i + b_i), in_0 = x (m x n_in_0), in_i = out_{i-1}:
@@ -196,6 +215,14 @@ int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *l
 int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
                       const float *dy, const float *relu_z, float *dz, float *dx, float *dw,
                       float *db, int sgd, float lr, float *b);
+
+/* Mixed precision (bfloat16 GEMMs, float32 everything else): the forward
+ * pass of one layer, out = act(x w + b) (m x n_out), and the backward pass
+ * above, with their GEMMs on nn_gemm_bf16; same arguments and codes. */
+int nn_dense_forward_bf16(int64_t m, const float *x, const nn_dense_layer *layer);
+int nn_dense_backward_bf16(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                           const float *dy, const float *relu_z, float *dz, float *dx,
+                           float *dw, float *db, int sgd, float lr, float *b);
 
 /* ---- Conv2d (conv.c): PyTorch's Conv2d on NCHW float32 ----
  * x (n, c, h, w); weight (o, c / groups, kh, kw); bias (o) or NULL;

@@ -21,7 +21,8 @@
     X(sgemm_nn) X(sgemm_nt) X(sgemm_tn) X(sgemm_tt) \
     X(mse_forward) X(mse_backward) X(huber_forward) X(huber_backward) \
     X(bce_logits_forward) X(bce_logits_backward) \
-    X(cross_entropy_forward) X(cross_entropy_backward)
+    X(cross_entropy_forward) X(cross_entropy_backward) \
+    X(gemm_bf16)
 
 #define NN_KID_ISA(name, params, args) NN_K_##name,
 #define NN_KID_EXTRA(name) NN_K_##name,

@@ -82,6 +82,14 @@ cdef extern from "nncore.h" nogil:
                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                  float beta, float *c, int64_t ldc, const float *bias, int activation)
 
+    # bfloat16 GEMM (gemm_bf16.c)
+    int nn_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                     float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                     float beta, float *c, int64_t ldc, const float *bias, int activation)
+    int nn_bf16_native()
+    const char *nn_bf16_kernel()
+    int nn_amx_available()
+
     # Dense layers (dense.c)
     ctypedef struct nn_dense_layer:
         const float *w
@@ -93,6 +101,11 @@ cdef extern from "nncore.h" nogil:
     int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
                           const float *dy, const float *relu_z, float *dz, float *dx,
                           float *dw, float *db, int sgd, float lr, float *b)
+
+    int nn_dense_forward_bf16(int64_t m, const float *x, const nn_dense_layer *layer)
+    int nn_dense_backward_bf16(int64_t m, int64_t k, int64_t n, const float *x, float *w,
+                               const float *dy, const float *relu_z, float *dz, float *dx,
+                               float *dw, float *db, int sgd, float lr, float *b)
 
     # Conv2d (conv.c)
     ctypedef struct nn_conv2d_params:

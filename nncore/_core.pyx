@@ -67,6 +67,16 @@ def build_info():
     }
 
 
+def bf16_info():
+    """The bfloat16 GEMM's hardware: whether the CPU runs its AVX512_BF16
+    kernel, the kernel in use now, and whether AMX-BF16 is present."""
+    return {
+        "native": bool(nn_bf16_native()),
+        "kernel": nn_bf16_kernel().decode(),
+        "amx": bool(nn_amx_available()),
+    }
+
+
 MAX_THREADS = NN_MAX_THREADS
 
 
@@ -124,10 +134,11 @@ cdef inline bint overlaps(const char *p, int64_t p_bytes, const void *q, int64_t
 
 def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
           const float[:, :] b, float beta, float[:, :] c,
-          const float[::1] bias=None, int activation=0):
+          const float[::1] bias=None, int activation=0, bint bf16=False):
     """c = act(alpha * op(a) op(b) + beta * c + bias). Rows may be strided
     (leading dimension = row stride, e.g. a column slice of a wider array);
-    the last axis must be contiguous."""
+    the last axis must be contiguous. bf16: the product of a and b rounded
+    to bfloat16, accumulated in float32 (nn_gemm_bf16)."""
     cdef int64_t m = a.shape[1] if trans_a else a.shape[0]
     cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
     cdef int64_t kb = b.shape[1] if trans_b else b.shape[0]
@@ -160,8 +171,12 @@ def sgemm(bint trans_a, bint trans_b, float alpha, const float[:, :] a,
         raise ValueError("sgemm: out overlaps bias in memory; pass a separate out array")
     cdef int status
     with nogil:
-        status = nn_sgemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,
-                          beta, &c[0, 0], ldc, pbias, activation)
+        if bf16:
+            status = nn_gemm_bf16(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,
+                                  beta, &c[0, 0], ldc, pbias, activation)
+        else:
+            status = nn_sgemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb,
+                              beta, &c[0, 0], ldc, pbias, activation)
     check(status, "sgemm")
 
 
@@ -317,8 +332,9 @@ cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray
 
 
 def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
-                  cnp.ndarray y not None, int act=0):
-    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU)."""
+                  cnp.ndarray y not None, int act=0, bint bf16=False):
+    """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU);
+    bf16: the product in bfloat16 (nn_dense_forward_bf16)."""
     cdef int64_t m, k
     _matrix(x, &m, &k, "dense_forward", "x")
     cdef const float *px = _fin(x, m * k, "dense_forward", "x")
@@ -326,7 +342,10 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
     _dense_layer(m, k, w, b, y, act, "dense_forward", &layer)
     cdef int status
     with nogil:
-        status = nn_dense_chain(m, px, 1, &layer)
+        if bf16:
+            status = nn_dense_forward_bf16(m, px, &layer)
+        else:
+            status = nn_dense_chain(m, px, 1, &layer)
     check(status, "dense_forward")
 
 
@@ -461,8 +480,9 @@ cdef inline float *_dense_array(_span *s, int slot, object a, int64_t rows, int6
 
 def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray dy not None,
                    object dx, object dw, object db, object sgd_lr=None, object b=None,
-                   object z=None, object dz=None):
-    """The backward pass of y = x @ w + b in one C call (nn_dense_backward):
+                   object z=None, object dz=None, bint bf16=False):
+    """The backward pass of y = x @ w + b in one C call (nn_dense_backward;
+    with bf16, nn_dense_backward_bf16: every GEMM in bfloat16):
     dw = x^T dy, db = column sums of dy, dx = dy w^T (each overwritten; dx
     and db may be None to skip them). x (m, k), w (k, n), dy (m, n).
 
@@ -507,7 +527,12 @@ def dense_backward(cnp.ndarray x not None, cnp.ndarray w not None, cnp.ndarray d
     _check_disjoint(s)
     cdef int status
     with nogil:
-        status = nn_dense_backward(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd, lr, pb)
+        if bf16:
+            status = nn_dense_backward_bf16(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd,
+                                            lr, pb)
+        else:
+            status = nn_dense_backward(m, k, n, px, pw, pdy, pz, pdz, pdx, pdw, pdb, sgd, lr,
+                                       pb)
     check(status, fn)
 
 

@@ -40,8 +40,21 @@ def _scalar(value, name):
     return value
 
 
+# The precisions matmul computes in: the name users pass -> bf16 or not.
+PRECISIONS = {"float32": False, "bf16": True}
+
+
+def check_precision(precision, where):
+    """The bf16 flag for a precision name; anything but "float32" or "bf16"
+    is refused (bf16 is only ever chosen by name)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"{where}: precision must be one of {list(PRECISIONS)}, "
+                         f"got {precision!r}")
+    return PRECISIONS[precision]
+
+
 def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
-           bias=None, activation=None):
+           bias=None, activation=None, precision="float32"):
     """Return ``activation(alpha * op(a) @ op(b) + beta * out + bias)`` in float32.
 
     ``op(x)`` is ``x.T`` when the matching ``trans_*`` flag is set. ``a`` and
@@ -57,7 +70,16 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
     written in place and returned. With ``beta == 0`` its previous contents
     are never read (they may be NaN). Without ``out`` the result is a new
     array; one too large for the memory available raises MemoryError.
+
+    ``precision="bf16"`` rounds ``op(a)`` and ``op(b)`` to bfloat16 (round to
+    nearest even) for the product and accumulates it in float32; alpha, beta,
+    bias, activation and the result stay float32. It runs AVX512_BF16's
+    ``vdpbf16ps`` where the CPU has it (``nncore.info()["bf16"]``) and a
+    portable kernel with the same results elsewhere. The default is
+    ``"float32"``; no other value is accepted.
     """
+    bf16 = (False if type(precision) is str and precision == "float32"
+            else check_precision(precision, "matmul"))
     if activation is not None and (not isinstance(activation, str)
                                    or activation not in _core.ACTIVATIONS):
         raise ValueError(f"matmul: unknown activation {activation!r}; expected one of "
@@ -95,7 +117,7 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
             raise ValueError(f"matmul: bias has shape {bias.shape}, expected ({n},)")
     try:
         _core.sgemm(trans_a, trans_b, alpha, a, b, beta, out, bias,
-                    _core.ACTIVATIONS[activation])
+                    _core.ACTIVATIONS[activation], bf16)
     except ValueError as exc:
         raise ValueError(str(exc).replace("sgemm:", "matmul:", 1)) from None
     return out

@@ -31,8 +31,14 @@ def get_num_threads():
 
 def info():
     """A dict describing this build and machine: version, the ISA in use, the
-    ISAs available, thread count, OpenMP version, compiler and flags."""
+    ISAs available, thread count, OpenMP version, compiler and flags, and the
+    bfloat16 GEMM's hardware: ``bf16`` (this CPU runs ``precision="bf16"`` on
+    AVX512_BF16; without it a portable kernel gives the same results, more
+    slowly), ``bf16_kernel`` (the kernel in use: ``"avx512_bf16"`` or
+    ``"generic"``; ``NNCORE_ISA`` below avx512 selects the portable one) and
+    ``amx`` (AMX-BF16 tiles present; nncore has no AMX kernel yet)."""
     build = _core.build_info()
+    bf16 = _core.bf16_info()
     return {
         "version": __version__,
         "isa": _core.get_isa(),
@@ -41,4 +47,7 @@ def info():
         "openmp": build["openmp"],
         "compiler": build["compiler"],
         "flags": build["flags"],
+        "bf16": bf16["native"],
+        "bf16_kernel": bf16["kernel"],
+        "amx": bf16["amx"],
     }

@@ -11,6 +11,7 @@ define ``on_batch_end`` cost nothing per batch. The same seed gives a
 bitwise identical run (for any thread count: the kernels guarantee that
 part).
 """
+import contextlib
 import inspect
 import math
 import numbers
@@ -24,6 +25,7 @@ from . import _core, _guard
 from .callbacks import batch_hooks
 from .distributed import DataParallel, collective
 from .errors import NonFiniteLossError
+from .linalg import check_precision
 from .metrics import make_metric
 from .optim import SGD
 from .progress import ProgressBar
@@ -158,6 +160,39 @@ def _forget(model):
         forget()
 
 
+def _precision_layers(model):
+    """The layers of a model that run their GEMMs in bfloat16 under mixed
+    precision (Dense: the ``_bf16`` flag), through Sequential and Residual."""
+    found, todo = [], [model]
+    while todo:
+        obj = todo.pop()
+        if hasattr(obj, "_bf16"):
+            found.append(obj)
+        for name in ("layers", "body", "shortcut"):
+            child = getattr(obj, name, None)
+            if isinstance(child, (tuple, list)):
+                todo.extend(child)
+            elif child is not None:
+                todo.append(child)
+    return found
+
+
+@contextlib.contextmanager
+def mixed_precision(model, bf16):
+    """While inside, the model's Dense layers run their forward and backward
+    GEMMs in bfloat16 (when bf16), with float32 master weights, gradients,
+    optimizer state, losses and every other kernel, as PyTorch's CPU
+    autocast does; outside, float32 again."""
+    layers = _precision_layers(model) if bf16 else []
+    for layer in layers:
+        layer._bf16 = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._bf16 = False
+
+
 class _SigintFlag:
     """While ``fit`` runs in the main thread under Python's default Ctrl-C
     handling, SIGINT sets ``trainer.stop_training`` (checked after every
@@ -288,6 +323,14 @@ class Trainer:
     shard over its own rows (see nncore.distributed). ``sample_weight`` is
     not supported there.
 
+    ``precision="bf16"`` trains with mixed precision: the Dense layers'
+    forward and backward GEMMs take bfloat16 operands (``nncore.matmul(...,
+    precision="bf16")``: float32 accumulation and outputs) while weights,
+    gradients, optimizer state, losses, activations and reductions stay
+    float32, as PyTorch's CPU autocast does. Only the training steps change;
+    evaluation, validation and ``predict`` run in float32. The default is
+    ``"float32"``.
+
     Threads: at batch sizes up to 16 the training epochs run their kernels
     on one thread (only in the thread calling ``fit``; validation and other
     threads keep the process's count). With so few rows every kernel is a
@@ -296,7 +339,8 @@ class Trainer:
     """
 
     def __init__(self, model, loss, optimizer, *, batch_size=32, shuffle=True, seed=None,
-                 metrics="auto", comm=None, shards=None, deterministic=True):
+                 metrics="auto", comm=None, shards=None, deterministic=True,
+                 precision="float32"):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"Trainer: batch_size must be an int >= 1, got {batch_size!r}")
@@ -305,6 +349,8 @@ class Trainer:
             if not callable(getattr(obj, method, None)):
                 raise TypeError(f"Trainer: {name} must have a {method}() method, got "
                                 f"{type(obj).__name__}")
+        self.precision = precision
+        self._bf16 = check_precision(precision, "Trainer")
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -473,10 +519,11 @@ class Trainer:
                 serial = plan["bs"] <= _SERIAL_MAX_BATCH
                 previous = _core.set_local_num_threads(1) if serial else None
                 try:
-                    if par is None:
-                        logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
-                    else:
-                        logs = par.train_epoch(self, X, y, epoch, hooks, plan)
+                    with mixed_precision(self.model, self._bf16):
+                        if par is None:
+                            logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                        else:
+                            logs = par.train_epoch(self, X, y, epoch, hooks, plan)
                 finally:
                     if serial:
                         _core.set_local_num_threads(previous)

@@ -106,6 +106,10 @@ class Dense(Layer):
         self._dz = None   # gradient at the GEMM output when activation == "relu"
         self._dx = None
         self._x = None
+        # Mixed precision: set by Trainer(precision="bf16") while it trains
+        # (nncore.trainer.mixed_precision): the forward and backward GEMMs in
+        # bfloat16, everything else float32.
+        self._bf16 = False
 
     @property
     def _name(self):
@@ -254,7 +258,7 @@ class Dense(Layer):
             m = x.shape[0]
         if m != self._m:
             self._resize(m)
-        _dense_forward(x, self._w, self._b, self._z, act)
+        _dense_forward(x, self._w, self._b, self._z, act, self._bf16)
         self._x = x
 
     def forward(self, x):
@@ -298,9 +302,11 @@ class Dense(Layer):
                 self._dx = self._buf.get("dx", (self._m, self.in_features))
             dx = self._dx
         if sgd_lr is None:
-            _dense_backward(x, self._w, grad, dx, self._gw, self._gb, None, None, z, dz)
+            _dense_backward(x, self._w, grad, dx, self._gw, self._gb, None, None, z, dz,
+                            self._bf16)
         else:
-            _dense_backward(x, self._w, grad, dx, None, self._gb, sgd_lr, self._b, z, dz)
+            _dense_backward(x, self._w, grad, dx, None, self._gb, sgd_lr, self._b, z, dz,
+                            self._bf16)
         return dx
 
     def _infer(self, x, ws, act=None):
