@@ -47,6 +47,7 @@ import numpy as np
 
 from . import _core, _guard
 from .layers import Sequential, fused_activations
+from .io import _new_file_mode
 from .layers.base import Buffers
 from .linalg import lanczos, matmul
 
@@ -1219,12 +1220,14 @@ def save_landscapes(path, landscapes, metadata=None):
             "metadata": metadata or {}}
     arrays["meta"] = np.array(json.dumps(meta))
     folder = os.path.dirname(os.path.abspath(path))
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)       # as open() would create it (mkstemp's is 0600)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
