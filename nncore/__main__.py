@@ -262,11 +262,18 @@ LANDSCAPE_DATA = ("digits", "fashion-mnist")
 
 
 def _add_landscape_parser(sub):
-    p = sub.add_parser("landscape", help="plot the loss landscape around a saved model "
-                       "(Li et al. 2018)")
-    p.add_argument("model", metavar="MODEL", help="a model file written by nncore.save")
-    p.add_argument("--data", choices=LANDSCAPE_DATA, default="digits",
-                   help="evaluate the loss on this data set's training samples (default digits)")
+    p = sub.add_parser(
+        "landscape", help="plot the loss landscape around a saved model, or compare ResNets "
+        "with and without skip connections (Li et al. 2018)",
+        description="The loss landscape of MODEL in the plane of two random filter-normalised "
+        "directions; or, with --compare-skip, ResNet-DEPTH with and without skip connections "
+        "(trained with one recipe, or loaded with --models), their two surfaces and "
+        "curvature maps side by side, saved to --result; or --replot a saved result.")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="a model file written by "
+                   "nncore.save (not with --compare-skip or --replot)")
+    p.add_argument("--data", choices=LANDSCAPE_DATA, default=None,
+                   help="evaluate the loss on this data set's training samples (default "
+                   "digits; fashion-mnist with --compare-skip)")
     p.add_argument("--out", default="landscape.png",
                    help="output image; .png, .svg or .pdf (default landscape.png)")
     p.add_argument("--dims", type=int, choices=(1, 2), default=2)
@@ -274,13 +281,306 @@ def _add_landscape_parser(sub):
     p.add_argument("--span", type=float, default=1.0,
                    help="the grid runs from -span to span on each axis (default 1)")
     p.add_argument("--normalization", choices=("filter", "layer", "none"), default="filter")
+    p.add_argument("--ignore", choices=("biasbn", "none"), default="biasbn",
+                   help="biasbn (default, as Li et al.): biases and BatchNorm parameters do "
+                   "not move; none: they move along themselves")
     p.add_argument("--kind", choices=("contour", "surface", "line"), default=None,
                    help="plot kind (default: line for --dims 1, contour for 2)")
-    p.add_argument("--samples", type=int, default=10000,
-                   help="use the first N training samples (default 10000)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--samples", type=int, default=None,
+                   help="use the first N training samples (default 10000; 2000 with "
+                   "--compare-skip)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="rows per inference pass (default: all for vectors, 256 for images)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
     p.add_argument("--dpi", type=int, default=100, help="resolution of a PNG (default 100)")
+    g = p.add_argument_group("comparing ResNets with and without skip connections")
+    g.add_argument("--compare-skip", action="store_true",
+                   help="train ResNet-DEPTH with and without skips with one recipe (or load "
+                   "them, --models), draw both surfaces and curvature maps side by side")
+    g.add_argument("--models", nargs=2, metavar=("WITH_SKIPS", "WITHOUT_SKIPS"),
+                   help="load the two nets from nncore model files instead of training")
+    g.add_argument("--replot", metavar="RESULT", help="redraw a saved result file (.npz) "
+                   "without computing anything")
+    g.add_argument("--result", default="landscape.npz",
+                   help="where --compare-skip saves its grids and metadata (default "
+                   "landscape.npz); the trained models go next to it (-skip.nnc, -noskip.nnc)")
+    g.add_argument("--depth", type=int, default=20, help="ResNet depth, 6n+2 (default 20)")
+    g.add_argument("--width", type=int, default=16, help="channels of the first stage "
+                   "(default 16, the paper's)")
+    g.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    g.add_argument("--train-samples", type=int, default=None,
+                   help="train on the first N training samples (default all)")
+    g.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05, "
+                   "momentum 0.9, cosine decay over the epochs)")
+    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--train-batch-size", type=int, default=128)
+    g.add_argument("--curvature-steps", type=int, default=5,
+                   help="curvature grid points per axis over the same span (default 5; "
+                   "0: no curvature maps)")
+    g.add_argument("--curvature-samples", type=int, default=256,
+                   help="the first N of the surface's samples for the Hessian (default 256)")
+    g.add_argument("--lanczos-iters", type=int, default=10,
+                   help="Lanczos steps per curvature point (default 10)")
+    g.add_argument("--threshold", type=float, default=0.1,
+                   help="report the fraction of points with |lambda_min/lambda_max| above "
+                   "this (default 0.1)")
+    g.add_argument("--threads", type=int, default=None, help="OpenMP threads")
+
+
+class _LandscapeProgress:
+    """A progress line on stderr for the grids of ``landscape --compare-skip``:
+    the phase's points done, points/s, the phase's time left and an estimate
+    of the whole run's (phases not started yet are estimated from the rate of
+    the same kind of phase done before, or from the surface rate and the
+    relative cost of a curvature point). Redrawn in place on a terminal, a
+    line every ~10 s otherwise."""
+
+    def __init__(self, phases, stream=None):
+        self.phases = phases      # [(label, kind, points, cost of one point in surface points)]
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.rates = {}           # kind -> seconds per point measured
+        self.current = -1
+
+    def start(self, index):
+        import time
+        self.current = index
+        self.t0 = self.last = time.perf_counter()
+
+    def _left_after(self, index):
+        """Seconds estimated for the phases after ``index``."""
+        surface = self.rates.get("surface")
+        left = 0.0
+        for label, kind, points, cost in self.phases[index + 1:]:
+            if kind in self.rates:
+                left += points * self.rates[kind]
+            elif surface is not None:
+                left += points * cost * surface
+            else:
+                return None
+        return left
+
+    def __call__(self, done, total):
+        import time
+        from nncore.progress import format_duration
+        now = time.perf_counter()
+        label, kind, _, _ = self.phases[self.current]
+        elapsed = now - self.t0
+        if done == total:
+            self.rates[kind] = elapsed / total
+        if done < total and now - self.last < (0.2 if self.live else 10.0):
+            return
+        self.last = now
+        per_point = elapsed / done
+        phase_left = (total - done) * per_point
+        later = self._left_after(self.current)
+        if later is None:     # no rate for the later phases yet: estimate them as this one
+            later = sum(p * per_point for _, k, p, _ in self.phases[self.current + 1:])
+        width = 20
+        filled = int(width * done / total)
+        bar = "=" * filled + (">" if filled < width else "") + "." * (width - filled - 1)
+        line = (f"{label}: {kind} [{bar}] {done}/{total} points, {1 / per_point:.2f} points/s, "
+                f"{format_duration(elapsed)} elapsed, ETA {format_duration(phase_left)} "
+                f"(all: ~{format_duration(phase_left + later)} left)")
+        if self.live:
+            self.stream.write("\r" + line + "\x1b[K" + ("\n" if done == total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _landscape_data(name, path=None):
+    """((X_train, y_train), (X_test, y_test)) as NCHW images."""
+    from nncore import datasets
+    if name == "digits":
+        X, y = datasets.load_digits(flatten=False)
+        X_train, X_test, y_train, y_test = datasets.train_test_split(
+            X, y, test_size=0.25, seed=0, stratify=True)
+        return (X_train, y_train), (X_test, y_test)
+    return datasets.load_fashion_mnist(path, flatten=False)
+
+
+def _accuracy(model, X, y, batch_size=256):
+    import numpy as np
+    return float(np.mean(model.predict(X, batch_size=batch_size).argmax(axis=1) == y))
+
+
+def _train_resnet(skip, args, X, y, verbose):
+    """ResNet-depth (with or without skips) trained with the command's recipe:
+    SGD with momentum 0.9, weight decay, cosine decay over the epochs, the
+    same seed for initialisation and data order."""
+    import nncore as nn
+    nn.manual_seed(args.seed)
+    model = nn.models.resnet(args.depth, skip=skip, width=args.width, in_channels=X.shape[1],
+                             num_classes=int(y.max()) + 1)
+    trainer = nn.Trainer(model, nn.CrossEntropyLoss(),
+                         nn.SGD(lr=args.lr, momentum=0.9, weight_decay=args.weight_decay),
+                         batch_size=args.train_batch_size, seed=args.seed)
+    trainer.fit(X, y, args.epochs, callbacks=[nn.callbacks.CosineAnnealingLR(args.epochs)],
+                verbose=verbose)
+    model.eval()
+    return model
+
+
+def _landscape_replot(args):
+    import os
+    from nncore import landscape
+    try:
+        results, meta = landscape.load_landscapes(args.replot)
+        for name, land in results.items():
+            if land.dims != 2:
+                raise ValueError(f"{name!r} is a {land.dims}-D landscape; --replot draws 2-D ones")
+    except (OSError, ValueError) as exc:
+        print(f"landscape: {exc}", file=sys.stderr)
+        return 1
+    landscape.plot_landscapes(results, args.out, dpi=args.dpi,
+                              threshold=meta.get("threshold", args.threshold),
+                              title=meta.get("title"))
+    _landscape_report(results, meta.get("threshold", args.threshold))
+    print(f"wrote {args.out} from {os.path.basename(args.replot)}")
+    return 0
+
+
+def _landscape_report(results, threshold):
+    from nncore import landscape
+    for name, land in results.items():
+        m = landscape.convexity_measures(land, threshold)
+        st = land.stats
+        line = (f"{name}: loss {land.losses.min():.4f}..{land.losses.max():.4f}; "
+                f"midpoint-convexity violations {100 * m['midpoint_violations']:.1f}% of points")
+        if land.curvature is not None:
+            line += (f"; |lambda_min/lambda_max| > {threshold:g} at "
+                     f"{100 * m['nonconvex_fraction']:.1f}% of {land.curvature.ratio.size} "
+                     f"curvature points")
+        if st.get("accuracy") is not None:
+            line += f"; test accuracy {st['accuracy']:.4f}"
+        print(line)
+        if "seconds" in st:
+            print(f"  surface {land.losses.size} points x {st['samples']} samples in "
+                  f"{st['seconds']:.1f} s ({st['points_per_second']:.2f} points/s)", end="")
+            cs = land.curvature.stats if land.curvature is not None else {}
+            if "seconds" in cs:
+                print(f"; curvature {land.curvature.ratio.size} points x {cs['samples']} "
+                      f"samples x {cs['iters']} Lanczos steps in {cs['seconds']:.1f} s", end="")
+            print()
+
+
+def _landscape_compare(args):
+    import os
+    import time
+
+    import nncore
+    from nncore import landscape
+
+    samples = 2000 if args.samples is None else args.samples
+    data = args.data or "fashion-mnist"
+    problem = None
+    if (args.depth - 2) % 6 or args.depth < 8:
+        problem = f"--depth must be 6n + 2 (8, 14, 20, 32, 44, 56, 110), got {args.depth}"
+    elif min(samples, args.width, args.epochs, args.train_batch_size,
+             args.curvature_samples, args.lanczos_iters) < 1 or args.curvature_steps < 0 \
+            or args.curvature_steps == 1:
+        problem = ("--samples, --width, --epochs, --train-batch-size, --curvature-samples and "
+                   "--lanczos-iters must be >= 1, --curvature-steps 0 or >= 2")
+    elif os.path.splitext(args.result)[1].lower() != ".npz":
+        problem = f"--result {args.result}: use a .npz file name"
+    elif args.dims != 2:
+        problem = "--compare-skip draws 2-D surfaces: --dims 2"
+    elif args.models and any(not os.path.exists(m) for m in args.models):
+        problem = f"--models: no such file {next(m for m in args.models if not os.path.exists(m))}"
+    if problem:
+        print(f"landscape: {problem}", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        nncore.set_num_threads(args.threads)
+    try:
+        (X_train, y_train), (X_test, y_test) = _landscape_data(data)
+    except (OSError, ValueError) as exc:
+        print(f"landscape: {exc}", file=sys.stderr)
+        return 1
+    if args.train_samples is not None:
+        X_train, y_train = X_train[:args.train_samples], y_train[:args.train_samples]
+    X, y = X_train[:samples], y_train[:samples]
+    Xc, yc = X[:args.curvature_samples], y[:args.curvature_samples]
+    stem = os.path.splitext(args.result)[0]
+    nets = [(True, f"ResNet-{args.depth}"), (False, f"ResNet-{args.depth} without skips")]
+    recipe = {"depth": args.depth, "width": args.width, "epochs": args.epochs,
+              "train_samples": int(len(X_train)), "optimizer": "SGD", "lr": args.lr,
+              "momentum": 0.9, "weight_decay": args.weight_decay,
+              "batch_size": args.train_batch_size, "schedule": "cosine over the epochs",
+              "augmentation": None, "seed": args.seed}
+    models = {}
+    for k, (skip, name) in enumerate(nets):
+        start = time.perf_counter()
+        if args.models:
+            try:
+                model = nncore.load(args.models[k])
+                model.predict(X[:2])
+            except (OSError, ValueError, TypeError) as exc:
+                print(f"landscape: {args.models[k]}: {exc}", file=sys.stderr)
+                return 1
+            name = f"{os.path.basename(args.models[k])} ({'with' if skip else 'without'} skips)"
+            how = f"loaded from {args.models[k]}"
+        else:
+            print(f"training {name} on {len(X_train)} {data} images: SGD lr {args.lr} momentum "
+                  f"0.9 weight decay {args.weight_decay}, cosine, batch {args.train_batch_size}, "
+                  f"{args.epochs} epochs", flush=True)
+            model = _train_resnet(skip, args, X_train, y_train,
+                                  verbose=1 if sys.stdout.isatty() else 2)
+            path = f"{stem}-{'skip' if skip else 'noskip'}.nnc"
+            nncore.save(model, path)
+            how = f"trained in {time.perf_counter() - start:.1f} s, saved to {path}"
+        accuracy = _accuracy(model, X_test, y_test)
+        print(f"{name}: test accuracy {accuracy:.4f} on {len(X_test)} images ({how})",
+              flush=True)
+        models[name] = (model, accuracy, how)
+
+    loss = nncore.CrossEntropyLoss()
+    # a curvature point costs 2 * iters gradient passes (~3 forward passes each)
+    cost = 6.0 * args.lanczos_iters * len(Xc) / len(X)
+    phases = []
+    for name in models:
+        phases.append((name, "surface", args.steps ** 2, 1.0))
+        if args.curvature_steps:
+            phases.append((name, "curvature", args.curvature_steps ** 2, cost))
+    progress = _LandscapeProgress(phases)
+    results, phase = {}, 0
+    start = time.perf_counter()
+    for name, (model, accuracy, how) in models.items():
+        progress.start(phase)
+        phase += 1
+        land = landscape.loss_landscape(
+            model, loss, X, y, steps=args.steps, span=args.span, seed=args.seed,
+            normalization=None if args.normalization == "none" else args.normalization,
+            ignore=None if args.ignore == "none" else args.ignore,
+            batch_size=args.batch_size, progress=progress)
+        land.stats.update(accuracy=accuracy, model=how)
+        if args.curvature_steps:
+            progress.start(phase)
+            phase += 1
+            land.curvature = landscape.curvature_map(
+                model, loss, Xc, yc, land, steps=args.curvature_steps, span=args.span,
+                iters=args.lanczos_iters, seed=args.seed, batch_size=args.batch_size,
+                progress=progress)
+        results[name] = land
+    seconds = time.perf_counter() - start
+    title = (f"{data}, {len(X)} training samples, {args.steps}x{args.steps} grid, span "
+             f"{args.span}, {args.normalization}-normalised directions (ignore={args.ignore})")
+    meta = {"command": "python -m nncore landscape " + " ".join(args.argv), "data": data,
+            "samples": int(len(X)), "steps": args.steps, "span": args.span,
+            "normalization": args.normalization, "ignore": args.ignore, "seed": args.seed,
+            "curvature_steps": args.curvature_steps, "curvature_samples": int(len(Xc)),
+            "lanczos_iters": args.lanczos_iters, "threshold": args.threshold,
+            "recipe": None if args.models else recipe, "grid_seconds": seconds,
+            "threads": nncore.get_num_threads(), "title": title,
+            "measures": {name: landscape.convexity_measures(land, args.threshold)
+                         for name, land in results.items()}}
+    landscape.save_landscapes(args.result, results, meta)
+    landscape.plot_landscapes(results, args.out, dpi=args.dpi, threshold=args.threshold,
+                              title=title)
+    _landscape_report(results, args.threshold)
+    print(f"grids in {seconds:.1f} s; wrote {args.result} and {args.out}")
+    return 0
 
 
 def cmd_landscape(args):
@@ -296,7 +596,12 @@ def cmd_landscape(args):
 
     # Check everything cheap before the grid is computed.
     problem = None
-    if args.samples < 1 or args.steps < 2 or args.dpi < 1:
+    modes = sum(bool(v) for v in (args.model, args.compare_skip, args.replot))
+    if modes != 1:
+        problem = "give a MODEL file, --compare-skip or --replot RESULT (one of them)"
+    elif args.models and not args.compare_skip:
+        problem = "--models goes with --compare-skip"
+    elif (args.samples is not None and args.samples < 1) or args.steps < 2 or args.dpi < 1:
         problem = "--samples and --dpi must be >= 1, --steps >= 2"
     elif os.path.splitext(args.out)[1].lower() not in landscape.PLOT_FORMATS:
         problem = f"--out {args.out}: use a {', '.join(landscape.PLOT_FORMATS)} file name"
@@ -310,6 +615,12 @@ def cmd_landscape(args):
     if problem:
         print(f"landscape: {problem}", file=sys.stderr)
         return 2
+    if args.replot:
+        return _landscape_replot(args)
+    if args.compare_skip:
+        return _landscape_compare(args)
+    args.data = args.data or "digits"
+    args.samples = 10000 if args.samples is None else args.samples
     try:
         model = nncore.load(args.model)
         if args.data == "digits":
@@ -326,6 +637,7 @@ def cmd_landscape(args):
         result = nncore.loss_landscape(
             model, loss, X, y, dims=args.dims, steps=args.steps, span=args.span,
             normalization=None if args.normalization == "none" else args.normalization,
+            ignore=None if args.ignore == "none" else args.ignore,
             seed=args.seed, batch_size=args.batch_size)
     except ValueError as exc:   # e.g. the model does not take this data's features
         print(f"landscape: {exc}", file=sys.stderr)

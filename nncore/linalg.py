@@ -1,4 +1,5 @@
-"""nncore.matmul: SGEMM with a fused epilogue."""
+"""nncore.matmul: SGEMM with a fused epilogue; lanczos, the extreme eigenvalues of a
+symmetric operator known only by its products."""
 import numbers
 
 import numpy as np
@@ -121,3 +122,49 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
     except ValueError as exc:
         raise ValueError(str(exc).replace("sgemm:", "matmul:", 1)) from None
     return out
+
+
+def lanczos(matvec, n, iters, *, seed=0):
+    """The Ritz values (ascending, float64) of a symmetric linear operator on
+    R^n known only through ``matvec(v)`` (a float64 vector of n values in,
+    one out), after ``iters`` Lanczos steps from a random unit start vector
+    of ``numpy.random.default_rng(seed)``.
+
+    Every new vector is re-orthogonalised against all previous ones (twice:
+    "twice is enough"), so the Ritz values carry no spurious copies. The
+    smallest and largest approach the operator's extreme eigenvalues from
+    inside, quickly when they stand apart from the rest of the spectrum;
+    with ``iters >= n`` (or once the Krylov space is invariant) they are the
+    eigenvalues, up to rounding. Uses ``iters`` vectors of n float64s.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"lanczos: n must be a positive int, got {n!r}")
+    if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
+        raise ValueError(f"lanczos: iters must be a positive int, got {iters!r}")
+    iters = min(int(iters), int(n))
+    q = np.random.default_rng(seed).standard_normal(int(n))
+    q /= np.linalg.norm(q)
+    basis = np.empty((iters, int(n)))
+    alpha, beta = [], []
+    scale = 0.0
+    for j in range(iters):
+        basis[j] = q
+        z = np.array(matvec(q), dtype=np.float64).reshape(-1)
+        if z.shape != (n,):
+            raise ValueError(f"lanczos: matvec returned {z.size} values, expected {n}")
+        if not np.isfinite(z).all():
+            raise FloatingPointError("lanczos: matvec returned NaN or Inf")
+        a = float(q @ z)
+        alpha.append(a)
+        done = basis[:j + 1]
+        for _ in range(2):
+            z -= done.T @ (done @ z)
+        b = float(np.linalg.norm(z))
+        scale = max(scale, abs(a), b)
+        if j == iters - 1 or b <= 1e-12 * scale:    # the last step, or an invariant subspace
+            break
+        beta.append(b)
+        q = z / b
+    k = len(alpha)
+    tri = np.diag(alpha) + np.diag(beta[:k - 1], 1) + np.diag(beta[:k - 1], -1)
+    return np.linalg.eigvalsh(tri)
