@@ -452,8 +452,8 @@ def build_parser():
     bench.add_argument("--threads", type=int, default=2, help="threads for every side (default 2)")
     bench.add_argument("--isa", help="force an nncore kernel path (generic, avx2, avx512)")
     bench.add_argument("--peers", default=None, metavar="LIST",
-                       help="comma-separated peers among numpy,torch,sklearn (default: all "
-                            "that import)")
+                       help="comma-separated peers among numpy,torch,sklearn,onnxruntime "
+                            "(default: all that import)")
     bench.add_argument("--json", metavar="FILE",
                        help="also write the environment and rows as JSON")
     bench.add_argument("--markdown", metavar="FILE",
