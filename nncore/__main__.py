@@ -121,12 +121,28 @@ def _threads_per_rank(comm):
     return max(1, cores // local)
 
 
+# --model of `train`: the conv nets take NCHW images (datasets' flatten=False).
+MODELS = ("mlp", "cnn", "resnet20")
+_CONV_NAMES = {"cnn": "small CNN", "resnet20": "ResNet-20"}
+
+
+def _conv_model_for(name, image_shape, n_classes):
+    """The small CNN (sized for the image) or ResNet-20 for (C, H, W) images."""
+    import nncore as nn
+    channels, size = image_shape[0], image_shape[1]
+    if name == "cnn":
+        return nn.models.small_cnn(in_channels=channels, num_classes=n_classes,
+                                   image_size=size)
+    return nn.models.resnet(20, in_channels=channels, num_classes=n_classes)
+
+
 def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, lr,
                       optimizer, momentum, weight_decay, activation, seed, threads, out,
-                      verbose, comm=None, shards=None):
-    """Train an MLP classifier, print test accuracy, throughput and time, save it.
-    With ``comm`` (under mpiexec) every rank trains its share; rank 0 alone
-    prints and saves."""
+                      verbose, comm=None, shards=None, model="mlp"):
+    """Train a classifier (an MLP, or with model="cnn"/"resnet20" a conv net on
+    NCHW images), print test accuracy, throughput and time, save it. With
+    ``comm`` (under mpiexec) every rank trains its share; rank 0 alone prints
+    and saves."""
     import time
     import numpy as np
     import nncore as nn
@@ -136,11 +152,17 @@ def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch
     root = comm is None or comm.Get_rank() == 0
     say = print if root else (lambda *args, **kwargs: None)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    model = _model_for(X_train.shape[1], hidden, n_classes, activation)
+    name = model
+    if name == "mlp":
+        model = _model_for(X_train.shape[1], hidden, n_classes, activation)
+        arch = "-".join(str(n) for n in (X_train.shape[1],) + tuple(hidden) + (n_classes,))
+    else:
+        model = _conv_model_for(name, X_train.shape[1:], n_classes)
+        arch = (f"{_CONV_NAMES[name]} ({'x'.join(map(str, X_train.shape[1:]))} -> "
+                f"{n_classes})")
     trainer = nn.Trainer(model, nn.CrossEntropyLoss(),
                          _optimizer_for(optimizer, lr, momentum, weight_decay),
                          batch_size=batch_size, seed=seed, comm=comm, shards=shards)
-    arch = "-".join(str(n) for n in (X_train.shape[1],) + tuple(hidden) + (n_classes,))
     parallel = ""
     if comm is not None or shards is not None:
         ranks = 1 if comm is None else comm.Get_size()
@@ -194,7 +216,8 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    """Train an MLP classifier on Fashion-MNIST or the digits."""
+    """Train a classifier (an MLP, the small CNN or ResNet-20) on Fashion-MNIST
+    or the digits."""
     import nncore as nn
     if args.shards is not None and args.shards < 1:
         print(f"error: --shards must be >= 1, got {args.shards}", file=sys.stderr)
@@ -202,22 +225,30 @@ def cmd_train(args):
     comm = _mpi_world()
     if comm is not None and args.threads is None:
         args.threads = _threads_per_rank(comm)
+    if args.model != "mlp" and (args.hidden is not None or args.activation is not None):
+        print(f"error: --hidden and --activation are for --model mlp, not --model "
+              f"{args.model}", file=sys.stderr)
+        return 2
+    flatten = args.model == "mlp"       # the conv nets take (N, 1, H, W) images
     if args.data == "digits":
-        X, y = nn.datasets.load_digits()
+        X, y = nn.datasets.load_digits(flatten=flatten)
         X_train, X_test, y_train, y_test = nn.datasets.train_test_split(
             X, y, test_size=0.25, seed=args.seed, stratify=True)
     else:
         try:
-            (X_train, y_train), (X_test, y_test) = nn.datasets.load_fashion_mnist(args.path)
+            (X_train, y_train), (X_test, y_test) = nn.datasets.load_fashion_mnist(
+                args.path, flatten=flatten)
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    return _train_and_report(X_train, y_train, X_test, y_test, hidden=args.hidden,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    return _train_and_report(X_train, y_train, X_test, y_test,
+                             hidden=args.hidden or (256, 128), epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr,
                              optimizer=args.optimizer, momentum=args.momentum,
-                             weight_decay=args.weight_decay, activation=args.activation,
-                             seed=args.seed, threads=args.threads, out=args.out,
-                             verbose=args.verbose, comm=comm, shards=args.shards)
+                             weight_decay=args.weight_decay,
+                             activation=args.activation or "relu", seed=args.seed,
+                             threads=args.threads, out=args.out, verbose=args.verbose,
+                             comm=comm, shards=args.shards, model=args.model)
 
 
 def _add_demo_parser(sub):
@@ -231,14 +262,18 @@ def _add_demo_parser(sub):
 
 
 def _add_train_parser(sub):
-    p = sub.add_parser("train", help="train an MLP classifier on Fashion-MNIST or digits")
+    p = sub.add_parser("train", help="train a classifier (MLP, small CNN or ResNet-20) on "
+                                     "Fashion-MNIST or digits")
     p.add_argument("--data", choices=["fashion-mnist", "digits"], default="fashion-mnist")
     p.add_argument("--path", default=None, help="folder with the Fashion-MNIST IDX files "
                    "(default: $NNCORE_DATA, then /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--hidden", type=_hidden_sizes, default=(256, 128),
-                   help="hidden layer widths, comma-separated (default 256,128)")
+    p.add_argument("--model", choices=MODELS, default="mlp",
+                   help="mlp (default; --hidden, --activation), cnn (nncore.models.small_cnn "
+                        "sized for the images) or resnet20 (nncore.models.resnet(20))")
+    p.add_argument("--hidden", type=_hidden_sizes, default=None,
+                   help="hidden layer widths of the mlp, comma-separated (default 256,128)")
     p.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "gelu"],
-                   default="relu")
+                   default=None, help="of the mlp's hidden layers (default relu)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
@@ -764,8 +799,8 @@ def build_parser():
     bench.add_argument("--threads", type=int, default=2, help="threads for every side (default 2)")
     bench.add_argument("--isa", help="force an nncore kernel path (generic, avx2, avx512)")
     bench.add_argument("--peers", default=None, metavar="LIST",
-                       help="comma-separated peers among numpy,torch,sklearn (default: all "
-                            "that import)")
+                       help="comma-separated peers among numpy,torch,sklearn,onnxruntime "
+                            "(default: all that import)")
     bench.add_argument("--json", metavar="FILE",
                        help="also write the environment and rows as JSON")
     bench.add_argument("--markdown", metavar="FILE",

@@ -12,8 +12,8 @@ from nncore.__main__ import main
 ENV_FIELDS = ("cpu", "cores", "isa", "isa_available", "threads", "versions",
               "peak_gflops", "memory_bandwidth_gbs", "blas", "load_average", "date")
 ROW_FIELDS = ("family", "group", "case", "threads", "isa", "contenders", "metric", "noisy",
-              "repeats", "nncore_s", "nncore_min_s", "nncore_max_s", "nncore_spread",
-              "numpy_s", "ratio_numpy", "ratio")
+              "repeats", "nncore_s", "nncore_min_s", "nncore_max_s", "nncore_spread")
+NUMPY_FIELDS = ("numpy_s", "ratio_numpy", "ratio")    # every family but conv (NumPy has no conv)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,8 @@ def test_environment_is_recorded(results):
     assert env["versions"]["nncore"] and env["versions"]["numpy"]
     if env["blas"] is not None:       # threadpoolctl is installed
         assert env["blas"]["internal_api"] in env["versions"]
-    for mod, name in (("torch", "torch"), ("sklearn", "scikit-learn")):
+    for mod, name in (("torch", "torch"), ("sklearn", "scikit-learn"),
+                      ("onnxruntime", "onnxruntime")):
         assert (name in env["versions"]) == (mod in sys.modules)
     assert env["peak_gflops"] > 0 and env["memory_bandwidth_gbs"] > 0
     assert results["quick"] is True
@@ -45,7 +46,7 @@ def test_every_family_writes_its_rows(results, family):
     assert rows and all(r["family"] == family for r in rows)
     assert [r for r in results["rows"] if r["family"] == family] == rows
     for r in rows:
-        for key in ROW_FIELDS:
+        for key in ROW_FIELDS + (NUMPY_FIELDS if family != "conv" else ()):
             assert key in r, (family, key)
         for side in r["contenders"]:
             assert r[f"{side}_min_s"] <= r[f"{side}_s"] <= r[f"{side}_max_s"]
@@ -53,7 +54,8 @@ def test_every_family_writes_its_rows(results, family):
             assert r[f"{side}_rate"] > 0
             if side != "nncore":
                 assert r[f"ratio_{side}"] == pytest.approx(r[f"{side}_s"] / r["nncore_s"])
-        assert r["ratio"] == r["ratio_numpy"]
+        if family != "conv":
+            assert r["ratio"] == r["ratio_numpy"]
         assert isinstance(r["noisy"], bool)
         assert r["noisy"] == any(r[f"{s}_spread"] > bench.SPREAD_LIMIT for s in r["contenders"])
         assert ("torch" in r["contenders"]) == ("torch" in sys.modules)
@@ -94,6 +96,81 @@ def test_train_and_infer_rows_are_per_sample(results):
     assert [r["group"] for r in infer] == ["latency", "throughput"]
     for r in infer:
         assert r["nncore_rate"] == pytest.approx(r["batch"] / r["nncore_s"])
+
+
+def _onnxruntime_usable():
+    return all(m in sys.modules for m in ("onnxruntime", "onnx", "torch"))
+
+
+def test_conv_rows(results):
+    """The conv family (tiny: 8x8 images, the small CNN and ResNet-8 of width
+    4): training and predict rows for both nets, forward and backward rows for
+    every layer shape, GFLOP/s and % of the FMA peak on every row, PyTorch
+    and onnxruntime columns exactly when they import."""
+    rows = results["families"]["conv"]
+    peak = results["environment"]["peak_gflops"]
+    groups = [r["group"] for r in rows]
+    assert groups == ["train", "latency", "throughput"] * 2 + ["forward", "backward"] * 2
+    assert {r["net"] for r in rows if "net" in r} == {"cnn", "resnet20"}
+    for r in rows:
+        assert "numpy_s" not in r and "sklearn_s" not in r
+        assert r["limit"] == peak and r["limit_name"] == "FMA peak"
+        assert r["nncore_pct"] > 0
+        if r["group"] in ("forward", "backward"):
+            assert r["metric"] == "GFLOP/s"
+            assert r["nncore_rate"] == pytest.approx(r["work"] / r["nncore_s"] / 1e9)
+            assert r["nncore_pct"] == pytest.approx(100 * r["nncore_rate"] / peak)
+            assert "onnxruntime" not in r["contenders"]
+        else:
+            assert r["metric"] == "samples/s"
+            assert r["nncore_gflops"] == pytest.approx(r["flops_per_sample"] * r["nncore_rate"]
+                                                       / 1e9)
+            assert r["nncore_pct"] == pytest.approx(100 * r["nncore_gflops"] / peak)
+        if r["group"] == "train":
+            assert "onnxruntime" not in r["contenders"]
+            assert all(n >= 2 * r["batch"] for n in r["samples"].values())
+        elif r["group"] in ("latency", "throughput"):
+            assert ("onnxruntime" in r["contenders"]) == _onnxruntime_usable()
+            for side in r["contenders"]:
+                if side != "nncore":      # the peers' copies compute the same function
+                    assert r[f"max_abs_diff_{side}"] < 1e-4, side
+    assert [r["batch"] for r in rows if r["group"] == "latency"] == [1, 1]
+    backward = [r for r in rows if r["group"] == "backward"]
+    forward = [r for r in rows if r["group"] == "forward"]
+    for f, b in zip(forward, backward):     # dx and dw: twice the forward's FLOPs
+        assert b["work"] == 2 * f["work"]
+    text = bench.format_table(rows)
+    assert "geomean conv/forward (2 rows)" in text and "geomean conv/backward" in text
+
+
+def test_conv_without_peers():
+    """Without PyTorch (here: no peers asked for) the conv rows are nncore's alone."""
+    rows = bench.run("conv", tiny=True, threads=1, peers=[], nets=["cnn"],
+                     layers=bench.conv.LAYERS_TINY[:1])
+    assert [r["group"] for r in rows] == ["train", "latency", "throughput", "forward",
+                                          "backward"]
+    assert all(r["contenders"] == ["nncore"] for r in rows)
+    assert "x torch" not in bench.format_table(rows)
+
+
+def test_conv_flops_and_torch_copy():
+    from nncore import models
+    cnn = models.small_cnn()
+    # conv1 28x28x32 x 9, conv2 14x14x64 x 32*9, dense 3136*128, 128*10
+    expected = [2 * 28 * 28 * 32 * 9, 2 * 14 * 14 * 64 * 32 * 9, 2 * 3136 * 128, 2 * 128 * 10]
+    assert bench.layer_flops(cnn, (1, 28, 28)) == pytest.approx(expected)
+    forward, train = bench.net_flops(cnn, (1, 28, 28))
+    assert forward == pytest.approx(sum(expected))
+    assert train == pytest.approx(3 * sum(expected) - expected[0])
+    r20 = bench.layer_flops(models.resnet(20), (1, 28, 28))
+    assert len(r20) == 19 + 2 + 1        # 19 3x3 convs, 2 projections, the classifier
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    net = bench.build_net("resnet20", 8, tiny=True)
+    X = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    with torch.inference_mode():
+        out = bench.torch_copy(net).eval()(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(out, net.predict(X), rtol=1e-4, atol=1e-5)
 
 
 def test_summarize_ratios_and_noise():

@@ -35,6 +35,38 @@ def test_train_digits_with_options(tmp_path, capsys):
         == [32, 16, 10]
 
 
+def test_train_cnn_on_digit_images(tmp_path, capsys):
+    """--model cnn: the digits as (N, 1, 8, 8) images into the small CNN sized
+    for 8x8 (image_size=8); it learns, and the saved conv net reloads."""
+    out = tmp_path / "cnn.nnc"
+    assert main(["train", "--data", "digits", "--model", "cnn", "--epochs", "2",
+                 "--batch-size", "32", "--threads", "1", "--verbose", "0",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "training small CNN (1x8x8 -> 10) on 1347 samples" in text
+    assert float(text.split("test accuracy ")[1].split()[0]) > 0.8
+    assert "predictions identical" in text
+    model = nn.load(out)
+    assert [type(layer).__name__ for layer in model.layers][:3] == ["Conv2d", "ReLU",
+                                                                    "MaxPool2d"]
+    X, _ = nn.datasets.load_digits(flatten=False)
+    assert model.predict(X[:5]).shape == (5, 10)
+
+
+def test_train_model_choices():
+    from nncore.__main__ import _conv_model_for
+    r20 = _conv_model_for("resnet20", (1, 28, 28), 10)
+    assert r20.output_shape((1, 28, 28)) == (10,)
+    assert sum(type(layer).__name__ == "Residual" for layer in r20.layers) == 9
+    assert _conv_model_for("cnn", (1, 28, 28), 10).layers[7].in_features == 3136
+
+
+def test_train_mlp_flags_are_for_the_mlp(capsys):
+    assert main(["train", "--data", "digits", "--model", "cnn", "--hidden", "32",
+                 "--out", ""]) == 2
+    assert "--hidden and --activation are for --model mlp" in capsys.readouterr().err
+
+
 def test_train_without_fashion_mnist_says_how_to_get_it(tmp_path, capsys):
     assert main(["train", "--path", str(tmp_path), "--epochs", "1", "--out", ""]) == 2
     assert "dataset-fashion-mnist" in capsys.readouterr().err

@@ -7,31 +7,38 @@ row reports the median, min and max over the repeats. Both sides use the same
 thread count: nncore through ``set_num_threads``, NumPy's BLAS through
 threadpoolctl when it is installed.
 
-    python -m nncore bench [gemm|layers|train|infer|all] [--quick] [--threads N]
-                           [--json FILE] [--plot FILE]
+    python -m nncore bench [gemm|layers|train|infer|conv|all] [--quick] [--threads N]
+                           [--json FILE] [--markdown FILE] [--plot FILE]
 
 Peers: NumPy (OpenBLAS) always; PyTorch (CPU) and scikit-learn when they
-import. Every row reports each side's median, min and max, and its spread
+import; onnxruntime when it and onnx import (infer: the MLPs exported by
+nncore.onnx; conv: the conv nets exported from their PyTorch copy, so torch
+too). Every row reports each side's median, min and max, and its spread
 (interquartile range / median); rows whose spread exceeds SPREAD_LIMIT are
 flagged as noisy. GEMM rows give % of the FMA peak measured by the C peak
 kernel (csrc/peak.c, ``peak_gflops``); elementwise rows give GB/s and % of the
-memory bandwidth measured by a triad (``memory_bandwidth``).
+memory bandwidth measured by a triad (``memory_bandwidth``). The conv family
+compares whole conv nets and their layers with PyTorch and onnxruntime only
+(NumPy has no convolution); all its rows give GFLOP/s and % of the FMA peak.
 
 Layout: registry (FAMILIES, ``@family``, ``run``, ORDER), harness (thread
 limits, timing in turns, the row of one case), machine (CPU, versions, the
 measured FMA peak and memory bandwidth), one module per family (gemm, layers,
-train, infer; mlp holds the networks train and infer share), report (text and
-Markdown tables) and plot (matplotlib).
+train, infer, conv; mlp holds the networks train and infer share, cnn the
+conv nets and their PyTorch and ONNX copies), report (text and Markdown
+tables) and plot (matplotlib).
 """
 # Registry first, then the families in ORDER, so FAMILIES keeps that order.
 from .registry import FAMILIES, ORDER, family, run  # noqa: F401
 from .harness import (PEERS, SPREAD_LIMIT, available_peers, spread, summarize,  # noqa: F401
-                      thread_limits, time_many)
+                      thread_limits, time_epochs, time_many)
 from .machine import cpu_model, environment, machine, memory_bandwidth, peak_gflops  # noqa: F401
 from .gemm import bench_gemm, gemm_cases, gemm_operands  # noqa: F401
 from .layers import bench_layers, layer_cases  # noqa: F401
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp  # noqa: F401
 from .train import BATCHES, bench_train, train_contender  # noqa: F401
 from .infer import bench_infer, infer_contender  # noqa: F401
+from .cnn import build_net, layer_flops, net_flops, torch_copy  # noqa: F401
+from .conv import bench_conv, conv_infer_contender, conv_train_contender  # noqa: F401
 from .report import format_markdown, format_table, geomean  # noqa: F401
 from .plot import plot  # noqa: F401

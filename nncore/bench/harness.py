@@ -104,6 +104,40 @@ def time_many(fns, budget, rounds=4, gap=0.15):
     return times
 
 
+def time_epochs(runs, X, y, batch, target, max_n, rounds, gap, min_n=64):
+    """Time whole training epochs: runs maps a side to run(X, y), one epoch
+    over (X, y) at this batch size. Each side gets its own amount of data,
+    grown from max(2 batch, min_n) samples until one epoch takes about
+    `target` seconds (or max_n samples), warmed up at that size; then the
+    sides take turns, `rounds` epochs each, with a pause of `gap` seconds
+    before each. Returns (name -> seconds per epoch, name -> samples per
+    epoch)."""
+    calls, counts = {}, {}
+    for name, run in runs.items():
+        n = min(max(2 * batch, min_n), len(X))
+        while True:       # warm up at this size, then time one epoch
+            run(X[:n], y[:n])
+            t0 = time.perf_counter()
+            run(X[:n], y[:n])
+            dt = time.perf_counter() - t0
+            if dt >= target or n >= min(max_n, len(X)):
+                break
+            n = min(max_n, len(X), int(n * min(16.0, max(2.0, 1.2 * target / max(dt, 1e-6)))))
+        calls[name] = (lambda run=run, n=n: run(X[:n], y[:n]))
+        counts[name] = n
+    names = list(runs)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for j in range(len(names)):
+            name = names[(j + r) % len(names)]
+            if gap:
+                time.sleep(gap)
+            t0 = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times, counts
+
+
 def spread(times):
     """Interquartile range over the median: how noisy a set of timings is."""
     q1, med, q3 = np.percentile(times, [25, 50, 75])

@@ -3,7 +3,7 @@
 
 FAMILIES = {}
 # The order of `python -m nncore bench all`, of the reports and of the plot's panels.
-ORDER = ("gemm", "layers", "train", "infer")
+ORDER = ("gemm", "layers", "train", "infer", "conv")
 
 
 def family(name, help):

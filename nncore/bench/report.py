@@ -32,10 +32,13 @@ def format_table(rows):
     peers = [p for p in PEERS if any(f"{p}_s" in r for r in rows)]
     names = ["nncore"] + peers
     head = f"{'group':<16} {'case':<34} " + " ".join(f"{n:>11}" for n in names)
-    head += f" {'nncore rate':>18} {'%limit':>7} " + " ".join(f"{'x ' + p:>9}" for p in peers)
+    widths = {p: max(9, len(p) + 2) for p in peers}
+    head += f" {'nncore rate':>18} {'%limit':>7} " + " ".join(
+        f"{'x ' + p:>{widths[p]}}" for p in peers)
     lines = ["(per side: median time per call, or samples/s where the rate is samples/s; "
              "rate = GFLOP/s, GB/s or samples/s; %limit = of the FMA peak or memory "
-             "bandwidth; x peer = peer time / nncore time)", head, "-" * len(head)]
+             "bandwidth (conv nets: their FLOPs per sample x samples/s); x peer = peer "
+             "time / nncore time)", head, "-" * len(head)]
     for r in rows:
         as_rate = r.get("metric") == "samples/s" and r.get("group") != "latency"
         cells = []
@@ -49,8 +52,8 @@ def format_table(rows):
         rate = (f"{_fmt_rate(r['nncore_rate'])} {r['metric']}" if r.get("nncore_rate")
                 is not None else "")
         pct = f"{r['nncore_pct']:.0f}%" if r.get("nncore_pct") is not None else ""
-        ratios = [f"{r[f'ratio_{p}']:>9.2f}" if f"ratio_{p}" in r else f"{'-':>9}"
-                  for p in peers]
+        ratios = [f"{r[f'ratio_{p}']:>{widths[p]}.2f}" if f"ratio_{p}" in r
+                  else f"{'-':>{widths[p]}}" for p in peers]
         flag = " ~" if r.get("noisy") else ""
         lines.append(f"{r['group'][:16]:<16} {r['case'][:34]:<34} " + " ".join(cells)
                      + f" {rate:>18} {pct:>7} " + " ".join(ratios) + flag)

@@ -2,7 +2,6 @@
 MLPClassifier and a hand-written NumPy loop, the same MLPs, one epoch per
 timed call."""
 import math
-import time
 import warnings
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from ..losses import CrossEntropyLoss
 from ..optim import SGD
 from ..trainer import Trainer
-from .harness import available_peers, summarize, thread_limits
+from .harness import available_peers, summarize, thread_limits, time_epochs
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp, _torch_mlp
 from .registry import family
 
@@ -110,29 +109,9 @@ def bench_train(quick=False, threads=2, budget=None, peers=None, tiny=False, arc
         for sizes in archs:
             X_all, y_all = _data(max(max_n, 2 * max(batches)), sizes)
             for batch in batches:
-                runs, counts = {}, {}
-                for name in names:
-                    run = train_contender(name, sizes, batch)
-                    n = min(max(2 * batch, 64), len(X_all))
-                    while True:       # warm up at this size, then time one epoch
-                        run(X_all[:n], y_all[:n])
-                        t0 = time.perf_counter()
-                        run(X_all[:n], y_all[:n])
-                        dt = time.perf_counter() - t0
-                        if dt >= target or n >= max_n:
-                            break
-                        n = min(max_n, int(n * min(16.0, max(2.0, 1.2 * target / max(dt, 1e-6)))))
-                    runs[name] = (lambda run=run, n=n: run(X_all[:n], y_all[:n]))
-                    counts[name] = n
-                times = {name: [] for name in names}
-                for r in range(rounds):
-                    for j in range(len(names)):
-                        name = names[(j + r) % len(names)]
-                        if gap:
-                            time.sleep(gap)
-                        t0 = time.perf_counter()
-                        runs[name]()
-                        times[name].append(time.perf_counter() - t0)
+                runs = {name: train_contender(name, sizes, batch) for name in names}
+                times, counts = time_epochs(runs, X_all, y_all, batch, target, max_n, rounds,
+                                            gap)
                 row = summarize("train", _arch_name(sizes), f"{_arch_name(sizes)} batch {batch}",
                                 times, nthreads, work=1, metric="samples/s", per_call=counts)
                 row.update({"arch": list(sizes), "batch": batch, "samples": counts})
