@@ -150,33 +150,21 @@ static void maxpool_plane_2x2_backward(const nn_pool2d_params *p, const float *d
         const float *g = dy + oh * ow;
         const int32_t *a = arg + oh * ow;
         const int32_t base = (int32_t)(2 * oh * w);
-        int64_t j = 0;
-        if (ow >= 8) {
-            for (;; j += 8) {
-                j = j + 8 > ow ? ow - 8 : j;
-                const nn_v8i at = NN_V8I(a + j) - (base + 2 * (int32_t)j) -
-                                  (nn_v8i){0, 2, 4, 6, 8, 10, 12, 14};
-                const nn_v8i v = NN_V8I(g + j);
-                const nn_v8f e0 = (nn_v8f)(v & (at == 0)), o0 = (nn_v8f)(v & (at == 1));
-                const nn_v8f e1 = (nn_v8f)(v & (at == w32)), o1 = (nn_v8f)(v & (at == w32 + 1));
-                NN_V8F(d0 + 2 * j) = NN_LO8(e0, o0);
-                NN_V8F(d0 + 2 * j + 8) = NN_HI8(e0, o0);
-                NN_V8F(d1 + 2 * j) = NN_LO8(e1, o1);
-                NN_V8F(d1 + 2 * j + 8) = NN_HI8(e1, o1);
-                if (j + 8 >= ow)
-                    break;
-            }
-            j = ow;
+        for (int64_t j = 0;; j += 8) { /* ow >= 8 (the caller's rule) */
+            j = j + 8 > ow ? ow - 8 : j;
+            const nn_v8i at = NN_V8I(a + j) - (base + 2 * (int32_t)j) -
+                              (nn_v8i){0, 2, 4, 6, 8, 10, 12, 14};
+            const nn_v8i v = NN_V8I(g + j);
+            const nn_v8f e0 = (nn_v8f)(v & (at == 0)), o0 = (nn_v8f)(v & (at == 1));
+            const nn_v8f e1 = (nn_v8f)(v & (at == w32)), o1 = (nn_v8f)(v & (at == w32 + 1));
+            NN_V8F(d0 + 2 * j) = NN_LO8(e0, o0);
+            NN_V8F(d0 + 2 * j + 8) = NN_HI8(e0, o0);
+            NN_V8F(d1 + 2 * j) = NN_LO8(e1, o1);
+            NN_V8F(d1 + 2 * j + 8) = NN_HI8(e1, o1);
+            if (j + 8 >= ow)
+                break;
         }
-        for (; j < ow; j++) {
-            const int32_t at = a[j] - base - 2 * (int32_t)j;
-            const float v = g[j];
-            d0[2 * j] = at == 0 ? v : 0.0f;
-            d0[2 * j + 1] = at == 1 ? v : 0.0f;
-            d1[2 * j] = at == w32 ? v : 0.0f;
-            d1[2 * j + 1] = at == w32 + 1 ? v : 0.0f;
-        }
-        for (j = 2 * ow; j < w; j++)
+        for (int64_t j = 2 * ow; j < w; j++)
             d0[j] = d1[j] = 0.0f;
     }
     if (2 * p->oh < p->h)
@@ -205,7 +193,7 @@ void NN_ISA_FN(maxpool2d_backward)(int64_t planes, const nn_pool2d_params *p, co
 {
     const int64_t in = p->h * p->w, out = p->oh * p->ow;
     const int fast = p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 &&
-                     p->pw == 0;
+                     p->pw == 0 && p->ow >= 8;
 #pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
     if (planes * in >= NN_POOL_PARALLEL_MIN && planes > 1)
     for (int64_t i = 0; i < planes; i++) {
@@ -216,6 +204,7 @@ void NN_ISA_FN(maxpool2d_backward)(int64_t planes, const nn_pool2d_params *p, co
             maxpool_plane_2x2_backward(p, g, a, d);
             continue;
         }
+        /* (narrow 2x2 planes too: clearing and scattering beat selects there) */
         memset(d, 0, (size_t)in * sizeof(float));
         for (int64_t j = 0; j < out; j++)
             d[a[j]] += g[j];
