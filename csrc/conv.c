@@ -48,6 +48,8 @@
 #include <string.h>
 #include <omp.h>
 #include "dispatch.h"
+#include "gemm.h"
+#include "profile.h"
 #include "workspace.h"
 
 /* Floats of one im2col / dcol block (the K x columns matrix a task builds):
@@ -60,10 +62,6 @@
 /* The weight-gradient list aims at this many tasks (shape only). */
 #define NN_CONV_DW_MIN_TASKS 4
 
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 /* Split len into blocks of at most max (rounded up to unit when that still
  * fits within len), all but the last the same size. */
@@ -170,7 +168,10 @@ static void im2col(const geom *G, const float *xg, int64_t r0, int64_t r1, int64
                     d[j] = 0.0f;
             } else {
                 const float *src = xc + ih * W + iw0;
-                const int64_t m0 = max64(a, lo), m1 = max64(m0, min64(e, hi));
+                /* m0 clamped to e: a segment may end before the first valid
+                 * column, and zeroing up to lo would write past it (past the
+                 * buffer, on the last row) */
+                const int64_t m0 = min64(max64(a, lo), e), m1 = max64(m0, min64(e, hi));
                 for (int64_t j = a; j < m0; j++)
                     d[j] = 0.0f;
                 if (sw == 1) {
@@ -520,7 +521,7 @@ static int forward_task(const conv_call *K, int64_t t, float *buf)
     float *C = K->y + (n * G->o + g * G->og) * G->p + p0;
     if (K->b)
         fill_rows(C, G->p, G->og, np, K->b + g * G->og);
-    return nn_sgemm(0, 0, G->og, np, G->kg, 1.0f, K->w + g * G->og * G->kg, G->kg, B, ldb,
+    return nn_sgemm_unprofiled(0, 0, G->og, np, G->kg, 1.0f, K->w + g * G->og * G->kg, G->kg, B, ldb,
                     K->b ? 1.0f : 0.0f, C, G->p, NULL, K->act);
 }
 
@@ -547,13 +548,13 @@ static int dx_task(const conv_call *K, int64_t t, float *buf)
     const float *dy = K->dy + (n * G->o + g * G->og) * G->p;
     float *dxg = K->dx + (n * G->c + g * G->cg) * G->hw;
     if (G->pointwise) /* dx rows are dcol rows */
-        return nn_sgemm(1, 0, c1 - c0, G->p, G->og, 1.0f, A, G->kg, dy, G->p, 0.0f,
+        return nn_sgemm_unprofiled(1, 0, c1 - c0, G->p, G->og, 1.0f, A, G->kg, dy, G->p, 0.0f,
                         dxg + c0 * G->hw, G->hw, NULL, NN_ACT_NONE);
     memset(dxg + c0 * G->hw, 0, (size_t)((c1 - c0) * G->hw) * sizeof(float));
     const int64_t r0 = c0 * G->kk, r1 = c1 * G->kk;
     for (int64_t p0 = 0; p0 < G->p; p0 += K->dpc) {
         const int64_t p1 = min64(p0 + K->dpc, G->p), np = p1 - p0;
-        int status = nn_sgemm(1, 0, r1 - r0, np, G->og, 1.0f, A, G->kg, dy + p0, G->p, 0.0f,
+        int status = nn_sgemm_unprofiled(1, 0, r1 - r0, np, G->og, 1.0f, A, G->kg, dy + p0, G->p, 0.0f,
                               buf, np, NULL, NN_ACT_NONE);
         if (status != NN_OK)
             return status;
@@ -600,7 +601,7 @@ static int dw_task(const conv_call *K, int64_t t, float *buf)
                 B = buf;
                 ldb = np;
             }
-            int status = nn_sgemm(0, 1, o1 - o0, r1 - r0, np, 1.0f, dy + p0, G->p, B, ldb,
+            int status = nn_sgemm_unprofiled(0, 1, o1 - o0, r1 - r0, np, 1.0f, dy + p0, G->p, B, ldb,
                                   n == 0 && p0 == 0 ? 0.0f : 1.0f, C, G->kg, NULL,
                                   NN_ACT_NONE);
             if (status != NN_OK)
@@ -761,8 +762,8 @@ static void plan_dw(conv_call *K)
     K->t_dw = G->groups * K->nob * K->nrb;
 }
 
-int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                      const float *b, float *y, int act)
+static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                          const float *b, float *y, int act)
 {
     conv_call K;
     memset(&K, 0, sizeof K);
@@ -780,8 +781,8 @@ int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
     return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
 }
 
-int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
-                       const float *dy, float *dx, float *dwt, float *db)
+static int conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
+                           const float *dy, float *dx, float *dwt, float *db)
 {
     conv_call K;
     memset(&K, 0, sizeof K);
@@ -809,4 +810,38 @@ int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w
     const double flops = 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
     const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
     return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
+}
+
+/* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape. */
+static double conv_flops(const nn_conv2d_params *p)
+{
+    geom G;
+    if (geom_init(p, &G) != NN_OK)
+        return 0.0;
+    return 2.0 * (double)G.n * (double)G.o * (double)G.p * (double)G.kg;
+}
+
+int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                      const float *b, float *y, int act)
+{
+    if (!nn_profiling())
+        return conv2d_forward(p, x, w, b, y, act);
+    const int64_t t0 = nn_profile_now_ns();
+    const int status = conv2d_forward(p, x, w, b, y, act);
+    if (status == NN_OK)
+        nn_profile_record(NN_K_conv2d_forward, t0, conv_flops(p), p->n, p->o, p->c);
+    return status;
+}
+
+int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
+                       const float *dy, float *dx, float *dwt, float *db)
+{
+    if (!nn_profiling())
+        return conv2d_backward(p, x, w, dy, dx, dwt, db);
+    const int64_t t0 = nn_profile_now_ns();
+    const int status = conv2d_backward(p, x, w, dy, dx, dwt, db);
+    if (status == NN_OK)
+        nn_profile_record(NN_K_conv2d_backward, t0,
+                          conv_flops(p) * ((dx != NULL) + (dwt != NULL)), p->n, p->o, p->c);
+    return status;
 }

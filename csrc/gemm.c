@@ -322,6 +322,14 @@ static int sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                 activation);
 }
 
+int nn_sgemm_unprofiled(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *c, int64_t ldc, const float *bias, int activation)
+{
+    return sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                 activation);
+}
+
 int nn_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
              float alpha, const float *a, int64_t lda,
              const float *b, int64_t ldb,

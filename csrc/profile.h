@@ -6,7 +6,9 @@
  *     if (nn_profiling()) { t0 = nn_profile_now_ns(); call; nn_profile_record(...); }
  *     else call;
  *
- * so when profiling is off it costs one relaxed load and a predictable branch. */
+ * so when profiling is off it costs one relaxed load and a predictable branch.
+ * A profiled entry point that runs GEMMs (conv2d) calls nn_sgemm_unprofiled
+ * inside, so its time is counted once, as its own event with its FLOPs. */
 #ifndef NN_PROFILE_H
 #define NN_PROFILE_H
 
@@ -19,6 +21,7 @@
  * forward (NN), input-gradient (NT) and weight-gradient (TN) products. */
 #define NN_PROFILE_EXTRA(X) \
     X(sgemm_nn) X(sgemm_nt) X(sgemm_tn) X(sgemm_tt) \
+    X(conv2d_forward) X(conv2d_backward) \
     X(mse_forward) X(mse_backward) X(huber_forward) X(huber_backward) \
     X(bce_logits_forward) X(bce_logits_backward) \
     X(cross_entropy_forward) X(cross_entropy_backward) \

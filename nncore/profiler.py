@@ -42,7 +42,9 @@ _now = _core.profile_now_ns
 _native_id = threading.get_native_id
 _ident = threading.get_ident
 
-_GEMM_PREFIX = "sgemm_"
+# Kernels whose events carry GEMM FLOPs (GFLOP/s columns): nn_sgemm's, and
+# conv2d's (its GEMMs run unprofiled inside it, so time is counted once).
+_GEMM_PREFIX = ("sgemm_", "conv2d_")
 
 
 class _Recorder:

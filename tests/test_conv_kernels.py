@@ -342,6 +342,8 @@ POOLS = [
     (2, 2, 11, 6, (3, 2), (2, 1), (1, 1)),
     (3, 2, 5, 5, 5, 1, 2),       # large padding
     (1, 2, 6, 6, 2, None, 0),    # stride None = kernel
+    (2, 3, 17, 19, 2, 2, 0),     # 2x2 in vectors of 8 columns: an overlapping last block
+    (1, 2, 6, 40, 2, 2, 0),      # two whole blocks of 8 and one overlapping
 ]
 
 
@@ -378,6 +380,13 @@ def test_maxpool2d_nan_propagates():
     y = np.empty((1, 1, 2, 2), np.float32)
     _core.maxpool2d_forward(x, y, None, 2)
     assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1]).any()
+    x = np.zeros((1, 1, 4, 36), np.float32)   # the vector path (ow >= 8)
+    x[0, 0, 1, 1] = x[0, 0, 2, 35] = np.nan
+    y = np.empty((1, 1, 2, 18), np.float32)
+    arg = np.empty(y.shape, np.int32)
+    _core.maxpool2d_forward(x, y, arg, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1, 17])
+    assert np.isnan(y).sum() == 2 and arg[0, 0, 0, 0] == 37 and arg[0, 0, 1, 17] == 2 * 36 + 35
 
 
 @pytest.mark.parametrize("case", POOLS, ids=case_id)

@@ -59,6 +59,28 @@ def test_conv2d_relu_epilogue_equals_the_unfused_layers(isa, rng):
     assert np.array_equal(seq.backward(dy), dx)
 
 
+@pytest.mark.parametrize("pool", [lambda: nn.MaxPool2d(2), lambda: nn.MaxPool2d(3, 1, 1)],
+                         ids=["2x2", "3x3-overlapping"])
+def test_maxpool_absorbs_the_relu_backward_bitwise(isa, rng, pool):
+    """Sequential skips a ReLU's backward step before a MaxPool2d, which masks
+    the pooled gradient instead: the same bits as the two steps."""
+    x = rng.standard_normal((5, 3, 9, 16)).astype(np.float32)
+    x[0, 0, :2] = 0.0                                  # ReLU outputs of exactly zero
+    results = []
+    for absorb in (True, False):
+        nn.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), pool(), nn.Flatten())
+        model.layers[2].absorbs_relu_backward = absorb
+        model._build_plan()
+        steps = dict(model._backward_calls(True))
+        assert (getattr(steps[1], "__name__", "") == "_take_grad") == absorb
+        out = model.forward(x)
+        dx = model.backward(np.ones_like(out) * np.arange(out.shape[1], dtype=np.float32))
+        results.append([dx.copy()] + [g.copy() for _, g in model.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("make", [lambda: nn.MaxPool2d(2), lambda: nn.MaxPool2d(3, 2, 1),
                                   lambda: nn.AvgPool2d(2), lambda: nn.AvgPool2d(3, 2, 1),
                                   nn.GlobalAvgPool2d, nn.Flatten])

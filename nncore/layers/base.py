@@ -18,7 +18,10 @@ arguments), before any array exists:
   ``infer_act``), ``act_name`` (an activation layer's function, foldable
   after a layer whose ``epilogue_acts`` holds it), ``folds_sgd`` (its
   ``backward`` takes ``sgd_lr`` and applies plain SGD inside the
-  weight-gradient pass), ``identity_in_eval`` (evaluation-mode forward is the
+  weight-gradient pass), ``absorbs_relu_backward`` (its ``backward`` takes
+  ``relu_before=True`` and then returns the gradient through the ReLU that
+  precedes it too, whose own backward step is skipped; it must equal the two
+  steps bitwise), ``identity_in_eval`` (evaluation-mode forward is the
   identity) and ``gemm_link()`` (its evaluation-mode forward is one GEMM with
   an epilogue, so predict may run it inside a C chain).
 
@@ -143,6 +146,7 @@ class Layer:
     epilogue_acts = frozenset()
     act_name = None
     folds_sgd = False
+    absorbs_relu_backward = False
     identity_in_eval = False
 
     @property

@@ -8,6 +8,8 @@ from .registry import register_layer
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d"]
 
+_RELU = _core.ACT_CODES["relu"]
+
 
 class _Pool2d(Layer):
     """A window pooling layer with PyTorch's kernel_size / stride (default:
@@ -67,11 +69,21 @@ class _Pool2d(Layer):
 @register_layer
 class MaxPool2d(_Pool2d):
     """The maximum of each window (padding counts as -infinity); the
-    gradient goes to the first maximum of the window, as in PyTorch."""
+    gradient goes to the first maximum of the window, as in PyTorch.
+
+    ``backward(grad, relu_before=True)`` also passes the gradient back
+    through a ReLU applied just before the pooling (Sequential does this and
+    skips the ReLU's own step): each window's gradient goes only to its
+    maximum, where the ReLU's derivative is (maximum > 0), so the pooled
+    gradient is masked by (y > 0) before it is spread, a pass over the
+    pooled tensor instead of the input-sized one, with the same bits."""
+
+    absorbs_relu_backward = True
 
     def _resize(self, out):
         self._y = self._buf.get("y", out)
         self._argmax = self._buf.get("argmax", out, np.int32)
+        self._gmask = None
         self._dx = None
 
     def forward(self, x):
@@ -79,12 +91,17 @@ class MaxPool2d(_Pool2d):
         _core.maxpool2d_forward(x, self._y, self._argmax, *self._geometry())
         return self._y
 
-    def backward(self, grad, input_grad=True):
+    def backward(self, grad, input_grad=True, relu_before=False):
         if self._x is None:
             raise not_ready(self)
         grad = check_grad(self, grad, self._y.shape)
         if self._dx is None:
             self._dx = self._buf.get("dx", self._in_shape)
+        if relu_before:
+            if self._gmask is None:
+                self._gmask = self._buf.get("gmask", self._y.shape)
+            _core.act_backward(_RELU, self._y, grad, self._gmask)
+            grad = self._gmask
         _core.maxpool2d_backward(grad, self._argmax, self._dx, *self._geometry())
         return self._dx
 

@@ -64,6 +64,11 @@ def _no_input_grad(backward, grad):
     return backward(grad, False)
 
 
+def _take_grad(grad):
+    """The backward step of a ReLU the next layer's backward absorbed."""
+    return grad
+
+
 def _take_output(y, ws):
     """The predict step of an activation fused into the previous layer."""
     return y
@@ -296,13 +301,20 @@ class Sequential(Layer):
         ``sgd_lr``. Sequential.backward runs these steps."""
         first = self._first_param
         calls = []
+        absorbed = None      # a ReLU whose backward the next layer's step ran
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             last = not input_grad and i == first
-            if sgd_lr is not None and layer.folds_sgd and layer.parameters():
+            if i == absorbed:
+                step = _take_grad
+            elif sgd_lr is not None and layer.folds_sgd and layer.parameters():
                 step = functools.partial(layer.backward, input_grad=not last, sgd_lr=sgd_lr)
             elif last:
                 step = functools.partial(_no_input_grad, layer.backward)
+            elif (layer.absorbs_relu_backward and i > 0 and (first is None or i - 1 >= first)
+                  and self.layers[i - 1].act_name == "relu"):
+                step = functools.partial(layer.backward, relu_before=True)
+                absorbed = i - 1
             else:
                 step = layer.backward
             calls.append((i, step))
