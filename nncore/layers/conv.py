@@ -1,20 +1,15 @@
 """Conv2d: PyTorch's 2-D convolution on NCHW images (csrc/conv.c)."""
-import math
 import numbers
 
-import numpy as np
-
-from .. import _core, _guard
+from .. import _core
 from .. import init as _init
-from ..validation import check_finite, image_input, int_pair
-from .activations import ACTIVATION_LAYERS, RELU_FAMILY
-from .base import Buffers, Layer, Param, check_grad, not_ready
-from .dense import EPILOGUE_ACTS
+from ..validation import image_input, int_pair
+from .base import Buffers, Param, check_grad, not_ready
 from .registry import register_layer
+from .weighted import WeightedLayer
 
 __all__ = ["Conv2d"]
 
-_F32 = np.float32
 _ACT = _core.ACT_CODES
 
 
@@ -54,7 +49,7 @@ def _geometry(config):
 
 
 @register_layer
-class Conv2d(Layer):
+class Conv2d(WeightedLayer):
     """A 2-D convolution, ``y = activation(conv2d(x, weight) + bias)``, with
     PyTorch's definition, arguments and parameter shapes.
 
@@ -85,30 +80,10 @@ class Conv2d(Layer):
         (self.in_channels, self.out_channels, self.kernel_size, self.stride, self._padding,
          self.dilation, self.groups) = _geometry(config)
         self.padding = padding if isinstance(padding, str) else self._padding
-        if activation in ("none", "linear"):
-            activation = None
-        if activation is not None and activation not in ACTIVATION_LAYERS:
-            raise ValueError(f"{self._name}: unknown activation {activation!r}; expected None "
-                             f"or one of {sorted(ACTIVATION_LAYERS)}")
         if not (isinstance(init, str) and (init == "auto" or init in _init.INITIALIZERS)):
             raise ValueError(f"{self._name}: unknown init {init!r}; expected 'auto' or one of "
                              f"{sorted(_init.INITIALIZERS)}")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"{self._name}: bias must be True or False, got {bias!r}")
-        self.activation, self.init = activation, init
-        shape = self._weight_shape()
-        _guard.check_memory(12 * math.prod(shape), f"{self._name}: its {shape} weights")
-        what = f"{self._name}: its parameters"
-        self._w = _guard.zeros(shape, _F32, what)
-        self._gw = _guard.zeros(shape, _F32, what)
-        self._b = _guard.zeros(self.out_channels, _F32, what) if bias else None
-        self._gb = _guard.zeros(self.out_channels, _F32, what) if bias else None
-        self._params = ((self._w, self._gw),) + (((self._b, self._gb),) if bias else ())
-        self._pending_init = True
-        self._followed_by = None
-        self._gemm_act = _ACT["relu"] if activation == "relu" else _ACT[None]
-        self._act = ACTIVATION_LAYERS[activation]() if activation not in (None, "relu") \
-            else None
+        self._setup(activation, init, bias, self._weight_shape(), self.out_channels)
         self._buf = Buffers(self._name)
         self._in_shape = None
         self._x = self._z = self._dz = self._dx = None
@@ -142,84 +117,13 @@ class Conv2d(Layer):
             raise ValueError(f"cannot take it ({exc})") from None
         return shape[1:]
 
-    @property
-    def epilogue_acts(self):
-        return EPILOGUE_ACTS if self.activation is None else frozenset()
-
-    def followed_by(self, act_name):
-        if self._pending_init:
-            self._followed_by = act_name
-
     # ---- parameters ----
 
-    def _initialize(self):
-        init = self.init
-        if init == "auto":
-            act = self.activation or self._followed_by
-            init = "he_uniform" if act in RELU_FAMILY else "glorot_uniform"
+    def _draw(self, init):
         kh, kw = self.kernel_size
-        fan_in = self.in_channels // self.groups * kh * kw
-        w = _init.INITIALIZERS[init](fan_in, self.out_channels * kh * kw,
-                                     _init.get_generator(), shape=self._w.shape)
-        self._w[...] = w
-        self._pending_init = False
-
-    def reset_parameters(self):
-        """Draw new weights (as at construction) and zero the bias."""
-        self._initialize()
-        if self._b is not None:
-            self._b[...] = 0.0
-
-    def _set(self, target, value, name):
-        if target is None:
-            raise ValueError(f"{self._name} has no bias (bias=False)")
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "biuf" or arr.shape != target.shape:
-            raise ValueError(f"{self._name}: {name} must be real numbers of shape "
-                             f"{target.shape}, got {arr.dtype} {arr.shape}")
-        if not name.startswith("grad"):
-            check_finite(self._name, name, arr)
-        target[...] = arr
-
-    @property
-    def weight(self):
-        if self._pending_init:
-            self._initialize()
-        return self._w
-
-    @weight.setter
-    def weight(self, value):
-        self._set(self._w, value, "weight")
-        self._pending_init = False
-
-    @property
-    def bias(self):
-        return self._b
-
-    @bias.setter
-    def bias(self, value):
-        self._set(self._b, value, "bias")
-
-    @property
-    def grad_weight(self):
-        return self._gw
-
-    @property
-    def grad_bias(self):
-        return self._gb
-
-    def named_parameters(self):
-        if self._pending_init:
-            self._initialize()
-        out = [("weight", self._w, self._gw)]
-        if self._b is not None:
-            out.append(("bias", self._b, self._gb))
-        return out
-
-    def parameters(self):
-        if self._pending_init:
-            self._initialize()
-        return list(self._params)
+        return _init.INITIALIZERS[init](self.in_channels // self.groups * kh * kw,
+                                        self.out_channels * kh * kw, _init.get_generator(),
+                                        shape=self._w.shape)
 
     # ---- passes ----
 
@@ -285,11 +189,6 @@ class Conv2d(Layer):
 
     def infer_act(self, x, ws, act_name):
         return self._infer(x, ws, _ACT[act_name])
-
-    def _forget(self):
-        self._x = None
-        if self._act is not None:
-            self._act._forget()
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -2,25 +2,19 @@
 import math
 import numbers
 
-import numpy as np
-
-from .. import _core, _guard
+from .. import _core
 from .. import init as _init
-from ..validation import check_finite, layer_input
-from .activations import ACTIVATION_LAYERS, RELU_FAMILY
-from .base import Buffers, Layer, Param, check_grad, not_ready
+from ..validation import layer_input
+from .base import Buffers, Param, check_grad, not_ready
 from .registry import register_layer
+from .weighted import WeightedLayer
 
 __all__ = ["Dense", "check_sgd_lr"]
 
-_F32 = np.float32
 _ACT = _core.ACT_CODES
 _rows_f32 = _core.rows_f32
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
-# Activations the GEMM epilogue applies (csrc/gemm.c), by name.
-EPILOGUE_ACTS = frozenset(name for name, code in _ACT.items()
-                          if name is not None and code in _core.EPILOGUE_ACTS)
 
 
 def check_sgd_lr(value):
@@ -39,7 +33,7 @@ def _check_size(name, value):
 
 
 @register_layer
-class Dense(Layer):
+class Dense(WeightedLayer):
     """A fully connected layer: ``y = activation(x @ weight + bias)``.
 
     Parameters
@@ -68,38 +62,12 @@ class Dense(Layer):
     def __init__(self, in_features, out_features, activation=None, *, bias=True, init="auto"):
         self.in_features = _check_size("in_features", in_features)
         self.out_features = _check_size("out_features", out_features)
-        if activation == "none" or activation == "linear":
-            activation = None
-        if activation is not None and (not isinstance(activation, str)
-                                       or activation not in ACTIVATION_LAYERS):
-            raise ValueError(f"{self._name}: unknown activation {activation!r}; expected None "
-                             f"or one of {sorted(ACTIVATION_LAYERS)}")
         if not (callable(init) or (isinstance(init, str) and (
                 init == "auto" or init in _init.INITIALIZERS))):
             raise ValueError(f"{self._name}: unknown init {init!r}; expected 'auto', one of "
                              f"{sorted(_init.INITIALIZERS)} or a callable")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"{self._name}: bias must be True or False, got {bias!r}")
-        self.activation = activation
-        self.init = init
-        n_in, n_out = self.in_features, self.out_features
-        # weight and its gradient in float32, plus the float64 draw of the
-        # initialiser: refuse up front what cannot fit.
-        _guard.check_memory(16 * n_in * n_out, f"{self._name}: its {n_in} x {n_out} weights")
-        what = f"{self._name}: its parameters"
-        self._w = _guard.zeros((n_in, n_out), _F32, what)
-        self._b = _guard.zeros(n_out, _F32, what) if bias else None
-        self._gw = _guard.zeros((n_in, n_out), _F32, what)
-        self._gb = _guard.zeros(n_out, _F32, what) if bias else None
-        # The arrays never change identity (setters copy into them), so the
-        # (param, grad) list optimizers step over is built once.
-        self._params = ((self._w, self._gw),) + (((self._b, self._gb),) if bias else ())
-        self._pending_init = True
-        self._followed_by = None    # activation name of the next layer (see followed_by)
-        # ReLU runs in the GEMM epilogue; other activations as a sub-layer.
-        self._gemm_act = _ACT["relu"] if activation == "relu" else _ACT[None]
-        self._act = (ACTIVATION_LAYERS[activation]()
-                     if activation not in (None, "relu") else None)
+        self._setup(activation, init, bias, (self.in_features, self.out_features),
+                    self.out_features)
         self._buf = Buffers(self._name)
         self._m = 0
         self._z = None    # GEMM output (the layer output unless _act)
@@ -128,10 +96,6 @@ class Dense(Layer):
             raise ValueError(f"expects samples of shape ({self.in_features},)")
         return (self.out_features,)
 
-    @property
-    def epilogue_acts(self):
-        return EPILOGUE_ACTS if self.activation is None else frozenset()
-
     @classmethod
     def param_specs(cls, config):
         n_in, n_out = config.get("in_features"), config.get("out_features")
@@ -149,95 +113,11 @@ class Dense(Layer):
             self._initialize()
         return (self._w, self._b, self._gemm_act)
 
-    def followed_by(self, act_name):
-        if self._pending_init:
-            self._followed_by = act_name
-
     # ---- parameters ----
 
-    def _initialize(self):
-        act = self.activation or self._followed_by
-        init = self.init
-        if init == "auto":
-            init = "he_uniform" if act in RELU_FAMILY else "glorot_uniform"
+    def _draw(self, init):
         fn = _init.INITIALIZERS[init] if isinstance(init, str) else init
-        w = _guard.as_array(fn(self.in_features, self.out_features, _init.get_generator()),
-                            self._name, "the initialiser's result")
-        if w.shape != self._w.shape:
-            raise ValueError(f"{self._name}: init returned shape {w.shape}, "
-                             f"expected {self._w.shape}")
-        if w.dtype.kind not in "biuf":
-            raise TypeError(f"{self._name}: init returned dtype {w.dtype}, expected real numbers")
-        check_finite(self._name, "the initialiser's result", w)
-        self._w[...] = w
-        self._pending_init = False
-
-    def reset_parameters(self):
-        """Draw new weights (as at construction) and zero the bias."""
-        self._initialize()
-        if self._b is not None:
-            self._b[...] = 0.0
-
-    def _set(self, target, value, name):
-        if target is None:
-            raise ValueError(f"{self._name} has no bias (bias=False)")
-        arr = _guard.as_array(value, self._name, name)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{self._name}: {name} must hold real numbers, got {arr.dtype}")
-        if arr.shape != target.shape:
-            raise ValueError(f"{self._name}: {name} has shape {arr.shape}, "
-                             f"expected {target.shape}")
-        if not name.startswith("grad"):
-            check_finite(self._name, name, arr)
-        target[...] = arr
-
-    @property
-    def weight(self):
-        if self._pending_init:
-            self._initialize()
-        return self._w
-
-    @weight.setter
-    def weight(self, value):
-        self._set(self._w, value, "weight")
-        self._pending_init = False
-
-    @property
-    def bias(self):
-        return self._b
-
-    @bias.setter
-    def bias(self, value):
-        self._set(self._b, value, "bias")
-
-    @property
-    def grad_weight(self):
-        return self._gw
-
-    @grad_weight.setter
-    def grad_weight(self, value):
-        self._set(self._gw, value, "grad_weight")
-
-    @property
-    def grad_bias(self):
-        return self._gb
-
-    @grad_bias.setter
-    def grad_bias(self, value):
-        self._set(self._gb, value, "grad_bias")
-
-    def named_parameters(self):
-        if self._pending_init:
-            self._initialize()
-        out = [("weight", self._w, self._gw)]
-        if self._b is not None:
-            out.append(("bias", self._b, self._gb))
-        return out
-
-    def parameters(self):
-        if self._pending_init:
-            self._initialize()
-        return list(self._params)
+        return fn(self.in_features, self.out_features, _init.get_generator())
 
     # ---- passes ----
 
@@ -325,11 +205,6 @@ class Dense(Layer):
     def infer_act(self, x, ws, act_name):
         """``_infer`` with the following activation in the epilogue."""
         return self._infer(x, ws, _ACT[act_name])
-
-    def _forget(self):
-        self._x = None
-        if self._act is not None:
-            self._act._forget()
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
