@@ -4,7 +4,7 @@ import math
 import numbers
 
 from .. import _core
-from .base import Buffers, Layer, as_input, check_grad, is_batch, not_ready
+from .base import Buffers, Layer, as_input, check_grad, not_ready
 from .registry import register_layer
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "ACTIVATION_LAYERS",
@@ -34,20 +34,22 @@ class _Activation(Layer):
         self._dx = None
         self._saved = None
 
+    # The kernels, elementwise on any shape (Softmax's work on rows).
+    _kernel_forward = staticmethod(_act_forward)
+    _kernel_backward = staticmethod(_act_backward)
+
     def _resize(self, shape):
         self._shape = shape
+        # backward's fast check of a 2-D gradient (rows_f32); N-D ones never pass it
+        self._grad_cols, self._grad_rows = (shape[1], shape[0]) if len(shape) == 2 else (-1, -2)
         self._y = self._buf.get("y", shape)
         self._dx = self._buf.get("dx", shape)
-
-    def _rows(self, a):
-        """Softmax works on rows of the last axis: N-D arrays as 2-D views."""
-        return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
 
     def forward(self, x):
         x = as_input(self, x)
         if x.shape != self._shape:
             self._resize(x.shape)
-        _act_forward(self._code, self._rows(x), self._rows(self._y), self._param)
+        self._kernel_forward(self._code, x, self._y, self._param)
         self._saved = self._y if self._saves_output else x
         return self._y
 
@@ -64,16 +66,15 @@ class _Activation(Layer):
         saved = self._saved
         if saved is None:
             raise not_ready(self)
-        if not is_batch(grad, self._shape):
+        if _rows_f32(grad, self._grad_cols) != self._grad_rows:
             grad = check_grad(self, grad, self._shape)
-        _act_backward(self._code, self._rows(saved), self._rows(grad), self._rows(self._dx),
-                      self._param)
+        self._kernel_backward(self._code, saved, grad, self._dx, self._param)
         return self._dx
 
     def _infer(self, x, ws):
         x = as_input(self, x)
         y = ws.get(id(self), x.shape)
-        _act_forward(self._code, self._rows(x), self._rows(y), self._param)
+        self._kernel_forward(self._code, x, y, self._param)
         return y
 
     def _forget(self):
@@ -137,6 +138,18 @@ class Softmax(_Activation):
     and ``Sequential.predict_proba`` for probabilities."""
 
     act_name = "softmax"
+
+    @staticmethod
+    def _kernel_forward(code, x, y, param):
+        if x.ndim != 2:             # rows of the last axis, as 2-D views
+            x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        _act_forward(code, x, y, param)
+
+    @staticmethod
+    def _kernel_backward(code, saved, dy, dx, param):
+        if saved.ndim != 2:
+            saved, dy, dx = (a.reshape(-1, a.shape[-1]) for a in (saved, dy, dx))
+        _act_backward(code, saved, dy, dx, param)
 
 
 ACTIVATION_LAYERS = {cls.act_name: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh, GELU,
