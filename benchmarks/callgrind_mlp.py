@@ -37,7 +37,7 @@ def main(what, a, b=0):
             model.forward(x1)
     elif what == "backward":
         for _ in range(int(a)):
-            model.backward(grad, input_grad=False, sgd_lr=0.0)
+            model.backward(grad, input_grad=False, sgd_lr=0.01)
     elif what == "predict":
         for _ in range(int(a)):
             model.predict(x1)
