@@ -11,7 +11,8 @@ from ..losses import CrossEntropyLoss
 from ..optim import SGD
 from ..trainer import Trainer
 from .cnn import NETS, build_net, images, net_flops, onnx_session, torch_copy
-from .harness import available_peers, summarize, thread_limits, time_epochs, time_many
+from .harness import (available_peers, summarize, thread_limits, time_epochs, time_many,
+                      torch_epoch)
 from .machine import peak_gflops
 from .registry import family
 
@@ -69,18 +70,8 @@ def conv_train_contender(name, net, batch, tiny=False, image_size=28):
     if name == "torch":
         import torch
         tmodel = torch_copy(model).train()
-        opt = torch.optim.SGD(tmodel.parameters(), lr=LR, momentum=MOMENTUM)
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def run(X, y):
-            Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-            perm = torch.randperm(len(Xt))
-            for i in range(0, len(Xt), batch):
-                idx = perm[i:i + batch]
-                opt.zero_grad()
-                loss_fn(tmodel(Xt[idx]), yt[idx]).backward()
-                opt.step()
-        return run
+        return torch_epoch(tmodel, torch.optim.SGD(tmodel.parameters(), lr=LR,
+                                                   momentum=MOMENTUM), batch)
     raise ValueError(f"unknown contender {name!r}")
 
 

@@ -177,3 +177,21 @@ def summarize(family, group, case, times, threads, *, work=None, metric=None, sc
         if "numpy" in times:
             row["ratio"] = row["ratio_numpy"]
     return row
+
+
+def torch_epoch(model, optimizer, batch):
+    """PyTorch's ordinary training loop as a function run(X, y): one epoch
+    of softmax cross-entropy over a random permutation, in batches of
+    `batch` (the peer side of the train and conv families)."""
+    import torch
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run(X, y):
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        perm = torch.randperm(len(Xt))
+        for i in range(0, len(Xt), batch):
+            idx = perm[i:i + batch]
+            optimizer.zero_grad()
+            loss_fn(model(Xt[idx]), yt[idx]).backward()
+            optimizer.step()
+    return run

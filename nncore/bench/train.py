@@ -9,7 +9,7 @@ import numpy as np
 from ..losses import CrossEntropyLoss
 from ..optim import SGD
 from ..trainer import Trainer
-from .harness import available_peers, summarize, thread_limits, time_epochs
+from .harness import available_peers, summarize, thread_limits, time_epochs, torch_epoch
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp, _torch_mlp
 from .registry import family
 
@@ -34,18 +34,7 @@ def train_contender(name, sizes, batch):
     if name == "torch":
         import torch
         model = _torch_mlp(sizes)
-        opt = torch.optim.SGD(model.parameters(), lr=LR)
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def run(X, y):
-            Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-            perm = torch.randperm(len(Xt))
-            for i in range(0, len(Xt), batch):
-                idx = perm[i:i + batch]
-                opt.zero_grad()
-                loss_fn(model(Xt[idx]), yt[idx]).backward()
-                opt.step()
-        return run
+        return torch_epoch(model, torch.optim.SGD(model.parameters(), lr=LR), batch)
     if name == "sklearn":
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPClassifier
