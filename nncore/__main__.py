@@ -659,13 +659,13 @@ def cmd_landscape(args):
     try:
         model = nncore.load(args.model)
         if args.data == "digits":
-            X, y = datasets.load_digits()
+            X, y = datasets.load_digits(flatten=False)
         else:
-            (X, y), _ = datasets.load_fashion_mnist()
+            (X, y), _ = datasets.load_fashion_mnist(flatten=False)
     except (OSError, ValueError) as exc:
         print(f"landscape: {exc}", file=sys.stderr)
         return 1
-    X, y = X[:args.samples], y[:args.samples]
+    X, y = _shaped_for(model, X[:args.samples]), y[:args.samples]
     loss = nncore.CrossEntropyLoss()
     start = time.perf_counter()
     try:
@@ -689,6 +689,16 @@ def cmd_landscape(args):
     print()
     print(f"wrote {args.out}")
     return 0
+
+
+def _shaped_for(model, images):
+    """NCHW `images` as `model` takes them: one row of pixels per sample for a
+    model whose first layer takes vectors (an MLP), unchanged otherwise (a
+    conv net); a size mismatch is then reported by the model itself."""
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and len(shape) == 1:
+        return images.reshape(len(images), -1)
+    return images
 
 
 def _load_any(path, allow_external_data=False):

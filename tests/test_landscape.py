@@ -364,6 +364,29 @@ def test_cli_writes_a_png(tmp_path):
     assert bad.returncode == 2 and "x.gif" in bad.stderr
 
 
+def test_cli_conv_net_gets_images(tmp_path):
+    """A saved conv net is evaluated on NCHW images (an MLP on rows of pixels)."""
+    needs_matplotlib()
+    X, y = nn.datasets.load_digits(flatten=False)
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, activation="relu"),
+                          nn.BatchNorm2d(4), nn.GlobalAvgPool2d(), nn.Dense(4, 10))
+    nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1), batch_size=64,
+               seed=0).fit(X[:256], y[:256], 1, verbose=0)
+    nn.save(model, tmp_path / "cnn.nnc")
+    out = tmp_path / "land.png"
+    proc = subprocess.run([sys.executable, "-m", "nncore", "landscape", str(tmp_path / "cnn.nnc"),
+                           "--data", "digits", "--out", str(out), "--steps", "3",
+                           "--samples", "100"], cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, MPLBACKEND="Agg"))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes().startswith(PNG)
+    model.eval()
+    expected = nn.CrossEntropyLoss().forward(model.forward(X[:100]), y[:100])
+    assert f"at the model {expected:.4f}" in proc.stdout
+
+
 def test_cli_model_that_does_not_fit_the_data(tmp_path):
     pytest.importorskip("matplotlib")   # the CLI checks it can plot before loading data
     try:
