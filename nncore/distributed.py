@@ -165,6 +165,11 @@ class DataParallel:
         self.comm.Abort(1)
 
     # ---- the start of fit ---------------------------------------------------
+    def share(self, obj):
+        """rank 0's ``obj`` on every rank (a resumed run's checkpoint, read
+        on rank 0 only: the ranks need not share a file system)."""
+        return obj if self.comm is None else self.comm.bcast(obj, root=0)
+
     def check(self, trainer, X, y, who):
         """(X, y) validated. A ``np.memmap`` X is checked for shape and
         dtype only and stays mapped: each rank later reads, converts and
@@ -332,9 +337,10 @@ class DataParallel:
                              "the memory-mapped data)")
         return rows
 
-    def train_epoch(self, trainer, X, y, epoch, hooks, plan):
+    def train_epoch(self, trainer, X, y, epoch, hooks, plan, at=None):
         """One pass over the data; returns the epoch's (global) loss and
-        metrics, the same on every rank."""
+        metrics, the same on every rank. ``at``: as Trainer._train_epoch's
+        (the rest of an epoch a checkpoint stopped in)."""
         model, loss, optimizer = trainer.model, trainer.loss, trainer.optimizer
         skip_input_grad = trainer._skip_input_grad
         model.train()
@@ -346,7 +352,8 @@ class DataParallel:
         n = len(X)
         n_batches = -(-n // bs)
         perm = plan["perm"]
-        if trainer.shuffle:
+        b0 = 0 if at is None else at[0]
+        if trainer.shuffle and b0 == 0:     # a resumed epoch has its permutation
             trainer.rng.shuffle(perm)
         targets = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
         metrics = trainer.metrics
@@ -354,7 +361,11 @@ class DataParallel:
             metric.begin(targets)
 
         total = 0.0
-        for b in range(n_batches):
+        if at is not None:
+            total = at[1][0]
+            for metric, value in zip(metrics, at[1][2]):
+                metric.resume(value, min(b0 * bs, n))
+        for b in range(b0, n_batches):
             lo, hi = b * bs, min((b + 1) * bs, n)
             m = hi - lo
             bounds = [lo + s * m // S for s in range(S + 1)]
@@ -425,6 +436,9 @@ class DataParallel:
                 trainer.stop_training = True
                 trainer._interrupted = trainer._interrupted or flags == _INTERRUPTED
             if hooks:
+                # where a checkpoint taken by a hook is (Trainer.training_position)
+                trainer._position = (epoch, b + 1)
+                trainer._run["partial"] = (total, hi, hi)
                 logs = {"batch": b, "size": m, "loss": value}
                 for hook in hooks:
                     hook(b, logs)

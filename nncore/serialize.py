@@ -44,11 +44,12 @@ from .io import read_archive, write_archive
 from .layers import ROLES, Sequential
 from .optim import SGD, Adam, AdamW, RMSprop
 
-__all__ = ["save", "load", "register_kind", "build_model", "read_optimizer_state",
-           "split_optimizer_state", "no_stray_tensors", "OPTIMIZERS"]
+__all__ = ["save", "load", "read_checkpoint", "register_kind", "build_model",
+           "read_optimizer_state", "split_optimizer_state", "no_stray_tensors", "OPTIMIZERS"]
 
 _MAX_LAYERS = 10000
 _OPTIMIZER = "optimizer."       # the prefix of a model file's optimizer buffers
+_TRAINING = "training."         # the prefix of a checkpoint's training-position tensors
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
 
 
@@ -85,15 +86,17 @@ def split_optimizer_state(state, prefix):
     return entry, {prefix + key: arr for key, arr in state["buffers"].items()}
 
 
-def save(obj, path, optimizer=None):
+def save(obj, path, optimizer=None, training=None):
     """Save a model (a Sequential) or an object of a registered kind (a
     fitted NNClassifier/NNRegressor) to ``path``, atomically: the previous
     file there survives any failure.
 
     With a model, ``optimizer`` (an nncore SGD, Adam, AdamW or RMSprop)
     saves its state for ``model.parameters()`` in the same file (see
-    ``load``): a checkpoint to resume training from. Estimators always keep
-    the state their ``partial_fit`` continues from."""
+    ``load``): a checkpoint to resume training from. ``training`` (with an
+    optimizer): (a JSON entry, tensors named "training.*"), the trainer's
+    position that ``ModelCheckpoint`` adds (nncore/resume.py). Estimators
+    always keep the state their ``partial_fit`` continues from."""
     kind = next((k for k in _KINDS.values() if isinstance(obj, k.classes)), None)
     if kind is not None:
         entry, model, extra = kind.dump(obj)
@@ -118,6 +121,15 @@ def save(obj, path, optimizer=None):
                                                _OPTIMIZER)
         meta["optimizer"] = entry
         tensors.update(buffers)
+        if training is not None:
+            meta["training"], position = training
+            if not all(name.startswith(_TRAINING) for name in position):
+                raise ValueError(f"nncore.save: training tensors must be named "
+                                 f"{_TRAINING}*, got {sorted(position)[:5]}")
+            tensors.update(position)
+    elif training is not None:
+        raise TypeError("nncore.save: training= needs optimizer= (a position without the "
+                        "optimizer state cannot resume a run)")
     tensors.update(extra)
     write_archive(path, meta, tensors)
 
@@ -238,6 +250,39 @@ def _read_model_optimizer(meta, model, tensors, optimizer, fail):
                          "optimizer", fail)
 
 
+def read_checkpoint(path, prefix):
+    """A model file read for resuming: (the model, its optimizer state as
+    ``Optimizer.state_dict`` gives it or None, the "training" header entry
+    or None, the tensors named ``prefix`` + ...). The model and the
+    optimizer state are checked here; the training entry by its reader
+    (nncore/resume.py)."""
+    meta, tensors = read_archive(path)
+    where = os.fsdecode(path)
+
+    def fail(msg):
+        raise FormatError(f"{where}: {msg}")
+
+    if meta.get("kind") != "model" or not {"nncore", "kind", "model"} <= set(meta) \
+            <= {"nncore", "kind", "model", "optimizer", "training"}:
+        fail("not an nncore model checkpoint")
+    position = {name: arr for name, arr in tensors.items() if name.startswith(prefix)}
+    extra = {name: arr for name, arr in tensors.items() if name.startswith(_OPTIMIZER)}
+    model = build_model(meta["model"], {name: arr for name, arr in tensors.items()
+                                        if name not in extra and name not in position}, fail)
+    state = None
+    if "optimizer" in meta:
+        entry = meta["optimizer"]
+        cls = OPTIMIZERS.get(entry.get("type")) if isinstance(entry, dict) and isinstance(
+            entry.get("type"), str) else None
+        if cls is None:
+            fail(f"optimizer: type must be one of {sorted(OPTIMIZERS)}")
+        scratch = cls(0.0)
+        read_optimizer_state(scratch, model.parameters(), entry, extra, _OPTIMIZER,
+                             "optimizer", fail)
+        state = scratch.state_dict(model.parameters())
+    return model, state, meta.get("training"), position
+
+
 def load(path, optimizer=None):
     """Load what ``save`` wrote: a Sequential (in eval mode), or a fitted
     NNClassifier/NNRegressor. Raises FormatError for anything but a valid file
@@ -256,7 +301,8 @@ def load(path, optimizer=None):
     kind = meta.get("kind")
     handler = _KINDS.get(kind) if isinstance(kind, str) else None
     keys = {"nncore", "kind", "model"} | ({kind} if handler is not None else set())
-    optional = {"optimizer"} if kind == "model" else set()
+    # a checkpoint's training position (nncore/resume.py) is for Trainer.fit(resume_from=)
+    optional = {"optimizer", "training"} if kind == "model" else set()
     if (kind != "model" and handler is None) or not keys <= set(meta) <= keys | optional:
         fail("not an nncore model file: its header must hold exactly "
              f"{sorted(keys)} with kind 'model' or one of {sorted(_KINDS)} (and 'optimizer' "
@@ -267,6 +313,10 @@ def load(path, optimizer=None):
     if not isinstance(meta["nncore"], str) or not re.fullmatch(r"[0-9A-Za-z.+_-]{1,40}",
                                                                meta["nncore"]):
         fail("bad 'nncore' version entry")
+    if "training" in meta and "optimizer" not in meta:
+        fail("a training position without optimizer state")
+    tensors = {name: arr for name, arr in tensors.items()
+               if kind != "model" or "training" not in meta or not name.startswith(_TRAINING)}
     prefix = handler.prefix if handler is not None else _OPTIMIZER
     extra = {name: arr for name, arr in tensors.items() if name.startswith(prefix)}
     model = build_model(meta["model"],
