@@ -73,7 +73,7 @@ DEFAULT_SHARDS = 4
 # The front of a shard's row of extras (its outputs follow): the loss as the
 # two float32 halves of its float64 bits, the shard's row count, the stop flag.
 _META = 4
-# stop flags a rank sends with its shards
+# stop flags a rank sends with its shards; rank r's Ctrl-C is _INTERRUPTED + r
 _GO, _STOP, _INTERRUPTED = 0, 1, 2
 
 
@@ -108,6 +108,7 @@ class DataParallel:
         self.shards = int(shards)
         self.deterministic = bool(deterministic)
         self.comm = comm
+        self.interrupted_rank = None    # the rank whose SIGINT stopped the run
         if comm is None:
             self.MPI, self.rank, self.size = None, 0, 1
         else:
@@ -320,7 +321,10 @@ class DataParallel:
             return
         flags = self.comm.allgather((bool(trainer.stop_training), bool(trainer._interrupted)))
         trainer.stop_training = any(stop for stop, _ in flags)
-        trainer._interrupted = any(interrupted for _, interrupted in flags)
+        interrupted = [rank for rank, (_, flag) in enumerate(flags) if flag]
+        if interrupted and self.interrupted_rank is None:
+            self.interrupted_rank = interrupted[0]
+        trainer._interrupted = bool(interrupted)
 
     # ---- one epoch -----------------------------------------------------------
     def _gather_rows(self, X, index, plan):
@@ -372,7 +376,7 @@ class DataParallel:
             x = self._gather_rows(X, perm[bounds[first]:bounds[last]], plan)
             # One key per step on every rank; the shards' Dropout keys derive from it.
             key = _init.next_key()
-            flag = _INTERRUPTED if trainer._interrupted else (
+            flag = _INTERRUPTED + self.rank if trainer._interrupted else (
                 _STOP if trainer.stop_training else _GO)
             if K:
                 _flatten(buffers, snap)
@@ -434,7 +438,10 @@ class DataParallel:
             total += batch_total
             if flags != _GO:
                 trainer.stop_training = True
-                trainer._interrupted = trainer._interrupted or flags == _INTERRUPTED
+                if flags >= _INTERRUPTED:
+                    trainer._interrupted = True
+                    if self.interrupted_rank is None:
+                        self.interrupted_rank = flags - _INTERRUPTED
             if hooks:
                 # where a checkpoint taken by a hook is (Trainer.training_position)
                 trainer._position = (epoch, b + 1)

@@ -36,12 +36,19 @@ from . import init as _init
 from .errors import FormatError
 from .serialize import read_checkpoint
 
-__all__ = ["capture", "read", "PREFIX"]
+__all__ = ["capture", "read", "stateful", "PREFIX"]
 
 PREFIX = "training."
 _KEYS = {"epoch", "batch", "n_samples", "batch_size", "shards", "shuffle", "generator",
          "history", "metrics", "callbacks"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,99}")
+
+
+def stateful(callbacks):
+    """The callbacks whose state a checkpoint keeps, in order: those with a
+    ``state_dict`` method, but not Callbacks whose ``_state`` is empty."""
+    return [cb for cb in callbacks
+            if callable(getattr(cb, "state_dict", None)) and getattr(cb, "_state", True)]
 
 
 # ---- writing ------------------------------------------------------------------
@@ -165,9 +172,9 @@ def read(path, trainer, n_samples, callbacks, who):
     names = [m.name for m in trainer.metrics]
     if entry["metrics"] != names:
         refuse(f"it logged the metrics {entry['metrics']}, this trainer has {names}")
-    stateful = [cb for cb in callbacks if callable(getattr(cb, "state_dict", None))]
+    kept = stateful(callbacks)
     saved_types = [c["type"] for c in entry["callbacks"]]
-    types = [type(cb).__name__ for cb in stateful]
+    types = [type(cb).__name__ for cb in kept]
     if saved_types != types:
         refuse(f"it holds the state of the callbacks {saved_types}, this fit has {types}; "
                "pass the same callbacks, in the same order")
@@ -200,7 +207,7 @@ def read(path, trainer, n_samples, callbacks, who):
     if tensors:
         fail(f"unexpected tensors {sorted(tensors)[:5]}")
     states = []
-    for cb, saved in zip(stateful, entry["callbacks"]):
+    for cb, saved in zip(kept, entry["callbacks"]):
         expected = getattr(cb, "_state", None)      # a Callback's; others check their own
         if expected is not None and set(saved["state"]) != set(expected):
             fail(f"the {saved['type']} state must hold exactly {sorted(expected)}")

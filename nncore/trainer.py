@@ -211,8 +211,14 @@ class _SigintFlag:
             self.previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame):
-        self.trainer.stop_training = True
-        self.trainer._interrupted = True
+        trainer = self.trainer
+        trainer._interrupted = True
+        par = trainer._parallel
+        if par is None or par.comm is None:
+            trainer.stop_training = True
+        # else: the flag rides in the next step's exchange and every rank
+        # stops after that same step (a rank stopping alone would leave the
+        # others waiting in the collective)
         self.restore()
 
     def restore(self):
@@ -445,7 +451,7 @@ class Trainer:
                 raise
             par.raise_together(exc)     # raises on every rank
         # the callbacks whose state a checkpoint keeps, rank 0's writers included
-        stateful = [cb for cb in checked[5] if callable(getattr(cb, "state_dict", None))]
+        stateful = _resume.stateful(checked[5])
         if par is None:
             return self._fit(*checked, epochs, verbose, resume, stateful)
         # Every rank checked its arguments; none is yet in a collective.
@@ -579,6 +585,8 @@ class Trainer:
             perm[...] = resume["perm"]
         self._run = {"perm": perm, "stateful": stateful, "partial": None}
         self._interrupted = False
+        if par is not None:
+            par.interrupted_rank = None
         self._position = (start_epoch, start_batch)
         sigint = _SigintFlag(self)
         try:
@@ -627,8 +635,10 @@ class Trainer:
             epoch, batch = self._position
             where = (f"after batch {batch} of epoch {epoch + 1}" if batch is not None
                      else f"after epoch {epoch + 1}")
+            rank = par.interrupted_rank if par is not None and par.comm is not None else None
+            on = "" if rank is None else f" on rank {rank} of {par.size}"
             raise collective(KeyboardInterrupt(
-                f"Trainer.fit: interrupted (SIGINT) {where}; the model holds the weights "
+                f"Trainer.fit: interrupted (SIGINT{on}) {where}; the model holds the weights "
                 f"of that step and trainer.history the {len(history)} completed epoch(s)"))
         call("on_train_end", history.last if len(history) else {})
         return history

@@ -1,12 +1,15 @@
 """Data-parallel training (nncore/distributed.py): bitwise the same weights on
 1, 2 and 4 MPI ranks and in one process with the same shards, real MPI under
-mpiexec (tests/mpi_worker.py), a failing rank ending the job, memory-mapped
-data. The MPI tests skip when mpi4py or mpiexec is missing; every launch runs
-under a timeout."""
+mpiexec (tests/mpi_worker.py), a failing, killed or interrupted rank ending
+the job, a bitwise resume from a checkpoint, memory-mapped data. The MPI
+tests skip when mpi4py or mpiexec is missing; every launch runs under a
+timeout."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -133,6 +136,114 @@ def test_cli_train_under_mpiexec(mpiexec, tmp_path):
         assert proc.stdout.count("test accuracy") == 1
         outs.append(nn.load(str(out)).state_dict())
     assert all(np.array_equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+# ---- faults: a rank killed or interrupted mid-training ---------------------------
+
+# The bound the issue sets for the job to end after one rank dies or is
+# interrupted (it ends in well under a second here).
+FAULT_BOUND = 30
+
+
+def _start_longrun(mpiexec, folder):
+    """mpiexec -n 2 of the worker's long run, once both ranks have written
+    their pids and rank 0 its first checkpoint: (the Popen, the pids)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([mpiexec, "-n", "2", sys.executable, WORKER, "longrun",
+                             str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    files = [folder / "pid.0", folder / "pid.1", folder / "ckpt.nnc"]
+    deadline = time.monotonic() + TIMEOUT
+    while not all(f.exists() and f.stat().st_size for f in files):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the long run did not start:\n{out}\n{err}")
+        time.sleep(0.05)
+    time.sleep(0.5)         # checkpoints every 10 steps: one may be mid-write at the signal
+    return proc, [int((folder / f"pid.{r}").read_text()) for r in (0, 1)]
+
+
+def _signal_and_wait(proc, pid, signum):
+    """Send ``signum`` to one rank; (seconds until mpiexec returned, stdout,
+    stderr); fails if the job is still running after FAULT_BOUND seconds."""
+    start = time.monotonic()
+    os.kill(pid, signum)
+    try:
+        out, err = proc.communicate(timeout=FAULT_BOUND)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the job still ran {FAULT_BOUND} s after the signal:\n{out}\n{err}")
+    return time.monotonic() - start, out, err
+
+
+def _assert_checkpoint_resumes(path):
+    # intact: it loads, with its optimizer state and training position
+    model = nn.load(str(path), optimizer=nn.SGD(lr=0.0))
+    assert len(model.state_dict()) == 4
+    _, _, entry, _ = nn.serialize.read_checkpoint(str(path), "training.")
+    assert entry["batch_size"] == 32 and entry["shards"] == 4
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(mpiexec, tmp_path, rank):
+    # Hydra (mpiexec) sees a rank die without MPI_Finalize and kills the
+    # others; rank 0 is the checkpoint writer, possibly killed mid-write.
+    proc, pids = _start_longrun(mpiexec, tmp_path)
+    seconds, out, err = _signal_and_wait(proc, pids[rank], signal.SIGKILL)
+    assert seconds < FAULT_BOUND
+    assert proc.returncode != 0
+    assert "BAD TERMINATION" in out + err and "Killed (signal 9)" in out + err
+    assert "training finished" not in out
+    _assert_checkpoint_resumes(tmp_path / "ckpt.nnc")
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(mpiexec, tmp_path):
+    # SIGINT on rank 1 sets a flag that rides in the next step's exchange:
+    # both ranks stop after that step and raise KeyboardInterrupt naming rank 1.
+    proc, pids = _start_longrun(mpiexec, tmp_path)
+    seconds, out, err = _signal_and_wait(proc, pids[1], signal.SIGINT)
+    assert seconds < FAULT_BOUND
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("KeyboardInterrupt:")]
+    assert len(lines) == 2, err[-3000:]
+    assert lines[0] == lines[1]             # the same step on both ranks
+    assert "interrupted (SIGINT on rank 1 of 2) after batch" in lines[0]
+    assert "Abort" not in err
+    _assert_checkpoint_resumes(tmp_path / "ckpt.nnc")
+
+
+# ---- resuming a run from its checkpoint ------------------------------------------
+
+def _resume_run(mpiexec, ranks, out, folder, *flags):
+    args = ["resume", str(out), str(folder), *flags]
+    if ranks is None:
+        proc = run([sys.executable, WORKER, *args, "--local"])
+    else:
+        proc = launch(mpiexec, ranks, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out) as data:
+        return dict(data)
+
+
+def test_two_ranks_resume_a_stopped_run_bitwise(mpiexec, tmp_path):
+    # Adam, BatchNorm, Dropout, StepLR; 7 batches per epoch, checkpoints
+    # every 4 steps. The run stops after batch 6 of epoch 1 (step 13): the
+    # last checkpoint is mid-epoch at step 12, and a new mpiexec resumes it.
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "run").mkdir()
+    ref = _resume_run(mpiexec, None, tmp_path / "ref.npz", tmp_path / "ref")
+    _resume_run(mpiexec, 2, tmp_path / "stopped.npz", tmp_path / "run", "--stop", "1,6")
+    ckpt = str(tmp_path / "run" / "ckpt.nnc")
+    _, _, entry, _ = nn.serialize.read_checkpoint(ckpt, "training.")
+    assert (entry["epoch"], entry["batch"]) == (1, 5)
+    got = _resume_run(mpiexec, 2, tmp_path / "two.npz", tmp_path / "run", "--from", ckpt)
+    assert_bitwise(ref, got, "2 ranks resumed")
+    assert len(got["history/loss"]) == 3
+    # the same checkpoint resumed by one process (shards=4): the same bits again
+    one = _resume_run(mpiexec, None, tmp_path / "one.npz", tmp_path / "run", "--from", ckpt)
+    assert_bitwise(ref, one, "one process resumed")
 
 
 # ---- one process: no MPI needed ------------------------------------------------
