@@ -199,6 +199,11 @@ class ModelCheckpoint(Callback):
     (counting from its first epoch, so a resumed run saves at the same
     steps).
 
+    When a callback stops training mid-epoch, the partial epoch's
+    ``on_epoch_end`` writes no checkpoint with ``save_optimizer`` (the
+    callbacks then treat the partial epoch as complete, which no position
+    describes): the previous one stays the one to resume from.
+
     Every save is atomic (a temporary file renamed over the target), so an
     interrupted or killed run never leaves a truncated checkpoint behind.
     ModelCheckpoint's hooks run after those of the other callbacks, so a
@@ -264,7 +269,10 @@ class ModelCheckpoint(Callback):
         training = None
         if self.save_optimizer:
             position = getattr(trainer, "training_position", None)
-            training = position(epoch_end) if callable(position) else None
+            if callable(position):
+                training = position(epoch_end)
+                if training is None:
+                    return      # an epoch cut short: the previous checkpoint stays
         save(trainer.model, path, optimizer=trainer.optimizer if self.save_optimizer else None,
              training=training)
         self.saved.append(path)

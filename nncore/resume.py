@@ -28,6 +28,7 @@ The file stays one ``nncore.io`` archive: the entry ``meta["training"]``
 tensors named ``training.*`` (the permutation, the history columns, the
 partial totals). ``nncore.load`` ignores both; :func:`read` checks them.
 """
+import math
 import re
 
 import numpy as np
@@ -65,7 +66,8 @@ def capture(trainer, epoch, batch, partial):
     """(the header entry, the tensors) of the trainer's position: before
     batch ``batch`` of epoch ``epoch``; ``partial`` = (loss total, weight
     total, [metric totals]) of that epoch's first ``batch`` batches, or None
-    at an epoch's start."""
+    at an epoch's start (the epoch's starting lr goes with it: the history
+    logs it)."""
     run = trainer._run
     history = trainer.history
     par = trainer._parallel
@@ -86,8 +88,10 @@ def capture(trainer, epoch, batch, partial):
         tensors[PREFIX + "perm"] = run["perm"]
     if partial is not None:
         loss_total, weight_total, metric_totals = partial
-        tensors[PREFIX + "partial"] = np.array([loss_total, weight_total] + metric_totals,
-                                               np.float64)
+        lr = run["epoch_lr"]
+        tensors[PREFIX + "partial"] = np.array(
+            [loss_total, weight_total, math.nan if lr is None else lr] + metric_totals,
+            np.float64)
     return entry, tensors
 
 
@@ -193,8 +197,8 @@ def read(path, trainer, n_samples, callbacks, who):
     if (partial is None) != (entry["batch"] == 0):
         fail(f"tensor {PREFIX}partial must be present exactly when training.batch > 0")
     if partial is not None and (partial.dtype != np.float64
-                                or partial.shape != (2 + len(names),)):
-        fail(f"tensor {PREFIX}partial must be float64 of shape ({2 + len(names)},)")
+                                or partial.shape != (3 + len(names),)):
+        fail(f"tensor {PREFIX}partial must be float64 of shape ({3 + len(names)},)")
     epochs = tensors.pop(PREFIX + "history.epoch", None)
     if epochs is None or epochs.dtype != np.int64 or epochs.ndim != 1:
         fail(f"tensor {PREFIX}history.epoch must be a 1-d int64 array")
@@ -217,5 +221,6 @@ def read(path, trainer, n_samples, callbacks, who):
             "batch": entry["batch"], "shuffle": entry["shuffle"],
             "generator": entry["generator"], "perm": perm,
             "partial": None if partial is None else
-            (float(partial[0]), float(partial[1]), [float(v) for v in partial[2:]]),
+            (float(partial[0]), float(partial[1]), [float(v) for v in partial[3:]]),
+            "epoch_lr": None if partial is None or math.isnan(partial[2]) else float(partial[2]),
             "history": ([int(e) for e in epochs], history), "callbacks": states}

@@ -486,14 +486,17 @@ class Trainer:
 
     def training_position(self, epoch_end):
         """(header entry, tensors) of where this fit is, for a checkpoint
-        (nncore/resume.py): after the current epoch when ``epoch_end``, else
-        after the batch whose ``on_batch_end`` is running."""
+        (nncore/resume.py): after the current epoch when ``epoch_end`` (None
+        when the epoch was cut short), else after the batch whose
+        ``on_batch_end`` is running."""
         run = getattr(self, "_run", None)
         if run is None:
             raise RuntimeError("Trainer.training_position: only while fit runs")
         epoch, done = self._position
         if epoch_end:
-            return _resume.capture(self, epoch + 1, 0, None)
+            # None after an epoch cut short by a stop: the epoch-end callbacks
+            # have run as if it were complete, which no position describes
+            return None if done is not None else _resume.capture(self, epoch + 1, 0, None)
         total, weight, seen = run["partial"]
         return _resume.capture(self, epoch, done,
                                (total, weight, [m.partial(seen) for m in self.metrics]))
@@ -583,7 +586,7 @@ class Trainer:
         perm = plan.get("perm") if self.shuffle else None
         if resume is not None and perm is not None:
             perm[...] = resume["perm"]
-        self._run = {"perm": perm, "stateful": stateful, "partial": None}
+        self._run = {"perm": perm, "stateful": stateful, "partial": None, "epoch_lr": None}
         self._interrupted = False
         if par is not None:
             par.interrupted_rank = None
@@ -596,6 +599,9 @@ class Trainer:
                 call("on_epoch_begin", epoch, {})
                 start = time.perf_counter()
                 lr = getattr(self.optimizer, "lr", None)
+                if at is not None:
+                    lr = resume["epoch_lr"]     # the lr the cut epoch started with
+                self._run["epoch_lr"] = lr
                 serial = plan["bs"] <= _SERIAL_MAX_BATCH
                 previous = _core.set_local_num_threads(1) if serial else None
                 try:
