@@ -236,8 +236,8 @@ def cmd_train(args):
             X, y, test_size=0.25, seed=args.seed, stratify=True)
     else:
         try:
-            (X_train, y_train), (X_test, y_test) = nn.datasets.load_fashion_mnist(
-                args.path, flatten=flatten)
+            (X_train, y_train), (X_test, y_test) = _load_fashion_mnist(args.path, flatten,
+                                                                        comm)
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -249,6 +249,25 @@ def cmd_train(args):
                              activation=args.activation or "relu", seed=args.seed,
                              threads=args.threads, out=args.out, verbose=args.verbose,
                              comm=comm, shards=args.shards, model=args.model)
+
+
+def _load_fashion_mnist(path, flatten, comm):
+    """Fashion-MNIST; under mpiexec memory-mapped (a .npy cache of the
+    gzip'ed IDX files that rank 0 builds first, if missing, and every rank
+    maps): the ranks of a node share one copy and each reads only its rows."""
+    import nncore as nn
+    if comm is None:
+        return nn.datasets.load_fashion_mnist(path, flatten=flatten)
+    error = None
+    if comm.Get_rank() == 0:
+        try:
+            nn.datasets.load_fashion_mnist(path, mmap=True)
+        except (OSError, ValueError) as exc:
+            error = exc
+    error = comm.bcast(error, root=0)       # every rank fails alike, none waits
+    if error is not None:
+        raise error
+    return nn.datasets.load_fashion_mnist(path, flatten=flatten, mmap=True)
 
 
 def _add_demo_parser(sub):

@@ -272,7 +272,11 @@ class DataParallel:
              "perm": np.arange(n),
              "y": np.empty_like(y)}
         p["x_flat"] = p["x"].reshape(len(p["x"]), -1)
-        p["X_flat"] = None if isinstance(X, np.memmap) else X.reshape(n, -1)
+        # float32 rows (in memory, or mapped: then checked per batch) are
+        # gathered by the C kernel; other mapped dtypes by NumPy, converting
+        p["mapped"] = isinstance(X, np.memmap)
+        p["X_flat"] = X.reshape(n, -1) \
+            if X.dtype == np.float32 and X.flags.c_contiguous else None
         p["leaves"] = {(first + j, first + j + 1): p["shard"][j] for j in range(owned)}
         if self.comm is None:
             p["extra"] = np.zeros((owned, E), np.float32)
@@ -330,12 +334,14 @@ class DataParallel:
     def _gather_rows(self, X, index, plan):
         """The rows ``X[index]`` as float32 in the front of plan["x"]."""
         m = len(index)
-        if plan["X_flat"] is not None:     # validated in memory already
-            _core.gather_rows(plan["X_flat"], index, plan["x_flat"][:m])
-            return plan["x"][:m]
         rows = plan["x"][:m]
-        # a memmap: read only these rows; convert and check them here
-        np.copyto(rows, np.take(X, index, axis=0), casting="unsafe")
+        if plan["X_flat"] is not None:
+            _core.gather_rows(plan["X_flat"], index, plan["x_flat"][:m])
+            if not plan["mapped"]:          # validated in memory already
+                return rows
+        else:
+            # a memmap of another dtype: read only these rows and convert them
+            np.copyto(rows, np.take(X, index, axis=0), casting="unsafe")
         if not all_finite(rows):
             raise ValueError("Trainer.fit: input X contains NaN or infinity (in a row of "
                              "the memory-mapped data)")

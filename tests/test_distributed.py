@@ -246,6 +246,74 @@ def test_two_ranks_resume_a_stopped_run_bitwise(mpiexec, tmp_path):
     assert_bitwise(ref, one, "one process resumed")
 
 
+# ---- data: memory-mapped Fashion-MNIST under the command line --------------------
+
+def _fake_fashion(folder, n_train=600, n_test=100):
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        nn.datasets.write_idx(folder / f"{split}-images-idx3-ubyte.gz",
+                              rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        nn.datasets.write_idx(folder / f"{split}-labels-idx1-ubyte.gz",
+                              rng.integers(0, 10, n).astype(np.uint8))
+
+
+def test_cli_ranks_map_fashion_mnist_and_train_as_one_process(mpiexec, tmp_path):
+    # Under mpiexec the ranks map a .npy cache of the gzip'ed IDX files (rank
+    # 0 builds it); one process without MPI loads them into memory. Same bits.
+    _fake_fashion(tmp_path / "fm")
+    env = dict(os.environ, OMP_NUM_THREADS="1", NNCORE_CACHE=str(tmp_path / "cache"))
+    common = [sys.executable, "-m", "nncore", "train", "--data", "fashion-mnist", "--path",
+              str(tmp_path / "fm"), "--epochs", "2", "--batch-size", "32", "--verbose", "2"]
+    two = run([mpiexec, "-n", "2", *common, "--out", str(tmp_path / "two.nnc")], env=env,
+              cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run([*common, "--shards", "4", "--threads", "1", "--out", str(tmp_path / "one.nnc")],
+              env=env, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert sorted(p.name.split("-f32-")[0] for p in (tmp_path / "cache").iterdir()) == \
+        ["t10k-images-idx3-ubyte", "train-images-idx3-ubyte"]
+    a, b = nn.load(str(tmp_path / "two.nnc")).state_dict(), \
+        nn.load(str(tmp_path / "one.nnc")).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    accuracy = [line.split(" after ")[0] for line in (two.stdout + one.stdout).splitlines()
+                if line.startswith("test accuracy")]
+    assert len(accuracy) == 2 and accuracy[0] == accuracy[1]
+
+
+def test_a_mapped_x_is_read_a_batch_at_a_time(tmp_path):
+    # What a rank does with mapped data: no copy of X, only the rows of each
+    # batch (a full float32 copy would be 31 MB; NumPy's allocations are traced).
+    import tracemalloc
+    n = 10000
+    rng = np.random.default_rng(0)
+    path = tmp_path / "X.npy"
+    np.save(path, rng.random((n, 784), dtype=np.float32))
+    X = np.load(path, mmap_mode="r")
+    y = rng.integers(0, 10, n)
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Dense(784, 32, activation="relu"), nn.Dense(32, 10))
+    trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.01), batch_size=128,
+                         seed=0, shards=4)
+    tracemalloc.start()
+    try:
+        trainer.fit(X, y, epochs=1, verbose=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB allocated while training on a memmap"
+    in_memory = _fit_on(np.load(path), y)
+    assert all(np.array_equal(a, b) for a, b in zip(in_memory, _fit_on(X, y)))
+
+
+def _fit_on(X, y):
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Dense(784, 32, activation="relu"), nn.Dense(32, 10))
+    nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.01), batch_size=128, seed=0,
+               shards=4).fit(X[:2000], y[:2000], epochs=1, verbose=0)
+    return list(model.state_dict().values())
+
+
 # ---- one process: no MPI needed ------------------------------------------------
 
 def _mlp():
