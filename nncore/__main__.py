@@ -236,8 +236,8 @@ def cmd_train(args):
             X, y, test_size=0.25, seed=args.seed, stratify=True)
     else:
         try:
-            (X_train, y_train), (X_test, y_test) = _load_fashion_mnist(args.path, flatten,
-                                                                        comm)
+            train, test = _load_fashion_mnist(args.path, flatten, comm)
+            (X_train, y_train), (X_test, y_test) = train, test
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
