@@ -49,7 +49,12 @@ Faults: an exception on one rank while others may be waiting in a collective
 the traceback and calls ``comm.Abort``, so the job ends at once instead of
 hanging. Errors every rank raises at the same point (bad arguments, checked
 together before any collective; a non-finite global loss; an interrupt) are
-raised normally on every rank.
+raised normally on every rank. Ctrl-C (SIGINT) on one rank sets a flag that
+the next step's exchange carries to every rank: all stop after that step. A
+rank that dies is the launcher's to notice (MPICH's Hydra kills the other
+ranks at once). A rank that hangs without dying is caught only by
+``collective_timeout``: a watchdog thread aborts the job when this rank has
+waited longer than that in one of fit's collectives.
 
 mpi4py is imported only when a communicator is given: ``import nncore`` never
 loads MPI.
@@ -58,6 +63,8 @@ import contextlib
 import math
 import numbers
 import sys
+import threading
+import time
 import traceback
 
 import numpy as np
@@ -100,7 +107,18 @@ class DataParallel:
     global batch is cut into (at most the batch size; at least the number of
     ranks); ``deterministic``: the fixed-order sum (True) or MPI's Allreduce."""
 
-    def __init__(self, comm, shards=None, deterministic=True):
+    def __init__(self, comm, shards=None, deterministic=True, collective_timeout=None):
+        if collective_timeout is not None:
+            if comm is None:
+                raise ValueError("Trainer: collective_timeout is for data-parallel training "
+                                 "(pass comm)")
+            if (isinstance(collective_timeout, bool)
+                    or not isinstance(collective_timeout, numbers.Real)
+                    or not 0 < collective_timeout < math.inf):
+                raise ValueError(f"Trainer: collective_timeout must be a number of seconds "
+                                 f"> 0 or None, got {collective_timeout!r}")
+        self.timeout = collective_timeout
+        self._deadline = None       # when the collective this rank waits in times out
         if shards is None:
             shards = DEFAULT_SHARDS
         if isinstance(shards, bool) or not isinstance(shards, numbers.Integral) or shards < 1:
@@ -147,7 +165,13 @@ class DataParallel:
     @contextlib.contextmanager
     def guard(self):
         """Abort the MPI job when an exception that not every rank shares
-        escapes: the others may be waiting for this rank in a collective."""
+        escapes: the others may be waiting for this rank in a collective.
+        With a collective_timeout, the watchdog runs while inside."""
+        stop = None
+        if self.timeout is not None and self.comm is not None and self.size > 1:
+            stop = threading.Event()
+            threading.Thread(target=self._watch, args=(stop,), daemon=True,
+                             name="nncore-collective-watchdog").start()
         try:
             yield
         except BaseException as exc:
@@ -155,6 +179,37 @@ class DataParallel:
                     and not getattr(exc, "_nncore_collective", False):
                 self._abort(exc)
             raise
+        finally:
+            if stop is not None:
+                stop.set()
+
+    def _watch(self, stop):
+        """The watchdog thread: abort the job once the collective this rank
+        waits in has taken longer than the timeout (another rank hangs, or
+        died without the launcher ending the job). mpi4py releases the GIL
+        in MPI calls, so this runs while the main thread waits."""
+        while not stop.wait(min(1.0, self.timeout / 4)):
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                sys.stderr.write(
+                    f"nncore.distributed: rank {self.rank} of {self.size} waited more than "
+                    f"collective_timeout={self.timeout:g} s in a collective of Trainer.fit "
+                    f"(another rank hangs or died); aborting the MPI job (comm.Abort)\n")
+                sys.stderr.flush()
+                self.comm.Abort(1)
+                return
+
+    @contextlib.contextmanager
+    def _waiting(self):
+        """Around each of fit's collectives: the watchdog's deadline."""
+        if self.timeout is None:
+            yield
+            return
+        self._deadline = time.monotonic() + self.timeout
+        try:
+            yield
+        finally:
+            self._deadline = None
 
     def _abort(self, exc):
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -314,8 +369,9 @@ class DataParallel:
         """The epoch's wall times in the logs: rank 0's on every rank, so
         that the history is the same everywhere."""
         if self.comm is not None:
-            logs["seconds"], logs["samples_per_sec"] = self.comm.bcast(
-                (logs["seconds"], logs["samples_per_sec"]), root=0)
+            with self._waiting():
+                logs["seconds"], logs["samples_per_sec"] = self.comm.bcast(
+                    (logs["seconds"], logs["samples_per_sec"]), root=0)
 
     def agree_stop(self, trainer):
         """After the epoch's callbacks: stop every rank if any rank stops
@@ -323,7 +379,9 @@ class DataParallel:
         one rank between the epoch's last step and now)."""
         if self.comm is None:
             return
-        flags = self.comm.allgather((bool(trainer.stop_training), bool(trainer._interrupted)))
+        with self._waiting():
+            flags = self.comm.allgather((bool(trainer.stop_training),
+                                         bool(trainer._interrupted)))
         trainer.stop_training = any(stop for stop, _ in flags)
         interrupted = [rank for rank, (_, flag) in enumerate(flags) if flag]
         if interrupted and self.interrupted_rank is None:
@@ -419,7 +477,9 @@ class DataParallel:
             batch_total, flags, nonempty = 0.0, _GO, 0
             for s in range(S):
                 rows = int(extras[s][2])
-                flags = max(flags, int(extras[s][3]))
+                flag = int(extras[s][3])
+                # the first rank interrupted, in shard (so rank) order
+                flags = flag if flags < _INTERRUPTED and flag > flags else flags
                 if rows == 0:
                     continue
                 nonempty += 1
@@ -471,14 +531,17 @@ class DataParallel:
         if self.deterministic:
             for (a, b), out in plan["pieces"]:
                 _tree_sum(a, b, plan["leaves"], out, plan["scratch"])
-            comm.Allgatherv([plan["send"], MPI.FLOAT], [plan["recv"], plan["spec"], MPI.FLOAT])
+            with self._waiting():
+                comm.Allgatherv([plan["send"], MPI.FLOAT],
+                                [plan["recv"], plan["spec"], MPI.FLOAT])
             return plan["extras"]
         # native: this rank's shards summed here, the ranks summed by MPI
         acc = plan["acc"]
         _tree_sum(plan["first"], plan["last"], plan["leaves"], acc, plan["scratch"])
-        comm.Allreduce(MPI.IN_PLACE, [acc, MPI.FLOAT], op=MPI.SUM)
-        comm.Allgatherv([plan["extra"], MPI.FLOAT],
-                        [plan["recv_extra"], plan["spec"], MPI.FLOAT])
+        with self._waiting():
+            comm.Allreduce(MPI.IN_PLACE, [acc, MPI.FLOAT], op=MPI.SUM)
+            comm.Allgatherv([plan["extra"], MPI.FLOAT],
+                            [plan["recv_extra"], plan["spec"], MPI.FLOAT])
         return plan["extras"]
 
     def _reduce(self, plan, nonempty):

@@ -329,7 +329,11 @@ class Trainer:
     MPI's native Allreduce instead (faster, not reproducible across rank
     counts). Dropout masks are drawn per shard and BatchNorm normalises each
     shard over its own rows (see nncore.distributed). ``sample_weight`` is
-    not supported there.
+    not supported there. ``collective_timeout`` (seconds, with ``comm``):
+    abort the MPI job when a rank has waited that long in one of fit's
+    collectives (another rank hangs); None (the default) waits forever. It
+    must exceed the longest gap between two ranks reaching a collective
+    (a slow step, rank 0 writing a checkpoint).
 
     ``precision="bf16"`` trains with mixed precision: the Dense layers'
     forward and backward GEMMs take bfloat16 operands (``nncore.matmul(...,
@@ -348,7 +352,7 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, *, batch_size=32, shuffle=True, seed=None,
                  metrics="auto", comm=None, shards=None, deterministic=True,
-                 precision="float32"):
+                 precision="float32", collective_timeout=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"Trainer: batch_size must be an int >= 1, got {batch_size!r}")
@@ -391,8 +395,8 @@ class Trainer:
         self.epochs = 0
         self.n_samples = 0
         # Sharded (and, with comm, data-parallel) training: nncore/distributed.py
-        self._parallel = None if comm is None and shards is None else \
-            DataParallel(comm, shards, deterministic)
+        self._parallel = None if comm is shards is collective_timeout is None else \
+            DataParallel(comm, shards, deterministic, collective_timeout)
         self.comm = comm
 
     # ---- validation -------------------------------------------------------

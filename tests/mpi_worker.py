@@ -7,6 +7,8 @@ writes OUT (an .npz: each case's final tensors, history and whether every
 rank ended with the same weights).
 ``python mpi_worker.py fault``: rank 1 raises in a callback mid-epoch.
 ``python mpi_worker.py badargs``: rank 1 passes X with the wrong width.
+``python mpi_worker.py hang``: rank 1 hangs (sleeps) in a callback mid-epoch;
+collective_timeout=2.
 ``python mpi_worker.py longrun DIR``: every rank writes its pid (DIR/pid.RANK), then trains
 for a long time with a checkpoint (DIR/ckpt.nnc) every 10 steps, until a
 test kills or interrupts one rank.
@@ -18,6 +20,7 @@ OUT (the final tensors and history).
 import hashlib
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -146,6 +149,20 @@ def main(argv):
         trainer.fit(X, y, epochs=50, verbose=0,
                     callbacks=[nn.callbacks.LambdaCallback(on_batch_end=explode)])
         print("fault: training finished, which it should not have", flush=True)
+        return 0
+    if mode == "hang":
+        rank = comm.Get_rank()
+
+        def hang(batch, logs):
+            if rank == 1 and batch == 3:
+                time.sleep(600)
+        nn.manual_seed(0)
+        X, y = data(4000)
+        trainer = nn.Trainer(mlp(), nn.CrossEntropyLoss(), nn.SGD(lr=0.1), batch_size=32,
+                             seed=0, comm=comm, collective_timeout=2)
+        trainer.fit(X, y, epochs=50, verbose=0,
+                    callbacks=[nn.callbacks.LambdaCallback(on_batch_end=hang)])
+        print("hang: training finished, which it should not have", flush=True)
         return 0
     if mode == "badargs":
         rank = comm.Get_rank()

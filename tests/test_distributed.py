@@ -214,6 +214,40 @@ def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(mpiexec, tmp_pa
     _assert_checkpoint_resumes(tmp_path / "ckpt.nnc")
 
 
+def test_a_hung_rank_is_caught_by_the_collective_timeout(mpiexec):
+    # rank 1 sleeps in a callback: alive, so the launcher sees nothing; rank
+    # 0's watchdog aborts the job 2 s into its wait in the step's collective
+    start = time.monotonic()
+    proc = launch(mpiexec, 2, "hang", timeout=60)
+    assert time.monotonic() - start < FAULT_BOUND
+    assert proc.returncode != 0
+    assert "rank 0 of 2 waited more than collective_timeout=2 s" in proc.stderr
+    assert "training finished" not in proc.stdout
+
+
+def test_collective_timeout_is_checked():
+    model = _mlp()
+    for bad in (0, -1.0, float("inf"), True, "3"):
+        with pytest.raises(ValueError, match="collective_timeout must be a number"):
+            nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1), comm=_FakeComm(),
+                       collective_timeout=bad)
+    with pytest.raises(ValueError, match="collective_timeout is for data-parallel training"):
+        nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(lr=0.1), collective_timeout=5)
+
+
+class _FakeComm:
+    """Enough of a communicator for the Trainer's argument checks."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def Allgatherv(self, *args):
+        raise AssertionError("not for communicating")
+
+
 # ---- resuming a run from its checkpoint ------------------------------------------
 
 def _resume_run(mpiexec, ranks, out, folder, *flags):
