@@ -256,15 +256,16 @@ class ModelCheckpoint(Callback):
                             f"or RMSprop, got {type(optimizer).__name__}")
 
     def _save(self, values, epoch_end):
+        logs = "epoch logs" if epoch_end else "batch logs"
         missing = sorted(self._fields - set(values))
         if missing:
             raise ValueError(f"ModelCheckpoint: path {self.path!r} uses {missing}, which the "
-                             f"logs do not hold; available: {sorted(values)}")
+                             f"{logs} do not hold; available: {sorted(values)}")
         try:
             path = self.path.format(**values)
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
             raise ValueError(f"ModelCheckpoint: cannot fill in path {self.path!r} from the "
-                             f"logs ({type(exc).__name__}: {exc})") from None
+                             f"{logs} ({type(exc).__name__}: {exc})") from None
         trainer = self.trainer
         training = None
         if self.save_optimizer:

@@ -128,7 +128,7 @@ def read(path, trainer, n_samples, callbacks, who):
     optimizer state and the position (see the module docstring). Raises
     FormatError for a bad file and ValueError for one from another run
     (another batch size, data length, shard count, optimizer, callbacks)."""
-    model, opt_state, entry, tensors = read_checkpoint(path, PREFIX)
+    model, opt_state, entry, tensors = read_checkpoint(path)
     where = str(path)
 
     def fail(msg):

@@ -226,13 +226,14 @@ def no_stray_tensors(tensors, prefixes, fail):
 
 def _read_model_optimizer(meta, model, tensors, optimizer, fail):
     """A model file's optimizer entry, loaded into ``optimizer``, or when it
-    is None into a scratch optimizer of the saved type: checked either way."""
+    is None into a scratch optimizer of the saved type: checked either way.
+    Returns the optimizer loaded (None when the file holds none)."""
     if "optimizer" not in meta:
         no_stray_tensors(tensors, (), fail)
         if optimizer is not None:
             fail("the file holds no optimizer state (save it with "
                  "nncore.save(model, path, optimizer=...))")
-        return
+        return None
     entry = meta["optimizer"]
     classes = OPTIMIZERS
     kind = entry.get("type") if isinstance(entry, dict) else None
@@ -248,13 +249,14 @@ def _read_model_optimizer(meta, model, tensors, optimizer, fail):
     # load_state_dict changes nothing unless all of the state checks out
     read_optimizer_state(optimizer, model.parameters(), entry, tensors, _OPTIMIZER,
                          "optimizer", fail)
+    return optimizer
 
 
-def read_checkpoint(path, prefix):
+def read_checkpoint(path):
     """A model file read for resuming: (the model, its optimizer state as
     ``Optimizer.state_dict`` gives it or None, the "training" header entry
-    or None, the tensors named ``prefix`` + ...). The model and the
-    optimizer state are checked here; the training entry by its reader
+    or None, the tensors named "training.*"). The model and the optimizer
+    state are checked here; the training entry by its reader
     (nncore/resume.py)."""
     meta, tensors = read_archive(path)
     where = os.fsdecode(path)
@@ -265,21 +267,12 @@ def read_checkpoint(path, prefix):
     if meta.get("kind") != "model" or not {"nncore", "kind", "model"} <= set(meta) \
             <= {"nncore", "kind", "model", "optimizer", "training"}:
         fail("not an nncore model checkpoint")
-    position = {name: arr for name, arr in tensors.items() if name.startswith(prefix)}
+    position = {name: arr for name, arr in tensors.items() if name.startswith(_TRAINING)}
     extra = {name: arr for name, arr in tensors.items() if name.startswith(_OPTIMIZER)}
     model = build_model(meta["model"], {name: arr for name, arr in tensors.items()
                                         if name not in extra and name not in position}, fail)
-    state = None
-    if "optimizer" in meta:
-        entry = meta["optimizer"]
-        cls = OPTIMIZERS.get(entry.get("type")) if isinstance(entry, dict) and isinstance(
-            entry.get("type"), str) else None
-        if cls is None:
-            fail(f"optimizer: type must be one of {sorted(OPTIMIZERS)}")
-        scratch = cls(0.0)
-        read_optimizer_state(scratch, model.parameters(), entry, extra, _OPTIMIZER,
-                             "optimizer", fail)
-        state = scratch.state_dict(model.parameters())
+    optimizer = _read_model_optimizer(meta, model, extra, None, fail)
+    state = None if optimizer is None else optimizer.state_dict(model.parameters())
     return model, state, meta.get("training"), position
 
 

@@ -428,7 +428,9 @@ class Trainer:
         after the current batch: the model holds the weights of that step,
         the History the completed epochs (a partial epoch is not logged and
         its callbacks do not run), and fit raises KeyboardInterrupt saying
-        where it stopped. A second Ctrl-C interrupts at once.
+        where it stopped. A second Ctrl-C interrupts at once. With ``comm``,
+        a Ctrl-C on any rank stops every rank after the same step (the next
+        one), and each raises that KeyboardInterrupt, naming the rank.
 
         ``resume_from``: a checkpoint written by ``ModelCheckpoint(...,
         save_optimizer=True)`` of a run with the same data, batch size,
@@ -482,9 +484,9 @@ class Trainer:
         return resume
 
     def _restore(self, resume):
-        """The checkpoint's weights, optimizer state and generators."""
+        """The checkpoint's weights and generators (the optimizer state
+        follows on_train_begin)."""
         self.model.load_state_dict(resume["model"])
-        self.optimizer.load_state_dict(resume["optimizer"], self.model.parameters())
         self.rng.bit_generator.state = resume["shuffle"]
         _init.get_generator().bit_generator.state = resume["generator"]
 

@@ -182,7 +182,7 @@ def _assert_checkpoint_resumes(path):
     # intact: it loads, with its optimizer state and training position
     model = nn.load(str(path), optimizer=nn.SGD(lr=0.0))
     assert len(model.state_dict()) == 4
-    _, _, entry, _ = nn.serialize.read_checkpoint(str(path), "training.")
+    _, _, entry, _ = nn.serialize.read_checkpoint(str(path))
     assert entry["batch_size"] == 32 and entry["shards"] == 4
 
 
@@ -270,7 +270,7 @@ def test_two_ranks_resume_a_stopped_run_bitwise(mpiexec, tmp_path):
     ref = _resume_run(mpiexec, None, tmp_path / "ref.npz", tmp_path / "ref")
     _resume_run(mpiexec, 2, tmp_path / "stopped.npz", tmp_path / "run", "--stop", "1,6")
     ckpt = str(tmp_path / "run" / "ckpt.nnc")
-    _, _, entry, _ = nn.serialize.read_checkpoint(ckpt, "training.")
+    _, _, entry, _ = nn.serialize.read_checkpoint(ckpt)
     assert (entry["epoch"], entry["batch"]) == (1, 5)
     got = _resume_run(mpiexec, 2, tmp_path / "two.npz", tmp_path / "run", "--from", ckpt)
     assert_bitwise(ref, got, "2 ranks resumed")

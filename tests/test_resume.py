@@ -77,7 +77,7 @@ def test_a_stopped_run_resumes_bitwise(tmp_path, shards, save_freq, stop, saved_
         _stop_after(trainer, *stop)])
     # a stop mid-epoch logs the partial epoch too
     assert trainer.stop_training and len(stopped) == stop[0] + 1
-    _, _, entry, _ = nn.serialize.read_checkpoint(path, "training.")
+    _, _, entry, _ = nn.serialize.read_checkpoint(path)
     assert (entry["epoch"], entry["batch"]) == saved_at
 
     # a fresh trainer, model and generators: everything comes from the file
