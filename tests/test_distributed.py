@@ -280,6 +280,30 @@ def test_two_ranks_resume_a_stopped_run_bitwise(mpiexec, tmp_path):
     assert_bitwise(ref, one, "one process resumed")
 
 
+def test_cli_resumes_a_run_under_mpiexec_bitwise(mpiexec, tmp_path):
+    # digits: 11 batches of 128 per epoch. The 2-epoch run's last checkpoint
+    # is after step 21 (mid-epoch 2); a 3-epoch run resumed from it ends
+    # with the weights of a 3-epoch run never stopped.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def train_cli(epochs, name, *flags):
+        proc = run([mpiexec, "-n", "2", sys.executable, "-m", "nncore", "train", "--data",
+                    "digits", "--epochs", str(epochs), "--verbose", "0", "--checkpoint-every",
+                    "7", "--out", str(tmp_path / f"{name}.nnc"), *flags], env=env,
+                   cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout, nn.load(str(tmp_path / f"{name}.nnc")).state_dict()
+
+    _, ref = train_cli(3, "ref", "--checkpoint", str(tmp_path / "ref-ckpt.nnc"))
+    ckpt = str(tmp_path / "ckpt.nnc")
+    train_cli(2, "first", "--checkpoint", ckpt, "--resume")       # nothing to resume yet
+    _, _, entry, _ = nn.serialize.read_checkpoint(ckpt)
+    assert (entry["epoch"], entry["batch"]) == (1, 10)
+    out, got = train_cli(3, "resumed", "--checkpoint", ckpt, "--resume")
+    assert out.count(f"resuming from {ckpt}") == 1
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
 # ---- data: memory-mapped Fashion-MNIST under the command line --------------------
 
 def _fake_fashion(folder, n_train=600, n_test=100):

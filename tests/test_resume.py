@@ -173,3 +173,46 @@ def test_save_freq_is_checked():
         nn.callbacks.ModelCheckpoint("x.nnc", save_freq=0)
     with pytest.raises(ValueError, match="save_best_only compares epoch logs"):
         nn.callbacks.ModelCheckpoint("x.nnc", save_freq=3, save_best_only=True)
+
+
+# ---- the command line: train --checkpoint PATH [--checkpoint-every N] --resume ----
+
+def _train_cli(tmp_path, epochs, name, *flags):
+    from nncore.__main__ import main
+    out = tmp_path / f"{name}.nnc"
+    assert main(["train", "--data", "digits", "--epochs", str(epochs), "--verbose", "0",
+                 "--threads", "1", "--out", str(out), *flags]) == 0
+    return nn.load(str(out)).state_dict()
+
+
+def test_cli_resumes_bitwise(tmp_path, capsys):
+    ref = _train_cli(tmp_path, 3, "ref", "--checkpoint", str(tmp_path / "r.nnc"),
+                     "--checkpoint-every", "7")
+    ckpt = str(tmp_path / "c.nnc")
+    _train_cli(tmp_path, 2, "first", "--checkpoint", ckpt, "--checkpoint-every", "7")
+    capsys.readouterr()
+    got = _train_cli(tmp_path, 3, "resumed", "--checkpoint", ckpt, "--checkpoint-every", "7",
+                     "--resume")
+    assert f"resuming from {ckpt}" in capsys.readouterr().out
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
+def test_cli_checkpoint_flags_are_checked(capsys):
+    from nncore.__main__ import main
+    assert main(["train", "--data", "digits", "--resume"]) == 2
+    assert "--resume need --checkpoint PATH" in capsys.readouterr().err
+    assert main(["train", "--data", "digits", "--checkpoint", "c.nnc",
+                 "--checkpoint-every", "0"]) == 2
+    assert "--checkpoint-every must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_prints_where_it_stopped(tmp_path, capsys, monkeypatch):
+    from nncore.__main__ import main
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt("Trainer.fit: interrupted (SIGINT) after batch 3 of epoch 1")
+    monkeypatch.setattr(nn.Trainer, "fit", interrupted)
+    ckpt = str(tmp_path / "c.nnc")
+    assert main(["train", "--data", "digits", "--checkpoint", ckpt, "--out", ""]) == 130
+    assert (f"interrupted (SIGINT) after batch 3 of epoch 1; resume with --checkpoint {ckpt} "
+            "--resume") in capsys.readouterr().out
