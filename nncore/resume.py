@@ -42,7 +42,7 @@ __all__ = ["capture", "read", "stateful", "PREFIX"]
 PREFIX = "training."
 _KEYS = {"epoch", "batch", "n_samples", "batch_size", "shards", "shuffle", "generator",
          "history", "metrics", "callbacks"}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,99}")
+_NAME = re.compile(r"[^\x00-\x1f]{1,200}")     # a history key or metric name
 
 
 def stateful(callbacks):

@@ -88,6 +88,27 @@ def test_a_stopped_run_resumes_bitwise(tmp_path, shards, save_freq, stop, saved_
     _assert_same_run(ref, (trainer.model, history))
 
 
+@pytest.mark.parametrize("shuffle, weighted", [(False, False), (True, True)])
+def test_resume_without_shuffling_or_with_sample_weights(tmp_path, shuffle, weighted):
+    X, y = _data()
+    w = np.random.default_rng(5).random(N) if weighted else None
+
+    def fit(path, stop=None, resume_from=None):
+        trainer = _trainer()
+        trainer.shuffle = shuffle
+        extra = [_stop_after(trainer, *stop)] if stop else []
+        history = trainer.fit(X, y, 3, verbose=0, sample_weight=w, resume_from=resume_from,
+                              callbacks=_callbacks(path, 5) + extra)
+        return trainer, history
+
+    trainer, history = fit(str(tmp_path / "ref.nnc"))
+    ref = trainer.model, history
+    path = str(tmp_path / "ckpt.nnc")
+    fit(path, stop=(1, 9))
+    trainer, history = fit(path, resume_from=path)
+    _assert_same_run(ref, (trainer.model, history))
+
+
 def test_a_resumed_run_writes_the_same_checkpoints(tmp_path):
     X, y = _data()
     trainer = _trainer()
