@@ -299,6 +299,11 @@ def load_fashion_mnist(path=None, *, flatten=True, normalize=True, mmap=False):
         labels = read_idx(label_file)
         if mmap:
             X = _mapped(image_file, labels, 10, 255, normalize)
+            # (_images checked the labels if it built the cache just now)
+            if labels.dtype != np.uint8 or labels.ndim != 1 or (labels.size
+                                                                and labels.max() >= 10):
+                raise FormatError(f"{label_file}: expected uint8 labels 0..9 of shape (n,), "
+                                  f"got {labels.dtype} {labels.shape}")
             out.append((X if flatten else X.reshape(len(X), 1, 28, 28),
                         labels.astype(np.int64)))
             continue

@@ -204,6 +204,16 @@ def test_fashion_cache_follows_its_source(tmp_path, monkeypatch):
     assert (X == 1.0).all()
 
 
+def test_fashion_mapped_checks_labels_with_a_cache_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNCORE_CACHE", str(tmp_path / "cache"))
+    fake_fashion(tmp_path / "fm")
+    datasets.load_fashion_mnist(tmp_path / "fm", mmap=True)
+    datasets.write_idx(tmp_path / "fm" / "train-labels-idx1-ubyte.gz",
+                       np.full(12, 10, np.uint8))
+    with pytest.raises(FormatError, match="expected uint8 labels 0..9"):
+        datasets.load_fashion_mnist(tmp_path / "fm", mmap=True)
+
+
 @pytest.mark.parametrize("subfolder", ["fashion-mnist", ""])
 def test_fashion_from_nncore_data(tmp_path, monkeypatch, subfolder):
     fake_fashion(tmp_path / subfolder, n_train=3)
