@@ -8,7 +8,10 @@ MLP at batch 128 and 1024 for
 
 and the cost of the two exchanges alone on this model's gradient (an
 Allgatherv of one tree node per rank, then the tree's last adds, against
-one Allreduce).
+one Allreduce), next to the backward pass of one shard: overlapping the
+exchange with the backward pass can hide at most the smaller of the two per
+step (a rank's tree node is complete only once its last shard's backward
+has produced it, layer by layer), which bounds what overlap could gain.
 
     python benchmarks/bench_distributed.py [--samples 16384] [--epochs 3]
 
@@ -87,6 +90,28 @@ def _collectives(comm, n_params, repeats=50):
     return out
 
 
+def _backward_seconds(rows, repeats=50):
+    """Median seconds of one backward pass of the MLP on ``rows`` rows
+    (1 thread): the window an overlapped exchange could hide in."""
+    import nncore as nn
+    nn.set_num_threads(1)
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Dense(784, HIDDEN[0], activation="relu"),
+                          nn.Dense(HIDDEN[0], HIDDEN[1], activation="relu"),
+                          nn.Dense(HIDDEN[1], 10))
+    loss = nn.CrossEntropyLoss()
+    X, y = _data(rows)
+    model.train()
+    times = []
+    for _ in range(repeats):
+        loss.forward(model.forward(X), y)
+        grad = loss.backward()
+        start = time.perf_counter()
+        model.backward(grad, input_grad=False)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 # The alpha-beta model of docs/distributed.md: (name, alpha seconds, bytes/s).
 NETWORKS = (("10 GbE, TCP", 20e-6, 10e9 * 0.93 / 8),
             ("25 GbE, RoCE", 2e-6, 25e9 * 0.93 / 8),
@@ -134,8 +159,11 @@ def worker(args):
                          "mode": "fixed-order" if deterministic else "native",
                          "samples_per_sec": rate})
     coll = _collectives(comm, n_params) if comm.Get_size() > 1 else None
+    # every rank times a shard's backward at once, as in training (the cores are shared)
+    backward = {batch: _backward_seconds(batch // 4) for batch in args.batches}
     if comm.Get_rank() == 0:
-        print(json.dumps({"rows": rows, "collectives": coll, "n_params": n_params}))
+        print(json.dumps({"rows": rows, "collectives": coll, "n_params": n_params,
+                          "backward": backward}))
 
 
 def main():
@@ -183,6 +211,7 @@ def main():
                 rows.append((f"{r['ranks']} MPI rank(s) x 1 thread, shards=4, {r['mode']}",
                              r["batch"], r["samples_per_sec"]))
             coll = result["collectives"] or coll
+            backward = result["backward"]
     print(f"784-256-128-10 MLP ({n_params} parameters), SGD momentum, {args.samples} "
           f"samples, median samples/s over epochs 2..{args.epochs}\n")
     print(f"| configuration | {' | '.join(f'batch {b}' for b in args.batches)} |")
@@ -196,6 +225,19 @@ def main():
               f"rank {coll['allgatherv'] * 1e6:.0f} us + the tree finished "
               f"{coll['node_sum'] * 1e6:.0f} us; native Allreduce "
               f"{coll['allreduce'] * 1e6:.0f} us")
+        print("\nWhat overlapping the exchange with the backward pass could hide at most, "
+              "2 ranks, fixed order (per step: min(exchange, one shard's backward)):\n")
+        print("| batch | step (2 ranks) | exchange | one shard's backward | at most hidden |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for batch in args.batches:
+            rate = next(r for lab, b, r in rows
+                        if b == batch and lab.startswith("2 MPI") and "fixed" in lab)
+            step = batch / rate
+            exchange = coll["allgatherv"] + coll["node_sum"]
+            hidden = min(exchange, backward[str(batch)])
+            print(f"| {batch} | {step * 1e6:,.0f} us | {exchange * 1e6:,.0f} us | "
+                  f"{backward[str(batch)] * 1e6:,.0f} us | {hidden * 1e6:,.0f} us "
+                  f"({hidden / step:.0%} of the step) |")
 
 
 if __name__ == "__main__":

@@ -138,11 +138,14 @@ def _conv_model_for(name, image_shape, n_classes):
 
 def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, lr,
                       optimizer, momentum, weight_decay, activation, seed, threads, out,
-                      verbose, comm=None, shards=None, model="mlp"):
+                      verbose, comm=None, shards=None, model="mlp", checkpoint=None,
+                      checkpoint_every=None, resume=False):
     """Train a classifier (an MLP, or with model="cnn"/"resnet20" a conv net on
     NCHW images), print test accuracy, throughput and time, save it. With
     ``comm`` (under mpiexec) every rank trains its share; rank 0 alone prints
-    and saves."""
+    and saves. ``checkpoint``: a ModelCheckpoint file (every
+    ``checkpoint_every`` batches, else per epoch) that ``resume`` continues
+    from, bitwise, when it exists."""
     import time
     import numpy as np
     import nncore as nn
@@ -170,9 +173,23 @@ def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch
     say(f"training {arch} on {len(X_train)} samples, {optimizer} lr={lr}, batch "
         f"{batch_size}, {nn.get_num_threads()} thread(s), {nn.info()['isa']} kernels"
         f"{parallel}")
+    callbacks, resume_from = [], None
+    if checkpoint:
+        import os
+        callbacks.append(nn.callbacks.ModelCheckpoint(
+            checkpoint, save_optimizer=True, save_freq=checkpoint_every or "epoch"))
+        if resume and os.path.exists(checkpoint):
+            resume_from = checkpoint
+            say(f"resuming from {checkpoint}")
     start = time.perf_counter()
-    history = trainer.fit(X_train, y_train, epochs, validation_data=(X_test, y_test),
-                          verbose=verbose)
+    try:
+        history = trainer.fit(X_train, y_train, epochs, validation_data=(X_test, y_test),
+                              verbose=verbose, callbacks=callbacks, resume_from=resume_from)
+    except KeyboardInterrupt as exc:
+        # every rank stops after the same step; one message, no traceback
+        say(f"{exc}" + (f"; resume with --checkpoint {checkpoint} --resume"
+                        if checkpoint else ""))
+        return 130
     seconds = time.perf_counter() - start
     test = trainer.evaluate(X_test, y_test)
     train_seconds = sum(len(X_train) / rate for rate in history["samples_per_sec"])
@@ -222,6 +239,13 @@ def cmd_train(args):
     if args.shards is not None and args.shards < 1:
         print(f"error: --shards must be >= 1, got {args.shards}", file=sys.stderr)
         return 2
+    if (args.checkpoint_every is not None or args.resume) and not args.checkpoint:
+        print("error: --checkpoint-every and --resume need --checkpoint PATH", file=sys.stderr)
+        return 2
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        print(f"error: --checkpoint-every must be >= 1, got {args.checkpoint_every}",
+              file=sys.stderr)
+        return 2
     comm = _mpi_world()
     if comm is not None and args.threads is None:
         args.threads = _threads_per_rank(comm)
@@ -236,8 +260,8 @@ def cmd_train(args):
             X, y, test_size=0.25, seed=args.seed, stratify=True)
     else:
         try:
-            (X_train, y_train), (X_test, y_test) = nn.datasets.load_fashion_mnist(
-                args.path, flatten=flatten)
+            train, test = _load_fashion_mnist(args.path, flatten, comm)
+            (X_train, y_train), (X_test, y_test) = train, test
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -248,7 +272,28 @@ def cmd_train(args):
                              weight_decay=args.weight_decay,
                              activation=args.activation or "relu", seed=args.seed,
                              threads=args.threads, out=args.out, verbose=args.verbose,
-                             comm=comm, shards=args.shards, model=args.model)
+                             comm=comm, shards=args.shards, model=args.model,
+                             checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                             resume=args.resume)
+
+
+def _load_fashion_mnist(path, flatten, comm):
+    """Fashion-MNIST; under mpiexec memory-mapped (a .npy cache of the
+    gzip'ed IDX files that rank 0 builds first, if missing, and every rank
+    maps): the ranks of a node share one copy and each reads only its rows."""
+    import nncore as nn
+    if comm is None:
+        return nn.datasets.load_fashion_mnist(path, flatten=flatten)
+    error = None
+    if comm.Get_rank() == 0:
+        try:
+            nn.datasets.load_fashion_mnist(path, mmap=True)
+        except (OSError, ValueError) as exc:
+            error = exc
+    error = comm.bcast(error, root=0)       # every rank fails alike, none waits
+    if error is not None:
+        raise error
+    return nn.datasets.load_fashion_mnist(path, flatten=flatten, mmap=True)
 
 
 def _add_demo_parser(sub):
@@ -287,6 +332,14 @@ def _add_train_parser(sub):
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
     p.add_argument("--out", default="nncore-model.nnc", help="where to save the model "
                    "('' to skip)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="write a checkpoint that resumes the run bitwise (model, optimizer, "
+                        "training position) at every epoch's end, or see --checkpoint-every")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="BATCHES",
+                   help="write the --checkpoint every this many batches instead")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint when the file exists (the same data, "
+                        "--batch-size, --shards and optimizer), bitwise as if never stopped")
     p.add_argument("--shards", type=int, default=None,
                    help="cut each batch into this many shards, summed in a fixed order: "
                         "bitwise the same weights on any number of MPI ranks (default 4 "

@@ -15,6 +15,12 @@ the epoch's entries of the History: ``loss``, the metrics (``accuracy``),
 training after the current batch. ``on_batch_end`` is called only for
 callbacks that define it, so epoch-level callbacks cost nothing per batch.
 
+A callback whose decisions depend on earlier epochs keeps that state in the
+attributes named by its ``_state`` tuple: ``state_dict()`` returns them
+(ints, floats or None) and ``load_state_dict(d)`` puts them back, after
+``on_train_begin``, when ``Trainer.fit(..., resume_from=path)`` resumes a
+run from a ``ModelCheckpoint(..., save_optimizer=True)`` file.
+
 Learning-rate schedules change ``trainer.optimizer.lr`` in place and follow
 ``torch.optim.lr_scheduler``'s update rules (the same recursive "chainable"
 forms, so several schedules compose as they do in PyTorch): a run can be
@@ -37,6 +43,15 @@ class Callback:
     """Base class: every hook does nothing. ``self.trainer`` is the Trainer."""
 
     trainer = None
+    _state = ()         # the attributes a resumed run needs back (see state_dict)
+
+    def state_dict(self):
+        """The callback's state a checkpoint keeps: {name: int, float or None}."""
+        return {name: getattr(self, name) for name in self._state}
+
+    def load_state_dict(self, state):
+        for name in self._state:
+            setattr(self, name, state[name])
 
     def set_trainer(self, trainer):
         self.trainer = trainer
@@ -165,23 +180,44 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model with ``nncore.save`` at the end of epochs.
+    """Save the model with ``nncore.save`` at the end of epochs, or every
+    ``save_freq`` batches.
 
     ``path`` may hold format fields filled from the epoch (1-based) and logs,
-    e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.nnc"``. With ``save_best_only``,
-    save only when ``monitor`` improves (mode as in EarlyStopping). With
-    ``save_optimizer``, the trainer's optimizer state goes in the file too
-    (``nncore.load(path, optimizer=...)`` restores it, to resume training).
+    e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.nnc"`` (with ``save_freq=k``:
+    ``epoch``, ``batch``, the batch's number in its epoch from 1, and
+    ``loss``, the batch's). With ``save_best_only``, save only when
+    ``monitor`` improves (mode as in EarlyStopping; per epoch only).
+
+    ``save_optimizer=True`` makes the file a checkpoint that resumes the run
+    bitwise: the optimizer state and the training position go in too (the
+    epoch and batch, the shuffling and Dropout generators, the epoch's
+    permutation, the callbacks' state, the history so far; see
+    nncore/resume.py), and ``Trainer.fit(X, y, epochs, resume_from=path)``
+    continues from there (``nncore.load(path, optimizer=...)`` still reads
+    it as a model). ``save_freq=k`` saves after every k-th batch of the run
+    (counting from its first epoch, so a resumed run saves at the same
+    steps).
+
+    When a callback stops training mid-epoch, the partial epoch's
+    ``on_epoch_end`` writes no checkpoint with ``save_optimizer`` (the
+    callbacks then treat the partial epoch as complete, which no position
+    describes): the previous one stays the one to resume from.
+
     Every save is atomic (a temporary file renamed over the target), so an
-    interrupted run never leaves a truncated checkpoint behind.
+    interrupted or killed run never leaves a truncated checkpoint behind.
+    ModelCheckpoint's hooks run after those of the other callbacks, so a
+    file holds what the next step starts from (a schedule's new rate, say).
     """
 
     # in data-parallel training (Trainer(comm=...)) only rank 0 writes: the
     # ranks hold the same weights, and two writers would race on one file
     rank_zero_only = True
+    runs_last = True
+    _state = ("best",)
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
-                 save_optimizer=False):
+                 save_optimizer=False, save_freq="epoch"):
         if not isinstance(path, (str, bytes)) and not hasattr(path, "__fspath__"):
             raise TypeError(f"ModelCheckpoint: path must be a str or path-like, got "
                             f"{type(path).__name__}")
@@ -196,6 +232,15 @@ class ModelCheckpoint(Callback):
         if "" in self._fields or any(f.isdigit() for f in self._fields):
             raise ValueError(f"ModelCheckpoint: path {self.path!r} has a positional field; "
                              "name the fields, e.g. {epoch:03d}")
+        if save_freq != "epoch":
+            if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
+                raise ValueError(f"ModelCheckpoint: save_freq must be 'epoch' or an int >= 1 "
+                                 f"(batches), got {save_freq!r}")
+            if save_best_only:
+                raise ValueError("ModelCheckpoint: save_best_only compares epoch logs; use it "
+                                 "with save_freq='epoch'")
+            self.on_batch_end = self._batch_end
+        self.save_freq = save_freq
         self.monitor = monitor
         self.save_best_only = save_best_only
         self.save_optimizer = bool(save_optimizer)
@@ -210,7 +255,32 @@ class ModelCheckpoint(Callback):
             raise TypeError(f"ModelCheckpoint: save_optimizer needs an nncore SGD, Adam, AdamW "
                             f"or RMSprop, got {type(optimizer).__name__}")
 
+    def _save(self, values, epoch_end):
+        logs = "epoch logs" if epoch_end else "batch logs"
+        missing = sorted(self._fields - set(values))
+        if missing:
+            raise ValueError(f"ModelCheckpoint: path {self.path!r} uses {missing}, which the "
+                             f"{logs} do not hold; available: {sorted(values)}")
+        try:
+            path = self.path.format(**values)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot fill in path {self.path!r} from the "
+                             f"{logs} ({type(exc).__name__}: {exc})") from None
+        trainer = self.trainer
+        training = None
+        if self.save_optimizer:
+            position = getattr(trainer, "training_position", None)
+            if callable(position):
+                training = position(epoch_end)
+                if training is None:
+                    return      # an epoch cut short: the previous checkpoint stays
+        save(trainer.model, path, optimizer=trainer.optimizer if self.save_optimizer else None,
+             training=training)
+        self.saved.append(path)
+
     def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq != "epoch":
+            return
         logs = logs or {}
         if self.save_best_only:
             value = _monitored(self, logs, self.monitor)
@@ -218,19 +288,15 @@ class ModelCheckpoint(Callback):
             if not better:
                 return
             self.best = value
-        values = dict(logs, epoch=epoch + 1)
-        missing = sorted(self._fields - set(values))
-        if missing:
-            raise ValueError(f"ModelCheckpoint: path {self.path!r} uses {missing}, which the "
-                             f"epoch logs do not hold; available: {sorted(values)}")
-        try:
-            path = self.path.format(**values)
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-            raise ValueError(f"ModelCheckpoint: cannot fill in path {self.path!r} from the "
-                             f"epoch logs ({type(exc).__name__}: {exc})") from None
-        save(self.trainer.model, path,
-             optimizer=self.trainer.optimizer if self.save_optimizer else None)
-        self.saved.append(path)
+        self._save(dict(logs, epoch=epoch + 1), True)
+
+    def _batch_end(self, batch, logs=None):
+        trainer = self.trainer
+        epoch = trainer._position[0]
+        step = epoch * -(-trainer.n_samples // trainer.batch_size) + batch + 1
+        if step % self.save_freq == 0:
+            self._save({"epoch": epoch + 1, "batch": batch + 1,
+                        "loss": (logs or {}).get("loss")}, False)
 
 
 class _Schedule(Callback):
@@ -253,6 +319,8 @@ class StepLR(_Schedule):
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs
     (``torch.optim.lr_scheduler.StepLR``, stepped once per epoch)."""
 
+    _state = ("last_epoch",)
+
     def __init__(self, step_size, gamma=0.1):
         _check_positive_int(step_size, "step_size", "StepLR")
         self.step_size = step_size
@@ -272,6 +340,8 @@ class CosineAnnealingLR(_Schedule):
     """Cosine annealing from the initial learning rate down to ``eta_min``
     over ``T_max`` epochs (``torch.optim.lr_scheduler.CosineAnnealingLR``: the
     same recursive update, so past ``T_max`` it rises again, as PyTorch's does)."""
+
+    _state = ("base_lr", "last_epoch")
 
     def __init__(self, T_max, eta_min=0.0):
         _check_positive_int(T_max, "T_max", "CosineAnnealingLR")
@@ -303,6 +373,8 @@ class LinearWarmup(_Schedule):
     default, as warm-up usually is): the first batch uses
     ``start_factor * lr``.
     """
+
+    _state = ("last_epoch",)
 
     def __init__(self, total_iters, start_factor=1.0 / 3, end_factor=1.0, unit="batch"):
         _check_positive_int(total_iters, "total_iters", "LinearWarmup")
@@ -349,6 +421,8 @@ class ReduceLROnPlateau(_Schedule):
     improved for more than ``patience`` epochs
     (``torch.optim.lr_scheduler.ReduceLROnPlateau``: same threshold, cooldown,
     min_lr and eps rules)."""
+
+    _state = ("best", "num_bad_epochs", "cooldown_counter")
 
     def __init__(self, monitor="val_loss", mode="auto", factor=0.1, patience=10,
                  threshold=1e-4, threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):

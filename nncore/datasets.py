@@ -6,6 +6,9 @@
   classes) from a folder, ``$NNCORE_DATA``, or where Debian's
   ``dataset-fashion-mnist`` package installs it.
 - :func:`read_idx`/:func:`write_idx` read and write IDX files, gzip'ed or raw.
+- ``load_fashion_mnist(mmap=True)`` maps the images instead of loading them:
+  several processes (MPI ranks) then share one copy in the page cache and
+  each reads only the rows it trains on.
 - :func:`train_test_split` splits arrays reproducibly (optionally stratified).
 
 Features come back as float32 scaled to [0, 1] and labels as int64, ready for
@@ -18,15 +21,17 @@ https://doi.org/10.24432/C50P49, licensed CC BY 4.0
 files (see nncore/data/README.md). :data:`DIGITS_CITATION` has the reference.
 """
 import gzip
+import hashlib
 import os
 import zlib
 
 import numpy as np
 
 from .errors import FormatError
+from .io import write_atomically
 
 __all__ = ["read_idx", "write_idx", "load_digits", "load_fashion_mnist",
-           "train_test_split", "FASHION_MNIST_CLASSES", "DEBIAN_FASHION_MNIST",
+           "train_test_split", "cache_dir", "FASHION_MNIST_CLASSES", "DEBIAN_FASHION_MNIST",
            "DIGITS_CITATION"]
 
 DIGITS_CITATION = (
@@ -209,7 +214,44 @@ def _find_file(folder, stem):
     return None
 
 
-def load_fashion_mnist(path=None, *, flatten=True, normalize=True):
+def cache_dir():
+    """Where decoded data sets are cached for mapping: ``$NNCORE_CACHE``, else
+    ``$XDG_CACHE_HOME/nncore``, else ``~/.cache/nncore``."""
+    env = os.environ.get("NNCORE_CACHE")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "nncore")
+
+
+def _mapped(image_file, labels, n_classes, scale, normalize):
+    """The images of ``image_file`` as a read-only memmap of a .npy cache:
+    (n, h*w), float32 / scale (normalize) or uint8. A gzip'ed IDX file cannot
+    be mapped, so it is decoded and checked once into the cache; the cache's
+    name holds the source's path, size and mtime, so a changed source is
+    decoded again. Written atomically: ranks racing to build it are safe."""
+    st = os.stat(image_file)
+    key = hashlib.sha256(f"{os.path.abspath(image_file)}\0{st.st_size}\0{st.st_mtime_ns}"
+                         .encode()).hexdigest()[:16]
+    stem = os.path.basename(image_file).split(".")[0]
+    folder = cache_dir()
+    target = os.path.join(folder, f"{stem}-{'f32' if normalize else 'u8'}-{key}.npy")
+    if not os.path.exists(target):
+        images = read_idx(image_file)
+        if images.shape[1:] != (28, 28):
+            raise FormatError(f"{image_file}: expected 28x28 images, got shape {images.shape}")
+        X, _ = _images(images, labels, n_classes, scale, True, normalize, image_file)
+        os.makedirs(folder, exist_ok=True)
+        write_atomically(target, lambda f: np.save(f, X, allow_pickle=False))
+    X = np.load(target, mmap_mode="r", allow_pickle=False)
+    dtype = np.float32 if normalize else np.uint8
+    if not isinstance(X, np.memmap) or X.dtype != dtype or X.shape != (len(labels), 784):
+        raise FormatError(f"{target}: a cache of {image_file} must be {np.dtype(dtype).name} "
+                          f"of shape ({len(labels)}, 784); delete it to rebuild it")
+    return X
+
+
+def load_fashion_mnist(path=None, *, flatten=True, normalize=True, mmap=False):
     """Fashion-MNIST: returns ``((X_train, y_train), (X_test, y_test))``.
 
     Looks for the four IDX files (``train-images-idx3-ubyte``,
@@ -225,6 +267,12 @@ def load_fashion_mnist(path=None, *, flatten=True, normalize=True):
     :data:`FASHION_MNIST_CLASSES`). The full data set has 60000 training and
     10000 test images. Raises FileNotFoundError, saying how to get the data,
     when no folder has the files.
+
+    ``mmap=True``: ``X_*`` are read-only ``np.memmap`` arrays (the same
+    values) of a ``.npy`` cache in :func:`cache_dir`, decoded from the IDX
+    files the first time (the IDX files are usually gzip'ed, and gzip cannot
+    be mapped): processes on one machine share the pages, and training reads
+    only the rows of its batches. The labels are loaded as usual.
     """
     folders = _fashion_candidates(path)
     for folder in folders:
@@ -248,7 +296,18 @@ def load_fashion_mnist(path=None, *, flatten=True, normalize=True):
     out = []
     for split in ("train", "test"):
         image_file, label_file = files[split]
-        images, labels = read_idx(image_file), read_idx(label_file)
+        labels = read_idx(label_file)
+        if mmap:
+            X = _mapped(image_file, labels, 10, 255, normalize)
+            # (_images checked the labels if it built the cache just now)
+            if labels.dtype != np.uint8 or labels.ndim != 1 or (labels.size
+                                                                and labels.max() >= 10):
+                raise FormatError(f"{label_file}: expected uint8 labels 0..9 of shape (n,), "
+                                  f"got {labels.dtype} {labels.shape}")
+            out.append((X if flatten else X.reshape(len(X), 1, 28, 28),
+                        labels.astype(np.int64)))
+            continue
+        images = read_idx(image_file)
         if images.shape[1:] != (28, 28):
             raise FormatError(f"{image_file}: expected 28x28 images, got shape {images.shape}")
         out.append(_images(images, labels, 10, 255, flatten, normalize, image_file))

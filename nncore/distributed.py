@@ -49,7 +49,12 @@ Faults: an exception on one rank while others may be waiting in a collective
 the traceback and calls ``comm.Abort``, so the job ends at once instead of
 hanging. Errors every rank raises at the same point (bad arguments, checked
 together before any collective; a non-finite global loss; an interrupt) are
-raised normally on every rank.
+raised normally on every rank. Ctrl-C (SIGINT) on one rank sets a flag that
+the next step's exchange carries to every rank: all stop after that step. A
+rank that dies is the launcher's to notice (MPICH's Hydra kills the other
+ranks at once). A rank that hangs without dying is caught only by
+``collective_timeout``: a watchdog thread aborts the job when this rank has
+waited longer than that in one of fit's collectives.
 
 mpi4py is imported only when a communicator is given: ``import nncore`` never
 loads MPI.
@@ -58,6 +63,8 @@ import contextlib
 import math
 import numbers
 import sys
+import threading
+import time
 import traceback
 
 import numpy as np
@@ -73,7 +80,7 @@ DEFAULT_SHARDS = 4
 # The front of a shard's row of extras (its outputs follow): the loss as the
 # two float32 halves of its float64 bits, the shard's row count, the stop flag.
 _META = 4
-# stop flags a rank sends with its shards
+# stop flags a rank sends with its shards; rank r's Ctrl-C is _INTERRUPTED + r
 _GO, _STOP, _INTERRUPTED = 0, 1, 2
 
 
@@ -100,7 +107,18 @@ class DataParallel:
     global batch is cut into (at most the batch size; at least the number of
     ranks); ``deterministic``: the fixed-order sum (True) or MPI's Allreduce."""
 
-    def __init__(self, comm, shards=None, deterministic=True):
+    def __init__(self, comm, shards=None, deterministic=True, collective_timeout=None):
+        if collective_timeout is not None:
+            if comm is None:
+                raise ValueError("Trainer: collective_timeout is for data-parallel training "
+                                 "(pass comm)")
+            if (isinstance(collective_timeout, bool)
+                    or not isinstance(collective_timeout, numbers.Real)
+                    or not 0 < collective_timeout < math.inf):
+                raise ValueError(f"Trainer: collective_timeout must be a number of seconds "
+                                 f"> 0 or None, got {collective_timeout!r}")
+        self.timeout = collective_timeout
+        self._deadline = None       # when the collective this rank waits in times out
         if shards is None:
             shards = DEFAULT_SHARDS
         if isinstance(shards, bool) or not isinstance(shards, numbers.Integral) or shards < 1:
@@ -108,6 +126,7 @@ class DataParallel:
         self.shards = int(shards)
         self.deterministic = bool(deterministic)
         self.comm = comm
+        self.interrupted_rank = None    # the rank whose SIGINT stopped the run
         if comm is None:
             self.MPI, self.rank, self.size = None, 0, 1
         else:
@@ -146,7 +165,13 @@ class DataParallel:
     @contextlib.contextmanager
     def guard(self):
         """Abort the MPI job when an exception that not every rank shares
-        escapes: the others may be waiting for this rank in a collective."""
+        escapes: the others may be waiting for this rank in a collective.
+        With a collective_timeout, the watchdog runs while inside."""
+        stop = None
+        if self.timeout is not None and self.comm is not None and self.size > 1:
+            stop = threading.Event()
+            threading.Thread(target=self._watch, args=(stop,), daemon=True,
+                             name="nncore-collective-watchdog").start()
         try:
             yield
         except BaseException as exc:
@@ -154,6 +179,37 @@ class DataParallel:
                     and not getattr(exc, "_nncore_collective", False):
                 self._abort(exc)
             raise
+        finally:
+            if stop is not None:
+                stop.set()
+
+    def _watch(self, stop):
+        """The watchdog thread: abort the job once the collective this rank
+        waits in has taken longer than the timeout (another rank hangs, or
+        died without the launcher ending the job). mpi4py releases the GIL
+        in MPI calls, so this runs while the main thread waits."""
+        while not stop.wait(min(1.0, self.timeout / 4)):
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                sys.stderr.write(
+                    f"nncore.distributed: rank {self.rank} of {self.size} waited more than "
+                    f"collective_timeout={self.timeout:g} s in a collective of Trainer.fit "
+                    f"(another rank hangs or died); aborting the MPI job (comm.Abort)\n")
+                sys.stderr.flush()
+                self.comm.Abort(1)
+                return
+
+    @contextlib.contextmanager
+    def _waiting(self):
+        """Around each of fit's collectives: the watchdog's deadline."""
+        if self.timeout is None:
+            yield
+            return
+        self._deadline = time.monotonic() + self.timeout
+        try:
+            yield
+        finally:
+            self._deadline = None
 
     def _abort(self, exc):
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -165,6 +221,11 @@ class DataParallel:
         self.comm.Abort(1)
 
     # ---- the start of fit ---------------------------------------------------
+    def share(self, obj):
+        """rank 0's ``obj`` on every rank (a resumed run's checkpoint, read
+        on rank 0 only: the ranks need not share a file system)."""
+        return obj if self.comm is None else self.comm.bcast(obj, root=0)
+
     def check(self, trainer, X, y, who):
         """(X, y) validated. A ``np.memmap`` X is checked for shape and
         dtype only and stays mapped: each rank later reads, converts and
@@ -266,7 +327,11 @@ class DataParallel:
              "perm": np.arange(n),
              "y": np.empty_like(y)}
         p["x_flat"] = p["x"].reshape(len(p["x"]), -1)
-        p["X_flat"] = None if isinstance(X, np.memmap) else X.reshape(n, -1)
+        # float32 rows (in memory, or mapped: then checked per batch) are
+        # gathered by the C kernel; other mapped dtypes by NumPy, converting
+        p["mapped"] = isinstance(X, np.memmap)
+        p["X_flat"] = X.reshape(n, -1) \
+            if X.dtype == np.float32 and X.flags.c_contiguous else None
         p["leaves"] = {(first + j, first + j + 1): p["shard"][j] for j in range(owned)}
         if self.comm is None:
             p["extra"] = np.zeros((owned, E), np.float32)
@@ -304,8 +369,9 @@ class DataParallel:
         """The epoch's wall times in the logs: rank 0's on every rank, so
         that the history is the same everywhere."""
         if self.comm is not None:
-            logs["seconds"], logs["samples_per_sec"] = self.comm.bcast(
-                (logs["seconds"], logs["samples_per_sec"]), root=0)
+            with self._waiting():
+                logs["seconds"], logs["samples_per_sec"] = self.comm.bcast(
+                    (logs["seconds"], logs["samples_per_sec"]), root=0)
 
     def agree_stop(self, trainer):
         """After the epoch's callbacks: stop every rank if any rank stops
@@ -313,28 +379,36 @@ class DataParallel:
         one rank between the epoch's last step and now)."""
         if self.comm is None:
             return
-        flags = self.comm.allgather((bool(trainer.stop_training), bool(trainer._interrupted)))
+        with self._waiting():
+            flags = self.comm.allgather((bool(trainer.stop_training),
+                                         bool(trainer._interrupted)))
         trainer.stop_training = any(stop for stop, _ in flags)
-        trainer._interrupted = any(interrupted for _, interrupted in flags)
+        interrupted = [rank for rank, (_, flag) in enumerate(flags) if flag]
+        if interrupted and self.interrupted_rank is None:
+            self.interrupted_rank = interrupted[0]
+        trainer._interrupted = bool(interrupted)
 
     # ---- one epoch -----------------------------------------------------------
     def _gather_rows(self, X, index, plan):
         """The rows ``X[index]`` as float32 in the front of plan["x"]."""
         m = len(index)
-        if plan["X_flat"] is not None:     # validated in memory already
-            _core.gather_rows(plan["X_flat"], index, plan["x_flat"][:m])
-            return plan["x"][:m]
         rows = plan["x"][:m]
-        # a memmap: read only these rows; convert and check them here
-        np.copyto(rows, np.take(X, index, axis=0), casting="unsafe")
+        if plan["X_flat"] is not None:
+            _core.gather_rows(plan["X_flat"], index, plan["x_flat"][:m])
+            if not plan["mapped"]:          # validated in memory already
+                return rows
+        else:
+            # a memmap of another dtype: read only these rows and convert them
+            np.copyto(rows, np.take(X, index, axis=0), casting="unsafe")
         if not all_finite(rows):
             raise ValueError("Trainer.fit: input X contains NaN or infinity (in a row of "
                              "the memory-mapped data)")
         return rows
 
-    def train_epoch(self, trainer, X, y, epoch, hooks, plan):
+    def train_epoch(self, trainer, X, y, epoch, hooks, plan, at=None):
         """One pass over the data; returns the epoch's (global) loss and
-        metrics, the same on every rank."""
+        metrics, the same on every rank. ``at``: as Trainer._train_epoch's
+        (the rest of an epoch a checkpoint stopped in)."""
         model, loss, optimizer = trainer.model, trainer.loss, trainer.optimizer
         skip_input_grad = trainer._skip_input_grad
         model.train()
@@ -346,7 +420,8 @@ class DataParallel:
         n = len(X)
         n_batches = -(-n // bs)
         perm = plan["perm"]
-        if trainer.shuffle:
+        b0 = 0 if at is None else at[0]
+        if trainer.shuffle and b0 == 0:     # a resumed epoch has its permutation
             trainer.rng.shuffle(perm)
         targets = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
         metrics = trainer.metrics
@@ -354,14 +429,18 @@ class DataParallel:
             metric.begin(targets)
 
         total = 0.0
-        for b in range(n_batches):
+        if at is not None:
+            total = at[1][0]
+            for metric, value in zip(metrics, at[1][2]):
+                metric.resume(value, min(b0 * bs, n))
+        for b in range(b0, n_batches):
             lo, hi = b * bs, min((b + 1) * bs, n)
             m = hi - lo
             bounds = [lo + s * m // S for s in range(S + 1)]
             x = self._gather_rows(X, perm[bounds[first]:bounds[last]], plan)
             # One key per step on every rank; the shards' Dropout keys derive from it.
             key = _init.next_key()
-            flag = _INTERRUPTED if trainer._interrupted else (
+            flag = _INTERRUPTED + self.rank if trainer._interrupted else (
                 _STOP if trainer.stop_training else _GO)
             if K:
                 _flatten(buffers, snap)
@@ -398,7 +477,9 @@ class DataParallel:
             batch_total, flags, nonempty = 0.0, _GO, 0
             for s in range(S):
                 rows = int(extras[s][2])
-                flags = max(flags, int(extras[s][3]))
+                flag = int(extras[s][3])
+                # the first rank interrupted, in shard (so rank) order
+                flags = flag if flags < _INTERRUPTED and flag > flags else flags
                 if rows == 0:
                     continue
                 nonempty += 1
@@ -423,8 +504,14 @@ class DataParallel:
             total += batch_total
             if flags != _GO:
                 trainer.stop_training = True
-                trainer._interrupted = trainer._interrupted or flags == _INTERRUPTED
+                if flags >= _INTERRUPTED:
+                    trainer._interrupted = True
+                    if self.interrupted_rank is None:
+                        self.interrupted_rank = flags - _INTERRUPTED
             if hooks:
+                # where a checkpoint taken by a hook is (Trainer.training_position)
+                trainer._position = (epoch, b + 1)
+                trainer._run["partial"] = (total, hi, hi)
                 logs = {"batch": b, "size": m, "loss": value}
                 for hook in hooks:
                     hook(b, logs)
@@ -444,14 +531,17 @@ class DataParallel:
         if self.deterministic:
             for (a, b), out in plan["pieces"]:
                 _tree_sum(a, b, plan["leaves"], out, plan["scratch"])
-            comm.Allgatherv([plan["send"], MPI.FLOAT], [plan["recv"], plan["spec"], MPI.FLOAT])
+            with self._waiting():
+                comm.Allgatherv([plan["send"], MPI.FLOAT],
+                                [plan["recv"], plan["spec"], MPI.FLOAT])
             return plan["extras"]
         # native: this rank's shards summed here, the ranks summed by MPI
         acc = plan["acc"]
         _tree_sum(plan["first"], plan["last"], plan["leaves"], acc, plan["scratch"])
-        comm.Allreduce(MPI.IN_PLACE, [acc, MPI.FLOAT], op=MPI.SUM)
-        comm.Allgatherv([plan["extra"], MPI.FLOAT],
-                        [plan["recv_extra"], plan["spec"], MPI.FLOAT])
+        with self._waiting():
+            comm.Allreduce(MPI.IN_PLACE, [acc, MPI.FLOAT], op=MPI.SUM)
+            comm.Allgatherv([plan["extra"], MPI.FLOAT],
+                            [plan["recv_extra"], plan["spec"], MPI.FLOAT])
         return plan["extras"]
 
     def _reduce(self, plan, nonempty):

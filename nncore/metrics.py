@@ -11,7 +11,9 @@ what they need from each batch into a bounded buffer and compare it with the
 targets, vectorised, whenever it fills: one cheap NumPy call per batch, which
 matters at batch size 1.
 The Trainer passes the model's raw output (logits for the classification
-losses) and targets in the form the loss takes them.
+losses) and targets in the form the loss takes them. ``partial(upto)`` and
+``resume(total, upto)`` carry a pass's running total over a checkpoint taken
+mid-epoch (``ModelCheckpoint(save_freq=k, save_optimizer=True)``).
 """
 import numpy as np
 
@@ -32,6 +34,17 @@ class Metric:
 
     def result(self, n):
         raise NotImplementedError
+
+    def partial(self, upto):
+        """The running total over the pass's first ``upto`` rows (all its
+        updates so far), as a float."""
+        raise NotImplementedError(f"metric {self.name!r} has no partial()/resume(): a "
+                                  "checkpoint mid-epoch cannot keep its running total")
+
+    def resume(self, total, upto):
+        """Continue a pass from row ``upto`` with ``partial``'s total (after
+        ``begin``)."""
+        raise NotImplementedError(f"metric {self.name!r} has no partial()/resume()")
 
 
 def _buffer(old, shape, dtype):
@@ -86,6 +99,13 @@ class _Buffered(Metric):
     def result(self, n):
         self._flush(n)
         return self._total / (n * self._width)
+
+    def partial(self, upto):
+        self._flush(upto)
+        return float(self._total)
+
+    def resume(self, total, upto):
+        self._total, self._base = total, upto
 
 
 class Accuracy(_Buffered):
@@ -157,6 +177,12 @@ class FunctionMetric(Metric):
 
     def result(self, n):
         return self._total / n
+
+    def partial(self, upto):
+        return self._total
+
+    def resume(self, total, upto):
+        self._total = total
 
 
 _NAMED = {"mae": MeanAbsoluteError, "mse": MeanSquaredError}

@@ -44,11 +44,12 @@ from .io import read_archive, write_archive
 from .layers import ROLES, Sequential
 from .optim import SGD, Adam, AdamW, RMSprop
 
-__all__ = ["save", "load", "register_kind", "build_model", "read_optimizer_state",
-           "split_optimizer_state", "no_stray_tensors", "OPTIMIZERS"]
+__all__ = ["save", "load", "read_checkpoint", "register_kind", "build_model",
+           "read_optimizer_state", "split_optimizer_state", "no_stray_tensors", "OPTIMIZERS"]
 
 _MAX_LAYERS = 10000
 _OPTIMIZER = "optimizer."       # the prefix of a model file's optimizer buffers
+_TRAINING = "training."         # the prefix of a checkpoint's training-position tensors
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
 
 
@@ -85,15 +86,17 @@ def split_optimizer_state(state, prefix):
     return entry, {prefix + key: arr for key, arr in state["buffers"].items()}
 
 
-def save(obj, path, optimizer=None):
+def save(obj, path, optimizer=None, training=None):
     """Save a model (a Sequential) or an object of a registered kind (a
     fitted NNClassifier/NNRegressor) to ``path``, atomically: the previous
     file there survives any failure.
 
     With a model, ``optimizer`` (an nncore SGD, Adam, AdamW or RMSprop)
     saves its state for ``model.parameters()`` in the same file (see
-    ``load``): a checkpoint to resume training from. Estimators always keep
-    the state their ``partial_fit`` continues from."""
+    ``load``): a checkpoint to resume training from. ``training`` (with an
+    optimizer): (a JSON entry, tensors named "training.*"), the trainer's
+    position that ``ModelCheckpoint`` adds (nncore/resume.py). Estimators
+    always keep the state their ``partial_fit`` continues from."""
     kind = next((k for k in _KINDS.values() if isinstance(obj, k.classes)), None)
     if kind is not None:
         entry, model, extra = kind.dump(obj)
@@ -118,6 +121,15 @@ def save(obj, path, optimizer=None):
                                                _OPTIMIZER)
         meta["optimizer"] = entry
         tensors.update(buffers)
+        if training is not None:
+            meta["training"], position = training
+            if not all(name.startswith(_TRAINING) for name in position):
+                raise ValueError(f"nncore.save: training tensors must be named "
+                                 f"{_TRAINING}*, got {sorted(position)[:5]}")
+            tensors.update(position)
+    elif training is not None:
+        raise TypeError("nncore.save: training= needs optimizer= (a position without the "
+                        "optimizer state cannot resume a run)")
     tensors.update(extra)
     write_archive(path, meta, tensors)
 
@@ -214,13 +226,14 @@ def no_stray_tensors(tensors, prefixes, fail):
 
 def _read_model_optimizer(meta, model, tensors, optimizer, fail):
     """A model file's optimizer entry, loaded into ``optimizer``, or when it
-    is None into a scratch optimizer of the saved type: checked either way."""
+    is None into a scratch optimizer of the saved type: checked either way.
+    Returns the optimizer loaded (None when the file holds none)."""
     if "optimizer" not in meta:
         no_stray_tensors(tensors, (), fail)
         if optimizer is not None:
             fail("the file holds no optimizer state (save it with "
                  "nncore.save(model, path, optimizer=...))")
-        return
+        return None
     entry = meta["optimizer"]
     classes = OPTIMIZERS
     kind = entry.get("type") if isinstance(entry, dict) else None
@@ -236,6 +249,31 @@ def _read_model_optimizer(meta, model, tensors, optimizer, fail):
     # load_state_dict changes nothing unless all of the state checks out
     read_optimizer_state(optimizer, model.parameters(), entry, tensors, _OPTIMIZER,
                          "optimizer", fail)
+    return optimizer
+
+
+def read_checkpoint(path):
+    """A model file read for resuming: (the model, its optimizer state as
+    ``Optimizer.state_dict`` gives it or None, the "training" header entry
+    or None, the tensors named "training.*"). The model and the optimizer
+    state are checked here; the training entry by its reader
+    (nncore/resume.py)."""
+    meta, tensors = read_archive(path)
+    where = os.fsdecode(path)
+
+    def fail(msg):
+        raise FormatError(f"{where}: {msg}")
+
+    if meta.get("kind") != "model" or not {"nncore", "kind", "model"} <= set(meta) \
+            <= {"nncore", "kind", "model", "optimizer", "training"}:
+        fail("not an nncore model checkpoint")
+    position = {name: arr for name, arr in tensors.items() if name.startswith(_TRAINING)}
+    extra = {name: arr for name, arr in tensors.items() if name.startswith(_OPTIMIZER)}
+    model = build_model(meta["model"], {name: arr for name, arr in tensors.items()
+                                        if name not in extra and name not in position}, fail)
+    optimizer = _read_model_optimizer(meta, model, extra, None, fail)
+    state = None if optimizer is None else optimizer.state_dict(model.parameters())
+    return model, state, meta.get("training"), position
 
 
 def load(path, optimizer=None):
@@ -256,7 +294,8 @@ def load(path, optimizer=None):
     kind = meta.get("kind")
     handler = _KINDS.get(kind) if isinstance(kind, str) else None
     keys = {"nncore", "kind", "model"} | ({kind} if handler is not None else set())
-    optional = {"optimizer"} if kind == "model" else set()
+    # a checkpoint's training position (nncore/resume.py) is for Trainer.fit(resume_from=)
+    optional = {"optimizer", "training"} if kind == "model" else set()
     if (kind != "model" and handler is None) or not keys <= set(meta) <= keys | optional:
         fail("not an nncore model file: its header must hold exactly "
              f"{sorted(keys)} with kind 'model' or one of {sorted(_KINDS)} (and 'optimizer' "
@@ -267,6 +306,10 @@ def load(path, optimizer=None):
     if not isinstance(meta["nncore"], str) or not re.fullmatch(r"[0-9A-Za-z.+_-]{1,40}",
                                                                meta["nncore"]):
         fail("bad 'nncore' version entry")
+    if "training" in meta and "optimizer" not in meta:
+        fail("a training position without optimizer state")
+    tensors = {name: arr for name, arr in tensors.items()
+               if kind != "model" or "training" not in meta or not name.startswith(_TRAINING)}
     prefix = handler.prefix if handler is not None else _OPTIMIZER
     extra = {name: arr for name, arr in tensors.items() if name.startswith(prefix)}
     model = build_model(meta["model"],

@@ -22,6 +22,8 @@ import time
 import numpy as np
 
 from . import _core, _guard
+from . import init as _init
+from . import resume as _resume
 from .callbacks import batch_hooks
 from .distributed import DataParallel, collective
 from .errors import NonFiniteLossError
@@ -209,8 +211,14 @@ class _SigintFlag:
             self.previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame):
-        self.trainer.stop_training = True
-        self.trainer._interrupted = True
+        trainer = self.trainer
+        trainer._interrupted = True
+        par = trainer._parallel
+        if par is None or par.comm is None:
+            trainer.stop_training = True
+        # else: the flag rides in the next step's exchange and every rank
+        # stops after that same step (a rank stopping alone would leave the
+        # others waiting in the collective)
         self.restore()
 
     def restore(self):
@@ -321,7 +329,11 @@ class Trainer:
     MPI's native Allreduce instead (faster, not reproducible across rank
     counts). Dropout masks are drawn per shard and BatchNorm normalises each
     shard over its own rows (see nncore.distributed). ``sample_weight`` is
-    not supported there.
+    not supported there. ``collective_timeout`` (seconds, with ``comm``):
+    abort the MPI job when a rank has waited that long in one of fit's
+    collectives (another rank hangs); None (the default) waits forever. It
+    must exceed the longest gap between two ranks reaching a collective
+    (a slow step, rank 0 writing a checkpoint).
 
     ``precision="bf16"`` trains with mixed precision: the Dense layers'
     forward and backward GEMMs take bfloat16 operands (``nncore.matmul(...,
@@ -340,7 +352,7 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, *, batch_size=32, shuffle=True, seed=None,
                  metrics="auto", comm=None, shards=None, deterministic=True,
-                 precision="float32"):
+                 precision="float32", collective_timeout=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"Trainer: batch_size must be an int >= 1, got {batch_size!r}")
@@ -383,8 +395,8 @@ class Trainer:
         self.epochs = 0
         self.n_samples = 0
         # Sharded (and, with comm, data-parallel) training: nncore/distributed.py
-        self._parallel = None if comm is None and shards is None else \
-            DataParallel(comm, shards, deterministic)
+        self._parallel = None if comm is shards is collective_timeout is None else \
+            DataParallel(comm, shards, deterministic, collective_timeout)
         self.comm = comm
 
     # ---- validation -------------------------------------------------------
@@ -396,7 +408,7 @@ class Trainer:
 
     # ---- training ---------------------------------------------------------
     def fit(self, X, y, epochs=1, *, validation_data=None, validation_split=0.0,
-            callbacks=None, verbose=1, sample_weight=None):
+            callbacks=None, verbose=1, sample_weight=None, resume_from=None):
         """Train for ``epochs`` passes over (X, y); return a History.
 
         ``validation_data=(X_val, y_val)`` is evaluated after every epoch;
@@ -416,28 +428,84 @@ class Trainer:
         after the current batch: the model holds the weights of that step,
         the History the completed epochs (a partial epoch is not logged and
         its callbacks do not run), and fit raises KeyboardInterrupt saying
-        where it stopped. A second Ctrl-C interrupts at once.
+        where it stopped. A second Ctrl-C interrupts at once. With ``comm``,
+        a Ctrl-C on any rank stops every rank after the same step (the next
+        one), and each raises that KeyboardInterrupt, naming the rank.
+
+        ``resume_from``: a checkpoint written by ``ModelCheckpoint(...,
+        save_optimizer=True)`` of a run with the same data, batch size,
+        shard count, optimizer type, metrics and callbacks (the same types,
+        in the same order); ``epochs`` counts from that run's start. The
+        model gets the file's weights and the optimizer its state, the
+        shuffling and Dropout generators, the epoch's permutation, the
+        callbacks' state and the History are restored, and training goes on
+        from the saved epoch and batch: the weights after every later step
+        are bitwise those of the run that was never stopped. Anything that
+        does not match is refused with a ValueError naming it. Under MPI,
+        rank 0 reads the file and sends it to the others.
         """
         who = "Trainer.fit"
         par = self._parallel
+        resume = None
         try:
             checked = self._check_fit(X, y, epochs, validation_data, validation_split,
                                       callbacks, verbose, sample_weight, who)
+            if resume_from is not None and (par is None or par.is_root):
+                resume = self._read_resume(resume_from, checked, epochs, who)
         except Exception as exc:
             if par is None:
                 raise
             par.raise_together(exc)     # raises on every rank
+        # the callbacks whose state a checkpoint keeps, rank 0's writers included
+        stateful = _resume.stateful(checked[5])
         if par is None:
-            return self._fit(*checked, epochs, verbose)
+            return self._fit(*checked, epochs, verbose, resume, stateful)
         # Every rank checked its arguments; none is yet in a collective.
         par.raise_together(None)
+        resume = par.share(resume)
         X, y, weights, X_val, y_val, callbacks = checked
         if not par.is_root:
             # one progress display and one writer of checkpoints: rank 0's
             verbose = 0
             callbacks = [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
         with par.guard():
-            return self._fit(X, y, weights, X_val, y_val, callbacks, epochs, verbose)
+            return self._fit(X, y, weights, X_val, y_val, callbacks, epochs, verbose, resume,
+                             stateful)
+
+    def _read_resume(self, path, checked, epochs, who):
+        """The checkpoint at ``path`` read and checked against this fit."""
+        if not isinstance(path, (str, bytes)) and not hasattr(path, "__fspath__"):
+            raise TypeError(f"{who}: resume_from must be a path, got {type(path).__name__}")
+        resume = _resume.read(path, self, len(checked[0]), checked[5], who)
+        if (resume["epoch"], resume["batch"]) > (int(epochs), 0):
+            raise ValueError(f"{who}: cannot resume from {path}: it is past epoch "
+                             f"{resume['epoch']}, batch {resume['batch']}; epochs={epochs} "
+                             "(epochs counts from the start of the run)")
+        return resume
+
+    def _restore(self, resume):
+        """The checkpoint's weights and generators (the optimizer state
+        follows on_train_begin)."""
+        self.model.load_state_dict(resume["model"])
+        self.rng.bit_generator.state = resume["shuffle"]
+        _init.get_generator().bit_generator.state = resume["generator"]
+
+    def training_position(self, epoch_end):
+        """(header entry, tensors) of where this fit is, for a checkpoint
+        (nncore/resume.py): after the current epoch when ``epoch_end`` (None
+        when the epoch was cut short), else after the batch whose
+        ``on_batch_end`` is running."""
+        run = getattr(self, "_run", None)
+        if run is None:
+            raise RuntimeError("Trainer.training_position: only while fit runs")
+        epoch, done = self._position
+        if epoch_end:
+            # None after an epoch cut short by a stop: the epoch-end callbacks
+            # have run as if it were complete, which no position describes
+            return None if done is not None else _resume.capture(self, epoch + 1, 0, None)
+        total, weight, seen = run["partial"]
+        return _resume.capture(self, epoch, done,
+                               (total, weight, [m.partial(seen) for m in self.metrics]))
 
     def _check_fit(self, X, y, epochs, validation_data, validation_split, callbacks, verbose,
                    sample_weight, who):
@@ -482,11 +550,13 @@ class Trainer:
 
         return X, y, weights, X_val, y_val, _check_callbacks(callbacks, who)
 
-    def _fit(self, X, y, weights, X_val, y_val, callbacks, epochs, verbose):
-        """fit after its checks: the epochs, the callbacks, Ctrl-C."""
+    def _fit(self, X, y, weights, X_val, y_val, callbacks, epochs, verbose, resume, stateful):
+        """fit after its checks: the epochs, the callbacks, Ctrl-C, resuming."""
         par = self._parallel
         if verbose:
             callbacks.insert(0, ProgressBar(live=None if verbose == 1 else False))
+        # checkpoints last: a file holds what the next step starts from
+        callbacks.sort(key=lambda cb: bool(getattr(cb, "runs_last", False)))
         for cb in callbacks:
             if hasattr(cb, "set_trainer"):
                 cb.set_trainer(self)
@@ -503,27 +573,49 @@ class Trainer:
                 if fn is not None:
                     fn(*args)
 
+        if resume is not None:
+            self._restore(resume)
         if par is not None:
             par.start(self)
         call("on_train_begin", {})
+        start_epoch = start_batch = 0
+        if resume is not None:
+            # after on_train_begin, which resets the callbacks (and a warm-up's lr)
+            for cb, state in zip(stateful, resume["callbacks"]):
+                cb.load_state_dict(state)
+            self.optimizer.load_state_dict(resume["optimizer"], self.model.parameters())
+            history.epoch, columns = resume["history"]
+            history.history = {key: list(values) for key, values in columns.items()}
+            start_epoch, start_batch = resume["epoch"], resume["batch"]
         hooks = batch_hooks(callbacks)
         plan = self._plan(X, y, weights) if par is None else par.plan(self, X, y)
+        perm = plan.get("perm") if self.shuffle else None
+        if resume is not None and perm is not None:
+            perm[...] = resume["perm"]
+        self._run = {"perm": perm, "stateful": stateful, "partial": None, "epoch_lr": None}
         self._interrupted = False
-        self._position = (0, 0)
+        if par is not None:
+            par.interrupted_rank = None
+        self._position = (start_epoch, start_batch)
         sigint = _SigintFlag(self)
         try:
-            for epoch in range(self.epochs):
+            for epoch in range(start_epoch, self.epochs):
+                at = (start_batch, resume["partial"]) \
+                    if epoch == start_epoch and start_batch else None
                 call("on_epoch_begin", epoch, {})
                 start = time.perf_counter()
                 lr = getattr(self.optimizer, "lr", None)
+                if at is not None:
+                    lr = resume["epoch_lr"]     # the lr the cut epoch started with
+                self._run["epoch_lr"] = lr
                 serial = plan["bs"] <= _SERIAL_MAX_BATCH
                 previous = _core.set_local_num_threads(1) if serial else None
                 try:
                     with mixed_precision(self.model, self._bf16):
                         if par is None:
-                            logs = self._train_epoch(X, y, weights, epoch, hooks, plan)
+                            logs = self._train_epoch(X, y, weights, epoch, hooks, plan, at)
                         else:
-                            logs = par.train_epoch(self, X, y, epoch, hooks, plan)
+                            logs = par.train_epoch(self, X, y, epoch, hooks, plan, at)
                 finally:
                     if serial:
                         _core.set_local_num_threads(previous)
@@ -548,14 +640,17 @@ class Trainer:
                     break
         finally:
             sigint.restore()
+            self._run = None
             self.model.eval()
             _forget(self.model)
         if self._interrupted:
             epoch, batch = self._position
             where = (f"after batch {batch} of epoch {epoch + 1}" if batch is not None
                      else f"after epoch {epoch + 1}")
+            rank = par.interrupted_rank if par is not None and par.comm is not None else None
+            on = "" if rank is None else f" on rank {rank} of {par.size}"
             raise collective(KeyboardInterrupt(
-                f"Trainer.fit: interrupted (SIGINT) {where}; the model holds the weights "
+                f"Trainer.fit: interrupted (SIGINT{on}) {where}; the model holds the weights "
                 f"of that step and trainer.history the {len(history)} completed epoch(s)"))
         call("on_train_end", history.last if len(history) else {})
         return history
@@ -592,8 +687,10 @@ class Trainer:
             plan["weighted"] = _WeightedLoss(_weighted_kind(self.loss), bs, n_out or 1)
         return plan
 
-    def _train_epoch(self, X, y, weights, epoch, hooks, plan):
-        """One pass over the data; returns the epoch's loss and metrics."""
+    def _train_epoch(self, X, y, weights, epoch, hooks, plan, at=None):
+        """One pass over the data; returns the epoch's loss and metrics.
+        ``at`` = (batches already trained, their (loss total, weight total,
+        metric totals)): the rest of an epoch a checkpoint stopped in."""
         model, loss, optimizer = self.model, self.loss, self.optimizer
         skip_input_grad = self._skip_input_grad
         # Plain SGD is folded into the backward pass (Sequential.backward's
@@ -607,13 +704,15 @@ class Trainer:
         n = len(X)
         bs, chunk, weighted = plan["bs"], plan["chunk"], plan["weighted"]
         n_batches = -(-n // bs)
+        b0 = 0 if at is None else at[0]
         if self.shuffle:
             # One permutation per epoch (shuffled in place, epoch after
             # epoch); targets and weights gathered for the whole epoch, rows
             # of X one chunk at a time. mode="clip" keeps np.take from
             # buffering its output (the indices are always valid).
             perm = plan["perm"]
-            self.rng.shuffle(perm)
+            if b0 == 0:         # else: a resumed epoch, its permutation drawn already
+                self.rng.shuffle(perm)
             if plan["y"] is not None:
                 y = targets = np.take(y, perm, axis=0, out=plan["y"], mode="clip")
             else:
@@ -629,8 +728,12 @@ class Trainer:
 
         total = 0.0
         total_weight = 0.0
-        b = 0
-        for c_lo in range(0, n, chunk):
+        b = b0
+        if at is not None:
+            total, total_weight, metric_totals = at[1]
+            for metric, value in zip(metrics, metric_totals):
+                metric.resume(value, min(b0 * bs, n))
+        for c_lo in range(b0 * bs, n, chunk):
             c_hi = min(c_lo + chunk, n)
             if self.shuffle:
                 rows = plan["x"][:c_hi - c_lo]
@@ -676,6 +779,9 @@ class Trainer:
                 total += value * size
                 total_weight += size
                 if hooks:
+                    # where a checkpoint taken by a hook is (training_position)
+                    self._position = (epoch, b + 1)
+                    self._run["partial"] = (total, total_weight, hi)
                     logs = {"batch": b, "size": hi - lo, "loss": value}
                     for hook in hooks:
                         hook(b, logs)

@@ -7,10 +7,20 @@ writes OUT (an .npz: each case's final tensors, history and whether every
 rank ended with the same weights).
 ``python mpi_worker.py fault``: rank 1 raises in a callback mid-epoch.
 ``python mpi_worker.py badargs``: rank 1 passes X with the wrong width.
+``python mpi_worker.py hang``: rank 1 hangs (sleeps) in a callback mid-epoch;
+collective_timeout=2.
+``python mpi_worker.py longrun DIR``: every rank writes its pid (DIR/pid.RANK), then trains
+for a long time with a checkpoint (DIR/ckpt.nnc) every 10 steps, until a
+test kills or interrupts one rank.
+``python mpi_worker.py resume OUT DIR [--local] [--stop E,B | --from CKPT]``:
+the resume case (checkpoints every 4 steps into DIR); --stop ends the run
+after batch B of epoch E (from 0), --from resumes from CKPT; rank 0 writes
+OUT (the final tensors and history).
 """
 import hashlib
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -90,6 +100,27 @@ def train_with_callbacks(comm, folder):
     return out
 
 
+def resume_case(comm, out, folder, stop=None, resume_from=None):
+    nn.manual_seed(5)
+    model = mlp(nn.BatchNorm1d(32), nn.Dropout(0.2))
+    X, y = data(202)                    # 7 batches of 32 per epoch
+    trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.Adam(lr=1e-2), batch_size=32,
+                         seed=9, comm=comm, shards=4)
+
+    def stopper(batch, logs):
+        if stop is not None and trainer._position == stop:
+            trainer.stop_training = True
+    history = trainer.fit(X, y, epochs=3, verbose=0, resume_from=resume_from, callbacks=[
+        nn.callbacks.ModelCheckpoint(f"{folder}/ckpt.nnc", save_optimizer=True, save_freq=4),
+        nn.callbacks.StepLR(step_size=1, gamma=0.5),
+        nn.callbacks.LambdaCallback(on_batch_end=stopper)])
+    if comm is None or comm.Get_rank() == 0:
+        result = {f"w/{key}": value for key, value in model.state_dict().items()}
+        result.update({f"history/{key}": np.array(history[key]) for key in history.keys()
+                       if key not in ("seconds", "samples_per_sec")})
+        np.savez(out, **result)
+
+
 def main(argv):
     mode = argv[0]
     local = "--local" in argv
@@ -119,6 +150,20 @@ def main(argv):
                     callbacks=[nn.callbacks.LambdaCallback(on_batch_end=explode)])
         print("fault: training finished, which it should not have", flush=True)
         return 0
+    if mode == "hang":
+        rank = comm.Get_rank()
+
+        def hang(batch, logs):
+            if rank == 1 and batch == 3:
+                time.sleep(600)
+        nn.manual_seed(0)
+        X, y = data(4000)
+        trainer = nn.Trainer(mlp(), nn.CrossEntropyLoss(), nn.SGD(lr=0.1), batch_size=32,
+                             seed=0, comm=comm, collective_timeout=2)
+        trainer.fit(X, y, epochs=50, verbose=0,
+                    callbacks=[nn.callbacks.LambdaCallback(on_batch_end=hang)])
+        print("hang: training finished, which it should not have", flush=True)
+        return 0
     if mode == "badargs":
         rank = comm.Get_rank()
         X, y = data(100)
@@ -130,6 +175,27 @@ def main(argv):
         except (ValueError, RuntimeError) as exc:
             print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
             return 3
+        return 0
+    if mode == "longrun":
+        rank = comm.Get_rank()
+        with open(f"{argv[1]}/pid.{rank}", "w") as f:
+            f.write(str(os.getpid()))
+        nn.manual_seed(0)
+        X, y = data(4000)
+        trainer = nn.Trainer(mlp(), nn.CrossEntropyLoss(), nn.SGD(lr=0.01, momentum=0.9),
+                             batch_size=32, seed=0, comm=comm, shards=4)
+        checkpoint = nn.callbacks.ModelCheckpoint(f"{argv[1]}/ckpt.nnc", save_optimizer=True,
+                                                  save_freq=10)
+        trainer.fit(X, y, epochs=10000, verbose=0, callbacks=[checkpoint])
+        print("longrun: training finished, which it should not have", flush=True)
+        return 0
+    if mode == "resume":
+        stop = resume_from = None
+        if "--stop" in argv:
+            stop = tuple(int(v) for v in argv[argv.index("--stop") + 1].split(","))
+        if "--from" in argv:
+            resume_from = argv[argv.index("--from") + 1]
+        resume_case(comm, argv[1], argv[2], stop, resume_from)
         return 0
     raise SystemExit(f"unknown mode {mode!r}")
 

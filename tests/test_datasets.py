@@ -174,6 +174,46 @@ def test_fashion_from_a_folder(tmp_path, gz):
     assert raw.dtype == np.uint8 and np.array_equal(raw, images[:, None])
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_fashion_mapped_equals_loaded(tmp_path, monkeypatch, normalize):
+    # gzip'ed IDX cannot be mapped: decoded once into a .npy cache, then mapped
+    fake_fashion(tmp_path / "fm")
+    monkeypatch.setenv("NNCORE_CACHE", str(tmp_path / "cache"))
+    loaded = datasets.load_fashion_mnist(tmp_path / "fm", normalize=normalize)
+    mapped = datasets.load_fashion_mnist(tmp_path / "fm", normalize=normalize, mmap=True)
+    for (X, y), (Xm, ym) in zip(loaded, mapped):
+        assert isinstance(Xm, np.memmap) and not Xm.flags.writeable
+        assert Xm.dtype == X.dtype and np.array_equal(X, Xm) and np.array_equal(y, ym)
+    caches = sorted((tmp_path / "cache").iterdir())
+    assert len(caches) == 2
+    stamps = [c.stat().st_mtime_ns for c in caches]
+    (Xm, _), _ = datasets.load_fashion_mnist(tmp_path / "fm", normalize=normalize, mmap=True,
+                                             flatten=False)
+    assert isinstance(Xm, np.memmap) and Xm.shape == (12, 1, 28, 28)
+    assert [c.stat().st_mtime_ns for c in caches] == stamps      # reused, not rebuilt
+
+
+def test_fashion_cache_follows_its_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNCORE_CACHE", str(tmp_path / "cache"))
+    fake_fashion(tmp_path / "fm")
+    datasets.load_fashion_mnist(tmp_path / "fm", mmap=True)
+    images = np.full((12, 28, 28), 255, np.uint8)
+    datasets.write_idx(tmp_path / "fm" / "train-images-idx3-ubyte.gz", images)
+    os.utime(tmp_path / "fm" / "train-images-idx3-ubyte.gz", ns=(1, 1))
+    (X, _), _ = datasets.load_fashion_mnist(tmp_path / "fm", mmap=True)
+    assert (X == 1.0).all()
+
+
+def test_fashion_mapped_checks_labels_with_a_cache_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNCORE_CACHE", str(tmp_path / "cache"))
+    fake_fashion(tmp_path / "fm")
+    datasets.load_fashion_mnist(tmp_path / "fm", mmap=True)
+    datasets.write_idx(tmp_path / "fm" / "train-labels-idx1-ubyte.gz",
+                       np.full(12, 10, np.uint8))
+    with pytest.raises(FormatError, match="expected uint8 labels 0..9"):
+        datasets.load_fashion_mnist(tmp_path / "fm", mmap=True)
+
+
 @pytest.mark.parametrize("subfolder", ["fashion-mnist", ""])
 def test_fashion_from_nncore_data(tmp_path, monkeypatch, subfolder):
     fake_fashion(tmp_path / subfolder, n_train=3)
