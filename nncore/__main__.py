@@ -138,7 +138,7 @@ def _conv_model_for(name, image_shape, n_classes):
 
 def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, lr,
                       optimizer, momentum, weight_decay, activation, seed, threads, out,
-                      verbose, comm=None, shards=None, model="mlp"):
+                      verbose, comm=None, shards=None, model="mlp", precision="float32"):
     """Train a classifier (an MLP, or with model="cnn"/"resnet20" a conv net on
     NCHW images), print test accuracy, throughput and time, save it. With
     ``comm`` (under mpiexec) every rank trains its share; rank 0 alone prints
@@ -162,14 +162,15 @@ def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch
                 f"{n_classes})")
     trainer = nn.Trainer(model, nn.CrossEntropyLoss(),
                          _optimizer_for(optimizer, lr, momentum, weight_decay),
-                         batch_size=batch_size, seed=seed, comm=comm, shards=shards)
+                         batch_size=batch_size, seed=seed, comm=comm, shards=shards,
+                         precision=precision)
     parallel = ""
     if comm is not None or shards is not None:
         ranks = 1 if comm is None else comm.Get_size()
         parallel = (f", {ranks} MPI rank(s) x {trainer._parallel.shards} shards per batch")
     say(f"training {arch} on {len(X_train)} samples, {optimizer} lr={lr}, batch "
         f"{batch_size}, {nn.get_num_threads()} thread(s), {nn.info()['isa']} kernels"
-        f"{parallel}")
+        f"{parallel}" + (f", {precision} training" if precision != "float32" else ""))
     start = time.perf_counter()
     history = trainer.fit(X_train, y_train, epochs, validation_data=(X_test, y_test),
                           verbose=verbose)
@@ -248,7 +249,8 @@ def cmd_train(args):
                              weight_decay=args.weight_decay,
                              activation=args.activation or "relu", seed=args.seed,
                              threads=args.threads, out=args.out, verbose=args.verbose,
-                             comm=comm, shards=args.shards, model=args.model)
+                             comm=comm, shards=args.shards, model=args.model,
+                             precision=args.precision)
 
 
 def _add_demo_parser(sub):
@@ -284,6 +286,9 @@ def _add_train_parser(sub):
                    help="OpenMP threads (default: all cores; under mpiexec, the cores of "
                         "the node divided among its ranks)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                   help="bf16: Trainer(precision='bf16'), the GEMMs of the training steps in "
+                        "bfloat16 with float32 master weights (default float32)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
     p.add_argument("--out", default="nncore-model.nnc", help="where to save the model "
                    "('' to skip)")
