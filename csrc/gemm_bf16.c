@@ -214,6 +214,15 @@ static int gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     return NN_OK;
 }
 
+int nn_gemm_bf16_unprofiled(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b,
+                            int64_t ldb, float beta, float *c, int64_t ldc, const float *bias,
+                            int activation)
+{
+    return gemm_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                     activation);
+}
+
 int nn_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                  float *c, int64_t ldc, const float *bias, int activation)
