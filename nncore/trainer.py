@@ -352,7 +352,6 @@ class Trainer:
                 raise TypeError(f"Trainer: {name} must have a {method}() method, got "
                                 f"{type(obj).__name__}")
         self.precision = precision
-        self._bf16 = check_precision(precision, "Trainer")
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -395,6 +394,16 @@ class Trainer:
         self._n_outputs = n_out
         y = check_targets(y, len(X), n_out, self.kind, who)
         return X, y
+
+    @property
+    def precision(self):
+        """"float32" or "bf16" (mixed precision), checked when set."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value):
+        self._bf16 = check_precision(value, "Trainer")
+        self._precision = value
 
     # ---- training ---------------------------------------------------------
     def fit(self, X, y, epochs=1, *, validation_data=None, validation_split=0.0,
