@@ -84,6 +84,16 @@ const char *nn_bf16_kernel(void)
     return bf16_kernel() == &kernels_generic ? "generic" : "avx512_bf16";
 }
 
+void nn_bf16_peak(int64_t iters, float *sink, double *flops)
+{
+    sink[0] = 0.0f;
+    *flops = 0.0;
+#if NN_HAVE_X86 && NN_HAVE_AVX512BF16
+    if (nn_bf16_native())
+        nn_bf16_peak_avx512bf16(iters, sink, flops);
+#endif
+}
+
 int nn_amx_available(void)
 {
 #if NN_HAVE_X86

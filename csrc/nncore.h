@@ -182,6 +182,11 @@ int nn_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  const float *bias, int activation);
 int nn_bf16_native(void);
 const char *nn_bf16_kernel(void);
+/* The bf16 multiply-add peak probe (peak_bf16.c), for the benchmarks: as
+ * nn_fma_peak, `iters` rounds of vdpbf16ps chains on every thread, the
+ * operations done in *flops; 0 flops when this CPU or build has no
+ * AVX512_BF16 (there is no bf16 peak to speak of then). */
+void nn_bf16_peak(int64_t iters, float *sink, double *flops);
 int nn_amx_available(void);
 
 /* ---- Dense layers (dense.c) ----

@@ -88,6 +88,7 @@ cdef extern from "nncore.h" nogil:
                      float beta, float *c, int64_t ldc, const float *bias, int activation)
     int nn_bf16_native()
     const char *nn_bf16_kernel()
+    void nn_bf16_peak(int64_t iters, float *sink, double *flops)
     int nn_amx_available()
 
     # Dense layers (dense.c)

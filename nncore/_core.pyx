@@ -796,6 +796,19 @@ def fma_peak(int64_t iters):
     return flops
 
 
+def bf16_peak(int64_t iters):
+    """Run the bf16 peak kernel (vdpbf16ps chains): `iters` rounds on every
+    thread. Returns the floating-point operations done, 0 when the CPU has
+    no AVX512_BF16."""
+    cdef float sink = 0.0
+    cdef double flops = 0.0
+    if iters < 1:
+        raise ValueError(f"bf16_peak: iters must be >= 1, got {iters}")
+    with nogil:
+        nn_bf16_peak(iters, &sink, &flops)
+    return flops
+
+
 def triad(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None, float s):
     """a = b + s * c over the threads (the STREAM triad)."""
     cdef int64_t n = cnp.PyArray_SIZE(a)
