@@ -12,6 +12,10 @@ def cmd_info(args):
     return 0
 
 
+# The bench families with a --precision bf16 mode.
+BF16_FAMILIES = ("gemm", "train")
+
+
 def cmd_bench(args):
     import json
 
@@ -27,6 +31,13 @@ def cmd_bench(args):
         _core.set_isa(args.isa)
     peers = args.peers.split(",") if args.peers is not None else None
     families = bench.ORDER if args.family == "all" else (args.family,)
+    options = {}
+    if args.precision != "float32":
+        if args.family not in BF16_FAMILIES:
+            print(f"error: --precision {args.precision} is for the families "
+                  f"{' and '.join(BF16_FAMILIES)}, not {args.family}", file=sys.stderr)
+            return 2
+        options["precision"] = args.precision
     # Import the peers first so that their thread pools get limited too.
     bench.available_peers(peers)
     with bench.thread_limits(args.threads):
@@ -37,17 +48,26 @@ def cmd_bench(args):
     print(f"FMA peak {env['peak_gflops']:.0f} GFLOP/s, memory bandwidth (triad) "
           f"{env['memory_bandwidth_gbs']:.1f} GB/s at {args.threads} threads; "
           f"load average {', '.join(f'{v:.1f}' for v in env['load_average'] or ())}")
+    if options:
+        with bench.thread_limits(args.threads):
+            env["bf16_peak_gflops"] = bench.bf16_peak_gflops(args.threads,
+                                                             quick=args.quick or args.tiny)
+        hw = _core.bf16_info()
+        peak = env["bf16_peak_gflops"]
+        print(f"bf16: kernel {hw['kernel']}, AMX {'present' if hw['amx'] else 'absent'}"
+              f" (no AMX kernel); bf16 peak (vdpbf16ps) "
+              + (f"{peak:.0f} GFLOP/s" if peak else "none (no AVX512_BF16)"))
 
     def log(row):
         print(f"  {row['family']:<6} {row['case']}: nncore {row['nncore_s'] * 1e6:.1f} us"
-              + "".join(f", x{p} {row[f'ratio_{p}']:.2f}" for p in bench.PEERS
+              + "".join(f", x{p} {row[f'ratio_{p}']:.2f}" for p in bench.SIDES
                         if f"ratio_{p}" in row)
               + (" (noisy)" if row.get("noisy") else ""), file=sys.stderr, flush=True)
     results = {}
     for name in families:
         print(f"\n== {name}: {bench.FAMILIES[name][1]}", flush=True)
         results[name] = bench.run(name, quick=args.quick, threads=args.threads, peers=peers,
-                                  tiny=args.tiny, log=None if args.tiny else log)
+                                  tiny=args.tiny, log=None if args.tiny else log, **options)
         print(bench.format_table(results[name]), flush=True)
     if args.json:
         rows = [r for name in families for r in results[name]]
@@ -812,6 +832,10 @@ def build_parser():
                        help="also write the tables in Markdown (as in the README)")
     bench.add_argument("--plot", metavar="FILE",
                        help="draw the speed-ups as bar charts (PNG/SVG/PDF; needs matplotlib)")
+    bench.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                       help=f"bf16 ({' and '.join(BF16_FAMILIES)} only): nncore in bfloat16 "
+                            "beside nncore float32, the peers and (train) PyTorch's bf16 "
+                            "autocast; %% of the bf16 peak")
     bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     _add_demo_parser(sub)
     _add_train_parser(sub)
