@@ -142,6 +142,12 @@ NN_INLINE __m512i row_chunk(const float *src, int64_t p0, int64_t kc)
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
+/* The pairs of depth [p0, p0 + 32) that lie within kc (rounded up to a pair). */
+NN_INLINE int64_t chunk_pairs(int64_t p0, int64_t kc)
+{
+    return (kc - p0 + 1) / 2 < 16 ? (kc - p0 + 1) / 2 : 16;
+}
+
 /* The 8 x 16 dword transpose: column c (dword c of every r[i]) as out[c],
  * 8 dwords. Pairs of dwords, then pairs of qwords, within 128-bit lanes;
  * then one two-source qword permute per two columns. */
@@ -199,7 +205,7 @@ void nn_bf16_pack_a_avx512bf16(const float *a, int64_t lda, int trans, int64_t h
             r[i] = i < MR && i < h ? row_chunk(a + i * lda, p0, kc) : _mm512_setzero_si512();
         __m256i col[16];
         transpose_8x16(r, col);
-        const int64_t pairs = (kc - p0 + 1) / 2 < 16 ? (kc - p0 + 1) / 2 : 16;
+        const int64_t pairs = chunk_pairs(p0, kc);
         uint32_t *dc = d + p0 / 2 * MR;
         for (int64_t c = 0; c + 1 < pairs; c++)
             _mm256_storeu_si256((__m256i *)(void *)(dc + c * MR), col[c]);
@@ -227,7 +233,7 @@ void nn_bf16_pack_b_avx512bf16(const float *b, int64_t ldb, int trans, int64_t w
                                              : _mm512_setzero_si512();
                     __m256i col[16];
                     transpose_8x16(r, col);
-                    const int64_t pairs = (kc - p0 + 1) / 2 < 16 ? (kc - p0 + 1) / 2 : 16;
+                    const int64_t pairs = chunk_pairs(p0, kc);
                     for (int64_t c = 0; c < pairs; c++)
                         _mm256_storeu_si256((__m256i *)(void *)(d + (p0 / 2 + c) * NR + j0),
                                             col[c]);
