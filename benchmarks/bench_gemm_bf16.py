@@ -8,10 +8,9 @@ bf16, which multiplies tensors already converted to bfloat16 (its output is
 bfloat16 too: the conversion of the operands is not timed, the one nncore
 does while packing is). Sides are timed in turns with a pause before each
 block (nncore.bench.harness.time_many); rows give the median and its GFLOP/s.
-% of peak: of the float32 FMA peak measured by the C peak kernel at this
-thread count, and of twice that for bf16 (vdpbf16ps does two multiply-adds
-per float32 lane per instruction at the same issue rate as an FMA: measured
-on Zen 4 in /work/shared/research/gemm.md, section 9).
+% of peak: of the bf16 peak measured at this thread count by the vdpbf16ps
+probe (csrc/peak_bf16.c, nncore.bench.bf16_peak_gflops; on Zen 4 it is twice
+the float32 FMA peak).
 """
 import argparse
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 
 import nncore
 from nncore.bench.harness import available_peers, summarize, thread_limits, time_many
-from nncore.bench.machine import peak_gflops
+from nncore.bench.machine import bf16_peak_gflops, peak_gflops
 
 
 def cases(sizes):
@@ -48,7 +47,8 @@ def main(argv=None):
           f"amx {info['amx']}, {args.threads} thread(s)")
     with thread_limits(args.threads) as nthreads:
         peak = peak_gflops(nthreads)
-        print(f"float32 FMA peak {peak:.0f} GFLOP/s, bf16 peak taken as {2 * peak:.0f}")
+        bf16_peak = bf16_peak_gflops(nthreads) or float("nan")
+        print(f"float32 FMA peak {peak:.0f} GFLOP/s, bf16 peak (vdpbf16ps) {bf16_peak:.0f}")
         head = (f"{'case':<22}{'f32 GF/s':>9}{'bf16 GF/s':>10}{'bf16/f32':>9}{'%bf16pk':>8}"
                 f"{'numpy':>8}{'torch32':>8}{'torchbf':>8}{'bf16/tbf':>9}")
         print(head)
@@ -77,7 +77,7 @@ def main(argv=None):
                             metric="GFLOP/s", scale=1e-9, limit=peak)
             r = {name: row[f"{name}_rate"] for name in fns}
             line = (f"{case:<22}{r['nncore']:>9.0f}{r['bf16']:>10.0f}"
-                    f"{r['bf16'] / r['nncore']:>9.2f}{100 * r['bf16'] / (2 * peak):>7.0f}%"
+                    f"{r['bf16'] / r['nncore']:>9.2f}{100 * r['bf16'] / bf16_peak:>7.0f}%"
                     f"{r['numpy']:>8.0f}")
             if torch is not None:
                 line += (f"{r['torch']:>8.0f}{r['torch_bf16']:>8.0f}"

@@ -42,6 +42,10 @@
  * use the threads itself (nn_sgemm's bits do not depend on its thread count).
  * Results are therefore bitwise identical for any thread count.
  *
+ * Mixed precision (p->bf16): the GEMMs above run on the bfloat16 GEMM
+ * (operands rounded to bf16, float32 accumulation and output, the same
+ * arguments); the direct depthwise loops and the bias sums stay float32.
+ *
  * Buffers: each thread's im2col / dcol block comes from its
  * nn_workspace_get(NN_WS_LAYER) buffer (nn_sgemm uses the PACK and AUX
  * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. */
@@ -459,6 +463,7 @@ static void shift_dw(const nn_kernel_table *kt, const geom *G, const float *x, c
 typedef struct conv_call {
     geom G;
     const nn_kernel_table *kt;
+    nn_gemm_fn gemm; /* nn_sgemm, or the bf16 GEMM when p->bf16 */
     const float *x, *w, *b, *dy;
     float *y, *dx, *dwt, *db;
     int act;
@@ -521,7 +526,7 @@ static int forward_task(const conv_call *K, int64_t t, float *buf)
     float *C = K->y + (n * G->o + g * G->og) * G->p + p0;
     if (K->b)
         fill_rows(C, G->p, G->og, np, K->b + g * G->og);
-    return nn_sgemm_unprofiled(0, 0, G->og, np, G->kg, 1.0f, K->w + g * G->og * G->kg, G->kg, B, ldb,
+    return K->gemm(0, 0, G->og, np, G->kg, 1.0f, K->w + g * G->og * G->kg, G->kg, B, ldb,
                     K->b ? 1.0f : 0.0f, C, G->p, NULL, K->act);
 }
 
@@ -548,13 +553,13 @@ static int dx_task(const conv_call *K, int64_t t, float *buf)
     const float *dy = K->dy + (n * G->o + g * G->og) * G->p;
     float *dxg = K->dx + (n * G->c + g * G->cg) * G->hw;
     if (G->pointwise) /* dx rows are dcol rows */
-        return nn_sgemm_unprofiled(1, 0, c1 - c0, G->p, G->og, 1.0f, A, G->kg, dy, G->p, 0.0f,
+        return K->gemm(1, 0, c1 - c0, G->p, G->og, 1.0f, A, G->kg, dy, G->p, 0.0f,
                         dxg + c0 * G->hw, G->hw, NULL, NN_ACT_NONE);
     memset(dxg + c0 * G->hw, 0, (size_t)((c1 - c0) * G->hw) * sizeof(float));
     const int64_t r0 = c0 * G->kk, r1 = c1 * G->kk;
     for (int64_t p0 = 0; p0 < G->p; p0 += K->dpc) {
         const int64_t p1 = min64(p0 + K->dpc, G->p), np = p1 - p0;
-        int status = nn_sgemm_unprofiled(1, 0, r1 - r0, np, G->og, 1.0f, A, G->kg, dy + p0, G->p, 0.0f,
+        int status = K->gemm(1, 0, r1 - r0, np, G->og, 1.0f, A, G->kg, dy + p0, G->p, 0.0f,
                               buf, np, NULL, NN_ACT_NONE);
         if (status != NN_OK)
             return status;
@@ -601,7 +606,7 @@ static int dw_task(const conv_call *K, int64_t t, float *buf)
                 B = buf;
                 ldb = np;
             }
-            int status = nn_sgemm_unprofiled(0, 1, o1 - o0, r1 - r0, np, 1.0f, dy + p0, G->p, B, ldb,
+            int status = K->gemm(0, 1, o1 - o0, r1 - r0, np, 1.0f, dy + p0, G->p, B, ldb,
                                   n == 0 && p0 == 0 ? 0.0f : 1.0f, C, G->kg, NULL,
                                   NN_ACT_NONE);
             if (status != NN_OK)
@@ -776,6 +781,7 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         return NN_OK;
     K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
     K.kt = nn_kernels();
+    K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     plan_forward(&K);
     const geom *G = &K.G;
     return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
@@ -799,6 +805,7 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     }
     K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
     K.kt = nn_kernels();
+    K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     if (dx)
         plan_dx(&K);
     if (dwt)

@@ -101,14 +101,9 @@ int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *l
     return NN_OK;
 }
 
-/* The GEMM the backward pass runs on: nn_sgemm, or nn_gemm_bf16 for
- * nn_dense_backward_bf16 (same arguments). */
-typedef int (*dense_gemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                             float alpha, const float *a, int64_t lda, const float *b,
-                             int64_t ldb, float beta, float *c, int64_t ldc, const float *bias,
-                             int activation);
-
-static int dense_backward(dense_gemm_fn gemm, int64_t m, int64_t k, int64_t n, const float *x,
+/* gemm: the GEMM the backward pass runs on, nn_sgemm or nn_gemm_bf16 (for
+ * nn_dense_backward_bf16). */
+static int dense_backward(nn_gemm_fn gemm, int64_t m, int64_t k, int64_t n, const float *x,
                           float *w, const float *dy, const float *relu_z, float *dz, float *dx,
                           float *dw, float *db, int sgd, float lr, float *b)
 {

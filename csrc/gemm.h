@@ -66,11 +66,21 @@ void nn_gemm_pack_a(const nn_gemm_plan *P, int64_t i0, int64_t h, int64_t pc, in
 void nn_gemm_pack_b(const nn_gemm_plan *P, int64_t j0, int64_t w, int64_t pc, int64_t kc,
                     float *dst);
 
-/* nn_sgemm without its profiler event: for kernels that record one event
- * of their own around the GEMMs they run (conv.c). */
+/* nn_sgemm and nn_gemm_bf16 without their profiler events: for kernels
+ * that record one event of their own around the GEMMs they run (conv.c). */
 int nn_sgemm_unprofiled(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                         float *c, int64_t ldc, const float *bias, int activation);
+int nn_gemm_bf16_unprofiled(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b,
+                            int64_t ldb, float beta, float *c, int64_t ldc, const float *bias,
+                            int activation);
+
+/* A GEMM with nn_sgemm's arguments: nn_sgemm or nn_gemm_bf16 (and their
+ * unprofiled forms), for the layers that run either (dense.c, conv.c). */
+typedef int (*nn_gemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                          float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                          float beta, float *c, int64_t ldc, const float *bias, int activation);
 
 /* Below this many multiply-adds (k*n) an m == 1 product runs on one thread:
  * a fork/join (or, inside a chain's parallel region, a barrier) costs more

@@ -84,6 +84,16 @@ const char *nn_bf16_kernel(void)
     return bf16_kernel() == &kernels_generic ? "generic" : "avx512_bf16";
 }
 
+void nn_bf16_peak(int64_t iters, float *sink, double *flops)
+{
+    sink[0] = 0.0f;
+    *flops = 0.0;
+#if NN_HAVE_X86 && NN_HAVE_AVX512BF16
+    if (nn_bf16_native())
+        nn_bf16_peak_avx512bf16(iters, sink, flops);
+#endif
+}
+
 int nn_amx_available(void)
 {
 #if NN_HAVE_X86
@@ -212,6 +222,15 @@ static int gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
         bf16_thread(&P, 0, 1, base, base + a_halves);
     }
     return NN_OK;
+}
+
+int nn_gemm_bf16_unprofiled(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b,
+                            int64_t ldb, float beta, float *c, int64_t ldc, const float *bias,
+                            int activation)
+{
+    return gemm_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias,
+                     activation);
 }
 
 int nn_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,

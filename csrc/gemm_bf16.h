@@ -78,6 +78,8 @@ typedef struct nn_bf16_args {
 NN_BF16_KERNEL_DECL(generic)
 #if NN_HAVE_AVX512BF16
 NN_BF16_KERNEL_DECL(avx512bf16)
+/* peak_bf16.c: vdpbf16ps chains on every thread (see nn_bf16_peak). */
+void nn_bf16_peak_avx512bf16(int64_t iters, float *sink, double *flops);
 #endif
 
 #endif

@@ -133,17 +133,50 @@ NN_INLINE __m512i interleave_pairs(__m512 x0, __m512 x1)
     return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
 }
 
-/* Depth [p0, p0 + 32) of one contiguous row (kc long) as 16 pair dwords,
- * stored at d[t * stride] for the t < pairs left. */
-NN_INLINE void row_pairs(const float *src, int64_t p0, int64_t kc, uint32_t *d, int64_t stride)
+/* Depth [p0, p0 + 32) of one contiguous row (kc long) as 16 pair dwords
+ * (pairs beyond kc are zero). */
+NN_INLINE __m512i row_chunk(const float *src, int64_t p0, int64_t kc)
 {
     const __m512 lo = _mm512_maskz_loadu_ps(lanes(kc - p0), src + p0);
     const __m512 hi = _mm512_maskz_loadu_ps(lanes(kc - p0 - 16), src + p0 + 16);
-    uint32_t tmp[16];
-    _mm512_storeu_si512((void *)tmp, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-    const int64_t pairs = (kc - p0 + 1) / 2 < 16 ? (kc - p0 + 1) / 2 : 16;
-    for (int64_t t = 0; t < pairs; t++)
-        d[t * stride] = tmp[t];
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* The pairs of depth [p0, p0 + 32) that lie within kc (rounded up to a pair). */
+NN_INLINE int64_t chunk_pairs(int64_t p0, int64_t kc)
+{
+    return (kc - p0 + 1) / 2 < 16 ? (kc - p0 + 1) / 2 : 16;
+}
+
+/* The 8 x 16 dword transpose: column c (dword c of every r[i]) as out[c],
+ * 8 dwords. Pairs of dwords, then pairs of qwords, within 128-bit lanes;
+ * then one two-source qword permute per two columns. */
+NN_INLINE void transpose_8x16(const __m512i r[8], __m256i out[16])
+{
+    __m512i t[8], u[8];
+    NN_UNROLL
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);     /* lane L: cols 4L, 4L+1 */
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]); /* lane L: cols 4L+2, 4L+3 */
+    }
+    NN_UNROLL
+    for (int h = 0; h < 8; h += 4) { /* rows 0-3, then 4-7: lane L of u[h + j] is col 4L+j */
+        u[h] = _mm512_unpacklo_epi64(t[h], t[h + 2]);
+        u[h + 1] = _mm512_unpackhi_epi64(t[h], t[h + 2]);
+        u[h + 2] = _mm512_unpacklo_epi64(t[h + 1], t[h + 3]);
+        u[h + 3] = _mm512_unpackhi_epi64(t[h + 1], t[h + 3]);
+    }
+    const __m512i cols_0_1 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i cols_2_3 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    NN_UNROLL
+    for (int j = 0; j < 4; j++) {
+        const __m512i x = _mm512_permutex2var_epi64(u[j], cols_0_1, u[4 + j]);
+        const __m512i y = _mm512_permutex2var_epi64(u[j], cols_2_3, u[4 + j]);
+        out[j] = _mm512_castsi512_si256(x);
+        out[4 + j] = _mm512_extracti64x4_epi64(x, 1);
+        out[8 + j] = _mm512_castsi512_si256(y);
+        out[12 + j] = _mm512_extracti64x4_epi64(y, 1);
+    }
 }
 
 void nn_bf16_pack_a_avx512bf16(const float *a, int64_t lda, int trans, int64_t h, int64_t kc,
@@ -160,9 +193,25 @@ void nn_bf16_pack_a_avx512bf16(const float *a, int64_t lda, int trans, int64_t h
         }
         return;
     }
-    for (int64_t i = 0; i < h; i++)
-        for (int64_t p0 = 0; p0 < kc; p0 += 32)
-            row_pairs(a + i * lda, p0, kc, d + p0 / 2 * MR + i, MR);
+    /* 32 deep at a time: the h rows' pairs (rows up to 8 zero), transposed;
+     * pair column c's MR dwords go to d + c * MR. Each store writes 8 dwords
+     * and the next one overwrites the 2 extra (rows 6, 7); the chunk's last
+     * store is masked to MR, so nothing is written past the panel. */
+    _Static_assert(MR <= 8, "the A panel is packed through an 8-row transpose");
+    for (int64_t p0 = 0; p0 < kc; p0 += 32) {
+        __m512i r[8];
+        NN_UNROLL
+        for (int i = 0; i < 8; i++)
+            r[i] = i < MR && i < h ? row_chunk(a + i * lda, p0, kc) : _mm512_setzero_si512();
+        __m256i col[16];
+        transpose_8x16(r, col);
+        const int64_t pairs = chunk_pairs(p0, kc);
+        uint32_t *dc = d + p0 / 2 * MR;
+        for (int64_t c = 0; c + 1 < pairs; c++)
+            _mm256_storeu_si256((__m256i *)(void *)(dc + c * MR), col[c]);
+        _mm256_mask_storeu_epi32(dc + (pairs - 1) * MR, (__mmask8)((1u << MR) - 1u),
+                                 col[pairs - 1]);
+    }
 }
 
 void nn_bf16_pack_b_avx512bf16(const float *b, int64_t ldb, int trans, int64_t w, int64_t kc,
@@ -173,14 +222,22 @@ void nn_bf16_pack_b_avx512bf16(const float *b, int64_t ldb, int trans, int64_t w
         uint32_t *d = (uint32_t *)(void *)dst;
         const int64_t cols = w - s < NR ? w - s : NR;
         if (trans) {
-            for (int64_t j = 0; j < NR; j++) {
-                if (j < cols)
-                    for (int64_t p0 = 0; p0 < kc; p0 += 32)
-                        row_pairs(b + (s + j) * ldb, p0, kc, d + p0 / 2 * NR + j, NR);
-                else
-                    for (int64_t q = 0; q < kp; q++)
-                        d[q * NR + j] = 0;
-            }
+            /* 8 columns (rows of the stored B^T) x 32 deep at a time,
+             * transposed: pair column c's 8 dwords go to d + c * NR + j0. */
+            for (int64_t j0 = 0; j0 < NR; j0 += 8)
+                for (int64_t p0 = 0; p0 < kc; p0 += 32) {
+                    __m512i r[8];
+                    NN_UNROLL
+                    for (int i = 0; i < 8; i++)
+                        r[i] = j0 + i < cols ? row_chunk(b + (s + j0 + i) * ldb, p0, kc)
+                                             : _mm512_setzero_si512();
+                    __m256i col[16];
+                    transpose_8x16(r, col);
+                    const int64_t pairs = chunk_pairs(p0, kc);
+                    for (int64_t c = 0; c < pairs; c++)
+                        _mm256_storeu_si256((__m256i *)(void *)(d + (p0 / 2 + c) * NR + j0),
+                                            col[c]);
+                }
             continue;
         }
         for (int64_t q = 0; q < kp; q++) {

@@ -182,6 +182,11 @@ int nn_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                  const float *bias, int activation);
 int nn_bf16_native(void);
 const char *nn_bf16_kernel(void);
+/* The bf16 multiply-add peak probe (peak_bf16.c), for the benchmarks: as
+ * nn_fma_peak, `iters` rounds of vdpbf16ps chains on every thread, the
+ * operations done in *flops; 0 flops when this CPU or build has no
+ * AVX512_BF16 (there is no bf16 peak to speak of then). */
+void nn_bf16_peak(int64_t iters, float *sink, double *flops);
 int nn_amx_available(void);
 
 /* ---- Dense layers (dense.c) ----
@@ -234,12 +239,15 @@ int nn_dense_backward_bf16(int64_t m, int64_t k, int64_t n, const float *x, floa
  * NULL (x is read only for dw, w only for dx). n == 0: dw and db are zero.
  * Bitwise identical for any thread count. Returns NN_OK, NN_EINVAL
  * (inconsistent parameters: a size < 1, channels not divisible by groups,
- * the kernel larger than the padded input, act not fused) or NN_ENOMEM. */
+ * the kernel larger than the padded input, act not fused) or NN_ENOMEM.
+ * bf16 != 0: the im2col GEMMs (forward, dx, dw) run on nn_gemm_bf16
+ * (mixed precision; the direct depthwise paths stay float32). */
 typedef struct nn_conv2d_params {
     int64_t n, c, h, w;   /* input */
     int64_t o, kh, kw;    /* output channels, kernel */
     int64_t sh, sw, ph, pw, dh, dw;
     int64_t groups;
+    int bf16;             /* 0: float32 GEMMs; 1: bfloat16 operands */
 } nn_conv2d_params;
 int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow);
 int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,

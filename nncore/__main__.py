@@ -12,6 +12,10 @@ def cmd_info(args):
     return 0
 
 
+# The bench families with a --precision bf16 mode.
+BF16_FAMILIES = ("gemm", "train")
+
+
 def cmd_bench(args):
     import json
 
@@ -27,6 +31,13 @@ def cmd_bench(args):
         _core.set_isa(args.isa)
     peers = args.peers.split(",") if args.peers is not None else None
     families = bench.ORDER if args.family == "all" else (args.family,)
+    options = {}
+    if args.precision != "float32":
+        if args.family not in BF16_FAMILIES:
+            print(f"error: --precision {args.precision} is for the families "
+                  f"{' and '.join(BF16_FAMILIES)}, not {args.family}", file=sys.stderr)
+            return 2
+        options["precision"] = args.precision
     # Import the peers first so that their thread pools get limited too.
     bench.available_peers(peers)
     with bench.thread_limits(args.threads):
@@ -37,17 +48,26 @@ def cmd_bench(args):
     print(f"FMA peak {env['peak_gflops']:.0f} GFLOP/s, memory bandwidth (triad) "
           f"{env['memory_bandwidth_gbs']:.1f} GB/s at {args.threads} threads; "
           f"load average {', '.join(f'{v:.1f}' for v in env['load_average'] or ())}")
+    if options:
+        with bench.thread_limits(args.threads):
+            env["bf16_peak_gflops"] = bench.bf16_peak_gflops(args.threads,
+                                                             quick=args.quick or args.tiny)
+        hw = _core.bf16_info()
+        peak = env["bf16_peak_gflops"]
+        print(f"bf16: kernel {hw['kernel']}, AMX {'present' if hw['amx'] else 'absent'}"
+              f" (no AMX kernel); bf16 peak (vdpbf16ps) "
+              + (f"{peak:.0f} GFLOP/s" if peak else "none (no AVX512_BF16)"))
 
     def log(row):
         print(f"  {row['family']:<6} {row['case']}: nncore {row['nncore_s'] * 1e6:.1f} us"
-              + "".join(f", x{p} {row[f'ratio_{p}']:.2f}" for p in bench.PEERS
+              + "".join(f", x{p} {row[f'ratio_{p}']:.2f}" for p in bench.SIDES
                         if f"ratio_{p}" in row)
               + (" (noisy)" if row.get("noisy") else ""), file=sys.stderr, flush=True)
     results = {}
     for name in families:
         print(f"\n== {name}: {bench.FAMILIES[name][1]}", flush=True)
         results[name] = bench.run(name, quick=args.quick, threads=args.threads, peers=peers,
-                                  tiny=args.tiny, log=None if args.tiny else log)
+                                  tiny=args.tiny, log=None if args.tiny else log, **options)
         print(bench.format_table(results[name]), flush=True)
     if args.json:
         rows = [r for name in families for r in results[name]]
@@ -139,7 +159,7 @@ def _conv_model_for(name, image_shape, n_classes):
 def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, lr,
                       optimizer, momentum, weight_decay, activation, seed, threads, out,
                       verbose, comm=None, shards=None, model="mlp", checkpoint=None,
-                      checkpoint_every=None, resume=False):
+                      checkpoint_every=None, resume=False, precision="float32"):
     """Train a classifier (an MLP, or with model="cnn"/"resnet20" a conv net on
     NCHW images), print test accuracy, throughput and time, save it. With
     ``comm`` (under mpiexec) every rank trains its share; rank 0 alone prints
@@ -165,14 +185,15 @@ def _train_and_report(X_train, y_train, X_test, y_test, *, hidden, epochs, batch
                 f"{n_classes})")
     trainer = nn.Trainer(model, nn.CrossEntropyLoss(),
                          _optimizer_for(optimizer, lr, momentum, weight_decay),
-                         batch_size=batch_size, seed=seed, comm=comm, shards=shards)
+                         batch_size=batch_size, seed=seed, comm=comm, shards=shards,
+                         precision=precision)
     parallel = ""
     if comm is not None or shards is not None:
         ranks = 1 if comm is None else comm.Get_size()
         parallel = (f", {ranks} MPI rank(s) x {trainer._parallel.shards} shards per batch")
     say(f"training {arch} on {len(X_train)} samples, {optimizer} lr={lr}, batch "
         f"{batch_size}, {nn.get_num_threads()} thread(s), {nn.info()['isa']} kernels"
-        f"{parallel}")
+        f"{parallel}" + (f", {precision} training" if precision != "float32" else ""))
     callbacks, resume_from = [], None
     if checkpoint:
         import os
@@ -274,7 +295,7 @@ def cmd_train(args):
                              threads=args.threads, out=args.out, verbose=args.verbose,
                              comm=comm, shards=args.shards, model=args.model,
                              checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                             resume=args.resume)
+                             resume=args.resume, precision=args.precision)
 
 
 def _load_fashion_mnist(path, flatten, comm):
@@ -329,6 +350,9 @@ def _add_train_parser(sub):
                    help="OpenMP threads (default: all cores; under mpiexec, the cores of "
                         "the node divided among its ranks)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                   help="bf16: Trainer(precision='bf16'), the GEMMs of the training steps in "
+                        "bfloat16 with float32 master weights (default float32)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
     p.add_argument("--out", default="nncore-model.nnc", help="where to save the model "
                    "('' to skip)")
@@ -870,6 +894,10 @@ def build_parser():
                        help="also write the tables in Markdown (as in the README)")
     bench.add_argument("--plot", metavar="FILE",
                        help="draw the speed-ups as bar charts (PNG/SVG/PDF; needs matplotlib)")
+    bench.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                       help=f"bf16 ({' and '.join(BF16_FAMILIES)} only): nncore in bfloat16 "
+                            "beside nncore float32, the peers and (train) PyTorch's bf16 "
+                            "autocast; %% of the bf16 peak")
     bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     _add_demo_parser(sub)
     _add_train_parser(sub)

@@ -88,6 +88,7 @@ cdef extern from "nncore.h" nogil:
                      float beta, float *c, int64_t ldc, const float *bias, int activation)
     int nn_bf16_native()
     const char *nn_bf16_kernel()
+    void nn_bf16_peak(int64_t iters, float *sink, double *flops)
     int nn_amx_available()
 
     # Dense layers (dense.c)
@@ -113,6 +114,7 @@ cdef extern from "nncore.h" nogil:
         int64_t o, kh, kw
         int64_t sh, sw, ph, pw, dh, dw
         int64_t groups
+        int bf16
     int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow)
     int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                           const float *b, float *y, int act)

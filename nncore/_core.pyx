@@ -796,6 +796,19 @@ def fma_peak(int64_t iters):
     return flops
 
 
+def bf16_peak(int64_t iters):
+    """Run the bf16 peak kernel (vdpbf16ps chains): `iters` rounds on every
+    thread. Returns the floating-point operations done, 0 when the CPU has
+    no AVX512_BF16."""
+    cdef float sink = 0.0
+    cdef double flops = 0.0
+    if iters < 1:
+        raise ValueError(f"bf16_peak: iters must be >= 1, got {iters}")
+    with nogil:
+        nn_bf16_peak(iters, &sink, &flops)
+    return flops
+
+
 def triad(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None, float s):
     """a = b + s * c over the threads (the STREAM triad)."""
     cdef int64_t n = cnp.PyArray_SIZE(a)
@@ -953,6 +966,7 @@ cdef int _conv_params(str fn, tuple xs, tuple ws, object stride, object padding,
     p.n, p.c, p.h, p.w = xs
     p.o, p.kh, p.kw = ws[0], ws[2], ws[3]
     p.groups = g
+    p.bf16 = 0
     _pair(stride, fn, "stride", 1, &p.sh, &p.sw)
     _pair(padding, fn, "padding", 0, &p.ph, &p.pw)
     _pair(dilation, fn, "dilation", 1, &p.dh, &p.dw)
@@ -995,15 +1009,17 @@ def conv2d_output_shape(tuple x_shape, tuple w_shape, stride=1, padding=0, dilat
 
 
 def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, padding=0,
-                   dilation=1, groups=1, int act=0):
+                   dilation=1, groups=1, int act=0, bint bf16=False):
     """y = act(conv2d(x, w) + b), PyTorch's Conv2d: x (n, c, h, w), w (o,
     c/groups, kh, kw), b (o,) or None, y (n, o, oh, ow) overwritten; act is
     an activation code the GEMM epilogue fuses (EPILOGUE_ACTS). stride, padding,
-    dilation: an int or a pair."""
+    dilation: an int or a pair. bf16: the GEMMs' operands rounded to
+    bfloat16 (float32 accumulation and output)."""
     cdef str fn = "conv2d_forward"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
     _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
+    p.bf16 = bf16
     if not nn_epilogue_supports(act):
         raise ValueError(f"{fn}: act must be an activation the GEMM epilogue fuses "
                          f"(one of {sorted(EPILOGUE_ACTS)}), got {act}")
@@ -1024,14 +1040,16 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
 
 
 def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object dw,
-                    object db, stride=1, padding=0, dilation=1, groups=1):
+                    object db, stride=1, padding=0, dilation=1, groups=1, bint bf16=False):
     """The gradients of conv2d_forward (without its activation) for dy (n, o,
     oh, ow): dx (x's shape), dw (w's shape), db (o,), each overwritten, each
-    skipped when None. The bits do not depend on the thread count."""
+    skipped when None. The bits do not depend on the thread count. bf16: the
+    GEMMs of dx and dw in bfloat16, as in conv2d_forward."""
     cdef str fn = "conv2d_backward"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
     _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
+    p.bf16 = bf16
     cdef const float *px = <const float *>cnp.PyArray_DATA(x)
     cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
     cdef const float *pdy = _fshape(dy, (p.n, p.o, oh, ow), False, fn, "dy")

@@ -18,6 +18,7 @@ import numpy as np
 from .datasets import train_test_split
 from .layers import Dense, ReLU, Sequential, Sigmoid, Tanh
 from .lbfgs import minimize_lbfgs, row_chunks
+from .linalg import check_precision
 from .optim import SGD, Adam
 from .serialize import build_model
 from .runtime import get_num_threads, set_num_threads
@@ -229,7 +230,7 @@ class _BaseNN:
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None):
+                 n_threads=None, precision="float32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -254,6 +255,7 @@ class _BaseNN:
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.n_threads = n_threads
+        self.precision = precision
 
     # ---- scikit-learn's parameter protocol ------------------------------
     @classmethod
@@ -351,6 +353,9 @@ class _BaseNN:
                 raise ValueError(f"{name}: {pname} must be an int >= 1"
                                  f"{' or np.inf' if pname == 'n_iter_no_change' else ''}, "
                                  f"got {value!r}")
+        if check_precision(self.precision, name) and self.solver == "lbfgs":
+            raise ValueError(f"{name}: precision='bf16' needs solver 'sgd' or 'adam' (L-BFGS "
+                             f"trains in float32)")
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto") and (
                 isinstance(self.batch_size, bool)
                 or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1):
@@ -556,12 +561,14 @@ class _BaseNN:
                 self._lr = float(self.learning_rate_init)   # a new optimizer, as sklearn
             self._trainer = Trainer(self.model_, self._loss(),
                                     self._make_optimizer(self._decay_samples),
-                                    batch_size=bs, shuffle=self.shuffle, seed=seed, metrics=[])
+                                    batch_size=bs, shuffle=self.shuffle, seed=seed, metrics=[],
+                                    precision=self.precision)
             resume = self.__dict__.pop("_resume", None)
             if incremental and resume is not None:
                 self._restore_training(resume)
         if incremental:
             self._trainer.batch_size = bs
+            self._trainer.precision = self.precision
             self._trainer.optimizer.groups[0][0].weight_decay = \
                 float(self.alpha) / self._decay_samples / self._grad_scale
         self._epoch_samples = n

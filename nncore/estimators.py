@@ -7,8 +7,10 @@ NumPy as its only run-time dependency, and the estimators work in pipelines,
 grid searches and ``clone`` when scikit-learn is there. They take every
 parameter of ``sklearn.neural_network.MLPClassifier``/``MLPRegressor``
 (solvers 'adam', 'sgd' and 'lbfgs'; the last runs SciPy's L-BFGS-B over
-nncore's loss and gradient), plus ``n_threads``; training runs on nncore's
-Trainer and C kernels.
+nncore's loss and gradient), plus ``n_threads`` and ``precision``
+("float32", the default, or "bf16": ``Trainer(precision="bf16")``, the
+training GEMMs in bfloat16 with float32 master weights; solvers 'sgd' and
+'adam' only); training runs on nncore's Trainer and C kernels.
 
 They minimise scikit-learn's objective, step for step: the same losses
 (log-loss summed over the outputs of a multilabel model, half the squared
@@ -297,7 +299,7 @@ class NNRegressor(_BaseNN):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None):
+                 n_threads=None, precision="float32"):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -306,7 +308,7 @@ class NNRegressor(_BaseNN):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            n_threads=n_threads)
+            n_threads=n_threads, precision=precision)
         self.loss = loss
 
     @property

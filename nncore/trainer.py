@@ -163,28 +163,27 @@ def _forget(model):
 
 
 def _precision_layers(model):
-    """The layers of a model that run their GEMMs in bfloat16 under mixed
-    precision (Dense: the ``_bf16`` flag), through Sequential and Residual."""
+    """The layers of a model that declare ``supports_bf16`` (layer
+    protocol, layers/base.py), found through every container's
+    ``sublayers()``."""
     found, todo = [], [model]
     while todo:
-        obj = todo.pop()
-        if hasattr(obj, "_bf16"):
-            found.append(obj)
-        for name in ("layers", "body", "shortcut"):
-            child = getattr(obj, name, None)
-            if isinstance(child, (tuple, list)):
-                todo.extend(child)
-            elif child is not None:
-                todo.append(child)
+        layer = todo.pop()
+        if getattr(layer, "supports_bf16", False):
+            found.append(layer)
+        sublayers = getattr(layer, "sublayers", None)
+        if callable(sublayers):
+            todo.extend(sublayers())
     return found
 
 
 @contextlib.contextmanager
 def mixed_precision(model, bf16):
-    """While inside, the model's Dense layers run their forward and backward
-    GEMMs in bfloat16 (when bf16), with float32 master weights, gradients,
-    optimizer state, losses and every other kernel, as PyTorch's CPU
-    autocast does; outside, float32 again."""
+    """While inside, the model's layers that support it (Dense, Conv2d) run
+    their forward and backward GEMMs in bfloat16 (when bf16), with float32
+    master weights, gradients, optimizer state, losses, softmax, BatchNorm
+    statistics and every other kernel, as PyTorch's CPU autocast does;
+    outside, float32 again."""
     layers = _precision_layers(model) if bf16 else []
     for layer in layers:
         layer._bf16 = True
@@ -335,11 +334,14 @@ class Trainer:
     must exceed the longest gap between two ranks reaching a collective
     (a slow step, rank 0 writing a checkpoint).
 
-    ``precision="bf16"`` trains with mixed precision: the Dense layers'
-    forward and backward GEMMs take bfloat16 operands (``nncore.matmul(...,
+    ``precision="bf16"`` trains with mixed precision: the forward and
+    backward GEMMs of the Dense and Conv2d layers (every layer declaring
+    ``supports_bf16``) take bfloat16 operands (``nncore.matmul(...,
     precision="bf16")``: float32 accumulation and outputs) while weights,
-    gradients, optimizer state, losses, activations and reductions stay
-    float32, as PyTorch's CPU autocast does. Only the training steps change;
+    gradients, optimizer state, losses, softmax, BatchNorm statistics,
+    activations and reductions stay float32, as PyTorch's CPU autocast does
+    (it also keeps those in float32). Conv2d's direct depthwise paths (one
+    input channel per group) stay float32. Only the training steps change;
     evaluation, validation and ``predict`` run in float32. The default is
     ``"float32"``.
 
@@ -362,7 +364,6 @@ class Trainer:
                 raise TypeError(f"Trainer: {name} must have a {method}() method, got "
                                 f"{type(obj).__name__}")
         self.precision = precision
-        self._bf16 = check_precision(precision, "Trainer")
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -405,6 +406,16 @@ class Trainer:
         self._n_outputs = n_out
         y = check_targets(y, len(X), n_out, self.kind, who)
         return X, y
+
+    @property
+    def precision(self):
+        """"float32" or "bf16" (mixed precision), checked when set."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value):
+        self._bf16 = check_precision(value, "Trainer")
+        self._precision = value
 
     # ---- training ---------------------------------------------------------
     def fit(self, X, y, epochs=1, *, validation_data=None, validation_split=0.0,

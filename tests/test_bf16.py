@@ -3,6 +3,7 @@ bfloat16-rounded operands, on every ISA path (the avx512 path runs the
 AVX512_BF16 kernel where the CPU has it, the others the portable kernel,
 which must give the same bits)."""
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -348,3 +349,51 @@ def test_trainer_bf16_close_to_torch_autocast(rng):
           f"{d_bf16:.2e}, torch autocast vs torch f32 {d_mixed:.2e}")
     assert d_f32 < 1e-3
     assert d_bf16 < max(1.5 * d_mixed, 0.02)
+
+
+# ---- the estimators: NNClassifier / NNRegressor(precision=...) ----
+
+def _blobs(rng, n=240):
+    X = rng.standard_normal((n, 12)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5)
+    return X, y
+
+
+@pytest.mark.parametrize("cls", [nncore.NNClassifier, nncore.NNRegressor])
+def test_estimator_precision_parameter(cls):
+    assert cls().get_params()["precision"] == "float32"
+    assert cls(precision="bf16").get_params()["precision"] == "bf16"
+    X = np.zeros((8, 3), np.float32)
+    y = np.arange(8) % 2
+    for bad in ("fp16", "BF16", None):
+        with pytest.raises(ValueError, match="precision must be one of"):
+            cls(precision=bad, max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match="precision='bf16' needs solver"):
+        cls(precision="bf16", solver="lbfgs", max_iter=1).fit(X, y)
+
+
+def test_estimator_bf16_trains_in_bf16_and_round_trips(rng, num_threads, tmp_path):
+    X, y = _blobs(rng)
+    kw = dict(hidden_layer_sizes=(32,), max_iter=5, random_state=0, batch_size=32, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nncore.set_num_threads(1)
+        c16 = nncore.NNClassifier(precision="bf16", **kw).fit(X, y)
+        nncore.set_num_threads(2)
+        c16b = nncore.NNClassifier(precision="bf16", **kw).fit(X, y)
+        c32 = nncore.NNClassifier(**kw).fit(X, y)
+    for a, b, c in zip(c16.coefs_, c16b.coefs_, c32.coefs_):
+        np.testing.assert_array_equal(a, b)             # any thread count, same bits
+        assert not np.array_equal(a, c)                  # bf16 really ran
+        np.testing.assert_allclose(a, c, atol=0.05)
+    assert abs(c16.score(X, y) - c32.score(X, y)) < 0.05
+    nncore.save(c16, tmp_path / "clf.nnc")
+    back = nncore.load(tmp_path / "clf.nnc")
+    assert back.precision == "bf16"
+    back.partial_fit(X, y)
+    c16.partial_fit(X, y)
+    for a, b in zip(back.coefs_, c16.coefs_):
+        np.testing.assert_array_equal(a, b)
+    # switching precision between partial_fit calls reaches the trainer
+    c16.set_params(precision="float32").partial_fit(X, y)
+    assert c16._trainer.precision == "float32"

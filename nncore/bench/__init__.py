@@ -9,6 +9,7 @@ threadpoolctl when it is installed.
 
     python -m nncore bench [gemm|layers|train|infer|conv|all] [--quick] [--threads N]
                            [--json FILE] [--markdown FILE] [--plot FILE]
+    python -m nncore bench gemm|train --precision bf16
 
 Peers: NumPy (OpenBLAS) always; PyTorch (CPU) and scikit-learn when they
 import; onnxruntime when it and onnx import (infer: the MLPs exported by
@@ -21,6 +22,13 @@ memory bandwidth measured by a triad (``memory_bandwidth``). The conv family
 compares whole conv nets and their layers with PyTorch and onnxruntime only
 (NumPy has no convolution); all its rows give GFLOP/s and % of the FMA peak.
 
+``--precision bf16`` (gemm and train): the "nncore" side runs in bfloat16
+(``matmul(..., precision="bf16")``, ``Trainer(precision="bf16")``), next to
+nncore in float32 ("nncore_f32"), the peers in float32 and, in train,
+PyTorch under ``torch.autocast("cpu", dtype=torch.bfloat16)`` ("torch_bf16");
+GEMM rows give % of the bf16 peak measured by the vdpbf16ps probe
+(csrc/peak_bf16.c, ``bf16_peak_gflops``).
+
 Layout: registry (FAMILIES, ``@family``, ``run``, ORDER), harness (thread
 limits, timing in turns, the row of one case), machine (CPU, versions, the
 measured FMA peak and memory bandwidth), one module per family (gemm, layers,
@@ -30,9 +38,10 @@ tables) and plot (matplotlib).
 """
 # Registry first, then the families in ORDER, so FAMILIES keeps that order.
 from .registry import FAMILIES, ORDER, family, run  # noqa: F401
-from .harness import (PEERS, SPREAD_LIMIT, available_peers, spread, summarize,  # noqa: F401
-                      thread_limits, time_epochs, time_many)
-from .machine import cpu_model, environment, machine, memory_bandwidth, peak_gflops  # noqa: F401
+from .harness import (PEERS, SIDES, SPREAD_LIMIT, available_peers, spread,  # noqa: F401
+                      summarize, thread_limits, time_epochs, time_many)
+from .machine import (bf16_peak_gflops, cpu_model, environment, machine,  # noqa: F401
+                      memory_bandwidth, peak_gflops)
 from .gemm import bench_gemm, gemm_cases, gemm_operands  # noqa: F401
 from .layers import bench_layers, layer_cases  # noqa: F401
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp  # noqa: F401

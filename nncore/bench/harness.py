@@ -15,6 +15,10 @@ from ..runtime import set_num_threads
 # fraction of its median.
 SPREAD_LIMIT = 0.25
 PEERS = ("numpy", "torch", "sklearn", "onnxruntime")
+# Every side a row may hold besides "nncore", in the order the reports show
+# them: with --precision bf16, "nncore" is nncore in bf16 and two more sides
+# run, nncore in float32 and PyTorch under torch.autocast(bfloat16).
+SIDES = ("nncore_f32", "numpy", "torch", "torch_bf16", "sklearn", "onnxruntime")
 
 
 @contextlib.contextmanager
@@ -179,12 +183,16 @@ def summarize(family, group, case, times, threads, *, work=None, metric=None, sc
     return row
 
 
-def torch_epoch(model, optimizer, batch):
+def torch_epoch(model, optimizer, batch, autocast=False):
     """PyTorch's ordinary training loop as a function run(X, y): one epoch
     of softmax cross-entropy over a random permutation, in batches of
-    `batch` (the peer side of the train and conv families)."""
+    `batch` (the peer side of the train and conv families). autocast: the
+    forward pass and loss under torch.autocast("cpu", dtype=torch.bfloat16),
+    the backward pass outside it, as PyTorch's AMP recipe does."""
     import torch
     loss_fn = torch.nn.CrossEntropyLoss()
+    mixed = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast \
+        else contextlib.nullcontext
 
     def run(X, y):
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -192,6 +200,8 @@ def torch_epoch(model, optimizer, batch):
         for i in range(0, len(Xt), batch):
             idx = perm[i:i + batch]
             optimizer.zero_grad()
-            loss_fn(model(Xt[idx]), yt[idx]).backward()
+            with mixed():
+                loss = loss_fn(model(Xt[idx]), yt[idx])
+            loss.backward()
             optimizer.step()
     return run

@@ -17,6 +17,37 @@ from ..runtime import info, set_num_threads
 _LIMITS = {}
 
 
+def _measure_peak(probe, threads, quick):
+    """The best GFLOP/s of several runs of a C peak probe at `threads`
+    threads (0 when the probe does nothing on this CPU)."""
+    previous = _core.get_num_threads()
+    try:
+        # Size the run on one thread (every thread of a team does the
+        # same work): a team's start-up, slow when a core is busy with
+        # another process, must not shrink the run.
+        set_num_threads(1)
+        seconds, repeats = (0.02, 4) if quick else (0.05, 8)
+        iters = 1000
+        while True:
+            t0 = time.perf_counter()
+            if probe(iters) == 0:
+                return 0.0
+            dt = time.perf_counter() - t0
+            if dt >= seconds / 4:
+                break
+            iters *= 4
+        iters = max(1, int(iters * seconds / dt))
+        set_num_threads(threads)
+        best = 0.0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            flops = probe(iters)
+            best = max(best, flops / (time.perf_counter() - t0) / 1e9)
+    finally:
+        set_num_threads(previous)
+    return best
+
+
 def peak_gflops(threads=None, quick=False):
     """The FMA peak, GFLOP/s, of the ISA in use at `threads` threads: the
     best of several runs of the C peak kernel (csrc/peak.c: independent
@@ -25,31 +56,20 @@ def peak_gflops(threads=None, quick=False):
     threads = threads or _core.get_num_threads()
     key = ("peak", _core.get_isa(), threads)
     if key not in _LIMITS:
-        previous = _core.get_num_threads()
-        try:
-            # Size the run on one thread (every thread of a team does the
-            # same work): a team's start-up, slow when a core is busy with
-            # another process, must not shrink the run.
-            set_num_threads(1)
-            seconds, repeats = (0.02, 4) if quick else (0.05, 8)
-            iters = 1000
-            while True:
-                t0 = time.perf_counter()
-                _core.fma_peak(iters)
-                dt = time.perf_counter() - t0
-                if dt >= seconds / 4:
-                    break
-                iters *= 4
-            iters = max(1, int(iters * seconds / dt))
-            set_num_threads(threads)
-            best = 0.0
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                flops = _core.fma_peak(iters)
-                best = max(best, flops / (time.perf_counter() - t0) / 1e9)
-        finally:
-            set_num_threads(previous)
-        _LIMITS[key] = best
+        _LIMITS[key] = _measure_peak(_core.fma_peak, threads, quick)
+    return _LIMITS[key]
+
+
+def bf16_peak_gflops(threads=None, quick=False):
+    """The bfloat16 multiply-add peak, GFLOP/s, at `threads` threads: the
+    best of several runs of the vdpbf16ps probe (csrc/peak_bf16.c), what the
+    bf16 GEMM's "% of peak" is measured against; None when the CPU has no
+    AVX512_BF16 (the portable bf16 kernel has no peak of its own). Cached
+    per thread count."""
+    threads = threads or _core.get_num_threads()
+    key = ("bf16 peak", threads)
+    if key not in _LIMITS:
+        _LIMITS[key] = _measure_peak(_core.bf16_peak, threads, quick) or None
     return _LIMITS[key]
 
 

@@ -2,7 +2,7 @@
 Markdown table of the README."""
 import math
 
-from .harness import PEERS, SPREAD_LIMIT
+from .harness import SIDES, SPREAD_LIMIT
 
 
 def geomean(values):
@@ -29,7 +29,7 @@ def format_table(rows):
     '~' on noisy rows; then the geometric mean speed-up per group."""
     if not rows:
         return "(no rows)"
-    peers = [p for p in PEERS if any(f"{p}_s" in r for r in rows)]
+    peers = [p for p in SIDES if any(f"{p}_s" in r for r in rows)]
     names = ["nncore"] + peers
     head = f"{'group':<16} {'case':<34} " + " ".join(f"{n:>11}" for n in names)
     widths = {p: max(9, len(p) + 2) for p in peers}
@@ -37,8 +37,12 @@ def format_table(rows):
         f"{'x ' + p:>{widths[p]}}" for p in peers)
     lines = ["(per side: median time per call, or samples/s where the rate is samples/s; "
              "rate = GFLOP/s, GB/s or samples/s; %limit = of the FMA peak or memory "
-             "bandwidth (conv nets: their FLOPs per sample x samples/s); x peer = peer "
-             "time / nncore time)", head, "-" * len(head)]
+             "bandwidth (conv nets: their FLOPs per sample x samples/s), of the bf16 peak "
+             "for bf16 GEMMs; x peer = peer time / nncore time)", head, "-" * len(head)]
+    if any(r.get("precision") == "bf16" for r in rows):
+        lines.insert(1, "(precision bf16: nncore = nncore in bf16; nncore_f32 = nncore in "
+                        "float32; torch = PyTorch float32; torch_bf16 = PyTorch under "
+                        "torch.autocast(bfloat16))")
     for r in rows:
         as_rate = r.get("metric") == "samples/s" and r.get("group") != "latency"
         cells = []
@@ -80,8 +84,11 @@ def format_markdown(rows):
     rate and % of the machine limit; nncore's speed-up over each peer."""
     if not rows:
         return ""
-    peers = [p for p in PEERS if any(f"{p}_s" in r for r in rows)]
-    titles = {"nncore": "nncore", "numpy": "NumPy", "torch": "PyTorch", "sklearn": "scikit-learn",
+    peers = [p for p in SIDES if any(f"{p}_s" in r for r in rows)]
+    bf16 = any(r.get("precision") == "bf16" for r in rows)
+    titles = {"nncore": "nncore bf16" if bf16 else "nncore", "nncore_f32": "nncore float32",
+              "numpy": "NumPy", "torch": "PyTorch" + (" float32" if bf16 else ""),
+              "torch_bf16": "PyTorch autocast bf16", "sklearn": "scikit-learn",
               "onnxruntime": "onnxruntime"}
     names = ["nncore"] + peers
 

@@ -23,7 +23,13 @@ arguments), before any array exists:
   precedes it too, whose own backward step is skipped; it must equal the two
   steps bitwise), ``identity_in_eval`` (evaluation-mode forward is the
   identity) and ``gemm_link()`` (its evaluation-mode forward is one GEMM with
-  an epilogue, so predict may run it inside a C chain).
+  an epilogue, so predict may run it inside a C chain), ``supports_bf16``
+  (its training forward and backward run their GEMMs in bfloat16 while its
+  ``_bf16`` attribute is True: ``Trainer(precision="bf16")`` sets it for the
+  length of the training steps, see ``trainer.mixed_precision``).
+- ``sublayers()``: the layers a container is built of (Sequential's
+  layers, Residual's body and shortcut), so whole-model walks (mixed
+  precision) reach every layer without knowing container types.
 
 Arrays are float32, C-contiguous, batch first, of any rank; images are NCHW.
 
@@ -148,6 +154,8 @@ class Layer:
     folds_sgd = False
     absorbs_relu_backward = False
     identity_in_eval = False
+    supports_bf16 = False
+    _bf16 = False
 
     @property
     def _name(self):
@@ -184,6 +192,11 @@ class Layer:
         evaluation-mode forward is exactly ``act(x @ weight + bias)`` on 2-D
         input (predict may then run it in one C chain), else None."""
         return None
+
+    def sublayers(self):
+        """The layers this one is built of, in order (containers override);
+        () for a leaf layer."""
+        return ()
 
     def followed_by(self, act_name):
         """Told by Sequential which activation follows (None: none), e.g. to

@@ -146,7 +146,7 @@ class Conv2d(WeightedLayer):
             self._dz = self._buf.get("dz", out) if self.activation == "relu" else None
             self._dx = None
         _core.conv2d_forward(x, self._w, self._b, self._z, self.stride, self._padding,
-                             self.dilation, self.groups, act)
+                             self.dilation, self.groups, act, self._bf16)
         self._x = x
 
     def forward(self, x):
@@ -175,7 +175,7 @@ class Conv2d(WeightedLayer):
                 self._dx = self._buf.get("dx", x.shape)
             dx = self._dx
         _core.conv2d_backward(x, self._w, grad, dx, self._gw, self._gb, self.stride,
-                              self._padding, self.dilation, self.groups)
+                              self._padding, self.dilation, self.groups, self._bf16)
         return dx
 
     def _infer(self, x, ws, act=None):

@@ -74,10 +74,6 @@ class Dense(WeightedLayer):
         self._dz = None   # gradient at the GEMM output when activation == "relu"
         self._dx = None
         self._x = None
-        # Mixed precision: set by Trainer(precision="bf16") while it trains
-        # (nncore.trainer.mixed_precision): the forward and backward GEMMs in
-        # bfloat16, everything else float32.
-        self._bf16 = False
 
     @property
     def _name(self):

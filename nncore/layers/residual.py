@@ -32,6 +32,9 @@ class Residual(Layer):
         self._buf = Buffers(self._name)
         self._shape = self._in_shape = None
 
+    def sublayers(self):
+        return tuple(layer for _, layer in self._branches)
+
     @property
     def _branches(self):
         return (("body", self.body),) + ((("shortcut", self.shortcut),) if self.shortcut else ())

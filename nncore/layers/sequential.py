@@ -235,6 +235,9 @@ class Sequential(Layer):
     def __iter__(self):
         return iter(self.layers)
 
+    def sublayers(self):
+        return self.layers
+
     def _in_use(self):
         return RuntimeError(f"{self._name}: forward/backward called from two threads at "
                             "once; a model trains in one thread at a time (predict may be "

@@ -28,7 +28,14 @@ class WeightedLayer(Layer):
     activation follows ("auto" init: He-uniform before a ReLU-family
     activation, Glorot-uniform otherwise). Assigning ``layer.weight = array``
     (or bias, grad_weight, grad_bias) copies into the existing array, so
-    optimizers and ``parameters()`` keep referring to it."""
+    optimizers and ``parameters()`` keep referring to it.
+
+    Mixed precision: ``_bf16`` (set by ``Trainer(precision="bf16")`` while it
+    trains, see ``trainer.mixed_precision``) runs the forward and backward
+    GEMMs in bfloat16; weights, gradients and everything else stay float32,
+    and inference (``_infer``, predict) runs in float32."""
+
+    supports_bf16 = True
 
     def _setup(self, activation, init, bias, weight_shape, n_out):
         if activation in ("none", "linear"):
