@@ -1,6 +1,7 @@
 """The train family: Trainer.fit against PyTorch's own loop, scikit-learn's
 MLPClassifier and a hand-written NumPy loop, the same MLPs, one epoch per
-timed call."""
+timed call; then NNClassifier against MLPClassifier, whole fits per solver
+(estimators.py)."""
 import math
 import warnings
 
@@ -9,6 +10,7 @@ import numpy as np
 from ..losses import CrossEntropyLoss
 from ..optim import SGD
 from ..trainer import Trainer
+from .estimators import bench_estimators
 from .harness import available_peers, summarize, thread_limits, time_epochs, torch_epoch
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp, _torch_mlp
 from .registry import family
@@ -78,13 +80,15 @@ def train_contender(name, sizes, batch):
     raise ValueError(f"unknown contender {name!r}")
 
 
-@family("train", "Trainer.fit samples/s: three MLPs at batch 1, 32, 128, 1024")
+@family("train", "Trainer.fit samples/s: three MLPs at batch 1, 32, 128, 1024; "
+        "NNClassifier vs MLPClassifier fits (sgd, adam, lbfgs)")
 def bench_train(quick=False, threads=2, budget=None, peers=None, tiny=False, archs=None,
                 batches=None, log=None):
     """One epoch of training per timed call, each framework on its own
     amount of data (grown until one epoch takes about `budget` seconds), the
     frameworks taking turns with a pause before each epoch; rows report
-    seconds per sample and samples/s (medians over the rounds)."""
+    seconds per sample and samples/s (medians over the rounds). Then one row
+    per solver of NNClassifier against MLPClassifier (group "estimator")."""
     peers = available_peers(peers, ("numpy", "torch", "sklearn"))
     names = ["nncore"] + peers
     if tiny:
@@ -107,4 +111,5 @@ def bench_train(quick=False, threads=2, budget=None, peers=None, tiny=False, arc
                 rows.append(row)
                 if log:
                     log(row)
+        rows += bench_estimators(peers, nthreads, quick=quick, tiny=tiny, log=log)
     return rows
