@@ -49,22 +49,31 @@ __all__ = ["NNClassifier", "NNRegressor", "NotFittedError", "ConvergenceWarning"
 class _PoissonLoss:
     """scikit-learn's Poisson loss on a log link: the model outputs z = log
     of the mean, the loss is mean(y log(y / e^z) - y + e^z) over every output
-    (scikit-learn sums it over the outputs), the gradient (e^z - y) / (n k)."""
+    (scikit-learn sums it over the outputs), the gradient (e^z - y) / (n k).
+    ``per_sample`` gives the Trainer's sample weighting the per-row values."""
 
     target_kind = "regression"
 
     def __init__(self):
         self._grad = None
 
-    def forward(self, pred, target):
+    @staticmethod
+    def _terms(pred, target):
         z = np.asarray(pred, dtype=np.float64)
         y = np.asarray(target, dtype=np.float64).reshape(z.shape)
         mu = np.exp(z)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
-        value = float(np.mean(ylogy - y * z - y + mu))
-        self._grad = ((mu - y) / z.size).astype(np.float32)
-        return value
+        ylogy = y * np.log(np.where(y > 0, y, 1.0))      # 0 log 0 = 0 (y >= 0 is checked)
+        return ylogy - y * z - y + mu, mu, y
+
+    def per_sample(self, pred, target):
+        """Each row's loss, averaged over its outputs (float64)."""
+        terms, _, _ = self._terms(pred, target)
+        return terms.mean(axis=1)
+
+    def forward(self, pred, target):
+        terms, mu, y = self._terms(pred, target)
+        self._grad = ((mu - y) / terms.size).astype(np.float32)
+        return float(np.mean(terms))
 
     def backward(self):
         return self._grad
@@ -349,9 +358,6 @@ class NNRegressor(_BaseNN):
             if (out < 0).any():
                 raise ValueError("Some value(s) of y are negative which is not allowed for "
                                  "Poisson regression.")
-            if sample_weight is not None:
-                raise ValueError(f"{type(self).__name__}: sample_weight is not supported "
-                                 "with loss='poisson' yet")
         if first:
             self._n_targets = out.shape[1]
             self._y_1d = y.ndim == 1

@@ -163,6 +163,33 @@ def test_poisson_regression():
         nn.NNRegressor(loss="poisson", max_iter=5).fit(X, -y - 1)
 
 
+def test_poisson_regression_with_sample_weight():
+    """As MLPRegressor: the weighted mean of the per-sample deviance (summed
+    over the outputs) plus alpha / (2 sum(w)) ||W||^2; integer weights equal
+    repeated samples, with lbfgs and with adam."""
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(60, 3))
+    Y = rng.poisson(np.exp(0.4 * X[:, :2]))            # two targets
+    w = rng.randint(0, 4, size=60).astype(float)
+    params = dict(loss="poisson", solver="lbfgs", hidden_layer_sizes=(5,), random_state=0,
+                  max_iter=1, alpha=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = nn.NNRegressor(**params).fit(X, Y, sample_weight=w)
+        theirs = MLPRegressor(**params).fit(X, Y, sample_weight=w)
+    # the same initial weights: the same objective value after one iteration
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-5)
+    for solver in ("lbfgs", "adam"):
+        kw = dict(params, solver=solver, max_iter=20, batch_size=1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            weighted = nn.NNRegressor(**kw).fit(X, Y, sample_weight=w)
+            repeated = nn.NNRegressor(**kw).fit(np.repeat(X, w.astype(int), axis=0),
+                                                np.repeat(Y, w.astype(int), axis=0))
+        np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=1e-4)
+        assert weighted.loss_ == pytest.approx(repeated.loss_, rel=1e-5)
+
+
 # ---- 3. targets and inputs -------------------------------------------------------
 
 def test_multilabel_like_scikit_learn():
