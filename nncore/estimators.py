@@ -346,6 +346,12 @@ class NNRegressor(_BaseNN):
         whether y was 1-D (then predict returns 1-D)."""
         if y is not None:
             y = np.asarray(y)
+            if y.ndim == 2 and y.shape[1] == 1:     # as MLPRegressor: warn, then 1-D
+                warnings.warn("A column-vector y was passed when a 1d array was expected. "
+                              "Please change the shape of y to (n_samples, ), for example "
+                              "using ravel().", _flavoured(DataConversionWarning),
+                              stacklevel=4)
+                y = y[:, 0]
             if y.dtype.kind not in "biuf":      # e.g. an object array of numbers
                 try:
                     y = y.astype(np.float64)

@@ -211,6 +211,17 @@ def test_multilabel_like_scikit_learn():
         nn.NNClassifier(max_iter=5).fit(X, Y * 2)
 
 
+def test_column_vector_y_is_one_target_as_scikit_learn():
+    from sklearn.exceptions import DataConversionWarning
+    X, _, t = data()
+    for cls in (nn.NNRegressor, MLPRegressor):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            with pytest.warns(DataConversionWarning, match="column-vector y"):
+                est = cls(max_iter=3, random_state=0).fit(X, t[:, None])
+        assert est.predict(X).shape == (len(X),) and est.n_outputs_ == 1
+
+
 def test_multi_output_regression_lbfgs():
     X, _, t = data()
     Y = np.column_stack([t, X[:, 3]])
@@ -330,6 +341,34 @@ def test_divergence_ends_as_scikit_learn():
         ours, theirs = both(nn.NNRegressor, MLPRegressor, params,
                             lambda e: e.fit(X * 100, t * 1e4))
     assert ours == theirs == ("error", ValueError)
+
+
+@pytest.mark.parametrize("batch_size", ["auto", 10])
+def test_divergence_with_early_stopping_ends_as_scikit_learn(batch_size):
+    """With early stopping, MLPRegressor trains on after its loss turns
+    non-finite (NaN validation scores never count as no improvement), runs to
+    max_iter, warns and restores its best weights. Full batch, the first
+    epoch scores (huge but finite); at batch 10 no epoch does, and both
+    restore the initial weights (the same for the same random_state)."""
+    X, _, t = data()
+    params = dict(solver="sgd", learning_rate_init=10.0, momentum=0.9, max_iter=20,
+                  early_stopping=True, random_state=0, batch_size=batch_size)
+    fitted = []
+    with np.errstate(all="ignore"):
+        outcomes = both(nn.NNRegressor, MLPRegressor, params,
+                        lambda e: fitted.append(e.fit(X * 100, t * 1e4)))
+    assert outcomes == (("warning", ConvergenceWarning),) * 2
+    for est in fitted:
+        assert est.n_iter_ == 20 and len(est.validation_scores_) == 20
+        assert np.isnan(est.validation_scores_[-1]) and np.isnan(est.loss_curve_[-1])
+        assert np.isfinite(est.predict(X)).all()
+    ours, theirs = fitted
+    assert ours.t_ == theirs.t_
+    if batch_size == 10:
+        assert np.isnan(ours.validation_scores_).all()
+        assert np.isnan(theirs.validation_scores_).all()
+        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
 
 def test_values_beyond_float32_are_refused():
