@@ -152,12 +152,7 @@ class NNClassifier(_BaseNN):
         name = type(self).__name__
         if y is None:
             raise ValueError(f"{name} requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected. "
-                          "Please change the shape of y to (n_samples, ), for example "
-                          "using ravel().", _flavoured(DataConversionWarning), stacklevel=4)
-            y = y[:, 0]
+        y = _column_to_1d(np.asarray(y))
         if y.ndim == 0 or len(y) != n:
             raise ValueError(f"{name}: X has {n} samples but y has "
                              f"{len(y) if y.ndim else 'a scalar'}")
@@ -345,13 +340,7 @@ class NNRegressor(_BaseNN):
         """Targets as float32 (n, n_targets); remembers on the first fit
         whether y was 1-D (then predict returns 1-D)."""
         if y is not None:
-            y = np.asarray(y)
-            if y.ndim == 2 and y.shape[1] == 1:     # as MLPRegressor: warn, then 1-D
-                warnings.warn("A column-vector y was passed when a 1d array was expected. "
-                              "Please change the shape of y to (n_samples, ), for example "
-                              "using ravel().", _flavoured(DataConversionWarning),
-                              stacklevel=4)
-                y = y[:, 0]
+            y = _column_to_1d(np.asarray(y))
             if y.dtype.kind not in "biuf":      # e.g. an object array of numbers
                 try:
                     y = y.astype(np.float64)
@@ -404,6 +393,17 @@ class NNRegressor(_BaseNN):
         pred = self.predict(X)
         y = _check_score_args(type(self).__name__, y, len(pred), sample_weight, self.n_outputs_)
         return _r2(y.reshape(len(y), -1), np.asarray(pred).reshape(len(y), -1), sample_weight)
+
+
+def _column_to_1d(y):
+    """A column vector y (n, 1) as 1-D, with scikit-learn's warning (its
+    column_or_1d, as both MLPs call it); any other y unchanged."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected. "
+                      "Please change the shape of y to (n_samples, ), for example "
+                      "using ravel().", _flavoured(DataConversionWarning), stacklevel=5)
+        return y[:, 0]
+    return y
 
 
 def _check_score_args(who, y, n, sample_weight, n_outputs):
