@@ -30,7 +30,13 @@ epsilon, exactly). What differs from MLPClassifier:
   generators (seeded from ``random_state``), not from scikit-learn's;
 - Adam's epsilon is added to the bias-corrected root (PyTorch's form);
   scikit-learn adds it before the correction, a relative difference below
-  1e-8 of the step.
+  1e-8 of the step;
+- negative sample weights and (with loss='poisson') negative targets are
+  refused; MLPClassifier / MLPRegressor 1.9 accept both;
+- weighted and repeated samples give the same model up to float32 rounding,
+  so scikit-learn's check_sample_weight_equivalence_* (rtol=1e-7, float64
+  X) fails by a few float32 ulps; MLPClassifier given float32 X differs as
+  much.
 """
 import math
 import warnings
