@@ -194,8 +194,7 @@ class _Monitor:
             improved = not score < est.best_validation_score_ + est.tol
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
-                est._best_state = {k: np.array(v, copy=True)
-                                   for k, v in est.model_.state_dict().items()}
+                est._best_state = est._copy_state()
         else:
             improved = not loss > est.best_loss_ - est.tol
             est.best_loss_ = min(est.best_loss_, loss)
@@ -583,8 +582,28 @@ class _BaseNN:
                                       sample_weight=sample_weight)
         except NonFiniteLossError as exc:
             # MLPClassifier runs on with NaN weights and raises this at the end
-            raise ValueError(_DIVERGED) from exc
+            # -- unless early stopping restores its best weights
+            if monitor.X_val is None:
+                raise ValueError(_DIVERGED) from exc
+            self._run_out_diverged(epochs)
+            return False
         return monitor.converged
+
+    def _run_out_diverged(self, epochs):
+        """What MLPClassifier records for the epochs after its loss became
+        non-finite, when early stopping will restore its best weights: a NaN
+        loss and validation score per epoch (a NaN score never counts as no
+        improvement, so it runs to max_iter); computed, not trained."""
+        while self.n_iter_ < epochs:
+            self.n_iter_ += 1
+            self.t_ += self._epoch_samples
+            self.loss_ = math.nan
+            self.loss_curve_.append(math.nan)
+            self.validation_scores_.append(math.nan)
+            if self._verbose_lines:
+                print("Iteration %d, loss = %.8f" % (self.n_iter_, math.nan))
+                print("Validation score: %f" % math.nan)
+        self._no_improvement_count = 0
 
     def _train_sparse(self, X, y, sample_weight, epochs, monitor, verbose):
         """Epochs over a CSR X: each epoch's shuffled rows are densified a
@@ -679,7 +698,10 @@ class _BaseNN:
             if self.best_validation_score_ is None:
                 self.best_validation_score_ = -math.inf
             self.best_loss_ = None
-            self._best_state = None
+            # restored if no epoch scores better: the weights this fit starts
+            # from (MLPClassifier's _best_coefs, set at initialisation and by
+            # the previous fit's best)
+            self._best_state = self._copy_state()
         else:
             self.validation_scores_ = self.best_validation_score_ = None
             if self.best_loss_ is None:
@@ -732,6 +754,9 @@ class _BaseNN:
 
     def _stratify(self, y):
         return None
+
+    def _copy_state(self):
+        return {k: np.array(v, copy=True) for k, v in self.model_.state_dict().items()}
 
     def _forward(self, X):
         """The model's raw outputs for validated X (eval mode; a sparse X is

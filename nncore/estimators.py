@@ -32,7 +32,13 @@ epsilon, exactly). What differs from MLPClassifier:
   generators (seeded from ``random_state``), not from scikit-learn's;
 - Adam's epsilon is added to the bias-corrected root (PyTorch's form);
   scikit-learn adds it before the correction, a relative difference below
-  1e-8 of the step.
+  1e-8 of the step;
+- negative sample weights and (with loss='poisson') negative targets are
+  refused; MLPClassifier / MLPRegressor 1.9 accept both;
+- weighted and repeated samples give the same model up to float32 rounding,
+  so scikit-learn's check_sample_weight_equivalence_* (rtol=1e-7, float64
+  X) fails by a few float32 ulps; MLPClassifier given float32 X differs as
+  much.
 """
 import math
 import warnings
@@ -51,22 +57,31 @@ __all__ = ["NNClassifier", "NNRegressor", "NotFittedError", "ConvergenceWarning"
 class _PoissonLoss:
     """scikit-learn's Poisson loss on a log link: the model outputs z = log
     of the mean, the loss is mean(y log(y / e^z) - y + e^z) over every output
-    (scikit-learn sums it over the outputs), the gradient (e^z - y) / (n k)."""
+    (scikit-learn sums it over the outputs), the gradient (e^z - y) / (n k).
+    ``per_sample`` gives the Trainer's sample weighting the per-row values."""
 
     target_kind = "regression"
 
     def __init__(self):
         self._grad = None
 
-    def forward(self, pred, target):
+    @staticmethod
+    def _terms(pred, target):
         z = np.asarray(pred, dtype=np.float64)
         y = np.asarray(target, dtype=np.float64).reshape(z.shape)
         mu = np.exp(z)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
-        value = float(np.mean(ylogy - y * z - y + mu))
-        self._grad = ((mu - y) / z.size).astype(np.float32)
-        return value
+        ylogy = y * np.log(np.where(y > 0, y, 1.0))      # 0 log 0 = 0 (y >= 0 is checked)
+        return ylogy - y * z - y + mu, mu, y
+
+    def per_sample(self, pred, target):
+        """Each row's loss, averaged over its outputs (float64)."""
+        terms, _, _ = self._terms(pred, target)
+        return terms.mean(axis=1)
+
+    def forward(self, pred, target):
+        terms, mu, y = self._terms(pred, target)
+        self._grad = ((mu - y) / terms.size).astype(np.float32)
+        return float(np.mean(terms))
 
     def backward(self):
         return self._grad
@@ -145,12 +160,7 @@ class NNClassifier(_BaseNN):
         name = type(self).__name__
         if y is None:
             raise ValueError(f"{name} requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected. "
-                          "Please change the shape of y to (n_samples, ), for example "
-                          "using ravel().", _flavoured(DataConversionWarning), stacklevel=4)
-            y = y[:, 0]
+        y = _column_to_1d(np.asarray(y))
         if y.ndim == 0 or len(y) != n:
             raise ValueError(f"{name}: X has {n} samples but y has "
                              f"{len(y) if y.ndim else 'a scalar'}")
@@ -338,7 +348,7 @@ class NNRegressor(_BaseNN):
         """Targets as float32 (n, n_targets); remembers on the first fit
         whether y was 1-D (then predict returns 1-D)."""
         if y is not None:
-            y = np.asarray(y)
+            y = _column_to_1d(np.asarray(y))
             if y.dtype.kind not in "biuf":      # e.g. an object array of numbers
                 try:
                     y = y.astype(np.float64)
@@ -351,9 +361,6 @@ class NNRegressor(_BaseNN):
             if (out < 0).any():
                 raise ValueError("Some value(s) of y are negative which is not allowed for "
                                  "Poisson regression.")
-            if sample_weight is not None:
-                raise ValueError(f"{type(self).__name__}: sample_weight is not supported "
-                                 "with loss='poisson' yet")
         if first:
             self._n_targets = out.shape[1]
             self._y_1d = y.ndim == 1
@@ -394,6 +401,17 @@ class NNRegressor(_BaseNN):
         pred = self.predict(X)
         y = _check_score_args(type(self).__name__, y, len(pred), sample_weight, self.n_outputs_)
         return _r2(y.reshape(len(y), -1), np.asarray(pred).reshape(len(y), -1), sample_weight)
+
+
+def _column_to_1d(y):
+    """A column vector y (n, 1) as 1-D, with scikit-learn's warning (its
+    column_or_1d, as both MLPs call it); any other y unchanged."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected. "
+                      "Please change the shape of y to (n_samples, ), for example "
+                      "using ravel().", _flavoured(DataConversionWarning), stacklevel=5)
+        return y[:, 0]
+    return y
 
 
 def _check_score_args(who, y, n, sample_weight, n_outputs):

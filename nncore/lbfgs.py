@@ -85,7 +85,7 @@ class _Objective:
                 raise ValueError(f"sample_weight is not supported with {type(loss).__name__}")
             n_out = y.shape[1] if y.ndim == 2 else model.parameters()[-1][0].shape[-1]
             rows = max(hi - lo for lo, hi in self.chunks)
-            self.weighted = _WeightedLoss(kind, rows, n_out)
+            self.weighted = _WeightedLoss(kind, rows, n_out, loss)
         self.grad = np.zeros(self.offsets[-1])
         self.evaluations = 0
 

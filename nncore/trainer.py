@@ -100,7 +100,12 @@ def _loss_kind(loss):
 
 
 def _weighted_kind(loss):
-    """The loss formula _WeightedLoss knows for this loss, else None."""
+    """The loss formula _WeightedLoss knows for this loss, else None. A loss
+    defined elsewhere (e.g. the estimators' Poisson loss) may give its own
+    per-sample values: ``loss.per_sample(out, target)``, float64, one per row
+    (averaged over the outputs, as its mean reduction), kind "per_sample"."""
+    if callable(getattr(loss, "per_sample", None)):
+        return "per_sample"
     return {"MSELoss": "mse", "CrossEntropyLoss": "class_index",
             "BCEWithLogitsLoss": "binary"}.get(type(loss).__name__)
 
@@ -236,8 +241,9 @@ class _WeightedLoss:
     per-sample losses, into buffers sized once.
     """
 
-    def __init__(self, kind, capacity, n_outputs):
+    def __init__(self, kind, capacity, n_outputs, loss=None):
         self.kind = kind
+        self.loss = loss      # the loss whose per_sample method kind "per_sample" calls
         self.scale = np.empty((capacity, 1), dtype=np.float32)
         self.per_sample = np.empty(capacity, dtype=np.float64)
         self.row_max = np.empty(capacity, dtype=np.float64)
@@ -264,6 +270,8 @@ class _WeightedLoss:
             picked = self.picked[:m]
             np.take(out.reshape(-1), index, out=picked, mode="clip")
             np.subtract(losses, picked, out=losses)
+        elif self.kind == "per_sample":
+            losses[...] = self.loss.per_sample(out, target)
         elif self.kind == "binary":
             # l = max(x, 0) - x t + log1p(exp(-|x|)), averaged over the outputs
             np.abs(out, out=work)
@@ -533,8 +541,8 @@ class Trainer:
         if sample_weight is not None:
             if _weighted_kind(self.loss) is None:
                 raise ValueError(f"{who}: sample_weight works with MSELoss, "
-                                 f"CrossEntropyLoss and BCEWithLogitsLoss, not "
-                                 f"{type(self.loss).__name__}")
+                                 f"CrossEntropyLoss, BCEWithLogitsLoss and losses with a "
+                                 f"per_sample method, not {type(self.loss).__name__}")
             weights = check_sample_weight(sample_weight, len(X), who)
         if validation_data is not None:
             if validation_split:
@@ -695,7 +703,8 @@ class Trainer:
             plan["w"] = np.empty_like(weights) if weights is not None else None
         if weights is not None:
             n_out = y.shape[1] if y.ndim == 2 else self._n_outputs
-            plan["weighted"] = _WeightedLoss(_weighted_kind(self.loss), bs, n_out or 1)
+            plan["weighted"] = _WeightedLoss(_weighted_kind(self.loss), bs, n_out or 1,
+                                             self.loss)
         return plan
 
     def _train_epoch(self, X, y, weights, epoch, hooks, plan, at=None):

@@ -13,7 +13,12 @@ ENV_FIELDS = ("cpu", "cores", "isa", "isa_available", "threads", "versions",
               "peak_gflops", "memory_bandwidth_gbs", "blas", "load_average", "date")
 ROW_FIELDS = ("family", "group", "case", "threads", "isa", "contenders", "metric", "noisy",
               "repeats", "nncore_s", "nncore_min_s", "nncore_max_s", "nncore_spread")
-NUMPY_FIELDS = ("numpy_s", "ratio_numpy", "ratio")    # every family but conv (NumPy has no conv)
+# every family but conv (NumPy has no conv), and every row but the estimator rows of train
+NUMPY_FIELDS = ("numpy_s", "ratio_numpy", "ratio")
+
+
+def _has_numpy_side(r):
+    return r["family"] != "conv" and r["group"] != bench.estimators.GROUP
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def test_every_family_writes_its_rows(results, family):
     assert rows and all(r["family"] == family for r in rows)
     assert [r for r in results["rows"] if r["family"] == family] == rows
     for r in rows:
-        for key in ROW_FIELDS + (NUMPY_FIELDS if family != "conv" else ()):
+        for key in ROW_FIELDS + (NUMPY_FIELDS if _has_numpy_side(r) else ()):
             assert key in r, (family, key)
         for side in r["contenders"]:
             assert r[f"{side}_min_s"] <= r[f"{side}_s"] <= r[f"{side}_max_s"]
@@ -54,11 +59,12 @@ def test_every_family_writes_its_rows(results, family):
             assert r[f"{side}_rate"] > 0
             if side != "nncore":
                 assert r[f"ratio_{side}"] == pytest.approx(r[f"{side}_s"] / r["nncore_s"])
-        if family != "conv":
+        if _has_numpy_side(r):
             assert r["ratio"] == r["ratio_numpy"]
         assert isinstance(r["noisy"], bool)
         assert r["noisy"] == any(r[f"{s}_spread"] > bench.SPREAD_LIMIT for s in r["contenders"])
-        assert ("torch" in r["contenders"]) == ("torch" in sys.modules)
+        if r["group"] != bench.estimators.GROUP:
+            assert ("torch" in r["contenders"]) == ("torch" in sys.modules)
 
 
 def test_gemm_rows_report_percent_of_peak(results):
@@ -89,13 +95,43 @@ def test_train_and_infer_rows_are_per_sample(results):
         assert r["metric"] == "samples/s"
         for side in r["contenders"]:   # seconds per sample, each on its own data size
             assert r[f"{side}_rate"] == pytest.approx(1.0 / r[f"{side}_s"])
-            assert r["samples"][side] >= 2 * r["batch"]
+            if r["group"] != bench.estimators.GROUP:
+                assert r["samples"][side] >= 2 * r["batch"]
         if "sklearn" in sys.modules:
             assert "sklearn" in r["contenders"]
     infer = results["families"]["infer"]
     assert [r["group"] for r in infer] == ["latency", "throughput"]
     for r in infer:
         assert r["nncore_rate"] == pytest.approx(r["batch"] / r["nncore_s"])
+
+
+def test_estimator_rows(results):
+    """NNClassifier against MLPClassifier: one row per solver, whole fits of
+    the same number of iterations on the same data (sgd and adam at the
+    batch size, lbfgs full batch); the rate is samples x iterations / s."""
+    rows = [r for r in results["families"]["train"] if r["group"] == bench.estimators.GROUP]
+    assert [r["solver"] for r in rows] == list(bench.estimators.SOLVERS)
+    sides = ["nncore"] + (["sklearn"] if "sklearn" in sys.modules else [])
+    for r in rows:
+        assert r["contenders"] == sides
+        for side in sides:
+            assert r["n_iter"][side] == r["max_iter"]     # tol=0: nothing stops a fit early
+            per_call = r["n_iter"][side] * r["samples"][side]
+            assert r["fit_s"][side] == pytest.approx(r[f"{side}_s"] * per_call)
+        assert r["batch"] == (r["samples"]["nncore"] if r["solver"] == "lbfgs" else 16)
+    text = bench.format_table(results["families"]["train"])
+    assert f"geomean train/{bench.estimators.GROUP} (3 rows)" in text
+
+
+def test_estimator_params_are_scikit_learns_defaults():
+    sklearn_nn = pytest.importorskip("sklearn.neural_network")
+    params = bench.estimators.estimator_params("sgd", (784, 256, 128, 10), 200, 2)
+    ours = sklearn_nn.MLPClassifier(**params).get_params()
+    defaults = sklearn_nn.MLPClassifier().get_params()
+    changed = {k for k in defaults if ours[k] != defaults[k]}
+    assert changed == {"hidden_layer_sizes", "solver", "batch_size", "max_iter", "tol",
+                       "n_iter_no_change", "random_state"}
+    assert ours["momentum"] == 0.9 and ours["nesterovs_momentum"] and ours["alpha"] == 1e-4
 
 
 def _onnxruntime_usable():

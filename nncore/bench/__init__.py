@@ -32,9 +32,10 @@ GEMM rows give % of the bf16 peak measured by the vdpbf16ps probe
 Layout: registry (FAMILIES, ``@family``, ``run``, ORDER), harness (thread
 limits, timing in turns, the row of one case), machine (CPU, versions, the
 measured FMA peak and memory bandwidth), one module per family (gemm, layers,
-train, infer, conv; mlp holds the networks train and infer share, cnn the
-conv nets and their PyTorch and ONNX copies), report (text and Markdown
-tables) and plot (matplotlib).
+train, infer, conv; mlp holds the networks train and infer share, estimators
+the NNClassifier-vs-MLPClassifier rows of train, cnn the conv nets and their
+PyTorch and ONNX copies), report (text and Markdown tables) and plot
+(matplotlib).
 """
 # Registry first, then the families in ORDER, so FAMILIES keeps that order.
 from .registry import FAMILIES, ORDER, family, run  # noqa: F401
@@ -45,6 +46,7 @@ from .machine import (bf16_peak_gflops, cpu_model, environment, machine,  # noqa
 from .gemm import bench_gemm, gemm_cases, gemm_operands  # noqa: F401
 from .layers import bench_layers, layer_cases  # noqa: F401
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp  # noqa: F401
+from .estimators import bench_estimators, estimator_contender, estimator_params  # noqa: F401
 from .train import BATCHES, bench_train, train_contender  # noqa: F401
 from .infer import bench_infer, infer_contender  # noqa: F401
 from .cnn import build_net, layer_flops, net_flops, torch_copy  # noqa: F401

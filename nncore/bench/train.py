@@ -1,6 +1,7 @@
 """The train family: Trainer.fit against PyTorch's own loop, scikit-learn's
 MLPClassifier and a hand-written NumPy loop, the same MLPs, one epoch per
-timed call."""
+timed call; then NNClassifier against MLPClassifier, whole fits per solver
+(estimators.py)."""
 import math
 import warnings
 
@@ -10,6 +11,7 @@ from ..linalg import check_precision
 from ..losses import CrossEntropyLoss
 from ..optim import SGD
 from ..trainer import Trainer
+from .estimators import bench_estimators
 from .harness import available_peers, summarize, thread_limits, time_epochs, torch_epoch
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp, _torch_mlp
 from .registry import family
@@ -86,14 +88,16 @@ def train_contender(name, sizes, batch, precision="float32"):
     raise ValueError(f"unknown contender {name!r}")
 
 
-@family("train", "Trainer.fit samples/s: three MLPs at batch 1, 32, 128, 1024")
+@family("train", "Trainer.fit samples/s: three MLPs at batch 1, 32, 128, 1024; "
+        "NNClassifier vs MLPClassifier fits (sgd, adam, lbfgs)")
 def bench_train(quick=False, threads=2, budget=None, peers=None, tiny=False, archs=None,
                 batches=None, log=None, precision="float32"):
     """One epoch of training per timed call, each framework on its own
     amount of data (grown until one epoch takes about `budget` seconds), the
     frameworks taking turns with a pause before each epoch; rows report
-    seconds per sample and samples/s (medians over the rounds).
-    precision="bf16": nncore trains with Trainer(precision="bf16"), beside
+    seconds per sample and samples/s (medians over the rounds). Then one row
+    per solver of NNClassifier against MLPClassifier (group "estimator"),
+    in float32 only. precision="bf16": nncore trains with Trainer(precision="bf16"), beside
     nncore in float32 ("nncore_f32") and, when torch is a peer, PyTorch
     under torch.autocast(bfloat16) ("torch_bf16"); by default on BF16_ARCHS
     at BF16_BATCHES (mixed precision pays on large GEMMs)."""
@@ -125,4 +129,6 @@ def bench_train(quick=False, threads=2, budget=None, peers=None, tiny=False, arc
                 rows.append(row)
                 if log:
                     log(row)
+        if not bf16:    # the estimator rows compare float32 fits
+            rows += bench_estimators(peers, nthreads, quick=quick, tiny=tiny, log=log)
     return rows
