@@ -47,6 +47,7 @@
  * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. */
 #include <string.h>
 #include <omp.h>
+#include "conv_direct.h"
 #include "dispatch.h"
 #include "gemm.h"
 #include "profile.h"
@@ -472,6 +473,10 @@ typedef struct conv_call {
     int64_t bb, nbb;
     /* depthwise forward: blocks of dcb input channels (all their outputs) */
     int64_t dcb, ndcb;
+    /* the direct convolution (conv_direct.c): the forward pass, and the
+     * input gradient as a convolution of dy (stride 1) */
+    nn_dconv dfwd, ddx;
+    int direct_fwd, direct_dx;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -489,6 +494,10 @@ static void fill_rows(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
 static int forward_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->direct_fwd) {
+        nn_dconv_task(&K->dfwd, t, K->x, K->y, buf);
+        return NN_OK;
+    }
     if (G->depthwise) {
         const int64_t n = t / K->ndcb, c0 = t % K->ndcb * K->dcb, c1 = min64(c0 + K->dcb, G->c);
         for (int64_t c = c0; c < c1; c++) {
@@ -528,6 +537,10 @@ static int forward_task(const conv_call *K, int64_t t, float *buf)
 static int dx_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->direct_dx) {
+        nn_dconv_task(&K->ddx, t, K->dy, K->dx, buf);
+        return NN_OK;
+    }
     if (G->depthwise) {
         /* one input plane: the sum over its og output channels */
         const int64_t n = t / G->c, c = t % G->c;
@@ -689,6 +702,49 @@ static int run_tasks(const conv_call *K, double flops)
 
 /* ---- planning ---- */
 
+/* The direct convolution for this call's forward pass (dx == 0) or input
+ * gradient (dx == 1), planned and its weights packed into the SHARED
+ * workspace: 1 when it applies, 0 when the other paths run, or NN_ENOMEM. */
+static int plan_direct(conv_call *K, int dx)
+{
+    const geom *G = &K->G;
+    if (G->depthwise || G->pointwise)
+        return 0;
+    nn_dconv *D = dx ? &K->ddx : &K->dfwd;
+    memset(D, 0, sizeof *D);
+    D->n = G->n, D->groups = G->groups, D->kh = G->kh, D->kw = G->kw;
+    D->dh = G->dh, D->dw = G->dw;
+    if (!dx) {
+        D->c = G->cg, D->h = G->h, D->w = G->w, D->o = G->og, D->oh = G->oh, D->ow = G->ow;
+        D->sh = G->sh, D->sw = G->sw, D->ph = G->ph, D->pw = G->pw;
+        D->x_img = G->c * G->hw, D->y_img = G->o * G->p;
+        D->act = K->act;
+    } else {
+        /* dx = dy convolved (stride 1) with the weights transposed and
+         * rotated, padded by d (k - 1) - p: only for stride 1, p <= d (k - 1) */
+        const int64_t ph = G->dh * (G->kh - 1) - G->ph, pw = G->dw * (G->kw - 1) - G->pw;
+        if (G->sh != 1 || G->sw != 1 || ph < 0 || pw < 0)
+            return 0;
+        D->c = G->og, D->h = G->oh, D->w = G->ow, D->o = G->cg, D->oh = G->h, D->ow = G->w;
+        D->sh = D->sw = 1, D->ph = ph, D->pw = pw;
+        D->x_img = G->o * G->p, D->y_img = G->c * G->hw;
+        D->act = NN_ACT_NONE;
+    }
+    if (!nn_dconv_plan(D, K->kt))
+        return 0;
+    float *shared = nn_workspace_get(NN_WS_SHARED, nn_dconv_shared_floats(D));
+    if (shared == NULL)
+        return NN_ENOMEM;
+    nn_dconv_pack(D, shared, K->w, dx ? NULL : K->b, dx);
+    const size_t need = nn_dconv_task_floats(D);
+    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    if (dx)
+        K->t_dx = nn_dconv_tasks(D);
+    else
+        K->t_fwd = nn_dconv_tasks(D);
+    return 1;
+}
+
 static void plan_forward(conv_call *K)
 {
     const geom *G = &K->G;
@@ -776,7 +832,12 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         return NN_OK;
     K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
     K.kt = nn_kernels();
-    plan_forward(&K);
+    status = plan_direct(&K, 0);
+    if (status < 0)
+        return status;
+    K.direct_fwd = status;
+    if (!K.direct_fwd)
+        plan_forward(&K);
     const geom *G = &K.G;
     return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
 }
@@ -799,8 +860,14 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     }
     K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
     K.kt = nn_kernels();
-    if (dx)
-        plan_dx(&K);
+    if (dx) {
+        status = plan_direct(&K, 1);
+        if (status < 0)
+            return status;
+        K.direct_dx = status;
+        if (!K.direct_dx)
+            plan_dx(&K);
+    }
     if (dwt)
         plan_dw(&K);
     if (db) {

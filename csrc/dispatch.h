@@ -87,7 +87,26 @@ typedef struct nn_gemv_args {
  * backward loops run whole blocks of NN_CONV_TAPS_SLACK elements: their
  * buffers hold that many floats past the end. */
 #define NN_CONV_TAPS_SLACK 32
+/* One register tile of the direct convolution (conv_direct_kernel.c, laid
+ * out by conv_direct.c): r pixels of one output row times v blocks of 16
+ * output channels,
+ *   y[i*ldy + j] = act(bias[j] + sum over p < k of x[koff[p] + i] * w[p*ldw + j])
+ * for i < r, j < 16 v (bias NULL: none). r and v within conv_direct_limits:
+ * v <= vmax, r <= rmax[v - 1]. */
+typedef struct nn_conv_tile {
+    int64_t k;
+    const int64_t *koff;
+    const float *x;
+    const float *w;
+    int64_t ldw;
+    float *y;
+    int64_t ldy;
+    const float *bias;
+    int r, v, act;
+} nn_conv_tile;
 #define NN_CONV_KERNELS(X) \
+    X(conv_direct_tile, (const nn_conv_tile *t), (t)) \
+    X(conv_direct_limits, (int *vmax, int *rmax), (vmax, rmax)) \
     X(conv_taps_forward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
                           const float *xp, float *acc), (len, taps, off, w, xp, acc)) \
     X(conv_taps_backward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \

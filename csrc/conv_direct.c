@@ -1,0 +1,189 @@
+/* The direct convolution: no im2col matrix, no GEMM. conv_direct_kernel.c
+ * holds the register tile (output channels in vector lanes, pixels of one
+ * output row as the tile's rows); this file lays the data out for it.
+ *
+ * Per task (image, group, band of output rows):
+ *   1. the input rows the band needs are copied, zero-padded, into
+ *      sh * sw phase planes: plane (a, b) holds padded rows r*sh + a and
+ *      columns q*sw + b. A tap (i, j) then reads plane ((i*dh) % sh,
+ *      (j*dw) % sw) shifted by ((i*dh) / sh, (j*dw) / sw): one constant
+ *      offset koff per tap (shared by all tasks), and consecutive output
+ *      pixels of a row read consecutive floats, whatever the stride;
+ *   2. for each output row and each tile of 16 v channels, the row's
+ *      pixels in tiles of at most rmax: the kernel sums all taps of each
+ *      output in order (bias and activation applied in registers) into a
+ *      row buffer, pixel-major;
+ *   3. the row buffer is transposed into the NCHW output.
+ * The weights are packed once per call: one row of ldw floats per tap,
+ * output channels contiguous (zero past the group's o).
+ *
+ * Memory: the shared data is the size of the weights; each thread's buffer
+ * is bounded by NN_DCONV_BAND_FLOATS (the plan splits rows into bands, and
+ * declines when even one row's input band is larger). */
+#include <string.h>
+#include "conv_direct.h"
+#include "gemm.h"
+
+/* A task's input band at most (floats): half of a 1 MiB L2. */
+#define NN_DCONV_BAND_FLOATS 131072
+/* Rows are split into bands until there are this many tasks (batch 1
+ * runs on several threads); the count depends only on the shape. */
+#define NN_DCONV_MIN_TASKS 8
+
+int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
+{
+    D->kt = kt;
+    int vmax = 1, rmax[8] = {0};
+    kt->conv_direct_limits(&vmax, rmax);
+    /* channel tiles: the fewest tiles of at most vmax blocks, balanced */
+    const int64_t blocks = ceil_div(D->o, 16);
+    D->nob = ceil_div(blocks, vmax);
+    D->v = (int)ceil_div(blocks, D->nob);
+    D->rmax = rmax[D->v - 1];
+    D->ldw = D->nob * 16 * D->v;
+    D->taps = D->c * D->kh * D->kw;
+    D->wq = D->ow + (D->kw - 1) * D->dw / D->sw;
+    const int64_t ext = (D->kh - 1) * D->dh / D->sh; /* rows a band needs past its own */
+    const int64_t plane_row = D->c * D->sh * D->sw * D->wq;
+    if (plane_row * (1 + ext) > NN_DCONV_BAND_FLOATS)
+        return 0;
+    const int64_t bmax = NN_DCONV_BAND_FLOATS / plane_row - ext;
+    int64_t nb = ceil_div(D->oh, bmax);
+    const int64_t want = ceil_div(NN_DCONV_MIN_TASKS, D->n * D->groups);
+    nb = max64(nb, min64(want, D->oh));
+    D->band = ceil_div(D->oh, nb);
+    D->nbands = ceil_div(D->oh, D->band);
+    D->hq = D->band + ext;
+    D->xq_floats = D->c * D->sh * D->sw * D->hq * D->wq;
+    return 1;
+}
+
+size_t nn_dconv_shared_floats(const nn_dconv *D)
+{
+    return (size_t)(round_up(2 * D->taps, 16) + D->groups * D->ldw * (D->taps + 1));
+}
+
+size_t nn_dconv_task_floats(const nn_dconv *D)
+{
+    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v);
+}
+
+void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias, int flip)
+{
+    int64_t *koff = (int64_t *)shared;
+    const int64_t kk = D->kh * D->kw, plane = D->hq * D->wq;
+    for (int64_t ci = 0; ci < D->c; ci++)
+        for (int64_t i = 0; i < D->kh; i++)
+            for (int64_t j = 0; j < D->kw; j++) {
+                const int64_t a = i * D->dh % D->sh, b = j * D->dw % D->sw;
+                koff[ci * kk + i * D->kw + j] = ((ci * D->sh + a) * D->sw + b) * plane +
+                                                i * D->dh / D->sh * D->wq + j * D->dw / D->sw;
+            }
+    float *wpk = shared + round_up(2 * D->taps, 16);
+    /* The Conv2d's weight per group: (O/groups, C/groups, kh, kw). */
+    const int64_t wo = flip ? D->c : D->o, wc = flip ? D->o : D->c;
+    for (int64_t g = 0; g < D->groups; g++) {
+        const float *wg = w + g * wo * wc * kk;
+        float *dst = wpk + g * D->taps * D->ldw;
+        for (int64_t p = 0; p < D->taps; p++) {
+            float *row = dst + p * D->ldw;
+            const int64_t ci = p / kk, t = p % kk;
+            for (int64_t jo = 0; jo < D->o; jo++)
+                row[jo] = flip ? wg[(ci * wc + jo) * kk + (kk - 1 - t)]
+                               : wg[(jo * wc + ci) * kk + t];
+            for (int64_t jo = D->o; jo < D->ldw; jo++)
+                row[jo] = 0.0f;
+        }
+    }
+    float *bp = wpk + D->groups * D->taps * D->ldw;
+    if (bias) {
+        for (int64_t g = 0; g < D->groups; g++)
+            for (int64_t jo = 0; jo < D->ldw; jo++)
+                bp[g * D->ldw + jo] = jo < D->o ? bias[g * D->o + jo] : 0.0f;
+    }
+    D->koff = koff;
+    D->wpk = wpk;
+    D->bias = bias ? bp : NULL;
+}
+
+/* The task's input band: phase planes of rows oh0 .. oh0 + hq - 1 (in
+ * phase-plane rows) of channels xc (c planes of h x w). */
+static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq)
+{
+    const int64_t H = D->h, W = D->w, wq = D->wq, sw = D->sw;
+    for (int64_t ci = 0; ci < D->c; ci++)
+        for (int64_t a = 0; a < D->sh; a++)
+            for (int64_t b = 0; b < sw; b++) {
+                float *plane = xq + ((ci * D->sh + a) * sw + b) * D->hq * wq;
+                /* column q holds input column q*sw + off: inside [0, W) for q
+                 * in [qlo, qhi) */
+                const int64_t off = b - D->pw;
+                int64_t qlo = off >= 0 ? 0 : ceil_div(-off, sw);
+                int64_t qhi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
+                qlo = min64(qlo, wq);
+                qhi = min64(max64(qhi, qlo), wq);
+                for (int64_t r = 0; r < D->hq; r++) {
+                    float *row = plane + r * wq;
+                    const int64_t ih = (oh0 + r) * D->sh + a - D->ph;
+                    if (ih < 0 || ih >= H) {
+                        memset(row, 0, (size_t)wq * sizeof(float));
+                        continue;
+                    }
+                    const float *src = xc + ci * H * W + ih * W + off;
+                    for (int64_t q = 0; q < qlo; q++)
+                        row[q] = 0.0f;
+                    if (sw == 1)
+                        memcpy(row + qlo, src + qlo, (size_t)(qhi - qlo) * sizeof(float));
+                    else
+                        for (int64_t q = qlo; q < qhi; q++)
+                            row[q] = src[q * sw];
+                    for (int64_t q = qhi; q < wq; q++)
+                        row[q] = 0.0f;
+                }
+            }
+}
+
+/* dst[j*ld + p] = src[p*L + j] for p < np, j < nch: a pixel-major row
+ * buffer into nch NCHW planes, in blocks of 8 channels x 8 pixels. */
+static void unblock_row(const float *src, int64_t L, int64_t np, int64_t nch, float *dst,
+                        int64_t ld)
+{
+    for (int64_t j0 = 0; j0 < nch; j0 += 8) {
+        const int64_t j1 = min64(j0 + 8, nch);
+        for (int64_t p = 0; p < np; p++) {
+            const float *s = src + p * L;
+            for (int64_t j = j0; j < j1; j++)
+                dst[j * ld + p] = s[j];
+        }
+    }
+}
+
+void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf)
+{
+    const int64_t per_n = D->groups * D->nbands;
+    const int64_t n = t / per_n, g = t % per_n / D->nbands, band = t % D->nbands;
+    const int64_t oh0 = band * D->band, oh1 = min64(oh0 + D->band, D->oh);
+    float *xq = buf, *yb = buf + round_up(D->xq_floats, 16);
+    fill_band(D, x + n * D->x_img + g * D->c * D->h * D->w, oh0, xq);
+
+    const int L = 16 * D->v;
+    const int64_t P = D->oh * D->ow;
+    const int64_t nchunk = ceil_div(D->ow, D->rmax), r = ceil_div(D->ow, nchunk);
+    float *yg = y + n * D->y_img + g * D->o * P;
+    nn_conv_tile T = {.k = D->taps, .koff = D->koff, .ldw = D->ldw, .ldy = L, .v = D->v,
+                      .act = D->act};
+    for (int64_t ob = 0; ob < D->nob; ob++) {
+        const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
+        T.w = D->wpk + g * D->taps * D->ldw + o0;
+        T.bias = D->bias ? D->bias + g * D->ldw + o0 : NULL;
+        for (int64_t oh = oh0; oh < oh1; oh++) {
+            for (int64_t ow0 = 0; ow0 < D->ow; ow0 += r) {
+                T.r = (int)min64(r, D->ow - ow0);
+                T.x = xq + (oh - oh0) * D->wq + ow0;
+                T.y = yb + ow0 * L;
+                D->kt->conv_direct_tile(&T);
+            }
+            unblock_row(yb, L, D->ow, nch, yg + o0 * P + oh * D->ow, P);
+        }
+    }
+}
