@@ -476,7 +476,8 @@ typedef struct conv_call {
     /* the direct convolution (conv_direct.c): the forward pass, and the
      * input gradient as a convolution of dy (stride 1) */
     nn_dconv dfwd, ddx;
-    int direct_fwd, direct_dx;
+    nn_dconv_dw ddw;
+    int direct_fwd, direct_dx, direct_dw;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -579,6 +580,10 @@ static int dx_task(const conv_call *K, int64_t t, float *buf)
 static int dw_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->direct_dw) {
+        nn_dconv_dw_task(&K->ddw, t, K->x, K->dy, buf);
+        return NN_OK;
+    }
     if (G->depthwise) {
         /* one output channel's kh x kw weights, over the batch in order */
         const int64_t o = t, c = o / G->og;
@@ -702,9 +707,9 @@ static int run_tasks(const conv_call *K, double flops)
 
 /* ---- planning ---- */
 
-/* The direct convolution for this call's forward pass (dx == 0) or input
- * gradient (dx == 1), planned and its weights packed into the SHARED
- * workspace: 1 when it applies, 0 when the other paths run, or NN_ENOMEM. */
+/* The direct convolution (conv_direct.c) for this call's forward pass
+ * (dx == 0) or input gradient (dx == 1) planned in K: 1 when it applies,
+ * else 0 (the paths below run). */
 static int plan_direct(conv_call *K, int dx)
 {
     const geom *G = &K->G;
@@ -732,10 +737,6 @@ static int plan_direct(conv_call *K, int dx)
     }
     if (!nn_dconv_plan(D, K->kt))
         return 0;
-    float *shared = nn_workspace_get(NN_WS_SHARED, nn_dconv_shared_floats(D));
-    if (shared == NULL)
-        return NN_ENOMEM;
-    nn_dconv_pack(D, shared, K->w, dx ? NULL : K->b, dx);
     const size_t need = nn_dconv_task_floats(D);
     K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
     if (dx)
@@ -743,6 +744,49 @@ static int plan_direct(conv_call *K, int dx)
     else
         K->t_fwd = nn_dconv_tasks(D);
     return 1;
+}
+
+/* The direct weight gradient planned in K: 1 when it applies, else 0. */
+static int plan_direct_dw(conv_call *K)
+{
+    const geom *G = &K->G;
+    if (G->depthwise || G->pointwise || G->dw != 1)
+        return 0;
+    nn_dconv_dw *E = &K->ddw;
+    memset(E, 0, sizeof *E);
+    E->n = G->n, E->groups = G->groups, E->c = G->cg, E->h = G->h, E->w = G->w;
+    E->o = G->og, E->kh = G->kh, E->kw = G->kw, E->sh = G->sh, E->sw = G->sw;
+    E->dh = G->dh, E->ph = G->ph, E->pw = G->pw, E->oh = G->oh, E->ow = G->ow;
+    E->x_img = G->c * G->hw, E->y_img = G->o * G->p;
+    if (!nn_dconv_dw_plan(E, K->kt))
+        return 0;
+    const size_t need = nn_dconv_dw_task_floats(E);
+    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    K->t_dw = nn_dconv_dw_tasks(E);
+    return 1;
+}
+
+/* The direct paths' shared data (packed weights, tap offsets, the weight
+ * gradient's parts) in the calling thread's SHARED workspace, read by the
+ * whole team. */
+static int pack_direct(conv_call *K)
+{
+    const size_t a = K->direct_fwd ? nn_dconv_shared_floats(&K->dfwd) : 0;
+    const size_t b = K->direct_dx ? nn_dconv_shared_floats(&K->ddx) : 0;
+    const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw) : 0;
+    if (a + b + c == 0)
+        return NN_OK;
+    const size_t a16 = (a + 15) / 16 * 16, b16 = (b + 15) / 16 * 16;
+    float *shared = nn_workspace_get(NN_WS_SHARED, a16 + b16 + c);
+    if (shared == NULL)
+        return NN_ENOMEM;
+    if (K->direct_fwd)
+        nn_dconv_pack(&K->dfwd, shared, K->w, K->b, 0);
+    if (K->direct_dx)
+        nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL, 1);
+    if (K->direct_dw)
+        nn_dconv_dw_pack(&K->ddw, shared + a16 + b16);
+    return NN_OK;
 }
 
 static void plan_forward(conv_call *K)
@@ -832,12 +876,11 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         return NN_OK;
     K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
     K.kt = nn_kernels();
-    status = plan_direct(&K, 0);
-    if (status < 0)
-        return status;
-    K.direct_fwd = status;
+    K.direct_fwd = plan_direct(&K, 0);
     if (!K.direct_fwd)
         plan_forward(&K);
+    if ((status = pack_direct(&K)) != NN_OK)
+        return status;
     const geom *G = &K.G;
     return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
 }
@@ -860,23 +903,22 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     }
     K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
     K.kt = nn_kernels();
-    if (dx) {
-        status = plan_direct(&K, 1);
-        if (status < 0)
-            return status;
-        K.direct_dx = status;
-        if (!K.direct_dx)
-            plan_dx(&K);
-    }
-    if (dwt)
+    if (dx && !(K.direct_dx = plan_direct(&K, 1)))
+        plan_dx(&K);
+    if (dwt && !(K.direct_dw = plan_direct_dw(&K)))
         plan_dw(&K);
+    if ((status = pack_direct(&K)) != NN_OK)
+        return status;
     if (db) {
         K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
         K.t_db = ceil_div(G->o, K.bb);
     }
     const double flops = 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
     const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
-    return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
+    status = run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
+    if (status == NN_OK && K.direct_dw)
+        nn_dconv_dw_reduce(&K.ddw, dwt);
+    return status;
 }
 
 /* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape. */

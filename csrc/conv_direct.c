@@ -187,3 +187,116 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
         }
     }
 }
+
+/* ---- the weight gradient ---- */
+
+/* Chunks of images in the weight gradient (each a part of dw's size). */
+#define NN_DCONV_DW_CHUNKS 8
+
+int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
+{
+    E->kt = kt;
+    int vmax = 1, rmax[8] = {0};
+    kt->conv_direct_limits(&vmax, rmax);
+    const int64_t blocks = ceil_div(E->o, 16);
+    E->nob = ceil_div(blocks, vmax);
+    E->v = (int)ceil_div(blocks, E->nob);
+    E->ldo = E->nob * 16 * E->v;
+    E->hp = E->h + 2 * E->ph;
+    E->wp = E->w + 2 * E->pw;
+    E->taps = E->c * E->kh * E->kw;
+    if (E->kw > rmax[E->v - 1] || E->c * E->hp * E->wp > NN_DCONV_BAND_FLOATS)
+        return 0;
+    E->nq = min64(E->n, NN_DCONV_DW_CHUNKS);
+    E->per_q = ceil_div(E->n, E->nq);
+    E->nq = ceil_div(E->n, E->per_q);
+    return 1;
+}
+
+size_t nn_dconv_dw_shared_floats(const nn_dconv_dw *E)
+{
+    return (size_t)(round_up(2 * E->oh * E->ow, 16) + E->nq * E->groups * E->taps * E->ldo);
+}
+
+void nn_dconv_dw_pack(nn_dconv_dw *E, float *shared)
+{
+    int64_t *koff = (int64_t *)shared;
+    for (int64_t oh = 0; oh < E->oh; oh++)
+        for (int64_t ow = 0; ow < E->ow; ow++)
+            koff[oh * E->ow + ow] = oh * E->sh * E->wp + ow * E->sw;
+    E->koff = koff;
+    E->part = shared + round_up(2 * E->oh * E->ow, 16);
+}
+
+size_t nn_dconv_dw_task_floats(const nn_dconv_dw *E)
+{
+    return (size_t)(round_up(E->c * E->hp * E->wp, 16) + E->oh * E->ow * 16 * E->v);
+}
+
+/* c zero-padded planes (hp x wp) of the input planes xc. */
+static void pad_planes(const nn_dconv_dw *E, const float *xc, float *xp)
+{
+    const int64_t plane = E->hp * E->wp;
+    for (int64_t ci = 0; ci < E->c; ci++) {
+        float *d = xp + ci * plane;
+        const float *s = xc + ci * E->h * E->w;
+        memset(d, 0, (size_t)(E->ph * E->wp) * sizeof(float));
+        for (int64_t r = 0; r < E->h; r++) {
+            float *row = d + (r + E->ph) * E->wp;
+            for (int64_t q = 0; q < E->pw; q++)
+                row[q] = row[E->pw + E->w + q] = 0.0f;
+            memcpy(row + E->pw, s + r * E->w, (size_t)E->w * sizeof(float));
+        }
+        memset(d + (E->ph + E->h) * E->wp, 0, (size_t)(E->ph * E->wp) * sizeof(float));
+    }
+}
+
+void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const float *dy,
+                      float *buf)
+{
+    const int64_t per_q = E->groups * E->nob;
+    const int64_t q = t / per_q, g = t % per_q / E->nob, ob = t % E->nob;
+    const int64_t n0 = q * E->per_q, n1 = min64(n0 + E->per_q, E->n);
+    const int L = 16 * E->v;
+    const int64_t P = E->oh * E->ow, plane = E->hp * E->wp;
+    const int64_t o0 = ob * L, nch = min64(L, E->o - o0);
+    float *xp = buf, *dyt = buf + round_up(E->c * plane, 16);
+    float *part = E->part + (q * E->groups + g) * E->taps * E->ldo + o0;
+    nn_conv_tile T = {.k = P, .koff = E->koff, .w = dyt, .ldw = L, .ldy = E->ldo,
+                      .r = (int)E->kw, .v = E->v, .act = NN_ACT_NONE};
+    for (int64_t n = n0; n < n1; n++) {
+        pad_planes(E, x + n * E->x_img + g * E->c * E->h * E->w, xp);
+        /* dy's channels o0 .. o0 + nch of this image, pixel-major */
+        const float *dyo = dy + n * E->y_img + (g * E->o + o0) * P;
+        for (int64_t p = 0; p < P; p++) {
+            float *d = dyt + p * L;
+            for (int64_t j = 0; j < nch; j++)
+                d[j] = dyo[j * P + p];
+            for (int64_t j = nch; j < L; j++)
+                d[j] = 0.0f;
+        }
+        T.beta = n > n0;
+        for (int64_t ci = 0; ci < E->c; ci++)
+            for (int64_t i = 0; i < E->kh; i++) {
+                T.x = xp + ci * plane + i * E->dh * E->wp;
+                T.y = part + (ci * E->kh + i) * E->kw * E->ldo;
+                E->kt->conv_direct_tile(&T);
+            }
+    }
+}
+
+void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw)
+{
+    const int64_t chunk = E->groups * E->taps * E->ldo;
+    for (int64_t g = 0; g < E->groups; g++)
+        for (int64_t p = 0; p < E->taps; p++) {
+            const float *src = E->part + (g * E->taps + p) * E->ldo;
+            float *dst = dw + g * E->o * E->taps + p;
+            for (int64_t o = 0; o < E->o; o++) {
+                float s = src[o];
+                for (int64_t q = 1; q < E->nq; q++)
+                    s += src[q * chunk + o];
+                dst[o * E->taps] = s;
+            }
+        }
+}

@@ -54,4 +54,40 @@ size_t nn_dconv_task_floats(const nn_dconv *D);
 /* Run task t: y's outputs of that (image, group, band) from x. */
 void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf);
 
+/* The weight gradient by the same register tile: per image, the kernel's
+ * "taps" are the output pixels p (dy transposed, channels contiguous, as the
+ * weights), its "pixels" the kernel columns j of one kernel row (input
+ * column ow*sw + j: dilation 1 along the width), its sums run over p:
+ *   part[q][g][(c, i, j)][o] = sum over the images of chunk q and pixels p
+ *                              of x[c, oh*sh + i*dh - ph, ow*sw + j - pw] dy[o, p]
+ * Tasks: (chunk q of images, group, tile of output channels), each summing
+ * its images in order into its own part; nn_dconv_dw_reduce then adds the
+ * chunks in order. The chunks depend on the batch size only. */
+typedef struct nn_dconv_dw {
+    int64_t n, groups, c, h, w, o, kh, kw, sh, sw, dh, ph, pw, oh, ow;
+    int64_t x_img, y_img;     /* floats per image of x and dy */
+    const nn_kernel_table *kt;
+    int v;                    /* blocks of 16 output channels per tile */
+    int64_t nob, ldo;         /* channel tiles; part row: nob * 16 v floats */
+    int64_t nq, per_q;        /* chunks of images, images per chunk */
+    int64_t hp, wp, taps;     /* the padded input plane; c * kh * kw */
+    /* in the caller's SHARED workspace (nn_dconv_dw_pack) */
+    const int64_t *koff;      /* oh * ow pixel offsets into a padded plane */
+    float *part;              /* nq * groups * taps * ldo */
+} nn_dconv_dw;
+
+/* 1 when the direct weight gradient applies to E (geometry filled in). */
+int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt);
+size_t nn_dconv_dw_shared_floats(const nn_dconv_dw *E);
+void nn_dconv_dw_pack(nn_dconv_dw *E, float *shared);
+static inline int64_t nn_dconv_dw_tasks(const nn_dconv_dw *E)
+{
+    return E->nq * E->groups * E->nob;
+}
+size_t nn_dconv_dw_task_floats(const nn_dconv_dw *E);
+void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const float *dy,
+                      float *buf);
+/* dw (the Conv2d's weight shape) = the parts summed over the chunks in order. */
+void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw);
+
 #endif

@@ -14,7 +14,8 @@
  * broadcast (an FMA memory operand on AVX-512), r v FMAs: the input is read
  * in place, no im2col.
  *
- * Each output is summed over t = 0..k-1 in order by one FMA chain, then the
+ * Each output is summed over t = 0..k-1 in order by one FMA chain (from 0,
+ * or with beta from the value in y: a sum continued across calls), then the
  * bias is added and the activation applied: the bits do not depend on r, v or
  * which tile an output falls in, hence not on the thread count. */
 #include <stddef.h>
@@ -62,8 +63,10 @@ NN_INLINE void dtile(const int R, const int V, const nn_conv_tile *t)
 {
     vf acc[ACCS];
     NN_UNROLL
-    for (int a = 0; a < R * V * NVB; a++)
-        acc[a] = v_zero();
+    for (int i = 0; i < R; i++)
+        NN_UNROLL
+        for (int v = 0; v < V * NVB; v++)
+            acc[i * V * NVB + v] = t->beta ? v_load(t->y + i * t->ldy + v * VL) : v_zero();
     const float *x = t->x, *w = t->w;
     const int64_t *koff = t->koff, ldw = t->ldw;
     for (int64_t p = 0; p < t->k; p++, w += ldw) {
@@ -133,6 +136,10 @@ void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
 {
     float acc[GR][16] = {{0.0f}};
     const int64_t r = t->r;
+    if (t->beta)
+        for (int64_t i = 0; i < r; i++)
+            for (int j = 0; j < 16; j++)
+                acc[i][j] = t->y[i * t->ldy + j];
     for (int64_t p = 0; p < t->k; p++) {
         const float *xs = t->x + t->koff[p], *w = t->w + p * t->ldw;
         for (int64_t i = 0; i < r; i++)

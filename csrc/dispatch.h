@@ -91,8 +91,9 @@ typedef struct nn_gemv_args {
  * out by conv_direct.c): r pixels of one output row times v blocks of 16
  * output channels,
  *   y[i*ldy + j] = act(bias[j] + sum over p < k of x[koff[p] + i] * w[p*ldw + j])
- * for i < r, j < 16 v (bias NULL: none). r and v within conv_direct_limits:
- * v <= vmax, r <= rmax[v - 1]. */
+ * for i < r, j < 16 v (bias NULL: none). With beta, the sum starts from
+ * y[i*ldy + j] instead of 0 (and bias must be NULL, act NN_ACT_NONE). r and
+ * v within conv_direct_limits: v <= vmax, r <= rmax[v - 1]. */
 typedef struct nn_conv_tile {
     int64_t k;
     const int64_t *koff;
@@ -102,7 +103,7 @@ typedef struct nn_conv_tile {
     float *y;
     int64_t ldy;
     const float *bias;
-    int r, v, act;
+    int r, v, act, beta;
 } nn_conv_tile;
 #define NN_CONV_KERNELS(X) \
     X(conv_direct_tile, (const nn_conv_tile *t), (t)) \
