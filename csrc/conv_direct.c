@@ -13,7 +13,7 @@
  *      pixels in tiles of at most rmax: the kernel sums all taps of each
  *      output in order (bias and activation applied in registers) into a
  *      row buffer, pixel-major;
- *   3. the row buffer is transposed into the NCHW output.
+ *   3. the row buffer is transposed into the NCHW output (conv_transpose).
  * The weights are packed once per call: one row of ldw floats per tap,
  * output channels contiguous (zero past the group's o).
  *
@@ -143,21 +143,6 @@ static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq
             }
 }
 
-/* dst[j*ld + p] = src[p*L + j] for p < np, j < nch: a pixel-major row
- * buffer into nch NCHW planes, in blocks of 8 channels x 8 pixels. */
-static void unblock_row(const float *src, int64_t L, int64_t np, int64_t nch, float *dst,
-                        int64_t ld)
-{
-    for (int64_t j0 = 0; j0 < nch; j0 += 8) {
-        const int64_t j1 = min64(j0 + 8, nch);
-        for (int64_t p = 0; p < np; p++) {
-            const float *s = src + p * L;
-            for (int64_t j = j0; j < j1; j++)
-                dst[j * ld + p] = s[j];
-        }
-    }
-}
-
 void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf)
 {
     const int64_t per_n = D->groups * D->nbands;
@@ -183,7 +168,7 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
                 T.y = yb + ow0 * L;
                 D->kt->conv_direct_tile(&T);
             }
-            unblock_row(yb, L, D->ow, nch, yg + o0 * P + oh * D->ow, P);
+            D->kt->conv_transpose(D->ow, nch, yb, L, yg + o0 * P + oh * D->ow, P);
         }
     }
 }
@@ -268,13 +253,10 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
         pad_planes(E, x + n * E->x_img + g * E->c * E->h * E->w, xp);
         /* dy's channels o0 .. o0 + nch of this image, pixel-major */
         const float *dyo = dy + n * E->y_img + (g * E->o + o0) * P;
-        for (int64_t p = 0; p < P; p++) {
-            float *d = dyt + p * L;
-            for (int64_t j = 0; j < nch; j++)
-                d[j] = dyo[j * P + p];
-            for (int64_t j = nch; j < L; j++)
-                d[j] = 0.0f;
-        }
+        E->kt->conv_transpose(nch, P, dyo, P, dyt, L);
+        if (nch < L)
+            for (int64_t p = 0; p < P; p++)
+                memset(dyt + p * L + nch, 0, (size_t)(L - nch) * sizeof(float));
         T.beta = n > n0;
         for (int64_t ci = 0; ci < E->c; ci++)
             for (int64_t i = 0; i < E->kh; i++) {

@@ -121,6 +121,88 @@ void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
 #endif
 }
 
+#if defined(__AVX512F__)
+/* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols (each <= 16): one
+ * 16 x 16 block through registers (rows past `rows` read as zeros, columns
+ * past `cols` not stored). */
+NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    const __mmask16 cm = (__mmask16)((1u << cols) - 1u), rm = (__mmask16)((1u << rows) - 1u);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, src + i * lds) : _mm512_setzero_ps();
+    /* 4 stages: pairs of rows interleave 1, 2, 4, then 8 floats at a time */
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]),
+                                                   _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]),
+                                                       _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]),
+                                                       _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]),
+                                                       _mm512_castps_pd(t[i + 3])));
+    }
+    /* r[4a + b] holds, in each 128-bit lane l, column 4l + b of rows 4a..4a+3 */
+    for (int b = 0; b < 4; b++) {
+        const __m512 a0 = r[b], a1 = r[4 + b], a2 = r[8 + b], a3 = r[12 + b];
+        const __m512 lo01 = _mm512_shuffle_f32x4(a0, a1, 0x44), hi01 = _mm512_shuffle_f32x4(a0, a1, 0xee);
+        const __m512 lo23 = _mm512_shuffle_f32x4(a2, a3, 0x44), hi23 = _mm512_shuffle_f32x4(a2, a3, 0xee);
+        t[b] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);      /* column b */
+        t[4 + b] = _mm512_shuffle_f32x4(lo01, lo23, 0xdd);  /* column 4 + b */
+        t[8 + b] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);  /* column 8 + b */
+        t[12 + b] = _mm512_shuffle_f32x4(hi01, hi23, 0xdd); /* column 12 + b */
+    }
+    for (int c = 0; c < cols; c++)
+        _mm512_mask_storeu_ps(dst + c * ldd, rm, t[c]);
+}
+#define TB 16
+#else
+/* The same in 8 x 8 blocks of ymm. */
+NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    if (rows < 8 || cols < 8) {
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t c = 0; c < cols; c++)
+                dst[c * ldd + i] = src[i * lds + c];
+        return;
+    }
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    /* r[4a + b]: in each 128-bit half h, column 4h + b of rows 4a..4a+3 */
+    for (int b = 0; b < 4; b++) {
+        _mm256_storeu_ps(dst + b * ldd, _mm256_permute2f128_ps(r[b], r[4 + b], 0x20));
+        _mm256_storeu_ps(dst + (4 + b) * ldd, _mm256_permute2f128_ps(r[b], r[4 + b], 0x31));
+    }
+}
+#define TB 8
+#endif
+
+void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    for (int64_t i = 0; i < rows; i += TB)
+        for (int64_t c = 0; c < cols; c += TB)
+            transpose_block(rows - i < TB ? rows - i : TB, cols - c < TB ? cols - c : TB,
+                            src + i * lds + c, lds, dst + c * ldd + i, ldd);
+}
+
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax)
 {
     *vmax = VMAX;
@@ -153,6 +235,15 @@ void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
                 s += t->bias[j];
             t->y[i * t->ldy + j] = nn_act_scalar(s, t->act);
         }
+}
+
+void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    for (int64_t c0 = 0; c0 < cols; c0 += 8)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t c = c0; c < cols && c < c0 + 8; c++)
+                dst[c * ldd + i] = src[i * lds + c];
 }
 
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax)

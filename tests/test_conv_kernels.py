@@ -110,6 +110,18 @@ CASES = [
     (2, 16, 30, 30, 8, 3, 1, 1, 1, 1),        # several pixel / channel blocks
     (3, 4, 9, 9, 1, 3, 1, 1, 1, 1),           # one output channel (a GEMV per task)
     (1, 2, 4, 4, 3, 3, 2, 2, 1, 1),           # padding 2 on a tiny input
+    # the direct path (conv_direct.c): tiles of channels and pixels, bands, fallbacks
+    (2, 8, 9, 9, 80, 3, 1, 1, 1, 1),          # 5 blocks of 16 outputs: two channel tiles
+    (2, 3, 6, 40, 16, 3, 1, 1, 1, 1),         # rows wider than a tile
+    (1, 64, 40, 100, 3, 3, 1, 1, 1, 1),       # input band past its bound: bands of rows
+    (1, 16, 3, 3000, 2, 3, 1, 1, 1, 1),       # one row past the bound: im2col instead
+    (2, 5, 11, 12, 7, 3, (2, 1), (1, 2), (2, 1), 1),   # stride and dilation per axis
+    (2, 4, 8, 8, 5, 3, 1, 3, 1, 1),           # padding > kernel - 1: dx by col2im
+    (2, 4, 9, 9, 5, 3, 1, 2, (1, 2), 1),      # width dilation: dw by im2col
+    (19, 3, 5, 5, 17, 3, 1, 1, 1, 1),         # 19 images: chunks of the weight gradient
+    (2, 3, 12, 12, 40, 5, 1, 2, 1, 1),        # 5 wide kernel rows, 3 channel blocks
+    (3, 6, 7, 7, 12, 3, 2, 1, 1, 3),          # groups with stride 2
+    (1, 16, 28, 28, 32, 1, 2, 0, 1, 1),       # ResNet's 1x1 stride-2 projection
 ]
 
 
@@ -197,6 +209,8 @@ THREAD_CASES = [
     (3, 16, 15, 15, 32, 1, 1, 0, 1, 1),
     (4, 32, 15, 15, 32, 3, 2, 1, 1, 32),
     (3, 8, 16, 16, 16, 5, 1, 2, 2, 2),
+    (1, 16, 28, 28, 16, 3, 1, 1, 1, 1),      # batch 1: bands of rows
+    (19, 16, 14, 14, 32, 3, 2, 1, 1, 1),     # stride 2, chunks of images in dw
 ]
 
 
