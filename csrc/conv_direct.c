@@ -33,8 +33,8 @@
 int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
 {
     D->kt = kt;
-    int vmax = 1, rmax[8] = {0};
-    kt->conv_direct_limits(&vmax, rmax);
+    int vmax = 1, rmax[8] = {0}, v3max = 0;
+    kt->conv_direct_limits(&vmax, rmax, &v3max);
     /* channel tiles: the fewest tiles of at most vmax blocks, balanced */
     const int64_t blocks = ceil_div(D->o, 16);
     D->nob = ceil_div(blocks, vmax);
@@ -181,8 +181,12 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
 int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
 {
     E->kt = kt;
-    int vmax = 1, rmax[8] = {0};
-    kt->conv_direct_limits(&vmax, rmax);
+    int vmax = 1, rmax[8] = {0}, v3max = 0;
+    kt->conv_direct_limits(&vmax, rmax, &v3max);
+    /* 3x3 kernels: all nine taps of a channel in one tile, where the ISA has it */
+    E->rows3 = E->kh == 3 && E->kw == 3 && v3max > 0;
+    if (E->rows3)
+        vmax = v3max;
     const int64_t blocks = ceil_div(E->o, 16);
     E->nob = ceil_div(blocks, vmax);
     E->v = (int)ceil_div(blocks, E->nob);
@@ -258,6 +262,16 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
             for (int64_t p = 0; p < P; p++)
                 memset(dyt + p * L + nch, 0, (size_t)(L - nch) * sizeof(float));
         T.beta = n > n0;
+        if (E->rows3) {
+            T.rh = 3;
+            T.ldx2 = E->dh * E->wp;
+            for (int64_t ci = 0; ci < E->c; ci++) {
+                T.x = xp + ci * plane;
+                T.y = part + ci * 9 * E->ldo;
+                E->kt->conv_direct_tile(&T);
+            }
+            continue;
+        }
         for (int64_t ci = 0; ci < E->c; ci++)
             for (int64_t i = 0; i < E->kh; i++) {
                 T.x = xp + ci * plane + i * E->dh * E->wp;

@@ -68,6 +68,7 @@ typedef struct nn_dconv_dw {
     int64_t x_img, y_img;     /* floats per image of x and dy */
     const nn_kernel_table *kt;
     int v;                    /* blocks of 16 output channels per tile */
+    int rows3;                /* 3x3: a channel's nine taps in one tile (rh = 3) */
     int64_t nob, ldo;         /* channel tiles; part row: nob * 16 v floats */
     int64_t nq, per_q;        /* chunks of images, images per chunk */
     int64_t hp, wp, taps;     /* the padded input plane; c * kh * kw */

@@ -7,7 +7,9 @@
  *
  *   y[i*ldy + j] = act(bias[j] + sum over t < k of x[koff[t] + i] * w[t*ldw + j])
  *
- * for i < r, j < 16 v. x is the tile's first pixel in the caller's padded,
+ * for i < r, j < 16 v (or, with rh = 3, for three rows of r = 3 pixels:
+ * pixel (a, i) at x[koff[t] + a*ldx2 + i], output row 3a + i). x is the
+ * tile's first pixel in the caller's padded,
  * phase-split input (so every tap t is one constant offset koff[t] and the
  * pixels of a row are unit stride), w the packed weights (one row of 16 v
  * channels per tap). Per tap: v weight vectors loaded, r input values
@@ -57,38 +59,42 @@ typedef __m256 vf;
 
 #define NVB (16 / VL) /* hardware vectors per block of 16 channels */
 
-/* R pixels x V blocks, both constants at every call site (so the
- * accumulators live in registers). */
-NN_INLINE void dtile(const int R, const int V, const nn_conv_tile *t)
+/* RH rows of R pixels x V blocks, all constants at every call site (so
+ * the accumulators live in registers); pixel (a, i) reads x[koff[p] +
+ * a*ldx2 + i] and writes row a*R + i of y. */
+NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile *t)
 {
+    const int NA = V * NVB; /* accumulators per pixel */
     vf acc[ACCS];
     NN_UNROLL
-    for (int i = 0; i < R; i++)
+    for (int i = 0; i < RH * R; i++)
         NN_UNROLL
-        for (int v = 0; v < V * NVB; v++)
-            acc[i * V * NVB + v] = t->beta ? v_load(t->y + i * t->ldy + v * VL) : v_zero();
+        for (int v = 0; v < NA; v++)
+            acc[i * NA + v] = t->beta ? v_load(t->y + i * t->ldy + v * VL) : v_zero();
     const float *x = t->x, *w = t->w;
-    const int64_t *koff = t->koff, ldw = t->ldw;
+    const int64_t *koff = t->koff, ldw = t->ldw, ldx2 = t->ldx2;
     for (int64_t p = 0; p < t->k; p++, w += ldw) {
         const float *xs = x + koff[p];
         vf wv[VMAX * NVB];
         NN_UNROLL
-        for (int v = 0; v < V * NVB; v++)
+        for (int v = 0; v < NA; v++)
             wv[v] = v_load(w + v * VL);
         NN_UNROLL
-        for (int i = 0; i < R; i++) {
-            const vf xv = v_set1(xs[i]);
+        for (int a = 0; a < RH; a++)
             NN_UNROLL
-            for (int v = 0; v < V * NVB; v++)
-                acc[i * V * NVB + v] = v_fma(xv, wv[v], acc[i * V * NVB + v]);
-        }
+            for (int i = 0; i < R; i++) {
+                const vf xv = v_set1(xs[a * ldx2 + i]);
+                NN_UNROLL
+                for (int v = 0; v < NA; v++)
+                    acc[(a * R + i) * NA + v] = v_fma(xv, wv[v], acc[(a * R + i) * NA + v]);
+            }
     }
     NN_UNROLL
-    for (int i = 0; i < R; i++) {
+    for (int i = 0; i < RH * R; i++) {
         float *y = t->y + i * t->ldy;
         NN_UNROLL
-        for (int v = 0; v < V * NVB; v++) {
-            vf r = acc[i * V * NVB + v];
+        for (int v = 0; v < NA; v++) {
+            vf r = acc[i * NA + v];
             if (t->bias)
                 r = v_add(r, v_load(t->bias + v * VL));
             if (t->act == NN_ACT_RELU)
@@ -101,8 +107,16 @@ NN_INLINE void dtile(const int R, const int V, const nn_conv_tile *t)
 void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
 {
 #if defined(__AVX512F__)
+    if (t->rh == 3) { /* three rows of three: a 3x3 kernel's taps (weight gradient) */
+        switch (t->v) {
+        case 1: dtile(3, 3, 1, t); return;
+        case 2: dtile(3, 3, 2, t); return;
+        case 3: dtile(3, 3, 3, t); return;
+        default: return;
+        }
+    }
     switch (t->v * 32 + t->r) {
-#define RV(R, V) case (V) * 32 + (R): dtile(R, V, t); return;
+#define RV(R, V) case (V) * 32 + (R): dtile(1, R, V, t); return;
 #define RV7(V, b) RV(b + 1, V) RV(b + 2, V) RV(b + 3, V) RV(b + 4, V) RV(b + 5, V) \
     RV(b + 6, V) RV(b + 7, V)
     RV7(1, 0) RV7(1, 7) RV7(1, 14) RV7(1, 21)
@@ -113,7 +127,7 @@ void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
     }
 #else
     switch (t->v * 32 + t->r) {
-#define RV(R, V) case (V) * 32 + (R): dtile(R, V, t); return;
+#define RV(R, V) case (V) * 32 + (R): dtile(1, R, V, t); return;
     RV(1, 1) RV(2, 1) RV(3, 1) RV(4, 1) RV(5, 1) RV(6, 1)
     RV(1, 2) RV(2, 2) RV(3, 2)
     default: return;
@@ -203,11 +217,16 @@ void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int
                             src + i * lds + c, lds, dst + c * ldd + i, ldd);
 }
 
-void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax)
+void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
 {
     *vmax = VMAX;
     for (int v = 1; v <= VMAX; v++)
         rmax[v - 1] = ACCS / (v * NVB);
+#if defined(__AVX512F__)
+    *v3max = 3;
+#else
+    *v3max = 0;
+#endif
 }
 
 #else /* the portable kernel: plain loops the compiler vectorises as it can */
@@ -246,9 +265,10 @@ void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int
                 dst[c * ldd + i] = src[i * lds + c];
 }
 
-void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax)
+void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
 {
     *vmax = 1;
     rmax[0] = GR;
+    *v3max = 0;
 }
 #endif
