@@ -85,12 +85,18 @@ void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias
     for (int64_t g = 0; g < D->groups; g++) {
         const float *wg = w + g * wo * wc * kk;
         float *dst = wpk + g * D->taps * D->ldw;
+        if (!flip) { /* a transpose: (o, taps) -> (taps, o), through registers */
+            D->kt->conv_transpose(D->o, D->taps, wg, D->taps, dst, D->ldw);
+            if (D->ldw > D->o)
+                for (int64_t p = 0; p < D->taps; p++)
+                    memset(dst + p * D->ldw + D->o, 0, (size_t)(D->ldw - D->o) * sizeof(float));
+            continue;
+        }
         for (int64_t p = 0; p < D->taps; p++) {
             float *row = dst + p * D->ldw;
             const int64_t ci = p / kk, t = p % kk;
             for (int64_t jo = 0; jo < D->o; jo++)
-                row[jo] = flip ? wg[(ci * wc + jo) * kk + (kk - 1 - t)]
-                               : wg[(jo * wc + ci) * kk + t];
+                row[jo] = wg[(ci * wc + jo) * kk + (kk - 1 - t)];
             for (int64_t jo = D->o; jo < D->ldw; jo++)
                 row[jo] = 0.0f;
         }
