@@ -45,6 +45,7 @@
  * Buffers: each thread's im2col / dcol block comes from its
  * nn_workspace_get(NN_WS_LAYER) buffer (nn_sgemm uses the PACK and AUX
  * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. */
+#include <math.h>
 #include <string.h>
 #include <omp.h>
 #include "conv_direct.h"
@@ -768,18 +769,22 @@ static int plan_direct_dw(conv_call *K)
 
 /* The direct paths' shared data (packed weights, tap offsets, the weight
  * gradient's parts) in the calling thread's SHARED workspace, read by the
- * whole team. */
-static int pack_direct(conv_call *K)
+ * whole team, after `front` floats left to the caller (*front_out). */
+static int pack_direct(conv_call *K, size_t front, float **front_out)
 {
     const size_t a = K->direct_fwd ? nn_dconv_shared_floats(&K->dfwd) : 0;
     const size_t b = K->direct_dx ? nn_dconv_shared_floats(&K->ddx) : 0;
     const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw) : 0;
-    if (a + b + c == 0)
+    if (front + a + b + c == 0)
         return NN_OK;
+    front = (front + 15) / 16 * 16;
     const size_t a16 = (a + 15) / 16 * 16, b16 = (b + 15) / 16 * 16;
-    float *shared = nn_workspace_get(NN_WS_SHARED, a16 + b16 + c);
+    float *shared = nn_workspace_get(NN_WS_SHARED, front + a16 + b16 + c);
     if (shared == NULL)
         return NN_ENOMEM;
+    if (front_out)
+        *front_out = shared;
+    shared += front;
     if (K->direct_fwd)
         nn_dconv_pack(&K->dfwd, shared, K->w, K->b, 0);
     if (K->direct_dx)
@@ -862,8 +867,42 @@ static void plan_dw(conv_call *K)
     K->t_dw = G->groups * K->nob * K->nrb;
 }
 
+/* An evaluation-mode BatchNorm2d after the convolution (nn_conv2d_forward_bn). */
+typedef struct bn_fold {
+    const float *weight, *bias, *mean, *var;
+    float eps;
+} bn_fold;
+
+/* The BatchNorm's per-channel affine map of the convolution's output
+ * (conv bias b included): a[o] and s[o], as nn_batchnorm_forward_eval
+ * computes its own. */
+static void bn_coefficients(const bn_fold *f, const float *b, int64_t o, float *a, float *s)
+{
+    for (int64_t j = 0; j < o; j++) {
+        const double sc = (f->weight ? (double)f->weight[j] : 1.0) /
+                          sqrt((double)f->var[j] + (double)f->eps);
+        a[j] = (float)sc;
+        s[j] = (float)((f->bias ? (double)f->bias[j] : 0.0) +
+                       ((b ? (double)b[j] : 0.0) - (double)f->mean[j]) * sc);
+    }
+}
+
+/* y = act(y * a + s) per channel plane, for the paths that do not fold. */
+static void apply_affine(const geom *G, const float *a, const float *s, int act, float *y)
+{
+    const int64_t planes = G->n * G->o, P = G->p;
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
+    if (planes * P >= NN_PARALLEL_MIN_ELEMENTS)
+    for (int64_t q = 0; q < planes; q++) {
+        float *yq = y + q * P;
+        const float aq = a[q % G->o], sq = s[q % G->o];
+        for (int64_t j = 0; j < P; j++)
+            yq[j] = nn_act_scalar(yq[j] * aq + sq, act);
+    }
+}
+
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                          const float *b, float *y, int act)
+                          const float *b, const bn_fold *bn, float *y, int act)
 {
     conv_call K;
     memset(&K, 0, sizeof K);
@@ -872,17 +911,30 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         return status;
     if (!nn_epilogue_supports(act))
         return NN_EINVAL;
-    if (K.G.n == 0)
+    const geom *G = &K.G;
+    if (G->n == 0)
         return NN_OK;
     K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
     K.kt = nn_kernels();
     K.direct_fwd = plan_direct(&K, 0);
-    if (!K.direct_fwd)
+    if (!K.direct_fwd) {
+        if (bn) /* the bias and activation come after the BatchNorm's scale */
+            K.b = NULL, K.act = NN_ACT_NONE;
         plan_forward(&K);
-    if ((status = pack_direct(&K)) != NN_OK)
+    }
+    float *ab = NULL; /* the BatchNorm's a and s: o floats each */
+    const int64_t o16 = round_up(G->o, 16);
+    if ((status = pack_direct(&K, bn ? (size_t)(2 * o16) : 0, &ab)) != NN_OK)
         return status;
-    const geom *G = &K.G;
-    return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
+    if (bn) {
+        bn_coefficients(bn, b, G->o, ab, ab + o16);
+        if (K.direct_fwd)
+            nn_dconv_fold(&K.dfwd, ab, ab + o16);
+    }
+    status = run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
+    if (status == NN_OK && bn && !K.direct_fwd)
+        apply_affine(G, ab, ab + o16, act, y);
+    return status;
 }
 
 static int conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
@@ -907,7 +959,7 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
         plan_dx(&K);
     if (dwt && !(K.direct_dw = plan_direct_dw(&K)))
         plan_dw(&K);
-    if ((status = pack_direct(&K)) != NN_OK)
+    if ((status = pack_direct(&K, 0, NULL)) != NN_OK)
         return status;
     if (db) {
         K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
@@ -930,16 +982,30 @@ static double conv_flops(const nn_conv2d_params *p)
     return 2.0 * (double)G.n * (double)G.o * (double)G.p * (double)G.kg;
 }
 
-int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                      const float *b, float *y, int act)
+static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, const float *w,
+                                   const float *b, const bn_fold *bn, float *y, int act)
 {
     if (!nn_profiling())
-        return conv2d_forward(p, x, w, b, y, act);
+        return conv2d_forward(p, x, w, b, bn, y, act);
     const int64_t t0 = nn_profile_now_ns();
-    const int status = conv2d_forward(p, x, w, b, y, act);
+    const int status = conv2d_forward(p, x, w, b, bn, y, act);
     if (status == NN_OK)
         nn_profile_record(NN_K_conv2d_forward, t0, conv_flops(p), p->n, p->o, p->c);
     return status;
+}
+
+int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                      const float *b, float *y, int act)
+{
+    return conv2d_forward_profiled(p, x, w, b, NULL, y, act);
+}
+
+int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
+                         const float *b, const float *bn_weight, const float *bn_bias,
+                         const float *mean, const float *var, float eps, float *y, int act)
+{
+    const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
+    return conv2d_forward_profiled(p, x, w, b, &bn, y, act);
 }
 
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

@@ -112,6 +112,21 @@ void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias
     D->bias = bias ? bp : NULL;
 }
 
+void nn_dconv_fold(nn_dconv *D, const float *scale, const float *shift)
+{
+    float *wpk = (float *)D->wpk, *bp = wpk + D->groups * D->taps * D->ldw;
+    for (int64_t g = 0; g < D->groups; g++) {
+        for (int64_t p = 0; p < D->taps; p++) {
+            float *row = wpk + (g * D->taps + p) * D->ldw;
+            for (int64_t j = 0; j < D->o; j++)
+                row[j] *= scale[g * D->o + j];
+        }
+        for (int64_t j = 0; j < D->ldw; j++)
+            bp[g * D->ldw + j] = j < D->o ? shift[g * D->o + j] : 0.0f;
+    }
+    D->bias = bp;
+}
+
 /* The task's input band: phase planes of rows oh0 .. oh0 + hq - 1 (in
  * phase-plane rows) of channels xc (c planes of h x w). */
 static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq)

@@ -43,6 +43,10 @@ size_t nn_dconv_shared_floats(const nn_dconv *D);
  * c is the Conv2d's O/groups, D's o its C/groups; the weights transposed and
  * rotated by 180 degrees; no bias). */
 void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias, int flip);
+/* Fold a per-channel affine map into the packed convolution (after
+ * nn_dconv_pack): the weights of output channel j (O = groups * o values)
+ * times scale[j], the bias replaced by shift[j]. */
+void nn_dconv_fold(nn_dconv *D, const float *scale, const float *shift);
 
 /* Tasks: (image, group, band of output rows); each writes outputs no other
  * task writes. */
