@@ -1,6 +1,16 @@
 /* Conv2d forward and backward, PyTorch's definition (NCHW, cross-correlation,
  * zero padding, stride, dilation, groups).
  *
+ * Most shapes take the direct convolution (conv_direct.c): output channels
+ * in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
+ * evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
+ * gradient for stride 1 (a stride-1 convolution of dy with the rotated,
+ * transposed weights) and the weight gradient (dilation 1 along the width).
+ * It is skipped for 1x1 stride-1 convolutions (a GEMM on x itself), for
+ * fewer than NN_CONV_DIRECT_MIN_O outputs per group (and, with one input
+ * channel per group, NN_CONV_DIRECT_MIN_OG), and when one output row's input
+ * band exceeds its bound. Those cases take the paths below.
+ *
  * Layout: NCHW at the API and inside; no repacking of x, y or the weights.
  * Per sample n and group g, with K = C/groups * KH * KW and P = OH * OW:
  *
