@@ -17,9 +17,12 @@
  * The weights are packed once per call: one row of ldw floats per tap,
  * output channels contiguous (zero past the group's o).
  *
- * Memory: the shared data is the size of the weights; each thread's buffer
- * is bounded by NN_DCONV_BAND_FLOATS (the plan splits rows into bands, and
- * declines when even one row's input band is larger). */
+ * Memory: the shared data is the size of the weights (the weight gradient:
+ * NN_DCONV_DW_CHUNKS times that); each thread's buffer holds at most
+ * NN_DCONV_BAND_FLOATS of input (the plan splits rows into bands, and
+ * declines when even one row's input band is larger) and one output row
+ * (the weight gradient: at most NN_DCONV_BAND_FLOATS of transposed dy).
+ * Nothing grows with the batch. */
 #include <string.h>
 #include "conv_direct.h"
 #include "gemm.h"
@@ -215,7 +218,9 @@ int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
     E->hp = E->h + 2 * E->ph;
     E->wp = E->w + 2 * E->pw;
     E->taps = E->c * E->kh * E->kw;
-    if (E->kw > rmax[E->v - 1] || E->c * E->hp * E->wp > NN_DCONV_BAND_FLOATS)
+    /* a thread's buffer: the padded input planes and the transposed dy */
+    if (E->kw > rmax[E->v - 1] || E->c * E->hp * E->wp > NN_DCONV_BAND_FLOATS ||
+        E->oh * E->ow * 16 * E->v > NN_DCONV_BAND_FLOATS)
         return 0;
     E->nq = min64(E->n, NN_DCONV_DW_CHUNKS);
     E->per_q = ceil_div(E->n, E->nq);
