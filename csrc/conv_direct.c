@@ -130,6 +130,15 @@ void nn_dconv_fold(nn_dconv *D, const float *scale, const float *shift)
     D->bias = bp;
 }
 
+/* Whether some tap i < k (dilation d) reads phase a of stride s. */
+static inline int phase_used(int64_t k, int64_t d, int64_t s, int64_t a)
+{
+    for (int64_t i = 0; i < k; i++)
+        if (i * d % s == a)
+            return 1;
+    return 0;
+}
+
 /* The task's input band: phase planes of rows oh0 .. oh0 + hq - 1 (in
  * phase-plane rows) of channels xc (c planes of h x w). */
 static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq)
@@ -138,6 +147,9 @@ static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq
     for (int64_t ci = 0; ci < D->c; ci++)
         for (int64_t a = 0; a < D->sh; a++)
             for (int64_t b = 0; b < sw; b++) {
+                /* a phase no tap reads stays unfilled (1x1 stride 2: only (0, 0)) */
+                if (!phase_used(D->kh, D->dh, D->sh, a) || !phase_used(D->kw, D->dw, sw, b))
+                    continue;
                 float *plane = xq + ((ci * D->sh + a) * sw + b) * D->hq * wq;
                 /* column q holds input column q*sw + off: inside [0, W) for q
                  * in [qlo, qhi) */
