@@ -54,7 +54,10 @@
  *
  * Buffers: each thread's im2col / dcol block comes from its
  * nn_workspace_get(NN_WS_LAYER) buffer (nn_sgemm uses the PACK and AUX
- * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. */
+ * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. The
+ * direct path's per-call data every thread reads (packed weights, tap
+ * offsets, the weight gradient's parts) is in the calling thread's
+ * NN_WS_SHARED buffer. */
 #include <math.h>
 #include <string.h>
 #include <omp.h>

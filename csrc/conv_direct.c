@@ -33,15 +33,21 @@
  * runs on several threads); the count depends only on the shape. */
 #define NN_DCONV_MIN_TASKS 8
 
+/* Tiles of o output channels: the fewest tiles of at most vmax blocks of
+ * 16, balanced (*v blocks each, *nob tiles). */
+static void channel_tiles(int64_t o, int vmax, int *v, int64_t *nob)
+{
+    const int64_t blocks = ceil_div(o, 16);
+    *nob = ceil_div(blocks, vmax);
+    *v = (int)ceil_div(blocks, *nob);
+}
+
 int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
 {
     D->kt = kt;
     int vmax = 1, rmax[8] = {0}, v3max = 0;
     kt->conv_direct_limits(&vmax, rmax, &v3max);
-    /* channel tiles: the fewest tiles of at most vmax blocks, balanced */
-    const int64_t blocks = ceil_div(D->o, 16);
-    D->nob = ceil_div(blocks, vmax);
-    D->v = (int)ceil_div(blocks, D->nob);
+    channel_tiles(D->o, vmax, &D->v, &D->nob);
     D->rmax = rmax[D->v - 1];
     D->ldw = D->nob * 16 * D->v;
     D->taps = D->c * D->kh * D->kw;
@@ -223,9 +229,7 @@ int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
     E->rows3 = E->kh == 3 && E->kw == 3 && v3max > 0;
     if (E->rows3)
         vmax = v3max;
-    const int64_t blocks = ceil_div(E->o, 16);
-    E->nob = ceil_div(blocks, vmax);
-    E->v = (int)ceil_div(blocks, E->nob);
+    channel_tiles(E->o, vmax, &E->v, &E->nob);
     E->ldo = E->nob * 16 * E->v;
     E->hp = E->h + 2 * E->ph;
     E->wp = E->w + 2 * E->pw;
