@@ -1,6 +1,6 @@
 """Per-layer Conv2d speed, nncore vs PyTorch (CPU), forward and backward.
 
-    python benchmarks/bench_conv.py [--threads 2] [--repeats 15] [--quick]
+    python benchmarks/bench_conv.py [--threads 2] [--repeats 15] [--quick] [--clock wall|cpu]
 
 Shapes: the small CNN's Conv2d(1, 32, 3, p=1) at 28x28 and Conv2d(32, 64, 3,
 p=1) at 14x14 (batch 32 and 128), ResNet-20's 3x3 convolutions (16, 32, 64
@@ -12,6 +12,11 @@ backward() call). Medians over repeats; the two sides alternate with a pause
 before each (idle OpenMP threads of the other side keep spinning for a while).
 GFLOP/s counts 2 * N * O * OH * OW * C/groups * KH * KW per pass (backward:
 twice that, dx and dw).
+
+--clock cpu times with the process's CPU time (time.process_time) instead of
+the wall clock: on a shared, loaded machine it leaves out the time the
+process waited for a core. Meaningful with --threads 1 only (with more
+threads it adds the threads' times, spinning included).
 """
 import argparse
 import statistics
@@ -34,14 +39,17 @@ SHAPES = [
 ]
 
 
-def timeit(fn, repeats, inner):
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timeit(fn, repeats, inner, clock=time.perf_counter):
     fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             fn()
-        times.append((time.perf_counter() - t0) / inner)
+        times.append((clock() - t0) / inner)
     return statistics.median(times)
 
 
@@ -51,7 +59,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--pause", type=float, default=0.3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
     args = ap.parse_args()
+    clock = CLOCK[args.clock]
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(args.threads)
@@ -102,14 +112,14 @@ def main():
         for side in ("nn", "torch", "nn", "torch"):
             time.sleep(args.pause)
             if side == "nn":
-                f = timeit(nn_fwd, args.repeats // 2 + 1, inner)
-                bw = timeit(nn_bwd, args.repeats // 2 + 1, max(1, inner // 2))
+                f = timeit(nn_fwd, args.repeats // 2 + 1, inner, clock)
+                bw = timeit(nn_bwd, args.repeats // 2 + 1, max(1, inner // 2), clock)
             else:
-                f = timeit(th_fwd, args.repeats // 2 + 1, inner)
-                fb = timeit(th_bwd_timed, args.repeats // 2 + 1, max(1, inner // 2))
+                f = timeit(th_fwd, args.repeats // 2 + 1, inner, clock)
+                fb = timeit(th_bwd_timed, args.repeats // 2 + 1, max(1, inner // 2), clock)
                 with torch.no_grad():
                     pass
-                fg = timeit(th_prep, args.repeats // 2 + 1, inner)   # forward with grad
+                fg = timeit(th_prep, args.repeats // 2 + 1, inner, clock)   # forward with grad
                 bw = max(fb - fg, 1e-9)
             res.setdefault(side, []).append((f, bw))
         nf = min(r[0] for r in res["nn"])

@@ -1,6 +1,16 @@
 /* Conv2d forward and backward, PyTorch's definition (NCHW, cross-correlation,
  * zero padding, stride, dilation, groups).
  *
+ * Most shapes take the direct convolution (conv_direct.c): output channels
+ * in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
+ * evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
+ * gradient for stride 1 (a stride-1 convolution of dy with the rotated,
+ * transposed weights) and the weight gradient (dilation 1 along the width).
+ * It is skipped for 1x1 stride-1 convolutions (a GEMM on x itself), for
+ * fewer than NN_CONV_DIRECT_MIN_O outputs per group (and, with one input
+ * channel per group, NN_CONV_DIRECT_MIN_OG), and when one output row's input
+ * band exceeds its bound. Those cases take the paths below.
+ *
  * Layout: NCHW at the API and inside; no repacking of x, y or the weights.
  * Per sample n and group g, with K = C/groups * KH * KW and P = OH * OW:
  *
@@ -44,13 +54,20 @@
  *
  * Mixed precision (p->bf16): the GEMMs above run on the bfloat16 GEMM
  * (operands rounded to bf16, float32 accumulation and output, the same
- * arguments); the direct depthwise loops and the bias sums stay float32.
+ * arguments), so the shapes the direct convolution would take go through
+ * im2col and the GEMM instead (the direct kernels are float32 only); the
+ * depthwise loops and the bias sums stay float32.
  *
  * Buffers: each thread's im2col / dcol block comes from its
  * nn_workspace_get(NN_WS_LAYER) buffer (nn_sgemm uses the PACK and AUX
- * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. */
+ * slots), bounded by NN_CONV_COL_FLOATS: no allocation once warm. The
+ * direct path's per-call data every thread reads (packed weights, tap
+ * offsets, the weight gradient's parts) is in the calling thread's
+ * NN_WS_SHARED buffer. */
+#include <math.h>
 #include <string.h>
 #include <omp.h>
+#include "conv_direct.h"
 #include "dispatch.h"
 #include "gemm.h"
 #include "profile.h"
@@ -63,6 +80,15 @@
 #define NN_CONV_PIXEL_UNIT 64
 /* Below this many flops a call runs on the calling thread. */
 #define NN_CONV_PARALLEL_MIN_FLOPS 1500000.0
+/* The direct path puts a group's outputs in vector lanes of 16: it runs
+ * with at least NN_CONV_DIRECT_MIN_O of them, and with one input channel
+ * per group (depthwise, a one-channel input layer) with at least
+ * NN_CONV_DIRECT_MIN_OG (fewer run the shift loops of conv_kernel.c, or
+ * im2col/col2im). Measured: the 1 -> 16 and 1 -> 32 3x3 input layers at
+ * 28x28 run forward 2x and dw 5x faster direct; their dx (one output lane)
+ * 5x slower. */
+#define NN_CONV_DIRECT_MIN_O 4
+#define NN_CONV_DIRECT_MIN_OG 16
 /* The weight-gradient list aims at this many tasks (shape only). */
 #define NN_CONV_DW_MIN_TASKS 4
 
@@ -477,6 +503,11 @@ typedef struct conv_call {
     int64_t bb, nbb;
     /* depthwise forward: blocks of dcb input channels (all their outputs) */
     int64_t dcb, ndcb;
+    /* the direct convolution (conv_direct.c): the forward pass, and the
+     * input gradient as a convolution of dy (stride 1) */
+    nn_dconv dfwd, ddx;
+    nn_dconv_dw ddw;
+    int direct_fwd, direct_dx, direct_dw;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -494,6 +525,10 @@ static void fill_rows(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
 static int forward_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->direct_fwd) {
+        nn_dconv_task(&K->dfwd, t, K->x, K->y, buf);
+        return NN_OK;
+    }
     if (G->depthwise) {
         const int64_t n = t / K->ndcb, c0 = t % K->ndcb * K->dcb, c1 = min64(c0 + K->dcb, G->c);
         for (int64_t c = c0; c < c1; c++) {
@@ -533,6 +568,10 @@ static int forward_task(const conv_call *K, int64_t t, float *buf)
 static int dx_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->direct_dx) {
+        nn_dconv_task(&K->ddx, t, K->dy, K->dx, buf);
+        return NN_OK;
+    }
     if (G->depthwise) {
         /* one input plane: the sum over its og output channels */
         const int64_t n = t / G->c, c = t % G->c;
@@ -571,6 +610,10 @@ static int dx_task(const conv_call *K, int64_t t, float *buf)
 static int dw_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->direct_dw) {
+        nn_dconv_dw_task(&K->ddw, t, K->x, K->dy, buf);
+        return NN_OK;
+    }
     if (G->depthwise) {
         /* one output channel's kh x kw weights, over the batch in order */
         const int64_t o = t, c = o / G->og;
@@ -694,6 +737,96 @@ static int run_tasks(const conv_call *K, double flops)
 
 /* ---- planning ---- */
 
+/* The direct convolution (conv_direct.c) for this call's forward pass
+ * (dx == 0) or input gradient (dx == 1) planned in K: 1 when it applies,
+ * else 0 (the paths below run). */
+static int plan_direct(conv_call *K, int dx)
+{
+    const geom *G = &K->G;
+    if (G->pointwise)
+        return 0;
+    nn_dconv *D = dx ? &K->ddx : &K->dfwd;
+    memset(D, 0, sizeof *D);
+    D->n = G->n, D->groups = G->groups, D->kh = G->kh, D->kw = G->kw;
+    D->dh = G->dh, D->dw = G->dw;
+    if (!dx) {
+        D->c = G->cg, D->h = G->h, D->w = G->w, D->o = G->og, D->oh = G->oh, D->ow = G->ow;
+        D->sh = G->sh, D->sw = G->sw, D->ph = G->ph, D->pw = G->pw;
+        D->x_img = G->c * G->hw, D->y_img = G->o * G->p;
+        D->act = K->act;
+    } else {
+        /* dx = dy convolved (stride 1) with the weights transposed and
+         * rotated, padded by d (k - 1) - p: only for stride 1, p <= d (k - 1) */
+        const int64_t ph = G->dh * (G->kh - 1) - G->ph, pw = G->dw * (G->kw - 1) - G->pw;
+        if (G->sh != 1 || G->sw != 1 || ph < 0 || pw < 0)
+            return 0;
+        D->c = G->og, D->h = G->oh, D->w = G->ow, D->o = G->cg, D->oh = G->h, D->ow = G->w;
+        D->sh = D->sw = 1, D->ph = ph, D->pw = pw;
+        D->x_img = G->o * G->p, D->y_img = G->c * G->hw;
+        D->act = NN_ACT_NONE;
+    }
+    /* outputs in vector lanes: too few leave most lanes idle */
+    if (D->o < NN_CONV_DIRECT_MIN_O || (D->c == 1 && D->o < NN_CONV_DIRECT_MIN_OG))
+        return 0;
+    if (!nn_dconv_plan(D, K->kt))
+        return 0;
+    const size_t need = nn_dconv_task_floats(D);
+    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    if (dx)
+        K->t_dx = nn_dconv_tasks(D);
+    else
+        K->t_fwd = nn_dconv_tasks(D);
+    return 1;
+}
+
+/* The direct weight gradient planned in K: 1 when it applies, else 0. */
+static int plan_direct_dw(conv_call *K)
+{
+    const geom *G = &K->G;
+    if (G->pointwise || G->og < NN_CONV_DIRECT_MIN_O || G->dw != 1 ||
+        (G->depthwise && G->og < NN_CONV_DIRECT_MIN_OG))
+        return 0;
+    nn_dconv_dw *E = &K->ddw;
+    memset(E, 0, sizeof *E);
+    E->n = G->n, E->groups = G->groups, E->c = G->cg, E->h = G->h, E->w = G->w;
+    E->o = G->og, E->kh = G->kh, E->kw = G->kw, E->sh = G->sh, E->sw = G->sw;
+    E->dh = G->dh, E->ph = G->ph, E->pw = G->pw, E->oh = G->oh, E->ow = G->ow;
+    E->x_img = G->c * G->hw, E->y_img = G->o * G->p;
+    if (!nn_dconv_dw_plan(E, K->kt))
+        return 0;
+    const size_t need = nn_dconv_dw_task_floats(E);
+    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    K->t_dw = nn_dconv_dw_tasks(E);
+    return 1;
+}
+
+/* The direct paths' shared data (packed weights, tap offsets, the weight
+ * gradient's parts) in the calling thread's SHARED workspace, read by the
+ * whole team, after `front` floats left to the caller (*front_out). */
+static int pack_direct(conv_call *K, size_t front, float **front_out)
+{
+    const size_t a = K->direct_fwd ? nn_dconv_shared_floats(&K->dfwd) : 0;
+    const size_t b = K->direct_dx ? nn_dconv_shared_floats(&K->ddx) : 0;
+    const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw) : 0;
+    if (front + a + b + c == 0)
+        return NN_OK;
+    front = (front + 15) / 16 * 16;
+    const size_t a16 = (a + 15) / 16 * 16, b16 = (b + 15) / 16 * 16;
+    float *shared = nn_workspace_get(NN_WS_SHARED, front + a16 + b16 + c);
+    if (shared == NULL)
+        return NN_ENOMEM;
+    if (front_out)
+        *front_out = shared;
+    shared += front;
+    if (K->direct_fwd)
+        nn_dconv_pack(&K->dfwd, shared, K->w, K->b, 0);
+    if (K->direct_dx)
+        nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL, 1);
+    if (K->direct_dw)
+        nn_dconv_dw_pack(&K->ddw, shared + a16 + b16);
+    return NN_OK;
+}
+
 static void plan_forward(conv_call *K)
 {
     const geom *G = &K->G;
@@ -767,8 +900,42 @@ static void plan_dw(conv_call *K)
     K->t_dw = G->groups * K->nob * K->nrb;
 }
 
+/* An evaluation-mode BatchNorm2d after the convolution (nn_conv2d_forward_bn). */
+typedef struct bn_fold {
+    const float *weight, *bias, *mean, *var;
+    float eps;
+} bn_fold;
+
+/* The BatchNorm's per-channel affine map of the convolution's output
+ * (conv bias b included): a[o] and s[o], as nn_batchnorm_forward_eval
+ * computes its own. */
+static void bn_coefficients(const bn_fold *f, const float *b, int64_t o, float *a, float *s)
+{
+    for (int64_t j = 0; j < o; j++) {
+        const double sc = (f->weight ? (double)f->weight[j] : 1.0) /
+                          sqrt((double)f->var[j] + (double)f->eps);
+        a[j] = (float)sc;
+        s[j] = (float)((f->bias ? (double)f->bias[j] : 0.0) +
+                       ((b ? (double)b[j] : 0.0) - (double)f->mean[j]) * sc);
+    }
+}
+
+/* y = act(y * a + s) per channel plane, for the paths that do not fold. */
+static void apply_affine(const geom *G, const float *a, const float *s, int act, float *y)
+{
+    const int64_t planes = G->n * G->o, P = G->p;
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
+    if (planes * P >= NN_PARALLEL_MIN_ELEMENTS)
+    for (int64_t q = 0; q < planes; q++) {
+        float *yq = y + q * P;
+        const float aq = a[q % G->o], sq = s[q % G->o];
+        for (int64_t j = 0; j < P; j++)
+            yq[j] = nn_act_scalar(yq[j] * aq + sq, act);
+    }
+}
+
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                          const float *b, float *y, int act)
+                          const float *b, const bn_fold *bn, float *y, int act)
 {
     conv_call K;
     memset(&K, 0, sizeof K);
@@ -777,14 +944,31 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         return status;
     if (!nn_epilogue_supports(act))
         return NN_EINVAL;
-    if (K.G.n == 0)
+    const geom *G = &K.G;
+    if (G->n == 0)
         return NN_OK;
     K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
     K.kt = nn_kernels();
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
-    plan_forward(&K);
-    const geom *G = &K.G;
-    return run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
+    K.direct_fwd = !p->bf16 && plan_direct(&K, 0); /* the direct path is float32 */
+    if (!K.direct_fwd) {
+        if (bn) /* the bias and activation come after the BatchNorm's scale */
+            K.b = NULL, K.act = NN_ACT_NONE;
+        plan_forward(&K);
+    }
+    float *ab = NULL; /* the BatchNorm's a and s: o floats each */
+    const int64_t o16 = round_up(G->o, 16);
+    if ((status = pack_direct(&K, bn ? (size_t)(2 * o16) : 0, &ab)) != NN_OK)
+        return status;
+    if (bn) {
+        bn_coefficients(bn, b, G->o, ab, ab + o16);
+        if (K.direct_fwd)
+            nn_dconv_fold(&K.dfwd, ab, ab + o16);
+    }
+    status = run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
+    if (status == NN_OK && bn && !K.direct_fwd)
+        apply_affine(G, ab, ab + o16, act, y);
+    return status;
 }
 
 static int conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
@@ -806,17 +990,22 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
     K.kt = nn_kernels();
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
-    if (dx)
+    if (dx && !(K.direct_dx = !p->bf16 && plan_direct(&K, 1)))
         plan_dx(&K);
-    if (dwt)
+    if (dwt && !(K.direct_dw = !p->bf16 && plan_direct_dw(&K)))
         plan_dw(&K);
+    if ((status = pack_direct(&K, 0, NULL)) != NN_OK)
+        return status;
     if (db) {
         K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
         K.t_db = ceil_div(G->o, K.bb);
     }
     const double flops = 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
     const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
-    return run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
+    status = run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
+    if (status == NN_OK && K.direct_dw)
+        nn_dconv_dw_reduce(&K.ddw, dwt);
+    return status;
 }
 
 /* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape. */
@@ -828,16 +1017,30 @@ static double conv_flops(const nn_conv2d_params *p)
     return 2.0 * (double)G.n * (double)G.o * (double)G.p * (double)G.kg;
 }
 
-int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                      const float *b, float *y, int act)
+static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, const float *w,
+                                   const float *b, const bn_fold *bn, float *y, int act)
 {
     if (!nn_profiling())
-        return conv2d_forward(p, x, w, b, y, act);
+        return conv2d_forward(p, x, w, b, bn, y, act);
     const int64_t t0 = nn_profile_now_ns();
-    const int status = conv2d_forward(p, x, w, b, y, act);
+    const int status = conv2d_forward(p, x, w, b, bn, y, act);
     if (status == NN_OK)
         nn_profile_record(NN_K_conv2d_forward, t0, conv_flops(p), p->n, p->o, p->c);
     return status;
+}
+
+int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                      const float *b, float *y, int act)
+{
+    return conv2d_forward_profiled(p, x, w, b, NULL, y, act);
+}
+
+int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
+                         const float *b, const float *bn_weight, const float *bn_bias,
+                         const float *mean, const float *var, float eps, float *y, int act)
+{
+    const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
+    return conv2d_forward_profiled(p, x, w, b, &bn, y, act);
 }
 
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

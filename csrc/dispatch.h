@@ -87,7 +87,33 @@ typedef struct nn_gemv_args {
  * backward loops run whole blocks of NN_CONV_TAPS_SLACK elements: their
  * buffers hold that many floats past the end. */
 #define NN_CONV_TAPS_SLACK 32
+/* One register tile of the direct convolution (conv_direct_kernel.c, laid
+ * out by conv_direct.c): r pixels of one output row times v blocks of 16
+ * output channels,
+ *   y[i*ldy + j] = act(bias[j] + sum over p < k of x[koff[p] + i] * w[p*ldw + j])
+ * for i < r, j < 16 v (bias NULL: none). With beta, the sum starts from
+ * y[i*ldy + j] instead of 0 (and bias must be NULL, act NN_ACT_NONE). r and
+ * v within conv_direct_limits: v <= vmax, r <= rmax[v - 1]. rh = 3 (ISAs
+ * with v3max > 0, v <= v3max, r = 3): three rows of three pixels, pixel
+ * (a, i) at x[koff[p] + a*ldx2 + i], output row 3a + i (3x3 taps).
+ * conv_transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols. */
+typedef struct nn_conv_tile {
+    int64_t k;
+    const int64_t *koff;
+    const float *x;
+    const float *w;
+    int64_t ldw;
+    float *y;
+    int64_t ldy;
+    const float *bias;
+    int64_t ldx2;
+    int r, v, act, beta, rh;
+} nn_conv_tile;
 #define NN_CONV_KERNELS(X) \
+    X(conv_direct_tile, (const nn_conv_tile *t), (t)) \
+    X(conv_direct_limits, (int *vmax, int *rmax, int *v3max), (vmax, rmax, v3max)) \
+    X(conv_transpose, (int64_t rows, int64_t cols, const float *src, int64_t lds, float *dst, \
+                       int64_t ldd), (rows, cols, src, lds, dst, ldd)) \
     X(conv_taps_forward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
                           const float *xp, float *acc), (len, taps, off, w, xp, acc)) \
     X(conv_taps_backward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \

@@ -254,6 +254,16 @@ int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act);
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
                        const float *dy, float *dx, float *dw, float *db);
+/* The forward pass followed by an evaluation-mode BatchNorm2d (running
+ * statistics mean, var; bn_weight, bn_bias NULL for 1 and 0; eps) and act,
+ * in one pass: y = act(conv(x, w) * a + s) per output channel, a = bn_weight
+ * / sqrt(var + eps), s = bn_bias + (bias - mean) a (bias NULL: 0), as
+ * nn_batchnorm_forward_eval computes them. The scale is folded into the
+ * packed weights where the direct path runs (the rounding then differs from
+ * the two calls' by a few ulps). */
+int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
+                         const float *b, const float *bn_weight, const float *bn_bias,
+                         const float *mean, const float *var, float eps, float *y, int act);
 
 /* ---- Pooling (pool.c): PyTorch's MaxPool2d, AvgPool2d (count_include_pad)
  * and global average pooling, over `planes` = n * c contiguous h x w planes.

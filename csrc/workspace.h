@@ -14,8 +14,11 @@
  *   PACK:  the GEMM's packed panels of A and B
  *   AUX:   the GEMM's transposed result or gathered vector (live with PACK)
  *   LAYER: a layer kernel's own buffer (e.g. an im2col matrix), live while
- *          the GEMMs it calls use PACK and AUX */
-enum { NN_WS_PACK, NN_WS_AUX, NN_WS_LAYER, NN_WS_SLOTS };
+ *          the GEMMs it calls use PACK and AUX
+ *   SHARED: data of a layer kernel that its whole OpenMP team reads (the
+ *          direct convolution's packed weights), live while the team's
+ *          threads use their own LAYER, PACK and AUX slots */
+enum { NN_WS_PACK, NN_WS_AUX, NN_WS_LAYER, NN_WS_SHARED, NN_WS_SLOTS };
 
 /* At least nfloats floats in `slot` for the calling thread, 64-byte aligned;
  * the contents are undefined. NULL when it cannot be had. */

@@ -1039,6 +1039,42 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
     check(status, fn)
 
 
+def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
+                      object bn_bias, object running_mean, object running_var, double eps,
+                      object y, stride=1, padding=0, dilation=1, groups=1, int act=0):
+    """conv2d_forward followed by an evaluation-mode BatchNorm2d and act in one
+    pass: y = act(batchnorm_eval(conv2d(x, w) + b)), the BatchNorm's scale
+    folded into the convolution (bn_weight, bn_bias, b may be None)."""
+    cdef str fn = "conv2d_forward_bn"
+    cdef nn_conv2d_params p
+    cdef int64_t oh, ow
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
+    if not nn_epilogue_supports(act):
+        raise ValueError(f"{fn}: act must be an activation the GEMM epilogue fuses "
+                         f"(one of {sorted(EPILOGUE_ACTS)}), got {act}")
+    if not eps >= 0.0:
+        raise ValueError(f"{fn}: eps must be >= 0, got {eps}")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
+    cdef const float *pb = _opt_vec(b, p.o, fn, "bias")
+    cdef const float *pg = _opt_vec(bn_weight, p.o, fn, "bn_weight")
+    cdef const float *pbb = _opt_vec(bn_bias, p.o, fn, "bn_bias")
+    cdef const float *prm = _fshape(running_mean, (p.o,), False, fn, "running_mean")
+    cdef const float *prv = _fshape(running_var, (p.o,), False, fn, "running_var")
+    cdef float *py = _fshape(y, (p.n, p.o, oh, ow), True, fn, "y")
+    cdef int64_t ny = p.n * p.o * oh * ow * 4
+    _no_overlap(fn, [("y", <size_t>py, ny)],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
+                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
+                 ("bn_weight", <size_t>pg, p.o * 4 if pg else 0),
+                 ("bn_bias", <size_t>pbb, p.o * 4 if pbb else 0),
+                 ("running_mean", <size_t>prm, p.o * 4), ("running_var", <size_t>prv, p.o * 4)])
+    cdef int status
+    with nogil:
+        status = nn_conv2d_forward_bn(&p, px, pw, pb, pg, pbb, prm, prv, <float>eps, py, act)
+    check(status, fn)
+
+
 def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object dw,
                     object db, stride=1, padding=0, dilation=1, groups=1, bint bf16=False):
     """The gradients of conv2d_forward (without its activation) for dy (n, o,

@@ -110,6 +110,18 @@ CASES = [
     (2, 16, 30, 30, 8, 3, 1, 1, 1, 1),        # several pixel / channel blocks
     (3, 4, 9, 9, 1, 3, 1, 1, 1, 1),           # one output channel (a GEMV per task)
     (1, 2, 4, 4, 3, 3, 2, 2, 1, 1),           # padding 2 on a tiny input
+    # the direct path (conv_direct.c): tiles of channels and pixels, bands, fallbacks
+    (2, 8, 9, 9, 80, 3, 1, 1, 1, 1),          # 5 blocks of 16 outputs: two channel tiles
+    (2, 3, 6, 40, 16, 3, 1, 1, 1, 1),         # rows wider than a tile
+    (1, 64, 40, 100, 3, 3, 1, 1, 1, 1),       # input band past its bound: bands of rows
+    (1, 16, 3, 3000, 2, 3, 1, 1, 1, 1),       # one row past the bound: im2col instead
+    (2, 5, 11, 12, 7, 3, (2, 1), (1, 2), (2, 1), 1),   # stride and dilation per axis
+    (2, 4, 8, 8, 5, 3, 1, 3, 1, 1),           # padding > kernel - 1: dx by col2im
+    (2, 4, 9, 9, 5, 3, 1, 2, (1, 2), 1),      # width dilation: dw by im2col
+    (19, 3, 5, 5, 17, 3, 1, 1, 1, 1),         # 19 images: chunks of the weight gradient
+    (2, 3, 12, 12, 40, 5, 1, 2, 1, 1),        # 5 wide kernel rows, 3 channel blocks
+    (3, 6, 7, 7, 12, 3, 2, 1, 1, 3),          # groups with stride 2
+    (1, 16, 28, 28, 32, 1, 2, 0, 1, 1),       # ResNet's 1x1 stride-2 projection
 ]
 
 
@@ -177,6 +189,38 @@ def test_conv2d_backward(isa, rng, case):
                 np.testing.assert_array_equal(a, full, err_msg=f"{name} alone")
 
 
+# the direct path, 1x1 (a GEMM on x), depthwise and the im2col fallback
+BN_CASES = [CASES[0], CASES[1], CASES[5], CASES[7], CASES[-8], (2, 16, 14, 14, 32, 3, 1, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("case", BN_CASES, ids=case_id)
+def test_conv2d_forward_bn(isa, rng, case):
+    """conv2d_forward_bn = the convolution, then BatchNorm with running
+    statistics, then the activation: against float64."""
+    for bias, affine, act in [(True, True, 0), (False, True, RELU), (True, False, RELU)]:
+        x, w, b, kw = make(rng, case, bias)
+        o = w.shape[0]
+        gamma = rng.uniform(0.5, 2.0, o).astype(np.float32) if affine else None
+        beta = rng.standard_normal(o).astype(np.float32) if affine else None
+        mean = rng.standard_normal(o).astype(np.float32)
+        var = rng.uniform(0.2, 3.0, o).astype(np.float32)
+        shape = _core.conv2d_output_shape(x.shape, w.shape, **kw)
+        y = np.full(shape, np.nan, np.float32)
+        _core.conv2d_forward_bn(x, w, b, gamma, beta, mean, var, 1e-5, y, kw["stride"],
+                                kw["padding"], kw["dilation"], kw["groups"], act)
+        z, scale = conv_ref(x, w, b, **kw)
+        a = (gamma.astype(np.float64) if affine else 1.0) / np.sqrt(var.astype(np.float64) + 1e-5)
+        want = (z - mean[None, :, None, None]) * a[None, :, None, None]
+        if affine:
+            want += beta.astype(np.float64)[None, :, None, None]
+        if act == RELU:
+            want = np.maximum(want, 0.0)
+        err_scale = (scale + np.abs(mean)[None, :, None, None]) * np.abs(a)[None, :, None, None]
+        assert_sum_close(y, want, 2 * err_scale + (np.abs(beta)[None, :, None, None]
+                                                   if affine else 0), w[0].size,
+                         f"y bias={bias} affine={affine} act={act}")
+
+
 def test_conv2d_empty_batch(rng):
     x = np.zeros((0, 3, 5, 5), np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -197,6 +241,8 @@ THREAD_CASES = [
     (3, 16, 15, 15, 32, 1, 1, 0, 1, 1),
     (4, 32, 15, 15, 32, 3, 2, 1, 1, 32),
     (3, 8, 16, 16, 16, 5, 1, 2, 2, 2),
+    (1, 16, 28, 28, 16, 3, 1, 1, 1, 1),      # batch 1: bands of rows
+    (19, 16, 14, 14, 32, 3, 2, 1, 1, 1),     # stride 2, chunks of images in dw
 ]
 
 

@@ -298,6 +298,46 @@ def test_resnet_equals_torch(rng, skip):
                                rtol=1e-3, atol=1e-4)
 
 
+def test_predict_folds_batchnorm_into_the_conv(isa, rng):
+    """predict runs Conv2d-BatchNorm2d(-ReLU) as one conv pass (the BatchNorm's
+    running statistics folded in); the result matches the unfused layers."""
+    nn.manual_seed(3)
+    model = nn.models.resnet(8, width=8)
+    x = rng.standard_normal((6, 1, 12, 12)).astype(F32)
+    for _ in range(2):          # running statistics away from 0 and 1
+        model.forward(x)
+    model.eval()
+    calls = {"fused": 0}
+    real = nn._core.conv2d_forward_bn
+
+    def counting(*args):
+        calls["fused"] += 1
+        return real(*args)
+
+    nn._core.conv2d_forward_bn = counting
+    try:
+        got = model.predict(x)
+    finally:
+        nn._core.conv2d_forward_bn = real
+    # stem, 3 blocks x 2 convs, 2 projections: every conv is followed by a BatchNorm
+    assert calls["fused"] == 9
+    want = model.forward(x)            # eval mode: the layers one by one
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_predict_keeps_batchnorm_that_cannot_fold(rng):
+    """A conv with its own activation, or a BatchNorm without running
+    statistics, runs as separate layers."""
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, activation="relu"), nn.BatchNorm2d(4),
+                          nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4, track_running_stats=False),
+                          nn.ReLU())
+    x = rng.standard_normal((3, 2, 9, 9)).astype(F32)
+    model.forward(x)
+    model.eval()
+    assert nn.layers.sequential.batchnorm_folds(model.layers) == {}
+    np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-6, atol=1e-6)
+
+
 # ---- the rest of the package ----
 
 def test_resnet_shapes_and_blocks():

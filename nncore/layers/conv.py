@@ -190,6 +190,26 @@ class Conv2d(WeightedLayer):
     def infer_act(self, x, ws, act_name):
         return self._infer(x, ws, _ACT[act_name])
 
+    def folds_batchnorm(self, bn):
+        """Whether predict may run this layer and ``bn`` (the next layer) as
+        one pass, the BatchNorm's evaluation-mode scale folded into the
+        convolution (``infer_bn``)."""
+        return (self.activation is None and getattr(bn, "eval_affine", False)
+                and bn.num_features == self.out_channels)
+
+    def infer_bn(self, x, ws, bn, act_name=None):
+        """Predict's step for this layer, the BatchNorm2d ``bn`` after it (in
+        evaluation mode: running statistics) and the activation ``act_name``
+        (one of ``epilogue_acts``, or None) in one C call."""
+        if self._pending_init:
+            self._initialize()
+        x = image_input(self._name, x, self.in_channels)
+        z = ws.get(id(self), self._out_shape(x.shape))
+        _core.conv2d_forward_bn(x, self._w, self._b, bn.weight, bn.bias, bn.running_mean,
+                                bn.running_var, bn.eps, z, self.stride, self._padding,
+                                self.dilation, self.groups, _ACT[act_name])
+        return z
+
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),

@@ -34,6 +34,12 @@ class _BatchNorm(Layer):
     same_shape = True
     _ranks = ()        # accepted input ranks, batch included
 
+    @property
+    def eval_affine(self):
+        """Whether predict applies a fixed per-channel affine map (running
+        statistics), which a convolution before it may fold in."""
+        return self.track_running_stats
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True):
         owner = type(self).__name__

@@ -37,6 +37,21 @@ def fused_activations(layers):
                      and layers[i].act_name in layers[i - 1].epilogue_acts)
 
 
+def batchnorm_folds(layers):
+    """{i: activation name or None} for each layer i that folds the
+    BatchNorm at i + 1 into its predict step (``folds_batchnorm`` and
+    ``infer_bn``), with the activation at i + 2 when its epilogue takes it."""
+    folds = {}
+    for i in range(len(layers) - 1):
+        fold = getattr(layers[i], "folds_batchnorm", None)
+        if fold is None or not fold(layers[i + 1]) or i - 1 in folds or i - 2 in folds:
+            continue
+        nxt = layers[i + 2] if i + 2 < len(layers) else None
+        act = nxt.act_name if nxt is not None else None
+        folds[i] = act if act is not None and act in layers[i].epilogue_acts else None
+    return folds
+
+
 def gemm_chain(layers):
     """((weight, bias, epilogue code), ...) when predict can run the layers
     as one chain of GEMMs: each a ``gemm_link``, an identity in evaluation
@@ -147,6 +162,10 @@ class Sequential(Layer):
         what the backward pass and the SGD fold need."""
         layers = self.layers
         fused = fused_activations(layers)
+        # predict: a BatchNorm (and the activation after it) folded into the
+        # convolution before it; their own steps pass the output on
+        folds = batchnorm_folds(layers)
+        folded = {i + 1 for i in folds} | {i + 2 for i, act in folds.items() if act}
         plan, infer = [], []
         for i, layer in enumerate(layers):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
@@ -160,6 +179,10 @@ class Sequential(Layer):
             else:
                 plan.append(layer.forward)
                 infer.append(layer._infer)
+            if i in folds:
+                infer[-1] = functools.partial(layer.infer_bn, bn=nxt, act_name=folds[i])
+            elif i in folded:
+                infer[-1] = _take_output
         self._plan = tuple(plan)
         self._infer_plan = tuple(infer)
         self._chain = gemm_chain(layers)

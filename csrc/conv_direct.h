@@ -1,0 +1,98 @@
+/* Internal: the direct convolution (conv_direct.c), used by conv.c for the
+ * forward pass and, with stride 1, for the input gradient (a convolution of
+ * the output gradient with the flipped, transposed weights). */
+#ifndef NN_CONV_DIRECT_H
+#define NN_CONV_DIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "dispatch.h"
+
+/* One direct convolution of n images in `groups` groups: per image and
+ * group, c input channels (h x w planes) to o output channels (oh x ow),
+ * kernel kh x kw, stride, dilation, zero padding; the input and output
+ * tensors hold x_img and y_img floats per image (channels of all groups,
+ * NCHW). The rest is the plan (nn_dconv_plan). */
+typedef struct nn_dconv {
+    int64_t n, groups, c, h, w, o, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow;
+    int64_t x_img, y_img;
+    const nn_kernel_table *kt;
+    int v;                /* blocks of 16 output channels per tile */
+    int rmax;             /* pixels per tile at most */
+    int64_t nob, ldw;     /* channel tiles; packed weight row: nob * 16 v floats */
+    int64_t taps;         /* c * kh * kw: the sum each output runs over */
+    int64_t band, nbands; /* output rows per task, tasks per (image, group) */
+    int64_t hq, wq;       /* one phase plane of a task's input band */
+    int64_t xq_floats;    /* the input band: c * sh * sw phase planes */
+    /* in the caller's SHARED workspace (nn_dconv_pack) */
+    const int64_t *koff;
+    const float *wpk, *bias;
+    int act;
+} nn_dconv;
+
+/* Plan D (its geometry filled in by the caller) for kernel table kt: 1 when
+ * the direct path applies (a task's input band fits its bound), else 0. */
+int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt);
+
+/* Floats of the shared data (tap offsets, packed weights, bias). */
+size_t nn_dconv_shared_floats(const nn_dconv *D);
+
+/* Fill the shared data into `shared` and point D at it. w: the Conv2d's
+ * weight (O, C/groups, kh, kw). flip == 0: D is that convolution (bias:
+ * NULL or O values). flip == 1: D is its input gradient for stride 1 (D's
+ * c is the Conv2d's O/groups, D's o its C/groups; the weights transposed and
+ * rotated by 180 degrees; no bias). */
+void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias, int flip);
+/* Fold a per-channel affine map into the packed convolution (after
+ * nn_dconv_pack): the weights of output channel j (O = groups * o values)
+ * times scale[j], the bias replaced by shift[j]. */
+void nn_dconv_fold(nn_dconv *D, const float *scale, const float *shift);
+
+/* Tasks: (image, group, band of output rows); each writes outputs no other
+ * task writes. */
+static inline int64_t nn_dconv_tasks(const nn_dconv *D) { return D->n * D->groups * D->nbands; }
+
+/* Floats of the buffer each thread running tasks needs. */
+size_t nn_dconv_task_floats(const nn_dconv *D);
+
+/* Run task t: y's outputs of that (image, group, band) from x. */
+void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf);
+
+/* The weight gradient by the same register tile: per image, the kernel's
+ * "taps" are the output pixels p (dy transposed, channels contiguous, as the
+ * weights), its "pixels" the kernel columns j of one kernel row (input
+ * column ow*sw + j: dilation 1 along the width), its sums run over p:
+ *   part[q][g][(c, i, j)][o] = sum over the images of chunk q and pixels p
+ *                              of x[c, oh*sh + i*dh - ph, ow*sw + j - pw] dy[o, p]
+ * Tasks: (chunk q of images, group, tile of output channels), each summing
+ * its images in order into its own part; nn_dconv_dw_reduce then adds the
+ * chunks in order. The chunks depend on the batch size only. */
+typedef struct nn_dconv_dw {
+    int64_t n, groups, c, h, w, o, kh, kw, sh, sw, dh, ph, pw, oh, ow;
+    int64_t x_img, y_img;     /* floats per image of x and dy */
+    const nn_kernel_table *kt;
+    int v;                    /* blocks of 16 output channels per tile */
+    int rows3;                /* 3x3: a channel's nine taps in one tile (rh = 3) */
+    int64_t nob, ldo;         /* channel tiles; part row: nob * 16 v floats */
+    int64_t nq, per_q;        /* chunks of images, images per chunk */
+    int64_t hp, wp, taps;     /* the padded input plane; c * kh * kw */
+    /* in the caller's SHARED workspace (nn_dconv_dw_pack) */
+    const int64_t *koff;      /* oh * ow pixel offsets into a padded plane */
+    float *part;              /* nq * groups * taps * ldo */
+} nn_dconv_dw;
+
+/* 1 when the direct weight gradient applies to E (geometry filled in). */
+int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt);
+size_t nn_dconv_dw_shared_floats(const nn_dconv_dw *E);
+void nn_dconv_dw_pack(nn_dconv_dw *E, float *shared);
+static inline int64_t nn_dconv_dw_tasks(const nn_dconv_dw *E)
+{
+    return E->nq * E->groups * E->nob;
+}
+size_t nn_dconv_dw_task_floats(const nn_dconv_dw *E);
+void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const float *dy,
+                      float *buf);
+/* dw (the Conv2d's weight shape) = the parts summed over the chunks in order. */
+void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw);
+
+#endif

@@ -1,0 +1,274 @@
+/* The direct convolution's register tile (conv_direct.c lays out the data
+ * for it), compiled once per ISA (see dispatch.h).
+ *
+ * Output channels run along the vector lanes, in blocks of 16 (one zmm, two
+ * ymm), and output pixels along the tile's rows: a tile is r consecutive
+ * pixels of one output row times v blocks of 16 channels,
+ *
+ *   y[i*ldy + j] = act(bias[j] + sum over t < k of x[koff[t] + i] * w[t*ldw + j])
+ *
+ * for i < r, j < 16 v (or, with rh = 3, for three rows of r = 3 pixels:
+ * pixel (a, i) at x[koff[t] + a*ldx2 + i], output row 3a + i). x is the
+ * tile's first pixel in the caller's padded,
+ * phase-split input (so every tap t is one constant offset koff[t] and the
+ * pixels of a row are unit stride), w the packed weights (one row of 16 v
+ * channels per tap). Per tap: v weight vectors loaded, r input values
+ * broadcast (an FMA memory operand on AVX-512), r v FMAs: the input is read
+ * in place, no im2col.
+ *
+ * Each output is summed over t = 0..k-1 in order by one FMA chain (from 0,
+ * or with beta from the value in y: a sum continued across calls), then the
+ * bias is added and the activation applied: the bits do not depend on r, v or
+ * which tile an output falls in, hence not on the thread count. */
+#include <stddef.h>
+#include "dispatch.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+
+#define NN_INLINE static inline __attribute__((always_inline))
+#define NN_UNROLL _Pragma("GCC unroll 32")
+
+#if defined(__AVX512F__)
+/* 32 zmm: up to 28 accumulators, v + the broadcast in the rest */
+#define VL 16
+#define VMAX 4
+#define ACCS 28
+typedef __m512 vf;
+#define v_zero() _mm512_setzero_ps()
+#define v_set1(x) _mm512_set1_ps(x)
+#define v_load(p) _mm512_loadu_ps(p)
+#define v_store(p, x) _mm512_storeu_ps((p), (x))
+#define v_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define v_add(a, b) _mm512_add_ps((a), (b))
+#define v_max(a, b) _mm512_max_ps((a), (b))
+#else
+/* 16 ymm: 12 accumulators, the 2 v weight vectors and the broadcast */
+#define VL 8
+#define VMAX 2
+#define ACCS 12
+typedef __m256 vf;
+#define v_zero() _mm256_setzero_ps()
+#define v_set1(x) _mm256_set1_ps(x)
+#define v_load(p) _mm256_loadu_ps(p)
+#define v_store(p, x) _mm256_storeu_ps((p), (x))
+#define v_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define v_add(a, b) _mm256_add_ps((a), (b))
+#define v_max(a, b) _mm256_max_ps((a), (b))
+#endif
+
+#define NVB (16 / VL) /* hardware vectors per block of 16 channels */
+
+/* RH rows of R pixels x V blocks, all constants at every call site (so
+ * the accumulators live in registers); pixel (a, i) reads x[koff[p] +
+ * a*ldx2 + i] and writes row a*R + i of y. */
+NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile *t)
+{
+    const int NA = V * NVB; /* accumulators per pixel */
+    vf acc[ACCS];
+    NN_UNROLL
+    for (int i = 0; i < RH * R; i++)
+        NN_UNROLL
+        for (int v = 0; v < NA; v++)
+            acc[i * NA + v] = t->beta ? v_load(t->y + i * t->ldy + v * VL) : v_zero();
+    const float *x = t->x, *w = t->w;
+    const int64_t *koff = t->koff, ldw = t->ldw, ldx2 = t->ldx2;
+    for (int64_t p = 0; p < t->k; p++, w += ldw) {
+        const float *xs = x + koff[p];
+        vf wv[VMAX * NVB];
+        NN_UNROLL
+        for (int v = 0; v < NA; v++)
+            wv[v] = v_load(w + v * VL);
+        NN_UNROLL
+        for (int a = 0; a < RH; a++)
+            NN_UNROLL
+            for (int i = 0; i < R; i++) {
+                const vf xv = v_set1(xs[a * ldx2 + i]);
+                NN_UNROLL
+                for (int v = 0; v < NA; v++)
+                    acc[(a * R + i) * NA + v] = v_fma(xv, wv[v], acc[(a * R + i) * NA + v]);
+            }
+    }
+    NN_UNROLL
+    for (int i = 0; i < RH * R; i++) {
+        float *y = t->y + i * t->ldy;
+        NN_UNROLL
+        for (int v = 0; v < NA; v++) {
+            vf r = acc[i * NA + v];
+            if (t->bias)
+                r = v_add(r, v_load(t->bias + v * VL));
+            if (t->act == NN_ACT_RELU)
+                r = v_max(v_zero(), r); /* max(0, NaN) is NaN, as the GEMM epilogue */
+            v_store(y + v * VL, r);
+        }
+    }
+}
+
+void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
+{
+#if defined(__AVX512F__)
+    if (t->rh == 3) { /* three rows of three: a 3x3 kernel's taps (weight gradient) */
+        switch (t->v) {
+        case 1: dtile(3, 3, 1, t); return;
+        case 2: dtile(3, 3, 2, t); return;
+        case 3: dtile(3, 3, 3, t); return;
+        default: return;
+        }
+    }
+    switch (t->v * 32 + t->r) {
+#define RV(R, V) case (V) * 32 + (R): dtile(1, R, V, t); return;
+#define RV7(V, b) RV(b + 1, V) RV(b + 2, V) RV(b + 3, V) RV(b + 4, V) RV(b + 5, V) \
+    RV(b + 6, V) RV(b + 7, V)
+    RV7(1, 0) RV7(1, 7) RV7(1, 14) RV7(1, 21)
+    RV7(2, 0) RV7(2, 7)
+    RV7(3, 0) RV(8, 3) RV(9, 3)
+    RV7(4, 0)
+    default: return;
+    }
+#else
+    switch (t->v * 32 + t->r) {
+#define RV(R, V) case (V) * 32 + (R): dtile(1, R, V, t); return;
+    RV(1, 1) RV(2, 1) RV(3, 1) RV(4, 1) RV(5, 1) RV(6, 1)
+    RV(1, 2) RV(2, 2) RV(3, 2)
+    default: return;
+    }
+#endif
+}
+
+#if defined(__AVX512F__)
+/* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols (each <= 16): one
+ * 16 x 16 block through registers (rows past `rows` read as zeros, columns
+ * past `cols` not stored). */
+NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    const __mmask16 cm = (__mmask16)((1u << cols) - 1u), rm = (__mmask16)((1u << rows) - 1u);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, src + i * lds) : _mm512_setzero_ps();
+    /* 4 stages: pairs of rows interleave 1, 2, 4, then 8 floats at a time */
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]),
+                                                   _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]),
+                                                       _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]),
+                                                       _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]),
+                                                       _mm512_castps_pd(t[i + 3])));
+    }
+    /* r[4a + b] holds, in each 128-bit lane l, column 4l + b of rows 4a..4a+3 */
+    for (int b = 0; b < 4; b++) {
+        const __m512 a0 = r[b], a1 = r[4 + b], a2 = r[8 + b], a3 = r[12 + b];
+        const __m512 lo01 = _mm512_shuffle_f32x4(a0, a1, 0x44), hi01 = _mm512_shuffle_f32x4(a0, a1, 0xee);
+        const __m512 lo23 = _mm512_shuffle_f32x4(a2, a3, 0x44), hi23 = _mm512_shuffle_f32x4(a2, a3, 0xee);
+        t[b] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);      /* column b */
+        t[4 + b] = _mm512_shuffle_f32x4(lo01, lo23, 0xdd);  /* column 4 + b */
+        t[8 + b] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);  /* column 8 + b */
+        t[12 + b] = _mm512_shuffle_f32x4(hi01, hi23, 0xdd); /* column 12 + b */
+    }
+    for (int c = 0; c < cols; c++)
+        _mm512_mask_storeu_ps(dst + c * ldd, rm, t[c]);
+}
+#define TB 16
+#else
+/* The same in 8 x 8 blocks of ymm. */
+NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    if (rows < 8 || cols < 8) {
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t c = 0; c < cols; c++)
+                dst[c * ldd + i] = src[i * lds + c];
+        return;
+    }
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    /* r[4a + b]: in each 128-bit half h, column 4h + b of rows 4a..4a+3 */
+    for (int b = 0; b < 4; b++) {
+        _mm256_storeu_ps(dst + b * ldd, _mm256_permute2f128_ps(r[b], r[4 + b], 0x20));
+        _mm256_storeu_ps(dst + (4 + b) * ldd, _mm256_permute2f128_ps(r[b], r[4 + b], 0x31));
+    }
+}
+#define TB 8
+#endif
+
+void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    for (int64_t i = 0; i < rows; i += TB)
+        for (int64_t c = 0; c < cols; c += TB)
+            transpose_block(rows - i < TB ? rows - i : TB, cols - c < TB ? cols - c : TB,
+                            src + i * lds + c, lds, dst + c * ldd + i, ldd);
+}
+
+void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
+{
+    *vmax = VMAX;
+    for (int v = 1; v <= VMAX; v++)
+        rmax[v - 1] = ACCS / (v * NVB);
+#if defined(__AVX512F__)
+    *v3max = 3;
+#else
+    *v3max = 0;
+#endif
+}
+
+#else /* the portable kernel: plain loops the compiler vectorises as it can */
+
+#define GR 8 /* pixels per tile, one block of 16 channels */
+
+void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
+{
+    float acc[GR][16] = {{0.0f}};
+    const int64_t r = t->r;
+    if (t->beta)
+        for (int64_t i = 0; i < r; i++)
+            for (int j = 0; j < 16; j++)
+                acc[i][j] = t->y[i * t->ldy + j];
+    for (int64_t p = 0; p < t->k; p++) {
+        const float *xs = t->x + t->koff[p], *w = t->w + p * t->ldw;
+        for (int64_t i = 0; i < r; i++)
+            for (int j = 0; j < 16; j++)
+                acc[i][j] += xs[i] * w[j];
+    }
+    for (int64_t i = 0; i < r; i++)
+        for (int j = 0; j < 16; j++) {
+            float s = acc[i][j];
+            if (t->bias)
+                s += t->bias[j];
+            t->y[i * t->ldy + j] = nn_act_scalar(s, t->act);
+        }
+}
+
+void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                               float *dst, int64_t ldd)
+{
+    for (int64_t c0 = 0; c0 < cols; c0 += 8)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t c = c0; c < cols && c < c0 + 8; c++)
+                dst[c * ldd + i] = src[i * lds + c];
+}
+
+void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
+{
+    *vmax = 1;
+    rmax[0] = GR;
+    *v3max = 0;
+}
+#endif
