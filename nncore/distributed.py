@@ -93,6 +93,20 @@ def _mpi():
     return MPI
 
 
+# How long a rank that aborts the job waits after writing its message: the
+# launcher forwards each rank's stderr through a proxy, and MPI_Abort kills
+# the job at once, so a message written just before it could be lost (seen
+# with MPICH's Hydra under load: the job ended with an empty stderr).
+_ABORT_GRACE_SECONDS = 0.5
+
+
+def _abort_job(comm):
+    """End the whole MPI job after this rank's message had time to arrive."""
+    sys.stderr.flush()
+    time.sleep(_ABORT_GRACE_SECONDS)
+    comm.Abort(1)
+
+
 def collective(exc):
     """Mark ``exc`` as raised by every rank at the same point: the guard lets
     it through instead of aborting the job."""
@@ -195,8 +209,7 @@ class DataParallel:
                     f"nncore.distributed: rank {self.rank} of {self.size} waited more than "
                     f"collective_timeout={self.timeout:g} s in a collective of Trainer.fit "
                     f"(another rank hangs or died); aborting the MPI job (comm.Abort)\n")
-                sys.stderr.flush()
-                self.comm.Abort(1)
+                _abort_job(self.comm)
                 return
 
     @contextlib.contextmanager
@@ -217,8 +230,7 @@ class DataParallel:
             f"nncore.distributed: rank {self.rank} of {self.size} failed during Trainer.fit; "
             f"aborting the MPI job (comm.Abort) so that the other ranks do not wait "
             f"forever in a collective:\n{text}")
-        sys.stderr.flush()
-        self.comm.Abort(1)
+        _abort_job(self.comm)
 
     # ---- the start of fit ---------------------------------------------------
     def share(self, obj):
