@@ -22,9 +22,10 @@ from .linalg import check_precision
 from .optim import SGD, Adam
 from .serialize import build_model
 from .runtime import get_num_threads, set_num_threads
-from .trainer import NonFiniteLossError, Trainer
+from .sparse import SparseHead, csr_int32, use_sparse_head
+from .trainer import NonFiniteLossError, Trainer, _weighted_kind, _WeightedLoss
 from .validation import (check_features, check_sample_weight, check_sparse_features,
-                         dense_rows, is_sparse)
+                         check_targets, dense_rows, is_sparse)
 
 __all__ = ["NotFittedError", "ConvergenceWarning", "DataConversionWarning"]
 
@@ -606,10 +607,16 @@ class _BaseNN:
         self._no_improvement_count = 0
 
     def _train_sparse(self, X, y, sample_weight, epochs, monitor, verbose):
-        """Epochs over a CSR X: each epoch's shuffled rows are densified a
-        chunk (a whole number of batches) at a time and trained by the
-        Trainer in that order, so the dense copy never exceeds a chunk."""
+        """Epochs over a CSR X: each epoch's shuffled rows are taken a chunk
+        (a whole number of batches) at a time, then either run through the
+        CSR first-layer kernels (_train_sparse_head, when X is sparse enough
+        and training is float32 without a progress bar), or densified and
+        trained by the Trainer in that order, so the dense copy never
+        exceeds a chunk."""
         trainer = self._trainer
+        if (use_sparse_head(self.model_, X) and trainer.precision == "float32"
+                and not verbose):
+            return self._train_sparse_head(X, y, sample_weight, epochs, monitor)
         n, bs = X.shape[0], trainer.batch_size
         chunk = bs * max(1, _SPARSE_CHUNK_BYTES // (4 * X.shape[1] * bs))
         shuffle, trainer.shuffle = trainer.shuffle, False
@@ -633,6 +640,60 @@ class _BaseNN:
                     break
         finally:
             trainer.shuffle = shuffle
+
+    def _train_sparse_head(self, X, y, sample_weight, epochs, monitor):
+        """_train_sparse with the first Dense layer on the CSR rows: the
+        Trainer's batch step (loss, sample weights, optimizer) written out,
+        the same batches in the same order as the densified path."""
+        trainer, model = self._trainer, self.model_
+        loss, optimizer = trainer.loss, trainer.optimizer
+        who = type(self).__name__ + ".fit"
+        n, bs = X.shape[0], trainer.batch_size
+        n_out = model.layers[-1].out_features
+        y = check_targets(y, n, n_out, trainer.kind, who)
+        weights = check_sample_weight(sample_weight, n, who) \
+            if sample_weight is not None else None
+        weighted = _WeightedLoss(_weighted_kind(loss), bs, n_out, loss) \
+            if weights is not None else None
+        chunk = bs * max(1, _SPARSE_CHUNK_BYTES // (4 * X.shape[1] * bs))
+        head = SparseHead(model)
+        model.train()
+        monitor.trainer = None
+        try:
+            for epoch in range(epochs):
+                order = trainer.rng.permutation(n) if trainer.shuffle else np.arange(n)
+                total = seen = 0.0
+                for c_lo in range(0, n, chunk):
+                    rows = order[c_lo:c_lo + chunk]
+                    xc, yc = csr_int32(X[rows]), y[rows]
+                    wc = weights[rows] if weights is not None else None
+                    for lo in range(0, len(rows), bs):
+                        hi = min(lo + bs, len(rows))
+                        out = head.forward(xc, lo, hi)
+                        value = loss.forward(out, yc[lo:hi])
+                        size = float(hi - lo)
+                        if weighted is not None:
+                            wb = wc[lo:hi]
+                            size = float(wb.sum())
+                            if size == 0.0:     # every sample weighs 0: nothing to learn
+                                continue
+                            value = weighted.value(out, yc[lo:hi], wb, size)
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(
+                                f"{who}: the loss became {value} at epoch {epoch + 1}")
+                        grad = loss.backward()
+                        if weighted is not None:
+                            weighted.scale_gradient(grad, wb, size)
+                        head.backward(grad)
+                        optimizer.step(model.parameters())
+                        total += value * size
+                        seen += size
+                monitor.on_epoch_end(epoch, {"loss": total / seen})
+                if monitor.converged:
+                    break
+        finally:
+            model.eval()
+            head.forget()
 
     def _fit_lbfgs(self, X, y, sample_weight):
         """MLPClassifier's _fit_lbfgs: L-BFGS-B over the full objective with
@@ -765,6 +826,8 @@ class _BaseNN:
         with _threads(self.n_threads):
             if not is_sparse(X):
                 return self.model_.predict(X)
+            if use_sparse_head(self.model_, X):
+                return SparseHead(self.model_).predict(csr_int32(X))
             return np.concatenate([self.model_.predict(dense_rows(X, lo, hi))
                                    for lo, hi in row_chunks(X)])
 
