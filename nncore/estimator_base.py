@@ -820,7 +820,8 @@ class _BaseNN:
         return {k: np.array(v, copy=True) for k, v in self.model_.state_dict().items()}
 
     def _forward(self, X):
-        """The model's raw outputs for validated X (eval mode; a sparse X is
+        """The model's raw outputs for validated X (eval mode; a sparse X
+        goes through the CSR first layer when sparse enough, else it is
         densified a chunk of rows at a time)."""
         self.model_.eval()
         with _threads(self.n_threads):

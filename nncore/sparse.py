@@ -17,9 +17,9 @@ from .layers.sequential import Sequential
 
 __all__ = ["SPARSE_MAX_DENSITY", "SparseHead", "use_sparse_head"]
 
-# Below this fraction of nonzeros the CSR kernels beat densify + GEMM for a
+# Below this fraction of nonzeros the CSR kernels beat densify + GEMMs for a
 # first layer of 256 units (benchmarks/sparse_first_layer.py; README).
-SPARSE_MAX_DENSITY = 0.05
+SPARSE_MAX_DENSITY = 0.10
 
 
 def use_sparse_head(model, X):
