@@ -212,3 +212,18 @@ def test_sparse_training_is_bitwise_deterministic_across_threads(num_threads):
         coefs.append(est.coefs_ + est.intercepts_ + [est.predict_proba(X)])
     for a, b in zip(*coefs):
         assert np.array_equal(a, b)
+
+
+def test_divergence_ends_as_on_the_densified_path(monkeypatch):
+    """A non-finite loss on the CSR path stops the fit as the densified path does."""
+    X, _, t, _ = sparse_problem(4)
+    outcomes = []
+    for limit in (nncore.sparse.SPARSE_MAX_DENSITY, 0.0):
+        monkeypatch.setattr(nncore.sparse, "SPARSE_MAX_DENSITY", limit)
+        est = nncore.NNRegressor(hidden_layer_sizes=(8,), solver="sgd", momentum=0.0,
+                                 learning_rate_init=1e30, max_iter=3, random_state=0)
+        with pytest.raises(ValueError) as info, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, t * 1e20)
+        outcomes.append(str(info.value))
+    assert outcomes[0] == outcomes[1]
