@@ -100,6 +100,23 @@ NN_KERNELS_ACT(NN_DECLARE_KERNEL)
       (m, n, dy, ldy, db))
 NN_KERNELS_BIAS(NN_DECLARE_KERNEL)
 
+/* ---- Dense layer on a CSR batch (sparse.c): m rows of d features given as
+ * (indptr[0..m], indices, data), int32, absolute offsets (indptr[0] may be
+ * > 0), indices in [0, d), any order, duplicates summed.
+ * csr_dense_forward: y (m, h) = X w + b, w (d, h), b (h) or NULL.
+ * csr_dense_weight_grad: dw (d, h) = X^T dy, dy (m, h); dw overwritten.
+ * Each output accumulates in storage order: the same bits for any thread
+ * count. ---- */
+#define NN_KERNELS_SPARSE(X) \
+    X(csr_dense_forward, (int64_t m, int64_t h, const int32_t *indptr, const int32_t *indices, \
+                          const float *data, const float *w, const float *b, float *y), \
+      (m, h, indptr, indices, data, w, b, y)) \
+    X(csr_dense_weight_grad, (int64_t m, int64_t d, int64_t h, const int32_t *indptr, \
+                              const int32_t *indices, const float *data, const float *dy, \
+                              float *dw), \
+      (m, d, h, indptr, indices, data, dy, dw))
+NN_KERNELS_SPARSE(NN_DECLARE_KERNEL)
+
 /* ---- Input check (check.c): 1 when none of the n floats is NaN or
  * infinite, else 0. Runs on the process's threads for large arrays. ---- */
 int nn_all_finite(int64_t n, const float *x);
@@ -331,7 +348,7 @@ NN_KERNELS_PEAK(NN_DECLARE_KERNEL)
  * dispatch.h). */
 #define NN_PUBLIC_KERNELS(X) \
     NN_KERNELS_ACT(X) NN_KERNELS_BIAS(X) NN_KERNELS_DROPOUT(X) NN_KERNELS_OPTIM(X) \
-    NN_KERNELS_PEAK(X) NN_KERNELS_POOL(X) NN_KERNELS_BATCHNORM(X)
+    NN_KERNELS_PEAK(X) NN_KERNELS_POOL(X) NN_KERNELS_BATCHNORM(X) NN_KERNELS_SPARSE(X)
 
 /* ---- Profiler (profile.c) ----
  * While on, every dispatched kernel, nn_sgemm and the loss functions record

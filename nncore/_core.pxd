@@ -46,6 +46,14 @@ cdef extern from "nncore.h" nogil:
     # bias gradient (bias.c), input check (check.c), row gather (gather.c)
     void nn_bias_backward(int64_t m, int64_t n, const float *dy, int64_t ldy, float *db)
     int nn_all_finite(int64_t n, const float *x)
+
+    # Dense layer on a CSR batch (sparse.c)
+    void nn_csr_dense_forward(int64_t m, int64_t h, const int32_t *indptr,
+                              const int32_t *indices, const float *data, const float *w,
+                              const float *b, float *y)
+    void nn_csr_dense_weight_grad(int64_t m, int64_t d, int64_t h, const int32_t *indptr,
+                                  const int32_t *indices, const float *data,
+                                  const float *dy, float *dw)
     int nn_gather_rows(int64_t m, int64_t n, const float *src, int64_t src_rows,
                        const int64_t *index, float *dst)
 

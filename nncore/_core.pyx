@@ -1421,3 +1421,88 @@ def batchnorm_backward(cnp.ndarray x, object dy, object weight, object mean, obj
         return
     with nogil:
         nn_batchnorm_backward(n, c, hw, px, pdy, pw, pm, pi, train, pdx, pdw, pdb)
+
+
+cdef const int32_t *_int32_in(cnp.ndarray a, str fn, str name) except NULL:
+    if cnp.PyArray_TYPE(a) != cnp.NPY_INT32:
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}, expected int32")
+    if cnp.PyArray_NDIM(a) != 1:
+        raise ValueError(f"{fn}: {name} must be 1-D, got {cnp.PyArray_NDIM(a)}-D")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{fn}: {name} must be C-contiguous and aligned")
+    return <const int32_t *>cnp.PyArray_DATA(a)
+
+
+cdef int _check_csr(cnp.ndarray indptr, cnp.ndarray indices, cnp.ndarray data, int64_t d,
+                    str fn, int64_t *rows) except -1:
+    """Check a CSR batch for the C kernels, which trust it: int32 indptr with
+    m + 1 non-decreasing offsets into indices and data (float32, same length;
+    indptr[0] may be > 0: a row range of a bigger matrix), and every column
+    index the rows use in [0, d). Sets rows[0] = m."""
+    cdef const int32_t *ptr = _int32_in(indptr, fn, "indptr")
+    cdef const int32_t *idx = _int32_in(indices, fn, "indices")
+    cdef int64_t nnz = cnp.PyArray_DIM(indices, 0)
+    _fin(data, nnz, fn, "data")
+    cdef int64_t m = cnp.PyArray_DIM(indptr, 0) - 1
+    if m < 0:
+        raise ValueError(f"{fn}: indptr is empty; it needs rows + 1 offsets")
+    if ptr[0] < 0 or ptr[m] > nnz:
+        raise ValueError(f"{fn}: indptr runs from {ptr[0]} to {ptr[m]}, outside the "
+                         f"{nnz} stored values")
+    cdef int64_t i
+    cdef int32_t c
+    for i in range(m):
+        if ptr[i + 1] < ptr[i]:
+            raise ValueError(f"{fn}: indptr decreases at row {i} ({ptr[i]} -> {ptr[i + 1]})")
+    for i in range(ptr[0], ptr[m]):
+        c = idx[i]
+        if c < 0 or c >= d:
+            raise ValueError(f"{fn}: column index {c} at position {i} is outside [0, {d})")
+    rows[0] = m
+    return 0
+
+
+def csr_dense_forward(cnp.ndarray indptr not None, cnp.ndarray indices not None,
+                      cnp.ndarray data not None, cnp.ndarray w not None, b,
+                      cnp.ndarray y not None):
+    """y = X w + b for the CSR batch X = (indptr, indices, data) with w.shape[0]
+    columns; w (d, h), b (h,) float32 or None, y (m, h) float32, written."""
+    cdef str fn = "csr_dense_forward"
+    cdef int64_t d, h, m
+    _matrix(w, &d, &h, fn, "w")
+    _check_csr(indptr, indices, data, d, fn, &m)
+    cdef const int32_t *pp = <const int32_t *>cnp.PyArray_DATA(indptr)
+    cdef const int32_t *pi = <const int32_t *>cnp.PyArray_DATA(indices)
+    cdef const float *pd = <const float *>cnp.PyArray_DATA(data)
+    cdef const float *pw = _fin(w, d * h, fn, "w")
+    cdef const float *pb = NULL
+    if b is not None:
+        pb = _fin(b, h, fn, "b")
+    cdef float *py = _fout(y, m * h, fn, "y")
+    if m == 0 or h == 0:
+        return
+    with nogil:
+        nn_csr_dense_forward(m, h, pp, pi, pd, pw, pb, py)
+
+
+def csr_dense_weight_grad(cnp.ndarray indptr not None, cnp.ndarray indices not None,
+                          cnp.ndarray data not None, cnp.ndarray dy not None,
+                          cnp.ndarray dw not None):
+    """dw = X^T dy for the CSR batch X = (indptr, indices, data) with dw.shape[0]
+    columns; dy (m, h), dw (d, h) float32, overwritten."""
+    cdef str fn = "csr_dense_weight_grad"
+    cdef int64_t d, h, m, my, hy
+    _matrix(dw, &d, &h, fn, "dw")
+    _matrix(dy, &my, &hy, fn, "dy")
+    _check_csr(indptr, indices, data, d, fn, &m)
+    if my != m or hy != h:
+        raise ValueError(f"{fn}: dy has shape ({my}, {hy}), expected ({m}, {h})")
+    cdef const int32_t *pp = <const int32_t *>cnp.PyArray_DATA(indptr)
+    cdef const int32_t *pi = <const int32_t *>cnp.PyArray_DATA(indices)
+    cdef const float *pd = <const float *>cnp.PyArray_DATA(data)
+    cdef const float *pdy = _fin(dy, m * h, fn, "dy")
+    cdef float *pdw = _fout(dw, d * h, fn, "dw")
+    if d == 0 or h == 0:
+        return
+    with nogil:
+        nn_csr_dense_weight_grad(m, d, h, pp, pi, pd, pdy, pdw)

@@ -22,9 +22,10 @@ from .linalg import check_precision
 from .optim import SGD, Adam
 from .serialize import build_model
 from .runtime import get_num_threads, set_num_threads
-from .trainer import NonFiniteLossError, Trainer
+from .sparse import SparseHead, csr_int32, use_sparse_head
+from .trainer import NonFiniteLossError, Trainer, _weighted_kind, _WeightedLoss
 from .validation import (check_features, check_sample_weight, check_sparse_features,
-                         dense_rows, is_sparse)
+                         check_targets, dense_rows, is_sparse)
 
 __all__ = ["NotFittedError", "ConvergenceWarning", "DataConversionWarning"]
 
@@ -606,14 +607,31 @@ class _BaseNN:
         self._no_improvement_count = 0
 
     def _train_sparse(self, X, y, sample_weight, epochs, monitor, verbose):
-        """Epochs over a CSR X: each epoch's shuffled rows are densified a
-        chunk (a whole number of batches) at a time and trained by the
-        Trainer in that order, so the dense copy never exceeds a chunk."""
+        """Epochs over a CSR X: each epoch's shuffled rows are taken a chunk
+        (a whole number of batches) at a time and trained in that order,
+        through the CSR first layer (_sparse_head_chunk) when X is sparse
+        enough and training is float32 without a progress bar, else
+        densified and trained by the Trainer (_densified_chunk), so a dense
+        copy never exceeds a chunk."""
         trainer = self._trainer
         n, bs = X.shape[0], trainer.batch_size
         chunk = bs * max(1, _SPARSE_CHUNK_BYTES // (4 * X.shape[1] * bs))
         shuffle, trainer.shuffle = trainer.shuffle, False
         monitor.trainer = None
+        head = None
+        if (use_sparse_head(self.model_, X) and trainer.precision == "float32"
+                and not verbose):
+            who, n_out = type(self).__name__ + ".fit", self.model_.layers[-1].out_features
+            y = check_targets(y, n, n_out, trainer.kind, who)
+            weighted = None
+            if sample_weight is not None:
+                sample_weight = check_sample_weight(sample_weight, n, who)
+                weighted = _WeightedLoss(_weighted_kind(trainer.loss), bs, n_out, trainer.loss)
+            head = SparseHead(self.model_)
+            train_chunk = functools.partial(self._sparse_head_chunk, head, weighted)
+            self.model_.train()
+        else:
+            train_chunk = functools.partial(self._densified_chunk, verbose)
         try:
             for epoch in range(epochs):
                 order = trainer.rng.permutation(n) if shuffle else np.arange(n)
@@ -621,18 +639,59 @@ class _BaseNN:
                 for lo in range(0, n, chunk):
                     rows = order[lo:lo + chunk]
                     w = sample_weight[rows] if sample_weight is not None else None
-                    size = float(w.sum()) if w is not None else float(len(rows))
-                    if size == 0.0:
-                        continue        # every sample weighs 0: nothing to learn
-                    xb = np.ascontiguousarray(X[rows].toarray(), dtype=np.float32)
-                    history = trainer.fit(xb, y[rows], 1, verbose=verbose, sample_weight=w)
-                    total += history["loss"][0] * size
-                    seen += size
+                    chunk_total, chunk_seen = train_chunk(X[rows], y[rows], w, epoch)
+                    total += chunk_total
+                    seen += chunk_seen
                 monitor.on_epoch_end(epoch, {"loss": total / seen})
                 if monitor.converged:
                     break
         finally:
             trainer.shuffle = shuffle
+            if head is not None:
+                self.model_.eval()
+                head.forget()
+
+    def _densified_chunk(self, verbose, X, y, w, epoch):
+        """Train on the CSR rows X densified: (weighted loss total, weight)."""
+        size = float(w.sum()) if w is not None else float(X.shape[0])
+        if size == 0.0:
+            return 0.0, 0.0         # every sample weighs 0: nothing to learn
+        xb = np.ascontiguousarray(X.toarray(), dtype=np.float32)
+        history = self._trainer.fit(xb, y, 1, verbose=verbose, sample_weight=w)
+        return history["loss"][0] * size, size
+
+    def _sparse_head_chunk(self, head, weighted, X, y, w, epoch):
+        """Train on the CSR rows X with the first Dense layer in the CSR
+        kernels (nncore/sparse.py): the Trainer's batch step (loss, sample
+        weights through ``weighted``, optimizer) written out, the same
+        batches as the Trainer would run. Returns (weighted loss total,
+        weight)."""
+        trainer, X = self._trainer, csr_int32(X)
+        loss, params = trainer.loss, self.model_.parameters()
+        n, bs = X.shape[0], trainer.batch_size
+        total = seen = 0.0
+        for lo in range(0, n, bs):
+            hi = min(lo + bs, n)
+            out = head.forward(X, lo, hi)
+            value = loss.forward(out, y[lo:hi])
+            size = float(hi - lo)
+            if weighted is not None:
+                wb = w[lo:hi]
+                size = float(wb.sum())
+                if size == 0.0:     # every sample weighs 0: nothing to learn
+                    continue
+                value = weighted.value(out, y[lo:hi], wb, size)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"{type(self).__name__}.fit: the loss became "
+                                         f"{value} at epoch {epoch + 1}")
+            grad = loss.backward()
+            if weighted is not None:
+                weighted.scale_gradient(grad, wb, size)
+            head.backward(grad)
+            trainer.optimizer.step(params)
+            total += value * size
+            seen += size
+        return total, seen
 
     def _fit_lbfgs(self, X, y, sample_weight):
         """MLPClassifier's _fit_lbfgs: L-BFGS-B over the full objective with
@@ -759,12 +818,15 @@ class _BaseNN:
         return {k: np.array(v, copy=True) for k, v in self.model_.state_dict().items()}
 
     def _forward(self, X):
-        """The model's raw outputs for validated X (eval mode; a sparse X is
+        """The model's raw outputs for validated X (eval mode; a sparse X
+        goes through the CSR first layer when sparse enough, else it is
         densified a chunk of rows at a time)."""
         self.model_.eval()
         with _threads(self.n_threads):
             if not is_sparse(X):
                 return self.model_.predict(X)
+            if use_sparse_head(self.model_, X):
+                return SparseHead(self.model_).predict(csr_int32(X))
             return np.concatenate([self.model_.predict(dense_rows(X, lo, hi))
                                    for lo, hi in row_chunks(X)])
 
