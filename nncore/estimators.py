@@ -95,7 +95,8 @@ class NNClassifier(_BaseNN):
     a softmax output (CrossEntropyLoss); a 2-D 0/1 indicator y (multilabel)
     gets one sigmoid output per label. Labels may be of any sortable type
     (ints, strings, ...). X may be dense or a SciPy sparse matrix (with sgd
-    or adam below 10% nonzeros the first layer runs on the CSR rows, else a
+    or adam in float32, below 10% nonzeros, the first layer runs on the CSR
+    rows; else a
     chunk of rows is densified at a time), or a DataFrame (its column names
     become ``feature_names_in_``). Fitted
     attributes: ``classes_``, ``n_features_in_``, ``loss_``, ``loss_curve_``,
