@@ -96,9 +96,8 @@ class NNClassifier(_BaseNN):
     gets one sigmoid output per label. Labels may be of any sortable type
     (ints, strings, ...). X may be dense or a SciPy sparse matrix (with sgd
     or adam in float32, below 10% nonzeros, the first layer runs on the CSR
-    rows; else a
-    chunk of rows is densified at a time), or a DataFrame (its column names
-    become ``feature_names_in_``). Fitted
+    rows; else a chunk of rows is densified at a time), or a DataFrame (its
+    column names become ``feature_names_in_``). Fitted
     attributes: ``classes_``, ``n_features_in_``, ``loss_``, ``loss_curve_``,
     ``best_loss_`` (or ``validation_scores_`` and ``best_validation_score_``
     with ``early_stopping``; none of the three with 'lbfgs', as
