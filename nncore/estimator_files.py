@@ -9,7 +9,7 @@ import numpy as np
 
 from .estimator_base import _weights_and_biases
 from .estimators import NNClassifier, NNRegressor
-from .serialize import (no_stray_tensors, read_optimizer_state, register_kind,
+from .serialize import (is_pcg64_state, no_stray_tensors, read_optimizer_state, register_kind,
                         split_optimizer_state)
 
 __all__ = []
@@ -115,10 +115,6 @@ def _number_list(value, key, fail, allow_none=False):
     return [float(v) for v in value]
 
 
-def _is_uint(value, bits):
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << bits
-
-
 def _read_training(est, spec, tensors, fail):
     """The checked "training" entry (see the module docstring) as
     _BaseNN._training_state gives it: each optimizer's state is loaded into
@@ -127,12 +123,7 @@ def _read_training(est, spec, tensors, fail):
             or not isinstance(spec["optimizers"], list):
         fail("the training entry must hold exactly an 'optimizers' list and 'shuffle'")
     shuffle = spec["shuffle"]
-    if not (isinstance(shuffle, dict) and set(shuffle) == {"bit_generator", "state",
-                                                           "has_uint32", "uinteger"}
-            and shuffle["bit_generator"] == "PCG64" and isinstance(shuffle["state"], dict)
-            and set(shuffle["state"]) == {"state", "inc"}
-            and all(_is_uint(v, 128) for v in shuffle["state"].values())
-            and shuffle["has_uint32"] in (0, 1) and _is_uint(shuffle["uinteger"], 32)):
+    if not is_pcg64_state(shuffle):
         fail("training.shuffle must be a PCG64 generator state")
     scratch = est._make_optimizer(1.0).groups
     if len(spec["optimizers"]) != len(scratch):

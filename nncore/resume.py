@@ -35,7 +35,7 @@ import numpy as np
 
 from . import init as _init
 from .errors import FormatError
-from .serialize import read_checkpoint
+from .serialize import is_pcg64_state, read_checkpoint
 
 __all__ = ["capture", "read", "stateful", "PREFIX"]
 
@@ -101,16 +101,6 @@ def _is_int(value, lo=0):
     return type(value) is int and value >= lo
 
 
-def _pcg64(state):
-    return (isinstance(state, dict) and set(state) == {"bit_generator", "state", "has_uint32",
-                                                       "uinteger"}
-            and state["bit_generator"] == "PCG64" and isinstance(state["state"], dict)
-            and set(state["state"]) == {"state", "inc"}
-            and all(_is_int(v) and v < 2 ** 128 for v in state["state"].values())
-            and state["has_uint32"] in (0, 1) and _is_int(state["uinteger"])
-            and state["uinteger"] < 2 ** 32)
-
-
 def _decode(value, fail, where):
     if value is None or type(value) is int:
         return value
@@ -147,7 +137,7 @@ def read(path, trainer, n_samples, callbacks, who):
             fail(f"training.{key} must be an int, got {entry[key]!r}")
     if not (entry["shards"] is None or _is_int(entry["shards"], 1)):
         fail(f"training.shards must be null or an int >= 1, got {entry['shards']!r}")
-    if not _pcg64(entry["shuffle"]) or not _pcg64(entry["generator"]):
+    if not is_pcg64_state(entry["shuffle"]) or not is_pcg64_state(entry["generator"]):
         fail("training.shuffle and training.generator must be PCG64 generator states")
     for key in ("history", "metrics"):
         if not isinstance(entry[key], list) or not all(

@@ -218,6 +218,20 @@ def read_optimizer_state(optimizer, params, entry, tensors, prefix, where, fail)
     return state
 
 
+def is_pcg64_state(state):
+    """True if `state` is a well-formed numpy PCG64 ``bit_generator.state``
+    dict (exact keys, 128-bit state and increment, a 32-bit buffered word):
+    what a file may hand to a generator without surprising it."""
+    def uint(value, bits):
+        return type(value) is int and 0 <= value < 1 << bits
+    return (isinstance(state, dict)
+            and set(state) == {"bit_generator", "state", "has_uint32", "uinteger"}
+            and state["bit_generator"] == "PCG64" and isinstance(state["state"], dict)
+            and set(state["state"]) == {"state", "inc"}
+            and all(uint(v, 128) for v in state["state"].values())
+            and state["has_uint32"] in (0, 1) and uint(state["uinteger"], 32))
+
+
 def no_stray_tensors(tensors, prefixes, fail):
     stray = [name for name in tensors if not name.startswith(prefixes)]
     if stray:
