@@ -491,6 +491,7 @@ typedef struct conv_call {
     const nn_kernel_table *kt;
     nn_gemm_fn gemm; /* nn_sgemm, or the bf16 GEMM when p->bf16 */
     const float *x, *w, *b, *dy;
+    const float *res; /* forward: added to y before act (NULL: none) */
     float *y, *dx, *dwt, *db;
     int act;
     /* forward: pixel blocks of pb */
@@ -754,6 +755,7 @@ static int plan_direct(conv_call *K, int dx)
         D->sh = G->sh, D->sw = G->sw, D->ph = G->ph, D->pw = G->pw;
         D->x_img = G->c * G->hw, D->y_img = G->o * G->p;
         D->act = K->act;
+        D->res = K->res;
     } else {
         /* dx = dy convolved (stride 1) with the weights transposed and
          * rotated, padded by d (k - 1) - p: only for stride 1, p <= d (k - 1) */
@@ -934,8 +936,25 @@ static void apply_affine(const geom *G, const float *a, const float *s, int act,
     }
 }
 
+/* y = act(y + res), for the paths that do not add res as they write y:
+ * the sum and activation of the unfused steps (an add, then the activation
+ * layer), element by element. */
+static void add_residual(const geom *G, const float *res, int act, float *y)
+{
+    const int64_t planes = G->n * G->o, P = G->p;
+#pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
+    if (planes * P >= NN_PARALLEL_MIN_ELEMENTS)
+    for (int64_t q = 0; q < planes; q++) {
+        float *yq = y + q * P;
+        const float *rq = res + q * P;
+        for (int64_t j = 0; j < P; j++)
+            yq[j] = nn_act_scalar(yq[j] + rq[j], act);
+    }
+}
+
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                          const float *b, const bn_fold *bn, float *y, int act)
+                          const float *b, const bn_fold *bn, const float *res, float *y,
+                          int act)
 {
     conv_call K;
     memset(&K, 0, sizeof K);
@@ -947,13 +966,18 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
     const geom *G = &K.G;
     if (G->n == 0)
         return NN_OK;
-    K.x = x, K.w = w, K.b = b, K.y = y, K.act = act;
+    K.x = x, K.w = w, K.b = b, K.y = y, K.act = act, K.res = res;
     K.kt = nn_kernels();
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     K.direct_fwd = !p->bf16 && plan_direct(&K, 0); /* the direct path is float32 */
+    /* the paths other than the direct one apply the BatchNorm's affine map
+     * and the residual in passes of their own, the activation in the last */
+    const int act_affine = res ? NN_ACT_NONE : act;
     if (!K.direct_fwd) {
         if (bn) /* the bias and activation come after the BatchNorm's scale */
             K.b = NULL, K.act = NN_ACT_NONE;
+        if (res)
+            K.act = NN_ACT_NONE;
         plan_forward(&K);
     }
     float *ab = NULL; /* the BatchNorm's a and s: o floats each */
@@ -967,7 +991,9 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
     }
     status = run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
     if (status == NN_OK && bn && !K.direct_fwd)
-        apply_affine(G, ab, ab + o16, act, y);
+        apply_affine(G, ab, ab + o16, act_affine, y);
+    if (status == NN_OK && res && !K.direct_fwd)
+        add_residual(G, res, act, y);
     return status;
 }
 
@@ -1018,12 +1044,13 @@ static double conv_flops(const nn_conv2d_params *p)
 }
 
 static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, const float *w,
-                                   const float *b, const bn_fold *bn, float *y, int act)
+                                   const float *b, const bn_fold *bn, const float *res,
+                                   float *y, int act)
 {
     if (!nn_profiling())
-        return conv2d_forward(p, x, w, b, bn, y, act);
+        return conv2d_forward(p, x, w, b, bn, res, y, act);
     const int64_t t0 = nn_profile_now_ns();
-    const int status = conv2d_forward(p, x, w, b, bn, y, act);
+    const int status = conv2d_forward(p, x, w, b, bn, res, y, act);
     if (status == NN_OK)
         nn_profile_record(NN_K_conv2d_forward, t0, conv_flops(p), p->n, p->o, p->c);
     return status;
@@ -1032,7 +1059,7 @@ static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, co
 int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act)
 {
-    return conv2d_forward_profiled(p, x, w, b, NULL, y, act);
+    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, y, act);
 }
 
 int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1040,7 +1067,16 @@ int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float 
                          const float *mean, const float *var, float eps, float *y, int act)
 {
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    return conv2d_forward_profiled(p, x, w, b, &bn, y, act);
+    return conv2d_forward_profiled(p, x, w, b, &bn, NULL, y, act);
+}
+
+int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float *w,
+                          const float *b, const float *bn_weight, const float *bn_bias,
+                          const float *mean, const float *var, float eps, const float *res,
+                          float *y, int act)
+{
+    const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
+    return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act);
 }
 
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

@@ -13,7 +13,9 @@
  *      pixels in tiles of at most rmax: the kernel sums all taps of each
  *      output in order (bias and activation applied in registers) into a
  *      row buffer, pixel-major;
- *   3. the row buffer is transposed into the NCHW output (conv_transpose).
+ *   3. the row buffer is transposed into the NCHW output (conv_transpose;
+ *      with a residual, conv_transpose_res adds it and applies the
+ *      activation on the way, which the tile then leaves out).
  * The weights are packed once per call: one row of ldw floats per tap,
  * output channels contiguous (zero past the group's o).
  *
@@ -197,8 +199,9 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const int64_t P = D->oh * D->ow;
     const int64_t nchunk = ceil_div(D->ow, D->rmax), r = ceil_div(D->ow, nchunk);
     float *yg = y + n * D->y_img + g * D->o * P;
+    const float *rg = D->res ? D->res + n * D->y_img + g * D->o * P : NULL;
     nn_conv_tile T = {.k = D->taps, .koff = D->koff, .ldw = D->ldw, .ldy = L, .v = D->v,
-                      .act = D->act};
+                      .act = rg ? NN_ACT_NONE : D->act};
     for (int64_t ob = 0; ob < D->nob; ob++) {
         const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
         T.w = D->wpk + g * D->taps * D->ldw + o0;
@@ -210,7 +213,11 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
                 T.y = yb + ow0 * L;
                 D->kt->conv_direct_tile(&T);
             }
-            D->kt->conv_transpose(D->ow, nch, yb, L, yg + o0 * P + oh * D->ow, P);
+            const int64_t at = o0 * P + oh * D->ow;
+            if (rg)
+                D->kt->conv_transpose_res(D->ow, nch, yb, L, yg + at, P, rg + at, D->act);
+            else
+                D->kt->conv_transpose(D->ow, nch, yb, L, yg + at, P);
         }
     }
 }

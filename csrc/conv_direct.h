@@ -27,6 +27,9 @@ typedef struct nn_dconv {
     /* in the caller's SHARED workspace (nn_dconv_pack) */
     const int64_t *koff;
     const float *wpk, *bias;
+    /* added to the output before act (NULL: none), y's layout; the tile then
+     * stops at the bias and conv_transpose_res adds it as it writes y */
+    const float *res;
     int act;
 } nn_dconv;
 

@@ -138,9 +138,10 @@ void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
 #if defined(__AVX512F__)
 /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols (each <= 16): one
  * 16 x 16 block through registers (rows past `rows` read as zeros, columns
- * past `cols` not stored). */
+ * past `cols` not stored). With res (a constant NULL where there is none):
+ * act(that + res[c*ldd + r]). */
 NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int64_t lds,
-                               float *dst, int64_t ldd)
+                               float *dst, int64_t ldd, const float *res, int act)
 {
     const __mmask16 cm = (__mmask16)((1u << cols) - 1u), rm = (__mmask16)((1u << rows) - 1u);
     __m512 r[16], t[16];
@@ -171,19 +172,26 @@ NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int
         t[8 + b] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);  /* column 8 + b */
         t[12 + b] = _mm512_shuffle_f32x4(hi01, hi23, 0xdd); /* column 12 + b */
     }
-    for (int c = 0; c < cols; c++)
+    for (int c = 0; c < cols; c++) {
+        if (res) {
+            t[c] = _mm512_add_ps(t[c], _mm512_maskz_loadu_ps(rm, res + c * ldd));
+            if (act == NN_ACT_RELU)
+                t[c] = _mm512_max_ps(_mm512_setzero_ps(), t[c]); /* NaN propagates */
+        }
         _mm512_mask_storeu_ps(dst + c * ldd, rm, t[c]);
+    }
 }
 #define TB 16
 #else
 /* The same in 8 x 8 blocks of ymm. */
 NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int64_t lds,
-                               float *dst, int64_t ldd)
+                               float *dst, int64_t ldd, const float *res, int act)
 {
     if (rows < 8 || cols < 8) {
         for (int64_t i = 0; i < rows; i++)
             for (int64_t c = 0; c < cols; c++)
-                dst[c * ldd + i] = src[i * lds + c];
+                dst[c * ldd + i] = res ? nn_act_scalar(src[i * lds + c] + res[c * ldd + i], act)
+                                       : src[i * lds + c];
         return;
     }
     __m256 r[8], t[8];
@@ -201,8 +209,16 @@ NN_INLINE void transpose_block(int64_t rows, int64_t cols, const float *src, int
     }
     /* r[4a + b]: in each 128-bit half h, column 4h + b of rows 4a..4a+3 */
     for (int b = 0; b < 4; b++) {
-        _mm256_storeu_ps(dst + b * ldd, _mm256_permute2f128_ps(r[b], r[4 + b], 0x20));
-        _mm256_storeu_ps(dst + (4 + b) * ldd, _mm256_permute2f128_ps(r[b], r[4 + b], 0x31));
+        t[b] = _mm256_permute2f128_ps(r[b], r[4 + b], 0x20);
+        t[4 + b] = _mm256_permute2f128_ps(r[b], r[4 + b], 0x31);
+    }
+    for (int c = 0; c < 8; c++) {
+        if (res) {
+            t[c] = _mm256_add_ps(t[c], _mm256_loadu_ps(res + c * ldd));
+            if (act == NN_ACT_RELU)
+                t[c] = _mm256_max_ps(_mm256_setzero_ps(), t[c]); /* NaN propagates */
+        }
+        _mm256_storeu_ps(dst + c * ldd, t[c]);
     }
 }
 #define TB 8
@@ -214,7 +230,17 @@ void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int
     for (int64_t i = 0; i < rows; i += TB)
         for (int64_t c = 0; c < cols; c += TB)
             transpose_block(rows - i < TB ? rows - i : TB, cols - c < TB ? cols - c : TB,
-                            src + i * lds + c, lds, dst + c * ldd + i, ldd);
+                            src + i * lds + c, lds, dst + c * ldd + i, ldd, NULL, NN_ACT_NONE);
+}
+
+void NN_ISA_FN(conv_transpose_res)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                                   float *dst, int64_t ldd, const float *res, int act)
+{
+    for (int64_t i = 0; i < rows; i += TB)
+        for (int64_t c = 0; c < cols; c += TB)
+            transpose_block(rows - i < TB ? rows - i : TB, cols - c < TB ? cols - c : TB,
+                            src + i * lds + c, lds, dst + c * ldd + i, ldd,
+                            res + c * ldd + i, act);
 }
 
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
@@ -263,6 +289,15 @@ void NN_ISA_FN(conv_transpose)(int64_t rows, int64_t cols, const float *src, int
         for (int64_t i = 0; i < rows; i++)
             for (int64_t c = c0; c < cols && c < c0 + 8; c++)
                 dst[c * ldd + i] = src[i * lds + c];
+}
+
+void NN_ISA_FN(conv_transpose_res)(int64_t rows, int64_t cols, const float *src, int64_t lds,
+                                   float *dst, int64_t ldd, const float *res, int act)
+{
+    for (int64_t c0 = 0; c0 < cols; c0 += 8)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t c = c0; c < cols && c < c0 + 8; c++)
+                dst[c * ldd + i] = nn_act_scalar(src[i * lds + c] + res[c * ldd + i], act);
 }
 
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)

@@ -96,7 +96,9 @@ typedef struct nn_gemv_args {
  * v within conv_direct_limits: v <= vmax, r <= rmax[v - 1]. rh = 3 (ISAs
  * with v3max > 0, v <= v3max, r = 3): three rows of three pixels, pixel
  * (a, i) at x[koff[p] + a*ldx2 + i], output row 3a + i (3x3 taps).
- * conv_transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols. */
+ * conv_transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols;
+ * conv_transpose_res: dst[c*ldd + r] = act(src[r*lds + c] + res[c*ldd + r])
+ * (res may be dst itself: each element is read before it is written). */
 typedef struct nn_conv_tile {
     int64_t k;
     const int64_t *koff;
@@ -114,6 +116,9 @@ typedef struct nn_conv_tile {
     X(conv_direct_limits, (int *vmax, int *rmax, int *v3max), (vmax, rmax, v3max)) \
     X(conv_transpose, (int64_t rows, int64_t cols, const float *src, int64_t lds, float *dst, \
                        int64_t ldd), (rows, cols, src, lds, dst, ldd)) \
+    X(conv_transpose_res, (int64_t rows, int64_t cols, const float *src, int64_t lds, \
+                           float *dst, int64_t ldd, const float *res, int act), \
+      (rows, cols, src, lds, dst, ldd, res, act)) \
     X(conv_taps_forward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
                           const float *xp, float *acc), (len, taps, off, w, xp, acc)) \
     X(conv_taps_backward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \

@@ -281,6 +281,16 @@ int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w
 int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
                          const float *b, const float *bn_weight, const float *bn_bias,
                          const float *mean, const float *var, float eps, float *y, int act);
+/* nn_conv2d_forward (mean == NULL) or nn_conv2d_forward_bn with a residual
+ * res (y's shape, not overlapping y) added before the activation:
+ * y = act(conv(x, w) + b + res), or with the BatchNorm act(conv * a + s + res);
+ * the same bits as the call without act followed by y = act(y + res). A
+ * ResNet block's last convolution, its shortcut sum and the ReLU after it
+ * in one pass over y (the direct path adds res as it writes y). */
+int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float *w,
+                          const float *b, const float *bn_weight, const float *bn_bias,
+                          const float *mean, const float *var, float eps, const float *res,
+                          float *y, int act);
 
 /* ---- Pooling (pool.c): PyTorch's MaxPool2d, AvgPool2d (count_include_pad)
  * and global average pooling, over `planes` = n * c contiguous h x w planes.

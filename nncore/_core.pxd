@@ -129,6 +129,10 @@ cdef extern from "nncore.h" nogil:
     int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
                              const float *b, const float *bn_weight, const float *bn_bias,
                              const float *mean, const float *var, float eps, float *y, int act)
+    int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float *w,
+                              const float *b, const float *bn_weight, const float *bn_bias,
+                              const float *mean, const float *var, float eps,
+                              const float *res, float *y, int act)
     int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db)
 

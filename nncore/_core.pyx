@@ -1009,12 +1009,15 @@ def conv2d_output_shape(tuple x_shape, tuple w_shape, stride=1, padding=0, dilat
 
 
 def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, padding=0,
-                   dilation=1, groups=1, int act=0, bint bf16=False):
+                   dilation=1, groups=1, int act=0, bint bf16=False, object res=None):
     """y = act(conv2d(x, w) + b), PyTorch's Conv2d: x (n, c, h, w), w (o,
     c/groups, kh, kw), b (o,) or None, y (n, o, oh, ow) overwritten; act is
     an activation code the GEMM epilogue fuses (EPILOGUE_ACTS). stride, padding,
     dilation: an int or a pair. bf16: the GEMMs' operands rounded to
-    bfloat16 (float32 accumulation and output)."""
+    bfloat16 (float32 accumulation and output). res: None, or an array of
+    y's shape (not overlapping y) added before act: y = act(conv2d(x, w) + b
+    + res), the bits of the sum and activation done after the call (float32
+    only)."""
     cdef str fn = "conv2d_forward"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
@@ -1030,21 +1033,38 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
         pb = _fshape(b, (p.o,), False, fn, "bias")
     cdef float *py = _fshape(y, (p.n, p.o, oh, ow), True, fn, "y")
     cdef int64_t ny = p.n * p.o * oh * ow * 4
+    cdef const float *pr = _residual(res, y, bf16, fn)
     _no_overlap(fn, [("y", <size_t>py, ny)],
                 [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
-                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0)])
+                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
+                 ("res", <size_t>pr, ny if pr else 0)])
     cdef int status
     with nogil:
-        status = nn_conv2d_forward(&p, px, pw, pb, py, act)
+        if pr:
+            status = nn_conv2d_forward_res(&p, px, pw, pb, NULL, NULL, NULL, NULL, 0.0, pr,
+                                           py, act)
+        else:
+            status = nn_conv2d_forward(&p, px, pw, pb, py, act)
     check(status, fn)
+
+
+cdef const float *_residual(object res, object y, bint bf16, str fn) except? NULL:
+    """The data of res (y's shape, read only), or NULL for None."""
+    if res is None:
+        return NULL
+    if bf16:
+        raise ValueError(f"{fn}: res is for the float32 forward pass, not bf16")
+    return _fshape(res, (<object>y).shape, False, fn, "res")
 
 
 def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
                       object bn_bias, object running_mean, object running_var, double eps,
-                      object y, stride=1, padding=0, dilation=1, groups=1, int act=0):
+                      object y, stride=1, padding=0, dilation=1, groups=1, int act=0,
+                      object res=None):
     """conv2d_forward followed by an evaluation-mode BatchNorm2d and act in one
     pass: y = act(batchnorm_eval(conv2d(x, w) + b)), the BatchNorm's scale
-    folded into the convolution (bn_weight, bn_bias, b may be None)."""
+    folded into the convolution (bn_weight, bn_bias, b may be None). res: as
+    conv2d_forward's, added after the BatchNorm, before act."""
     cdef str fn = "conv2d_forward_bn"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
@@ -1063,15 +1083,18 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
     cdef const float *prv = _fshape(running_var, (p.o,), False, fn, "running_var")
     cdef float *py = _fshape(y, (p.n, p.o, oh, ow), True, fn, "y")
     cdef int64_t ny = p.n * p.o * oh * ow * 4
+    cdef const float *pr = _residual(res, y, False, fn)
     _no_overlap(fn, [("y", <size_t>py, ny)],
                 [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
                  cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
                  ("bn_weight", <size_t>pg, p.o * 4 if pg else 0),
                  ("bn_bias", <size_t>pbb, p.o * 4 if pbb else 0),
-                 ("running_mean", <size_t>prm, p.o * 4), ("running_var", <size_t>prv, p.o * 4)])
+                 ("running_mean", <size_t>prm, p.o * 4), ("running_var", <size_t>prv, p.o * 4),
+                 ("res", <size_t>pr, ny if pr else 0)])
     cdef int status
     with nogil:
-        status = nn_conv2d_forward_bn(&p, px, pw, pb, pg, pbb, prm, prv, <float>eps, py, act)
+        status = nn_conv2d_forward_res(&p, px, pw, pb, pg, pbb, prm, prv, <float>eps, pr, py,
+                                       act)
     check(status, fn)
 
 
