@@ -310,9 +310,9 @@ def test_predict_folds_batchnorm_into_the_conv(isa, rng):
     calls = {"fused": 0}
     real = nn._core.conv2d_forward_bn
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls["fused"] += 1
-        return real(*args)
+        return real(*args, **kwargs)
 
     nn._core.conv2d_forward_bn = counting
     try:

@@ -73,7 +73,7 @@ class _Activation(Layer):
 
     def _infer(self, x, ws):
         x = as_input(self, x)
-        y = ws.get(id(self), x.shape)
+        y = ws.take(x.shape, x)
         self._kernel_forward(self._code, x, y, self._param)
         return y
 

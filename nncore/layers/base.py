@@ -15,8 +15,10 @@ arguments), before any array exists:
 - Capabilities the speed paths key on, declared, never guessed from a type:
   ``epilogue_acts`` (activations a following activation layer may fold into
   this layer's forward epilogue: it then implements ``forward_act`` and
-  ``infer_act``), ``act_name`` (an activation layer's function, foldable
-  after a layer whose ``epilogue_acts`` holds it), ``folds_sgd`` (its
+  ``infer_act``), ``infer_acts`` (activations a following activation layer
+  may fold into this layer's predict step only: it implements ``infer_act``;
+  its training forward is unchanged), ``act_name`` (an activation layer's
+  function, foldable after a layer whose ``epilogue_acts`` holds it), ``folds_sgd`` (its
   ``backward`` takes ``sgd_lr`` and applies plain SGD inside the
   weight-gradient pass), ``absorbs_relu_backward`` (its ``backward`` takes
   ``relu_before=True`` and then returns the gradient through the ReLU that
@@ -100,17 +102,68 @@ def not_ready(layer):
     return ValueError(f"{layer._name}: backward() called before forward()")
 
 
+def _owner_of(a):
+    """The array that owns a's memory (NumPy collapses a view's ``base`` to
+    it; _guard.empty's arrays may themselves be views of an aligned block)."""
+    return a if a.base is None else a.base
+
+
 class Buffers:
     """Named work arrays (float32 unless asked), batch first, grown on demand and handed out
     as views for smaller batches (no allocation then). ``owner`` names the
-    layer in the MemoryError of a buffer too large to allocate."""
+    layer in the MemoryError of a buffer too large to allocate.
 
-    __slots__ = ("_bases", "_owner", "_chain")
+    Predict's layer outputs come from ``take`` instead: a few flat buffers
+    reused by liveness, so a deep net's predict holds a few activations, not
+    one buffer per layer. An output is live while it is the input of the
+    step running (``take``'s ``live``) or while a container ``hold``s it (a
+    Residual keeps its input and its shortcut's output across its body);
+    ``take`` never hands out a buffer holding a live array."""
+
+    __slots__ = ("_bases", "_owner", "_chain", "_flat", "_held")
 
     def __init__(self, owner):
         self._bases = {}
         self._owner = owner
         self._chain = None
+        self._flat = []       # take's buffers: 1-D float32, grown in place of the old
+        self._held = []       # arrays kept live by hold()
+
+    def take(self, shape, *live):
+        """A float32 array of ``shape`` (a view of one of the flat buffers)
+        that shares memory with none of ``live`` and nothing held."""
+        size = 1
+        for d in shape:
+            size *= d
+        busy = [_owner_of(a) for a in live + tuple(self._held)]
+        flat = self._flat
+        for i, buf in enumerate(flat):
+            owner = _owner_of(buf)
+            if any(owner is b for b in busy):
+                continue
+            if buf.size < size:       # grow: the old buffer holds nothing live
+                buf = flat[i] = self._new_flat(size, shape)
+            return buf[:size].reshape(shape)
+        buf = self._new_flat(size, shape)
+        flat.append(buf)
+        return buf[:size].reshape(shape)
+
+    def _new_flat(self, size, shape):
+        return _guard.empty((size,), _F32, lambda: (
+            f"{self._owner}: a {tuple(shape)} float32 buffer"))
+
+    def hold(self, a):
+        """Keep a live (``take`` avoids it) until the matching ``release``."""
+        self._held.append(a)
+
+    def release(self, count=1):
+        """End the last ``count`` holds."""
+        del self._held[len(self._held) - count:]
+
+    def nbytes(self):
+        """Bytes of every buffer this workspace holds (take's and get's)."""
+        return (sum(b.nbytes for b in self._flat)
+                + sum(b.nbytes for b in self._bases.values()))
 
     def chain_plan(self, chain, rows):
         """The checked C plan (_core.DenseChain) of a predict chain (see
@@ -137,6 +190,8 @@ class Buffers:
     def clear(self):
         self._bases.clear()
         self._chain = None
+        self._flat.clear()
+        self._held.clear()
 
 
 class Layer:
@@ -150,6 +205,7 @@ class Layer:
     input_shape = None
     same_shape = False
     epilogue_acts = frozenset()
+    infer_acts = frozenset()
     act_name = None
     folds_sgd = False
     absorbs_relu_backward = False

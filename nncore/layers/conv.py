@@ -182,7 +182,7 @@ class Conv2d(WeightedLayer):
         if self._pending_init:
             self._initialize()
         x = image_input(self._name, x, self.in_channels)
-        z = ws.get(id(self), self._out_shape(x.shape))
+        z = ws.take(self._out_shape(x.shape), x)
         _core.conv2d_forward(x, self._w, self._b, z, self.stride, self._padding,
                              self.dilation, self.groups, self._gemm_act if act is None else act)
         return self._act._infer(z, ws) if self._act is not None else z
@@ -201,14 +201,36 @@ class Conv2d(WeightedLayer):
         """Predict's step for this layer, the BatchNorm2d ``bn`` after it (in
         evaluation mode: running statistics) and the activation ``act_name``
         (one of ``epilogue_acts``, or None) in one C call."""
+        return self.infer_res(x, ws, None, act_name, bn)
+
+    def infer_res(self, x, ws, res, act_name=None, bn=None):
+        """Predict's step for this layer (without an activation of its own),
+        the BatchNorm2d ``bn`` after it (or None), the residual ``res`` (an
+        array of the output's shape, or None) added and the activation
+        ``act_name`` applied, in one C call: act(bn(conv(x)) + res), a ResNet
+        block's last convolution, its sum and the ReLU after the block. The
+        bits of the separate steps (see nn_conv2d_forward_res)."""
         if self._pending_init:
             self._initialize()
         x = image_input(self._name, x, self.in_channels)
-        z = ws.get(id(self), self._out_shape(x.shape))
-        _core.conv2d_forward_bn(x, self._w, self._b, bn.weight, bn.bias, bn.running_mean,
-                                bn.running_var, bn.eps, z, self.stride, self._padding,
-                                self.dilation, self.groups, _ACT[act_name])
+        out = self._out_shape(x.shape)
+        if res is not None and res.shape != out:
+            raise ValueError(f"Residual: the body gives shape {out}, the shortcut "
+                             f"{res.shape}; they must match")
+        z = ws.take(out, x) if res is None else ws.take(out, x, res)
+        if bn is None:
+            _core.conv2d_forward(x, self._w, self._b, z, self.stride, self._padding,
+                                 self.dilation, self.groups, _ACT[act_name], res=res)
+        else:
+            _core.conv2d_forward_bn(x, self._w, self._b, bn.weight, bn.bias, bn.running_mean,
+                                    bn.running_var, bn.eps, z, self.stride, self._padding,
+                                    self.dilation, self.groups, _ACT[act_name], res=res)
         return z
+
+    def infer_res_step(self):
+        """``infer_res`` when this layer's output may take a residual before
+        an activation (it has no activation of its own), else None."""
+        return self.infer_res if self.activation is None else None
 
     def get_config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

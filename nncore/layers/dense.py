@@ -192,7 +192,7 @@ class Dense(WeightedLayer):
         if m < 0:
             x = layer_input(self._name, x, self.input_shape)
             m = x.shape[0]
-        z = ws.get(id(self), (m, self.out_features))
+        z = ws.take((m, self.out_features), x)
         _dense_forward(x, self._w, self._b, z, self._gemm_act if act is None else act)
         if self._act is not None:
             return self._act._infer(z, ws)

@@ -1,10 +1,13 @@
 """Residual: ``body(x) + shortcut(x)``, the block ResNets are built of."""
 import numpy as np
 
+from .. import _core
 from .base import Buffers, Layer, as_input, check_grad, not_ready
 from .registry import layer_config, layer_from_config, param_specs_of, register_layer
 
 __all__ = ["Residual"]
+
+_RELU = frozenset({"relu"})
 
 
 @register_layer
@@ -91,7 +94,7 @@ class Residual(Layer):
         if a.shape != b.shape:
             raise ValueError(f"{self._name}: the body gives shape {a.shape}, the shortcut "
                              f"{b.shape}; they must match")
-        out = ws.get(id(self), a.shape) if ws is not None else self._buf.get(name, a.shape)
+        out = ws.take(a.shape, a, b) if ws is not None else self._buf.get(name, a.shape)
         np.add(a, b, out=out)
         return out
 
@@ -113,11 +116,43 @@ class Residual(Layer):
         db = self.shortcut.backward(grad) if self.shortcut is not None else grad
         return self._sum(da, db, "dx")
 
+    @property
+    def infer_acts(self):
+        """ReLU, when the body's last step adds the shortcut itself (a
+        Conv2d, or a Sequential ending in one, BatchNorm folded or not)."""
+        return _RELU if self._body_res() is not None else frozenset()
+
+    def _body_res(self):
+        step = getattr(self.body, "infer_res_step", None)
+        return step() if step is not None else None
+
     def _infer(self, x, ws):
+        return self.infer_act(x, ws, None)
+
+    def infer_act(self, x, ws, act_name):
+        """Predict's step for the block and the activation ``act_name``
+        after it (None: none): act(body(x) + shortcut(x)). The input and
+        the shortcut's output stay live (held) while the body runs; when the
+        body's last step can, it adds the shortcut and applies the
+        activation as it writes its output (the same bits as the sum and
+        the activation layer after it)."""
         x = as_input(self, x)
-        a = self.body._infer(x, ws)
-        b = self.shortcut._infer(x, ws) if self.shortcut is not None else x
-        return self._sum(a, b, "y", ws)
+        ws.hold(x)
+        try:
+            b = self.shortcut._infer(x, ws) if self.shortcut is not None else x
+            ws.hold(b)
+            try:
+                fused = self._body_res()
+                if fused is not None:
+                    return fused(x, ws, b, act_name)
+                y = self._sum(self.body._infer(x, ws), b, "y", ws)
+            finally:
+                ws.release()
+        finally:
+            ws.release()
+        if act_name is not None:
+            _core.act_forward(_core.ACT_CODES[act_name], y, y)
+        return y
 
     def _forget(self):
         self._shape = None

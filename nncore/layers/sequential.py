@@ -22,6 +22,15 @@ _get_ident = threading.get_ident
 _ACT = _core.ACT_CODES
 _act_forward = _core.act_forward
 
+# predict runs conv nets in sub-batches whose largest activation is about
+# this many bytes: the few activations predict keeps then stay in the
+# caches between layers instead of streaming through memory. Measured on
+# ResNet-20 (50 KB per image at its widest), 1 thread, Zen 4 (1 MiB L2, 32
+# MiB L3): 1,389 img/s in one batch of 256, 1,455-1,469 in sub-batches of
+# 16-64 images, 1,402 of 8 (the per-layer calls start to count). Outputs
+# do not depend on the sub-batch (every kernel computes a row alone).
+_PREDICT_CHUNK_BYTES = 2 << 20
+
 # The active profiler's recorder (nncore.profile sets it), else None: then
 # Sequential.forward/backward pay one global lookup.
 _PROFILE = None
@@ -152,6 +161,7 @@ class Sequential(Layer):
         self._owner = None                # the thread of the last forward
         self._workspaces = []             # predict buffers, one per concurrent call
         self._sample_shapes = None        # per-sample shapes through the chain, once known
+        self._chunk_rows = None           # (input sample shape, predict's sub-batch rows)
         self._build_plan()
         if self.input_shape is not None:
             self.infer_shapes(self.input_shape)
@@ -167,10 +177,21 @@ class Sequential(Layer):
         folds = batchnorm_folds(layers)
         folded = {i + 1 for i in folds} | {i + 2 for i, act in folds.items() if act}
         plan, infer = [], []
+        infer_fused = set()      # activations only predict folds (infer_acts)
         for i, layer in enumerate(layers):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             layer.followed_by(nxt.act_name if nxt is not None else None)
-            if i + 1 in fused:
+            if i in infer_fused:
+                plan.append(layer.forward)
+                infer.append(_take_output)
+            elif (i + 1 not in fused and nxt is not None and nxt.act_name is not None
+                    and nxt.act_name in layer.infer_acts):
+                # e.g. a Residual whose last convolution adds the shortcut
+                # and applies this ReLU as it writes its output
+                plan.append(layer.forward)
+                infer.append(functools.partial(layer.infer_act, act_name=nxt.act_name))
+                infer_fused.add(i + 1)
+            elif i + 1 in fused:
                 plan.append(functools.partial(layer.forward_act, act_name=nxt.act_name))
                 infer.append(functools.partial(layer.infer_act, act_name=nxt.act_name))
             elif i in fused:
@@ -185,6 +206,7 @@ class Sequential(Layer):
                 infer[-1] = _take_output
         self._plan = tuple(plan)
         self._infer_plan = tuple(infer)
+        self._res_tail = self._residual_tail(folds)
         self._chain = gemm_chain(layers)
         # Without an input gradient, backward can stop at the first layer
         # that has parameters, and ask it for no input gradient.
@@ -348,6 +370,38 @@ class Sequential(Layer):
                 break
         return calls
 
+    def _residual_tail(self, folds):
+        """(k, step) when predict's last working step k may add a residual
+        before an activation (``infer_res_step``): layer k is the last layer,
+        or the BatchNorm it folds (with no activation) is; else None."""
+        layers = self.layers
+        for k in range(len(layers) - 1, -1, -1):
+            if self._infer_plan[k] is not _take_output:
+                break
+        else:
+            return None
+        tail = getattr(layers[k], "infer_res_step", None)
+        step = tail() if tail is not None else None
+        if step is None:
+            return None
+        if k == len(layers) - 1 and k not in folds:
+            return k, step
+        if k == len(layers) - 2 and folds.get(k, "no") is None:
+            return k, functools.partial(step, bn=layers[k + 1])
+        return None
+
+    def infer_res_step(self):
+        """A predict step ``(x, ws, res, act_name)`` giving act(self(x) +
+        res) with the sum and activation done by the last layer's kernel
+        (see Conv2d.infer_res), or None when the last step cannot take them."""
+        return self._infer_res if self._res_tail is not None else None
+
+    def _infer_res(self, x, ws, res, act_name=None):
+        k, tail = self._res_tail
+        for step in self._infer_plan[:k]:
+            x = step(x, ws)
+        return tail(x, ws, res, act_name)
+
     def _infer(self, x, ws):
         if not self.layers:
             return as_input(self, x)
@@ -415,6 +469,7 @@ class Sequential(Layer):
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         X = X if _core.rows_f32(X, -1) > 0 else layer_input(self._name, X, None, "X")
         n = X.shape[0]
+        batch_size = min(batch_size, self._predict_rows(X.shape[1:]))
         # One workspace per concurrent call: taken from the pool (list.pop and
         # append are atomic), or new when every pooled one is in use.
         try:
@@ -438,6 +493,23 @@ class Sequential(Layer):
         finally:
             self._workspaces.append(ws)
         return out
+
+    def _predict_rows(self, sample_shape):
+        """Rows per sub-batch for samples of ``sample_shape``: the largest
+        activation of a sub-batch about _PREDICT_CHUNK_BYTES (at least one
+        row). A shape the layers cannot take gives no limit: the first
+        layer's step then names the problem."""
+        cached = self._chunk_rows
+        if cached is not None and cached[0] == sample_shape:
+            return cached[1]
+        try:
+            shapes = self.infer_shapes(sample_shape)
+        except ValueError:
+            return 1 << 62
+        widest = max(int(np.prod(s, dtype=np.int64)) for s in shapes) * 4
+        rows = max(1, _PREDICT_CHUNK_BYTES // max(widest, 1))
+        self._chunk_rows = (sample_shape, rows)
+        return rows
 
     def _output_is_probability(self):
         last = self.layers[-1] if self.layers else None
