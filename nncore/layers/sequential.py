@@ -84,6 +84,20 @@ def gemm_chain(layers):
     return tuple(tuple(link) for link in chain) or None
 
 
+def _sub_batches(n, batch_size, rows):
+    """(start, stop) of predict's calls over n rows: the chunks of
+    ``batch_size``, each split into parts of about ``rows`` (the cache
+    sub-batch), of sizes within one of each other and never of one row
+    unless the chunk is: a one-row call takes the GEMV path, whose sums
+    round differently from the GEMM's, while the GEMM's bits do not depend
+    on the rows beside a row, so the split changes no output bit."""
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        parts = min(-(-size // rows), max(1, size // 2))
+        for k in range(parts):
+            yield start + size * k // parts, start + size * (k + 1) // parts
+
+
 def _no_input_grad(backward, grad):
     return backward(grad, False)
 
@@ -469,7 +483,7 @@ class Sequential(Layer):
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         X = X if _core.rows_f32(X, -1) > 0 else layer_input(self._name, X, None, "X")
         n = X.shape[0]
-        batch_size = min(batch_size, self._predict_rows(X.shape[1:]))
+        rows = self._predict_rows(X.shape[1:])
         # One workspace per concurrent call: taken from the pool (list.pop and
         # append are atomic), or new when every pooled one is in use.
         try:
@@ -477,19 +491,19 @@ class Sequential(Layer):
         except IndexError:
             ws = Buffers(self._name + ".predict")
         try:
-            if n <= batch_size:           # one chunk: the common case at small batches
+            if n <= batch_size and n <= rows:    # one call: the common case at small batches
                 y = self._infer(X, ws)
                 if y.size >= _GUARD_FLOATS:
                     _guard.check_memory(4 * y.size, lambda: f"{self._name}.predict: the output")
                 return y.copy()
             out = None
-            for start in range(0, n, batch_size):
-                y = self._infer(X[start:start + batch_size], ws)
+            for start, stop in _sub_batches(n, batch_size, rows):
+                y = self._infer(X[start:stop], ws)
                 if out is None:
                     shape = (n,) + y.shape[1:]
                     out = _guard.empty(shape, _F32,
                                        lambda: f"{self._name}.predict: the {shape} output")
-                out[start:start + y.shape[0]] = y
+                out[start:stop] = y
         finally:
             self._workspaces.append(ws)
         return out
