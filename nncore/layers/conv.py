@@ -127,13 +127,20 @@ class Conv2d(WeightedLayer):
 
     # ---- passes ----
 
+    _last_shapes = None     # (input shape, output shape) of the last _out_shape
+
     def _out_shape(self, x_shape):
+        last = self._last_shapes        # one read: another thread may replace it
+        if last is not None and last[0] == x_shape:
+            return last[1]
         try:
-            return _core.conv2d_output_shape(x_shape, self._w.shape, self.stride,
-                                             self._padding, self.dilation, self.groups)
+            out = _core.conv2d_output_shape(x_shape, self._w.shape, self.stride,
+                                            self._padding, self.dilation, self.groups)
         except ValueError as exc:
             raise ValueError(f"{self._name}: input of shape {x_shape} is too small for the "
                              f"kernel ({exc})") from None
+        self._last_shapes = (x_shape, out)
+        return out
 
     def _run(self, x, act):
         if self._pending_init:
