@@ -58,9 +58,10 @@ __all__ = ["Landscape", "loss_landscape", "interpolate_loss", "trajectory_landsc
 
 NORMALIZATIONS = ("filter", "layer", None)
 IGNORE = ("biasbn", None)
-# Rows per inference pass when X holds images and no batch_size is given: the
-# predict path keeps one output buffer per layer, ~2-4 MB per 28x28 sample
-# for a ResNet-20, so all of 2,000 samples at once would take gigabytes.
+# Rows per inference pass when X holds images and no batch_size is given.
+# predict itself runs conv nets in cache-sized sub-batches and keeps a few
+# activations of one (Sequential.predict), so this bounds only the rows per
+# call; the outputs' bits do not depend on it.
 IMAGE_BATCH = 256
 PLOT_KINDS = ("contour", "surface", "line", "curvature")
 PLOT_FORMATS = (".png", ".svg", ".pdf")

@@ -273,3 +273,64 @@ def test_sub_batches_cover_the_rows_without_one_row_parts():
                     chunk = min(batch_size, n - start // batch_size * batch_size)
                     assert stop - start >= min(2, chunk)
                     assert stop - start <= max(rows, 3)
+
+
+def test_feature_vectors_are_not_sub_batched():
+    """An MLP's GEMMs want many rows: 2-D input runs in the user's chunks."""
+    model = nn.Sequential(nn.Dense(4, 100000))
+    assert model._predict_rows((4,)) >= 1 << 40
+
+
+@pytest.mark.slow
+def test_pytorch_resnet20_from_onnx_fuses_bitwise(tmp_path, rng, monkeypatch):
+    """A ResNet-20 exported by PyTorch (BatchNorm folded into the convs by the
+    export) loads as Residual(Sequential(Conv, ReLU, Conv)) + ReLU blocks:
+    predict runs all nine sums in the convolutions, with the unfused bits."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import warnings
+    from nncore import onnx as nox
+    tnn = torch.nn
+
+    class Block(tnn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.body = tnn.Sequential(
+                tnn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), tnn.BatchNorm2d(c_out),
+                tnn.ReLU(), tnn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+                tnn.BatchNorm2d(c_out))
+            self.shortcut = (tnn.Sequential(tnn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                            tnn.BatchNorm2d(c_out))
+                             if stride != 1 or c_in != c_out else tnn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.shortcut(x))
+
+    torch.manual_seed(0)
+    layers, c = [tnn.Conv2d(1, 16, 3, padding=1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU()], 16
+    for stage, c_out in enumerate((16, 32, 64)):
+        for block in range(3):
+            layers.append(Block(c, c_out, 2 if stage and not block else 1))
+            c = c_out
+    net = tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(64, 10))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, tnn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x = torch.randn(4, 1, 28, 28)
+    path = tmp_path / "resnet20.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), input_names=["x"], dynamo=False,
+                          dynamic_axes={"x": {0: "batch"}})
+    model = nox.load(path)
+    want = unfused_predict(model, x.numpy(), monkeypatch)
+    calls = count_residual_calls(monkeypatch)
+    got = model.predict(x.numpy())
+    monkeypatch.undo()
+    assert len(calls) == 9
+    assert np.array_equal(bits(got), bits(want))
+    with torch.inference_mode():
+        np.testing.assert_allclose(got, net(x).numpy(), rtol=1e-4, atol=1e-5)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import _core
-from .base import Buffers, Layer, as_input, check_grad, not_ready
+from .base import Buffers, Layer, as_input, check_grad, is_batch, not_ready
 from .registry import layer_config, layer_from_config, param_specs_of, register_layer
 
 __all__ = ["Residual"]
@@ -136,7 +136,8 @@ class Residual(Layer):
         body's last step can, it adds the shortcut and applies the
         activation as it writes its output (the same bits as the sum and
         the activation layer after it)."""
-        x = as_input(self, x)
+        if not is_batch(x, x.shape if type(x) is np.ndarray else ()):
+            x = as_input(self, x)       # (is_batch: no conversion needed, any rank)
         ws.hold(x)
         try:
             b = self.shortcut._infer(x, ws) if self.shortcut is not None else x

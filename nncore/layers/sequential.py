@@ -22,13 +22,13 @@ _get_ident = threading.get_ident
 _ACT = _core.ACT_CODES
 _act_forward = _core.act_forward
 
-# predict runs conv nets in sub-batches whose largest activation is about
-# this many bytes: the few activations predict keeps then stay in the
-# caches between layers instead of streaming through memory. Measured on
-# ResNet-20 (50 KB per image at its widest), 1 thread, Zen 4 (1 MiB L2, 32
-# MiB L3): 1,389 img/s in one batch of 256, 1,455-1,469 in sub-batches of
-# 16-64 images, 1,402 of 8 (the per-layer calls start to count). Outputs
-# do not depend on the sub-batch (every kernel computes a row alone).
+# predict runs conv nets (image input) in sub-batches whose largest
+# activation is about this many bytes: the few activations predict keeps
+# then stay in the caches between layers instead of streaming through
+# memory. Measured on ResNet-20 (50 KB per image at its widest), 1 thread,
+# Zen 4 (1 MiB L2, 32 MiB L3): 1,389 img/s in one batch of 256, 1,455-1,469
+# in sub-batches of 16-64 images, 1,402 of 8 (the per-layer calls start to
+# count). Outputs do not depend on the sub-batch (see _sub_batches).
 _PREDICT_CHUNK_BYTES = 2 << 20
 
 # The active profiler's recorder (nncore.profile sets it), else None: then
@@ -511,8 +511,11 @@ class Sequential(Layer):
     def _predict_rows(self, sample_shape):
         """Rows per sub-batch for samples of ``sample_shape``: the largest
         activation of a sub-batch about _PREDICT_CHUNK_BYTES (at least one
-        row). A shape the layers cannot take gives no limit: the first
-        layer's step then names the problem."""
+        row), for images (conv nets, where it was measured); no limit for
+        feature vectors (an MLP's GEMMs want many rows) and for a shape the
+        layers cannot take (the first layer's step then names the problem)."""
+        if len(sample_shape) < 2:
+            return 1 << 62
         cached = self._chunk_rows
         if cached is not None and cached[0] == sample_shape:
             return cached[1]
