@@ -234,6 +234,8 @@ class Sequential(Layer):
         self._sgd_foldable = first is not None and all(
             layer.folds_sgd for layer in layers if layer.parameters())
 
+    _chunk_rows = None      # (as in __init__; for models pickled before it existed)
+
     # ---- self-description ----
 
     is_container = True
