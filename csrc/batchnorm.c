@@ -30,25 +30,49 @@
 #define NN_BN_BLOCK 64
 #define NN_BN_PARALLEL_MIN 32768
 
-/* The sum of x[j] (or (x[j] - shift) * (x[j] - shift) when square) over n
- * floats, in double: eight running sums combined in a fixed order. */
+/* The per-channel sums run in double, eight lanes at a time through GCC/Clang
+ * vector extensions (lowered by each ISA's flags): gcc left the scalar
+ * double loops unvectorised, ~4 cycles per element, which made BatchNorm
+ * ~11% of a ResNet-20 training step. Each sum's order is fixed by the plane
+ * size alone: two 8-lane accumulators over blocks of 16, one more block of
+ * 8, the lanes combined in a fixed tree, then the scalar tail. */
+typedef float nn_bn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double nn_bn_v8d __attribute__((vector_size(64)));
+#define NN_BN_LOAD8(p) __builtin_convertvector(*(const nn_bn_v8f *)(p), nn_bn_v8d)
+
+static inline double lanes_sum(nn_bn_v8d v)
+{
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+/* The sum of x (square = 0) or of (x - shift)^2 (square = 1) over n floats,
+ * in double. */
 static inline double plane_sum(const float *x, int64_t n, double shift, int square)
 {
-    double part[8] = {0};
+    nn_bn_v8d a0 = {0}, a1 = {0};
     int64_t j = 0;
     if (square) {
-        for (; j + 8 <= n; j += 8)
-            for (int l = 0; l < 8; l++) {
-                const double d = (double)x[j + l] - shift;
-                part[l] += d * d;
-            }
+        for (; j + 16 <= n; j += 16) {
+            const nn_bn_v8d d0 = NN_BN_LOAD8(x + j) - shift, d1 = NN_BN_LOAD8(x + j + 8) - shift;
+            a0 += d0 * d0;
+            a1 += d1 * d1;
+        }
+        if (j + 8 <= n) {
+            const nn_bn_v8d d0 = NN_BN_LOAD8(x + j) - shift;
+            a0 += d0 * d0;
+            j += 8;
+        }
     } else {
-        for (; j + 8 <= n; j += 8)
-            for (int l = 0; l < 8; l++)
-                part[l] += x[j + l];
+        for (; j + 16 <= n; j += 16) {
+            a0 += NN_BN_LOAD8(x + j);
+            a1 += NN_BN_LOAD8(x + j + 8);
+        }
+        if (j + 8 <= n) {
+            a0 += NN_BN_LOAD8(x + j);
+            j += 8;
+        }
     }
-    double s = ((part[0] + part[4]) + (part[2] + part[6])) +
-               ((part[1] + part[5]) + (part[3] + part[7]));
+    double s = lanes_sum(a0 + a1);
     for (; j < n; j++) {
         const double d = (double)x[j] - (square ? shift : 0.0);
         s += square ? d * d : d;
@@ -56,19 +80,26 @@ static inline double plane_sum(const float *x, int64_t n, double shift, int squa
     return s;
 }
 
-/* sum(dy) and sum(dy * (x - mean)) over n floats, in double, fixed order. */
+/* sum(dy) and sum(dy * (x - mean)) over n floats, in double, the same order. */
 static inline void plane_sums2(const float *dy, const float *x, int64_t n, double mean,
                                double *sdy, double *sdyx)
 {
-    double a[4] = {0}, b[4] = {0};
+    nn_bn_v8d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
     int64_t j = 0;
-    for (; j + 4 <= n; j += 4)
-        for (int l = 0; l < 4; l++) {
-            const double g = dy[j + l];
-            a[l] += g;
-            b[l] += g * ((double)x[j + l] - mean);
-        }
-    double s = (a[0] + a[2]) + (a[1] + a[3]), t = (b[0] + b[2]) + (b[1] + b[3]);
+    for (; j + 16 <= n; j += 16) {
+        const nn_bn_v8d g0 = NN_BN_LOAD8(dy + j), g1 = NN_BN_LOAD8(dy + j + 8);
+        a0 += g0;
+        a1 += g1;
+        b0 += g0 * (NN_BN_LOAD8(x + j) - mean);
+        b1 += g1 * (NN_BN_LOAD8(x + j + 8) - mean);
+    }
+    if (j + 8 <= n) {
+        const nn_bn_v8d g0 = NN_BN_LOAD8(dy + j);
+        a0 += g0;
+        b0 += g0 * (NN_BN_LOAD8(x + j) - mean);
+        j += 8;
+    }
+    double s = lanes_sum(a0 + a1), t = lanes_sum(b0 + b1);
     for (; j < n; j++) {
         const double g = dy[j];
         s += g;

@@ -546,7 +546,10 @@ def bcast(v, x):
     return v.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-BN_SHAPES = [(2, 3), (7, 5), (5, 70), (3, 4, 9), (2, 3, 5, 5), (5, 8, 7, 7), (1, 3, 2, 1)]
+# planes of 1, 2, 9, 24, 25, 40, 49, 64, 196 values: the sums' blocks of 16
+# and 8 lanes, whole and with every kind of tail
+BN_SHAPES = [(2, 3), (7, 5), (5, 70), (3, 4, 9), (2, 3, 5, 5), (5, 8, 7, 7), (1, 3, 2, 1),
+             (2, 3, 3, 8), (3, 2, 40), (2, 3, 8, 8), (3, 4, 14, 14)]
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
