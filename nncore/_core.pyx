@@ -1205,12 +1205,14 @@ def maxpool2d_backward(object dy, object argmax, object dx, kernel_size, stride=
     cdef int64_t nout = planes * p.oh * p.ow, i, plane = p.h * p.w
     _no_overlap(fn, [("dx", <size_t>pdx, planes * plane * 4)],
                 [("dy", <size_t>pdy, nout * 4), ("argmax", <size_t>pa, nout * 4)])
-    cdef bint bad = False
+    # planes hold < 2**31 values (_pool_params), so the bound is an int32; the
+    # loop has no early exit so that it vectorises (a third of the 2x2
+    # backward's time when it broke out on the first bad index)
+    cdef int32_t lim = <int32_t>plane
+    cdef int bad = 0
     with nogil:
         for i in range(nout):
-            if pa[i] < 0 or pa[i] >= plane:
-                bad = True
-                break
+            bad |= (pa[i] < 0) | (pa[i] >= lim)
         if not bad and planes > 0:
             nn_maxpool2d_backward(planes, &p, pdy, pa, pdx)
     if bad:

@@ -390,6 +390,8 @@ POOLS = [
     (1, 2, 6, 6, 2, None, 0),    # stride None = kernel
     (2, 3, 17, 19, 2, 2, 0),     # 2x2 in vectors of 8 columns: an overlapping last block
     (1, 2, 6, 40, 2, 2, 0),      # two whole blocks of 8 and one overlapping
+    (2, 3, 14, 14, 2, 2, 0),     # 2x2 rows narrower than 8 (ResNet/CNN 14 -> 7)
+    (1, 2, 15, 15, 2, 2, 0),     # narrow with a dropped column
 ]
 
 
@@ -433,6 +435,12 @@ def test_maxpool2d_nan_propagates():
     _core.maxpool2d_forward(x, y, arg, 2)
     assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1, 17])
     assert np.isnan(y).sum() == 2 and arg[0, 0, 0, 0] == 37 and arg[0, 0, 1, 17] == 2 * 36 + 35
+    x = np.zeros((1, 1, 4, 14), np.float32)   # narrow rows (ow < 8): two NaNs, the last wins
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = x[0, 0, 3, 13] = np.nan
+    y = np.empty((1, 1, 2, 7), np.float32)
+    arg = np.empty(y.shape, np.int32)
+    _core.maxpool2d_forward(x, y, arg, 2)
+    assert np.isnan(y).sum() == 2 and arg[0, 0, 0, 0] == 14 and arg[0, 0, 1, 6] == 3 * 14 + 13
 
 
 @pytest.mark.parametrize("case", POOLS, ids=case_id)
