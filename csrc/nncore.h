@@ -288,7 +288,9 @@ int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float 
  * ph <= kh / 2 and pw <= kw / 2. Max pooling's argmax (may be NULL in the
  * forward pass) holds, per output, the index ih * w + iw of the window's
  * first maximum in row-major order (padding is -inf; a NaN wins); backward
- * adds dy there. Backward passes overwrite dx. ---- */
+ * adds dy there. Backward passes overwrite dx. Max pooling's backward takes
+ * relu_y (or NULL): the pooled output y of a ReLU's output, dy then counting
+ * only where y > 0 (the gradient through that ReLU too, in the same pass). ---- */
 typedef struct nn_pool2d_params {
     int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow;
 } nn_pool2d_params;
@@ -296,7 +298,8 @@ typedef struct nn_pool2d_params {
     X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
                           int32_t *argmax), (planes, p, x, y, argmax)) \
     X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
-                           const int32_t *argmax, float *dx), (planes, p, dy, argmax, dx)) \
+                           const int32_t *argmax, const float *relu_y, float *dx), \
+      (planes, p, dy, argmax, relu_y, dx)) \
     X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
       (planes, p, x, y)) \
     X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \

@@ -130,9 +130,11 @@ static void maxpool_plane_2x2(const nn_pool2d_params *p, const float *x, float *
 
 /* The backward of maxpool_plane_2x2: each window's four inputs written at
  * once (dy where the argmax points, zero elsewhere), rows and columns no
- * window covers zeroed; no scatter, no separate clearing pass. */
+ * window covers zeroed; no scatter, no separate clearing pass. With ry (the
+ * pooled output of a ReLU), dy counts only where ry > 0: +0.0 elsewhere, as
+ * relu_backward writes, so the bits are those of the two passes. */
 static void maxpool_plane_2x2_backward(const nn_pool2d_params *p, const float *dy,
-                                       const int32_t *arg, float *dx)
+                                       const int32_t *arg, const float *ry, float *dx)
 {
     const int64_t w = p->w, ow = p->ow;
     const int32_t w32 = (int32_t)w;
@@ -145,7 +147,9 @@ static void maxpool_plane_2x2_backward(const nn_pool2d_params *p, const float *d
             j = j + 8 > ow ? ow - 8 : j;
             const nn_v8i at = NN_V8I(a + j) - (base + 2 * (int32_t)j) -
                               (nn_v8i){0, 2, 4, 6, 8, 10, 12, 14};
-            const nn_v8i v = NN_V8I(g + j);
+            nn_v8i v = NN_V8I(g + j);
+            if (ry)
+                v &= NN_V8F(ry + oh * ow + j) > 0.0f; /* NaN: not > 0 */
             const nn_v8f e0 = (nn_v8f)(v & (at == 0)), o0 = (nn_v8f)(v & (at == 1));
             const nn_v8f e1 = (nn_v8f)(v & (at == w32)), o1 = (nn_v8f)(v & (at == w32 + 1));
             NN_V8F(d0 + 2 * j) = NN_LO8(e0, o0);
@@ -180,7 +184,7 @@ void NN_ISA_FN(maxpool2d_forward)(int64_t planes, const nn_pool2d_params *p, con
 }
 
 void NN_ISA_FN(maxpool2d_backward)(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                                   const int32_t *argmax, float *dx)
+                                   const int32_t *argmax, const float *relu_y, float *dx)
 {
     const int64_t in = p->h * p->w, out = p->oh * p->ow;
     const int fast = p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 &&
@@ -191,14 +195,19 @@ void NN_ISA_FN(maxpool2d_backward)(int64_t planes, const nn_pool2d_params *p, co
         float *d = dx + i * in;
         const float *g = dy + i * out;
         const int32_t *a = argmax + i * out;
+        const float *ry = relu_y ? relu_y + i * out : NULL;
         if (fast) {
-            maxpool_plane_2x2_backward(p, g, a, d);
+            maxpool_plane_2x2_backward(p, g, a, ry, d);
             continue;
         }
         /* (narrow 2x2 planes too: clearing and scattering beat selects there) */
         memset(d, 0, (size_t)in * sizeof(float));
-        for (int64_t j = 0; j < out; j++)
-            d[a[j]] += g[j];
+        if (ry)
+            for (int64_t j = 0; j < out; j++)
+                d[a[j]] += ry[j] > 0.0f ? g[j] : 0.0f;
+        else
+            for (int64_t j = 0; j < out; j++)
+                d[a[j]] += g[j];
     }
 }
 

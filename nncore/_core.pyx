@@ -1189,9 +1189,11 @@ cdef int32_t *_ishape(object a, tuple shape, bint writable, str fn, str name) ex
 
 
 def maxpool2d_backward(object dy, object argmax, object dx, kernel_size, stride=None,
-                       padding=0):
+                       padding=0, relu_y=None):
     """dx (the input's shape) = the gradient of maxpool2d_forward: dy added at
-    argmax (from the forward pass), zero elsewhere."""
+    argmax (from the forward pass), zero elsewhere. relu_y (dy's shape, or
+    None): the pooled output of a ReLU's output; dy then counts only where
+    relu_y > 0 (the gradient through that ReLU too, in the same pass)."""
     cdef str fn = "maxpool2d_backward"
     if not isinstance(dx, cnp.ndarray):
         raise TypeError(f"{fn}: dx must be a NumPy array, got {type(dx).__name__}")
@@ -1202,9 +1204,13 @@ def maxpool2d_backward(object dy, object argmax, object dx, kernel_size, stride=
     cdef float *pdx = _fshape(dx, (<object>dx).shape, True, fn, "dx")
     cdef const float *pdy = _fshape(dy, shape, False, fn, "dy")
     cdef const int32_t *pa = _ishape(argmax, shape, False, fn, "argmax")
+    cdef const float *pry = NULL
+    if relu_y is not None:
+        pry = _fshape(relu_y, shape, False, fn, "relu_y")
     cdef int64_t nout = planes * p.oh * p.ow, i, plane = p.h * p.w
     _no_overlap(fn, [("dx", <size_t>pdx, planes * plane * 4)],
-                [("dy", <size_t>pdy, nout * 4), ("argmax", <size_t>pa, nout * 4)])
+                [("dy", <size_t>pdy, nout * 4), ("argmax", <size_t>pa, nout * 4)]
+                + ([("relu_y", <size_t>pry, nout * 4)] if pry != NULL else []))
     # planes hold < 2**31 values (_pool_params), so the bound is an int32; the
     # loop has no early exit so that it vectorises (a third of the 2x2
     # backward's time when it broke out on the first bad index)
@@ -1214,7 +1220,7 @@ def maxpool2d_backward(object dy, object argmax, object dx, kernel_size, stride=
         for i in range(nout):
             bad |= (pa[i] < 0) | (pa[i] >= lim)
         if not bad and planes > 0:
-            nn_maxpool2d_backward(planes, &p, pdy, pa, pdx)
+            nn_maxpool2d_backward(planes, &p, pdy, pa, pry, pdx)
     if bad:
         raise ValueError(f"{fn}: argmax holds an index outside [0, {plane}); pass the argmax "
                          f"maxpool2d_forward wrote")

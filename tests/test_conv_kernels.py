@@ -420,6 +420,20 @@ def test_maxpool2d(isa, rng, case):
             np.add.at(ref[plane], want_arg.reshape(n * c, -1)[plane],
                       dy.reshape(n * c, -1)[plane].astype(np.float64))
         np.testing.assert_allclose(dx, ref.reshape(x.shape), rtol=1e-6, atol=1e-6)
+        # through a ReLU before the pooling: dy counts where y > 0, the bits
+        # of relu_backward's mask followed by the plain backward
+        masked = np.empty_like(dy)
+        _core.act_backward(_core.ACT_CODES["relu"], y, dy, masked)
+        two = np.full_like(x, np.nan)
+        _core.maxpool2d_backward(masked, arg, two, k, s, p)
+        one = np.full_like(x, np.nan)
+        _core.maxpool2d_backward(dy, arg, one, k, s, p, relu_y=y)
+        np.testing.assert_array_equal(one, two)
+        ref = np.zeros((n * c, h * w), np.float64)
+        for plane in range(n * c):
+            np.add.at(ref[plane], want_arg.reshape(n * c, -1)[plane],
+                      np.where(want > 0, dy, 0).reshape(n * c, -1)[plane])
+        np.testing.assert_allclose(one, ref.reshape(x.shape), rtol=1e-6, atol=1e-6)
 
 
 def test_maxpool2d_nan_propagates():
@@ -515,7 +529,11 @@ def test_pooling_threads_bitwise(isa, rng, num_threads):
         _core.avgpool2d_backward(ya, dxa, 3, 2, 1)
         g = np.empty((6, 16), np.float32)
         _core.global_avgpool_forward(x, g)
-        out.append((y, arg, dx, ya, dxa, g))
+        y2, arg2 = np.empty((6, 16, 14, 14), np.float32), np.empty((6, 16, 14, 14), np.int32)
+        _core.maxpool2d_forward(x, y2, arg2, 2)       # the 2x2 paths, with a ReLU mask
+        dx2 = np.empty_like(x)
+        _core.maxpool2d_backward(ya, arg2, dx2, 2, relu_y=y2)
+        out.append((y, arg, dx, ya, dxa, g, y2, arg2, dx2))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
 
@@ -538,6 +556,14 @@ def test_pooling_bad_arguments(rng):
     arg[0, 0, 0, 0] = 64
     with pytest.raises(ValueError, match="argmax holds an index outside"):
         _core.maxpool2d_backward(y, arg, np.empty_like(x), 2)
+    arg[0, 0, 0, 0] = -1
+    with pytest.raises(ValueError, match="argmax holds an index outside"):
+        _core.maxpool2d_backward(y, arg, np.empty_like(x), 2)
+    arg[0, 0, 0, 0] = 0
+    with pytest.raises(ValueError, match="maxpool2d_backward: relu_y has shape"):
+        _core.maxpool2d_backward(y, arg, np.empty_like(x), 2, relu_y=y[:, :2].copy())
+    with pytest.raises(TypeError, match="maxpool2d_backward: relu_y has dtype float64"):
+        _core.maxpool2d_backward(y, arg, np.empty_like(x), 2, relu_y=y.astype(np.float64))
     with pytest.raises(ValueError, match="global_avgpool_forward: y has shape"):
         _core.global_avgpool_forward(x, np.empty((2, 4), np.float32))
     with pytest.raises(ValueError, match="y overlaps x"):
