@@ -21,11 +21,18 @@
  * weight and bias may be NULL (1 and 0); running stats, dx, dweight, dbias
  * may be NULL to skip them.
  *
+ * A ReLU after the BatchNorm runs inside it when training: the forward pass
+ * takes act = NN_ACT_RELU (y = max(0, x * a + b), the bits of the two
+ * passes), the backward pass relu_y = that y, dy then counting only where
+ * y > 0 (in the sums and in dx): the ReLU's own two passes over the tensor
+ * are saved.
+ *
  * Determinism: threads split channels (blocks of NN_BN_BLOCK channels when
  * HW = 1, so that rows are read contiguously); each channel's sums run in
  * one fixed order in double, whatever the thread count. */
 #include <math.h>
 #include "dispatch.h"
+#include "vmath.h"
 
 #define NN_BN_BLOCK 64
 #define NN_BN_PARALLEL_MIN 32768
@@ -37,6 +44,7 @@
  * size alone: two 8-lane accumulators over blocks of 16, one more block of
  * 8, the lanes combined in a fixed tree, then the scalar tail. */
 typedef float nn_bn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t nn_bn_v8i __attribute__((vector_size(32), aligned(4), may_alias));
 typedef double nn_bn_v8d __attribute__((vector_size(64)));
 #define NN_BN_LOAD8(p) __builtin_convertvector(*(const nn_bn_v8f *)(p), nn_bn_v8d)
 
@@ -80,28 +88,39 @@ static inline double plane_sum(const float *x, int64_t n, double shift, int squa
     return s;
 }
 
-/* sum(dy) and sum(dy * (x - mean)) over n floats, in double, the same order. */
-static inline void plane_sums2(const float *dy, const float *x, int64_t n, double mean,
-                               double *sdy, double *sdyx)
+/* dy[j..j+7] in double; with ry, +0.0 where ry is not > 0 (the bits of
+ * relu_backward's output, nn_keep_if_pos). */
+static inline nn_bn_v8d grad8(const float *dy, const float *ry, int64_t j)
+{
+    nn_bn_v8f g = *(const nn_bn_v8f *)(dy + j);
+    if (ry)
+        g = (nn_bn_v8f)((nn_bn_v8i)g & (*(const nn_bn_v8f *)(ry + j) > 0.0f));
+    return __builtin_convertvector(g, nn_bn_v8d);
+}
+
+/* sum(g) and sum(g * (x - mean)) over n floats, g = dy (masked by ry > 0
+ * when ry is given), in double, the same order as plane_sum. */
+static inline void plane_sums2(const float *dy, const float *ry, const float *x, int64_t n,
+                               double mean, double *sdy, double *sdyx)
 {
     nn_bn_v8d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        const nn_bn_v8d g0 = NN_BN_LOAD8(dy + j), g1 = NN_BN_LOAD8(dy + j + 8);
+        const nn_bn_v8d g0 = grad8(dy, ry, j), g1 = grad8(dy, ry, j + 8);
         a0 += g0;
         a1 += g1;
         b0 += g0 * (NN_BN_LOAD8(x + j) - mean);
         b1 += g1 * (NN_BN_LOAD8(x + j + 8) - mean);
     }
     if (j + 8 <= n) {
-        const nn_bn_v8d g0 = NN_BN_LOAD8(dy + j);
+        const nn_bn_v8d g0 = grad8(dy, ry, j);
         a0 += g0;
         b0 += g0 * (NN_BN_LOAD8(x + j) - mean);
         j += 8;
     }
     double s = lanes_sum(a0 + a1), t = lanes_sum(b0 + b1);
     for (; j < n; j++) {
-        const double g = dy[j];
+        const double g = ry ? nn_keep_if_pos(ry[j], dy[j]) : dy[j];
         s += g;
         t += g * ((double)x[j] - mean);
     }
@@ -111,17 +130,24 @@ static inline void plane_sums2(const float *dy, const float *x, int64_t n, doubl
 
 static inline int64_t block_of(int64_t hw) { return hw == 1 ? NN_BN_BLOCK : 1; }
 
-/* y = x * a[c] + b[c] for channels [c0, c1). */
+/* y = x * a[c] + b[c] for channels [c0, c1), then max(0, y) with relu (NaN
+ * stays NaN, as relu_forward). */
 static void bn_apply(int64_t n, int64_t c, int64_t hw, int64_t c0, int64_t c1, const float *x,
-                     const float *a, const float *b, float *y)
+                     const float *a, const float *b, int relu, float *y)
 {
     for (int64_t i = 0; i < n; i++)
         for (int64_t ch = c0; ch < c1; ch++) {
             const float *xp = x + (i * c + ch) * hw;
             float *yp = y + (i * c + ch) * hw;
             const float s = a[ch - c0], t = b[ch - c0];
-            for (int64_t j = 0; j < hw; j++)
-                yp[j] = xp[j] * s + t;
+            if (relu)
+                for (int64_t j = 0; j < hw; j++) {
+                    const float v = xp[j] * s + t;
+                    yp[j] = v < 0.0f ? 0.0f : v;
+                }
+            else
+                for (int64_t j = 0; j < hw; j++)
+                    yp[j] = xp[j] * s + t;
         }
 }
 
@@ -129,7 +155,7 @@ void NN_ISA_FN(batchnorm_forward_train)(int64_t n, int64_t c, int64_t hw, const 
                                         const float *weight, const float *bias, float eps,
                                         float momentum, float *running_mean,
                                         float *running_var, float *y, float *save_mean,
-                                        float *save_invstd)
+                                        float *save_invstd, int act)
 {
     const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
     const double m = (double)n * (double)hw;
@@ -168,7 +194,7 @@ void NN_ISA_FN(batchnorm_forward_train)(int64_t n, int64_t c, int64_t hw, const 
                                           (double)momentum * unbiased);
             }
         }
-        bn_apply(n, c, hw, c0, c1, x, a, b, y);
+        bn_apply(n, c, hw, c0, c1, x, a, b, act == NN_ACT_RELU, y);
     }
 }
 
@@ -189,14 +215,14 @@ void NN_ISA_FN(batchnorm_forward_eval)(int64_t n, int64_t c, int64_t hw, const f
             a[ch - c0] = (float)sc;
             b[ch - c0] = (float)((bias ? (double)bias[ch] : 0.0) - (double)running_mean[ch] * sc);
         }
-        bn_apply(n, c, hw, c0, c1, x, a, b, y);
+        bn_apply(n, c, hw, c0, c1, x, a, b, 0, y);
     }
 }
 
 void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float *x,
-                                   const float *dy, const float *weight, const float *mean,
-                                   const float *invstd, int train, float *dx, float *dweight,
-                                   float *dbias)
+                                   const float *dy, const float *relu_y, const float *weight,
+                                   const float *mean, const float *invstd, int train, float *dx,
+                                   float *dweight, float *dbias)
 {
     const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
     const double m = (double)n * (double)hw;
@@ -212,8 +238,8 @@ void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float
             for (int64_t i = 0; i < n; i++)
                 for (int64_t ch = c0; ch < c1; ch++) {
                     const int64_t off = (i * c + ch) * hw;
-                    plane_sums2(dy + off, x + off, hw, (double)mean[ch], &sdy[ch - c0],
-                                &sdyx[ch - c0]);
+                    plane_sums2(dy + off, relu_y ? relu_y + off : NULL, x + off, hw,
+                                (double)mean[ch], &sdy[ch - c0], &sdyx[ch - c0]);
                 }
         for (int64_t ch = c0; ch < c1; ch++) {
             const int64_t k = ch - c0;
@@ -233,10 +259,16 @@ void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float
         for (int64_t i = 0; i < n; i++)
             for (int64_t ch = c0; ch < c1; ch++) {
                 const int64_t off = (i * c + ch) * hw, k = ch - c0;
-                const float *xp = x + off, *gp = dy + off;
+                const float *xp = x + off, *gp = dy + off, *rp = relu_y ? relu_y + off : NULL;
                 float *dp = dx + off;
                 const float a = k1[k], b = k2[k], d = k3[k], u = mu[k];
-                if (train)
+                if (rp && train)
+                    for (int64_t j = 0; j < hw; j++)
+                        dp[j] = (nn_keep_if_pos(rp[j], gp[j]) - (xp[j] - u) * b - d) * a;
+                else if (rp)
+                    for (int64_t j = 0; j < hw; j++)
+                        dp[j] = nn_keep_if_pos(rp[j], gp[j]) * a;
+                else if (train)
                     for (int64_t j = 0; j < hw; j++)
                         dp[j] = (gp[j] - (xp[j] - u) * b - d) * a;
                 else

@@ -661,6 +661,51 @@ def test_batchnorm_backward(isa, rng, shape):
     np.testing.assert_array_equal(dx, dx2)
 
 
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm_relu_fused(isa, rng, shape):
+    """A ReLU after the BatchNorm inside its passes (act, relu_y): the bits of
+    the separate act_forward / act_backward steps, in training and with
+    constant statistics, and the float64 reference of the masked gradient."""
+    c = shape[1]
+    relu = _core.ACT_CODES["relu"]
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+    x.flat[0] = np.nan if x.size > 40 else x.flat[0]     # NaN: stays NaN, masks nothing
+    w, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    sm, si = np.empty(c, np.float32), np.empty(c, np.float32)
+    y = np.empty_like(x)
+    _core.batchnorm_forward_train(x, w, b, None, None, y, sm, si, 0.1, 1e-5)
+    two = np.empty_like(x)
+    _core.act_forward(relu, y, two)
+    one = np.full_like(x, 7.0)
+    _core.batchnorm_forward_train(x, w, b, None, None, one, sm, si, 0.1, 1e-5, relu)
+    np.testing.assert_array_equal(one, two)
+    masked = np.empty_like(dy)
+    _core.act_backward(relu, one, dy, masked)
+    for train in (True, False):
+        got = [np.full_like(x, np.nan), np.empty(c, np.float32), np.empty(c, np.float32)]
+        want = [np.full_like(x, np.nan), np.empty(c, np.float32), np.empty(c, np.float32)]
+        _core.batchnorm_backward(x, masked, w, sm, si, *want, train)
+        _core.batchnorm_backward(x, dy, w, sm, si, *got, train, relu_y=one)
+        for a, b2 in zip(got, want):
+            np.testing.assert_array_equal(a, b2)
+    if x.size <= 40:          # no NaN: the masked gradient against float64
+        ax = bn_axes(x)
+        g = np.where(one > 0, dy, 0).astype(np.float64)
+        np.testing.assert_allclose(got[2], g.sum(axis=ax), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_relu_bad_arguments(rng):
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    v = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="act must be none or relu"):
+        _core.batchnorm_forward_train(x, v, v, None, None, np.empty_like(x), v.copy(), v.copy(),
+                                      0.1, 1e-5, _core.ACT_CODES["tanh"])
+    with pytest.raises(ValueError, match="batchnorm_backward: relu_y has shape"):
+        _core.batchnorm_backward(x, x, v, v, v, np.empty_like(x), None, None, True,
+                                 relu_y=x[:2].copy())
+
+
 def test_batchnorm_matches_torch(rng):
     torch = pytest.importorskip("torch")
     for shape in [(7, 5), (3, 4, 9), (5, 8, 7, 7)]:
@@ -706,7 +751,11 @@ def test_batchnorm_threads_bitwise(isa, rng, num_threads):
             _core.batchnorm_forward_train(x, w, b, rm, rv, y, sm, si, 0.1, 1e-5)
             dx, dw, db = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
             _core.batchnorm_backward(x, dy, w, sm, si, dx, dw, db, True)
-            out.append((y, sm, si, rm, rv, dx, dw, db))
+            yr, dxr = np.empty_like(x), np.empty_like(x)       # with a ReLU inside
+            _core.batchnorm_forward_train(x, w, b, None, None, yr, sm, si, 0.1, 1e-5,
+                                          _core.ACT_CODES["relu"])
+            _core.batchnorm_backward(x, dy, w, sm, si, dxr, dw, db, True, relu_y=yr)
+            out.append((y, sm, si, rm, rv, dx, dw, db, yr, dxr))
         for a, b2 in zip(out[-2], out[-1]):
             np.testing.assert_array_equal(a, b2)
 
