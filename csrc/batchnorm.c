@@ -39,8 +39,10 @@
 
 /* The per-channel sums run in double, eight lanes at a time through GCC/Clang
  * vector extensions (lowered by each ISA's flags): gcc left the scalar
- * double loops unvectorised, ~4 cycles per element, which made BatchNorm
- * ~11% of a ResNet-20 training step. Each sum's order is fixed by the plane
+ * double loops unvectorised, ~4 cycles per element. Measured (1 thread,
+ * (128, 16, 28, 28), tensors in cache): forward 1.04 -> 0.82 ms, backward
+ * 1.62 -> 0.97 ms; inside a batch-128 ResNet-20 step the tensors come from
+ * memory and the passes gain little. Each sum's order is fixed by the plane
  * size alone: two 8-lane accumulators over blocks of 16, one more block of
  * 8, the lanes combined in a fixed tree, then the scalar tail. */
 typedef float nn_bn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
