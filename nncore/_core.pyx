@@ -1212,8 +1212,8 @@ def maxpool2d_backward(object dy, object argmax, object dx, kernel_size, stride=
                 [("dy", <size_t>pdy, nout * 4), ("argmax", <size_t>pa, nout * 4)]
                 + ([("relu_y", <size_t>pry, nout * 4)] if pry != NULL else []))
     # planes hold < 2**31 values (_pool_params), so the bound is an int32; the
-    # loop has no early exit so that it vectorises (a third of the 2x2
-    # backward's time when it broke out on the first bad index)
+    # loop has no early exit so that it vectorises (with one it ran scalar:
+    # (128, 32, 28, 28) backward 1.09 ms with the check, 0.76 ms without)
     cdef int32_t lim = <int32_t>plane
     cdef int bad = 0
     with nogil:
