@@ -21,34 +21,68 @@
  * weight and bias may be NULL (1 and 0); running stats, dx, dweight, dbias
  * may be NULL to skip them.
  *
+ * A ReLU after the BatchNorm runs inside it when training: the forward pass
+ * takes act = NN_ACT_RELU (y = max(0, x * a + b), the bits of the two
+ * passes), the backward pass relu_y = that y, dy then counting only where
+ * y > 0 (in the sums and in dx): the ReLU's own two passes over the tensor
+ * are saved.
+ *
  * Determinism: threads split channels (blocks of NN_BN_BLOCK channels when
  * HW = 1, so that rows are read contiguously); each channel's sums run in
  * one fixed order in double, whatever the thread count. */
 #include <math.h>
 #include "dispatch.h"
+#include "vmath.h"
 
 #define NN_BN_BLOCK 64
 #define NN_BN_PARALLEL_MIN 32768
 
-/* The sum of x[j] (or (x[j] - shift) * (x[j] - shift) when square) over n
- * floats, in double: eight running sums combined in a fixed order. */
+/* The per-channel sums run in double, eight lanes at a time through GCC/Clang
+ * vector extensions (lowered by each ISA's flags): gcc left the scalar
+ * double loops unvectorised, ~4 cycles per element. Measured (1 thread,
+ * (128, 16, 28, 28), tensors in cache): forward 1.04 -> 0.82 ms, backward
+ * 1.62 -> 0.97 ms; inside a batch-128 ResNet-20 step the tensors come from
+ * memory and the passes gain little. Each sum's order is fixed by the plane
+ * size alone: two 8-lane accumulators over blocks of 16, one more block of
+ * 8, the lanes combined in a fixed tree, then the scalar tail. */
+typedef float nn_bn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t nn_bn_v8i __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double nn_bn_v8d __attribute__((vector_size(64)));
+#define NN_BN_LOAD8(p) __builtin_convertvector(*(const nn_bn_v8f *)(p), nn_bn_v8d)
+
+static inline double lanes_sum(nn_bn_v8d v)
+{
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+/* The sum of x (square = 0) or of (x - shift)^2 (square = 1) over n floats,
+ * in double. */
 static inline double plane_sum(const float *x, int64_t n, double shift, int square)
 {
-    double part[8] = {0};
+    nn_bn_v8d a0 = {0}, a1 = {0};
     int64_t j = 0;
     if (square) {
-        for (; j + 8 <= n; j += 8)
-            for (int l = 0; l < 8; l++) {
-                const double d = (double)x[j + l] - shift;
-                part[l] += d * d;
-            }
+        for (; j + 16 <= n; j += 16) {
+            const nn_bn_v8d d0 = NN_BN_LOAD8(x + j) - shift, d1 = NN_BN_LOAD8(x + j + 8) - shift;
+            a0 += d0 * d0;
+            a1 += d1 * d1;
+        }
+        if (j + 8 <= n) {
+            const nn_bn_v8d d0 = NN_BN_LOAD8(x + j) - shift;
+            a0 += d0 * d0;
+            j += 8;
+        }
     } else {
-        for (; j + 8 <= n; j += 8)
-            for (int l = 0; l < 8; l++)
-                part[l] += x[j + l];
+        for (; j + 16 <= n; j += 16) {
+            a0 += NN_BN_LOAD8(x + j);
+            a1 += NN_BN_LOAD8(x + j + 8);
+        }
+        if (j + 8 <= n) {
+            a0 += NN_BN_LOAD8(x + j);
+            j += 8;
+        }
     }
-    double s = ((part[0] + part[4]) + (part[2] + part[6])) +
-               ((part[1] + part[5]) + (part[3] + part[7]));
+    double s = lanes_sum(a0 + a1);
     for (; j < n; j++) {
         const double d = (double)x[j] - (square ? shift : 0.0);
         s += square ? d * d : d;
@@ -56,21 +90,39 @@ static inline double plane_sum(const float *x, int64_t n, double shift, int squa
     return s;
 }
 
-/* sum(dy) and sum(dy * (x - mean)) over n floats, in double, fixed order. */
-static inline void plane_sums2(const float *dy, const float *x, int64_t n, double mean,
-                               double *sdy, double *sdyx)
+/* dy[j..j+7] in double; with ry, +0.0 where ry is not > 0 (the bits of
+ * relu_backward's output, nn_keep_if_pos). */
+static inline nn_bn_v8d grad8(const float *dy, const float *ry, int64_t j)
 {
-    double a[4] = {0}, b[4] = {0};
+    nn_bn_v8f g = *(const nn_bn_v8f *)(dy + j);
+    if (ry)
+        g = (nn_bn_v8f)((nn_bn_v8i)g & (*(const nn_bn_v8f *)(ry + j) > 0.0f));
+    return __builtin_convertvector(g, nn_bn_v8d);
+}
+
+/* sum(g) and sum(g * (x - mean)) over n floats, g = dy (masked by ry > 0
+ * when ry is given), in double, the same order as plane_sum. */
+static inline void plane_sums2(const float *dy, const float *ry, const float *x, int64_t n,
+                               double mean, double *sdy, double *sdyx)
+{
+    nn_bn_v8d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
     int64_t j = 0;
-    for (; j + 4 <= n; j += 4)
-        for (int l = 0; l < 4; l++) {
-            const double g = dy[j + l];
-            a[l] += g;
-            b[l] += g * ((double)x[j + l] - mean);
-        }
-    double s = (a[0] + a[2]) + (a[1] + a[3]), t = (b[0] + b[2]) + (b[1] + b[3]);
+    for (; j + 16 <= n; j += 16) {
+        const nn_bn_v8d g0 = grad8(dy, ry, j), g1 = grad8(dy, ry, j + 8);
+        a0 += g0;
+        a1 += g1;
+        b0 += g0 * (NN_BN_LOAD8(x + j) - mean);
+        b1 += g1 * (NN_BN_LOAD8(x + j + 8) - mean);
+    }
+    if (j + 8 <= n) {
+        const nn_bn_v8d g0 = grad8(dy, ry, j);
+        a0 += g0;
+        b0 += g0 * (NN_BN_LOAD8(x + j) - mean);
+        j += 8;
+    }
+    double s = lanes_sum(a0 + a1), t = lanes_sum(b0 + b1);
     for (; j < n; j++) {
-        const double g = dy[j];
+        const double g = ry ? nn_keep_if_pos(ry[j], dy[j]) : dy[j];
         s += g;
         t += g * ((double)x[j] - mean);
     }
@@ -80,17 +132,24 @@ static inline void plane_sums2(const float *dy, const float *x, int64_t n, doubl
 
 static inline int64_t block_of(int64_t hw) { return hw == 1 ? NN_BN_BLOCK : 1; }
 
-/* y = x * a[c] + b[c] for channels [c0, c1). */
+/* y = x * a[c] + b[c] for channels [c0, c1), then max(0, y) with relu (NaN
+ * stays NaN, as relu_forward). */
 static void bn_apply(int64_t n, int64_t c, int64_t hw, int64_t c0, int64_t c1, const float *x,
-                     const float *a, const float *b, float *y)
+                     const float *a, const float *b, int relu, float *y)
 {
     for (int64_t i = 0; i < n; i++)
         for (int64_t ch = c0; ch < c1; ch++) {
             const float *xp = x + (i * c + ch) * hw;
             float *yp = y + (i * c + ch) * hw;
             const float s = a[ch - c0], t = b[ch - c0];
-            for (int64_t j = 0; j < hw; j++)
-                yp[j] = xp[j] * s + t;
+            if (relu)
+                for (int64_t j = 0; j < hw; j++) {
+                    const float v = xp[j] * s + t;
+                    yp[j] = v < 0.0f ? 0.0f : v;
+                }
+            else
+                for (int64_t j = 0; j < hw; j++)
+                    yp[j] = xp[j] * s + t;
         }
 }
 
@@ -98,7 +157,7 @@ void NN_ISA_FN(batchnorm_forward_train)(int64_t n, int64_t c, int64_t hw, const 
                                         const float *weight, const float *bias, float eps,
                                         float momentum, float *running_mean,
                                         float *running_var, float *y, float *save_mean,
-                                        float *save_invstd)
+                                        float *save_invstd, int act)
 {
     const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
     const double m = (double)n * (double)hw;
@@ -137,7 +196,7 @@ void NN_ISA_FN(batchnorm_forward_train)(int64_t n, int64_t c, int64_t hw, const 
                                           (double)momentum * unbiased);
             }
         }
-        bn_apply(n, c, hw, c0, c1, x, a, b, y);
+        bn_apply(n, c, hw, c0, c1, x, a, b, act == NN_ACT_RELU, y);
     }
 }
 
@@ -158,14 +217,14 @@ void NN_ISA_FN(batchnorm_forward_eval)(int64_t n, int64_t c, int64_t hw, const f
             a[ch - c0] = (float)sc;
             b[ch - c0] = (float)((bias ? (double)bias[ch] : 0.0) - (double)running_mean[ch] * sc);
         }
-        bn_apply(n, c, hw, c0, c1, x, a, b, y);
+        bn_apply(n, c, hw, c0, c1, x, a, b, 0, y);
     }
 }
 
 void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float *x,
-                                   const float *dy, const float *weight, const float *mean,
-                                   const float *invstd, int train, float *dx, float *dweight,
-                                   float *dbias)
+                                   const float *dy, const float *relu_y, const float *weight,
+                                   const float *mean, const float *invstd, int train, float *dx,
+                                   float *dweight, float *dbias)
 {
     const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
     const double m = (double)n * (double)hw;
@@ -181,8 +240,8 @@ void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float
             for (int64_t i = 0; i < n; i++)
                 for (int64_t ch = c0; ch < c1; ch++) {
                     const int64_t off = (i * c + ch) * hw;
-                    plane_sums2(dy + off, x + off, hw, (double)mean[ch], &sdy[ch - c0],
-                                &sdyx[ch - c0]);
+                    plane_sums2(dy + off, relu_y ? relu_y + off : NULL, x + off, hw,
+                                (double)mean[ch], &sdy[ch - c0], &sdyx[ch - c0]);
                 }
         for (int64_t ch = c0; ch < c1; ch++) {
             const int64_t k = ch - c0;
@@ -199,13 +258,24 @@ void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float
         }
         if (!dx)
             continue;
-        for (int64_t i = 0; i < n; i++)
+        /* images in reverse: a channel's x, dy (and relu_y) over the batch
+         * can exceed L2 (3 x 400 KB at batch 128, 28 x 28), and a forward
+         * scan would then miss on every line the sums pass left; backwards it
+         * starts on the lines that pass read last (each dx value is
+         * independent: the bits do not change) */
+        for (int64_t i = n - 1; i >= 0; i--)
             for (int64_t ch = c0; ch < c1; ch++) {
                 const int64_t off = (i * c + ch) * hw, k = ch - c0;
-                const float *xp = x + off, *gp = dy + off;
+                const float *xp = x + off, *gp = dy + off, *rp = relu_y ? relu_y + off : NULL;
                 float *dp = dx + off;
                 const float a = k1[k], b = k2[k], d = k3[k], u = mu[k];
-                if (train)
+                if (rp && train)
+                    for (int64_t j = 0; j < hw; j++)
+                        dp[j] = (nn_keep_if_pos(rp[j], gp[j]) - (xp[j] - u) * b - d) * a;
+                else if (rp)
+                    for (int64_t j = 0; j < hw; j++)
+                        dp[j] = nn_keep_if_pos(rp[j], gp[j]) * a;
+                else if (train)
                     for (int64_t j = 0; j < hw; j++)
                         dp[j] = (gp[j] - (xp[j] - u) * b - d) * a;
                 else

@@ -43,7 +43,9 @@
  *   dw        (g, block of output channels, block of K rows): loops over all
  *             samples in order, accumulating with beta = 1, so each weight's
  *             reduction over the batch runs in one fixed order
- *   db        (block of channels): double sums in (n, p) order
+ *   db        (block of channels): double sums in (n, p) order; none when the
+ *             direct weight gradient runs: its tasks sum db on the way
+ *             (conv_direct.h), saving a pass over dy
  * One parallel region per call runs the list (dynamic schedule: a task
  * computes the same bits whichever thread runs it). Inside the region each
  * thread caps its own OpenMP count at 1 (nn_set_local_num_threads), so the
@@ -794,6 +796,8 @@ static int plan_direct_dw(conv_call *K)
     E->o = G->og, E->kh = G->kh, E->kw = G->kw, E->sh = G->sh, E->sw = G->sw;
     E->dh = G->dh, E->ph = G->ph, E->pw = G->pw, E->oh = G->oh, E->ow = G->ow;
     E->x_img = G->c * G->hw, E->y_img = G->o * G->p;
+    E->with_dw = K->dwt != NULL;
+    E->with_db = K->db != NULL;
     if (!nn_dconv_dw_plan(E, K->kt))
         return 0;
     const size_t need = nn_dconv_dw_task_floats(E);
@@ -1018,11 +1022,14 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     if (dx && !(K.direct_dx = !p->bf16 && plan_direct(&K, 1)))
         plan_dx(&K);
-    if (dwt && !(K.direct_dw = !p->bf16 && plan_direct_dw(&K)))
+    /* the direct weight-gradient tasks also sum db (and run for db alone,
+     * which then gets the same bits) */
+    K.direct_dw = (dwt || db) && !p->bf16 && plan_direct_dw(&K);
+    if (dwt && !K.direct_dw)
         plan_dw(&K);
     if ((status = pack_direct(&K, 0, NULL)) != NN_OK)
         return status;
-    if (db) {
+    if (db && !K.direct_dw) { /* else the direct weight-gradient tasks sum it */
         K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
         K.t_db = ceil_div(G->o, K.bb);
     }
@@ -1030,7 +1037,7 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
     status = run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
     if (status == NN_OK && K.direct_dw)
-        nn_dconv_dw_reduce(&K.ddw, dwt);
+        nn_dconv_dw_reduce(&K.ddw, dwt, db);
     return status;
 }
 

@@ -285,9 +285,16 @@ int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
     return 1;
 }
 
+/* Floats of the weight-gradient parts (a multiple of 16: ldo is). */
+static int64_t dw_part_floats(const nn_dconv_dw *E)
+{
+    return E->nq * E->groups * E->taps * E->ldo;
+}
+
 size_t nn_dconv_dw_shared_floats(const nn_dconv_dw *E)
 {
-    return (size_t)(round_up(2 * E->oh * E->ow, 16) + E->nq * E->groups * E->taps * E->ldo);
+    const int64_t db = E->with_db ? 2 * E->nq * E->groups * E->ldo : 0; /* doubles */
+    return (size_t)(round_up(2 * E->oh * E->ow, 16) + dw_part_floats(E) + db);
 }
 
 void nn_dconv_dw_pack(nn_dconv_dw *E, float *shared)
@@ -298,6 +305,7 @@ void nn_dconv_dw_pack(nn_dconv_dw *E, float *shared)
             koff[oh * E->ow + ow] = oh * E->sh * E->wp + ow * E->sw;
     E->koff = koff;
     E->part = shared + round_up(2 * E->oh * E->ow, 16);
+    E->dbpart = E->with_db ? (double *)(E->part + dw_part_floats(E)) : NULL;
 }
 
 size_t nn_dconv_dw_task_floats(const nn_dconv_dw *E)
@@ -323,6 +331,25 @@ static void pad_planes(const nn_dconv_dw *E, const float *xc, float *xp)
     }
 }
 
+/* The bias gradient's share of one image: acc[j] += the sum over the P rows
+ * of dyt (L floats each, L a multiple of 16) of column j, for j < L. Blocks
+ * of 16 rows are summed in float, sixteen columns at a time in registers
+ * (fixed-size loops gcc vectorises with any ISA's flags), and each block's
+ * sums added in double: a fixed order, float error bounded by one block. */
+static void dyt_column_sums(const float *dyt, int64_t P, int64_t L, double *acc)
+{
+    for (int64_t j0 = 0; j0 < L; j0 += 16)
+        for (int64_t p0 = 0; p0 < P; p0 += 16) {
+            float s[16] = {0};
+            const int64_t p1 = min64(p0 + 16, P);
+            for (int64_t p = p0; p < p1; p++)
+                for (int j = 0; j < 16; j++)
+                    s[j] += dyt[p * L + j0 + j];
+            for (int j = 0; j < 16; j++)
+                acc[j0 + j] += s[j];
+        }
+}
+
 void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const float *dy,
                       float *buf)
 {
@@ -337,13 +364,22 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
     nn_conv_tile T = {.k = P, .koff = E->koff, .w = dyt, .ldw = L, .ldy = E->ldo,
                       .r = (int)E->kw, .v = E->v, .act = NN_ACT_NONE};
     for (int64_t n = n0; n < n1; n++) {
-        pad_planes(E, x + n * E->x_img + g * E->c * E->h * E->w, xp);
         /* dy's channels o0 .. o0 + nch of this image, pixel-major */
         const float *dyo = dy + n * E->y_img + (g * E->o + o0) * P;
         E->kt->conv_transpose(nch, P, dyo, P, dyt, L);
         if (nch < L)
             for (int64_t p = 0; p < P; p++)
                 memset(dyt + p * L + nch, 0, (size_t)(L - nch) * sizeof(float));
+        if (E->with_db) {
+            double *acc = E->dbpart + (q * E->groups + g) * E->ldo + o0;
+            if (n == n0)
+                for (int64_t j = 0; j < L; j++)
+                    acc[j] = 0.0;
+            dyt_column_sums(dyt, P, L, acc);
+        }
+        if (!E->with_dw)
+            continue;
+        pad_planes(E, x + n * E->x_img + g * E->c * E->h * E->w, xp);
         T.beta = n > n0;
         if (E->rows3) {
             T.rh = 3;
@@ -364,8 +400,18 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
     }
 }
 
-void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw)
+void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw, float *db)
 {
+    if (E->with_db)
+        for (int64_t g = 0; g < E->groups; g++)
+            for (int64_t o = 0; o < E->o; o++) {
+                double s = 0.0;
+                for (int64_t q = 0; q < E->nq; q++)
+                    s += E->dbpart[(q * E->groups + g) * E->ldo + o];
+                db[g * E->o + o] = (float)s;
+            }
+    if (!E->with_dw)
+        return;
     const int64_t chunk = E->groups * E->taps * E->ldo;
     for (int64_t g = 0; g < E->groups; g++)
         for (int64_t p = 0; p < E->taps; p++) {

@@ -69,7 +69,11 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
  *                              of x[c, oh*sh + i*dh - ph, ow*sw + j - pw] dy[o, p]
  * Tasks: (chunk q of images, group, tile of output channels), each summing
  * its images in order into its own part; nn_dconv_dw_reduce then adds the
- * chunks in order. The chunks depend on the batch size only. */
+ * chunks in order. The chunks depend on the batch size only.
+ * With_db the same tasks also sum the bias gradient from the transposed dy
+ * they hold anyway (dbpart[q][g][o], in double): conv.c's separate pass over
+ * dy, which read it from memory once more, is saved. Without with_dw they
+ * sum only that (db asked for alone gets the bits it gets with dw). */
 typedef struct nn_dconv_dw {
     int64_t n, groups, c, h, w, o, kh, kw, sh, sw, dh, ph, pw, oh, ow;
     int64_t x_img, y_img;     /* floats per image of x and dy */
@@ -79,9 +83,11 @@ typedef struct nn_dconv_dw {
     int64_t nob, ldo;         /* channel tiles; part row: nob * 16 v floats */
     int64_t nq, per_q;        /* chunks of images, images per chunk */
     int64_t hp, wp, taps;     /* the padded input plane; c * kh * kw */
+    int with_dw, with_db;     /* the weight and the bias gradient (set before planning) */
     /* in the caller's SHARED workspace (nn_dconv_dw_pack) */
     const int64_t *koff;      /* oh * ow pixel offsets into a padded plane */
     float *part;              /* nq * groups * taps * ldo */
+    double *dbpart;           /* nq * groups * ldo, with_db only */
 } nn_dconv_dw;
 
 /* 1 when the direct weight gradient applies to E (geometry filled in). */
@@ -95,7 +101,8 @@ static inline int64_t nn_dconv_dw_tasks(const nn_dconv_dw *E)
 size_t nn_dconv_dw_task_floats(const nn_dconv_dw *E);
 void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const float *dy,
                       float *buf);
-/* dw (the Conv2d's weight shape) = the parts summed over the chunks in order. */
-void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw);
+/* dw (the Conv2d's weight shape) = the parts summed over the chunks in order;
+ * with_db db (O floats) likewise; without with_dw dw is not touched. */
+void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw, float *db);
 
 #endif

@@ -298,7 +298,9 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
  * ph <= kh / 2 and pw <= kw / 2. Max pooling's argmax (may be NULL in the
  * forward pass) holds, per output, the index ih * w + iw of the window's
  * first maximum in row-major order (padding is -inf; a NaN wins); backward
- * adds dy there. Backward passes overwrite dx. ---- */
+ * adds dy there. Backward passes overwrite dx. Max pooling's backward takes
+ * relu_y (or NULL): the pooled output y of a ReLU's output, dy then counting
+ * only where y > 0 (the gradient through that ReLU too, in the same pass). ---- */
 typedef struct nn_pool2d_params {
     int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow;
 } nn_pool2d_params;
@@ -306,7 +308,8 @@ typedef struct nn_pool2d_params {
     X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
                           int32_t *argmax), (planes, p, x, y, argmax)) \
     X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
-                           const int32_t *argmax, float *dx), (planes, p, dy, argmax, dx)) \
+                           const int32_t *argmax, const float *relu_y, float *dx), \
+      (planes, p, dy, argmax, relu_y, dx)) \
     X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
       (planes, p, x, y)) \
     X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
@@ -324,23 +327,27 @@ NN_KERNELS_POOL(NN_DECLARE_KERNEL)
  * NULL) move by momentum, running_var with the unbiased variance (needs
  * n * hw > 1). weight/bias may be NULL (1, 0). Backward: train = 1 for the
  * batch statistics (mean, invstd = the saved ones), 0 for constant ones
- * (evaluation mode); dx, dweight, dbias may be NULL. ---- */
+ * (evaluation mode); dx, dweight, dbias may be NULL. A ReLU after it, in
+ * training: act = NN_ACT_RELU in the training forward (else NN_ACT_NONE), and
+ * relu_y = that forward's y in the backward (else NULL; dy then counts where
+ * y > 0). ---- */
 #define NN_KERNELS_BATCHNORM(X) \
     X(batchnorm_forward_train, (int64_t n, int64_t c, int64_t hw, const float *x, \
                                 const float *weight, const float *bias, float eps, \
                                 float momentum, float *running_mean, float *running_var, \
-                                float *y, float *save_mean, float *save_invstd), \
+                                float *y, float *save_mean, float *save_invstd, int act), \
       (n, c, hw, x, weight, bias, eps, momentum, running_mean, running_var, y, save_mean, \
-       save_invstd)) \
+       save_invstd, act)) \
     X(batchnorm_forward_eval, (int64_t n, int64_t c, int64_t hw, const float *x, \
                                const float *weight, const float *bias, \
                                const float *running_mean, const float *running_var, float eps, \
                                float *y), \
       (n, c, hw, x, weight, bias, running_mean, running_var, eps, y)) \
     X(batchnorm_backward, (int64_t n, int64_t c, int64_t hw, const float *x, const float *dy, \
-                           const float *weight, const float *mean, const float *invstd, \
-                           int train, float *dx, float *dweight, float *dbias), \
-      (n, c, hw, x, dy, weight, mean, invstd, train, dx, dweight, dbias))
+                           const float *relu_y, const float *weight, const float *mean, \
+                           const float *invstd, int train, float *dx, float *dweight, \
+                           float *dbias), \
+      (n, c, hw, x, dy, relu_y, weight, mean, invstd, train, dx, dweight, dbias))
 NN_KERNELS_BATCHNORM(NN_DECLARE_KERNEL)
 
 /* ---- Machine limits (peak.c; per ISA, for the benchmarks) ----

@@ -142,7 +142,7 @@ cdef extern from "nncore.h" nogil:
     void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
                               float *y, int32_t *argmax)
     void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                               const int32_t *argmax, float *dx)
+                               const int32_t *argmax, const float *relu_y, float *dx)
     void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
                               float *y)
     void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
@@ -154,15 +154,15 @@ cdef extern from "nncore.h" nogil:
     void nn_batchnorm_forward_train(int64_t n, int64_t c, int64_t hw, const float *x,
                                     const float *weight, const float *bias, float eps,
                                     float momentum, float *running_mean, float *running_var,
-                                    float *y, float *save_mean, float *save_invstd)
+                                    float *y, float *save_mean, float *save_invstd, int act)
     void nn_batchnorm_forward_eval(int64_t n, int64_t c, int64_t hw, const float *x,
                                    const float *weight, const float *bias,
                                    const float *running_mean, const float *running_var,
                                    float eps, float *y)
     void nn_batchnorm_backward(int64_t n, int64_t c, int64_t hw, const float *x,
-                               const float *dy, const float *weight, const float *mean,
-                               const float *invstd, int train, float *dx, float *dweight,
-                               float *dbias)
+                               const float *dy, const float *relu_y, const float *weight,
+                               const float *mean, const float *invstd, int train, float *dx,
+                               float *dweight, float *dbias)
 
     # machine limits (peak.c)
     void nn_fma_peak(int64_t iters, float *sink, double *flops)

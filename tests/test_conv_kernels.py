@@ -390,6 +390,8 @@ POOLS = [
     (1, 2, 6, 6, 2, None, 0),    # stride None = kernel
     (2, 3, 17, 19, 2, 2, 0),     # 2x2 in vectors of 8 columns: an overlapping last block
     (1, 2, 6, 40, 2, 2, 0),      # two whole blocks of 8 and one overlapping
+    (2, 3, 14, 14, 2, 2, 0),     # 2x2 rows narrower than 8 (ResNet/CNN 14 -> 7)
+    (1, 2, 15, 15, 2, 2, 0),     # narrow with a dropped column
 ]
 
 
@@ -418,6 +420,20 @@ def test_maxpool2d(isa, rng, case):
             np.add.at(ref[plane], want_arg.reshape(n * c, -1)[plane],
                       dy.reshape(n * c, -1)[plane].astype(np.float64))
         np.testing.assert_allclose(dx, ref.reshape(x.shape), rtol=1e-6, atol=1e-6)
+        # through a ReLU before the pooling: dy counts where y > 0, the bits
+        # of relu_backward's mask followed by the plain backward
+        masked = np.empty_like(dy)
+        _core.act_backward(_core.ACT_CODES["relu"], y, dy, masked)
+        two = np.full_like(x, np.nan)
+        _core.maxpool2d_backward(masked, arg, two, k, s, p)
+        one = np.full_like(x, np.nan)
+        _core.maxpool2d_backward(dy, arg, one, k, s, p, relu_y=y)
+        np.testing.assert_array_equal(one, two)
+        ref = np.zeros((n * c, h * w), np.float64)
+        for plane in range(n * c):
+            np.add.at(ref[plane], want_arg.reshape(n * c, -1)[plane],
+                      np.where(want > 0, dy, 0).reshape(n * c, -1)[plane])
+        np.testing.assert_allclose(one, ref.reshape(x.shape), rtol=1e-6, atol=1e-6)
 
 
 def test_maxpool2d_nan_propagates():
@@ -433,6 +449,12 @@ def test_maxpool2d_nan_propagates():
     _core.maxpool2d_forward(x, y, arg, 2)
     assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1, 17])
     assert np.isnan(y).sum() == 2 and arg[0, 0, 0, 0] == 37 and arg[0, 0, 1, 17] == 2 * 36 + 35
+    x = np.zeros((1, 1, 4, 14), np.float32)   # narrow rows (ow < 8): two NaNs, the last wins
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = x[0, 0, 3, 13] = np.nan
+    y = np.empty((1, 1, 2, 7), np.float32)
+    arg = np.empty(y.shape, np.int32)
+    _core.maxpool2d_forward(x, y, arg, 2)
+    assert np.isnan(y).sum() == 2 and arg[0, 0, 0, 0] == 14 and arg[0, 0, 1, 6] == 3 * 14 + 13
 
 
 @pytest.mark.parametrize("case", POOLS, ids=case_id)
@@ -507,7 +529,11 @@ def test_pooling_threads_bitwise(isa, rng, num_threads):
         _core.avgpool2d_backward(ya, dxa, 3, 2, 1)
         g = np.empty((6, 16), np.float32)
         _core.global_avgpool_forward(x, g)
-        out.append((y, arg, dx, ya, dxa, g))
+        y2, arg2 = np.empty((6, 16, 14, 14), np.float32), np.empty((6, 16, 14, 14), np.int32)
+        _core.maxpool2d_forward(x, y2, arg2, 2)       # the 2x2 paths, with a ReLU mask
+        dx2 = np.empty_like(x)
+        _core.maxpool2d_backward(ya, arg2, dx2, 2, relu_y=y2)
+        out.append((y, arg, dx, ya, dxa, g, y2, arg2, dx2))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
 
@@ -530,6 +556,14 @@ def test_pooling_bad_arguments(rng):
     arg[0, 0, 0, 0] = 64
     with pytest.raises(ValueError, match="argmax holds an index outside"):
         _core.maxpool2d_backward(y, arg, np.empty_like(x), 2)
+    arg[0, 0, 0, 0] = -1
+    with pytest.raises(ValueError, match="argmax holds an index outside"):
+        _core.maxpool2d_backward(y, arg, np.empty_like(x), 2)
+    arg[0, 0, 0, 0] = 0
+    with pytest.raises(ValueError, match="maxpool2d_backward: relu_y has shape"):
+        _core.maxpool2d_backward(y, arg, np.empty_like(x), 2, relu_y=y[:, :2].copy())
+    with pytest.raises(TypeError, match="maxpool2d_backward: relu_y has dtype float64"):
+        _core.maxpool2d_backward(y, arg, np.empty_like(x), 2, relu_y=y.astype(np.float64))
     with pytest.raises(ValueError, match="global_avgpool_forward: y has shape"):
         _core.global_avgpool_forward(x, np.empty((2, 4), np.float32))
     with pytest.raises(ValueError, match="y overlaps x"):
@@ -546,7 +580,10 @@ def bcast(v, x):
     return v.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-BN_SHAPES = [(2, 3), (7, 5), (5, 70), (3, 4, 9), (2, 3, 5, 5), (5, 8, 7, 7), (1, 3, 2, 1)]
+# planes of 1, 2, 9, 24, 25, 40, 49, 64, 196 values: the sums' blocks of 16
+# and 8 lanes, whole and with every kind of tail
+BN_SHAPES = [(2, 3), (7, 5), (5, 70), (3, 4, 9), (2, 3, 5, 5), (5, 8, 7, 7), (1, 3, 2, 1),
+             (2, 3, 3, 8), (3, 2, 40), (2, 3, 8, 8), (3, 4, 14, 14)]
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
@@ -624,6 +661,51 @@ def test_batchnorm_backward(isa, rng, shape):
     np.testing.assert_array_equal(dx, dx2)
 
 
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm_relu_fused(isa, rng, shape):
+    """A ReLU after the BatchNorm inside its passes (act, relu_y): the bits of
+    the separate act_forward / act_backward steps, in training and with
+    constant statistics, and the float64 reference of the masked gradient."""
+    c = shape[1]
+    relu = _core.ACT_CODES["relu"]
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+    x.flat[0] = np.nan if x.size > 40 else x.flat[0]     # NaN: stays NaN, masks nothing
+    w, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    sm, si = np.empty(c, np.float32), np.empty(c, np.float32)
+    y = np.empty_like(x)
+    _core.batchnorm_forward_train(x, w, b, None, None, y, sm, si, 0.1, 1e-5)
+    two = np.empty_like(x)
+    _core.act_forward(relu, y, two)
+    one = np.full_like(x, 7.0)
+    _core.batchnorm_forward_train(x, w, b, None, None, one, sm, si, 0.1, 1e-5, relu)
+    np.testing.assert_array_equal(one, two)
+    masked = np.empty_like(dy)
+    _core.act_backward(relu, one, dy, masked)
+    for train in (True, False):
+        got = [np.full_like(x, np.nan), np.empty(c, np.float32), np.empty(c, np.float32)]
+        want = [np.full_like(x, np.nan), np.empty(c, np.float32), np.empty(c, np.float32)]
+        _core.batchnorm_backward(x, masked, w, sm, si, *want, train)
+        _core.batchnorm_backward(x, dy, w, sm, si, *got, train, relu_y=one)
+        for a, b2 in zip(got, want):
+            np.testing.assert_array_equal(a, b2)
+    if x.size <= 40:          # no NaN: the masked gradient against float64
+        ax = bn_axes(x)
+        g = np.where(one > 0, dy, 0).astype(np.float64)
+        np.testing.assert_allclose(got[2], g.sum(axis=ax), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_relu_bad_arguments(rng):
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    v = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="act must be none or relu"):
+        _core.batchnorm_forward_train(x, v, v, None, None, np.empty_like(x), v.copy(), v.copy(),
+                                      0.1, 1e-5, _core.ACT_CODES["tanh"])
+    with pytest.raises(ValueError, match="batchnorm_backward: relu_y has shape"):
+        _core.batchnorm_backward(x, x, v, v, v, np.empty_like(x), None, None, True,
+                                 relu_y=x[:2].copy())
+
+
 def test_batchnorm_matches_torch(rng):
     torch = pytest.importorskip("torch")
     for shape in [(7, 5), (3, 4, 9), (5, 8, 7, 7)]:
@@ -669,7 +751,11 @@ def test_batchnorm_threads_bitwise(isa, rng, num_threads):
             _core.batchnorm_forward_train(x, w, b, rm, rv, y, sm, si, 0.1, 1e-5)
             dx, dw, db = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
             _core.batchnorm_backward(x, dy, w, sm, si, dx, dw, db, True)
-            out.append((y, sm, si, rm, rv, dx, dw, db))
+            yr, dxr = np.empty_like(x), np.empty_like(x)       # with a ReLU inside
+            _core.batchnorm_forward_train(x, w, b, None, None, yr, sm, si, 0.1, 1e-5,
+                                          _core.ACT_CODES["relu"])
+            _core.batchnorm_backward(x, dy, w, sm, si, dxr, dw, db, True, relu_y=yr)
+            out.append((y, sm, si, rm, rv, dx, dw, db, yr, dxr))
         for a, b2 in zip(out[-2], out[-1]):
             np.testing.assert_array_equal(a, b2)
 

@@ -81,6 +81,31 @@ def test_maxpool_absorbs_the_relu_backward_bitwise(isa, rng, pool):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm_runs_the_relu_after_it_bitwise(isa, rng, training):
+    """Sequential folds a ReLU after a BatchNorm into its forward pass and
+    skips the ReLU's backward step (the BatchNorm's masks the gradient): the
+    same bits as the separate layers, with batch and with running statistics."""
+    x = rng.standard_normal((5, 3, 9, 16)).astype(np.float32)
+    results = []
+    for fuse in (True, False):
+        nn.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.Conv2d(4, 2, 3), nn.Flatten())
+        if not fuse:
+            model.layers[1].epilogue_acts = frozenset()
+            model.layers[1].absorbs_act_relu_backward = False
+            model._build_plan()
+        steps = dict(model._backward_calls(True))
+        assert (getattr(steps[2], "__name__", "") == "_take_grad") == fuse
+        model.train(training)
+        out = model.forward(x)
+        dx = model.backward(np.ones_like(out) * np.arange(out.shape[1], dtype=np.float32))
+        results.append([out.copy(), dx.copy()] + [g.copy() for _, g in model.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("make", [lambda: nn.MaxPool2d(2), lambda: nn.MaxPool2d(3, 2, 1),
                                   lambda: nn.AvgPool2d(2), lambda: nn.AvgPool2d(3, 2, 1),
                                   nn.GlobalAvgPool2d, nn.Flatten])

@@ -23,7 +23,9 @@ arguments), before any array exists:
   weight-gradient pass), ``absorbs_relu_backward`` (its ``backward`` takes
   ``relu_before=True`` and then returns the gradient through the ReLU that
   precedes it too, whose own backward step is skipped; it must equal the two
-  steps bitwise), ``identity_in_eval`` (evaluation-mode forward is the
+  steps bitwise), ``absorbs_act_relu_backward`` (the same for a ReLU folded
+  into its own forward epilogue, after it: ``backward`` takes
+  ``relu_after=True``), ``identity_in_eval`` (evaluation-mode forward is the
   identity) and ``gemm_link()`` (its evaluation-mode forward is one GEMM with
   an epilogue, so predict may run it inside a C chain), ``supports_bf16``
   (its training forward and backward run their GEMMs in bfloat16 while its
@@ -209,6 +211,7 @@ class Layer:
     act_name = None
     folds_sgd = False
     absorbs_relu_backward = False
+    absorbs_act_relu_backward = False
     identity_in_eval = False
     supports_bf16 = False
     _bf16 = False

@@ -12,6 +12,7 @@ from .registry import register_layer
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 _F32 = np.float32
+_ACT = _core.ACT_CODES
 
 
 def _ones(n, what):
@@ -120,7 +121,21 @@ class _BatchNorm(Layer):
                              f"shape {x.shape}")
         return x
 
+    # A ReLU after it folds into its forward pass (Sequential's epilogue
+    # rule), and its backward takes that ReLU's gradient too: two passes over
+    # the activations fewer per step in training.
+    epilogue_acts = frozenset({"relu"})
+    absorbs_act_relu_backward = True
+
     def forward(self, x):
+        return self._forward(x, _ACT[None])
+
+    def forward_act(self, x, act_name):
+        """forward with the following ReLU applied in the same pass; that
+        layer then only records this output (see Sequential)."""
+        return self._forward(x, _ACT[act_name])
+
+    def _forward(self, x, act):
         x = self._input(x)
         if x.shape != self._shape:
             self._shape = x.shape
@@ -135,17 +150,22 @@ class _BatchNorm(Layer):
                                           self.running_mean if self.training else None,
                                           self.running_var if self.training else None,
                                           self._y, self._mean, self._invstd, self.momentum,
-                                          self.eps)
+                                          self.eps, act)
         else:
             _core.batchnorm_forward_eval(x, self.weight, self.bias, self.running_mean,
                                          self.running_var, self._y, self.eps)
+            if act != _ACT[None]:
+                _core.act_forward(act, self._y, self._y)
             np.copyto(self._mean, self.running_mean)
             np.divide(1.0, np.sqrt(self.running_var.astype(np.float64) + self.eps),
                       out=self._invstd, casting="same_kind")
         self._x = x
         return self._y
 
-    def backward(self, grad, input_grad=True):
+    def backward(self, grad, input_grad=True, relu_after=False):
+        """The gradients for ``grad``; with ``relu_after``, ``grad`` is that of
+        the ReLU folded into the last ``forward_act`` (its output y), and
+        counts only where y > 0: the ReLU's backward in the same passes."""
         x = self._x
         if x is None:
             raise not_ready(self)
@@ -154,7 +174,8 @@ class _BatchNorm(Layer):
             self._dx = self._buf.get("dx", x.shape)
         _core.batchnorm_backward(x, grad, self.weight, self._mean, self._invstd,
                                  self._dx if input_grad else None, self.grad_weight,
-                                 self.grad_bias, self._batch_stats)
+                                 self.grad_bias, self._batch_stats,
+                                 self._y if relu_after else None)
         return self._dx if input_grad else None
 
     def _infer(self, x, ws):
@@ -169,6 +190,13 @@ class _BatchNorm(Layer):
                                           ws.get((id(self), "mean"), c),
                                           ws.get((id(self), "invstd"), c), self.momentum,
                                           self.eps)
+        return y
+
+    def infer_act(self, x, ws, act_name):
+        """The predict step with the following activation folded in (the
+        epilogue rule): here a second pass, in place."""
+        y = self._infer(x, ws)
+        _core.act_forward(_ACT[act_name], y, y)
         return y
 
     def _forget(self):

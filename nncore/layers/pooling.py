@@ -8,8 +8,6 @@ from .registry import register_layer
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d"]
 
-_RELU = _core.ACT_CODES["relu"]
-
 
 class _Pool2d(Layer):
     """A window pooling layer with PyTorch's kernel_size / stride (default:
@@ -82,15 +80,14 @@ class MaxPool2d(_Pool2d):
     through a ReLU applied just before the pooling (Sequential does this and
     skips the ReLU's own step): each window's gradient goes only to its
     maximum, where the ReLU's derivative is (maximum > 0), so the pooled
-    gradient is masked by (y > 0) before it is spread, a pass over the
-    pooled tensor instead of the input-sized one, with the same bits."""
+    gradient is masked by (y > 0) as it is spread, in the same pass, with
+    the bits of the two separate steps."""
 
     absorbs_relu_backward = True
 
     def _resize(self, out):
         self._y = self._buf.get("y", out)
         self._argmax = self._buf.get("argmax", out, np.int32)
-        self._gmask = None
         self._dx = None
 
     def forward(self, x):
@@ -104,12 +101,8 @@ class MaxPool2d(_Pool2d):
         grad = check_grad(self, grad, self._y.shape)
         if self._dx is None:
             self._dx = self._buf.get("dx", self._in_shape)
-        if relu_before:
-            if self._gmask is None:
-                self._gmask = self._buf.get("gmask", self._y.shape)
-            _core.act_backward(_RELU, self._y, grad, self._gmask)
-            grad = self._gmask
-        _core.maxpool2d_backward(grad, self._argmax, self._dx, *self._geometry())
+        _core.maxpool2d_backward(grad, self._argmax, self._dx, *self._geometry(),
+                                 relu_y=self._y if relu_before else None)
         return self._dx
 
     def _infer(self, x, ws):

@@ -364,23 +364,32 @@ class Sequential(Layer):
         parameters (asked for no input gradient); layers with parameters get
         ``sgd_lr``. Sequential.backward runs these steps."""
         first = self._first_param
+        fused = fused_activations(self.layers)
         calls = []
         absorbed = None      # a ReLU whose backward the next layer's step ran
+        relu_owner = None    # the layer whose step runs the backward of its epilogue ReLU
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             last = not input_grad and i == first
+            backward = layer.backward
+            if i == relu_owner:
+                backward = functools.partial(layer.backward, relu_after=True)
             if i == absorbed:
                 step = _take_grad
+            elif (i in fused and layer.act_name == "relu"
+                  and self.layers[i - 1].absorbs_act_relu_backward):
+                step = _take_grad
+                relu_owner = i - 1
             elif sgd_lr is not None and layer.folds_sgd and layer.parameters():
-                step = functools.partial(layer.backward, input_grad=not last, sgd_lr=sgd_lr)
+                step = functools.partial(backward, input_grad=not last, sgd_lr=sgd_lr)
             elif last:
-                step = functools.partial(_no_input_grad, layer.backward)
+                step = functools.partial(_no_input_grad, backward)
             elif (layer.absorbs_relu_backward and i > 0 and (first is None or i - 1 >= first)
                   and self.layers[i - 1].act_name == "relu"):
-                step = functools.partial(layer.backward, relu_before=True)
+                step = functools.partial(backward, relu_before=True)
                 absorbed = i - 1
             else:
-                step = layer.backward
+                step = backward
             calls.append((i, step))
             if last:
                 break
