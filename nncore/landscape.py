@@ -1165,7 +1165,7 @@ def plot_landscapes(landscapes, path=None, *, log=None, levels=30, threshold=0.1
                 ax.text(0.5, 0.5, "no curvature map", ha="center", transform=ax.transAxes)
             else:
                 _draw_curvature(fig, ax, land.curvature, land.labels)
-                ax.set_title(f"{name}: |lambda_min/lambda_max| > {threshold:g} at "
+                ax.set_title(f"{name}\n|lambda_min/lambda_max| > {threshold:g} at "
                              f"{100 * m['nonconvex_fraction']:.0f}% of points",
                              fontsize="medium")
     if title:

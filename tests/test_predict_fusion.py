@@ -2,6 +2,8 @@
 applies the ReLU as it writes its output (a ResNet block's sum and the ReLU
 after it), the buffers predict reuses by liveness, and its sub-batches. Each
 must give the bits of the unfused steps on every ISA path and thread count."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -265,14 +267,87 @@ def test_predict_does_not_depend_on_the_sub_batch(rng, num_threads, monkeypatch,
 def test_sub_batches_cover_the_rows_without_one_row_parts():
     for n in range(1, 60):
         for batch_size in (1, 2, 5, 16, 1024):
-            for rows in (1, 2, 3, 7, 1 << 62):
-                parts = list(sequential._sub_batches(n, batch_size, rows))
+            for rows, multiple in ((1, 1), (2, 1), (3, 1), (7, 1), (1 << 62, 1), (3, 2),
+                                   (7, 2), (5, 3)):
+                parts = list(sequential._sub_batches(n, batch_size, rows, multiple))
                 assert parts[0][0] == 0 and parts[-1][1] == n
                 assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
                 for start, stop in parts:
                     chunk = min(batch_size, n - start // batch_size * batch_size)
                     assert stop - start >= min(2, chunk)
                     assert stop - start <= max(rows, 3)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_predict_workers_give_the_bits_of_one_thread(rng, num_threads, monkeypatch, skip):
+    """With two threads and several sub-batches, predict runs the parts in
+    two workers of one thread each: the same bits as one thread, and as one
+    call over all rows (a ResNet: fused blocks, projection shortcuts)."""
+    nn.manual_seed(3)
+    model = nn.models.resnet(8, skip=skip, width=8).eval()
+    x = rng.standard_normal((23, 1, 10, 10)).astype(np.float32)
+    nn.set_num_threads(1)
+    whole = model.predict(x)
+    monkeypatch.setattr(sequential, "_PREDICT_CHUNK_BYTES", 3 * 8 * 10 * 10 * 4)
+    model = nn.Sequential(*model.layers).eval()
+    one = model.predict(x)
+    calls = []
+    real = sequential.Sequential._infer_parts
+
+    def spy(self, X, parts, ws, out):
+        calls.append((parts, _core.get_num_threads(), threading.get_ident()))
+        return real(self, X, parts, ws, out)
+
+    monkeypatch.setattr(sequential.Sequential, "_infer_parts", spy)
+    nn.set_num_threads(2)
+    two = model.predict(x)
+    assert len(calls) == 2 and all(threads == 1 for _, threads, _ in calls)
+    assert calls[0][2] != calls[1][2]                               # two threads
+    assert sorted(p for parts, _, _ in calls for p in parts) == \
+        list(sequential._sub_batches(23, 1024, 3, 2))               # every part once
+    assert nn.get_num_threads() == 2                                # this thread's count restored
+    assert np.array_equal(bits(one), bits(whole))
+    assert np.array_equal(bits(two), bits(whole))
+
+
+def test_predict_worker_error_reaches_the_caller(rng, num_threads, monkeypatch):
+    nn.manual_seed(4)
+    model = nn.models.small_cnn(image_size=12).eval()
+    monkeypatch.setattr(sequential, "_PREDICT_CHUNK_BYTES", 3 * 32 * 12 * 12 * 4)
+    model = nn.Sequential(*model.layers).eval()
+    x = rng.standard_normal((12, 1, 12, 12)).astype(np.float32)
+    real = sequential.Sequential._infer
+
+    def failing(self, X, ws):
+        if X.base is not None and X.__array_interface__["data"][0] != \
+                x.__array_interface__["data"][0]:
+            raise RuntimeError("boom in a later part")
+        return real(self, X, ws)
+
+    monkeypatch.setattr(sequential.Sequential, "_infer", failing)
+    nn.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="boom in a later part"):
+        model.predict(x)
+    monkeypatch.setattr(sequential.Sequential, "_infer", real)
+    assert np.isfinite(model.predict(x)).all()       # the pool still works
+
+
+def test_predict_workers_after_fork(rng, num_threads, monkeypatch):
+    """A forked child has none of the parent's pool threads: it makes its
+    own pool instead of waiting forever on the inherited one."""
+    multiprocessing = pytest.importorskip("multiprocessing")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    nn.manual_seed(5)
+    model = nn.models.small_cnn(image_size=12).eval()
+    monkeypatch.setattr(sequential, "_PREDICT_CHUNK_BYTES", 3 * 32 * 12 * 12 * 4)
+    model = nn.Sequential(*model.layers).eval()
+    x = rng.standard_normal((12, 1, 12, 12)).astype(np.float32)
+    nn.set_num_threads(2)
+    expected = model.predict(x)                      # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(model.predict, (x,)).get(timeout=60)
+    assert np.array_equal(bits(got), bits(expected))
 
 
 def test_feature_vectors_are_not_sub_batched():

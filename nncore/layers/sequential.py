@@ -2,8 +2,10 @@
 capabilities allow (see layers/base.py): an activation folded into the
 previous layer's epilogue, plain SGD folded into the backward pass, and
 predict through one C chain of GEMMs."""
+import concurrent.futures
 import functools
 import numbers
+import os
 import threading
 
 import numpy as np
@@ -84,18 +86,56 @@ def gemm_chain(layers):
     return tuple(tuple(link) for link in chain) or None
 
 
-def _sub_batches(n, batch_size, rows):
+def _sub_batches(n, batch_size, rows, multiple=1):
     """(start, stop) of predict's calls over n rows: the chunks of
     ``batch_size``, each split into parts of about ``rows`` (the cache
-    sub-batch), of sizes within one of each other and never of one row
-    unless the chunk is: a one-row call takes the GEMV path, whose sums
-    round differently from the GEMM's, while the GEMM's bits do not depend
-    on the rows beside a row, so the split changes no output bit."""
+    sub-batch; their count rounded up to a multiple of ``multiple``, the
+    workers sharing them), of sizes within one of each other and never of
+    one row unless the chunk is: a one-row call takes the GEMV path, whose
+    sums round differently from the GEMM's, while the GEMM's bits do not
+    depend on the rows beside a row, so the split changes no output bit."""
     for start in range(0, n, batch_size):
         size = min(batch_size, n - start)
-        parts = min(-(-size // rows), max(1, size // 2))
+        parts = -(-size // rows)
+        parts = min(-(-parts // multiple) * multiple, max(1, size // 2))
         for k in range(parts):
             yield start + size * k // parts, start + size * (k + 1) // parts
+
+
+class _Output:
+    """predict's result array, allocated at the first part's output shape
+    (parts may arrive from several workers)."""
+
+    __slots__ = ("n", "name", "array", "lock")
+
+    def __init__(self, n, name):
+        self.n, self.name, self.array, self.lock = n, name, None, threading.Lock()
+
+    def store(self, start, stop, y):
+        if self.array is None:
+            with self.lock:
+                if self.array is None:
+                    shape = (self.n,) + y.shape[1:]
+                    self.array = _guard.empty(
+                        shape, _F32, lambda: f"{self.name}.predict: the {shape} output")
+        self.array[start:stop] = y
+
+
+_POOL = None          # (pool, its size, the process that made it)
+_POOL_LOCK = threading.Lock()
+
+
+def _worker_pool(size):
+    """A process-wide pool of at least ``size`` threads for predict's workers
+    (its threads only run predict's parts, so they never wait on the pool).
+    A forked child makes its own: the parent's threads do not exist there."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[1] < size or _POOL[2] != os.getpid():
+            pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix="nncore-predict")
+            _POOL = (pool, size, os.getpid())
+        return _POOL[0]
 
 
 def _no_input_grad(backward, grad):
@@ -507,17 +547,61 @@ class Sequential(Layer):
                 if y.size >= _GUARD_FLOATS:
                     _guard.check_memory(4 * y.size, lambda: f"{self._name}.predict: the output")
                 return y.copy()
-            out = None
-            for start, stop in _sub_batches(n, batch_size, rows):
-                y = self._infer(X[start:stop], ws)
-                if out is None:
-                    shape = (n,) + y.shape[1:]
-                    out = _guard.empty(shape, _F32,
-                                       lambda: f"{self._name}.predict: the {shape} output")
-                out[start:stop] = y
+            # Images: one worker per thread, each running its share of the
+            # sub-batches on one thread, when each gets a whole sub-batch
+            workers = min(_core.get_num_threads(), n // rows)
+            parts = list(_sub_batches(n, batch_size, rows, max(workers, 1)))
+            out = _Output(n, self._name)
+            if workers < 2:
+                self._infer_parts(X, parts, ws, out)
+            else:
+                self._infer_parts_parallel(X, parts, ws, out, workers)
         finally:
             self._workspaces.append(ws)
-        return out
+        return out.array
+
+    def _infer_parts(self, X, parts, ws, out):
+        for start, stop in parts:
+            out.store(start, stop, self._infer(X[start:stop], ws))
+
+    def _infer_parts_one_thread(self, X, parts, out):
+        """_infer_parts with the kernels of this (worker) thread on one
+        OpenMP thread, in a workspace of its own from the pool."""
+        try:
+            ws = self._workspaces.pop()
+        except IndexError:
+            ws = Buffers(self._name + ".predict")
+        previous = _core.set_local_num_threads(1)
+        try:
+            self._infer_parts(X, parts, ws, out)
+        finally:
+            _core.set_local_num_threads(previous)
+            self._workspaces.append(ws)
+
+    def _infer_parts_parallel(self, X, parts, ws, out, workers):
+        """The parts in ``workers`` contiguous shares, each worker on one
+        thread (this thread takes the first share). For conv nets this beats
+        splitting every layer over the threads: no barrier per layer, no
+        thread idle while another packs weights or runs the Python between
+        kernels (ResNet-20 at 2 threads: ~2,300 images/s split by layer,
+        ~3,100 by worker). The bits are the same: each part is the same
+        call on the same rows, and no kernel's bits depend on its threads."""
+        shares = [parts[len(parts) * k // workers:len(parts) * (k + 1) // workers]
+                  for k in range(workers)]
+        pool = _worker_pool(workers - 1)
+        futures = [pool.submit(self._infer_parts_one_thread, X, share, out)
+                   for share in shares[1:]]
+        try:
+            previous = _core.set_local_num_threads(1)
+            try:
+                self._infer_parts(X, shares[0], ws, out)
+            finally:
+                _core.set_local_num_threads(previous)
+        finally:
+            for f in futures:      # every worker done before out is returned
+                f.exception()
+        for f in futures:
+            f.result()
 
     def _predict_rows(self, sample_shape):
         """Rows per sub-batch for samples of ``sample_shape``: the largest
