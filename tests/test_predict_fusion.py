@@ -136,13 +136,9 @@ def count_residual_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("skip", [True, False])
-def test_resnet_predict_fused_equals_unfused(isa, rng, num_threads, monkeypatch, skip):
-    nn.manual_seed(3)
-    model = nn.models.resnet(8, skip=skip, width=8)      # projections at both stride-2 stages
-    randomize_statistics(model, rng)
-    model.eval()
-    x = rng.standard_normal((5, 1, 12, 12)).astype(np.float32)
+def assert_fused_bitwise(model, x, monkeypatch, sums):
+    """predict on 1 and 2 threads: the unfused bits, with ``sums`` residual
+    sums run inside their convolutions."""
     for threads in (1, 2):
         nn.set_num_threads(threads)
         want = unfused_predict(model, x, monkeypatch)
@@ -150,7 +146,17 @@ def test_resnet_predict_fused_equals_unfused(isa, rng, num_threads, monkeypatch,
         got = model.predict(x)
         monkeypatch.undo()
         assert np.array_equal(bits(got), bits(want)), threads
-        assert len(calls) == (3 if skip else 0)       # every block's sum ran in its conv
+        assert len(calls) == sums
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_resnet_predict_fused_equals_unfused(isa, rng, num_threads, monkeypatch, skip):
+    nn.manual_seed(3)
+    model = nn.models.resnet(8, skip=skip, width=8)      # projections at both stride-2 stages
+    randomize_statistics(model, rng)
+    model.eval()
+    x = rng.standard_normal((5, 1, 12, 12)).astype(np.float32)
+    assert_fused_bitwise(model, x, monkeypatch, 3 if skip else 0)   # every block's sum
 
 
 def onnx_style_net(rng):
@@ -173,14 +179,7 @@ def test_onnx_style_blocks_fuse_bitwise(isa, rng, num_threads, monkeypatch):
     randomize_statistics(model, rng)
     model.eval()
     x = rng.standard_normal((3, 1, 10, 10)).astype(np.float32)
-    for threads in (1, 2):
-        nn.set_num_threads(threads)
-        want = unfused_predict(model, x, monkeypatch)
-        calls = count_residual_calls(monkeypatch)
-        got = model.predict(x)
-        monkeypatch.undo()
-        assert np.array_equal(bits(got), bits(want))
-        assert len(calls) == 3
+    assert_fused_bitwise(model, x, monkeypatch, 3)
 
 
 def test_residual_without_relu_after_and_no_fusable_tail(rng, monkeypatch):
@@ -363,43 +362,9 @@ def test_pytorch_resnet20_from_onnx_fuses_bitwise(tmp_path, rng, monkeypatch):
     predict runs all nine sums in the convolutions, with the unfused bits."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    import warnings
     from nncore import onnx as nox
-    tnn = torch.nn
-
-    class Block(tnn.Module):
-        def __init__(self, c_in, c_out, stride):
-            super().__init__()
-            self.body = tnn.Sequential(
-                tnn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), tnn.BatchNorm2d(c_out),
-                tnn.ReLU(), tnn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-                tnn.BatchNorm2d(c_out))
-            self.shortcut = (tnn.Sequential(tnn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                            tnn.BatchNorm2d(c_out))
-                             if stride != 1 or c_in != c_out else tnn.Identity())
-
-        def forward(self, x):
-            return torch.relu(self.body(x) + self.shortcut(x))
-
-    torch.manual_seed(0)
-    layers, c = [tnn.Conv2d(1, 16, 3, padding=1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU()], 16
-    for stage, c_out in enumerate((16, 32, 64)):
-        for block in range(3):
-            layers.append(Block(c, c_out, 2 if stage and not block else 1))
-            c = c_out
-    net = tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(64, 10))
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, tnn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    net.eval()
-    x = torch.randn(4, 1, 28, 28)
-    path = tmp_path / "resnet20.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(path), input_names=["x"], dynamo=False,
-                          dynamic_axes={"x": {0: "batch"}})
+    from torch_nets import export_torch
+    net, x, path = export_torch("resnet20", False, tmp_path)
     model = nox.load(path)
     want = unfused_predict(model, x.numpy(), monkeypatch)
     calls = count_residual_calls(monkeypatch)
