@@ -26,43 +26,16 @@ import time
 import numpy as np
 
 import nncore as nn
+from nncore.bench.cnn import torch_copy
 
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def torch_net(name):
-    import torch.nn as tnn
-    if name == "cnn":
-        return tnn.Sequential(tnn.Conv2d(1, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
-                              tnn.Conv2d(32, 64, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
-                              tnn.Flatten(), tnn.Linear(3136, 128), tnn.ReLU(),
-                              tnn.Linear(128, 10))
-
-    class Block(tnn.Module):
-        def __init__(self, c_in, c_out, stride):
-            super().__init__()
-            self.body = tnn.Sequential(
-                tnn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), tnn.BatchNorm2d(c_out),
-                tnn.ReLU(), tnn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-                tnn.BatchNorm2d(c_out))
-            self.short = None
-            if stride != 1 or c_in != c_out:
-                self.short = tnn.Sequential(tnn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                            tnn.BatchNorm2d(c_out))
-            self.relu = tnn.ReLU()
-
-        def forward(self, x):
-            return self.relu(self.body(x) + (self.short(x) if self.short is not None else x))
-
-    layers = [tnn.Conv2d(1, 16, 3, padding=1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU()]
-    c = 16
-    for stage, c_out in enumerate((16, 32, 64)):
-        for block in range(3):
-            layers.append(Block(c, c_out, 2 if stage > 0 and block == 0 else 1))
-            c = c_out
-    layers += [tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(64, 10)]
-    return tnn.Sequential(*layers)
+    """PyTorch's twin of nn_net(name): the same layers and initial weights
+    (nncore.bench.cnn.torch_copy, as `python -m nncore bench conv` uses)."""
+    return torch_copy(nn_net(name))
 
 
 def nn_net(name):

@@ -1008,6 +1008,12 @@ def conv2d_output_shape(tuple x_shape, tuple w_shape, stride=1, padding=0, dilat
     return (x_shape[0], w_shape[0], oh, ow)
 
 
+cdef _conv_act(str fn, int act):
+    if not nn_epilogue_supports(act):
+        raise ValueError(f"{fn}: act must be an activation the GEMM epilogue fuses "
+                         f"(one of {sorted(EPILOGUE_ACTS)}), got {act}")
+
+
 def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, padding=0,
                    dilation=1, groups=1, int act=0, bint bf16=False, object res=None):
     """y = act(conv2d(x, w) + b), PyTorch's Conv2d: x (n, c, h, w), w (o,
@@ -1023,9 +1029,7 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
     cdef int64_t oh, ow
     _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
     p.bf16 = bf16
-    if not nn_epilogue_supports(act):
-        raise ValueError(f"{fn}: act must be an activation the GEMM epilogue fuses "
-                         f"(one of {sorted(EPILOGUE_ACTS)}), got {act}")
+    _conv_act(fn, act)
     cdef const float *px = <const float *>cnp.PyArray_DATA(x)
     cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
     cdef const float *pb = NULL
@@ -1039,12 +1043,8 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
                  cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
                  ("res", <size_t>pr, ny if pr else 0)])
     cdef int status
-    with nogil:
-        if pr:
-            status = nn_conv2d_forward_res(&p, px, pw, pb, NULL, NULL, NULL, NULL, 0.0, pr,
-                                           py, act)
-        else:
-            status = nn_conv2d_forward(&p, px, pw, pb, py, act)
+    with nogil:       # (res NULL: nn_conv2d_forward itself)
+        status = nn_conv2d_forward_res(&p, px, pw, pb, NULL, NULL, NULL, NULL, 0.0, pr, py, act)
     check(status, fn)
 
 
@@ -1069,9 +1069,7 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
     _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
-    if not nn_epilogue_supports(act):
-        raise ValueError(f"{fn}: act must be an activation the GEMM epilogue fuses "
-                         f"(one of {sorted(EPILOGUE_ACTS)}), got {act}")
+    _conv_act(fn, act)
     if not eps >= 0.0:
         raise ValueError(f"{fn}: eps must be >= 0, got {eps}")
     cdef const float *px = <const float *>cnp.PyArray_DATA(x)
