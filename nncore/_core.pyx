@@ -5,9 +5,12 @@ Each function checks what C trusts (shapes, lengths), releases the GIL around
 the C call and turns C status codes into Python exceptions. Conversions of
 user input (dtype, order) happen in the Python modules, once, before here.
 """
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.pythread cimport PyThread_get_thread_ident
+from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 cimport numpy as cnp
+import threading
 
 cnp.import_array()
 
@@ -23,6 +26,217 @@ cdef int check(int status, str what) except -1:
 
 
 _init_status = nn_init()
+
+
+# ---- predict plans: a model's kernel calls recorded once, replayed in one call ----
+#
+# Sequential.predict records the kernel calls of one evaluation-mode pass
+# (record_plan) and replays them later without the Python between them
+# (PredictPlan.run): the same C calls on the same arrays, so the same bits.
+# Each binding a predict step uses adds its call to the plan this thread is
+# recording (_record), after the call succeeded.
+
+cdef enum:
+    _OP_CONV = 1
+    _OP_MAXPOOL = 2
+    _OP_AVGPOOL = 3
+    _OP_GLOBAL_AVGPOOL = 4
+    _OP_BATCHNORM_EVAL = 5
+    _OP_ACT = 6
+    _OP_DENSE = 7
+    _OP_ADD = 8
+
+ctypedef struct _plan_op:
+    int kind
+    int act
+    float param                      # LeakyReLU's slope; BatchNorm's eps
+    int64_t a, b, c                  # sizes (see _run_op)
+    nn_conv2d_params conv
+    nn_pool2d_params pool
+    nn_dense_layer dense             # one Dense layer (layers NULL) ...
+    const nn_dense_layer *layers     # ... or a DenseChain's (count of them)
+    int count
+    const float *x
+    const float *x2                  # the residual (conv), the second summand (add)
+    const float *w
+    const float *bias
+    const float *bn_weight
+    const float *bn_bias
+    const float *mean
+    const float *var
+    float *y
+
+
+cdef class PredictPlan:
+    """The kernel calls of one predict pass on inputs of one shape, in
+    order, with the arrays they read and write (kept alive here). ``run(x)``
+    copies x into the plan's input array and makes the calls in one C loop:
+    no Python between kernels. The arrays' contents may change between runs
+    (new weights are copied in place), not the arrays."""
+    cdef _plan_op *ops
+    cdef Py_ssize_t count, capacity
+    cdef list keep
+    cdef unsigned long thread
+    cdef readonly object input, output
+
+    def __cinit__(self):
+        self.keep = []
+
+    def __dealloc__(self):
+        PyMem_Free(self.ops)
+
+    @property
+    def calls(self):
+        """The number of kernel calls a run makes."""
+        return self.count
+
+    def run(self, cnp.ndarray x not None):
+        """The recorded pass on x (float32, C-contiguous, the recorded input's
+        shape); returns the plan's output array (overwritten by the next run)."""
+        cdef cnp.ndarray xin = <cnp.ndarray>self.input
+        if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(x)
+                or (<object>x).shape != (<object>xin).shape):
+            raise ValueError(f"predict plan: x must be float32, C-contiguous, of shape "
+                             f"{(<object>xin).shape}; got {x.dtype} {(<object>x).shape}")
+        cdef int status
+        with nogil:
+            memcpy(cnp.PyArray_DATA(xin), cnp.PyArray_DATA(x), <size_t>cnp.PyArray_NBYTES(xin))
+            status = _run_ops(self.ops, self.count)
+        check(status, "predict")
+        return self.output
+
+
+cdef PredictPlan _recording = None
+
+
+cdef _plan_op *_record(int kind, tuple arrays) except? NULL:
+    """A new zeroed op of the plan this thread records (its arrays kept
+    alive), or NULL when this thread records none."""
+    cdef PredictPlan plan = _recording
+    if plan is None or plan.thread != PyThread_get_thread_ident():
+        return NULL
+    cdef _plan_op *grown
+    if plan.count == plan.capacity:
+        grown = <_plan_op *>PyMem_Realloc(plan.ops, (2 * plan.capacity + 16) * sizeof(_plan_op))
+        if grown == NULL:
+            raise MemoryError("predict plan: the call list")
+        plan.ops, plan.capacity = grown, 2 * plan.capacity + 16
+    plan.keep.append(arrays)
+    cdef _plan_op *op = &plan.ops[plan.count]
+    plan.count += 1
+    memset(op, 0, sizeof(_plan_op))
+    op.kind = kind
+    return op
+
+
+_record_lock = threading.Lock()
+
+
+def record_plan(infer, cnp.ndarray x not None):
+    """Run ``infer(x_copy)`` once (a copy of x: the plan's input array),
+    recording the kernel calls this thread makes; returns ``(plan, y)``,
+    y its output. plan is None when y is not the output of a recorded call
+    (some step computed outside the recorded bindings) or nothing was
+    recorded. The caller guarantees that every step of ``infer`` computes
+    through recording bindings (Sequential.predict_traceable)."""
+    global _recording
+    cdef PredictPlan plan = PredictPlan()
+    plan.thread = PyThread_get_thread_ident()
+    plan.input = x.copy()
+    with _record_lock:      # one recording at a time (other threads' calls are not in it)
+        _recording = plan
+        try:
+            y = infer(plan.input)
+        finally:
+            _recording = None
+    cdef Py_ssize_t i
+    if (not isinstance(y, cnp.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>y) != cnp.NPY_FLOAT32
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y)):
+        return None, y
+    cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    for i in range(plan.count):
+        if plan.ops[i].y == py:
+            plan.output = y
+            return plan, y
+    return None, y
+
+
+cdef int _act_run(int act, int64_t rows, int64_t cols, const float *x, float *y,
+                  float param) noexcept nogil:
+    """y = act(x) over rows * cols floats (softmax: per row); -1 for an
+    unknown code."""
+    cdef int64_t n = rows * cols
+    if act == NN_ACT_RELU:
+        nn_relu_forward(n, x, y)
+    elif act == NN_ACT_LEAKY_RELU:
+        nn_leaky_relu_forward(n, x, y, param)
+    elif act == NN_ACT_SIGMOID:
+        nn_sigmoid_forward(n, x, y)
+    elif act == NN_ACT_TANH:
+        nn_tanh_forward(n, x, y)
+    elif act == NN_ACT_GELU:
+        nn_gelu_forward(n, x, y)
+    elif act == NN_ACT_SOFTMAX:
+        nn_softmax_forward(rows, cols, x, y)
+    else:
+        return -1
+    return 0
+
+
+cdef int _run_ops(const _plan_op *ops, Py_ssize_t count) noexcept nogil:
+    """The recorded calls in order; the first failing status, else NN_OK."""
+    cdef Py_ssize_t i
+    cdef int64_t j
+    cdef int status
+    cdef const _plan_op *op
+    for i in range(count):
+        op = &ops[i]
+        status = NN_OK
+        if op.kind == _OP_CONV:
+            status = nn_conv2d_forward_res(&op.conv, op.x, op.w, op.bias, op.bn_weight,
+                                           op.bn_bias, op.mean, op.var, op.param, op.x2, op.y,
+                                           op.act)
+        elif op.kind == _OP_MAXPOOL:
+            nn_maxpool2d_forward(op.a, &op.pool, op.x, op.y, NULL)
+        elif op.kind == _OP_AVGPOOL:
+            nn_avgpool2d_forward(op.a, &op.pool, op.x, op.y)
+        elif op.kind == _OP_GLOBAL_AVGPOOL:
+            nn_global_avgpool_forward(op.a, op.b, op.x, op.y)
+        elif op.kind == _OP_BATCHNORM_EVAL:
+            nn_batchnorm_forward_eval(op.a, op.b, op.c, op.x, op.bn_weight, op.bn_bias,
+                                      op.mean, op.var, op.param, op.y)
+        elif op.kind == _OP_ACT:
+            if _act_run(op.act, op.a, op.b, op.x, op.y, op.param) != 0:
+                status = NN_EINVAL
+        elif op.kind == _OP_DENSE:
+            status = nn_dense_chain(op.a, op.x, op.count,
+                                    op.layers if op.layers != NULL else &op.dense)
+        elif op.kind == _OP_ADD:
+            for j in range(op.a):
+                op.y[j] = op.x[j] + op.x2[j]
+        else:
+            status = NN_EINVAL
+        if status != NN_OK:
+            return status
+    return NN_OK
+
+
+def add(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray y not None):
+    """y = a + b elementwise (float32 arrays of one shape; y may be a or b)."""
+    cdef str fn = "add"
+    cdef int64_t n = cnp.PyArray_SIZE(a), j
+    if (<object>b).shape != (<object>a).shape or (<object>y).shape != (<object>a).shape:
+        raise ValueError(f"{fn}: shapes {(<object>a).shape}, {(<object>b).shape} and "
+                         f"{(<object>y).shape} must match")
+    cdef const float *pa = _fin(a, n, fn, "a")
+    cdef const float *pb = _fin(b, n, fn, "b")
+    cdef float *py = _fout(y, n, fn, "y")
+    with nogil:
+        for j in range(n):
+            py[j] = pa[j] + pb[j]
+    cdef _plan_op *op = _record(_OP_ADD, (a, b, y))
+    if op != NULL:
+        op.a, op.x, op.x2, op.y = n, pa, pb, py
 
 
 def init_error():
@@ -259,22 +473,14 @@ def act_forward(int act, cnp.ndarray x not None, cnp.ndarray y not None, float p
     cdef float *py = _fout(y, n, "act_forward", "y")
     if n == 0:
         return
+    cdef int status
     with nogil:
-        if act == NN_ACT_RELU:
-            nn_relu_forward(n, px, py)
-        elif act == NN_ACT_LEAKY_RELU:
-            nn_leaky_relu_forward(n, px, py, param)
-        elif act == NN_ACT_SIGMOID:
-            nn_sigmoid_forward(n, px, py)
-        elif act == NN_ACT_TANH:
-            nn_tanh_forward(n, px, py)
-        elif act == NN_ACT_GELU:
-            nn_gelu_forward(n, px, py)
-        elif act == NN_ACT_SOFTMAX:
-            nn_softmax_forward(rows, cols, px, py)
-        else:
-            with gil:
-                raise ValueError(f"act_forward: unknown activation code {act}")
+        status = _act_run(act, rows, cols, px, py, param)
+    if status != 0:
+        raise ValueError(f"act_forward: unknown activation code {act}")
+    cdef _plan_op *op = _record(_OP_ACT, (x, y))
+    if op != NULL:
+        op.act, op.a, op.b, op.x, op.y, op.param = act, rows, cols, px, py, param
 
 
 def act_backward(int act, cnp.ndarray saved not None, cnp.ndarray dy not None,
@@ -347,6 +553,9 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
         else:
             status = nn_dense_chain(m, px, 1, &layer)
     check(status, "dense_forward")
+    cdef _plan_op *op = NULL if bf16 else _record(_OP_DENSE, (x, w, b, y))
+    if op != NULL:
+        op.a, op.x, op.dense, op.count = m, px, layer, 1
 
 
 cdef class DenseChain:
@@ -397,6 +606,9 @@ cdef class DenseChain:
         with nogil:
             status = nn_dense_chain(m, px, self.count, self.layers)
         check(status, "dense_chain")
+        cdef _plan_op *op = _record(_OP_DENSE, (x, self))
+        if op != NULL:
+            op.a, op.x, op.layers, op.count = m, px, self.layers, self.count
         return self.arrays[1][self.count - 1]
 
 
@@ -1046,6 +1258,9 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
     with nogil:       # (res NULL: nn_conv2d_forward itself)
         status = nn_conv2d_forward_res(&p, px, pw, pb, NULL, NULL, NULL, NULL, 0.0, pr, py, act)
     check(status, fn)
+    cdef _plan_op *op = _record(_OP_CONV, (x, w, b, y, res))
+    if op != NULL:
+        op.conv, op.x, op.w, op.bias, op.x2, op.y, op.act = p, px, pw, pb, pr, py, act
 
 
 cdef const float *_residual(object res, object y, bint bf16, str fn) except? NULL:
@@ -1094,6 +1309,11 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
         status = nn_conv2d_forward_res(&p, px, pw, pb, pg, pbb, prm, prv, <float>eps, pr, py,
                                        act)
     check(status, fn)
+    cdef _plan_op *op = _record(_OP_CONV, (x, w, b, bn_weight, bn_bias, running_mean,
+                                           running_var, y, res))
+    if op != NULL:
+        op.conv, op.x, op.w, op.bias, op.x2, op.y, op.act = p, px, pw, pb, pr, py, act
+        op.bn_weight, op.bn_bias, op.mean, op.var, op.param = pg, pbb, prm, prv, <float>eps
 
 
 def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object dw,
@@ -1192,6 +1412,9 @@ def maxpool2d_forward(cnp.ndarray x, object y, object argmax, kernel_size, strid
         return
     with nogil:
         nn_maxpool2d_forward(planes, &p, px, py, pa)
+    cdef _plan_op *op = NULL if pa != NULL else _record(_OP_MAXPOOL, (x, y))
+    if op != NULL:
+        op.a, op.pool, op.x, op.y = planes, p, px, py
 
 
 cdef int32_t *_ishape(object a, tuple shape, bint writable, str fn, str name) except NULL:
@@ -1263,6 +1486,9 @@ def avgpool2d_forward(cnp.ndarray x, object y, kernel_size, stride=None, padding
         return
     with nogil:
         nn_avgpool2d_forward(planes, &p, px, py)
+    cdef _plan_op *op = _record(_OP_AVGPOOL, (x, y))
+    if op != NULL:
+        op.a, op.pool, op.x, op.y = planes, p, px, py
 
 
 def avgpool2d_backward(object dy, object dx, kernel_size, stride=None, padding=0):
@@ -1299,6 +1525,9 @@ def global_avgpool_forward(cnp.ndarray x, object y):
         return
     with nogil:
         nn_global_avgpool_forward(d[0] * d[1], d[2] * d[3], px, py)
+    cdef _plan_op *op = _record(_OP_GLOBAL_AVGPOOL, (x, y))
+    if op != NULL:
+        op.a, op.b, op.x, op.y = d[0] * d[1], d[2] * d[3], px, py
 
 
 def global_avgpool_backward(object dy, cnp.ndarray dx):
@@ -1413,6 +1642,11 @@ def batchnorm_forward_eval(cnp.ndarray x, object weight, object bias, object run
         return
     with nogil:
         nn_batchnorm_forward_eval(n, c, hw, px, pw, pb, prm, prv, <float>eps, py)
+    cdef _plan_op *op = _record(_OP_BATCHNORM_EVAL, (x, weight, bias, running_mean,
+                                                      running_var, y))
+    if op != NULL:
+        op.a, op.b, op.c, op.x, op.y, op.param = n, c, hw, px, py, <float>eps
+        op.bn_weight, op.bn_bias, op.mean, op.var = pw, pb, prm, prv
 
 
 def batchnorm_backward(cnp.ndarray x, object dy, object weight, object mean, object invstd,

@@ -87,6 +87,7 @@ class ReLU(_Activation):
     ``Sequential`` it is fused there (same result, one pass fewer)."""
 
     act_name = "relu"
+    predict_traceable = True
 
 
 @register_layer
@@ -94,6 +95,7 @@ class LeakyReLU(_Activation):
     """x where x > 0, else negative_slope * x (PyTorch's default slope 0.01)."""
 
     act_name = "leaky_relu"
+    predict_traceable = True
     _saves_output = False
 
     def __init__(self, negative_slope=0.01):
@@ -114,6 +116,7 @@ class Sigmoid(_Activation):
     """1 / (1 + exp(-x))."""
 
     act_name = "sigmoid"
+    predict_traceable = True
 
 
 @register_layer
@@ -121,6 +124,7 @@ class Tanh(_Activation):
     """tanh(x)."""
 
     act_name = "tanh"
+    predict_traceable = True
 
 
 @register_layer
@@ -128,6 +132,7 @@ class GELU(_Activation):
     """The exact GELU, x * Phi(x) (PyTorch's default, approximate='none')."""
 
     act_name = "gelu"
+    predict_traceable = True
     _saves_output = False
 
 
@@ -138,6 +143,7 @@ class Softmax(_Activation):
     and ``Sequential.predict_proba`` for probabilities."""
 
     act_name = "softmax"
+    predict_traceable = True
 
     @staticmethod
     def _kernel_forward(code, x, y, param):

@@ -122,7 +122,7 @@ class Buffers:
     Residual keeps its input and its shortcut's output across its body);
     ``take`` never hands out a buffer holding a live array."""
 
-    __slots__ = ("_bases", "_owner", "_chain", "_flat", "_held")
+    __slots__ = ("_bases", "_owner", "_chain", "_flat", "_held", "plans")
 
     def __init__(self, owner):
         self._bases = {}
@@ -130,6 +130,7 @@ class Buffers:
         self._chain = None
         self._flat = []       # take's buffers: 1-D float32, grown in place of the old
         self._held = []       # arrays kept live by hold()
+        self.plans = {}       # predict plans by input shape (Sequential._infer_recorded)
 
     def take(self, shape, *live):
         """A float32 array of ``shape`` (a view of one of the flat buffers)
@@ -192,6 +193,7 @@ class Buffers:
     def clear(self):
         self._bases.clear()
         self._chain = None
+        self.plans.clear()
         self._flat.clear()
         self._held.clear()
 
@@ -215,6 +217,16 @@ class Layer:
     identity_in_eval = False
     supports_bf16 = False
     _bf16 = False
+    # Whether the layer's predict steps (_infer, infer_act, ...) compute only
+    # through _core bindings that record into a predict plan (see
+    # Sequential.predict). A class must say so itself: a subclass that does
+    # not set it again is not traceable, since it may compute otherwise.
+    predict_traceable = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "predict_traceable" not in cls.__dict__:
+            cls.predict_traceable = False
 
     @property
     def _name(self):

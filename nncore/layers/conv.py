@@ -72,6 +72,8 @@ class Conv2d(WeightedLayer):
     ``grad_weight``, ``grad_bias``; assigning one copies into it.
     """
 
+    predict_traceable = True
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, activation=None, *, init="auto"):
         config = {"in_channels": in_channels, "out_channels": out_channels,

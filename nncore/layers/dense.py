@@ -59,6 +59,8 @@ class Dense(WeightedLayer):
     array, so optimizers and ``parameters()`` keep referring to it.
     """
 
+    predict_traceable = True
+
     def __init__(self, in_features, out_features, activation=None, *, bias=True, init="auto"):
         self.in_features = _check_size("in_features", in_features)
         self.out_features = _check_size("out_features", out_features)

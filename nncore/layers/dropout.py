@@ -19,6 +19,8 @@ class Dropout(Layer):
     is reproducible under ``nncore.manual_seed`` and the masks do not depend
     on the thread count."""
 
+    predict_traceable = True
+
     same_shape = True
     identity_in_eval = True
 

@@ -12,6 +12,8 @@ class Flatten(Layer):
     """Flattens every axis but the batch axis (PyTorch's ``nn.Flatten()``).
     Both passes return views: no copy, no buffer."""
 
+    predict_traceable = True
+
     def __init__(self):
         self._in_shape = None
 

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from .. import _core, _guard
-from ..validation import layer_input
+from ..validation import check_finite, layer_input
 from .base import Buffers, Layer, Param, check_grad, is_batch, not_ready
 from .registry import register_layer
 
@@ -21,6 +21,37 @@ def _ones(n, what):
     return arr
 
 
+class _OwnArray:
+    """A per-channel array attribute that keeps its identity for the layer's
+    life (optimizers and predict's recorded plans hold the array): the
+    constructor sets it (an array, or None when the layer has none), and
+    later assignments copy into it, as Dense's ``weight`` does."""
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, layer, owner=None):
+        return self if layer is None else layer.__dict__[self.slot]
+
+    def __set__(self, layer, value):
+        if self.slot not in layer.__dict__:         # the constructor's
+            layer.__dict__[self.slot] = value
+            return
+        target = layer.__dict__[self.slot]
+        if target is None:
+            raise ValueError(f"{layer._name} has no {self.name} (see affine and "
+                             f"track_running_stats)")
+        arr = _guard.as_array(value, layer._name, self.name)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{layer._name}: {self.name} must hold real numbers, got {arr.dtype}")
+        if arr.shape != target.shape:
+            raise ValueError(f"{layer._name}: {self.name} has shape {arr.shape}, expected "
+                             f"{target.shape}")
+        if not self.name.startswith("grad"):
+            check_finite(layer._name, self.name, arr)
+        target[...] = arr
+
+
 class _BatchNorm(Layer):
     """Normalises each channel (axis 1) over the batch and the other axes.
 
@@ -34,6 +65,18 @@ class _BatchNorm(Layer):
 
     same_shape = True
     _ranks = ()        # accepted input ranks, batch included
+
+    weight = _OwnArray()
+    bias = _OwnArray()
+    grad_weight = _OwnArray()
+    grad_bias = _OwnArray()
+    running_mean = _OwnArray()
+    running_var = _OwnArray()
+
+    @property
+    def eps(self):
+        """Fixed at construction (predict's recorded plans hold it)."""
+        return self._eps
 
     @property
     def eval_affine(self):
@@ -56,11 +99,10 @@ class _BatchNorm(Layer):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
         self.num_features = c = int(num_features)
-        self.eps, self.momentum = float(eps), float(momentum)
+        self._eps, self.momentum = float(eps), float(momentum)
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         what = f"{self._name}: its parameters"
-        # arrays of their own, updated in place (optimizers hold them): write
-        # into them (bn.weight[...] = w), do not rebind them
+        # arrays of their own, updated in place (see _OwnArray)
         self.weight = _ones(c, what) if affine else None
         self.bias = _guard.zeros(c, _F32, what) if affine else None
         self.grad_weight = _guard.zeros(c, _F32, what) if affine else None
@@ -211,6 +253,9 @@ class _BatchNorm(Layer):
 class BatchNorm1d(_BatchNorm):
     """Batch normalisation of (N, C) or (N, C, L) inputs (PyTorch's BatchNorm1d)."""
 
+    # predict's steps are recorded kernel calls when it uses the running statistics
+    predict_traceable = _BatchNorm.eval_affine
+
     _ranks = (2, 3)
     _sample_desc = "shape (C,) or (C, L) with C = num_features"
 
@@ -218,6 +263,9 @@ class BatchNorm1d(_BatchNorm):
 @register_layer
 class BatchNorm2d(_BatchNorm):
     """Batch normalisation of (N, C, H, W) inputs (PyTorch's BatchNorm2d)."""
+
+    # predict's steps are recorded kernel calls when it uses the running statistics
+    predict_traceable = _BatchNorm.eval_affine
 
     _ranks = (4,)
     _sample_desc = "shape (C, H, W) with C = num_features"

@@ -83,6 +83,8 @@ class MaxPool2d(_Pool2d):
     gradient is masked by (y > 0) as it is spread, in the same pass, with
     the bits of the two separate steps."""
 
+    predict_traceable = True
+
     absorbs_relu_backward = True
 
     def _resize(self, out):
@@ -117,6 +119,8 @@ class AvgPool2d(_Pool2d):
     """The mean of each window, padding counted as zeros in the divisor
     (PyTorch's default count_include_pad=True)."""
 
+    predict_traceable = True
+
     def _resize(self, out):
         self._y = self._buf.get("y", out)
         self._dx = None
@@ -146,6 +150,8 @@ class AvgPool2d(_Pool2d):
 class GlobalAvgPool2d(Layer):
     """The mean of each channel's plane: (N, C, H, W) -> (N, C), as
     PyTorch's AdaptiveAvgPool2d(1) followed by flattening."""
+
+    predict_traceable = True
 
     def __init__(self):
         self._buf = Buffers(self._name)

@@ -45,6 +45,10 @@ class Residual(Layer):
     # ---- self-description ----
 
     @property
+    def predict_traceable(self):
+        return all(layer.predict_traceable for _, layer in self._branches)
+
+    @property
     def input_shape(self):
         return self.body.input_shape
 
@@ -94,8 +98,12 @@ class Residual(Layer):
         if a.shape != b.shape:
             raise ValueError(f"{self._name}: the body gives shape {a.shape}, the shortcut "
                              f"{b.shape}; they must match")
-        out = ws.take(a.shape, a, b) if ws is not None else self._buf.get(name, a.shape)
-        np.add(a, b, out=out)
+        if ws is None:
+            out = self._buf.get(name, a.shape)
+            np.add(a, b, out=out)
+        else:       # predict: a recorded kernel call (see Sequential.predict)
+            out = ws.take(a.shape, a, b)
+            _core.add(a, b, out)
         return out
 
     def forward(self, x):
