@@ -361,6 +361,7 @@ cdef class DenseChain:
     cdef int count
     cdef readonly int64_t rows, features
     cdef tuple arrays
+    cdef cnp.ndarray last        # the last layer's output array
 
     def __cinit__(self, int64_t rows, int64_t features, tuple layers not None,
                   tuple outs not None):
@@ -380,13 +381,12 @@ cdef class DenseChain:
             _dense_layer(rows, k, w, b, outs[i], act, "dense_chain", &self.layers[i])
             k = self.layers[i].n_out
         self.arrays = (layers, outs)
+        self.last = outs[count - 1]
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
 
-    def run(self, cnp.ndarray x not None):
-        """The chain on x, float32 C-contiguous (rows, features); returns the
-        last output array (the plan's own)."""
+    cdef int _run(self, cnp.ndarray x) except -1:
         cdef int64_t m, k
         _matrix(x, &m, &k, "dense_chain", "x")
         if m != self.rows or k != self.features:
@@ -396,8 +396,19 @@ cdef class DenseChain:
         cdef int status
         with nogil:
             status = nn_dense_chain(m, px, self.count, self.layers)
-        check(status, "dense_chain")
-        return self.arrays[1][self.count - 1]
+        return check(status, "dense_chain")
+
+    def run(self, cnp.ndarray x not None):
+        """The chain on x, float32 C-contiguous (rows, features); returns the
+        last output array (the plan's own, overwritten by the next run)."""
+        self._run(x)
+        return self.last
+
+    def predict(self, cnp.ndarray x not None):
+        """run(x), returning a new array with the last output (the caller's
+        to keep): predict's result without another Python call to copy it."""
+        self._run(x)
+        return cnp.PyArray_NewCopy(self.last, cnp.NPY_CORDER)
 
 
 

@@ -306,6 +306,60 @@ def test_predict_one_sample_chain_unsplit_layers_around_a_split_one(isa, rng, nu
         np.testing.assert_array_equal(model.predict(x), want)
 
 
+def test_predict_one_sample_chain_several_barriers(isa, rng, num_threads):
+    # Four split layers (three barriers inside the region) and a last one
+    # after it, for more threads than this machine has cores too (waiters
+    # that spin, then yield): the bits of layer-by-layer forward every time.
+    nn.manual_seed(2)
+    model = nn.Sequential(nn.Dense(200, 256, activation="relu"), nn.Dense(256, 320),
+                          nn.ReLU(), nn.Dense(320, 192, activation="relu"),
+                          nn.Dense(192, 130, activation="relu"), nn.Dense(130, 7)).eval()
+    assert model._chain is not None
+    x = rng.standard_normal((1, 200)).astype(np.float32)
+    want = model.forward(x).copy()
+    h = x.astype(np.float64)
+    dense = [layer for layer in model.layers if isinstance(layer, nn.Dense)]
+    for layer in dense:
+        h = h @ layer.weight.astype(np.float64) + layer.bias
+        h = np.maximum(h, 0) if layer is not dense[-1] else h
+    np.testing.assert_allclose(want, h, rtol=1e-4, atol=1e-4)
+    for threads in (1, 2, 3, 4):
+        nn.set_num_threads(threads)
+        for _ in range(20):
+            np.testing.assert_array_equal(model.predict(x), want)
+
+
+def test_predict_one_chunk_of_feature_vectors(rng):
+    # float32 C-contiguous rows of the first layer's width, at most one
+    # chunk: one C call (DenseChain.predict). Same bits as the general path,
+    # a new array each call, and every check of the general path still made.
+    nn.manual_seed(3)
+    model = nn.Sequential(nn.Dense(6, 9), nn.ReLU(), nn.Dense(9, 4)).eval()
+    X = rng.standard_normal((5, 6)).astype(np.float32)
+    want = model.forward(X).copy()
+    first = model.predict(X)
+    np.testing.assert_array_equal(first, want)
+    second = model.predict(X[:1])                    # another size: a new plan
+    np.testing.assert_array_equal(second, want[:1])
+    third = model.predict(X)
+    assert not np.shares_memory(first, third) and not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, want)       # untouched by the later calls
+    third[...] = 7.0                                 # the caller's own array
+    np.testing.assert_array_equal(model.predict(X), want)
+    # the same bits through the general path: converted inputs, chunks
+    np.testing.assert_array_equal(model.predict(X.astype(np.float64)), want)
+    np.testing.assert_array_equal(model.predict(np.asfortranarray(X)), want)
+    np.testing.assert_array_equal(model.predict(X, batch_size=2), want)
+    np.testing.assert_array_equal(model.predict(X, batch_size=np.int64(5)), want)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            model.predict(X, batch_size=bad)
+    with pytest.raises(ValueError, match="has 5 features, expected 6"):
+        model.predict(X[:, :5].copy())
+    with pytest.raises(ValueError, match="empty batch"):
+        model.predict(X[:0])
+
+
 def test_dense_chain_checks_its_arguments():
     x, w = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
     out = np.empty((2, 4), np.float32)
@@ -333,6 +387,12 @@ def test_dense_chain_checks_its_arguments():
         _core.DenseChain(2, 4, ((w, None, relu),), (out,))
     w[...] = 2.0                                     # contents may change between runs
     np.testing.assert_array_equal(plan.run(x), np.full((2, 4), 6.5, np.float32))
+    # predict: the same values in a new array of the caller's
+    got = plan.predict(x)
+    assert got.flags.owndata and not np.shares_memory(got, out)
+    np.testing.assert_array_equal(got, np.full((2, 4), 6.5, np.float32))
+    with pytest.raises(ValueError, match=r"x has shape \(1, 3\), expected \(2, 3\)"):
+        plan.predict(x[:1])
 
 
 def test_predict_proba(rng):
