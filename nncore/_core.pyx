@@ -7,6 +7,7 @@ user input (dtype, order) happen in the Python modules, once, before here.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
+from libc.string cimport memcpy
 cimport numpy as cnp
 
 cnp.import_array()
@@ -404,11 +405,64 @@ cdef class DenseChain:
         self._run(x)
         return self.last
 
-    def predict(self, cnp.ndarray x not None):
+    cdef cnp.ndarray _predict(self, cnp.ndarray x):
         """run(x), returning a new array with the last output (the caller's
-        to keep): predict's result without another Python call to copy it."""
+        to keep)."""
         self._run(x)
-        return cnp.PyArray_NewCopy(self.last, cnp.NPY_CORDER)
+        # A new C-order array and memcpy: ~0.1 us for a (1, 10) result,
+        # against ~0.3 us for PyArray_NewCopy (its general copy machinery).
+        cdef cnp.ndarray last = self.last
+        cdef cnp.ndarray y = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(last), cnp.NPY_FLOAT32, 0)
+        memcpy(cnp.PyArray_DATA(y), cnp.PyArray_DATA(last), cnp.PyArray_NBYTES(last))
+        return y
+
+
+cdef class ChainPredictor:
+    """Sequential.predict's path for one chunk of feature vectors through a
+    chain of Dense layers: ``predict(x, batch_size)`` returns the chain's
+    output for x in a new array when x is a float32 C-contiguous aligned
+    (n, features) ndarray with 1 <= n <= batch_size (an int) and an output
+    of at most ``max_floats`` floats; else None, and the caller's general
+    path converts, chunks, checks the memory or names the problem.
+
+    Each call runs a DenseChain plan of n rows, which writes into the
+    buffers of a workspace: a (workspace, plan) pair taken from a list of
+    free ones and put back after the call, so concurrent calls never share
+    one (the list operations run under the GIL, the chain without it).
+    ``make_plan(workspace, n)`` gives the pair for n rows when the plan
+    taken has other rows (in that workspace, whose buffers it reuses) or
+    none is free (workspace None: a new one)."""
+    cdef readonly int64_t features
+    cdef int64_t max_rows
+    cdef readonly list free      # (workspace, plan) pairs not in use
+    cdef object make_plan
+
+    def __cinit__(self, int64_t features, int64_t width, int64_t max_floats,
+                  object make_plan not None):
+        self.features = features
+        self.max_rows = max_floats // width if width > 0 else max_floats
+        self.free = []
+        self.make_plan = make_plan
+
+    def predict(self, object x, object batch_size):
+        if type(batch_size) is not int:
+            return None
+        cdef Py_ssize_t n = _rows_f32(x, self.features)
+        if n <= 0 or n > self.max_rows or n > batch_size:
+            return None
+        cdef tuple pair
+        try:
+            pair = self.free.pop()
+        except IndexError:
+            pair = self.make_plan(None, n)
+        cdef DenseChain plan = pair[1]
+        if plan.rows != n:
+            pair = self.make_plan(pair[0], n)
+            plan = pair[1]
+        try:
+            return plan._predict(x)
+        finally:
+            self.free.append(pair)
 
 
 
@@ -771,6 +825,10 @@ def rows_f32(object x, Py_ssize_t cols):
     """The number of rows of x when it is a float32, C-contiguous, aligned 2-D
     ndarray with at least one row and `cols` columns (any number if cols < 0),
     else -1. The layers' fast path: when it says yes, x needs no conversion."""
+    return _rows_f32(x, cols)
+
+
+cdef inline Py_ssize_t _rows_f32(object x, Py_ssize_t cols):
     if not cnp.PyArray_Check(x):
         return -1
     cdef cnp.ndarray a = <cnp.ndarray>x
