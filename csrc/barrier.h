@@ -4,9 +4,8 @@
  *
  * Why not `#pragma omp barrier`: libgomp's barrier makes a futex_wake
  * system call every time the last thread arrives, whether anyone sleeps or
- * not (strace: one per barrier). On the Zen 4 VM that put ~0.3 us on each
- * barrier of the 784-256-128-10 one-sample chain (5.6 -> 5.3 us, 2 threads,
- * medians of 4 x 4,000 runs), whose layers take 0.2-4 us.
+ * not, a cost of the order of the chain's smaller layers (measured in
+ * docs/measurements.md).
  *
  * A waiter spins for NN_BARRIER_SPINS pauses, then yields its CPU between
  * checks, so a team with more threads than free cores still moves on (a

@@ -28,7 +28,7 @@ static int chain_layer_splits(const nn_dense_layer *L)
  * per layer; a barrier between layers, as each reads all of the previous
  * output: nn_barrier, which spins, not the runtime's, see barrier.h); the
  * unsplit layers after it run on the calling thread once the region has
- * joined, which saves their barriers. */
+ * joined, which saves their barriers. With one thread there is no region. */
 static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int count,
                               const nn_dense_layer *layers)
 {
@@ -46,9 +46,12 @@ static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int cou
     if (work == NULL)
         return NN_ENOMEM;
     const int nt = largest >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
+    if (nt == 1)
+        tail = 0; /* every layer below, without a region: libgomp sets up a team even
+                   * for one thread (see docs/measurements.md) */
     if (tail > 0) {
         nn_barrier bar = NN_BARRIER_INIT;
-#pragma omp parallel num_threads(nt) if (nt > 1) shared(bar)
+#pragma omp parallel num_threads(nt) shared(bar)
         {
             const int t = omp_get_thread_num(), team = omp_get_num_threads();
             const float *in = x;

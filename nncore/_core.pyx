@@ -409,8 +409,8 @@ cdef class DenseChain:
         """run(x), returning a new array with the last output (the caller's
         to keep)."""
         self._run(x)
-        # A new C-order array and memcpy: ~0.1 us for a (1, 10) result,
-        # against ~0.3 us for PyArray_NewCopy (its general copy machinery).
+        # A new C-order array and memcpy: a third of the time of
+        # PyArray_NewCopy (its general copy machinery) for a one-row result.
         cdef cnp.ndarray last = self.last
         cdef cnp.ndarray y = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(last), cnp.NPY_FLOAT32, 0)
         memcpy(cnp.PyArray_DATA(y), cnp.PyArray_DATA(last), cnp.PyArray_NBYTES(last))
