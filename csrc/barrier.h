@@ -7,16 +7,19 @@
  * not, a cost of the order of the chain's smaller layers (measured in
  * docs/measurements.md).
  *
- * A waiter spins for NN_BARRIER_SPINS pauses, then yields its CPU between
- * checks, so a team with more threads than free cores still moves on (a
- * descheduled teammate gets the core). Memory: everything a thread wrote
- * before the barrier is visible to every thread after it (the arrival is a
- * release, the wait ends with an acquire). */
+ * A waiter spins for NN_BARRIER_SPINS pauses (~0.1 ms on Zen 4; teammates
+ * normally arrive within microseconds), then sleeps between checks. Sleep,
+ * not sched_yield: a teammate preempted by another process waits in the
+ * queue of its own core, and a yielding waiter keeps this core busy, so
+ * the scheduler does not move the teammate here; the wait then lasted a
+ * time slice (milliseconds; docs/measurements.md). Memory: everything a
+ * thread wrote before the barrier is visible to every thread after it (the
+ * arrival is a release, the wait ends with an acquire). */
 #ifndef NN_BARRIER_H
 #define NN_BARRIER_H
 
-#include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #define NN_BARRIER_SPINS 4096
 
@@ -54,7 +57,8 @@ static inline void nn_barrier_wait(nn_barrier *bar, int team)
             nn_cpu_relax();
             spins++;
         } else {
-            sched_yield();
+            const struct timespec nap = {0, 1000}; /* the timer's slack makes it ~60 us */
+            nanosleep(&nap, NULL);
         }
     }
 }
