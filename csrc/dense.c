@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <omp.h>
+#include "barrier.h"
 #include "gemm.h"
 #include "profile.h"
 #include "workspace.h"
@@ -25,8 +26,9 @@ static int chain_layer_splits(const nn_dense_layer *L)
 /* One sample through the chain: every layer a gemv_n. The layers up to the
  * last split one run in one parallel region (one fork/join instead of one
  * per layer; a barrier between layers, as each reads all of the previous
- * output); the unsplit layers after it run on the calling thread once the
- * region has joined, which saves their barriers. */
+ * output: nn_barrier, which spins, not the runtime's, see barrier.h); the
+ * unsplit layers after it run on the calling thread once the region has
+ * joined, which saves their barriers. With one thread there is no region. */
 static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int count,
                               const nn_dense_layer *layers)
 {
@@ -44,8 +46,12 @@ static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int cou
     if (work == NULL)
         return NN_ENOMEM;
     const int nt = largest >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
+    if (nt == 1)
+        tail = 0; /* every layer below, without a region: libgomp sets up a team even
+                   * for one thread (see docs/measurements.md) */
     if (tail > 0) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
+        nn_barrier bar = NN_BARRIER_INIT;
+#pragma omp parallel num_threads(nt) shared(bar)
         {
             const int t = omp_get_thread_num(), team = omp_get_num_threads();
             const float *in = x;
@@ -56,9 +62,8 @@ static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int cou
                 if (t < parts)
                     nn_gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, in, 1, L->w, L->n_out, 0.0f,
                                  L->out, L->b, L->act, work, t, parts);
-                if (i + 1 < tail) {
-#pragma omp barrier
-                }
+                if (i + 1 < tail)
+                    nn_barrier_wait(&bar, team);
                 in = L->out;
             }
         }

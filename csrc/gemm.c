@@ -210,7 +210,11 @@ static int gemv(const nn_kernel_table *kt, int trans_a, int trans_b, int64_t n, 
     }
     int nt = (double)k * (double)n >= NN_GEMV_PARALLEL_MIN ? nn_max_threads() : 1;
     nt = (int)min64(nt, ceil_div(n, NN_GEMV_UNIT));
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    if (nt == 1) { /* no region: libgomp sets up a team even for one thread */
+        nn_gemv_part(kt, trans_b, n, k, alpha, x, incx, b, ldb, beta, c, bias, act, work, 0, 1);
+        return NN_OK;
+    }
+#pragma omp parallel num_threads(nt)
     nn_gemv_part(kt, trans_b, n, k, alpha, x, incx, b, ldb, beta, c, bias, act, work,
                  omp_get_thread_num(), omp_get_num_threads());
     return NN_OK;

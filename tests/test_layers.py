@@ -1,7 +1,9 @@
 """Layers and Sequential: forward against NumPy float64, finite-difference
 gradient checks, buffers, errors, config/state round trips, and learning."""
+import copy
 import json
 import math
+import pickle
 import tracemalloc
 
 import numpy as np
@@ -304,6 +306,98 @@ def test_predict_one_sample_chain_unsplit_layers_around_a_split_one(isa, rng, nu
     for threads in (1, 2):
         nn.set_num_threads(threads)
         np.testing.assert_array_equal(model.predict(x), want)
+
+
+def test_predict_one_sample_chain_several_barriers(isa, rng, num_threads):
+    # Four split layers (three barriers inside the region) and a last one
+    # after it, for more threads than this machine has cores too (waiters
+    # that spin, then yield): the bits of layer-by-layer forward every time.
+    nn.manual_seed(2)
+    model = nn.Sequential(nn.Dense(200, 256, activation="relu"), nn.Dense(256, 320),
+                          nn.ReLU(), nn.Dense(320, 192, activation="relu"),
+                          nn.Dense(192, 130, activation="relu"), nn.Dense(130, 7)).eval()
+    assert model._chain is not None
+    x = rng.standard_normal((1, 200)).astype(np.float32)
+    want = model.forward(x).copy()
+    h = x.astype(np.float64)
+    dense = [layer for layer in model.layers if isinstance(layer, nn.Dense)]
+    for layer in dense:
+        h = h @ layer.weight.astype(np.float64) + layer.bias
+        h = np.maximum(h, 0) if layer is not dense[-1] else h
+    np.testing.assert_allclose(want, h, rtol=1e-4, atol=1e-4)
+    for threads in (1, 2, 3, 4):
+        nn.set_num_threads(threads)
+        for _ in range(20):
+            np.testing.assert_array_equal(model.predict(x), want)
+
+
+def test_predict_one_chunk_of_feature_vectors(rng):
+    # float32 C-contiguous rows of the first layer's width, at most one
+    # chunk: one C call (_core.ChainPredictor). Same bits as the general
+    # path, a new array each call, every check of the general path made.
+    nn.manual_seed(3)
+    model = nn.Sequential(nn.Dense(6, 9), nn.ReLU(), nn.Dense(9, 4)).eval()
+    X = rng.standard_normal((5, 6)).astype(np.float32)
+    want = model.forward(X).copy()
+    first = model.predict(X)
+    np.testing.assert_array_equal(first, want)
+    free = model._chain_predictor.free
+    assert len(free) == 1
+    ws, plan = free[0]
+    second = model.predict(X[:1])                    # another size: a new plan ...
+    np.testing.assert_array_equal(second, want[:1])
+    assert len(free) == 1 and free[0][0] is ws and free[0][1] is not plan  # ... same buffers
+    third = model.predict(X)
+    assert not np.shares_memory(first, third) and not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, want)       # untouched by the later calls
+    third[...] = 7.0                                 # the caller's own array
+    np.testing.assert_array_equal(model.predict(X), want)
+    model.parameters()[0][0][...] = 0.25             # weights changed in place: nothing stale
+    want = model.forward(X).copy()
+    np.testing.assert_array_equal(model.predict(X), want)
+    for back in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        np.testing.assert_array_equal(back.predict(X), want)
+        assert back._chain_predictor is not model._chain_predictor
+    # the same bits through the general path: converted inputs, chunks
+    np.testing.assert_array_equal(model.predict(X.astype(np.float64)), want)
+    np.testing.assert_array_equal(model.predict(np.asfortranarray(X)), want)
+    np.testing.assert_array_equal(model.predict(X, batch_size=2), want)
+    np.testing.assert_array_equal(model.predict(X, batch_size=np.int64(5)), want)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            model.predict(X, batch_size=bad)
+    with pytest.raises(ValueError, match="has 5 features, expected 6"):
+        model.predict(X[:, :5].copy())
+    with pytest.raises(ValueError, match="empty batch"):
+        model.predict(X[:0])
+
+
+def test_chain_predictor_takes_only_what_needs_no_conversion(rng):
+    # None (the caller's general path) for anything but a float32
+    # C-contiguous aligned 2-D array of 1..batch_size rows of the right width
+    # whose output is at most max_floats floats
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    chain = ((w, None, _core.ACT_CODES["relu"]),)
+    made = []
+
+    def make_plan(ws, rows):
+        made.append(rows)
+        out = np.empty((rows, 4), np.float32)
+        return ws or object(), _core.DenseChain(rows, 3, chain, (out,))
+    pred = _core.ChainPredictor(3, 4, 4 * 6, make_plan)
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    got = pred.predict(x, 6)
+    np.testing.assert_allclose(got, np.maximum(x.astype(np.float64) @ w, 0), rtol=1e-6)
+    (ws, plan), = pred.free
+    assert got.flags.owndata and not np.shares_memory(got, plan.run(x))   # a copy
+    odd = np.empty(6 * 3 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(6, 3)  # misaligned
+    for bad_x, batch in [(x, 5), (x, True), (x, 6.0), (x, np.int64(6)), (x[:0], 6),
+                         (x.astype(np.float64), 6), (np.asfortranarray(x), 6), (x[:, :2], 6),
+                         (x[::2], 6), (x[None], 6), (x.tolist(), 6), (odd, 6)]:
+        assert pred.predict(bad_x, batch) is None
+    big = np.zeros((7, 3), np.float32)                        # 28 > 24 output floats
+    assert pred.predict(big, 7) is None
+    assert made == [6] and len(pred.free) == 1
 
 
 def test_dense_chain_checks_its_arguments():

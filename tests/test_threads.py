@@ -121,6 +121,32 @@ def test_concurrent_predict_on_one_model_is_correct():
     assert len(model._workspaces) <= 4          # one pooled workspace per concurrent call
 
 
+def test_concurrent_one_chunk_predict_on_a_dense_chain():
+    """The one-chunk path (one C chain call into a pooled workspace's plan)
+    from four threads at once, one sample and small batches mixed: each
+    call gets exactly the single-threaded result."""
+    nn.manual_seed(3)
+    model = nn.Sequential(nn.Dense(256, 512), nn.ReLU(), nn.Dense(512, 256, activation="relu"),
+                          nn.Dense(256, 10)).eval()
+    assert model._chain is not None
+    rng = np.random.default_rng(2)
+    inputs = [rng.standard_normal((n, 256)).astype(F32) for n in (1, 1, 3, 40, 1, 17)]
+    want = [model.predict(x) for x in inputs]
+    start = threading.Barrier(4)
+
+    def work(t):
+        start.wait()
+        bad = 0
+        for r in range(50):
+            j = (r + t) % len(inputs)
+            bad += not np.array_equal(model.predict(inputs[j]), want[j])
+        return bad
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(work, range(4))) == [0, 0, 0, 0]
+    assert 1 <= len(model._chain_predictor.free) <= 4   # one plan per concurrent call
+
+
 def test_concurrent_predict_proba_and_estimator_predict():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((400, 256)).astype(F32)

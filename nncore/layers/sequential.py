@@ -270,6 +270,7 @@ class Sequential(Layer):
         # predict replays recorded kernel calls (_infer_recorded) when every
         # step records its calls; an MLP chain has its own single C call
         self._recordable = self._chain is None and bool(layers) and self.predict_traceable
+        self._chain_predictor = self._new_chain_predictor()
         # Without an input gradient, backward can stop at the first layer
         # that has parameters, and ask it for no input gradient.
         first = next((i for i, layer in enumerate(layers) if layer.parameters()), None)
@@ -517,7 +518,7 @@ class Sequential(Layer):
     # A lock cannot be copied or pickled: copies get their own.
     def __getstate__(self):
         state = self.__dict__.copy()
-        del state["_busy"], state["_workspaces"], state["_owner"]
+        del state["_busy"], state["_workspaces"], state["_owner"], state["_chain_predictor"]
         state["_sgd_calls"] = None       # bound to these layers; rebuilt on use
         return state
 
@@ -526,6 +527,7 @@ class Sequential(Layer):
         self._busy = threading.Lock()
         self._owner = None
         self._workspaces = []
+        self._chain_predictor = self._new_chain_predictor()
 
     def parameters(self):
         return list(self._params)
@@ -564,6 +566,14 @@ class Sequential(Layer):
         predict neither changes the training mode nor touches the state that
         ``forward`` keeps for ``backward``, and it is safe to call from
         several threads at once on one model (see the class docstring)."""
+        fast = self._chain_predictor
+        if fast is not None:
+            # Feature vectors in one chunk, already float32 C-contiguous with
+            # the first layer's width (the latency case): the checks, a pooled
+            # plan and the chain in one Cython call; None for anything else.
+            y = fast.predict(X, batch_size)
+            if y is not None:
+                return y
         if type(batch_size) is not int and (
                 isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)) \
                 or batch_size < 1:
@@ -595,6 +605,19 @@ class Sequential(Layer):
         finally:
             self._workspaces.append(ws)
         return out.array
+
+    def _new_chain_predictor(self):
+        """The _core.ChainPredictor of predict's chain (None without one)."""
+        chain = self._chain
+        if chain is None:
+            return None
+        name = self._name + ".predict"
+
+        def make_plan(ws, rows):
+            ws = Buffers(name) if ws is None else ws
+            return ws, ws.chain_plan(chain, rows)
+        return _core.ChainPredictor(chain[0][0].shape[0], chain[-1][0].shape[1],
+                                    _GUARD_FLOATS - 1, make_plan)
 
     def _infer_parts(self, X, parts, ws, out):
         for start, stop in parts:
