@@ -4,8 +4,9 @@
  * Most shapes take the direct convolution (conv_direct.c): output channels
  * in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
  * evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
- * gradient for stride 1 (a stride-1 convolution of dy with the rotated,
- * transposed weights) and the weight gradient (dilation 1 along the width).
+ * gradient (a convolution of dy with the rotated, transposed weights, split
+ * by the stride into phases of dx's rows and columns: no col2im) and the
+ * weight gradient (dilation 1 along the width).
  * It is skipped for 1x1 stride-1 convolutions (a GEMM on x itself), for
  * fewer than NN_CONV_DIRECT_MIN_O outputs per group (and, with one input
  * channel per group, NN_CONV_DIRECT_MIN_OG), and when one output row's input
@@ -507,7 +508,7 @@ typedef struct conv_call {
     /* depthwise forward: blocks of dcb input channels (all their outputs) */
     int64_t dcb, ndcb;
     /* the direct convolution (conv_direct.c): the forward pass, and the
-     * input gradient as a convolution of dy (stride 1) */
+     * input gradient as a (transposed) convolution of dy */
     nn_dconv dfwd, ddx;
     nn_dconv_dw ddw;
     int direct_fwd, direct_dx, direct_dw;
@@ -759,13 +760,11 @@ static int plan_direct(conv_call *K, int dx)
         D->act = K->act;
         D->res = K->res;
     } else {
-        /* dx = dy convolved (stride 1) with the weights transposed and
-         * rotated, padded by d (k - 1) - p: only for stride 1, p <= d (k - 1) */
-        const int64_t ph = G->dh * (G->kh - 1) - G->ph, pw = G->dw * (G->kw - 1) - G->pw;
-        if (G->sh != 1 || G->sw != 1 || ph < 0 || pw < 0)
-            return 0;
+        /* dx = dy convolved with the weights transposed and rotated, one
+         * phase of dx's rows and columns at a time (conv_direct.h) */
+        D->transposed = 1;
         D->c = G->og, D->h = G->oh, D->w = G->ow, D->o = G->cg, D->oh = G->h, D->ow = G->w;
-        D->sh = D->sw = 1, D->ph = ph, D->pw = pw;
+        D->sh = G->sh, D->sw = G->sw, D->ph = G->ph, D->pw = G->pw;
         D->x_img = G->o * G->p, D->y_img = G->c * G->hw;
         D->act = NN_ACT_NONE;
     }
@@ -825,9 +824,9 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
         *front_out = shared;
     shared += front;
     if (K->direct_fwd)
-        nn_dconv_pack(&K->dfwd, shared, K->w, K->b, 0);
+        nn_dconv_pack(&K->dfwd, shared, K->w, K->b);
     if (K->direct_dx)
-        nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL, 1);
+        nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL);
     if (K->direct_dw)
         nn_dconv_dw_pack(&K->ddw, shared + a16 + b16);
     return NN_OK;

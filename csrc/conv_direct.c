@@ -56,26 +56,55 @@ int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
     D->rmax = rmax[D->v - 1];
     D->ldw = D->nob * 16 * D->v;
     D->taps = D->c * D->kh * D->kw;
-    D->wq = D->ow + (D->kw - 1) * D->dw / D->sw;
-    const int64_t ext = (D->kh - 1) * D->dh / D->sh; /* rows a band needs past its own */
-    const int64_t plane_row = D->c * D->sh * D->sw * D->wq;
-    if (plane_row * (1 + ext) > NN_DCONV_BAND_FLOATS)
-        return 0;
-    const int64_t bmax = NN_DCONV_BAND_FLOATS / plane_row - ext;
+    /* plane_row: floats of one input row's copy; ext: rows a band of one
+     * output row needs; bmax: the most output rows whose band fits */
+    int64_t plane_row, ext, bmax;
+    if (D->transposed) {
+        /* one dy plane per channel: dx columns x read dy columns
+         * (x + pw) / sw - u for u <= umax, dx rows likewise */
+        D->tmax = (D->kh - 1) * D->dh / D->sh;
+        D->umax = (D->kw - 1) * D->dw / D->sw;
+        D->wq = (D->ow - 1 + D->pw) / D->sw - D->pw / D->sw + D->umax + 1;
+        plane_row = D->c * D->wq;
+        ext = D->tmax;
+        if (plane_row * (1 + ext) > NN_DCONV_BAND_FLOATS)
+            return 0;
+        /* b dx rows span at most ceil((b - 1) / sh) + 1 dy rows */
+        bmax = (NN_DCONV_BAND_FLOATS / plane_row - 1 - ext) * D->sh + 1;
+    } else {
+        D->wq = D->ow + (D->kw - 1) * D->dw / D->sw;
+        plane_row = D->c * D->sh * D->sw * D->wq;
+        ext = (D->kh - 1) * D->dh / D->sh;
+        if (plane_row * (1 + ext) > NN_DCONV_BAND_FLOATS)
+            return 0;
+        bmax = NN_DCONV_BAND_FLOATS / plane_row - ext;
+    }
     int64_t nb = ceil_div(D->oh, bmax);
     const int nt = nn_max_threads();
     const int64_t want = nt > 1 ? ceil_div(NN_DCONV_TASKS_PER_THREAD * nt, D->n * D->groups) : 1;
     nb = max64(nb, min64(want, D->oh));
     D->band = ceil_div(D->oh, nb);
     D->nbands = ceil_div(D->oh, D->band);
-    D->hq = D->band + ext;
-    D->xq_floats = D->c * D->sh * D->sw * D->hq * D->wq;
+    if (D->transposed) {
+        D->hq = ceil_div(D->band - 1, D->sh) + 1 + ext;
+        D->xq_floats = D->c * D->hq * D->wq;
+    } else {
+        D->hq = D->band + ext;
+        D->xq_floats = D->c * D->sh * D->sw * D->hq * D->wq;
+    }
     return 1;
+}
+
+/* Floats (a multiple of 16) of the tap offsets, and with transposed the
+ * phases' starts: int64 each. */
+static int64_t index_floats(const nn_dconv *D)
+{
+    return round_up(2 * (D->taps + (D->transposed ? D->sh * D->sw + 1 : 0)), 16);
 }
 
 size_t nn_dconv_shared_floats(const nn_dconv *D)
 {
-    return (size_t)(round_up(2 * D->taps, 16) + D->groups * D->ldw * (D->taps + 1));
+    return (size_t)(index_floats(D) + D->groups * D->ldw * (D->taps + 1));
 }
 
 size_t nn_dconv_task_floats(const nn_dconv *D)
@@ -83,9 +112,58 @@ size_t nn_dconv_task_floats(const nn_dconv *D)
     return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v);
 }
 
-void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias, int flip)
+/* The transposed convolution's taps, phase by phase (row residue a, column
+ * residue b), then by dy channel, then by kernel row and column from the
+ * last to the first: for stride 1 the order of the 180-degree rotated
+ * kernel, the order its sums always ran in. Tap p of group g's weights is
+ * row p of wpk (D->o dx channels in lanes); koff[p] its offset in the
+ * band's dy planes. */
+static void pack_transposed(nn_dconv *D, int64_t *koff, int64_t *phase, float *wpk,
+                            const float *w)
+{
+    const int64_t kk = D->kh * D->kw, plane = D->hq * D->wq, o = D->o;
+    int64_t p = 0;
+    for (int64_t a = 0; a < D->sh; a++)
+        for (int64_t b = 0; b < D->sw; b++) {
+            phase[a * D->sw + b] = p;
+            for (int64_t ci = 0; ci < D->c; ci++)
+                for (int64_t i = D->kh - 1; i >= 0; i--) {
+                    if (i * D->dh % D->sh != a)
+                        continue;
+                    for (int64_t j = D->kw - 1; j >= 0; j--) {
+                        if (j * D->dw % D->sw != b)
+                            continue;
+                        koff[p] = ci * plane + (D->tmax - i * D->dh / D->sh) * D->wq +
+                                  D->umax - j * D->dw / D->sw;
+                        /* the Conv2d's weight per group: (c, o, kh, kw) here */
+                        for (int64_t g = 0; g < D->groups; g++) {
+                            const float *src = w + (g * D->c + ci) * o * kk + i * D->kw + j;
+                            float *row = wpk + (g * D->taps + p) * D->ldw;
+                            for (int64_t jo = 0; jo < o; jo++)
+                                row[jo] = src[jo * kk];
+                            for (int64_t jo = o; jo < D->ldw; jo++)
+                                row[jo] = 0.0f;
+                        }
+                        p++;
+                    }
+                }
+        }
+    phase[D->sh * D->sw] = p;
+}
+
+void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias)
 {
     int64_t *koff = (int64_t *)shared;
+    float *wpk = shared + index_floats(D);
+    D->koff = koff;
+    D->wpk = wpk;
+    D->phase = NULL;
+    D->bias = NULL;
+    if (D->transposed) {
+        D->phase = koff + D->taps;
+        pack_transposed(D, koff, (int64_t *)D->phase, wpk, w);
+        return;
+    }
     const int64_t kk = D->kh * D->kw, plane = D->hq * D->wq;
     for (int64_t ci = 0; ci < D->c; ci++)
         for (int64_t i = 0; i < D->kh; i++)
@@ -94,37 +172,22 @@ void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias
                 koff[ci * kk + i * D->kw + j] = ((ci * D->sh + a) * D->sw + b) * plane +
                                                 i * D->dh / D->sh * D->wq + j * D->dw / D->sw;
             }
-    float *wpk = shared + round_up(2 * D->taps, 16);
-    /* The Conv2d's weight per group: (O/groups, C/groups, kh, kw). */
-    const int64_t wo = flip ? D->c : D->o, wc = flip ? D->o : D->c;
+    /* The Conv2d's weight per group, (o, taps), transposed to (taps, o)
+     * through registers. */
     for (int64_t g = 0; g < D->groups; g++) {
-        const float *wg = w + g * wo * wc * kk;
         float *dst = wpk + g * D->taps * D->ldw;
-        if (!flip) { /* a transpose: (o, taps) -> (taps, o), through registers */
-            D->kt->conv_transpose(D->o, D->taps, wg, D->taps, dst, D->ldw);
-            if (D->ldw > D->o)
-                for (int64_t p = 0; p < D->taps; p++)
-                    memset(dst + p * D->ldw + D->o, 0, (size_t)(D->ldw - D->o) * sizeof(float));
-            continue;
-        }
-        for (int64_t p = 0; p < D->taps; p++) {
-            float *row = dst + p * D->ldw;
-            const int64_t ci = p / kk, t = p % kk;
-            for (int64_t jo = 0; jo < D->o; jo++)
-                row[jo] = wg[(ci * wc + jo) * kk + (kk - 1 - t)];
-            for (int64_t jo = D->o; jo < D->ldw; jo++)
-                row[jo] = 0.0f;
-        }
+        D->kt->conv_transpose(D->o, D->taps, w + g * D->o * D->taps, D->taps, dst, D->ldw);
+        if (D->ldw > D->o)
+            for (int64_t p = 0; p < D->taps; p++)
+                memset(dst + p * D->ldw + D->o, 0, (size_t)(D->ldw - D->o) * sizeof(float));
     }
     float *bp = wpk + D->groups * D->taps * D->ldw;
     if (bias) {
         for (int64_t g = 0; g < D->groups; g++)
             for (int64_t jo = 0; jo < D->ldw; jo++)
                 bp[g * D->ldw + jo] = jo < D->o ? bias[g * D->o + jo] : 0.0f;
+        D->bias = bp;
     }
-    D->koff = koff;
-    D->wpk = wpk;
-    D->bias = bias ? bp : NULL;
 }
 
 void nn_dconv_fold(nn_dconv *D, const float *scale, const float *shift)
@@ -182,42 +245,91 @@ static inline void fill_row(float *restrict out, const float *restrict src, int6
         out[q] = 0.0f;
 }
 
-/* The task's input band: phase planes of rows oh0 .. oh0 + hq - 1 (in
- * phase-plane rows) of channels xc (c planes of h x w). */
-static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq)
+/* The task's input band: for each phase (a, b) of strides (fh, fw) and
+ * each of the c channels xc (h x w planes), a plane of hq x wq whose row r,
+ * column q holds input row row0 + r fh + a, column col0 + q fw + b (zero
+ * outside the input). The forward pass: the stride's phases; transposed:
+ * fh = fw = 1, one padded copy of dy per channel. */
+static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t col0,
+                      int64_t fh, int64_t fw, float *xq)
 {
-    const int64_t H = D->h, W = D->w, wq = D->wq, hq = D->hq, sh = D->sh, sw = D->sw;
-    const int64_t c = D->c, ph = D->ph;
-    for (int64_t a = 0; a < sh; a++) {
+    const int64_t H = D->h, W = D->w, wq = D->wq, hq = D->hq, c = D->c;
+    for (int64_t a = 0; a < fh; a++) {
         /* a phase no tap reads stays unfilled (1x1 stride 2: only (0, 0)) */
-        if (!phase_used(D->kh, D->dh, sh, a))
+        if (!phase_used(D->kh, D->dh, fh, a))
             continue;
-        /* plane rows r in [rlo, rhi) hold input rows ih = (oh0 + r) sh + a - ph
-         * inside [0, H); the others are zero */
-        const int64_t first = oh0 * sh + a - ph;
-        int64_t rlo = first >= 0 ? 0 : ceil_div(-first, sh);
-        int64_t rhi = H - 1 - first < 0 ? 0 : (H - 1 - first) / sh + 1;
+        /* plane rows r in [rlo, rhi) hold input rows first + r fh inside
+         * [0, H); the others are zero */
+        const int64_t first = row0 + a;
+        int64_t rlo = first >= 0 ? 0 : ceil_div(-first, fh);
+        int64_t rhi = H - 1 - first < 0 ? 0 : (H - 1 - first) / fh + 1;
         rlo = min64(rlo, hq);
         rhi = min64(max64(rhi, rlo), hq);
-        for (int64_t b = 0; b < sw; b++) {
-            if (!phase_used(D->kw, D->dw, sw, b))
+        for (int64_t b = 0; b < fw; b++) {
+            if (!phase_used(D->kw, D->dw, fw, b))
                 continue;
-            /* column q holds input column q*sw + off: inside [0, W) for q
+            /* column q holds input column q fw + off: inside [0, W) for q
              * in [qlo, qhi) */
-            const int64_t off = b - D->pw;
-            int64_t qlo = off >= 0 ? 0 : ceil_div(-off, sw);
-            int64_t qhi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
+            const int64_t off = col0 + b;
+            int64_t qlo = off >= 0 ? 0 : ceil_div(-off, fw);
+            int64_t qhi = W - 1 - off < 0 ? 0 : (W - 1 - off) / fw + 1;
             qlo = min64(qlo, wq);
             qhi = min64(max64(qhi, qlo), wq);
             for (int64_t ci = 0; ci < c; ci++) {
-                float *plane = xq + ((ci * sh + a) * sw + b) * hq * wq;
+                float *plane = xq + ((ci * fh + a) * fw + b) * hq * wq;
                 const float *xp = xc + ci * H * W + off;
                 memset(plane, 0, (size_t)(rlo * wq) * sizeof(float));
                 for (int64_t r = rlo; r < rhi; r++)
-                    fill_row(plane + r * wq, xp + (first + r * sh) * W, sw, qlo, qhi, wq);
+                    fill_row(plane + r * wq, xp + (first + r * fh) * W, fw, qlo, qhi, wq);
                 memset(plane + rhi * wq, 0, (size_t)((hq - rhi) * wq) * sizeof(float));
             }
         }
+    }
+}
+
+/* Tiles of at most rmax along a run of len pixels: T's x and y advance by
+ * 1 and ystep floats per pixel. */
+static void run_tiles(const nn_dconv *D, nn_conv_tile *T, int64_t len, int64_t ystep)
+{
+    const int64_t nchunk = ceil_div(len, D->rmax), r = ceil_div(len, nchunk);
+    const float *x = T->x;
+    float *y = T->y;
+    for (int64_t i0 = 0; i0 < len; i0 += r) {
+        T->r = (int)min64(r, len - i0);
+        T->x = x + i0;
+        T->y = y + i0 * ystep;
+        D->kt->conv_direct_tile(T);
+    }
+}
+
+/* The forward pass's output row oh of a band starting at oh0 (channel tile
+ * in T): all taps, consecutive pixels. */
+static void row_forward(const nn_dconv *D, nn_conv_tile *T, const float *xq, int64_t oh0,
+                        int64_t oh, float *yb)
+{
+    T->x = xq + (oh - oh0) * D->wq;
+    T->y = yb;
+    run_tiles(D, T, D->ow, T->ldy);
+}
+
+/* The transposed convolution's dx row y of a band whose dy planes start at
+ * dy row m0 - tmax: per column phase, the pixels x0, x0 + sw, ... with that
+ * phase's taps, interleaved into the row buffer (stride sw pixels). */
+static void row_transposed(const nn_dconv *D, nn_conv_tile *T, const float *xq, int64_t m0,
+                           int64_t y, float *yb, const float *w, int64_t L)
+{
+    const int64_t a = (y + D->ph) % D->sh, sw = D->sw;
+    const float *xrow = xq + ((y + D->ph) / D->sh - m0) * D->wq - D->pw / sw;
+    for (int64_t x0 = 0; x0 < min64(sw, D->ow); x0++) {
+        const int64_t ph = a * sw + (x0 + D->pw) % sw;
+        const int64_t p0 = D->phase[ph];
+        T->k = D->phase[ph + 1] - p0;
+        T->koff = D->koff + p0;
+        T->w = w + p0 * D->ldw;
+        T->x = xrow + (x0 + D->pw) / sw;
+        T->y = yb + x0 * L;
+        T->ldy = sw * L;
+        run_tiles(D, T, ceil_div(D->ow - x0, sw), sw * L);
     }
 }
 
@@ -227,26 +339,30 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const int64_t n = t / per_n, g = t % per_n / D->nbands, band = t % D->nbands;
     const int64_t oh0 = band * D->band, oh1 = min64(oh0 + D->band, D->oh);
     float *xq = buf, *yb = buf + round_up(D->xq_floats, 16);
-    fill_band(D, x + n * D->x_img + g * D->c * D->h * D->w, oh0, xq);
+    const float *xc = x + n * D->x_img + g * D->c * D->h * D->w;
+    /* transposed: dy rows from the band's first dx row's m0 - tmax */
+    const int64_t m0 = (oh0 + D->ph) / D->sh;
+    if (D->transposed)
+        fill_band(D, xc, m0 - D->tmax, D->pw / D->sw - D->umax, 1, 1, xq);
+    else
+        fill_band(D, xc, oh0 * D->sh - D->ph, -D->pw, D->sh, D->sw, xq);
 
     const int L = 16 * D->v;
     const int64_t P = D->oh * D->ow;
-    const int64_t nchunk = ceil_div(D->ow, D->rmax), r = ceil_div(D->ow, nchunk);
     float *yg = y + n * D->y_img + g * D->o * P;
     const float *rg = D->res ? D->res + n * D->y_img + g * D->o * P : NULL;
     nn_conv_tile T = {.k = D->taps, .koff = D->koff, .ldw = D->ldw, .ldy = L, .v = D->v,
                       .act = rg ? NN_ACT_NONE : D->act};
     for (int64_t ob = 0; ob < D->nob; ob++) {
         const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
-        T.w = D->wpk + g * D->taps * D->ldw + o0;
+        const float *w = D->wpk + g * D->taps * D->ldw + o0;
+        T.w = w;
         T.bias = D->bias ? D->bias + g * D->ldw + o0 : NULL;
         for (int64_t oh = oh0; oh < oh1; oh++) {
-            for (int64_t ow0 = 0; ow0 < D->ow; ow0 += r) {
-                T.r = (int)min64(r, D->ow - ow0);
-                T.x = xq + (oh - oh0) * D->wq + ow0;
-                T.y = yb + ow0 * L;
-                D->kt->conv_direct_tile(&T);
-            }
+            if (D->transposed)
+                row_transposed(D, &T, xq, m0, oh, yb, w, L);
+            else
+                row_forward(D, &T, xq, oh0, oh, yb);
             const int64_t at = o0 * P + oh * D->ow;
             if (rg)
                 D->kt->conv_transpose_res(D->ow, nch, yb, L, yg + at, P, rg + at, D->act);
