@@ -333,6 +333,13 @@ static void row_transposed(const nn_dconv *D, nn_conv_tile *T, const float *xq, 
     }
 }
 
+/* Whether dx row y of the transposed convolution has no taps in any phase. */
+static int row_is_zero(const nn_dconv *D, int64_t y)
+{
+    const int64_t a = (y + D->ph) % D->sh;
+    return D->phase[a * D->sw] == D->phase[(a + 1) * D->sw];
+}
+
 void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf)
 {
     const int64_t per_n = D->groups * D->nbands;
@@ -359,11 +366,17 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
         T.w = w;
         T.bias = D->bias ? D->bias + g * D->ldw + o0 : NULL;
         for (int64_t oh = oh0; oh < oh1; oh++) {
+            const int64_t at = o0 * P + oh * D->ow;
+            if (D->transposed && row_is_zero(D, oh)) {
+                /* no tap reaches this dx row (1x1 stride 2: every other row) */
+                for (int64_t j = 0; j < nch; j++)
+                    memset(yg + at + j * P, 0, (size_t)D->ow * sizeof(float));
+                continue;
+            }
             if (D->transposed)
                 row_transposed(D, &T, xq, m0, oh, yb, w, L);
             else
                 row_forward(D, &T, xq, oh0, oh, yb);
-            const int64_t at = o0 * P + oh * D->ow;
             if (rg)
                 D->kt->conv_transpose_res(D->ow, nch, yb, L, yg + at, P, rg + at, D->act);
             else
