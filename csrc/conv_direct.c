@@ -219,41 +219,17 @@ static inline int phase_used(int64_t k, int64_t d, int64_t s, int64_t a)
     return 0;
 }
 
-/* One phase-plane row: out[q] = src[q * sw] for q in [qlo, qhi), zero
- * elsewhere in [0, wq). Inline loops (the rows are short: a call to memcpy
- * and memset per row cost more than the copy; GCC would turn the loops back
- * into those calls) over restrict pointers, with the strides 1 and 2 of
- * ResNets spelled out so the compiler vectorises them. */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-#endif
-static inline void fill_row(float *restrict out, const float *restrict src, int64_t sw,
-                            int64_t qlo, int64_t qhi, int64_t wq)
-{
-    for (int64_t q = 0; q < qlo; q++)
-        out[q] = 0.0f;
-    if (sw == 1)
-        for (int64_t q = qlo; q < qhi; q++)
-            out[q] = src[q];
-    else if (sw == 2)
-        for (int64_t q = qlo; q < qhi; q++)
-            out[q] = src[2 * q];
-    else
-        for (int64_t q = qlo; q < qhi; q++)
-            out[q] = src[q * sw];
-    for (int64_t q = qhi; q < wq; q++)
-        out[q] = 0.0f;
-}
-
 /* The task's input band: for each phase (a, b) of strides (fh, fw) and
  * each of the c channels xc (h x w planes), a plane of hq x wq whose row r,
  * column q holds input row row0 + r fh + a, column col0 + q fw + b (zero
  * outside the input). The forward pass: the stride's phases; transposed:
- * fh = fw = 1, one padded copy of dy per channel. */
+ * fh = fw = 1, one padded copy of dy per channel. The rows inside the input
+ * are split into their column phases by the ISA's conv_split_rows (all fw
+ * phases, those no tap reads too: they are never read). */
 static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t col0,
                       int64_t fh, int64_t fw, float *xq)
 {
-    const int64_t H = D->h, W = D->w, wq = D->wq, hq = D->hq, c = D->c;
+    const int64_t H = D->h, W = D->w, wq = D->wq, hq = D->hq, plane = hq * wq;
     for (int64_t a = 0; a < fh; a++) {
         /* a phase no tap reads stays unfilled (1x1 stride 2: only (0, 0)) */
         if (!phase_used(D->kh, D->dh, fh, a))
@@ -265,24 +241,19 @@ static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t 
         int64_t rhi = H - 1 - first < 0 ? 0 : (H - 1 - first) / fh + 1;
         rlo = min64(rlo, hq);
         rhi = min64(max64(rhi, rlo), hq);
-        for (int64_t b = 0; b < fw; b++) {
-            if (!phase_used(D->kw, D->dw, fw, b))
-                continue;
-            /* column q holds input column q fw + off: inside [0, W) for q
-             * in [qlo, qhi) */
-            const int64_t off = col0 + b;
-            int64_t qlo = off >= 0 ? 0 : ceil_div(-off, fw);
-            int64_t qhi = W - 1 - off < 0 ? 0 : (W - 1 - off) / fw + 1;
-            qlo = min64(qlo, wq);
-            qhi = min64(max64(qhi, qlo), wq);
-            for (int64_t ci = 0; ci < c; ci++) {
-                float *plane = xq + ((ci * fh + a) * fw + b) * hq * wq;
-                const float *xp = xc + ci * H * W + off;
-                memset(plane, 0, (size_t)(rlo * wq) * sizeof(float));
-                for (int64_t r = rlo; r < rhi; r++)
-                    fill_row(plane + r * wq, xp + (first + r * fh) * W, fw, qlo, qhi, wq);
-                memset(plane + rhi * wq, 0, (size_t)((hq - rhi) * wq) * sizeof(float));
+        for (int64_t ci = 0; ci < D->c; ci++) {
+            float *planes = xq + (ci * fh + a) * fw * plane; /* phases (a, 0..fw-1) */
+            for (int64_t b = 0; b < fw; b++) {
+                if (!phase_used(D->kw, D->dw, fw, b))
+                    continue;
+                memset(planes + b * plane, 0, (size_t)(rlo * wq) * sizeof(float));
+                memset(planes + b * plane + rhi * wq, 0, (size_t)((hq - rhi) * wq) * sizeof(float));
             }
+            /* source column t of a row is input column col0 + t */
+            if (rhi > rlo)
+                D->kt->conv_split_rows(rhi - rlo, fw, wq,
+                                       xc + ci * H * W + (first + rlo * fh) * W + col0, fh * W,
+                                       -col0, W - col0, planes + rlo * wq, wq, plane);
         }
     }
 }

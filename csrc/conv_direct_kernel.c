@@ -23,6 +23,31 @@
 #include <stddef.h>
 #include "dispatch.h"
 
+/* conv_split_rows in plain loops: each phase's valid columns [qlo, qhi)
+ * copied, zeros before and after. */
+static void split_rows_scalar(int64_t rows, int64_t s, int64_t wq, const float *src,
+                              int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                              int64_t ldp)
+{
+    for (int64_t b = 0; b < s; b++) {
+        /* q s + b in [lo, hi) for q in [qlo, qhi) */
+        int64_t qlo = lo - b <= 0 ? 0 : (lo - b + s - 1) / s;
+        int64_t qhi = hi - b <= 0 ? 0 : (hi - b + s - 1) / s;
+        qlo = qlo < wq ? qlo : wq;
+        qhi = qhi < qlo ? qlo : qhi < wq ? qhi : wq;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *sr = src + r * lds + b;
+            float *d = dst + r * ldd + b * ldp;
+            for (int64_t q = 0; q < qlo; q++)
+                d[q] = 0.0f;
+            for (int64_t q = qlo; q < qhi; q++)
+                d[q] = sr[q * s];
+            for (int64_t q = qhi; q < wq; q++)
+                d[q] = 0.0f;
+        }
+    }
+}
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 
@@ -243,6 +268,57 @@ void NN_ISA_FN(conv_transpose_res)(int64_t rows, int64_t cols, const float *src,
                             res + c * ldd + i, act);
 }
 
+#if defined(__AVX512F__)
+/* Lanes [lo, hi) of the 16 from t0, as a mask. */
+static inline __mmask16 range_mask(int64_t t0, int64_t lo, int64_t hi)
+{
+    const int64_t a = lo - t0 < 0 ? 0 : lo - t0, b = hi - t0 > 16 ? 16 : hi - t0;
+    return b <= a ? 0 : (__mmask16)(((1u << b) - 1u) & ~((1u << a) - 1u));
+}
+
+/* Masked loads read the valid part of each source row (zeros elsewhere:
+ * the padding), vpermt2ps splits 32 floats into the 16 even and 16 odd
+ * columns; the masks depend on the column block only, so they are made
+ * once per block for all rows. */
+void NN_ISA_FN(conv_split_rows)(int64_t rows, int64_t s, int64_t wq, const float *src,
+                                int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                                int64_t ldp)
+{
+    if (s > 2) {
+        split_rows_scalar(rows, s, wq, src, lds, lo, hi, dst, ldd, ldp);
+        return;
+    }
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int64_t q0 = 0; q0 < wq; q0 += 16) {
+        const __mmask16 st = range_mask(q0, 0, wq);
+        if (s == 1) {
+            const __mmask16 m = range_mask(q0, lo, hi);
+            for (int64_t r = 0; r < rows; r++)
+                _mm512_mask_storeu_ps(dst + r * ldd + q0, st,
+                                      _mm512_maskz_loadu_ps(m, src + r * lds + q0));
+            continue;
+        }
+        const int64_t t0 = 2 * q0;
+        const __mmask16 m0 = range_mask(t0, lo, hi), m1 = range_mask(t0 + 16, lo, hi);
+        for (int64_t r = 0; r < rows; r++) {
+            const float *sr = src + r * lds + t0;
+            const __m512 a = _mm512_maskz_loadu_ps(m0, sr), b = _mm512_maskz_loadu_ps(m1, sr + 16);
+            float *d = dst + r * ldd + q0;
+            _mm512_mask_storeu_ps(d, st, _mm512_permutex2var_ps(a, even, b));
+            _mm512_mask_storeu_ps(d + ldp, st, _mm512_permutex2var_ps(a, odd, b));
+        }
+    }
+}
+#else
+void NN_ISA_FN(conv_split_rows)(int64_t rows, int64_t s, int64_t wq, const float *src,
+                                int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                                int64_t ldp)
+{
+    split_rows_scalar(rows, s, wq, src, lds, lo, hi, dst, ldd, ldp);
+}
+#endif
+
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
 {
     *vmax = VMAX;
@@ -298,6 +374,13 @@ void NN_ISA_FN(conv_transpose_res)(int64_t rows, int64_t cols, const float *src,
         for (int64_t i = 0; i < rows; i++)
             for (int64_t c = c0; c < cols && c < c0 + 8; c++)
                 dst[c * ldd + i] = nn_act_scalar(src[i * lds + c] + res[c * ldd + i], act);
+}
+
+void NN_ISA_FN(conv_split_rows)(int64_t rows, int64_t s, int64_t wq, const float *src,
+                                int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                                int64_t ldp)
+{
+    split_rows_scalar(rows, s, wq, src, lds, lo, hi, dst, ldd, ldp);
 }
 
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
