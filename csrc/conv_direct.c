@@ -104,20 +104,24 @@ static int64_t index_floats(const nn_dconv *D)
 
 size_t nn_dconv_shared_floats(const nn_dconv *D)
 {
-    return (size_t)(index_floats(D) + D->groups * D->ldw * (D->taps + 1));
+    /* the forward pass's packing uses one group's weights more as scratch */
+    const int64_t scratch = D->transposed ? 0 : D->taps * D->ldw;
+    return (size_t)(index_floats(D) + D->groups * D->ldw * (D->taps + 1) + scratch);
 }
 
 size_t nn_dconv_task_floats(const nn_dconv *D)
 {
-    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v);
+    /* the input band, one output row, the forward pass's tap segments */
+    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v +
+                    round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16));
 }
 
 /* The transposed convolution's taps, phase by phase (row residue a, column
- * residue b), then by dy channel, then by kernel row and column from the
- * last to the first: for stride 1 the order of the 180-degree rotated
- * kernel, the order its sums always ran in. Tap p of group g's weights is
- * row p of wpk (D->o dx channels in lanes); koff[p] its offset in the
- * band's dy planes. */
+ * residue b), then by kernel row and column from the last to the first (the
+ * order of the 180-degree rotated kernel), then by dy channel: a dx row's
+ * kernel rows inside dy are one range of its phase's taps. Tap p of group
+ * g's weights is row p of wpk (D->o dx channels in lanes); koff[p] its
+ * offset in the band's dy planes. */
 static void pack_transposed(nn_dconv *D, int64_t *koff, int64_t *phase, float *wpk,
                             const float *w)
 {
@@ -126,13 +130,13 @@ static void pack_transposed(nn_dconv *D, int64_t *koff, int64_t *phase, float *w
     for (int64_t a = 0; a < D->sh; a++)
         for (int64_t b = 0; b < D->sw; b++) {
             phase[a * D->sw + b] = p;
-            for (int64_t ci = 0; ci < D->c; ci++)
-                for (int64_t i = D->kh - 1; i >= 0; i--) {
-                    if (i * D->dh % D->sh != a)
+            for (int64_t i = D->kh - 1; i >= 0; i--) {
+                if (i * D->dh % D->sh != a)
+                    continue;
+                for (int64_t j = D->kw - 1; j >= 0; j--) {
+                    if (j * D->dw % D->sw != b)
                         continue;
-                    for (int64_t j = D->kw - 1; j >= 0; j--) {
-                        if (j * D->dw % D->sw != b)
-                            continue;
+                    for (int64_t ci = 0; ci < D->c; ci++, p++) {
                         koff[p] = ci * plane + (D->tmax - i * D->dh / D->sh) * D->wq +
                                   D->umax - j * D->dw / D->sw;
                         /* the Conv2d's weight per group: (c, o, kh, kw) here */
@@ -144,9 +148,9 @@ static void pack_transposed(nn_dconv *D, int64_t *koff, int64_t *phase, float *w
                             for (int64_t jo = o; jo < D->ldw; jo++)
                                 row[jo] = 0.0f;
                         }
-                        p++;
                     }
                 }
+            }
         }
     phase[D->sh * D->sw] = p;
 }
@@ -169,17 +173,26 @@ void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias
         for (int64_t i = 0; i < D->kh; i++)
             for (int64_t j = 0; j < D->kw; j++) {
                 const int64_t a = i * D->dh % D->sh, b = j * D->dw % D->sw;
-                koff[ci * kk + i * D->kw + j] = ((ci * D->sh + a) * D->sw + b) * plane +
+                koff[(i * D->kw + j) * D->c + ci] = ((ci * D->sh + a) * D->sw + b) * plane +
                                                 i * D->dh / D->sh * D->wq + j * D->dw / D->sw;
             }
-    /* The Conv2d's weight per group, (o, taps), transposed to (taps, o)
-     * through registers. */
+    /* The Conv2d's weight per group, (o, taps) with taps in (ci, t) order
+     * (t = i kw + j), transposed through registers into the scratch after
+     * the bias, then its rows copied to t c + ci. */
+    float *scratch = wpk + D->groups * D->ldw * (D->taps + 1);
     for (int64_t g = 0; g < D->groups; g++) {
         float *dst = wpk + g * D->taps * D->ldw;
-        D->kt->conv_transpose(D->o, D->taps, w + g * D->o * D->taps, D->taps, dst, D->ldw);
-        if (D->ldw > D->o)
-            for (int64_t p = 0; p < D->taps; p++)
-                memset(dst + p * D->ldw + D->o, 0, (size_t)(D->ldw - D->o) * sizeof(float));
+        /* 1x1: the orders agree */
+        float *tr = kk == 1 ? dst : scratch;
+        D->kt->conv_transpose(D->o, D->taps, w + g * D->o * D->taps, D->taps, tr, D->ldw);
+        for (int64_t ci = 0; ci < D->c; ci++)
+            for (int64_t t = 0; t < kk; t++) {
+                float *row = dst + (t * D->c + ci) * D->ldw;
+                if (tr != dst)
+                    memcpy(row, tr + (ci * kk + t) * D->ldw, (size_t)D->o * sizeof(float));
+                if (D->ldw > D->o)
+                    memset(row + D->o, 0, (size_t)(D->ldw - D->o) * sizeof(float));
+            }
     }
     float *bp = wpk + D->groups * D->taps * D->ldw;
     if (bias) {
@@ -258,49 +271,113 @@ static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t 
     }
 }
 
-/* Tiles of at most rmax along a run of len pixels: T's x and y advance by
- * 1 and ystep floats per pixel. */
-static void run_tiles(const nn_dconv *D, nn_conv_tile *T, int64_t len, int64_t ystep)
+/* Segments (dispatch.h) of a tile whose taps are nrows kernel rows of nj
+ * kernel columns of c taps each, in that order: the columns jj < jl leave
+ * out the first pixel (they read the padding there), jj >= jr the last.
+ * Runs of one kind merged; 0 when no column skips (one plain run). */
+static int tap_segments(nn_conv_seg *seg, int64_t nrows, int64_t nj, int64_t c, int64_t jl,
+                        int64_t jr)
 {
-    const int64_t nchunk = ceil_div(len, D->rmax), r = ceil_div(len, nchunk);
-    const float *x = T->x;
-    float *y = T->y;
-    for (int64_t i0 = 0; i0 < len; i0 += r) {
-        T->r = (int)min64(r, len - i0);
-        T->x = x + i0;
-        T->y = y + i0 * ystep;
+    if (nrows <= 0 || (jl <= 0 && jr >= nj))
+        return 0;
+    int ns = 0;
+    for (int64_t r = 0; r < nrows; r++)
+        for (int64_t jj = 0; jj < nj; jj++) {
+            const int skip = (jj < jl) | (jj >= jr) << 1;
+            if (ns > 0 && seg[ns - 1].skip == skip)
+                seg[ns - 1].k += c;
+            else
+                seg[ns++] = (nn_conv_seg){.k = c, .skip = skip};
+        }
+    return ns;
+}
+
+/* The forward pass's output row oh of a band starting at oh0 (channel tile
+ * in T). Taps run kernel row by kernel row (koff's order: row i, column j,
+ * then channel), so the rows inside the input are one range of them; in a
+ * tile only the first and last pixel can meet the padding, and segments
+ * leave those pixels out of the kernel columns that read it. A skipped
+ * product is an exact zero: the sums keep their bits. */
+static void row_forward(const nn_dconv *D, nn_conv_tile *T, const float *xq, int64_t oh0,
+                        int64_t oh, float *yb, const float *w, nn_conv_seg *seg)
+{
+    const int64_t top = D->ph - oh * D->sh, bot = D->h - 1 + D->ph - oh * D->sh;
+    const int64_t ilo = top <= 0 ? 0 : ceil_div(top, D->dh);
+    const int64_t ihi = bot < 0 ? -1 : min64(D->kh - 1, bot / D->dh);
+    const int64_t per = D->kw * D->c, L = 16 * D->v;
+    const float *x = xq + (oh - oh0) * D->wq;
+    const int64_t nchunk = ceil_div(D->ow, D->rmax), r = ceil_div(D->ow, nchunk);
+    for (int64_t ow0 = 0; ow0 < D->ow; ow0 += r) {
+        const int64_t n = min64(r, D->ow - ow0);
+        /* kernel columns j < jl put the first pixel in the left padding,
+         * j >= jr the last one in the right padding */
+        const int64_t left = D->pw - ow0 * D->sw;
+        const int64_t right = D->w + D->pw - (ow0 + n - 1) * D->sw;
+        const int64_t jl = left <= 0 ? 0 : min64(D->kw, ceil_div(left, D->dw));
+        const int64_t jr = right <= 0 ? 0 : min64(D->kw, ceil_div(right, D->dw));
+        T->k = ihi >= ilo ? (ihi - ilo + 1) * per : 0;
+        T->koff = D->koff + ilo * per;
+        T->w = w + ilo * per * D->ldw;
+        T->nseg = tap_segments(seg, ihi - ilo + 1, D->kw, D->c, jl, jr);
+        T->seg = seg;
+        T->r = (int)n;
+        T->x = x + ow0;
+        T->y = yb + ow0 * L;
         D->kt->conv_direct_tile(T);
     }
 }
 
-/* The forward pass's output row oh of a band starting at oh0 (channel tile
- * in T): all taps, consecutive pixels. */
-static void row_forward(const nn_dconv *D, nn_conv_tile *T, const float *xq, int64_t oh0,
-                        int64_t oh, float *yb)
-{
-    T->x = xq + (oh - oh0) * D->wq;
-    T->y = yb;
-    run_tiles(D, T, D->ow, T->ldy);
-}
-
 /* The transposed convolution's dx row y of a band whose dy planes start at
  * dy row m0 - tmax: per column phase, the pixels x0, x0 + sw, ... with that
- * phase's taps, interleaved into the row buffer (stride sw pixels). */
+ * phase's taps, interleaved into the row buffer (stride sw pixels). As in
+ * the forward pass, only the kernel rows that land inside dy run, and the
+ * first and last pixel of a tile leave out the columns that land outside. */
 static void row_transposed(const nn_dconv *D, nn_conv_tile *T, const float *xq, int64_t m0,
-                           int64_t y, float *yb, const float *w, int64_t L)
+                           int64_t y, float *yb, const float *w, int64_t L, nn_conv_seg *seg)
 {
-    const int64_t a = (y + D->ph) % D->sh, sw = D->sw;
-    const float *xrow = xq + ((y + D->ph) / D->sh - m0) * D->wq - D->pw / sw;
+    const int64_t sh = D->sh, sw = D->sw, m = (y + D->ph) / sh, a = (y + D->ph) % sh;
+    /* the phase's kernel rows, last first: dy row m - t, t = (i dh) / sh,
+     * inside [0, h) for the positions [klo, khi) of that order */
+    int64_t nrow = 0, klo = 0, khi = 0;
+    for (int64_t i = D->kh - 1; i >= 0; i--) {
+        if (i * D->dh % sh != a)
+            continue;
+        const int64_t t = i * D->dh / sh;
+        klo += t > m;
+        khi += t >= m - D->h + 1;
+        nrow++;
+    }
+    const float *xrow = xq + (m - m0) * D->wq - D->pw / sw;
     for (int64_t x0 = 0; x0 < min64(sw, D->ow); x0++) {
-        const int64_t ph = a * sw + (x0 + D->pw) % sw;
-        const int64_t p0 = D->phase[ph];
-        T->k = D->phase[ph + 1] - p0;
-        T->koff = D->koff + p0;
-        T->w = w + p0 * D->ldw;
-        T->x = xrow + (x0 + D->pw) / sw;
-        T->y = yb + x0 * L;
-        T->ldy = sw * L;
-        run_tiles(D, T, ceil_div(D->ow - x0, sw), sw * L);
+        const int64_t b = (x0 + D->pw) % sw, mc = (x0 + D->pw) / sw;
+        const int64_t ph = a * sw + b, cnt = ceil_div(D->ow - x0, sw);
+        const int64_t nj = nrow ? (D->phase[ph + 1] - D->phase[ph]) / (nrow * D->c) : 0;
+        const int64_t p0 = D->phase[ph] + klo * nj * D->c;
+        const int64_t nchunk = ceil_div(cnt, D->rmax), r = ceil_div(cnt, nchunk);
+        for (int64_t q0 = 0; q0 < cnt; q0 += r) {
+            const int64_t n = min64(r, cnt - q0);
+            /* the phase's kernel columns, last first: dy column mc - u; the
+             * first jl read left of dy at the tile's first pixel, those from
+             * jr on right of it at its last */
+            int64_t jl = 0, jr = 0;
+            for (int64_t j = D->kw - 1; j >= 0; j--) {
+                if (j * D->dw % sw != b)
+                    continue;
+                const int64_t u = j * D->dw / sw;
+                jl += u > mc + q0;
+                jr += u >= mc + q0 + n - D->w;
+            }
+            T->k = (khi - klo) * nj * D->c;
+            T->koff = D->koff + p0;
+            T->w = w + p0 * D->ldw;
+            T->nseg = tap_segments(seg, khi - klo, nj, D->c, jl, jr);
+            T->seg = seg;
+            T->r = (int)n;
+            T->x = xrow + mc + q0;
+            T->y = yb + (x0 + q0 * sw) * L;
+            T->ldy = sw * L;
+            D->kt->conv_direct_tile(T);
+        }
     }
 }
 
@@ -317,6 +394,7 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const int64_t n = t / per_n, g = t % per_n / D->nbands, band = t % D->nbands;
     const int64_t oh0 = band * D->band, oh1 = min64(oh0 + D->band, D->oh);
     float *xq = buf, *yb = buf + round_up(D->xq_floats, 16);
+    nn_conv_seg *seg = (nn_conv_seg *)(yb + D->ow * 16 * D->v);
     const float *xc = x + n * D->x_img + g * D->c * D->h * D->w;
     /* transposed: dy rows from the band's first dx row's m0 - tmax */
     const int64_t m0 = (oh0 + D->ph) / D->sh;
@@ -345,9 +423,9 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
                 continue;
             }
             if (D->transposed)
-                row_transposed(D, &T, xq, m0, oh, yb, w, L);
+                row_transposed(D, &T, xq, m0, oh, yb, w, L, seg);
             else
-                row_forward(D, &T, xq, oh0, oh, yb);
+                row_forward(D, &T, xq, oh0, oh, yb, w, seg);
             if (rg)
                 D->kt->conv_transpose_res(D->ow, nch, yb, L, yg + at, P, rg + at, D->act);
             else

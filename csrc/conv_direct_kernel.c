@@ -84,9 +84,38 @@ typedef __m256 vf;
 
 #define NVB (16 / VL) /* hardware vectors per block of 16 channels */
 
+/* k taps from koff and *wp into the accumulators of pixels [LO, HI) of
+ * each of the RH rows (constants at every call site: the accumulators stay
+ * in registers); *wp advances past the taps' weights. */
+NN_INLINE void dtaps(const int RH, const int R, const int V, const int LO, const int HI,
+                     int64_t k, const int64_t *koff, const float *x, const float **wp,
+                     int64_t ldw, int64_t ldx2, vf *acc)
+{
+    const int NA = V * NVB;
+    const float *w = *wp;
+    for (int64_t p = 0; p < k; p++, w += ldw) {
+        const float *xs = x + koff[p];
+        vf wv[VMAX * NVB];
+        NN_UNROLL
+        for (int v = 0; v < NA; v++)
+            wv[v] = v_load(w + v * VL);
+        NN_UNROLL
+        for (int a = 0; a < RH; a++)
+            NN_UNROLL
+            for (int i = LO; i < HI; i++) {
+                const vf xv = v_set1(xs[a * ldx2 + i]);
+                NN_UNROLL
+                for (int v = 0; v < NA; v++)
+                    acc[(a * R + i) * NA + v] = v_fma(xv, wv[v], acc[(a * R + i) * NA + v]);
+            }
+    }
+    *wp = w;
+}
+
 /* RH rows of R pixels x V blocks, all constants at every call site (so
  * the accumulators live in registers); pixel (a, i) reads x[koff[p] +
- * a*ldx2 + i] and writes row a*R + i of y. */
+ * a*ldx2 + i] and writes row a*R + i of y. With segments (one row), each
+ * runs its taps over the pixels its skip bits leave. */
 NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile *t)
 {
     const int NA = V * NVB; /* accumulators per pixel */
@@ -98,21 +127,19 @@ NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile 
             acc[i * NA + v] = t->beta ? v_load(t->y + i * t->ldy + v * VL) : v_zero();
     const float *x = t->x, *w = t->w;
     const int64_t *koff = t->koff, ldw = t->ldw, ldx2 = t->ldx2;
-    for (int64_t p = 0; p < t->k; p++, w += ldw) {
-        const float *xs = x + koff[p];
-        vf wv[VMAX * NVB];
-        NN_UNROLL
-        for (int v = 0; v < NA; v++)
-            wv[v] = v_load(w + v * VL);
-        NN_UNROLL
-        for (int a = 0; a < RH; a++)
-            NN_UNROLL
-            for (int i = 0; i < R; i++) {
-                const vf xv = v_set1(xs[a * ldx2 + i]);
-                NN_UNROLL
-                for (int v = 0; v < NA; v++)
-                    acc[(a * R + i) * NA + v] = v_fma(xv, wv[v], acc[(a * R + i) * NA + v]);
+    if (RH > 1 || t->nseg == 0) {
+        dtaps(RH, R, V, 0, R, t->k, koff, x, &w, ldw, ldx2, acc);
+    } else {
+        for (int s = 0; s < t->nseg; s++) {
+            const int64_t k = t->seg[s].k;
+            switch (t->seg[s].skip) {
+            case 0: dtaps(1, R, V, 0, R, k, koff, x, &w, ldw, ldx2, acc); break;
+            case 1: dtaps(1, R, V, 1, R, k, koff, x, &w, ldw, ldx2, acc); break;
+            case 2: dtaps(1, R, V, 0, R - 1, k, koff, x, &w, ldw, ldx2, acc); break;
+            default: dtaps(1, R, V, 1, R - 1, k, koff, x, &w, ldw, ldx2, acc); break;
             }
+            koff += k;
+        }
     }
     NN_UNROLL
     for (int i = 0; i < RH * R; i++) {
@@ -343,11 +370,19 @@ void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
         for (int64_t i = 0; i < r; i++)
             for (int j = 0; j < 16; j++)
                 acc[i][j] = t->y[i * t->ldy + j];
-    for (int64_t p = 0; p < t->k; p++) {
-        const float *xs = t->x + t->koff[p], *w = t->w + p * t->ldw;
-        for (int64_t i = 0; i < r; i++)
-            for (int j = 0; j < 16; j++)
-                acc[i][j] += xs[i] * w[j];
+    /* the segments (or all k taps over all r pixels) */
+    const int nseg = t->nseg ? t->nseg : 1;
+    int64_t p = 0;
+    for (int s = 0; s < nseg; s++) {
+        const int64_t end = p + (t->nseg ? t->seg[s].k : t->k);
+        const int skip = t->nseg ? t->seg[s].skip : 0;
+        const int64_t lo = skip & 1, hi = skip & 2 ? r - 1 : r;
+        for (; p < end; p++) {
+            const float *xs = t->x + t->koff[p], *w = t->w + p * t->ldw;
+            for (int64_t i = lo; i < hi; i++)
+                for (int j = 0; j < 16; j++)
+                    acc[i][j] += xs[i] * w[j];
+        }
     }
     for (int64_t i = 0; i < r; i++)
         for (int j = 0; j < 16; j++) {

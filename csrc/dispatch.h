@@ -96,6 +96,9 @@ typedef struct nn_gemv_args {
  * v within conv_direct_limits: v <= vmax, r <= rmax[v - 1]. rh = 3 (ISAs
  * with v3max > 0, v <= v3max, r = 3): three rows of three pixels, pixel
  * (a, i) at x[koff[p] + a*ldx2 + i], output row 3a + i (3x3 taps).
+ * nseg > 0 (rh = 1): the k taps are instead nseg segments in order, seg[s].k
+ * taps each, whose sums leave out the first pixel (skip bit 1) and/or the
+ * last one (bit 2): taps that would read the zero padding there.
  * conv_transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols;
  * conv_transpose_res: dst[c*ldd + r] = act(src[r*lds + c] + res[c*ldd + r])
  * (res may be dst itself: each element is read before it is written).
@@ -103,6 +106,10 @@ typedef struct nn_gemv_args {
  * input band (conv_direct.c): for r < rows, b < s, q < wq,
  *   dst[r*ldd + b*ldp + q] = src[r*lds + q*s + b] when lo <= q*s + b < hi, else 0
  * (nothing outside [lo, hi) of a source row is read). */
+typedef struct nn_conv_seg {
+    int64_t k;
+    int skip;
+} nn_conv_seg;
 typedef struct nn_conv_tile {
     int64_t k;
     const int64_t *koff;
@@ -114,6 +121,8 @@ typedef struct nn_conv_tile {
     const float *bias;
     int64_t ldx2;
     int r, v, act, beta, rh;
+    int nseg;
+    const nn_conv_seg *seg;
 } nn_conv_tile;
 #define NN_CONV_KERNELS(X) \
     X(conv_direct_tile, (const nn_conv_tile *t), (t)) \

@@ -128,6 +128,10 @@ CASES = [
     (2, 8, 12, 10, 16, 3, 2, 2, 2, 2),        # dilation 2: every tap in phase 0, groups
     (2, 5, 9, 3, 6, 3, (2, 3), 4, 1, 1),      # padding > kernel, stride > width: empty phases
     (1, 4, 100, 200, 40, 3, 2, 1, 1, 1),      # dy band past its bound: bands of dx rows
+    # taps in the zero padding left out (rows, and a tile's first / last pixel)
+    (2, 4, 5, 1, 8, 3, 1, 1, 1, 1),           # one-pixel rows: both ends skip in one pixel
+    (1, 6, 9, 8, 20, 5, 1, 4, 2, 1),          # padding 4, dilation 2: whole kernel rows out
+    (2, 5, 7, 30, 36, 3, 1, 1, 1, 1),         # 36 outputs (v 3): rows in two tiles
 ]
 
 
