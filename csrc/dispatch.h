@@ -136,7 +136,8 @@ typedef struct nn_conv_tile {
                         int64_t lo, int64_t hi, float *dst, int64_t ldd, int64_t ldp), \
       (rows, s, wq, src, lds, lo, hi, dst, ldd, ldp)) \
     X(conv_taps_forward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
-                          const float *xp, float *acc), (len, taps, off, w, xp, acc)) \
+                          const float *xp, float bias, int act, float *out), \
+      (len, taps, off, w, xp, bias, act, out)) \
     X(conv_taps_backward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
                            const float *dyz, int64_t pad, float *dxp), \
       (len, taps, off, w, dyz, pad, dxp)) \

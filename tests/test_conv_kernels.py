@@ -132,6 +132,9 @@ CASES = [
     (2, 4, 5, 1, 8, 3, 1, 1, 1, 1),           # one-pixel rows: both ends skip in one pixel
     (1, 6, 9, 8, 20, 5, 1, 4, 2, 1),          # padding 4, dilation 2: whole kernel rows out
     (2, 5, 7, 30, 36, 3, 1, 1, 1, 1),         # 36 outputs (v 3): rows in two tiles
+    # depthwise stride 1 (conv_kernel.c's tap loops): blocks of 64 and 32, taps by tap
+    (2, 6, 12, 11, 6, 5, 1, 2, 1, 6),         # 5x5: the weight gradient tap by tap
+    (2, 4, 9, 13, 8, 3, 1, 1, 1, 4),          # two outputs per channel: dx sums both
 ]
 
 
