@@ -457,6 +457,28 @@ int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
     if (E->kw > rmax[E->v - 1] || E->c * E->hp * E->wp > NN_DCONV_BAND_FLOATS ||
         E->oh * E->ow * 16 * E->v > NN_DCONV_BAND_FLOATS)
         return 0;
+    /* 3x3: output rows whose kernel row 0 (2) reads the top (bottom)
+     * padding leave that tile row out: segments of whole output rows */
+    E->nseg = 0;
+    if (E->rows3) {
+        int last = -1;
+        for (int64_t oh = 0; oh < E->oh; oh++) {
+            const int64_t top = oh * E->sh - E->ph;
+            const int skip = (top < 0) | (top + 2 * E->dh >= E->h) << 1;
+            if (last == skip) {
+                E->seg[E->nseg - 1].k += E->ow;
+                continue;
+            }
+            if (E->nseg == NN_DCONV_DW_SEGS) { /* more kinds than room: no skips */
+                E->nseg = 0;
+                break;
+            }
+            E->seg[E->nseg++] = (nn_conv_seg){.k = E->ow, .skip = skip};
+            last = skip;
+        }
+        if (E->nseg == 1 && E->seg[0].skip == 0)
+            E->nseg = 0;
+    }
     E->nq = min64(E->n, NN_DCONV_DW_CHUNKS);
     E->per_q = ceil_div(E->n, E->nq);
     E->nq = ceil_div(E->n, E->per_q);
@@ -562,6 +584,8 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
         if (E->rows3) {
             T.rh = 3;
             T.ldx2 = E->dh * E->wp;
+            T.nseg = E->nseg;
+            T.seg = E->seg;
             for (int64_t ci = 0; ci < E->c; ci++) {
                 T.x = xp + ci * plane;
                 T.y = part + ci * 9 * E->ldo;

@@ -87,6 +87,7 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
  * they hold anyway (dbpart[q][g][o], in double): conv.c's separate pass over
  * dy, which read it from memory once more, is saved. Without with_dw they
  * sum only that (db asked for alone gets the bits it gets with dw). */
+#define NN_DCONV_DW_SEGS 8
 typedef struct nn_dconv_dw {
     int64_t n, groups, c, h, w, o, kh, kw, sh, sw, dh, ph, pw, oh, ow;
     int64_t x_img, y_img;     /* floats per image of x and dy */
@@ -97,6 +98,8 @@ typedef struct nn_dconv_dw {
     int64_t nq, per_q;        /* chunks of images, images per chunk */
     int64_t hp, wp, taps;     /* the padded input plane; c * kh * kw */
     int with_dw, with_db;     /* the weight and the bias gradient (set before planning) */
+    int nseg;                 /* rows3: segments of output rows skipping padded tile rows */
+    nn_conv_seg seg[NN_DCONV_DW_SEGS];
     /* in the caller's SHARED workspace (nn_dconv_dw_pack) */
     const int64_t *koff;      /* oh * ow pixel offsets into a padded plane */
     float *part;              /* nq * groups * taps * ldo */

@@ -91,6 +91,9 @@ NN_INLINE void dtaps(const int RH, const int R, const int V, const int LO, const
                      int64_t k, const int64_t *koff, const float *x, const float **wp,
                      int64_t ldw, int64_t ldx2, vf *acc)
 {
+    /* three rows (rh = 3): LO and HI bound the rows, every pixel of them */
+    const int A0 = RH == 1 ? 0 : LO, A1 = RH == 1 ? 1 : HI;
+    const int I0 = RH == 1 ? LO : 0, I1 = RH == 1 ? HI : R;
     const int NA = V * NVB;
     const float *w = *wp;
     for (int64_t p = 0; p < k; p++, w += ldw) {
@@ -100,9 +103,9 @@ NN_INLINE void dtaps(const int RH, const int R, const int V, const int LO, const
         for (int v = 0; v < NA; v++)
             wv[v] = v_load(w + v * VL);
         NN_UNROLL
-        for (int a = 0; a < RH; a++)
+        for (int a = A0; a < A1; a++)
             NN_UNROLL
-            for (int i = LO; i < HI; i++) {
+            for (int i = I0; i < I1; i++) {
                 const vf xv = v_set1(xs[a * ldx2 + i]);
                 NN_UNROLL
                 for (int v = 0; v < NA; v++)
@@ -114,8 +117,8 @@ NN_INLINE void dtaps(const int RH, const int R, const int V, const int LO, const
 
 /* RH rows of R pixels x V blocks, all constants at every call site (so
  * the accumulators live in registers); pixel (a, i) reads x[koff[p] +
- * a*ldx2 + i] and writes row a*R + i of y. With segments (one row), each
- * runs its taps over the pixels its skip bits leave. */
+ * a*ldx2 + i] and writes row a*R + i of y. With segments, each runs its
+ * taps over the pixels (one row) or rows (three) its skip bits leave. */
 NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile *t)
 {
     const int NA = V * NVB; /* accumulators per pixel */
@@ -127,16 +130,18 @@ NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile 
             acc[i * NA + v] = t->beta ? v_load(t->y + i * t->ldy + v * VL) : v_zero();
     const float *x = t->x, *w = t->w;
     const int64_t *koff = t->koff, ldw = t->ldw, ldx2 = t->ldx2;
-    if (RH > 1 || t->nseg == 0) {
-        dtaps(RH, R, V, 0, R, t->k, koff, x, &w, ldw, ldx2, acc);
+    /* pixels (one row) or rows (three) */
+    const int N = RH == 1 ? R : RH;
+    if (t->nseg == 0) {
+        dtaps(RH, R, V, 0, N, t->k, koff, x, &w, ldw, ldx2, acc);
     } else {
         for (int s = 0; s < t->nseg; s++) {
             const int64_t k = t->seg[s].k;
             switch (t->seg[s].skip) {
-            case 0: dtaps(1, R, V, 0, R, k, koff, x, &w, ldw, ldx2, acc); break;
-            case 1: dtaps(1, R, V, 1, R, k, koff, x, &w, ldw, ldx2, acc); break;
-            case 2: dtaps(1, R, V, 0, R - 1, k, koff, x, &w, ldw, ldx2, acc); break;
-            default: dtaps(1, R, V, 1, R - 1, k, koff, x, &w, ldw, ldx2, acc); break;
+            case 0: dtaps(RH, R, V, 0, N, k, koff, x, &w, ldw, ldx2, acc); break;
+            case 1: dtaps(RH, R, V, 1, N, k, koff, x, &w, ldw, ldx2, acc); break;
+            case 2: dtaps(RH, R, V, 0, N - 1, k, koff, x, &w, ldw, ldx2, acc); break;
+            default: dtaps(RH, R, V, 1, N - 1, k, koff, x, &w, ldw, ldx2, acc); break;
             }
             koff += k;
         }

@@ -96,9 +96,10 @@ typedef struct nn_gemv_args {
  * v within conv_direct_limits: v <= vmax, r <= rmax[v - 1]. rh = 3 (ISAs
  * with v3max > 0, v <= v3max, r = 3): three rows of three pixels, pixel
  * (a, i) at x[koff[p] + a*ldx2 + i], output row 3a + i (3x3 taps).
- * nseg > 0 (rh = 1): the k taps are instead nseg segments in order, seg[s].k
- * taps each, whose sums leave out the first pixel (skip bit 1) and/or the
- * last one (bit 2): taps that would read the zero padding there.
+ * nseg > 0: the k taps are instead nseg segments in order, seg[s].k taps
+ * each, whose sums leave out the first pixel (skip bit 1) and/or the last
+ * one (bit 2), or with rh = 3 the first and/or last row of pixels: taps
+ * that would read the zero padding there.
  * conv_transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols;
  * conv_transpose_res: dst[c*ldd + r] = act(src[r*lds + c] + res[c*ldd + r])
  * (res may be dst itself: each element is read before it is written).
