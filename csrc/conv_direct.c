@@ -8,19 +8,27 @@
  *      columns q*sw + b. A tap (i, j) then reads plane ((i*dh) % sh,
  *      (j*dw) % sw) shifted by ((i*dh) / sh, (j*dw) / sw): one constant
  *      offset koff per tap (shared by all tasks), and consecutive output
- *      pixels of a row read consecutive floats, whatever the stride;
+ *      pixels of a row read consecutive floats, whatever the stride (the
+ *      transposed convolution, dx: one padded copy of dy per channel);
  *   2. for each output row and each tile of 16 v channels, the row's
- *      pixels in tiles of at most rmax: the kernel sums all taps of each
+ *      pixels in tiles of at most rmax: the kernel sums the taps of each
  *      output in order (bias and activation applied in registers) into a
- *      row buffer, pixel-major;
+ *      row buffer, pixel-major. Taps that read the zero padding are left
+ *      out (kernel rows outside the input for the whole row, kernel
+ *      columns for a tile's first or last pixel), as oneDNN does: at 7x7
+ *      with a 3x3 kernel that is 18% of the products, and a left-out
+ *      product is an exact zero, so the bits are those of the full sum;
  *   3. the row buffer is transposed into the NCHW output (conv_transpose;
  *      with a residual, conv_transpose_res adds it and applies the
  *      activation on the way, which the tile then leaves out).
  * The weights are packed once per call: one row of ldw floats per tap,
- * output channels contiguous (zero past the group's o).
+ * output channels contiguous (zero past the group's o), taps ordered by
+ * kernel row, kernel column, then input channel (transposed: by phase
+ * first), so the kernel rows a row keeps are one range.
  *
  * Memory: the shared data is the size of the weights (the weight gradient:
- * NN_DCONV_DW_CHUNKS times that); each thread's buffer holds at most
+ * NN_DCONV_DW_CHUNKS times that; the forward pass's packing: once more as
+ * scratch); each thread's buffer holds at most
  * NN_DCONV_BAND_FLOATS of input (the plan splits rows into bands, and
  * declines when even one row's input band is larger) and one output row
  * (the weight gradient: at most NN_DCONV_BAND_FLOATS of transposed dy).
