@@ -119,7 +119,7 @@ size_t nn_dconv_shared_floats(const nn_dconv *D)
 
 size_t nn_dconv_task_floats(const nn_dconv *D)
 {
-    /* the input band, one output row, the forward pass's tap segments */
+    /* the input band, one output row, a tile's tap segments */
     return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v +
                     round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16));
 }

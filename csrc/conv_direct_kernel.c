@@ -320,7 +320,8 @@ void NN_ISA_FN(conv_split_rows)(int64_t rows, int64_t s, int64_t wq, const float
         split_rows_scalar(rows, s, wq, src, lds, lo, hi, dst, ldd, ldp);
         return;
     }
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (int64_t q0 = 0; q0 < wq; q0 += 16) {
         const __mmask16 st = range_mask(q0, 0, wq);
