@@ -4,8 +4,9 @@
  * Most shapes take the direct convolution (conv_direct.c): output channels
  * in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
  * evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
- * gradient for stride 1 (a stride-1 convolution of dy with the rotated,
- * transposed weights) and the weight gradient (dilation 1 along the width).
+ * gradient (a convolution of dy with the rotated, transposed weights, split
+ * by the stride into phases of dx's rows and columns: no col2im) and the
+ * weight gradient (dilation 1 along the width).
  * It is skipped for 1x1 stride-1 convolutions (a GEMM on x itself), for
  * fewer than NN_CONV_DIRECT_MIN_O outputs per group (and, with one input
  * channel per group, NN_CONV_DIRECT_MIN_OG), and when one output row's input
@@ -402,23 +403,23 @@ static int64_t *shift_offsets(const geom *G, float *buf)
     return off;
 }
 
-/* The zero-padded plane, and zeros in the slack after it. */
-static void pad_plane(const geom *G, const float *x, float *xp)
+/* The zero-padded plane, and zeros in the slack after it. The rows go
+ * through the ISA's conv_split_rows (stride 1: a masked copy that writes
+ * the padding columns too): a memcpy call per short row cost more. */
+static void pad_plane(const nn_kernel_table *kt, const geom *G, const float *x, float *xp)
 {
-    memset(xp, 0, (size_t)(G->hp * G->wp + NN_CONV_TAPS_SLACK) * sizeof(float));
-    for (int64_t ih = 0; ih < G->h; ih++)
-        memcpy(xp + (ih + G->ph) * G->wp + G->pw, x + ih * G->w, (size_t)G->w * sizeof(float));
+    const int64_t top = G->ph * G->wp, rows = G->h * G->wp;
+    memset(xp, 0, (size_t)top * sizeof(float));
+    kt->conv_split_rows(G->h, 1, G->wp, x - G->pw, G->w, G->pw, G->pw + G->w, xp + top, G->wp, 0);
+    memset(xp + top + rows, 0,
+           (size_t)(G->hp * G->wp - top - rows + NN_CONV_TAPS_SLACK) * sizeof(float));
 }
 
-/* dst[oh * wp + ow] = src[oh * ow_ + ow], the junk columns zero: len floats. */
-static void spread_rows(const geom *G, const float *src, float *dst)
+/* dst[oh * wp + ow] = src[oh * ow_ + ow], the junk columns zero: oh * wp
+ * floats (the last row's junk too). */
+static void spread_rows(const nn_kernel_table *kt, const geom *G, const float *src, float *dst)
 {
-    for (int64_t oh = 0; oh < G->oh; oh++) {
-        float *d = dst + oh * G->wp;
-        memcpy(d, src + oh * G->ow, (size_t)G->ow * sizeof(float));
-        if (oh + 1 < G->oh)
-            memset(d + G->ow, 0, (size_t)(G->wp - G->ow) * sizeof(float));
-    }
+    kt->conv_split_rows(G->oh, 1, G->wp, src, G->ow, 0, G->ow, dst, G->wp, 0);
 }
 
 static void shift_forward(const nn_kernel_table *kt, const geom *G, const float *x,
@@ -428,22 +429,11 @@ static void shift_forward(const nn_kernel_table *kt, const geom *G, const float 
     const int64_t *off = shift_offsets(G, buf);
     float *xp = buf + shift_off_floats(G);
     float *acc = xp + shift_plane_floats(G);
-    pad_plane(G, x, xp);
+    pad_plane(kt, G, x, xp);
     for (int64_t o = c * G->og; o < (c + 1) * G->og; o++) {
-        const float bv = b ? b[o] : 0.0f;
-        for (int64_t i = 0; i < G->len; i++)
-            acc[i] = bv;
-        kt->conv_taps_forward(G->len, G->kk, off, w + o * G->kk, xp, acc);
-        float *yo = y + o * G->p;
-        for (int64_t oh = 0; oh < G->oh; oh++) {
-            const float *a = acc + oh * G->wp;
-            float *yr = yo + oh * G->ow;
-            if (act == NN_ACT_RELU)
-                for (int64_t j = 0; j < G->ow; j++)
-                    yr[j] = a[j] < 0.0f ? 0.0f : a[j];
-            else
-                memcpy(yr, a, (size_t)G->ow * sizeof(float));
-        }
+        kt->conv_taps_forward(G->len, G->kk, off, w + o * G->kk, xp, b ? b[o] : 0.0f, act, acc);
+        /* the rows without their junk columns */
+        kt->conv_split_rows(G->oh, 1, G->ow, acc, G->wp, 0, G->ow, y + o * G->p, G->ow, 0);
     }
 }
 
@@ -454,15 +444,24 @@ static void shift_dx(const nn_kernel_table *kt, const geom *G, const float *dy, 
     const int64_t *off = shift_offsets(G, buf);
     float *dxp = buf + shift_off_floats(G);
     float *dyz = dxp + shift_plane_floats(G);
-    memset(dxp, 0, (size_t)(G->hp * G->wp + NN_CONV_TAPS_SLACK) * sizeof(float));
+    /* only the padded plane's rows that hold dx: [top, top + rows) */
+    const int64_t top = G->ph * G->wp, rows = G->h * G->wp;
+    memset(dxp + top, 0, (size_t)(rows + NN_CONV_TAPS_SLACK) * sizeof(float));
     memset(dyz, 0, (size_t)G->pad * sizeof(float));
     memset(dyz + G->pad + G->len, 0, (size_t)(G->pad + NN_CONV_TAPS_SLACK) * sizeof(float));
     for (int64_t o = c * G->og; o < (c + 1) * G->og; o++) {
-        spread_rows(G, dy + o * G->p, dyz + G->pad);
-        kt->conv_taps_backward(G->hp * G->wp, G->kk, off, w + o * G->kk, dyz, G->pad, dxp);
+        spread_rows(kt, G, dy + o * G->p, dyz + G->pad);
+        kt->conv_taps_backward(rows, G->kk, off, w + o * G->kk, dyz + top, G->pad, dxp + top);
     }
-    for (int64_t ih = 0; ih < G->h; ih++)
-        memcpy(dx + ih * G->w, dxp + (ih + G->ph) * G->wp + G->pw, (size_t)G->w * sizeof(float));
+    kt->conv_split_rows(G->h, 1, G->w, dxp + top + G->pw, G->wp, 0, G->w, dx, G->w, 0);
+}
+
+/* A read prefetch of every 64-byte line of p[0, n). */
+static inline void prefetch_floats(const float *p, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16)
+        __builtin_prefetch(p + i);
+    __builtin_prefetch(p + n - 1);
 }
 
 /* dw of output channel o over the whole batch, in sample order. */
@@ -477,8 +476,15 @@ static void shift_dw(const nn_kernel_table *kt, const geom *G, const float *x, c
     for (int64_t t = 0; t < G->kk; t++)
         acc[t] = 0.0;
     for (int64_t n = 0; n < G->n; n++) {
-        pad_plane(G, x + (n * G->c + c) * G->hw, xp);
-        spread_rows(G, dy + (n * G->o + o) * G->p, dyx);
+        /* the next image's planes are a batch stride away, beyond the
+         * hardware prefetchers' reach: ask for them now (measured: one
+         * image ahead beat two and three) */
+        if (n + 1 < G->n) {
+            prefetch_floats(x + ((n + 1) * G->c + c) * G->hw, G->hw);
+            prefetch_floats(dy + ((n + 1) * G->o + o) * G->p, G->p);
+        }
+        pad_plane(kt, G, x + (n * G->c + c) * G->hw, xp);
+        spread_rows(kt, G, dy + (n * G->o + o) * G->p, dyx);
         memset(dyx + G->len, 0, 16 * sizeof(float)); /* conv_taps_weight's last block */
         kt->conv_taps_weight(G->len, G->kk, off, dyx, xp, acc);
     }
@@ -507,7 +513,7 @@ typedef struct conv_call {
     /* depthwise forward: blocks of dcb input channels (all their outputs) */
     int64_t dcb, ndcb;
     /* the direct convolution (conv_direct.c): the forward pass, and the
-     * input gradient as a convolution of dy (stride 1) */
+     * input gradient as a (transposed) convolution of dy */
     nn_dconv dfwd, ddx;
     nn_dconv_dw ddw;
     int direct_fwd, direct_dx, direct_dw;
@@ -759,13 +765,11 @@ static int plan_direct(conv_call *K, int dx)
         D->act = K->act;
         D->res = K->res;
     } else {
-        /* dx = dy convolved (stride 1) with the weights transposed and
-         * rotated, padded by d (k - 1) - p: only for stride 1, p <= d (k - 1) */
-        const int64_t ph = G->dh * (G->kh - 1) - G->ph, pw = G->dw * (G->kw - 1) - G->pw;
-        if (G->sh != 1 || G->sw != 1 || ph < 0 || pw < 0)
-            return 0;
+        /* dx = dy convolved with the weights transposed and rotated, one
+         * phase of dx's rows and columns at a time (conv_direct.h) */
+        D->transposed = 1;
         D->c = G->og, D->h = G->oh, D->w = G->ow, D->o = G->cg, D->oh = G->h, D->ow = G->w;
-        D->sh = D->sw = 1, D->ph = ph, D->pw = pw;
+        D->sh = G->sh, D->sw = G->sw, D->ph = G->ph, D->pw = G->pw;
         D->x_img = G->o * G->p, D->y_img = G->c * G->hw;
         D->act = NN_ACT_NONE;
     }
@@ -825,9 +829,9 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
         *front_out = shared;
     shared += front;
     if (K->direct_fwd)
-        nn_dconv_pack(&K->dfwd, shared, K->w, K->b, 0);
+        nn_dconv_pack(&K->dfwd, shared, K->w, K->b);
     if (K->direct_dx)
-        nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL, 1);
+        nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL);
     if (K->direct_dw)
         nn_dconv_dw_pack(&K->ddw, shared + a16 + b16);
     return NN_OK;

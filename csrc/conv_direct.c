@@ -8,19 +8,27 @@
  *      columns q*sw + b. A tap (i, j) then reads plane ((i*dh) % sh,
  *      (j*dw) % sw) shifted by ((i*dh) / sh, (j*dw) / sw): one constant
  *      offset koff per tap (shared by all tasks), and consecutive output
- *      pixels of a row read consecutive floats, whatever the stride;
+ *      pixels of a row read consecutive floats, whatever the stride (the
+ *      transposed convolution, dx: one padded copy of dy per channel);
  *   2. for each output row and each tile of 16 v channels, the row's
- *      pixels in tiles of at most rmax: the kernel sums all taps of each
+ *      pixels in tiles of at most rmax: the kernel sums the taps of each
  *      output in order (bias and activation applied in registers) into a
- *      row buffer, pixel-major;
+ *      row buffer, pixel-major. Taps that read the zero padding are left
+ *      out (kernel rows outside the input for the whole row, kernel
+ *      columns for a tile's first or last pixel), as oneDNN does: at 7x7
+ *      with a 3x3 kernel that is 18% of the products, and a left-out
+ *      product is an exact zero, so the bits are those of the full sum;
  *   3. the row buffer is transposed into the NCHW output (conv_transpose;
  *      with a residual, conv_transpose_res adds it and applies the
  *      activation on the way, which the tile then leaves out).
  * The weights are packed once per call: one row of ldw floats per tap,
- * output channels contiguous (zero past the group's o).
+ * output channels contiguous (zero past the group's o), taps ordered by
+ * kernel row, kernel column, then input channel (transposed: by phase
+ * first), so the kernel rows a row keeps are one range.
  *
  * Memory: the shared data is the size of the weights (the weight gradient:
- * NN_DCONV_DW_CHUNKS times that); each thread's buffer holds at most
+ * NN_DCONV_DW_CHUNKS times that; the forward pass's packing: once more as
+ * scratch); each thread's buffer holds at most
  * NN_DCONV_BAND_FLOATS of input (the plan splits rows into bands, and
  * declines when even one row's input band is larger) and one output row
  * (the weight gradient: at most NN_DCONV_BAND_FLOATS of transposed dy).
@@ -56,75 +64,151 @@ int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
     D->rmax = rmax[D->v - 1];
     D->ldw = D->nob * 16 * D->v;
     D->taps = D->c * D->kh * D->kw;
-    D->wq = D->ow + (D->kw - 1) * D->dw / D->sw;
-    const int64_t ext = (D->kh - 1) * D->dh / D->sh; /* rows a band needs past its own */
-    const int64_t plane_row = D->c * D->sh * D->sw * D->wq;
-    if (plane_row * (1 + ext) > NN_DCONV_BAND_FLOATS)
-        return 0;
-    const int64_t bmax = NN_DCONV_BAND_FLOATS / plane_row - ext;
+    /* plane_row: floats of one input row's copy; ext: rows a band of one
+     * output row needs; bmax: the most output rows whose band fits */
+    int64_t plane_row, ext, bmax;
+    if (D->transposed) {
+        /* one dy plane per channel: dx columns x read dy columns
+         * (x + pw) / sw - u for u <= umax, dx rows likewise */
+        D->tmax = (D->kh - 1) * D->dh / D->sh;
+        D->umax = (D->kw - 1) * D->dw / D->sw;
+        D->wq = (D->ow - 1 + D->pw) / D->sw - D->pw / D->sw + D->umax + 1;
+        plane_row = D->c * D->wq;
+        ext = D->tmax;
+        if (plane_row * (1 + ext) > NN_DCONV_BAND_FLOATS)
+            return 0;
+        /* b dx rows span at most ceil((b - 1) / sh) + 1 dy rows */
+        bmax = (NN_DCONV_BAND_FLOATS / plane_row - 1 - ext) * D->sh + 1;
+    } else {
+        D->wq = D->ow + (D->kw - 1) * D->dw / D->sw;
+        plane_row = D->c * D->sh * D->sw * D->wq;
+        ext = (D->kh - 1) * D->dh / D->sh;
+        if (plane_row * (1 + ext) > NN_DCONV_BAND_FLOATS)
+            return 0;
+        bmax = NN_DCONV_BAND_FLOATS / plane_row - ext;
+    }
     int64_t nb = ceil_div(D->oh, bmax);
     const int nt = nn_max_threads();
     const int64_t want = nt > 1 ? ceil_div(NN_DCONV_TASKS_PER_THREAD * nt, D->n * D->groups) : 1;
     nb = max64(nb, min64(want, D->oh));
     D->band = ceil_div(D->oh, nb);
     D->nbands = ceil_div(D->oh, D->band);
-    D->hq = D->band + ext;
-    D->xq_floats = D->c * D->sh * D->sw * D->hq * D->wq;
+    if (D->transposed) {
+        D->hq = ceil_div(D->band - 1, D->sh) + 1 + ext;
+        D->xq_floats = D->c * D->hq * D->wq;
+    } else {
+        D->hq = D->band + ext;
+        D->xq_floats = D->c * D->sh * D->sw * D->hq * D->wq;
+    }
     return 1;
+}
+
+/* Floats (a multiple of 16) of the tap offsets, and with transposed the
+ * phases' starts: int64 each. */
+static int64_t index_floats(const nn_dconv *D)
+{
+    return round_up(2 * (D->taps + (D->transposed ? D->sh * D->sw + 1 : 0)), 16);
 }
 
 size_t nn_dconv_shared_floats(const nn_dconv *D)
 {
-    return (size_t)(round_up(2 * D->taps, 16) + D->groups * D->ldw * (D->taps + 1));
+    /* the forward pass's packing uses one group's weights more as scratch */
+    const int64_t scratch = D->transposed ? 0 : D->taps * D->ldw;
+    return (size_t)(index_floats(D) + D->groups * D->ldw * (D->taps + 1) + scratch);
 }
 
 size_t nn_dconv_task_floats(const nn_dconv *D)
 {
-    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v);
+    /* the input band, one output row, a tile's tap segments */
+    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v +
+                    round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16));
 }
 
-void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias, int flip)
+/* The transposed convolution's taps, phase by phase (row residue a, column
+ * residue b), then by kernel row and column from the last to the first (the
+ * order of the 180-degree rotated kernel), then by dy channel: a dx row's
+ * kernel rows inside dy are one range of its phase's taps. Tap p of group
+ * g's weights is row p of wpk (D->o dx channels in lanes); koff[p] its
+ * offset in the band's dy planes. */
+static void pack_transposed(nn_dconv *D, int64_t *koff, int64_t *phase, float *wpk,
+                            const float *w)
+{
+    const int64_t kk = D->kh * D->kw, plane = D->hq * D->wq, o = D->o;
+    int64_t p = 0;
+    for (int64_t a = 0; a < D->sh; a++)
+        for (int64_t b = 0; b < D->sw; b++) {
+            phase[a * D->sw + b] = p;
+            for (int64_t i = D->kh - 1; i >= 0; i--) {
+                if (i * D->dh % D->sh != a)
+                    continue;
+                for (int64_t j = D->kw - 1; j >= 0; j--) {
+                    if (j * D->dw % D->sw != b)
+                        continue;
+                    for (int64_t ci = 0; ci < D->c; ci++, p++) {
+                        koff[p] = ci * plane + (D->tmax - i * D->dh / D->sh) * D->wq +
+                                  D->umax - j * D->dw / D->sw;
+                        /* the Conv2d's weight per group: (c, o, kh, kw) here */
+                        for (int64_t g = 0; g < D->groups; g++) {
+                            const float *src = w + (g * D->c + ci) * o * kk + i * D->kw + j;
+                            float *row = wpk + (g * D->taps + p) * D->ldw;
+                            for (int64_t jo = 0; jo < o; jo++)
+                                row[jo] = src[jo * kk];
+                            for (int64_t jo = o; jo < D->ldw; jo++)
+                                row[jo] = 0.0f;
+                        }
+                    }
+                }
+            }
+        }
+    phase[D->sh * D->sw] = p;
+}
+
+void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias)
 {
     int64_t *koff = (int64_t *)shared;
+    float *wpk = shared + index_floats(D);
+    D->koff = koff;
+    D->wpk = wpk;
+    D->phase = NULL;
+    D->bias = NULL;
+    if (D->transposed) {
+        D->phase = koff + D->taps;
+        pack_transposed(D, koff, (int64_t *)D->phase, wpk, w);
+        return;
+    }
     const int64_t kk = D->kh * D->kw, plane = D->hq * D->wq;
     for (int64_t ci = 0; ci < D->c; ci++)
         for (int64_t i = 0; i < D->kh; i++)
             for (int64_t j = 0; j < D->kw; j++) {
                 const int64_t a = i * D->dh % D->sh, b = j * D->dw % D->sw;
-                koff[ci * kk + i * D->kw + j] = ((ci * D->sh + a) * D->sw + b) * plane +
+                koff[(i * D->kw + j) * D->c + ci] = ((ci * D->sh + a) * D->sw + b) * plane +
                                                 i * D->dh / D->sh * D->wq + j * D->dw / D->sw;
             }
-    float *wpk = shared + round_up(2 * D->taps, 16);
-    /* The Conv2d's weight per group: (O/groups, C/groups, kh, kw). */
-    const int64_t wo = flip ? D->c : D->o, wc = flip ? D->o : D->c;
+    /* The Conv2d's weight per group, (o, taps) with taps in (ci, t) order
+     * (t = i kw + j), transposed through registers into the scratch after
+     * the bias, then its rows copied to t c + ci. */
+    float *scratch = wpk + D->groups * D->ldw * (D->taps + 1);
     for (int64_t g = 0; g < D->groups; g++) {
-        const float *wg = w + g * wo * wc * kk;
         float *dst = wpk + g * D->taps * D->ldw;
-        if (!flip) { /* a transpose: (o, taps) -> (taps, o), through registers */
-            D->kt->conv_transpose(D->o, D->taps, wg, D->taps, dst, D->ldw);
-            if (D->ldw > D->o)
-                for (int64_t p = 0; p < D->taps; p++)
-                    memset(dst + p * D->ldw + D->o, 0, (size_t)(D->ldw - D->o) * sizeof(float));
-            continue;
-        }
-        for (int64_t p = 0; p < D->taps; p++) {
-            float *row = dst + p * D->ldw;
-            const int64_t ci = p / kk, t = p % kk;
-            for (int64_t jo = 0; jo < D->o; jo++)
-                row[jo] = wg[(ci * wc + jo) * kk + (kk - 1 - t)];
-            for (int64_t jo = D->o; jo < D->ldw; jo++)
-                row[jo] = 0.0f;
-        }
+        /* 1x1: the orders agree */
+        float *tr = kk == 1 ? dst : scratch;
+        D->kt->conv_transpose(D->o, D->taps, w + g * D->o * D->taps, D->taps, tr, D->ldw);
+        for (int64_t ci = 0; ci < D->c; ci++)
+            for (int64_t t = 0; t < kk; t++) {
+                float *row = dst + (t * D->c + ci) * D->ldw;
+                if (tr != dst)
+                    memcpy(row, tr + (ci * kk + t) * D->ldw, (size_t)D->o * sizeof(float));
+                if (D->ldw > D->o)
+                    memset(row + D->o, 0, (size_t)(D->ldw - D->o) * sizeof(float));
+            }
     }
     float *bp = wpk + D->groups * D->taps * D->ldw;
     if (bias) {
         for (int64_t g = 0; g < D->groups; g++)
             for (int64_t jo = 0; jo < D->ldw; jo++)
                 bp[g * D->ldw + jo] = jo < D->o ? bias[g * D->o + jo] : 0.0f;
+        D->bias = bp;
     }
-    D->koff = koff;
-    D->wpk = wpk;
-    D->bias = bias ? bp : NULL;
 }
 
 void nn_dconv_fold(nn_dconv *D, const float *scale, const float *shift)
@@ -156,69 +240,160 @@ static inline int phase_used(int64_t k, int64_t d, int64_t s, int64_t a)
     return 0;
 }
 
-/* One phase-plane row: out[q] = src[q * sw] for q in [qlo, qhi), zero
- * elsewhere in [0, wq). Inline loops (the rows are short: a call to memcpy
- * and memset per row cost more than the copy; GCC would turn the loops back
- * into those calls) over restrict pointers, with the strides 1 and 2 of
- * ResNets spelled out so the compiler vectorises them. */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-#endif
-static inline void fill_row(float *restrict out, const float *restrict src, int64_t sw,
-                            int64_t qlo, int64_t qhi, int64_t wq)
+/* The task's input band: for each phase (a, b) of strides (fh, fw) and
+ * each of the c channels xc (h x w planes), a plane of hq x wq whose row r,
+ * column q holds input row row0 + r fh + a, column col0 + q fw + b (zero
+ * outside the input). The forward pass: the stride's phases; transposed:
+ * fh = fw = 1, one padded copy of dy per channel. The rows inside the input
+ * are split into their column phases by the ISA's conv_split_rows (all fw
+ * phases, those no tap reads too: they are never read). */
+static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t col0,
+                      int64_t fh, int64_t fw, float *xq)
 {
-    for (int64_t q = 0; q < qlo; q++)
-        out[q] = 0.0f;
-    if (sw == 1)
-        for (int64_t q = qlo; q < qhi; q++)
-            out[q] = src[q];
-    else if (sw == 2)
-        for (int64_t q = qlo; q < qhi; q++)
-            out[q] = src[2 * q];
-    else
-        for (int64_t q = qlo; q < qhi; q++)
-            out[q] = src[q * sw];
-    for (int64_t q = qhi; q < wq; q++)
-        out[q] = 0.0f;
-}
-
-/* The task's input band: phase planes of rows oh0 .. oh0 + hq - 1 (in
- * phase-plane rows) of channels xc (c planes of h x w). */
-static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq)
-{
-    const int64_t H = D->h, W = D->w, wq = D->wq, hq = D->hq, sh = D->sh, sw = D->sw;
-    const int64_t c = D->c, ph = D->ph;
-    for (int64_t a = 0; a < sh; a++) {
+    const int64_t H = D->h, W = D->w, wq = D->wq, hq = D->hq, plane = hq * wq;
+    for (int64_t a = 0; a < fh; a++) {
         /* a phase no tap reads stays unfilled (1x1 stride 2: only (0, 0)) */
-        if (!phase_used(D->kh, D->dh, sh, a))
+        if (!phase_used(D->kh, D->dh, fh, a))
             continue;
-        /* plane rows r in [rlo, rhi) hold input rows ih = (oh0 + r) sh + a - ph
-         * inside [0, H); the others are zero */
-        const int64_t first = oh0 * sh + a - ph;
-        int64_t rlo = first >= 0 ? 0 : ceil_div(-first, sh);
-        int64_t rhi = H - 1 - first < 0 ? 0 : (H - 1 - first) / sh + 1;
+        /* plane rows r in [rlo, rhi) hold input rows first + r fh inside
+         * [0, H); the others are zero */
+        const int64_t first = row0 + a;
+        int64_t rlo = first >= 0 ? 0 : ceil_div(-first, fh);
+        int64_t rhi = H - 1 - first < 0 ? 0 : (H - 1 - first) / fh + 1;
         rlo = min64(rlo, hq);
         rhi = min64(max64(rhi, rlo), hq);
-        for (int64_t b = 0; b < sw; b++) {
-            if (!phase_used(D->kw, D->dw, sw, b))
-                continue;
-            /* column q holds input column q*sw + off: inside [0, W) for q
-             * in [qlo, qhi) */
-            const int64_t off = b - D->pw;
-            int64_t qlo = off >= 0 ? 0 : ceil_div(-off, sw);
-            int64_t qhi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
-            qlo = min64(qlo, wq);
-            qhi = min64(max64(qhi, qlo), wq);
-            for (int64_t ci = 0; ci < c; ci++) {
-                float *plane = xq + ((ci * sh + a) * sw + b) * hq * wq;
-                const float *xp = xc + ci * H * W + off;
-                memset(plane, 0, (size_t)(rlo * wq) * sizeof(float));
-                for (int64_t r = rlo; r < rhi; r++)
-                    fill_row(plane + r * wq, xp + (first + r * sh) * W, sw, qlo, qhi, wq);
-                memset(plane + rhi * wq, 0, (size_t)((hq - rhi) * wq) * sizeof(float));
+        for (int64_t ci = 0; ci < D->c; ci++) {
+            float *planes = xq + (ci * fh + a) * fw * plane; /* phases (a, 0..fw-1) */
+            for (int64_t b = 0; b < fw; b++) {
+                if (!phase_used(D->kw, D->dw, fw, b))
+                    continue;
+                memset(planes + b * plane, 0, (size_t)(rlo * wq) * sizeof(float));
+                memset(planes + b * plane + rhi * wq, 0, (size_t)((hq - rhi) * wq) * sizeof(float));
             }
+            /* source column t of a row is input column col0 + t */
+            if (rhi > rlo)
+                D->kt->conv_split_rows(rhi - rlo, fw, wq,
+                                       xc + ci * H * W + (first + rlo * fh) * W + col0, fh * W,
+                                       -col0, W - col0, planes + rlo * wq, wq, plane);
         }
     }
+}
+
+/* Segments (dispatch.h) of a tile whose taps are nrows kernel rows of nj
+ * kernel columns of c taps each, in that order: the columns jj < jl leave
+ * out the first pixel (they read the padding there), jj >= jr the last.
+ * Runs of one kind merged; 0 when no column skips (one plain run). */
+static int tap_segments(nn_conv_seg *seg, int64_t nrows, int64_t nj, int64_t c, int64_t jl,
+                        int64_t jr)
+{
+    if (nrows <= 0 || (jl <= 0 && jr >= nj))
+        return 0;
+    int ns = 0;
+    for (int64_t r = 0; r < nrows; r++)
+        for (int64_t jj = 0; jj < nj; jj++) {
+            const int skip = (jj < jl) | (jj >= jr) << 1;
+            if (ns > 0 && seg[ns - 1].skip == skip)
+                seg[ns - 1].k += c;
+            else
+                seg[ns++] = (nn_conv_seg){.k = c, .skip = skip};
+        }
+    return ns;
+}
+
+/* The forward pass's output row oh of a band starting at oh0 (channel tile
+ * in T). Taps run kernel row by kernel row (koff's order: row i, column j,
+ * then channel), so the rows inside the input are one range of them; in a
+ * tile only the first and last pixel can meet the padding, and segments
+ * leave those pixels out of the kernel columns that read it. A skipped
+ * product is an exact zero: the sums keep their bits. */
+static void row_forward(const nn_dconv *D, nn_conv_tile *T, const float *xq, int64_t oh0,
+                        int64_t oh, float *yb, const float *w, nn_conv_seg *seg)
+{
+    const int64_t top = D->ph - oh * D->sh, bot = D->h - 1 + D->ph - oh * D->sh;
+    const int64_t ilo = top <= 0 ? 0 : ceil_div(top, D->dh);
+    const int64_t ihi = bot < 0 ? -1 : min64(D->kh - 1, bot / D->dh);
+    const int64_t per = D->kw * D->c, L = 16 * D->v;
+    const float *x = xq + (oh - oh0) * D->wq;
+    const int64_t nchunk = ceil_div(D->ow, D->rmax), r = ceil_div(D->ow, nchunk);
+    for (int64_t ow0 = 0; ow0 < D->ow; ow0 += r) {
+        const int64_t n = min64(r, D->ow - ow0);
+        /* kernel columns j < jl put the first pixel in the left padding,
+         * j >= jr the last one in the right padding */
+        const int64_t left = D->pw - ow0 * D->sw;
+        const int64_t right = D->w + D->pw - (ow0 + n - 1) * D->sw;
+        const int64_t jl = left <= 0 ? 0 : min64(D->kw, ceil_div(left, D->dw));
+        const int64_t jr = right <= 0 ? 0 : min64(D->kw, ceil_div(right, D->dw));
+        T->k = ihi >= ilo ? (ihi - ilo + 1) * per : 0;
+        T->koff = D->koff + ilo * per;
+        T->w = w + ilo * per * D->ldw;
+        T->nseg = tap_segments(seg, ihi - ilo + 1, D->kw, D->c, jl, jr);
+        T->seg = seg;
+        T->r = (int)n;
+        T->x = x + ow0;
+        T->y = yb + ow0 * L;
+        D->kt->conv_direct_tile(T);
+    }
+}
+
+/* The transposed convolution's dx row y of a band whose dy planes start at
+ * dy row m0 - tmax: per column phase, the pixels x0, x0 + sw, ... with that
+ * phase's taps, interleaved into the row buffer (stride sw pixels). As in
+ * the forward pass, only the kernel rows that land inside dy run, and the
+ * first and last pixel of a tile leave out the columns that land outside. */
+static void row_transposed(const nn_dconv *D, nn_conv_tile *T, const float *xq, int64_t m0,
+                           int64_t y, float *yb, const float *w, int64_t L, nn_conv_seg *seg)
+{
+    const int64_t sh = D->sh, sw = D->sw, m = (y + D->ph) / sh, a = (y + D->ph) % sh;
+    /* the phase's kernel rows, last first: dy row m - t, t = (i dh) / sh,
+     * inside [0, h) for the positions [klo, khi) of that order */
+    int64_t nrow = 0, klo = 0, khi = 0;
+    for (int64_t i = D->kh - 1; i >= 0; i--) {
+        if (i * D->dh % sh != a)
+            continue;
+        const int64_t t = i * D->dh / sh;
+        klo += t > m;
+        khi += t >= m - D->h + 1;
+        nrow++;
+    }
+    const float *xrow = xq + (m - m0) * D->wq - D->pw / sw;
+    for (int64_t x0 = 0; x0 < min64(sw, D->ow); x0++) {
+        const int64_t b = (x0 + D->pw) % sw, mc = (x0 + D->pw) / sw;
+        const int64_t ph = a * sw + b, cnt = ceil_div(D->ow - x0, sw);
+        const int64_t nj = nrow ? (D->phase[ph + 1] - D->phase[ph]) / (nrow * D->c) : 0;
+        const int64_t p0 = D->phase[ph] + klo * nj * D->c;
+        const int64_t nchunk = ceil_div(cnt, D->rmax), r = ceil_div(cnt, nchunk);
+        for (int64_t q0 = 0; q0 < cnt; q0 += r) {
+            const int64_t n = min64(r, cnt - q0);
+            /* the phase's kernel columns, last first: dy column mc - u; the
+             * first jl read left of dy at the tile's first pixel, those from
+             * jr on right of it at its last */
+            int64_t jl = 0, jr = 0;
+            for (int64_t j = D->kw - 1; j >= 0; j--) {
+                if (j * D->dw % sw != b)
+                    continue;
+                const int64_t u = j * D->dw / sw;
+                jl += u > mc + q0;
+                jr += u >= mc + q0 + n - D->w;
+            }
+            T->k = (khi - klo) * nj * D->c;
+            T->koff = D->koff + p0;
+            T->w = w + p0 * D->ldw;
+            T->nseg = tap_segments(seg, khi - klo, nj, D->c, jl, jr);
+            T->seg = seg;
+            T->r = (int)n;
+            T->x = xrow + mc + q0;
+            T->y = yb + (x0 + q0 * sw) * L;
+            T->ldy = sw * L;
+            D->kt->conv_direct_tile(T);
+        }
+    }
+}
+
+/* Whether dx row y of the transposed convolution has no taps in any phase. */
+static int row_is_zero(const nn_dconv *D, int64_t y)
+{
+    const int64_t a = (y + D->ph) % D->sh;
+    return D->phase[a * D->sw] == D->phase[(a + 1) * D->sw];
 }
 
 void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf)
@@ -227,27 +402,38 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const int64_t n = t / per_n, g = t % per_n / D->nbands, band = t % D->nbands;
     const int64_t oh0 = band * D->band, oh1 = min64(oh0 + D->band, D->oh);
     float *xq = buf, *yb = buf + round_up(D->xq_floats, 16);
-    fill_band(D, x + n * D->x_img + g * D->c * D->h * D->w, oh0, xq);
+    nn_conv_seg *seg = (nn_conv_seg *)(yb + D->ow * 16 * D->v);
+    const float *xc = x + n * D->x_img + g * D->c * D->h * D->w;
+    /* transposed: dy rows from the band's first dx row's m0 - tmax */
+    const int64_t m0 = (oh0 + D->ph) / D->sh;
+    if (D->transposed)
+        fill_band(D, xc, m0 - D->tmax, D->pw / D->sw - D->umax, 1, 1, xq);
+    else
+        fill_band(D, xc, oh0 * D->sh - D->ph, -D->pw, D->sh, D->sw, xq);
 
     const int L = 16 * D->v;
     const int64_t P = D->oh * D->ow;
-    const int64_t nchunk = ceil_div(D->ow, D->rmax), r = ceil_div(D->ow, nchunk);
     float *yg = y + n * D->y_img + g * D->o * P;
     const float *rg = D->res ? D->res + n * D->y_img + g * D->o * P : NULL;
     nn_conv_tile T = {.k = D->taps, .koff = D->koff, .ldw = D->ldw, .ldy = L, .v = D->v,
                       .act = rg ? NN_ACT_NONE : D->act};
     for (int64_t ob = 0; ob < D->nob; ob++) {
         const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
-        T.w = D->wpk + g * D->taps * D->ldw + o0;
+        const float *w = D->wpk + g * D->taps * D->ldw + o0;
+        T.w = w;
         T.bias = D->bias ? D->bias + g * D->ldw + o0 : NULL;
         for (int64_t oh = oh0; oh < oh1; oh++) {
-            for (int64_t ow0 = 0; ow0 < D->ow; ow0 += r) {
-                T.r = (int)min64(r, D->ow - ow0);
-                T.x = xq + (oh - oh0) * D->wq + ow0;
-                T.y = yb + ow0 * L;
-                D->kt->conv_direct_tile(&T);
-            }
             const int64_t at = o0 * P + oh * D->ow;
+            if (D->transposed && row_is_zero(D, oh)) {
+                /* no tap reaches this dx row (1x1 stride 2: every other row) */
+                for (int64_t j = 0; j < nch; j++)
+                    memset(yg + at + j * P, 0, (size_t)D->ow * sizeof(float));
+                continue;
+            }
+            if (D->transposed)
+                row_transposed(D, &T, xq, m0, oh, yb, w, L, seg);
+            else
+                row_forward(D, &T, xq, oh0, oh, yb, w, seg);
             if (rg)
                 D->kt->conv_transpose_res(D->ow, nch, yb, L, yg + at, P, rg + at, D->act);
             else
@@ -279,6 +465,28 @@ int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
     if (E->kw > rmax[E->v - 1] || E->c * E->hp * E->wp > NN_DCONV_BAND_FLOATS ||
         E->oh * E->ow * 16 * E->v > NN_DCONV_BAND_FLOATS)
         return 0;
+    /* 3x3: output rows whose kernel row 0 (2) reads the top (bottom)
+     * padding leave that tile row out: segments of whole output rows */
+    E->nseg = 0;
+    if (E->rows3) {
+        int last = -1;
+        for (int64_t oh = 0; oh < E->oh; oh++) {
+            const int64_t top = oh * E->sh - E->ph;
+            const int skip = (top < 0) | (top + 2 * E->dh >= E->h) << 1;
+            if (last == skip) {
+                E->seg[E->nseg - 1].k += E->ow;
+                continue;
+            }
+            if (E->nseg == NN_DCONV_DW_SEGS) { /* more kinds than room: no skips */
+                E->nseg = 0;
+                break;
+            }
+            E->seg[E->nseg++] = (nn_conv_seg){.k = E->ow, .skip = skip};
+            last = skip;
+        }
+        if (E->nseg == 1 && E->seg[0].skip == 0)
+            E->nseg = 0;
+    }
     E->nq = min64(E->n, NN_DCONV_DW_CHUNKS);
     E->per_q = ceil_div(E->n, E->nq);
     E->nq = ceil_div(E->n, E->per_q);
@@ -384,6 +592,8 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
         if (E->rows3) {
             T.rh = 3;
             T.ldx2 = E->dh * E->wp;
+            T.nseg = E->nseg;
+            T.seg = E->seg;
             for (int64_t ci = 0; ci < E->c; ci++) {
                 T.x = xp + ci * plane;
                 T.y = part + ci * 9 * E->ldo;

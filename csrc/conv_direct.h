@@ -1,6 +1,7 @@
 /* Internal: the direct convolution (conv_direct.c), used by conv.c for the
- * forward pass and, with stride 1, for the input gradient (a convolution of
- * the output gradient with the flipped, transposed weights). */
+ * forward pass and for the input gradient (a convolution of the output
+ * gradient with the flipped, transposed weights; with a stride, one such
+ * convolution per phase of the input rows and columns). */
 #ifndef NN_CONV_DIRECT_H
 #define NN_CONV_DIRECT_H
 
@@ -12,10 +13,22 @@
  * group, c input channels (h x w planes) to o output channels (oh x ow),
  * kernel kh x kw, stride, dilation, zero padding; the input and output
  * tensors hold x_img and y_img floats per image (channels of all groups,
- * NCHW). The rest is the plan (nn_dconv_plan). */
+ * NCHW). The rest is the plan (nn_dconv_plan).
+ *
+ * transposed = 1: D is instead the input gradient of such a convolution
+ * (the Conv2d's stride, dilation and padding, kernel kh x kw): its input
+ * is the Conv2d's dy (c = O/groups planes of h x w), its output the
+ * Conv2d's dx (o = C/groups planes of oh x ow),
+ *   dx[co, y, x] = sum over ci, i, j of w[ci, co, i, j] dy[ci, r, q]
+ * for r = (y + ph - i dh) / sh and q = (x + pw - j dw) / sw where both
+ * divide exactly and fall inside dy. A row y reads only the taps i with
+ * i dh = y + ph (mod sh), row r = (y + ph) / sh - (i dh) / sh: per phase
+ * (row and column residue) a stride-1 convolution of dy with a subset of
+ * the taps, each a constant offset in a padded copy of dy (no col2im). */
 typedef struct nn_dconv {
     int64_t n, groups, c, h, w, o, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow;
     int64_t x_img, y_img;
+    int transposed;
     const nn_kernel_table *kt;
     int v;                /* blocks of 16 output channels per tile */
     int rmax;             /* pixels per tile at most */
@@ -23,9 +36,11 @@ typedef struct nn_dconv {
     int64_t taps;         /* c * kh * kw: the sum each output runs over */
     int64_t band, nbands; /* output rows per task, tasks per (image, group) */
     int64_t hq, wq;       /* one phase plane of a task's input band */
-    int64_t xq_floats;    /* the input band: c * sh * sw phase planes */
+    int64_t xq_floats;    /* the input band: c * sh * sw phase planes (transposed: c planes) */
+    int64_t tmax, umax;   /* transposed: the largest tap shift in dy rows, columns */
     /* in the caller's SHARED workspace (nn_dconv_pack) */
     const int64_t *koff;
+    const int64_t *phase; /* transposed: taps of phase (a, b) at [phase[a sw + b], the next) */
     const float *wpk, *bias;
     /* added to the output before act (NULL: none), y's layout; the tile then
      * stops at the bias and conv_transpose_res adds it as it writes y */
@@ -41,11 +56,9 @@ int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt);
 size_t nn_dconv_shared_floats(const nn_dconv *D);
 
 /* Fill the shared data into `shared` and point D at it. w: the Conv2d's
- * weight (O, C/groups, kh, kw). flip == 0: D is that convolution (bias:
- * NULL or O values). flip == 1: D is its input gradient for stride 1 (D's
- * c is the Conv2d's O/groups, D's o its C/groups; the weights transposed and
- * rotated by 180 degrees; no bias). */
-void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias, int flip);
+ * weight (O, C/groups, kh, kw); bias: NULL or O values (NULL when
+ * transposed: the input gradient has none). */
+void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias);
 /* Fold a per-channel affine map into the packed convolution (after
  * nn_dconv_pack): the weights of output channel j (O = groups * o values)
  * times scale[j], the bias replaced by shift[j]. */
@@ -74,6 +87,7 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
  * they hold anyway (dbpart[q][g][o], in double): conv.c's separate pass over
  * dy, which read it from memory once more, is saved. Without with_dw they
  * sum only that (db asked for alone gets the bits it gets with dw). */
+#define NN_DCONV_DW_SEGS 8
 typedef struct nn_dconv_dw {
     int64_t n, groups, c, h, w, o, kh, kw, sh, sw, dh, ph, pw, oh, ow;
     int64_t x_img, y_img;     /* floats per image of x and dy */
@@ -84,6 +98,8 @@ typedef struct nn_dconv_dw {
     int64_t nq, per_q;        /* chunks of images, images per chunk */
     int64_t hp, wp, taps;     /* the padded input plane; c * kh * kw */
     int with_dw, with_db;     /* the weight and the bias gradient (set before planning) */
+    int nseg;                 /* rows3: segments of output rows skipping padded tile rows */
+    nn_conv_seg seg[NN_DCONV_DW_SEGS];
     /* in the caller's SHARED workspace (nn_dconv_dw_pack) */
     const int64_t *koff;      /* oh * ow pixel offsets into a padded plane */
     float *part;              /* nq * groups * taps * ldo */

@@ -23,6 +23,31 @@
 #include <stddef.h>
 #include "dispatch.h"
 
+/* conv_split_rows in plain loops: each phase's valid columns [qlo, qhi)
+ * copied, zeros before and after. */
+static void split_rows_scalar(int64_t rows, int64_t s, int64_t wq, const float *src,
+                              int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                              int64_t ldp)
+{
+    for (int64_t b = 0; b < s; b++) {
+        /* q s + b in [lo, hi) for q in [qlo, qhi) */
+        int64_t qlo = lo - b <= 0 ? 0 : (lo - b + s - 1) / s;
+        int64_t qhi = hi - b <= 0 ? 0 : (hi - b + s - 1) / s;
+        qlo = qlo < wq ? qlo : wq;
+        qhi = qhi < qlo ? qlo : qhi < wq ? qhi : wq;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *sr = src + r * lds + b;
+            float *d = dst + r * ldd + b * ldp;
+            for (int64_t q = 0; q < qlo; q++)
+                d[q] = 0.0f;
+            for (int64_t q = qlo; q < qhi; q++)
+                d[q] = sr[q * s];
+            for (int64_t q = qhi; q < wq; q++)
+                d[q] = 0.0f;
+        }
+    }
+}
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 
@@ -59,9 +84,41 @@ typedef __m256 vf;
 
 #define NVB (16 / VL) /* hardware vectors per block of 16 channels */
 
+/* k taps from koff and *wp into the accumulators of pixels [LO, HI) of
+ * each of the RH rows (constants at every call site: the accumulators stay
+ * in registers); *wp advances past the taps' weights. */
+NN_INLINE void dtaps(const int RH, const int R, const int V, const int LO, const int HI,
+                     int64_t k, const int64_t *koff, const float *x, const float **wp,
+                     int64_t ldw, int64_t ldx2, vf *acc)
+{
+    /* three rows (rh = 3): LO and HI bound the rows, every pixel of them */
+    const int A0 = RH == 1 ? 0 : LO, A1 = RH == 1 ? 1 : HI;
+    const int I0 = RH == 1 ? LO : 0, I1 = RH == 1 ? HI : R;
+    const int NA = V * NVB;
+    const float *w = *wp;
+    for (int64_t p = 0; p < k; p++, w += ldw) {
+        const float *xs = x + koff[p];
+        vf wv[VMAX * NVB];
+        NN_UNROLL
+        for (int v = 0; v < NA; v++)
+            wv[v] = v_load(w + v * VL);
+        NN_UNROLL
+        for (int a = A0; a < A1; a++)
+            NN_UNROLL
+            for (int i = I0; i < I1; i++) {
+                const vf xv = v_set1(xs[a * ldx2 + i]);
+                NN_UNROLL
+                for (int v = 0; v < NA; v++)
+                    acc[(a * R + i) * NA + v] = v_fma(xv, wv[v], acc[(a * R + i) * NA + v]);
+            }
+    }
+    *wp = w;
+}
+
 /* RH rows of R pixels x V blocks, all constants at every call site (so
  * the accumulators live in registers); pixel (a, i) reads x[koff[p] +
- * a*ldx2 + i] and writes row a*R + i of y. */
+ * a*ldx2 + i] and writes row a*R + i of y. With segments, each runs its
+ * taps over the pixels (one row) or rows (three) its skip bits leave. */
 NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile *t)
 {
     const int NA = V * NVB; /* accumulators per pixel */
@@ -73,21 +130,21 @@ NN_INLINE void dtile(const int RH, const int R, const int V, const nn_conv_tile 
             acc[i * NA + v] = t->beta ? v_load(t->y + i * t->ldy + v * VL) : v_zero();
     const float *x = t->x, *w = t->w;
     const int64_t *koff = t->koff, ldw = t->ldw, ldx2 = t->ldx2;
-    for (int64_t p = 0; p < t->k; p++, w += ldw) {
-        const float *xs = x + koff[p];
-        vf wv[VMAX * NVB];
-        NN_UNROLL
-        for (int v = 0; v < NA; v++)
-            wv[v] = v_load(w + v * VL);
-        NN_UNROLL
-        for (int a = 0; a < RH; a++)
-            NN_UNROLL
-            for (int i = 0; i < R; i++) {
-                const vf xv = v_set1(xs[a * ldx2 + i]);
-                NN_UNROLL
-                for (int v = 0; v < NA; v++)
-                    acc[(a * R + i) * NA + v] = v_fma(xv, wv[v], acc[(a * R + i) * NA + v]);
+    /* pixels (one row) or rows (three) */
+    const int N = RH == 1 ? R : RH;
+    if (t->nseg == 0) {
+        dtaps(RH, R, V, 0, N, t->k, koff, x, &w, ldw, ldx2, acc);
+    } else {
+        for (int s = 0; s < t->nseg; s++) {
+            const int64_t k = t->seg[s].k;
+            switch (t->seg[s].skip) {
+            case 0: dtaps(RH, R, V, 0, N, k, koff, x, &w, ldw, ldx2, acc); break;
+            case 1: dtaps(RH, R, V, 1, N, k, koff, x, &w, ldw, ldx2, acc); break;
+            case 2: dtaps(RH, R, V, 0, N - 1, k, koff, x, &w, ldw, ldx2, acc); break;
+            default: dtaps(RH, R, V, 1, N - 1, k, koff, x, &w, ldw, ldx2, acc); break;
             }
+            koff += k;
+        }
     }
     NN_UNROLL
     for (int i = 0; i < RH * R; i++) {
@@ -243,6 +300,58 @@ void NN_ISA_FN(conv_transpose_res)(int64_t rows, int64_t cols, const float *src,
                             res + c * ldd + i, act);
 }
 
+#if defined(__AVX512F__)
+/* Lanes [lo, hi) of the 16 from t0, as a mask. */
+static inline __mmask16 range_mask(int64_t t0, int64_t lo, int64_t hi)
+{
+    const int64_t a = lo - t0 < 0 ? 0 : lo - t0, b = hi - t0 > 16 ? 16 : hi - t0;
+    return b <= a ? 0 : (__mmask16)(((1u << b) - 1u) & ~((1u << a) - 1u));
+}
+
+/* Masked loads read the valid part of each source row (zeros elsewhere:
+ * the padding), vpermt2ps splits 32 floats into the 16 even and 16 odd
+ * columns; the masks depend on the column block only, so they are made
+ * once per block for all rows. */
+void NN_ISA_FN(conv_split_rows)(int64_t rows, int64_t s, int64_t wq, const float *src,
+                                int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                                int64_t ldp)
+{
+    if (s > 2) {
+        split_rows_scalar(rows, s, wq, src, lds, lo, hi, dst, ldd, ldp);
+        return;
+    }
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int64_t q0 = 0; q0 < wq; q0 += 16) {
+        const __mmask16 st = range_mask(q0, 0, wq);
+        if (s == 1) {
+            const __mmask16 m = range_mask(q0, lo, hi);
+            for (int64_t r = 0; r < rows; r++)
+                _mm512_mask_storeu_ps(dst + r * ldd + q0, st,
+                                      _mm512_maskz_loadu_ps(m, src + r * lds + q0));
+            continue;
+        }
+        const int64_t t0 = 2 * q0;
+        const __mmask16 m0 = range_mask(t0, lo, hi), m1 = range_mask(t0 + 16, lo, hi);
+        for (int64_t r = 0; r < rows; r++) {
+            const float *sr = src + r * lds + t0;
+            const __m512 a = _mm512_maskz_loadu_ps(m0, sr), b = _mm512_maskz_loadu_ps(m1, sr + 16);
+            float *d = dst + r * ldd + q0;
+            _mm512_mask_storeu_ps(d, st, _mm512_permutex2var_ps(a, even, b));
+            _mm512_mask_storeu_ps(d + ldp, st, _mm512_permutex2var_ps(a, odd, b));
+        }
+    }
+}
+#else
+void NN_ISA_FN(conv_split_rows)(int64_t rows, int64_t s, int64_t wq, const float *src,
+                                int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                                int64_t ldp)
+{
+    split_rows_scalar(rows, s, wq, src, lds, lo, hi, dst, ldd, ldp);
+}
+#endif
+
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
 {
     *vmax = VMAX;
@@ -267,11 +376,19 @@ void NN_ISA_FN(conv_direct_tile)(const nn_conv_tile *t)
         for (int64_t i = 0; i < r; i++)
             for (int j = 0; j < 16; j++)
                 acc[i][j] = t->y[i * t->ldy + j];
-    for (int64_t p = 0; p < t->k; p++) {
-        const float *xs = t->x + t->koff[p], *w = t->w + p * t->ldw;
-        for (int64_t i = 0; i < r; i++)
-            for (int j = 0; j < 16; j++)
-                acc[i][j] += xs[i] * w[j];
+    /* the segments (or all k taps over all r pixels) */
+    const int nseg = t->nseg ? t->nseg : 1;
+    int64_t p = 0;
+    for (int s = 0; s < nseg; s++) {
+        const int64_t end = p + (t->nseg ? t->seg[s].k : t->k);
+        const int skip = t->nseg ? t->seg[s].skip : 0;
+        const int64_t lo = skip & 1, hi = skip & 2 ? r - 1 : r;
+        for (; p < end; p++) {
+            const float *xs = t->x + t->koff[p], *w = t->w + p * t->ldw;
+            for (int64_t i = lo; i < hi; i++)
+                for (int j = 0; j < 16; j++)
+                    acc[i][j] += xs[i] * w[j];
+        }
     }
     for (int64_t i = 0; i < r; i++)
         for (int j = 0; j < 16; j++) {
@@ -298,6 +415,13 @@ void NN_ISA_FN(conv_transpose_res)(int64_t rows, int64_t cols, const float *src,
         for (int64_t i = 0; i < rows; i++)
             for (int64_t c = c0; c < cols && c < c0 + 8; c++)
                 dst[c * ldd + i] = nn_act_scalar(src[i * lds + c] + res[c * ldd + i], act);
+}
+
+void NN_ISA_FN(conv_split_rows)(int64_t rows, int64_t s, int64_t wq, const float *src,
+                                int64_t lds, int64_t lo, int64_t hi, float *dst, int64_t ldd,
+                                int64_t ldp)
+{
+    split_rows_scalar(rows, s, wq, src, lds, lo, hi, dst, ldd, ldp);
 }
 
 void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)

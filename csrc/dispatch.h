@@ -96,9 +96,21 @@ typedef struct nn_gemv_args {
  * v within conv_direct_limits: v <= vmax, r <= rmax[v - 1]. rh = 3 (ISAs
  * with v3max > 0, v <= v3max, r = 3): three rows of three pixels, pixel
  * (a, i) at x[koff[p] + a*ldx2 + i], output row 3a + i (3x3 taps).
+ * nseg > 0: the k taps are instead nseg segments in order, seg[s].k taps
+ * each, whose sums leave out the first pixel (skip bit 1) and/or the last
+ * one (bit 2), or with rh = 3 the first and/or last row of pixels: taps
+ * that would read the zero padding there.
  * conv_transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols;
  * conv_transpose_res: dst[c*ldd + r] = act(src[r*lds + c] + res[c*ldd + r])
- * (res may be dst itself: each element is read before it is written). */
+ * (res may be dst itself: each element is read before it is written).
+ * conv_split_rows: rows of the direct convolution's padded, phase-split
+ * input band (conv_direct.c): for r < rows, b < s, q < wq,
+ *   dst[r*ldd + b*ldp + q] = src[r*lds + q*s + b] when lo <= q*s + b < hi, else 0
+ * (nothing outside [lo, hi) of a source row is read). */
+typedef struct nn_conv_seg {
+    int64_t k;
+    int skip;
+} nn_conv_seg;
 typedef struct nn_conv_tile {
     int64_t k;
     const int64_t *koff;
@@ -110,6 +122,8 @@ typedef struct nn_conv_tile {
     const float *bias;
     int64_t ldx2;
     int r, v, act, beta, rh;
+    int nseg;
+    const nn_conv_seg *seg;
 } nn_conv_tile;
 #define NN_CONV_KERNELS(X) \
     X(conv_direct_tile, (const nn_conv_tile *t), (t)) \
@@ -119,8 +133,12 @@ typedef struct nn_conv_tile {
     X(conv_transpose_res, (int64_t rows, int64_t cols, const float *src, int64_t lds, \
                            float *dst, int64_t ldd, const float *res, int act), \
       (rows, cols, src, lds, dst, ldd, res, act)) \
+    X(conv_split_rows, (int64_t rows, int64_t s, int64_t wq, const float *src, int64_t lds, \
+                        int64_t lo, int64_t hi, float *dst, int64_t ldd, int64_t ldp), \
+      (rows, s, wq, src, lds, lo, hi, dst, ldd, ldp)) \
     X(conv_taps_forward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
-                          const float *xp, float *acc), (len, taps, off, w, xp, acc)) \
+                          const float *xp, float bias, int act, float *out), \
+      (len, taps, off, w, xp, bias, act, out)) \
     X(conv_taps_backward, (int64_t len, int64_t taps, const int64_t *off, const float *w, \
                            const float *dyz, int64_t pad, float *dxp), \
       (len, taps, off, w, dyz, pad, dxp)) \

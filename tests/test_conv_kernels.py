@@ -116,12 +116,25 @@ CASES = [
     (1, 64, 40, 100, 3, 3, 1, 1, 1, 1),       # input band past its bound: bands of rows
     (1, 16, 3, 3000, 2, 3, 1, 1, 1, 1),       # one row past the bound: im2col instead
     (2, 5, 11, 12, 7, 3, (2, 1), (1, 2), (2, 1), 1),   # stride and dilation per axis
-    (2, 4, 8, 8, 5, 3, 1, 3, 1, 1),           # padding > kernel - 1: dx by col2im
+    (2, 4, 8, 8, 5, 3, 1, 3, 1, 1),           # padding > kernel - 1: dy's copy starts inside
     (2, 4, 9, 9, 5, 3, 1, 2, (1, 2), 1),      # width dilation: dw by im2col
     (19, 3, 5, 5, 17, 3, 1, 1, 1, 1),         # 19 images: chunks of the weight gradient
     (2, 3, 12, 12, 40, 5, 1, 2, 1, 1),        # 5 wide kernel rows, 3 channel blocks
     (3, 6, 7, 7, 12, 3, 2, 1, 1, 3),          # groups with stride 2
     (1, 16, 28, 28, 32, 1, 2, 0, 1, 1),       # ResNet's 1x1 stride-2 projection
+    # the direct input gradient by phases of the stride (conv_direct.h, transposed)
+    (2, 6, 13, 11, 8, 5, 3, 2, 1, 1),         # stride 3: nine phases of 4, 2 and 1 taps
+    (2, 4, 15, 15, 8, 3, 2, 3, 3, 1),         # dilation 3: tap shifts 0, 1, 3 rows
+    (2, 8, 12, 10, 16, 3, 2, 2, 2, 2),        # dilation 2: every tap in phase 0, groups
+    (2, 5, 9, 3, 6, 3, (2, 3), 4, 1, 1),      # padding > kernel, stride > width: empty phases
+    (1, 4, 100, 200, 40, 3, 2, 1, 1, 1),      # dy band past its bound: bands of dx rows
+    # taps in the zero padding left out (rows, and a tile's first / last pixel)
+    (2, 4, 5, 1, 8, 3, 1, 1, 1, 1),           # one-pixel rows: both ends skip in one pixel
+    (1, 6, 9, 8, 20, 5, 1, 4, 2, 1),          # padding 4, dilation 2: whole kernel rows out
+    (2, 5, 7, 30, 36, 3, 1, 1, 1, 1),         # 36 outputs (v 3): rows in two tiles
+    # depthwise stride 1 (conv_kernel.c's tap loops): blocks of 64 and 32, taps by tap
+    (2, 6, 12, 11, 6, 5, 1, 2, 1, 6),         # 5x5: the weight gradient tap by tap
+    (2, 4, 9, 13, 8, 3, 1, 1, 1, 4),          # two outputs per channel: dx sums both
 ]
 
 
@@ -190,7 +203,8 @@ def test_conv2d_backward(isa, rng, case):
 
 
 # the direct path, 1x1 (a GEMM on x), depthwise and the im2col fallback
-BN_CASES = [CASES[0], CASES[1], CASES[5], CASES[7], CASES[-8], (2, 16, 14, 14, 32, 3, 1, 1, 1, 1)]
+BN_CASES = [CASES[0], CASES[1], CASES[5], CASES[7], (1, 16, 3, 3000, 2, 3, 1, 1, 1, 1),
+            (2, 16, 14, 14, 32, 3, 1, 1, 1, 1)]
 
 
 @pytest.mark.parametrize("case", BN_CASES, ids=case_id)
@@ -243,6 +257,7 @@ THREAD_CASES = [
     (3, 8, 16, 16, 16, 5, 1, 2, 2, 2),
     (1, 16, 28, 28, 16, 3, 1, 1, 1, 1),      # batch 1: bands of rows
     (19, 16, 14, 14, 32, 3, 2, 1, 1, 1),     # stride 2, chunks of images in dw
+    (1, 32, 14, 14, 64, 3, 2, 1, 1, 1),      # batch 1, stride 2: bands of dx rows in phases
 ]
 
 
