@@ -67,6 +67,7 @@ int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
     const int64_t want = nt > 1 ? ceil_div(NN_DCONV_TASKS_PER_THREAD * nt, D->n * D->groups) : 1;
     nb = max64(nb, min64(want, D->oh));
     D->band = ceil_div(D->oh, nb);
+    D->band += D->pool && D->band % 2; /* pooled rows come in pairs */
     D->nbands = ceil_div(D->oh, D->band);
     D->hq = D->band + ext;
     D->xq_floats = D->c * D->sh * D->sw * D->hq * D->wq;
@@ -80,7 +81,8 @@ size_t nn_dconv_shared_floats(const nn_dconv *D)
 
 size_t nn_dconv_task_floats(const nn_dconv *D)
 {
-    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v);
+    /* one output row; pooling: two, then the pooled row and its argmax */
+    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v * (D->pool ? 3 : 1));
 }
 
 void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias, int flip)
@@ -221,6 +223,45 @@ static void fill_band(const nn_dconv *D, const float *xc, int64_t oh0, float *xq
     }
 }
 
+/* The rows [oh0, oh1) of nn_dconv_task with D->pool: two rows at a time into
+ * the row buffers yb and yb + ow L, their 2x2 windows pooled with channels
+ * still in vector lanes (maxpool2x2_lanes: plain vertical maxima), and only
+ * the pooled row and its argmax transposed into y and D->arg. */
+static void task_pooled(const nn_dconv *D, int64_t n, int64_t g, int64_t oh0, int64_t oh1,
+                        const float *xq, float *yb, float *y)
+{
+    const int L = 16 * D->v;
+    const int64_t pw = D->ow / 2, P2 = (D->oh / 2) * pw;
+    const int64_t nchunk = ceil_div(D->ow, D->rmax), r = ceil_div(D->ow, nchunk);
+    float *yb1 = yb + D->ow * L, *pm = yb1 + D->ow * L;
+    int32_t *pa = (int32_t *)(pm + pw * L);
+    float *yg = y + n * D->y_img + g * D->o * P2;
+    int32_t *ag = D->arg + n * D->y_img + g * D->o * P2;
+    nn_conv_tile T = {.k = D->taps, .koff = D->koff, .ldw = D->ldw, .ldy = L, .v = D->v,
+                      .act = D->act};
+    for (int64_t ob = 0; ob < D->nob; ob++) {
+        const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
+        T.w = D->wpk + g * D->taps * D->ldw + o0;
+        T.bias = D->bias ? D->bias + g * D->ldw + o0 : NULL;
+        for (int64_t oh = oh0; oh + 1 < oh1; oh += 2) {
+            for (int a = 0; a < 2; a++)
+                for (int64_t ow0 = 0; ow0 < D->ow; ow0 += r) {
+                    T.r = (int)min64(r, D->ow - ow0);
+                    T.x = xq + (oh + a - oh0) * D->wq + ow0;
+                    T.y = (a ? yb1 : yb) + ow0 * L;
+                    D->kt->conv_direct_tile(&T);
+                }
+            D->kt->maxpool2x2_lanes(pw, L, yb, yb1, (int32_t)(oh * D->ow), (int32_t)D->ow, pm,
+                                    pa);
+            const int64_t at = o0 * P2 + oh / 2 * pw;
+            D->kt->conv_transpose(pw, nch, pm, L, yg + at, P2);
+            /* the argmax through the same transpose: it only moves the
+             * 32-bit patterns (loads, shuffles, stores; no arithmetic) */
+            D->kt->conv_transpose(pw, nch, (const float *)pa, L, (float *)(ag + at), P2);
+        }
+    }
+}
+
 void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf)
 {
     const int64_t per_n = D->groups * D->nbands;
@@ -228,6 +269,10 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const int64_t oh0 = band * D->band, oh1 = min64(oh0 + D->band, D->oh);
     float *xq = buf, *yb = buf + round_up(D->xq_floats, 16);
     fill_band(D, x + n * D->x_img + g * D->c * D->h * D->w, oh0, xq);
+    if (D->pool) {
+        task_pooled(D, n, g, oh0, oh1, xq, yb, y);
+        return;
+    }
 
     const int L = 16 * D->v;
     const int64_t P = D->oh * D->ow;

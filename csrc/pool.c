@@ -139,6 +139,33 @@ static void maxpool_plane_2x2(const nn_pool2d_params *p, const float *x, const f
     }
 }
 
+/* The 2x2 pooling of two output rows of the direct convolution, before they
+ * are transposed to NCHW (conv_direct.c, nn_conv2d_forward_pool): r0, r1 hold
+ * pixel-major rows of `lanes` channels (a multiple of 8) each, pixel i at
+ * r[i * lanes]. Window q covers pixels 2q, 2q + 1 of both rows: its first
+ * maximum in scan order (r0 before r1, left before right; a NaN wins), as
+ * maxpool_plane_2x2 picks it, goes to y[q * lanes + c] and its input index
+ * at0 + 2q (+ 1, + w, + w + 1) to arg[q * lanes + c]. Channels are vector
+ * lanes here, so the four values of a window are four plain loads. */
+void NN_ISA_FN(maxpool2x2_lanes)(int64_t pw, int64_t lanes, const float *r0, const float *r1,
+                                 int32_t at0, int32_t w, float *y, int32_t *arg)
+{
+    for (int64_t q = 0; q < pw; q++) {
+        const float *a = r0 + 2 * q * lanes, *c = r1 + 2 * q * lanes;
+        const int32_t i0 = at0 + 2 * (int32_t)q;
+        const nn_v8i z = {0};
+        for (int64_t j = 0; j < lanes; j += 8) {
+            nn_v8f m = NN_V8F(a + j);
+            nn_v8i at = z + i0;
+            take8(NN_V8F(a + lanes + j), z + (i0 + 1), &m, &at);
+            take8(NN_V8F(c + j), z + (i0 + w), &m, &at);
+            take8(NN_V8F(c + lanes + j), z + (i0 + w + 1), &m, &at);
+            NN_V8F(y + q * lanes + j) = m;
+            NN_V8I(arg + q * lanes + j) = at;
+        }
+    }
+}
+
 /* The backward of maxpool_plane_2x2: each window's four inputs written at
  * once (dy where the argmax points, zero elsewhere), rows and columns no
  * window covers zeroed; no scatter, no separate clearing pass. With ry (the

@@ -1048,6 +1048,40 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
     check(status, fn)
 
 
+def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object y,
+                        object argmax, stride=1, padding=0, dilation=1, groups=1, int act=0,
+                        bint bf16=False):
+    """conv2d_forward into z followed by maxpool2d_forward(z, y, argmax, 2):
+    y and argmax (n, o, oh // 2, ow // 2) get the bits those two calls give.
+    z (n, o, oh, ow) is scratch: where the direct convolution runs (float32)
+    the windows are pooled as the rows are computed and z is left untouched;
+    elsewhere it gets the convolution's output. oh and ow must be >= 2."""
+    cdef str fn = "conv2d_forward_pool"
+    cdef nn_conv2d_params p
+    cdef int64_t oh, ow
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
+    p.bf16 = bf16
+    _conv_act(fn, act)
+    if oh < 2 or ow < 2:
+        raise ValueError(f"{fn}: the convolution's output is {oh}x{ow}; 2x2 pooling needs "
+                         "at least 2x2")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
+    cdef const float *pb = _opt_vec(b, p.o, fn, "bias")
+    cdef float *pz = _fshape(z, (p.n, p.o, oh, ow), True, fn, "z")
+    pooled = (p.n, p.o, oh // 2, ow // 2)
+    cdef float *py = _fshape(y, pooled, True, fn, "y")
+    cdef int32_t *pa = _ishape(argmax, pooled, True, fn, "argmax")
+    cdef int64_t nz = p.n * p.o * oh * ow * 4, ny = p.n * p.o * (oh // 2) * (ow // 2) * 4
+    _no_overlap(fn, [("z", <size_t>pz, nz), ("y", <size_t>py, ny), ("argmax", <size_t>pa, ny)],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
+                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0)])
+    cdef int status
+    with nogil:
+        status = nn_conv2d_forward_pool(&p, px, pw, pb, pz, py, pa, act)
+    check(status, fn)
+
+
 cdef const float *_residual(object res, object y, bint bf16, str fn) except? NULL:
     """The data of res (y's shape, read only), or NULL for None."""
     if res is None:
