@@ -309,7 +309,11 @@ int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const floa
  * first maximum in row-major order (padding is -inf; a NaN wins); backward
  * adds dy there. Backward passes overwrite dx. Max pooling's backward takes
  * relu_y (or NULL): the pooled output y of a ReLU's output, dy then counting
- * only where y > 0 (the gradient through that ReLU too, in the same pass). ---- */
+ * only where y > 0 (the gradient through that ReLU too, in the same pass).
+ * It checks argmax as it reads it: *bad = 1 when an index is outside its
+ * window (2x2 windows of stride 2, no padding) or its plane (other
+ * geometries); dx is then not the gradient, but nothing is written outside
+ * it. Else *bad = 0. ---- */
 typedef struct nn_pool2d_params {
     int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow;
 } nn_pool2d_params;
@@ -317,8 +321,8 @@ typedef struct nn_pool2d_params {
     X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
                           int32_t *argmax), (planes, p, x, y, argmax)) \
     X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
-                           const int32_t *argmax, const float *relu_y, float *dx), \
-      (planes, p, dy, argmax, relu_y, dx)) \
+                           const int32_t *argmax, const float *relu_y, float *dx, int *bad), \
+      (planes, p, dy, argmax, relu_y, dx, bad)) \
     X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
       (planes, p, x, y)) \
     X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \

@@ -144,7 +144,7 @@ cdef extern from "nncore.h" nogil:
     void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
                               float *y, int32_t *argmax)
     void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                               const int32_t *argmax, const float *relu_y, float *dx)
+                               const int32_t *argmax, const float *relu_y, float *dx, int *bad)
     void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
                               float *y)
     void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,

@@ -1262,23 +1262,20 @@ def maxpool2d_backward(object dy, object argmax, object dx, kernel_size, stride=
     cdef const float *pry = NULL
     if relu_y is not None:
         pry = _fshape(relu_y, shape, False, fn, "relu_y")
-    cdef int64_t nout = planes * p.oh * p.ow, i, plane = p.h * p.w
+    cdef int64_t nout = planes * p.oh * p.ow, plane = p.h * p.w
     _no_overlap(fn, [("dx", <size_t>pdx, planes * plane * 4)],
                 [("dy", <size_t>pdy, nout * 4), ("argmax", <size_t>pa, nout * 4)]
                 + ([("relu_y", <size_t>pry, nout * 4)] if pry != NULL else []))
-    # planes hold < 2**31 values (_pool_params), so the bound is an int32; the
-    # loop has no early exit so that it vectorises (with one it ran scalar:
-    # (128, 32, 28, 28) backward 1.09 ms with the check, 0.76 ms without)
-    cdef int32_t lim = <int32_t>plane
+    # the kernel checks the indices as it reads them, in its parallel pass
+    # (a separate serial pass here: (32, 32, 28, 28) with relu_y 112 -> 93 us
+    # on one thread) and never writes outside dx
     cdef int bad = 0
-    with nogil:
-        for i in range(nout):
-            bad |= (pa[i] < 0) | (pa[i] >= lim)
-        if not bad and planes > 0:
-            nn_maxpool2d_backward(planes, &p, pdy, pa, pry, pdx)
+    if planes > 0:
+        with nogil:
+            nn_maxpool2d_backward(planes, &p, pdy, pa, pry, pdx, &bad)
     if bad:
-        raise ValueError(f"{fn}: argmax holds an index outside [0, {plane}); pass the argmax "
-                         f"maxpool2d_forward wrote")
+        raise ValueError(f"{fn}: argmax holds an index outside its pooling window; pass the "
+                         f"argmax maxpool2d_forward wrote (dx is not the gradient)")
 
 
 def avgpool2d_forward(cnp.ndarray x, object y, kernel_size, stride=None, padding=0):

@@ -194,3 +194,26 @@ def test_no_fusion_where_the_pattern_differs():
         assert first_step(conv, *rest) != conv.forward_pool, rest
     conv = nn.Conv2d(1, 4, 3, activation="relu")
     assert first_step(conv, nn.ReLU(), nn.MaxPool2d(2)) != conv.forward_pool
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 20), (2, 3, 14, 14), (2, 3, 9, 9)],
+                         ids=["2x2", "2x2-narrow", "3x3"])
+def test_maxpool_backward_checks_argmax_in_its_pass(isa, rng, num_threads, shape):
+    """maxpool2d_backward checks argmax inside the kernel (no serial pass
+    before it): an index outside its window (2x2 windows) or plane raises,
+    at any thread count; a valid one runs."""
+    k = 3 if shape[2] == 9 else 2
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = np.empty(_core.pool2d_output_shape(shape, k), np.float32)
+    arg = np.empty(y.shape, np.int32)
+    _core.maxpool2d_forward(x, y, arg, k)
+    plane = shape[2] * shape[3]
+    outside = [plane, -1] + ([plane - 1] if k == 2 and shape[3] >= 16 else [])
+    for threads in (1, 2):
+        nn.set_num_threads(threads)
+        _core.maxpool2d_backward(y, arg, np.empty_like(x), k)
+        for bad in outside:
+            a = arg.copy()
+            a[1, 2, -1, 0] = bad
+            with pytest.raises(ValueError, match="argmax holds an index outside its pooling"):
+                _core.maxpool2d_backward(y, a, np.empty_like(x), k, relu_y=y)
