@@ -28,6 +28,10 @@
  * Special cases:
  *   1x1, stride 1, no padding: col is x itself (B = x[n,g], ldb = H*W), and
  *     dx is written by the GEMM directly: no im2col, no col2im.
+ *   MaxPool2d(2) after the activation (nn_conv2d_forward_pool, a small CNN's
+ *     conv-ReLU-pool in training): the direct path pools each pair of output
+ *     rows before writing (conv_direct.h), never storing the unpooled output;
+ *     the other paths write it to y, then pool it.
  *   C/groups == 1 (depthwise, any channel multiplier, and a one-channel input
  *     layer): direct, no GEMM. Stride 1: the input plane is zero-padded into
  *     the thread's buffer, the output kept with the padded row stride, so

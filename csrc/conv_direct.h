@@ -34,9 +34,11 @@ typedef struct nn_dconv {
     /* pool (set before planning; forward only, no res): a 2x2, stride-2 max
      * pooling of the activated output, as MaxPool2d(2) after it. y is then
      * the pooled output (y_img floats per image, planes of (oh/2) x (ow/2)),
-     * arg its argmax (the same layout; input index oh * ow + ow within the
-     * unpooled plane); the unpooled output is never stored. Bands hold even
-     * rows; an odd last row or column is not pooled (MaxPool2d's floor). */
+     * arg its argmax (the same layout: the index row * ow + column of each
+     * window's maximum in the unpooled plane); the unpooled output is never
+     * stored. Bands hold an even number of rows (one more than the band
+     * bound may allow); an odd last row or column is not pooled
+     * (MaxPool2d's floor). */
     int pool;
     int32_t *arg;
 } nn_dconv;

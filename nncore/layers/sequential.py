@@ -58,7 +58,7 @@ def conv_pool_fusions(layers):
         i for i in range(len(layers) - 2)
         if hasattr(layers[i], "forward_pool") and layers[i].activation is None
         and i + 1 in fused and layers[i + 1].act_name == "relu"
-        and getattr(layers[i + 2], "fuses_after_conv", False)
+        and layers[i + 2].fuses_after_conv
         and layers[i + 2].absorbs_relu_backward)
 
 
