@@ -29,6 +29,10 @@
  * Special cases:
  *   1x1, stride 1, no padding: col is x itself (B = x[n,g], ldb = H*W), and
  *     dx is written by the GEMM directly: no im2col, no col2im.
+ *   MaxPool2d(2) after the activation (nn_conv2d_forward_pool, a small CNN's
+ *     conv-ReLU-pool in training): the direct path pools each pair of output
+ *     rows before writing (conv_direct.h), never storing the unpooled output;
+ *     the other paths write it to y, then pool it.
  *   C/groups == 1 (depthwise, any channel multiplier, and a one-channel input
  *     layer): direct, no GEMM. Stride 1: the input plane is zero-padded into
  *     the thread's buffer, the output kept with the padded row stride, so
@@ -501,6 +505,9 @@ typedef struct conv_call {
     const float *x, *w, *b, *dy;
     const float *res; /* forward: added to y before act (NULL: none) */
     float *y, *dx, *dwt, *db;
+    /* forward: MaxPool2d(2) of act(y) into pool_y / pool_arg (NULL: none) */
+    float *pool_y;
+    int32_t *pool_arg;
     int act;
     /* forward: pixel blocks of pb */
     int64_t pb, npb;
@@ -764,6 +771,11 @@ static int plan_direct(conv_call *K, int dx)
         D->x_img = G->c * G->hw, D->y_img = G->o * G->p;
         D->act = K->act;
         D->res = K->res;
+        if (K->pool_arg) { /* pooled: y is the pooled output */
+            D->pool = 1;
+            D->arg = K->pool_arg;
+            D->y_img = G->o * (G->oh / 2) * (G->ow / 2);
+        }
     } else {
         /* dx = dy convolved with the weights transposed and rotated, one
          * phase of dx's rows and columns at a time (conv_direct.h) */
@@ -960,9 +972,12 @@ static void add_residual(const geom *G, const float *res, int act, float *y)
     }
 }
 
+/* pool_arg != NULL (with pool_y; no bn, no res): MaxPool2d(2) of the
+ * activated output into pool_y and pool_arg, y written only when the direct
+ * path does not run (then y is pooled by nn_maxpool2d_forward). */
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                           const float *b, const bn_fold *bn, const float *res, float *y,
-                          int act)
+                          int act, float *pool_y, int32_t *pool_arg)
 {
     conv_call K;
     memset(&K, 0, sizeof K);
@@ -975,9 +990,12 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
     if (G->n == 0)
         return NN_OK;
     K.x = x, K.w = w, K.b = b, K.y = y, K.act = act, K.res = res;
+    K.pool_y = pool_y, K.pool_arg = pool_arg;
     K.kt = nn_kernels();
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     K.direct_fwd = !p->bf16 && plan_direct(&K, 0); /* the direct path is float32 */
+    if (K.direct_fwd && pool_arg)
+        K.y = pool_y; /* the tasks write the pooled output */
     /* the paths other than the direct one apply the BatchNorm's affine map
      * and the residual in passes of their own, the activation in the last */
     const int act_affine = res ? NN_ACT_NONE : act;
@@ -1002,6 +1020,11 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         apply_affine(G, ab, ab + o16, act_affine, y);
     if (status == NN_OK && res && !K.direct_fwd)
         add_residual(G, res, act, y);
+    if (status == NN_OK && pool_arg && !K.direct_fwd) {
+        const nn_pool2d_params pp = {.h = G->oh, .w = G->ow, .kh = 2, .kw = 2, .sh = 2,
+                                     .sw = 2, .oh = G->oh / 2, .ow = G->ow / 2};
+        nn_maxpool2d_forward(G->n * G->o, &pp, y, pool_y, pool_arg);
+    }
     return status;
 }
 
@@ -1056,12 +1079,12 @@ static double conv_flops(const nn_conv2d_params *p)
 
 static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, const float *w,
                                    const float *b, const bn_fold *bn, const float *res,
-                                   float *y, int act)
+                                   float *y, int act, float *pool_y, int32_t *pool_arg)
 {
     if (!nn_profiling())
-        return conv2d_forward(p, x, w, b, bn, res, y, act);
+        return conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg);
     const int64_t t0 = nn_profile_now_ns();
-    const int status = conv2d_forward(p, x, w, b, bn, res, y, act);
+    const int status = conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg);
     if (status == NN_OK)
         nn_profile_record(NN_K_conv2d_forward, t0, conv_flops(p), p->n, p->o, p->c);
     return status;
@@ -1070,7 +1093,7 @@ static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, co
 int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act)
 {
-    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, y, act);
+    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, y, act, NULL, NULL);
 }
 
 int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1078,7 +1101,7 @@ int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float 
                          const float *mean, const float *var, float eps, float *y, int act)
 {
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    return conv2d_forward_profiled(p, x, w, b, &bn, NULL, y, act);
+    return conv2d_forward_profiled(p, x, w, b, &bn, NULL, y, act, NULL, NULL);
 }
 
 int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1087,7 +1110,19 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
                           float *y, int act)
 {
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act);
+    return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act, NULL, NULL);
+}
+
+int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
+                           const float *b, float *z, float *y, int32_t *argmax, int act)
+{
+    int64_t oh, ow;
+    const int status = nn_conv2d_output_size(p, &oh, &ow);
+    if (status != NN_OK)
+        return status;
+    if (oh < 2 || ow < 2)
+        return NN_EINVAL;
+    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, z, act, y, argmax);
 }
 
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

@@ -92,6 +92,7 @@ int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
     const int64_t want = nt > 1 ? ceil_div(NN_DCONV_TASKS_PER_THREAD * nt, D->n * D->groups) : 1;
     nb = max64(nb, min64(want, D->oh));
     D->band = ceil_div(D->oh, nb);
+    D->band += D->pool && D->band % 2; /* pooled rows come in pairs */
     D->nbands = ceil_div(D->oh, D->band);
     if (D->transposed) {
         D->hq = ceil_div(D->band - 1, D->sh) + 1 + ext;
@@ -119,8 +120,9 @@ size_t nn_dconv_shared_floats(const nn_dconv *D)
 
 size_t nn_dconv_task_floats(const nn_dconv *D)
 {
-    /* the input band, one output row, a tile's tap segments */
-    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v +
+    /* the input band, one output row (pooling: two, then the pooled row
+     * and its argmax), a tile's tap segments */
+    return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v * (D->pool ? 3 : 1) +
                     round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16));
 }
 
@@ -389,6 +391,38 @@ static void row_transposed(const nn_dconv *D, nn_conv_tile *T, const float *xq, 
     }
 }
 
+/* The rows [oh0, oh1) of nn_dconv_task with D->pool: two rows at a time into
+ * the row buffers yb and yb + ow L (row_forward), their 2x2 windows pooled
+ * with channels still in vector lanes (maxpool2x2_lanes: plain vertical
+ * maxima), and only the pooled row and its argmax transposed into y and
+ * D->arg. */
+static void task_pooled(const nn_dconv *D, nn_conv_tile *T, int64_t n, int64_t g, int64_t oh0,
+                        int64_t oh1, const float *xq, float *yb, float *y, nn_conv_seg *seg)
+{
+    const int L = 16 * D->v;
+    const int64_t pw = D->ow / 2, P2 = (D->oh / 2) * pw;
+    float *yb1 = yb + D->ow * L, *pm = yb1 + D->ow * L;
+    int32_t *pa = (int32_t *)(pm + pw * L);
+    float *yg = y + n * D->y_img + g * D->o * P2;
+    int32_t *ag = D->arg + n * D->y_img + g * D->o * P2;
+    for (int64_t ob = 0; ob < D->nob; ob++) {
+        const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
+        const float *w = D->wpk + g * D->taps * D->ldw + o0;
+        T->bias = D->bias ? D->bias + g * D->ldw + o0 : NULL;
+        for (int64_t oh = oh0; oh + 1 < oh1; oh += 2) {
+            row_forward(D, T, xq, oh0, oh, yb, w, seg);
+            row_forward(D, T, xq, oh0, oh + 1, yb1, w, seg);
+            D->kt->maxpool2x2_lanes(pw, L, yb, yb1, (int32_t)(oh * D->ow), (int32_t)D->ow, pm,
+                                    pa);
+            const int64_t at = o0 * P2 + oh / 2 * pw;
+            D->kt->conv_transpose(pw, nch, pm, L, yg + at, P2);
+            /* the argmax through the same transpose: it only moves the
+             * 32-bit patterns (loads, shuffles, stores; no arithmetic) */
+            D->kt->conv_transpose(pw, nch, (const float *)pa, L, (float *)(ag + at), P2);
+        }
+    }
+}
+
 /* Whether dx row y of the transposed convolution has no taps in any phase. */
 static int row_is_zero(const nn_dconv *D, int64_t y)
 {
@@ -402,7 +436,7 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const int64_t n = t / per_n, g = t % per_n / D->nbands, band = t % D->nbands;
     const int64_t oh0 = band * D->band, oh1 = min64(oh0 + D->band, D->oh);
     float *xq = buf, *yb = buf + round_up(D->xq_floats, 16);
-    nn_conv_seg *seg = (nn_conv_seg *)(yb + D->ow * 16 * D->v);
+    nn_conv_seg *seg = (nn_conv_seg *)(yb + D->ow * 16 * D->v * (D->pool ? 3 : 1));
     const float *xc = x + n * D->x_img + g * D->c * D->h * D->w;
     /* transposed: dy rows from the band's first dx row's m0 - tmax */
     const int64_t m0 = (oh0 + D->ph) / D->sh;
@@ -417,6 +451,10 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const float *rg = D->res ? D->res + n * D->y_img + g * D->o * P : NULL;
     nn_conv_tile T = {.k = D->taps, .koff = D->koff, .ldw = D->ldw, .ldy = L, .v = D->v,
                       .act = rg ? NN_ACT_NONE : D->act};
+    if (D->pool) {
+        task_pooled(D, &T, n, g, oh0, oh1, xq, yb, y, seg);
+        return;
+    }
     for (int64_t ob = 0; ob < D->nob; ob++) {
         const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
         const float *w = D->wpk + g * D->taps * D->ldw + o0;

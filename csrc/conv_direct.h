@@ -46,6 +46,16 @@ typedef struct nn_dconv {
      * stops at the bias and conv_transpose_res adds it as it writes y */
     const float *res;
     int act;
+    /* pool (set before planning; forward only, no res): a 2x2, stride-2 max
+     * pooling of the activated output, as MaxPool2d(2) after it. y is then
+     * the pooled output (y_img floats per image, planes of (oh/2) x (ow/2)),
+     * arg its argmax (the same layout: the index row * ow + column of each
+     * window's maximum in the unpooled plane); the unpooled output is never
+     * stored. Bands hold an even number of rows (one more than the band
+     * bound may allow); an odd last row or column is not pooled
+     * (MaxPool2d's floor). */
+    int pool;
+    int32_t *arg;
 } nn_dconv;
 
 /* Plan D (its geometry filled in by the caller) for kernel table kt: 1 when

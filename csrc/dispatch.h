@@ -143,7 +143,10 @@ typedef struct nn_conv_tile {
                            const float *dyz, int64_t pad, float *dxp), \
       (len, taps, off, w, dyz, pad, dxp)) \
     X(conv_taps_weight, (int64_t len, int64_t taps, const int64_t *off, const float *dy, \
-                         const float *xp, double *acc), (len, taps, off, dy, xp, acc))
+                         const float *xp, double *acc), (len, taps, off, dy, xp, acc)) \
+    X(maxpool2x2_lanes, (int64_t pw, int64_t lanes, const float *r0, const float *r1, \
+                         int32_t at0, int32_t w, float *y, int32_t *arg), \
+      (pw, lanes, r0, r1, at0, w, y, arg))
 #define NN_ISA_KERNELS(X) NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X) NN_CONV_KERNELS(X)
 
 #define NN_CAT_(a, b) a##b

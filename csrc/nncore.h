@@ -292,6 +292,15 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
                           const float *mean, const float *var, float eps, const float *res,
                           float *y, int act);
 
+/* The forward pass followed by MaxPool2d(2) (2x2 windows, stride 2, no
+ * padding) of its activated output: y and argmax (n, o, oh / 2, ow / 2) as
+ * nn_maxpool2d_forward gives them for the output z (n, o, oh, ow) of
+ * nn_conv2d_forward, bit for bit. Where the direct path runs, the windows
+ * are pooled as the output rows are computed and z is not written (nor
+ * read); elsewhere z holds the convolution's output. oh, ow >= 2. */
+int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
+                           const float *b, float *z, float *y, int32_t *argmax, int act);
+
 /* ---- Pooling (pool.c): PyTorch's MaxPool2d, AvgPool2d (count_include_pad)
  * and global average pooling, over `planes` = n * c contiguous h x w planes.
  * The caller sets oh = (h + 2 ph - kh) / sh + 1 and ow likewise, with
@@ -300,7 +309,11 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
  * first maximum in row-major order (padding is -inf; a NaN wins); backward
  * adds dy there. Backward passes overwrite dx. Max pooling's backward takes
  * relu_y (or NULL): the pooled output y of a ReLU's output, dy then counting
- * only where y > 0 (the gradient through that ReLU too, in the same pass). ---- */
+ * only where y > 0 (the gradient through that ReLU too, in the same pass).
+ * It checks argmax as it reads it: *bad = 1 when an index is outside its
+ * window (2x2 windows of stride 2, no padding) or its plane (other
+ * geometries); dx is then not the gradient, but nothing is written outside
+ * it. Else *bad = 0. ---- */
 typedef struct nn_pool2d_params {
     int64_t h, w, kh, kw, sh, sw, ph, pw, oh, ow;
 } nn_pool2d_params;
@@ -308,8 +321,8 @@ typedef struct nn_pool2d_params {
     X(maxpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y, \
                           int32_t *argmax), (planes, p, x, y, argmax)) \
     X(maxpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \
-                           const int32_t *argmax, const float *relu_y, float *dx), \
-      (planes, p, dy, argmax, relu_y, dx)) \
+                           const int32_t *argmax, const float *relu_y, float *dx, int *bad), \
+      (planes, p, dy, argmax, relu_y, dx, bad)) \
     X(avgpool2d_forward, (int64_t planes, const nn_pool2d_params *p, const float *x, float *y), \
       (planes, p, x, y)) \
     X(avgpool2d_backward, (int64_t planes, const nn_pool2d_params *p, const float *dy, \

@@ -139,16 +139,44 @@ static void maxpool_plane_2x2(const nn_pool2d_params *p, const float *x, const f
     }
 }
 
+/* The 2x2 pooling of two output rows of the direct convolution, before they
+ * are transposed to NCHW (conv_direct.c, nn_conv2d_forward_pool): r0, r1 hold
+ * pixel-major rows of `lanes` channels (a multiple of 8) each, pixel i at
+ * r[i * lanes]. Window q covers pixels 2q, 2q + 1 of both rows: its first
+ * maximum in scan order (r0 before r1, left before right; a NaN wins), as
+ * maxpool_plane_2x2 picks it, goes to y[q * lanes + c] and its input index
+ * at0 + 2q (+ 1, + w, + w + 1) to arg[q * lanes + c]. Channels are vector
+ * lanes here, so the four values of a window are four plain loads. */
+void NN_ISA_FN(maxpool2x2_lanes)(int64_t pw, int64_t lanes, const float *r0, const float *r1,
+                                 int32_t at0, int32_t w, float *y, int32_t *arg)
+{
+    for (int64_t q = 0; q < pw; q++) {
+        const float *a = r0 + 2 * q * lanes, *c = r1 + 2 * q * lanes;
+        const int32_t i0 = at0 + 2 * (int32_t)q;
+        const nn_v8i z = {0};
+        for (int64_t j = 0; j < lanes; j += 8) {
+            nn_v8f m = NN_V8F(a + j);
+            nn_v8i at = z + i0;
+            take8(NN_V8F(a + lanes + j), z + (i0 + 1), &m, &at);
+            take8(NN_V8F(c + j), z + (i0 + w), &m, &at);
+            take8(NN_V8F(c + lanes + j), z + (i0 + w + 1), &m, &at);
+            NN_V8F(y + q * lanes + j) = m;
+            NN_V8I(arg + q * lanes + j) = at;
+        }
+    }
+}
+
 /* The backward of maxpool_plane_2x2: each window's four inputs written at
  * once (dy where the argmax points, zero elsewhere), rows and columns no
  * window covers zeroed; no scatter, no separate clearing pass. With ry (the
  * pooled output of a ReLU), dy counts only where ry > 0: +0.0 elsewhere, as
  * relu_backward writes, so the bits are those of the two passes. */
-static void maxpool_plane_2x2_backward(const nn_pool2d_params *p, const float *dy,
-                                       const int32_t *arg, const float *ry, float *dx)
+static int maxpool_plane_2x2_backward(const nn_pool2d_params *p, const float *dy,
+                                      const int32_t *arg, const float *ry, float *dx)
 {
     const int64_t w = p->w, ow = p->ow;
     const int32_t w32 = (int32_t)w;
+    nn_v8i bad = {0}; /* lanes whose argmax is none of its window's four inputs */
     for (int64_t oh = 0; oh < p->oh; oh++) {
         float *d0 = dx + 2 * oh * w, *d1 = d0 + w;
         const float *g = dy + oh * ow;
@@ -161,8 +189,10 @@ static void maxpool_plane_2x2_backward(const nn_pool2d_params *p, const float *d
             nn_v8i v = NN_V8I(g + j);
             if (ry)
                 v &= NN_V8F(ry + oh * ow + j) > 0.0f; /* NaN: not > 0 */
-            const nn_v8f e0 = (nn_v8f)(v & (at == 0)), o0 = (nn_v8f)(v & (at == 1));
-            const nn_v8f e1 = (nn_v8f)(v & (at == w32)), o1 = (nn_v8f)(v & (at == w32 + 1));
+            const nn_v8i ie0 = at == 0, io0 = at == 1, ie1 = at == w32, io1 = at == w32 + 1;
+            bad |= ~(ie0 | io0 | ie1 | io1);
+            const nn_v8f e0 = (nn_v8f)(v & ie0), o0 = (nn_v8f)(v & io0);
+            const nn_v8f e1 = (nn_v8f)(v & ie1), o1 = (nn_v8f)(v & io1);
             NN_V8F(d0 + 2 * j) = NN_LO8(e0, o0);
             NN_V8F(d0 + 2 * j + 8) = NN_HI8(e0, o0);
             NN_V8F(d1 + 2 * j) = NN_LO8(e1, o1);
@@ -175,6 +205,10 @@ static void maxpool_plane_2x2_backward(const nn_pool2d_params *p, const float *d
     }
     if (2 * p->oh < p->h)
         memset(dx + 2 * p->oh * w, 0, (size_t)((p->h - 2 * p->oh) * w) * sizeof(float));
+    int32_t any = 0;
+    for (int l = 0; l < 8; l++)
+        any |= bad[l];
+    return any != 0;
 }
 
 void NN_ISA_FN(maxpool2d_forward)(int64_t planes, const nn_pool2d_params *p, const float *x,
@@ -195,31 +229,45 @@ void NN_ISA_FN(maxpool2d_forward)(int64_t planes, const nn_pool2d_params *p, con
 }
 
 void NN_ISA_FN(maxpool2d_backward)(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                                   const int32_t *argmax, const float *relu_y, float *dx)
+                                   const int32_t *argmax, const float *relu_y, float *dx,
+                                   int *bad)
 {
     const int64_t in = p->h * p->w, out = p->oh * p->ow;
     const int fast = p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 &&
                      p->pw == 0 && p->ow >= 8;
+    int nbad = 0;
 #pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
-    if (planes * in >= NN_POOL_PARALLEL_MIN && planes > 1)
+    if (planes * in >= NN_POOL_PARALLEL_MIN && planes > 1) reduction(| : nbad)
     for (int64_t i = 0; i < planes; i++) {
         float *d = dx + i * in;
         const float *g = dy + i * out;
         const int32_t *a = argmax + i * out;
         const float *ry = relu_y ? relu_y + i * out : NULL;
         if (fast) {
-            maxpool_plane_2x2_backward(p, g, a, ry, d);
+            nbad |= maxpool_plane_2x2_backward(p, g, a, ry, d);
             continue;
         }
         /* (narrow 2x2 planes too: clearing and scattering beat selects there) */
+        /* an index outside the plane is flagged and sent to index 0 (the
+         * plane is then garbage, but nothing is written outside it) */
         memset(d, 0, (size_t)in * sizeof(float));
+        const uint32_t lim = (uint32_t)in;
+        int off = 0;
         if (ry)
-            for (int64_t j = 0; j < out; j++)
-                d[a[j]] += ry[j] > 0.0f ? g[j] : 0.0f;
+            for (int64_t j = 0; j < out; j++) {
+                const uint32_t k = (uint32_t)a[j];
+                off |= k >= lim;
+                d[k < lim ? k : 0] += ry[j] > 0.0f ? g[j] : 0.0f;
+            }
         else
-            for (int64_t j = 0; j < out; j++)
-                d[a[j]] += g[j];
+            for (int64_t j = 0; j < out; j++) {
+                const uint32_t k = (uint32_t)a[j];
+                off |= k >= lim;
+                d[k < lim ? k : 0] += g[j];
+            }
+        nbad |= off;
     }
+    *bad = nbad;
 }
 
 static void avgpool_plane(const nn_pool2d_params *p, const float *x, float *y)

@@ -133,6 +133,8 @@ cdef extern from "nncore.h" nogil:
                               const float *b, const float *bn_weight, const float *bn_bias,
                               const float *mean, const float *var, float eps,
                               const float *res, float *y, int act)
+    int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
+                               const float *b, float *z, float *y, int32_t *argmax, int act)
     int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db)
 
@@ -142,7 +144,7 @@ cdef extern from "nncore.h" nogil:
     void nn_maxpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
                               float *y, int32_t *argmax)
     void nn_maxpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,
-                               const int32_t *argmax, const float *relu_y, float *dx)
+                               const int32_t *argmax, const float *relu_y, float *dx, int *bad)
     void nn_avgpool2d_forward(int64_t planes, const nn_pool2d_params *p, const float *x,
                               float *y)
     void nn_avgpool2d_backward(int64_t planes, const nn_pool2d_params *p, const float *dy,

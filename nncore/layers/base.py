@@ -30,7 +30,10 @@ arguments), before any array exists:
   an epilogue, so predict may run it inside a C chain), ``supports_bf16``
   (its training forward and backward run their GEMMs in bfloat16 while its
   ``_bf16`` attribute is True: ``Trainer(precision="bf16")`` sets it for the
-  length of the training steps, see ``trainer.mixed_precision``).
+  length of the training steps, see ``trainer.mixed_precision``),
+  ``fuses_after_conv`` (a pooling layer whose training forward a Conv2d's
+  ``forward_pool`` may compute, after the ReLU between them: it implements
+  ``fused_outputs``; see ``sequential.conv_pool_fusions``).
 - ``sublayers()``: the layers a container is built of (Sequential's
   layers, Residual's body and shortcut), so whole-model walks (mixed
   precision) reach every layer without knowing container types.
@@ -213,6 +216,7 @@ class Layer:
     act_name = None
     folds_sgd = False
     absorbs_relu_backward = False
+    fuses_after_conv = False
     absorbs_act_relu_backward = False
     identity_in_eval = False
     supports_bf16 = False

@@ -144,7 +144,7 @@ class Conv2d(WeightedLayer):
         self._last_shapes = (x_shape, out)
         return out
 
-    def _run(self, x, act):
+    def _prepare(self, x):
         if self._pending_init:
             self._initialize()
         x = image_input(self._name, x, self.in_channels)
@@ -154,6 +154,10 @@ class Conv2d(WeightedLayer):
             self._z = self._buf.get("z", out)
             self._dz = self._buf.get("dz", out) if self.activation == "relu" else None
             self._dx = None
+        return x
+
+    def _run(self, x, act):
+        x = self._prepare(x)
         _core.conv2d_forward(x, self._w, self._b, self._z, self.stride, self._padding,
                              self.dilation, self.groups, act, self._bf16)
         self._x = x
@@ -166,6 +170,22 @@ class Conv2d(WeightedLayer):
         """forward with the next activation layer applied in the epilogue."""
         self._run(x, _ACT[act_name])
         return self._z
+
+    def forward_pool(self, x, pool):
+        """forward_act(x, "relu") followed by ``pool`` (a MaxPool2d that
+        ``fuses_after_conv``) in one C call (conv2d_forward_pool): the pooled
+        output and argmax land in ``pool``'s buffers, with the bits of the
+        separate steps, and where the direct convolution runs the unpooled
+        output (the largest activation of a small CNN) is never stored. The
+        ReLU's backward must be absorbed by ``pool``'s (Sequential checks
+        both); this layer's backward needs only x."""
+        x = self._prepare(x)
+        y, argmax = pool.fused_outputs(self._z.shape, self._z)
+        _core.conv2d_forward_pool(x, self._w, self._b, self._z, y, argmax, self.stride,
+                                  self._padding, self.dilation, self.groups, _ACT["relu"],
+                                  self._bf16)
+        self._x = x
+        return y
 
     def backward(self, grad, input_grad=True):
         x = self._x

@@ -87,6 +87,23 @@ class MaxPool2d(_Pool2d):
 
     absorbs_relu_backward = True
 
+    @property
+    def fuses_after_conv(self):
+        """Whether a Conv2d's forward_pool may compute this layer's forward
+        (2x2 windows, stride 2, no padding: MaxPool2d(2))."""
+        return self._geometry() == ((2, 2), (2, 2), (0, 0))
+
+    def fused_outputs(self, in_shape, x):
+        """The (y, argmax) buffers for an input of ``in_shape``, which the
+        layer before fills (Conv2d.forward_pool) in place of this layer's
+        forward; ``x`` stands for the input (backward needs only y, argmax
+        and the shape)."""
+        if in_shape != self._in_shape:
+            self._in_shape = in_shape
+            self._resize(self._out_shape(in_shape))
+        self._x = x
+        return self._y, self._argmax
+
     def _resize(self, out):
         self._y = self._buf.get("y", out)
         self._argmax = self._buf.get("argmax", out, np.int32)

@@ -53,6 +53,20 @@ def fused_activations(layers):
                      and layers[i].act_name in layers[i - 1].epilogue_acts)
 
 
+def conv_pool_fusions(layers):
+    """Indices i where the training forward runs layers i (a Conv2d without
+    an activation of its own), i + 1 (a ReLU fused into its epilogue) and
+    i + 2 (a 2x2 MaxPool2d, whose backward absorbs that ReLU's) as one C call
+    (Conv2d.forward_pool), the unpooled output never stored."""
+    fused = fused_activations(layers)
+    return frozenset(
+        i for i in range(len(layers) - 2)
+        if hasattr(layers[i], "forward_pool") and layers[i].activation is None
+        and i + 1 in fused and layers[i + 1].act_name == "relu"
+        and layers[i + 2].fuses_after_conv
+        and layers[i + 2].absorbs_relu_backward)
+
+
 def batchnorm_folds(layers):
     """{i: activation name or None} for each layer i that folds the
     BatchNorm at i + 1 into its predict step (``folds_batchnorm`` and
@@ -157,6 +171,12 @@ def _take_output(y, ws):
     return y
 
 
+def _pass_output(y):
+    """The training forward step of a layer an earlier step ran (the ReLU
+    and MaxPool2d of Conv2d.forward_pool)."""
+    return y
+
+
 def _check_config(config):
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ValueError("Sequential config must be a dict with a 'layers' list")
@@ -235,6 +255,8 @@ class Sequential(Layer):
         # convolution before it; their own steps pass the output on
         folds = batchnorm_folds(layers)
         folded = {i + 1 for i in folds} | {i + 2 for i, act in folds.items() if act}
+        pools = conv_pool_fusions(layers)
+        pooled = {i + 1 for i in pools} | {i + 2 for i in pools}
         plan, infer = [], []
         infer_fused = set()      # activations only predict folds (infer_acts)
         for i, layer in enumerate(layers):
@@ -263,6 +285,11 @@ class Sequential(Layer):
                 infer[-1] = functools.partial(layer.infer_bn, bn=nxt, act_name=folds[i])
             elif i in folded:
                 infer[-1] = _take_output
+            # training: a Conv2d's step runs the ReLU and pooling after it
+            if i in pools:
+                plan[-1] = functools.partial(layer.forward_pool, pool=layers[i + 2])
+            elif i in pooled:
+                plan[-1] = _pass_output
         self._plan = tuple(plan)
         self._infer_plan = tuple(infer)
         self._res_tail = self._residual_tail(folds)
