@@ -1065,12 +1065,18 @@ cdef int _conv_params(str fn, tuple xs, tuple ws, object stride, object padding,
 
 cdef int _conv_arrays(str fn, cnp.ndarray x, cnp.ndarray w, object stride, object padding,
                       object dilation, object groups, nn_conv2d_params *p,
-                      int64_t *oh, int64_t *ow) except -1:
+                      int64_t *oh, int64_t *ow, bint bf16=False, int act=-1) except -1:
+    """A conv binding's checks of x, w and the geometry into *p (p.bf16 =
+    bf16), and of act unless it is -1 (the backward pass has none)."""
     cdef int64_t d[4]
     _dims(x, 4, fn, "x", d)
     _dims(w, 4, fn, "weight", d)
-    return _conv_params(fn, (<object>x).shape, (<object>w).shape, stride, padding, dilation,
-                        groups, p, oh, ow)
+    _conv_params(fn, (<object>x).shape, (<object>w).shape, stride, padding, dilation, groups,
+                 p, oh, ow)
+    p.bf16 = bf16
+    if act != -1:
+        _conv_act(fn, act)
+    return 0
 
 
 def conv2d_output_shape(tuple x_shape, tuple w_shape, stride=1, padding=0, dilation=1,
@@ -1102,9 +1108,7 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
     cdef str fn = "conv2d_forward"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
-    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
-    p.bf16 = bf16
-    _conv_act(fn, act)
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow, bf16, act)
     cdef const float *px = <const float *>cnp.PyArray_DATA(x)
     cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
     cdef const float *pb = NULL
@@ -1137,9 +1141,7 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
     cdef str fn = "conv2d_forward_pool"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
-    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
-    p.bf16 = bf16
-    _conv_act(fn, act)
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow, bf16, act)
     if oh < 2 or ow < 2:
         raise ValueError(f"{fn}: the convolution's output is {oh}x{ow}; 2x2 pooling needs "
                          "at least 2x2")
@@ -1180,8 +1182,7 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
     cdef str fn = "conv2d_forward_bn"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
-    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
-    _conv_act(fn, act)
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow, False, act)
     if not eps >= 0.0:
         raise ValueError(f"{fn}: eps must be >= 0, got {eps}")
     cdef const float *px = <const float *>cnp.PyArray_DATA(x)
@@ -1222,8 +1223,7 @@ def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object d
     cdef str fn = "conv2d_backward"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
-    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow)
-    p.bf16 = bf16
+    _conv_arrays(fn, x, w, stride, padding, dilation, groups, &p, &oh, &ow, bf16)
     cdef const float *px = <const float *>cnp.PyArray_DATA(x)
     cdef const float *pw = <const float *>cnp.PyArray_DATA(w)
     cdef const float *pdy = _fshape(dy, (p.n, p.o, oh, ow), False, fn, "dy")
