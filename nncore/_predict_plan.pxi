@@ -21,7 +21,7 @@ ctypedef struct _plan_op:
     int kind
     int act
     float param                      # LeakyReLU's slope; BatchNorm's eps
-    int64_t a, b, c                  # sizes (see _run_op)
+    int64_t a, b, c                  # sizes (see _run_ops)
     nn_conv2d_params conv
     nn_pool2d_params pool
     nn_dense_layer dense             # one Dense layer (layers NULL) ...
@@ -64,6 +64,8 @@ cdef class PredictPlan:
     def run(self, cnp.ndarray x not None):
         """The recorded pass on x (float32, C-contiguous, the recorded input's
         shape); returns the plan's output array (overwritten by the next run)."""
+        if self.input is None:
+            raise ValueError("predict plan: nothing recorded (plans come from record_plan)")
         cdef cnp.ndarray xin = <cnp.ndarray>self.input
         if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(x)
                 or (<object>x).shape != (<object>xin).shape):

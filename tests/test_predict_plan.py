@@ -120,6 +120,8 @@ def test_one_plan_per_shape_and_bad_input_still_named(rng):
         plan.run(np.zeros((5, 1, 12, 12), np.float32))
     with pytest.raises(ValueError, match="float32"):
         plan.run(np.zeros(plan.input.shape, np.float64))
+    with pytest.raises(ValueError, match="nothing recorded"):
+        _core.PredictPlan().run(np.zeros((1, 1, 12, 12), np.float32))
 
 
 class NumpyDense(nn.Dense):
