@@ -186,7 +186,14 @@ def main(argv):
                              batch_size=32, seed=0, comm=comm, shards=4)
         checkpoint = nn.callbacks.ModelCheckpoint(f"{argv[1]}/ckpt.nnc", save_optimizer=True,
                                                   save_freq=10)
-        trainer.fit(X, y, epochs=10000, verbose=0, callbacks=[checkpoint])
+        try:
+            trainer.fit(X, y, epochs=10000, verbose=0, callbacks=[checkpoint])
+        except KeyboardInterrupt as exc:
+            # each rank's message in a file of its own: on the shared stderr
+            # pipe the two ranks' tracebacks may interleave within a line
+            with open(f"{argv[1]}/interrupt.{rank}", "w") as f:
+                f.write(f"{type(exc).__name__}: {exc}")
+            raise
         print("longrun: training finished, which it should not have", flush=True)
         return 0
     if mode == "resume":
