@@ -16,7 +16,8 @@ import numpy as np
 
 from . import _core, _guard
 
-__all__ = ["shape_str", "layer_input", "image_input", "int_pair", "check_finite", "all_finite",
+__all__ = ["shape_str", "layer_input", "image_input", "int_pair", "check_finite",
+           "assign_param", "all_finite",
            "check_features",
            "check_targets", "check_sample_weight", "is_sparse", "check_sparse_features",
            "dense_rows"]
@@ -61,6 +62,21 @@ def check_finite(owner, name, arr):
     with np.errstate(invalid="ignore"):
         if not np.isfinite(arr).all():
             raise ValueError(f"{owner}: {name} holds NaN or infinity")
+
+
+def assign_param(owner, name, target, value):
+    """Copy ``value`` into a layer's own array ``target`` (a parameter, its
+    gradient or a statistic, which keeps its identity: optimizers and
+    predict plans hold it): real numbers of target's shape, finite unless
+    it is a gradient (``name`` starting with "grad")."""
+    arr = _guard.as_array(value, owner, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{owner}: {name} must hold real numbers, got {arr.dtype}")
+    if arr.shape != target.shape:
+        raise ValueError(f"{owner}: {name} has shape {arr.shape}, expected {target.shape}")
+    if not name.startswith("grad"):
+        check_finite(owner, name, arr)
+    target[...] = arr
 
 
 def all_finite(a):

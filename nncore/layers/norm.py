@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from .. import _core, _guard
-from ..validation import check_finite, layer_input
+from ..validation import assign_param, layer_input
 from .base import Buffers, Layer, Param, check_grad, is_batch, not_ready
 from .registry import register_layer
 
@@ -41,15 +41,7 @@ class _OwnArray:
         if target is None:
             raise ValueError(f"{layer._name} has no {self.name} (see affine and "
                              f"track_running_stats)")
-        arr = _guard.as_array(value, layer._name, self.name)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{layer._name}: {self.name} must hold real numbers, got {arr.dtype}")
-        if arr.shape != target.shape:
-            raise ValueError(f"{layer._name}: {self.name} has shape {arr.shape}, expected "
-                             f"{target.shape}")
-        if not self.name.startswith("grad"):
-            check_finite(layer._name, self.name, arr)
-        target[...] = arr
+        assign_param(layer._name, self.name, target, value)
 
 
 class _BatchNorm(Layer):

@@ -4,7 +4,7 @@ and the others as a sub-layer."""
 import numpy as np
 
 from .. import _core, _guard
-from ..validation import check_finite
+from ..validation import assign_param, check_finite
 from .activations import ACTIVATION_LAYERS, RELU_FAMILY
 from .base import Layer
 
@@ -105,15 +105,7 @@ class WeightedLayer(Layer):
     def _set(self, target, value, name):
         if target is None:
             raise ValueError(f"{self._name} has no bias (bias=False)")
-        arr = _guard.as_array(value, self._name, name)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{self._name}: {name} must hold real numbers, got {arr.dtype}")
-        if arr.shape != target.shape:
-            raise ValueError(f"{self._name}: {name} has shape {arr.shape}, "
-                             f"expected {target.shape}")
-        if not name.startswith("grad"):
-            check_finite(self._name, name, arr)
-        target[...] = arr
+        assign_param(self._name, name, target, value)
 
     @property
     def weight(self):
