@@ -179,3 +179,21 @@ void NN_ISA_FN(softmax_backward)(int64_t m, int64_t n, const float *y, const flo
     for (int64_t r = 0; r < m; r++)
         softmax_backward_rows(r, r + 1, n, y, dy, dx);
 }
+
+/* y = act(a + b): a residual block's sum with the ReLU after it in the same
+ * pass (the bits of add, then relu_forward). y may be a or b. */
+void NN_ISA_FN(add_act)(int64_t n, const float *a, const float *b, int act, float *y)
+{
+    if (act == NN_ACT_RELU)
+        NN_FOR_RANGES(n, lo, hi, {
+            for (int64_t i = lo; i < hi; i++) {
+                const float v = a[i] + b[i];
+                y[i] = v < 0.0f ? 0.0f : v;
+            }
+        });
+    else
+        NN_FOR_RANGES(n, lo, hi, {
+            for (int64_t i = lo; i < hi; i++)
+                y[i] = a[i] + b[i];
+        });
+}

@@ -75,7 +75,9 @@ static inline int nn_epilogue_supports(int act)
  * over dy. Backward passes read the forward output y (ReLU, Sigmoid, Tanh,
  * Softmax) or the forward input x (LeakyReLU, GELU), as named. GELU is the
  * exact (erf) one. Softmax is row-wise over an m x n row-major matrix
- * (leading dimension n). */
+ * (leading dimension n). add_act: y = act(a + b), a residual block's sum and
+ * the ReLU after it in one pass (act NN_ACT_NONE or NN_ACT_RELU; y may be a
+ * or b). */
 #define NN_KERNELS_ACT(X) \
     X(relu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
     X(relu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
@@ -90,7 +92,8 @@ static inline int nn_epilogue_supports(int act)
     X(gelu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
     X(softmax_forward, (int64_t m, int64_t n, const float *x, float *y), (m, n, x, y)) \
     X(softmax_backward, (int64_t m, int64_t n, const float *y, const float *dy, float *dx), \
-      (m, n, y, dy, dx))
+      (m, n, y, dy, dx)) \
+    X(add_act, (int64_t n, const float *a, const float *b, int act, float *y), (n, a, b, act, y))
 NN_KERNELS_ACT(NN_DECLARE_KERNEL)
 
 /* ---- Dense bias gradient (bias.c): db[j] = sum_i dy[i * ldy + j], in row

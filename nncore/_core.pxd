@@ -31,6 +31,7 @@ cdef extern from "nncore.h" nogil:
     int nn_epilogue_supports(int act)
     void nn_relu_forward(int64_t n, const float *x, float *y)
     void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx)
+    void nn_add_act(int64_t n, const float *a, const float *b, int act, float *y)
     void nn_leaky_relu_forward(int64_t n, const float *x, float *y, float slope)
     void nn_leaky_relu_backward(int64_t n, const float *x, const float *dy, float *dx,
                                 float slope)

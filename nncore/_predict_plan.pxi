@@ -185,8 +185,7 @@ cdef int _run_ops(const _plan_op *ops, Py_ssize_t count) noexcept nogil:
             status = nn_dense_chain(op.a, op.x, op.count,
                                     op.layers if op.layers != NULL else &op.dense)
         elif op.kind == _OP_ADD:
-            for j in range(op.a):
-                op.y[j] = op.x[j] + op.x2[j]
+            nn_add_act(op.a, op.x, op.x2, op.act, op.y)
         else:
             status = NN_EINVAL
         if status != NN_OK:
@@ -194,19 +193,21 @@ cdef int _run_ops(const _plan_op *ops, Py_ssize_t count) noexcept nogil:
     return NN_OK
 
 
-def add(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray y not None):
-    """y = a + b elementwise (float32 arrays of one shape; y may be a or b)."""
+def add(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray y not None, int act=0):
+    """y = act(a + b) elementwise (float32 arrays of one shape; y may be a or
+    b; act NONE or RELU: a residual block's sum and the ReLU after it)."""
     cdef str fn = "add"
-    cdef int64_t n = cnp.PyArray_SIZE(a), j
+    cdef int64_t n = cnp.PyArray_SIZE(a)
     if (<object>b).shape != (<object>a).shape or (<object>y).shape != (<object>a).shape:
         raise ValueError(f"{fn}: shapes {(<object>a).shape}, {(<object>b).shape} and "
                          f"{(<object>y).shape} must match")
+    if act != NN_ACT_NONE and act != NN_ACT_RELU:
+        raise ValueError(f"{fn}: act must be NONE or RELU, got {act}")
     cdef const float *pa = _fin(a, n, fn, "a")
     cdef const float *pb = _fin(b, n, fn, "b")
     cdef float *py = _fout(y, n, fn, "y")
     with nogil:
-        for j in range(n):
-            py[j] = pa[j] + pb[j]
+        nn_add_act(n, pa, pb, act, py)
     cdef _plan_op *op = _record(_OP_ADD, (a, b, y))
     if op != NULL:
-        op.a, op.x, op.x2, op.y = n, pa, pb, py
+        op.a, op.x, op.x2, op.y, op.act = n, pa, pb, py, act

@@ -137,6 +137,30 @@ def test_residual_gradients(isa, rng):
     check_grads(identity, images(rng, (2, 2, 5, 5)), rng)
 
 
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_residual_then_relu_trains_in_one_pass(isa, rng, num_threads, shortcut):
+    """A ReLU after a Residual runs in the block's sum (Residual.forward_act)
+    and its backward in the block's (relu_after): the bits of the block and
+    the ReLU run as separate steps, which the finite differences check."""
+    def block():
+        nn.manual_seed(4)
+        return nn.Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Tanh()),
+                           nn.Conv2d(3, 3, 1) if shortcut else None)
+
+    x = images(rng, (2, 3, 5, 5))
+    dy = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    model, alone = nn.Sequential(block(), nn.ReLU()), block()
+    y = model.forward(x)
+    ya = alone.forward(x)
+    assert np.array_equal(y, np.maximum(ya, 0))
+    assert (ya < 0).any() and (ya > 0).any()
+    dx = model.backward(dy)
+    assert np.array_equal(dx, alone.backward(np.where(ya > 0, dy, 0).astype(np.float32)))
+    for (p, g), (pa, ga) in zip(model.parameters(), alone.parameters()):
+        assert np.array_equal(g, ga)
+    check_grads(model, x, rng, h=1e-3)      # at the default 1e-2 an output crossed the kink
+
+
 # ---- the same numbers as PyTorch ----
 
 def torch_conv(torch, layer):

@@ -206,6 +206,21 @@ def test_add_binding():
     assert np.array_equal(y, a + b)
     with pytest.raises(ValueError, match="must match"):
         _core.add(a, b[:1], y)
+    with pytest.raises(ValueError, match="act must be NONE or RELU"):
+        _core.add(a, b, y, _core.ACT_CODES["tanh"])
+
+
+@pytest.mark.parametrize("n", [7, 200_003])      # one range; ranges over the threads
+def test_add_relu(rng, num_threads, n):
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    a[:3] = [np.nan, -np.inf, -0.0]
+    want = np.maximum(a + b, 0)
+    y = np.empty_like(a)
+    _core.add(a, b, y, _core.ACT_CODES["relu"])
+    np.testing.assert_array_equal(y, want)          # NaN stays NaN, as relu_forward
+    _core.add(a, b, a, _core.ACT_CODES["relu"])      # in place
+    np.testing.assert_array_equal(a, want)
 
 
 def test_large_parts_are_not_recorded(rng, monkeypatch):

@@ -21,6 +21,10 @@ class Residual(Layer):
     branches must give the same shape."""
 
     is_container = True
+    # a ReLU after the block runs in the sum's pass when training; its
+    # backward then runs in this block's (relu_after)
+    epilogue_acts = _RELU
+    absorbs_act_relu_backward = True
 
     def __init__(self, body, shortcut=None):
         for name, layer in (("body", body), ("shortcut", shortcut)):
@@ -94,30 +98,41 @@ class Residual(Layer):
 
     # ---- passes ----
 
-    def _sum(self, a, b, name, ws=None):
+    def _sum(self, a, b, name, ws=None, act_name=None):
         if a.shape != b.shape:
             raise ValueError(f"{self._name}: the body gives shape {a.shape}, the shortcut "
                              f"{b.shape}; they must match")
-        if ws is None:
-            out = self._buf.get(name, a.shape)
-            np.add(a, b, out=out)
-        else:       # predict: a recorded kernel call (see Sequential.predict)
-            out = ws.take(a.shape, a, b)
-            _core.add(a, b, out)
+        # predict: ws's buffer, the call recorded (see Sequential.predict)
+        out = self._buf.get(name, a.shape) if ws is None else ws.take(a.shape, a, b)
+        _core.add(a, b, out, _core.ACT_CODES[act_name] if act_name else 0)
         return out
 
     def forward(self, x):
+        return self.forward_act(x, None)
+
+    def forward_act(self, x, act_name):
+        """act(body(x) + shortcut(x)) with the activation (None or "relu",
+        the layer after the block) in the sum's pass; that layer then only
+        records this output (see Sequential)."""
         x = as_input(self, x)
         a = self.body.forward(x)
         b = self.shortcut.forward(x) if self.shortcut is not None else x
-        y = self._sum(a, b, "y")
+        y = self._sum(a, b, "y", act_name=act_name)
         self._shape, self._in_shape = y.shape, x.shape
         return y
 
-    def backward(self, grad, input_grad=True):
+    def backward(self, grad, input_grad=True, relu_after=False):
+        """The input gradient for ``grad``; with ``relu_after``, ``grad`` is
+        that of the ReLU folded into the last ``forward_act`` and first goes
+        through it (where the output is > 0)."""
         if self._shape is None:
             raise not_ready(self)
         grad = check_grad(self, grad, self._shape)
+        if relu_after:
+            g = self._buf.get("relu_dx", self._shape)
+            _core.act_backward(_core.ACT_CODES["relu"], self._buf.get("y", self._shape),
+                               grad, g)
+            grad = g
         # the body's backward returns its own buffer; read it before the
         # shortcut's runs (they never share one)
         da = self.body.backward(grad)
@@ -154,14 +169,11 @@ class Residual(Layer):
                 fused = self._body_res()
                 if fused is not None:
                     return fused(x, ws, b, act_name)
-                y = self._sum(self.body._infer(x, ws), b, "y", ws)
+                return self._sum(self.body._infer(x, ws), b, "y", ws, act_name)
             finally:
                 ws.release()
         finally:
             ws.release()
-        if act_name is not None:
-            _core.act_forward(_core.ACT_CODES[act_name], y, y)
-        return y
 
     def _forget(self):
         self._shape = None
