@@ -1160,6 +1160,9 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
     with nogil:
         status = nn_conv2d_forward_pool(&p, px, pw, pb, pz, py, pa, act)
     check(status, fn)
+    cdef _plan_op *op = _record(_OP_CONV_POOL, (x, w, b, z, y, argmax))
+    if op != NULL:
+        op.conv, op.x, op.w, op.bias, op.z, op.y, op.arg, op.act = p, px, pw, pb, pz, py, pa, act
 
 
 cdef const float *_residual(object res, object y, bint bf16, str fn) except? NULL:

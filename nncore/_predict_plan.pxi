@@ -16,6 +16,7 @@ cdef enum:
     _OP_ACT = 6
     _OP_DENSE = 7
     _OP_ADD = 8
+    _OP_CONV_POOL = 9
 
 ctypedef struct _plan_op:
     int kind
@@ -36,6 +37,8 @@ ctypedef struct _plan_op:
     const float *mean
     const float *var
     float *y
+    float *z                         # the unpooled scratch (conv + pool)
+    int32_t *arg                     # the pooling's argmax (conv + pool)
 
 
 cdef class PredictPlan:
@@ -169,6 +172,9 @@ cdef int _run_ops(const _plan_op *ops, Py_ssize_t count) noexcept nogil:
             status = nn_conv2d_forward_res(&op.conv, op.x, op.w, op.bias, op.bn_weight,
                                            op.bn_bias, op.mean, op.var, op.param, op.x2, op.y,
                                            op.act)
+        elif op.kind == _OP_CONV_POOL:
+            status = nn_conv2d_forward_pool(&op.conv, op.x, op.w, op.bias, op.z, op.y, op.arg,
+                                            op.act)
         elif op.kind == _OP_MAXPOOL:
             nn_maxpool2d_forward(op.a, &op.pool, op.x, op.y, NULL)
         elif op.kind == _OP_AVGPOOL:

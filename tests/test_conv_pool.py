@@ -150,6 +150,9 @@ def small_cnn(fuse, monkeypatch):
     steps = model._plan
     assert (getattr(steps[0], "func", None) == model[0].forward_pool) == fuse
     assert (getattr(steps[3], "func", None) == model[3].forward_pool) == fuse
+    infer = model._infer_plan        # predict fuses the same three layers
+    assert (getattr(infer[0], "func", None) == model[0].infer_pool) == fuse
+    assert (getattr(infer[3], "func", None) == model[3].infer_pool) == fuse
     return model
 
 
@@ -169,6 +172,8 @@ def test_sequential_runs_conv_relu_pool_as_one_step(isa, rng, num_threads, monke
         model.eval()
         got.append(model.forward(x).copy())          # evaluation mode: the same plan
         np.testing.assert_array_equal(got[-1], model.predict(x))
+        for _ in range(2):                           # one image: recorded, then replayed
+            np.testing.assert_array_equal(got[-1][1:2], model.predict(x[1:2]))
         for threads in (1, 2):
             nn.set_num_threads(threads)
             model = small_cnn(fuse, monkeypatch)

@@ -1,6 +1,8 @@
 """Conv2d: PyTorch's 2-D convolution on NCHW images (csrc/conv.c)."""
 import numbers
 
+import numpy as np
+
 from .. import _core
 from .. import init as _init
 from ..validation import image_input, int_pair
@@ -218,6 +220,23 @@ class Conv2d(WeightedLayer):
 
     def infer_act(self, x, ws, act_name):
         return self._infer(x, ws, _ACT[act_name])
+
+    def infer_pool(self, x, ws, pool):
+        """Predict's step for this layer, the ReLU after it and ``pool`` (a
+        2x2 MaxPool2d) in one C call, as ``forward_pool``: the bits of the
+        three steps, the unpooled output never stored where the direct
+        convolution runs."""
+        if self._pending_init:
+            self._initialize()
+        x = image_input(self._name, x, self.in_channels)
+        out = self._out_shape(x.shape)
+        z = ws.take(out, x)         # scratch, written only off the direct path
+        pooled = out[:2] + (out[2] // 2, out[3] // 2)
+        y = ws.take(pooled, x, z)
+        argmax = ws.get((id(self), "argmax"), pooled, np.int32)
+        _core.conv2d_forward_pool(x, self._w, self._b, z, y, argmax, self.stride,
+                                  self._padding, self.dilation, self.groups, _ACT["relu"])
+        return y
 
     def folds_batchnorm(self, bn):
         """Whether predict may run this layer and ``bn`` (the next layer) as

@@ -285,11 +285,13 @@ class Sequential(Layer):
                 infer[-1] = functools.partial(layer.infer_bn, bn=nxt, act_name=folds[i])
             elif i in folded:
                 infer[-1] = _take_output
-            # training: a Conv2d's step runs the ReLU and pooling after it
+            # a Conv2d's step runs the ReLU and pooling after it
             if i in pools:
                 plan[-1] = functools.partial(layer.forward_pool, pool=layers[i + 2])
+                infer[-1] = functools.partial(layer.infer_pool, pool=layers[i + 2])
             elif i in pooled:
                 plan[-1] = _pass_output
+                infer[-1] = _take_output
         self._plan = tuple(plan)
         self._infer_plan = tuple(infer)
         self._res_tail = self._residual_tail(folds)
