@@ -48,7 +48,25 @@
 typedef float nn_bn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
 typedef int32_t nn_bn_v8i __attribute__((vector_size(32), aligned(4), may_alias));
 typedef double nn_bn_v8d __attribute__((vector_size(64)));
-#define NN_BN_LOAD8(p) __builtin_convertvector(*(const nn_bn_v8f *)(p), nn_bn_v8d)
+
+/* Eight floats widened to double (exact: the bits do not change). gcc 12
+ * lowers the generic conversion to two 4-wide ones, an extract and an
+ * insert even with AVX-512; one vcvtps2pd there halves the sums'
+ * instructions (1 thread, training forward / backward: (128, 16, 28, 28)
+ * 620 -> 500 us / 760 -> 690 us, (128, 32, 14, 14) 326 -> 248 / 365 -> 300). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline nn_bn_v8d widen8(nn_bn_v8f v)
+{
+    return (nn_bn_v8d)_mm512_cvtps_pd((__m256)v);
+}
+#else
+static inline nn_bn_v8d widen8(nn_bn_v8f v)
+{
+    return __builtin_convertvector(v, nn_bn_v8d);
+}
+#endif
+#define NN_BN_LOAD8(p) widen8(*(const nn_bn_v8f *)(p))
 
 static inline double lanes_sum(nn_bn_v8d v)
 {
@@ -97,7 +115,7 @@ static inline nn_bn_v8d grad8(const float *dy, const float *ry, int64_t j)
     nn_bn_v8f g = *(const nn_bn_v8f *)(dy + j);
     if (ry)
         g = (nn_bn_v8f)((nn_bn_v8i)g & (*(const nn_bn_v8f *)(ry + j) > 0.0f));
-    return __builtin_convertvector(g, nn_bn_v8d);
+    return widen8(g);
 }
 
 /* sum(g) and sum(g * (x - mean)) over n floats, g = dy (masked by ry > 0
