@@ -349,7 +349,7 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
     check(status, "dense_forward")
     cdef _plan_op *op = NULL if bf16 else _record(_OP_DENSE, (x, w, b, y))
     if op != NULL:
-        op.a, op.x, op.dense, op.count = m, px, layer, 1
+        op.a, op.x, op.dense, op.count, op.y = m, px, layer, 1, layer.out
 
 
 cdef class DenseChain:
@@ -403,6 +403,7 @@ cdef class DenseChain:
         cdef _plan_op *op = _record(_OP_DENSE, (x, self))
         if op != NULL:
             op.a, op.x, op.layers, op.count = m, px, self.layers, self.count
+            op.y = self.layers[self.count - 1].out
         return 0
 
     def run(self, cnp.ndarray x not None):

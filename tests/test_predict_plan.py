@@ -60,6 +60,9 @@ NETS = {
     "every layer": (every_layer_net, (3, 12, 12)),
     "small CNN": (lambda: nn.models.small_cnn(image_size=12), (1, 12, 12)),
     "ResNet-8": (lambda: nn.models.resnet(8, width=4), (1, 12, 12)),
+    # a lone Dense last: the plan's output is that call's
+    "Dense head": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                         nn.Dense(4 * 12 * 12, 3)), (1, 12, 12)),
 }
 
 
