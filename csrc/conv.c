@@ -839,14 +839,27 @@ int nn_conv_set_winograd(int mode)
 }
 
 /* Whether Winograd F(2x2, 3x3) pays for a 3x3 stride-1 layer of this shape
- * (its forward pass, and its input gradient: the same shape transposed).
- * The shape only, never the batch size. */
+ * (its forward pass, and its input gradient: the same shape transposed):
+ * the shape only, never the batch size. Its 16 products per tile are
+ * 2.25x fewer multiply-adds than the direct path's; the transforms cost per
+ * channel and tile, and per output row; tiles past an odd edge are wasted.
+ * So it pays with more channels per transform (the GEMM's share: c o /
+ * (c + o)), on planes large enough to spread the per-row costs (up to
+ * 20x20, beyond which more pixels add little), with few wasted tiles:
+ *   c o / (c + o) * min(oh ow, 400) * oh ow / (4 th tw) >= 2400.
+ * Measured per layer (docs/measurements.md, Zen 4, 1 thread, forward and
+ * dx, batch 1 and 32): taken by 16->16 at 20x20 and above, 24->24 20x20,
+ * 32->32 14x14, 48->48 10x10, 64->64 14x14, 128->128 7x7 (1.05-1.7x
+ * faster); left to the direct path: 16->16 at 14x14 and 16x16, 32->32
+ * 8x8, 64->64 7x7 (0.9-1.0x). */
 static int wino_pays(const geom *G)
 {
     const int mode = atomic_load_explicit(&winograd_mode, memory_order_relaxed);
     if (mode != NN_WINOGRAD_AUTO)
         return mode == NN_WINOGRAD_ALWAYS;
-    return G->c >= 16 && G->o >= 16;
+    const double c = (double)G->c, o = (double)G->o, p = (double)G->p;
+    const double tiles = 4.0 * (double)ceil_div(G->oh, 2) * (double)ceil_div(G->ow, 2);
+    return c * o / (c + o) * (p < 400.0 ? p : 400.0) * p / tiles >= 2400.0;
 }
 
 /* Winograd F(2x2, 3x3) (winograd.c) for this call's forward pass (dx ==

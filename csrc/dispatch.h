@@ -149,7 +149,10 @@ typedef struct nn_conv_tile {
       (pw, lanes, r0, r1, at0, w, y, arg))
 /* Winograd F(2x2, 3x3)'s transform loops (winograd_kernel.c, laid out by
  * winograd.c; the transforms are in winograd.h):
- * wino_input: nn_wino_input_tiles;
+ * wino_input: the input transform of tile rows [r0, r0 + rows) (tw tiles
+ * each) of one input plane xc (h x w, padding ph, pw), V[xi][f] at
+ * v + xi ldv + f, f = r tw + q (the sums of nn_wino_input_tiles); scratch:
+ * 16 rows tw floats;
  * wino_output: nn_wino_output_tile for a row of tw tiles (tile q's
  * positions at m + q ldt, ldm between positions), its two output rows
  * pixel-major into y0 and y1: pixel x's k channels at y0 + x ldk;
@@ -158,8 +161,9 @@ typedef struct nn_conv_tile {
  * by 180 degrees), times scale[l] (scale NULL: 1), into u + ci ldcu (ldu
  * between positions); the lanes past kn are written as zeros. */
 #define NN_WINO_KERNELS(X) \
-    X(wino_input, (int64_t len, const float *d, int64_t ldd, float *v, int64_t ldv), \
-      (len, d, ldd, v, ldv)) \
+    X(wino_input, (const float *xc, int64_t h, int64_t w, int64_t ph, int64_t pw, int64_t r0, \
+                   int64_t rows, int64_t tw, float *v, int64_t ldv, float *scratch), \
+      (xc, h, w, ph, pw, r0, rows, tw, v, ldv, scratch)) \
     X(wino_output, (int64_t tw, int64_t k, const float *m, int64_t ldm, int64_t ldt, \
                     const float *bias, int act, float *y0, float *y1, int64_t ldk), \
       (tw, k, m, ldm, ldt, bias, act, y0, y1, ldk)) \

@@ -5,9 +5,10 @@
  * thread's work, no nested parallel region.
  *
  * Per task (whole images, or a band of tile rows of one image), T tiles:
- *   1. per input channel, the tiles' 4x4 input blocks are gathered into 16
- *      arrays (conv_split_rows: even and odd columns of every other row,
- *      zeros outside the image) and transformed: V[xi][c][t];
+ *   1. per input channel, the input transform of the tiles' 4x4 input
+ *      blocks (zeros outside the image): V[xi][c][t] (wino_input: on
+ *      AVX-512 straight from the input rows, 16 tiles per vector; the
+ *      portable path gathers the blocks into 16 arrays first);
  *   2. per position xi and block of mr tiles, one gemm_block call
  *      M[xi][t][k] = V[xi]^T (read in place: tiles are rows, channels the
  *      depth) x U[xi] (packed strips of output channels): each M element
@@ -25,14 +26,20 @@
  * Memory: U (16 c o floats, in strips) in the caller's shared workspace;
  * per thread V and M for at most tmax tiles, tmax from the cache sizes (V
  * and M in half of L2, one position's V in half of L1: the GEMM reads it
- * across all channel strips), the gathered blocks of one image's tiles and
- * two output rows. Nothing grows with the batch. */
-#include <string.h>
+ * across all channel strips), the portable path's gathered blocks and two
+ * output rows. Nothing grows with the batch. */
 #include "gemm.h"
 #include "winograd.h"
 
 /* Fewer tiles per task make the GEMM strips too short to pay. */
 #define NN_WINO_MIN_TILES 16
+/* Floats between the 16 positions' blocks of V and M beyond their size:
+ * blocks a multiple of 4 KiB apart (c T or o T floats: 16 KiB at 64
+ * channels and 64 tiles) made the transforms' 16 loads or stores per tile
+ * alias in the store buffer, and took up to 1.8x as long (measured at
+ * 32->32 8x8 and 16->16 16x16, batch 32). One cache line apart, they do
+ * not. The weight transform's U blocks are skewed likewise. */
+#define NN_WINO_SKEW 16
 
 int nn_wino_plan(nn_wino *W, const nn_kernel_table *kt, int nt)
 {
@@ -41,9 +48,7 @@ int nn_wino_plan(nn_wino *W, const nn_kernel_table *kt, int nt)
     kt->gemm_tile(&tile);
     W->mr = tile.mr;
     W->nr = tile.nr;
-    /* one line more: positions a multiple of 4 KiB apart would alias in
-     * the store buffer as the weight transform writes all 16 at once */
-    W->ldu = ceil_div(W->o, W->nr) * W->c * W->nr + 16;
+    W->ldu = ceil_div(W->o, W->nr) * W->c * W->nr + NN_WINO_SKEW;
     W->ldk = round_up(W->o, 16);
     W->th = ceil_div(W->oh, 2);
     W->tw = ceil_div(W->ow, 2);
@@ -83,8 +88,10 @@ size_t nn_wino_shared_floats(const nn_wino *W)
 
 size_t nn_wino_task_floats(const nn_wino *W)
 {
-    /* V, M, one image's gathered input blocks (16 arrays), two output rows */
-    const int64_t v = 16 * W->c * W->tmax, m = 16 * W->o * W->tmax;
+    /* V, M, the portable input transform's gathered blocks (16 arrays),
+     * two output rows */
+    const int64_t v = 16 * (W->c * W->tmax + NN_WINO_SKEW);
+    const int64_t m = 16 * (W->o * W->tmax + NN_WINO_SKEW);
     return (size_t)(round_up(v, 16) + round_up(m, 16) + round_up(16 * W->tmax, 16) +
                     2 * 2 * W->tw * W->ldk);
 }
@@ -108,37 +115,6 @@ void nn_wino_pack(const nn_wino *W, int part, int parts)
             bias[k] = 0.0f;
 }
 
-/* The 4x4 input blocks of tile rows [r0, r0 + rows) of input plane xc as
- * 16 arrays (winograd.h: value (i, j) of tile f at d[(4 i + j) len + f],
- * len = rows tw), zeros outside the image. Value (i, j) of tile (r, q) is
- * input row 2 (r0 + r) - ph + i, column 2q - pw + j: per kernel row i and
- * column pair j = {0, 1} or {2, 3}, one conv_split_rows call (every other
- * input row, its columns split into even j and odd j + 1) writes both
- * arrays, tile rows contiguous. */
-static void gather_blocks(const nn_wino *W, const float *xc, int64_t r0, int64_t rows, float *d)
-{
-    const int64_t tw = W->tw, len = rows * tw;
-    for (int64_t i = 0; i < 4; i++) {
-        /* tile rows [lo, hi) read input rows inside the image */
-        const int64_t first = 2 * r0 - W->ph + i;
-        const int64_t lo = min64(first >= 0 ? 0 : ceil_div(-first, 2), rows);
-        const int64_t hi =
-            max64(min64(first <= W->h - 1 ? (W->h - 1 - first) / 2 + 1 : 0, rows), lo);
-        for (int64_t j = 0; j < 4; j += 2) {
-            float *dst = d + (4 * i + j) * len;
-            for (int64_t b = 0; b < 2; b++) {
-                memset(dst + b * len, 0, (size_t)(lo * tw) * sizeof(float));
-                memset(dst + b * len + hi * tw, 0, (size_t)((rows - hi) * tw) * sizeof(float));
-            }
-            /* source index t = 2q + b is input column t - pw + j */
-            if (hi > lo)
-                W->kt->conv_split_rows(hi - lo, 2, tw, xc + (first + 2 * lo) * W->w - W->pw + j,
-                                       2 * W->w, W->pw - j, W->pw - j + W->w, dst + lo * tw, tw,
-                                       len);
-        }
-    }
-}
-
 void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *buf)
 {
     int64_t n0, n1, r0, r1;
@@ -150,15 +126,15 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
     }
     const int64_t c = W->c, o = W->o, tw = W->tw, rows = r1 - r0;
     const int64_t per = rows * tw, T = (n1 - n0) * per;
-    float *v = buf, *m = v + round_up(16 * c * W->tmax, 16);
-    float *d = m + round_up(16 * o * W->tmax, 16), *yb = d + round_up(16 * W->tmax, 16);
+    const int64_t ldv = c * T + NN_WINO_SKEW, ldm = T * o + NN_WINO_SKEW;
+    float *v = buf, *m = v + 16 * (c * W->tmax + NN_WINO_SKEW);
+    float *d = m + 16 * (o * W->tmax + NN_WINO_SKEW), *yb = d + round_up(16 * W->tmax, 16);
     const nn_kernel_table *kt = W->kt;
 
     for (int64_t i = n0; i < n1; i++)
-        for (int64_t ci = 0; ci < c; ci++) {
-            gather_blocks(W, x + i * W->x_img + ci * W->h * W->w, r0, rows, d);
-            kt->wino_input(per, d, per, v + ci * T + (i - n0) * per, c * T);
-        }
+        for (int64_t ci = 0; ci < c; ci++)
+            kt->wino_input(x + i * W->x_img + ci * W->h * W->w, W->h, W->w, W->ph, W->pw, r0,
+                           rows, tw, v + ci * T + (i - n0) * per, ldv, d);
 
     nn_gemm_args g = {.n = o, .k = c, .rsa = 1, .csa = T, .rsb = W->nr, .sb = c * W->nr,
                       .ldc = o, .alpha = 1.0f, .beta = 0.0f, .bias = NULL,
@@ -167,8 +143,8 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
         g.b = W->u + xi * W->ldu;
         for (int64_t t0 = 0; t0 < T; t0 += W->mr) {
             g.m = min64(W->mr, T - t0);
-            g.a = v + xi * c * T + t0;
-            g.c = m + (xi * T + t0) * o;
+            g.a = v + xi * ldv + t0;
+            g.c = m + xi * ldm + t0 * o;
             kt->gemm_block(&g);
         }
     }
@@ -181,7 +157,7 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
     for (int64_t i = n0; i < n1; i++)
         for (int64_t r = r0; r < r1; r++) {
             const int64_t tile = (i - n0) * per + (r - r0) * tw;
-            kt->wino_output(tw, o, m + tile * o, T * o, o, bias, act, yb, yb1, ldk);
+            kt->wino_output(tw, o, m + tile * o, ldm, o, bias, act, yb, yb1, ldk);
             for (int64_t a = 0; a < 2 && 2 * r + a < W->oh; a++) {
                 const int64_t at = i * W->y_img + (2 * r + a) * W->ow;
                 if (W->res)

@@ -6,10 +6,92 @@
 #include "dispatch.h"
 #include "winograd.h"
 
-void NN_ISA_FN(wino_input)(int64_t len, const float *d, int64_t ldd, float *v, int64_t ldv)
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* The lanes l of 16 whose column t0 + l lies in [0, w). */
+static inline __mmask16 inside(int64_t t0, int64_t w)
 {
-    nn_wino_input_tiles(len, d, ldd, v, ldv);
+    const int64_t a = t0 < 0 ? -t0 : 0, b = w - t0 > 16 ? 16 : w - t0;
+    return b <= a ? 0 : (__mmask16)(((1u << b) - 1u) & ~((1u << a) - 1u));
 }
+
+/* Straight from the plane, 16 tiles at a time: per input row, masked loads
+ * of the 34 columns the tiles read (zeros outside the image; masked-off
+ * lanes are never read), split by vpermt2ps into the columns 2q + j of
+ * each tile, then nn_wino_input_tiles's sums in the same order. */
+void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, int64_t pw,
+                           int64_t r0, int64_t rows, int64_t tw, float *v, int64_t ldv,
+                           float *scratch)
+{
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t q0 = 0; q0 < tw; q0 += 16) {
+            const int64_t cb = 2 * q0 - pw; /* the column of tile q0's j = 0 */
+            __m512 d[4][4];
+            for (int i = 0; i < 4; i++) {
+                const int64_t row = 2 * (r0 + r) - ph + i;
+                if (row < 0 || row >= h) {
+                    d[i][0] = d[i][1] = d[i][2] = d[i][3] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *p = xc + row * w + cb;
+                const __m512 a = _mm512_maskz_loadu_ps(inside(cb, w), p);
+                const __m512 b = _mm512_maskz_loadu_ps(inside(cb + 16, w), p + 16);
+                const __m512 c = _mm512_maskz_loadu_ps(inside(cb + 2, w), p + 2);
+                const __m512 e = _mm512_maskz_loadu_ps(inside(cb + 18, w), p + 18);
+                d[i][0] = _mm512_permutex2var_ps(a, even, b);
+                d[i][1] = _mm512_permutex2var_ps(a, odd, b);
+                d[i][2] = _mm512_permutex2var_ps(c, even, e);
+                d[i][3] = _mm512_permutex2var_ps(c, odd, e);
+            }
+            __m512 s[4][4]; /* B^T d: the rows */
+            for (int j = 0; j < 4; j++) {
+                s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+                s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+                s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+                s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+            }
+            const __mmask16 st = tw - q0 >= 16 ? (__mmask16)0xffff
+                                               : (__mmask16)((1u << (tw - q0)) - 1u);
+            float *out = v + r * tw + q0;
+            for (int i = 0; i < 4; i++) { /* (B^T d) B: the columns */
+                _mm512_mask_storeu_ps(out + (4 * i) * ldv, st, _mm512_sub_ps(s[i][0], s[i][2]));
+                _mm512_mask_storeu_ps(out + (4 * i + 1) * ldv, st,
+                                      _mm512_add_ps(s[i][1], s[i][2]));
+                _mm512_mask_storeu_ps(out + (4 * i + 2) * ldv, st,
+                                      _mm512_sub_ps(s[i][2], s[i][1]));
+                _mm512_mask_storeu_ps(out + (4 * i + 3) * ldv, st,
+                                      _mm512_sub_ps(s[i][1], s[i][3]));
+            }
+        }
+}
+#else
+/* The tiles' 4x4 input blocks gathered into 16 arrays (scratch: value (i,
+ * j) of tile f at scratch[(4 i + j) len + f], zeros outside the image),
+ * then nn_wino_input_tiles in one flat loop over them. */
+void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, int64_t pw,
+                           int64_t r0, int64_t rows, int64_t tw, float *v, int64_t ldv,
+                           float *scratch)
+{
+    const int64_t len = rows * tw;
+    for (int64_t i = 0; i < 4; i++)
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t row = 2 * (r0 + r) - ph + i;
+            const float *src = xc + row * w;
+            for (int64_t j = 0; j < 4; j++) {
+                float *dst = scratch + (4 * i + j) * len + r * tw;
+                for (int64_t q = 0; q < tw; q++) {
+                    const int64_t col = 2 * q - pw + j;
+                    dst[q] = row >= 0 && row < h && col >= 0 && col < w ? src[col] : 0.0f;
+                }
+            }
+        }
+    nn_wino_input_tiles(len, scratch, len, v, ldv);
+}
+#endif
 
 void NN_ISA_FN(wino_weights)(int64_t kn, int64_t c, const float *w, int64_t ldk, int64_t ldc,
                              int flip, const float *scale, float *u, int64_t ldu, int64_t ldcu)
