@@ -840,26 +840,27 @@ int nn_conv_set_winograd(int mode)
 
 /* Whether Winograd F(2x2, 3x3) pays for a 3x3 stride-1 layer of this shape
  * (its forward pass, and its input gradient: the same shape transposed):
- * the shape only, never the batch size. Its 16 products per tile are
+ * the shape only, never the batch size. Its 16 products per 2x2 tile are
  * 2.25x fewer multiply-adds than the direct path's; the transforms cost per
- * channel and tile, and per output row; tiles past an odd edge are wasted.
- * So it pays with more channels per transform (the GEMM's share: c o /
- * (c + o)), on planes large enough to spread the per-row costs (up to
- * 20x20, beyond which more pixels add little), with few wasted tiles:
- *   c o / (c + o) * min(oh ow, 400) * oh ow / (4 th tw) >= 2400.
- * Measured per layer (docs/measurements.md, Zen 4, 1 thread, forward and
- * dx, batch 1 and 32): taken by 16->16 at 20x20 and above, 24->24 20x20,
- * 32->32 14x14, 48->48 10x10, 64->64 14x14, 128->128 7x7 (1.05-1.7x
- * faster); left to the direct path: 16->16 at 14x14 and 16x16, 32->32
- * 8x8, 64->64 7x7 (0.9-1.0x). */
+ * channel and tile and per output row, and tiles past an odd edge are
+ * wasted. So it pays with more channels per transform (h = c o / (c + o):
+ * the products' share of the work), on larger planes, with few wasted
+ * tiles. An empirical rule, fitted to per-layer measurements
+ * (benchmarks/bench_winograd.py, Zen 4, 1 thread, forward and dx, batch 1,
+ * 32 and 128; docs/measurements.md):
+ *   h^2 * oh ow * (oh ow / (4 th tw)) >= 40000.
+ * Taken: 16->16 at 28x28 and 56x56, 24->24 20x20, 32->32 14x14, 48->48
+ * 10x10, 32->64 and 64->64 at 14x14, 128->128 7x7 (1.04-1.5x faster);
+ * left to the direct path: 16->16 at 14x14, 16x16 and 20x20, 32->32 8x8,
+ * 64->64 7x7 (0.7-1.07x, mostly < 1). */
 static int wino_pays(const geom *G)
 {
     const int mode = atomic_load_explicit(&winograd_mode, memory_order_relaxed);
     if (mode != NN_WINOGRAD_AUTO)
         return mode == NN_WINOGRAD_ALWAYS;
-    const double c = (double)G->c, o = (double)G->o, p = (double)G->p;
+    const double h = (double)G->c * (double)G->o / (double)(G->c + G->o), p = (double)G->p;
     const double tiles = 4.0 * (double)ceil_div(G->oh, 2) * (double)ceil_div(G->ow, 2);
-    return c * o / (c + o) * (p < 400.0 ? p : 400.0) * p / tiles >= 2400.0;
+    return h * h * p * (p / tiles) >= 40000.0;
 }
 
 /* Winograd F(2x2, 3x3) (winograd.c) for this call's forward pass (dx ==
