@@ -17,35 +17,50 @@ static inline __mmask16 inside(int64_t t0, int64_t w)
 }
 
 /* Straight from the plane, 16 tiles at a time: per input row, masked loads
- * of the 34 columns the tiles read (zeros outside the image; masked-off
- * lanes are never read), split by vpermt2ps into the columns 2q + j of
- * each tile, then nn_wino_input_tiles's sums in the same order. */
+ * of the columns the tiles read (zeros outside the image; masked-off lanes
+ * are never read), split by vpermt2ps into the columns 2q + j of each tile,
+ * then nn_wino_input_tiles's sums in the same order. Rows of at most 8
+ * tiles (planes up to 16 wide) go two tile rows per vector: lanes [0, tw)
+ * from the first, [tw, 2 tw) from the second (the split's indices pick
+ * them), so the lanes come out in V's order and half of them are not idle
+ * on a 14x14 plane. */
 void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, int64_t pw,
                            int64_t r0, int64_t rows, int64_t tw, float *v, int64_t ldv,
                            float *scratch)
 {
-    const __m512i even =
-        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for (int64_t r = 0; r < rows; r++)
+    const int pair = tw <= 8;
+    int32_t ie[16], io[16];
+    for (int l = 0; l < 16; l++) { /* lane l's column 2q of the first (lo) or second (hi) source */
+        ie[l] = !pair ? 2 * l : l < tw ? 2 * l : l < 2 * tw ? 16 + 2 * (l - (int)tw) : 0;
+        io[l] = ie[l] + 1;
+    }
+    const __m512i even = _mm512_loadu_si512(ie), odd = _mm512_loadu_si512(io);
+    for (int64_t r = 0; r < rows; r += 1 + pair)
         for (int64_t q0 = 0; q0 < tw; q0 += 16) {
             const int64_t cb = 2 * q0 - pw; /* the column of tile q0's j = 0 */
+            const int two = pair && r + 1 < rows;
             __m512 d[4][4];
             for (int i = 0; i < 4; i++) {
                 const int64_t row = 2 * (r0 + r) - ph + i;
-                if (row < 0 || row >= h) {
-                    d[i][0] = d[i][1] = d[i][2] = d[i][3] = _mm512_setzero_ps();
-                    continue;
-                }
+                const __mmask16 ma = row >= 0 && row < h ? 0xffff : 0;
                 const float *p = xc + row * w + cb;
-                const __m512 a = _mm512_maskz_loadu_ps(inside(cb, w), p);
-                const __m512 b = _mm512_maskz_loadu_ps(inside(cb + 16, w), p + 16);
-                const __m512 c = _mm512_maskz_loadu_ps(inside(cb + 2, w), p + 2);
-                const __m512 e = _mm512_maskz_loadu_ps(inside(cb + 18, w), p + 18);
-                d[i][0] = _mm512_permutex2var_ps(a, even, b);
-                d[i][1] = _mm512_permutex2var_ps(a, odd, b);
-                d[i][2] = _mm512_permutex2var_ps(c, even, e);
-                d[i][3] = _mm512_permutex2var_ps(c, odd, e);
+                __m512 lo, hi, lo2, hi2;
+                if (pair) { /* the second source: the next tile row's input row */
+                    const __mmask16 mb = two && row + 2 >= 0 && row + 2 < h ? 0xffff : 0;
+                    lo = _mm512_maskz_loadu_ps(ma & inside(cb, w), p);
+                    hi = _mm512_maskz_loadu_ps(mb & inside(cb, w), p + 2 * w);
+                    lo2 = _mm512_maskz_loadu_ps(ma & inside(cb + 2, w), p + 2);
+                    hi2 = _mm512_maskz_loadu_ps(mb & inside(cb + 2, w), p + 2 * w + 2);
+                } else { /* the next 16 columns */
+                    lo = _mm512_maskz_loadu_ps(ma & inside(cb, w), p);
+                    hi = _mm512_maskz_loadu_ps(ma & inside(cb + 16, w), p + 16);
+                    lo2 = _mm512_maskz_loadu_ps(ma & inside(cb + 2, w), p + 2);
+                    hi2 = _mm512_maskz_loadu_ps(ma & inside(cb + 18, w), p + 18);
+                }
+                d[i][0] = _mm512_permutex2var_ps(lo, even, hi);
+                d[i][1] = _mm512_permutex2var_ps(lo, odd, hi);
+                d[i][2] = _mm512_permutex2var_ps(lo2, even, hi2);
+                d[i][3] = _mm512_permutex2var_ps(lo2, odd, hi2);
             }
             __m512 s[4][4]; /* B^T d: the rows */
             for (int j = 0; j < 4; j++) {
@@ -54,8 +69,8 @@ void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, in
                 s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
                 s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
             }
-            const __mmask16 st = tw - q0 >= 16 ? (__mmask16)0xffff
-                                               : (__mmask16)((1u << (tw - q0)) - 1u);
+            const int64_t lanes = pair ? (1 + two) * tw : tw - q0 >= 16 ? 16 : tw - q0;
+            const __mmask16 st = (__mmask16)((1u << lanes) - 1u);
             float *out = v + r * tw + q0;
             for (int i = 0; i < 4; i++) { /* (B^T d) B: the columns */
                 _mm512_mask_storeu_ps(out + (4 * i) * ldv, st, _mm512_sub_ps(s[i][0], s[i][2]));
