@@ -1,8 +1,17 @@
 /* Conv2d forward and backward, PyTorch's definition (NCHW, cross-correlation,
  * zero padding, stride, dilation, groups).
  *
- * Most shapes take the direct convolution (conv_direct.c): output channels
- * in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
+ * 3x3, stride-1, dilation-1 convolutions without groups take Winograd
+ * F(2x2, 3x3) (winograd.c) for the forward pass (every epilogue; with
+ * nn_conv2d_forward_pool the output is written, then pooled, as on the
+ * GEMM path: the fused pass gives the bits of the separate steps) and the
+ * input gradient, where wino_pays says it is faster than the direct path:
+ * by the layer's shape, never the batch size (nn_conv_set_winograd can
+ * force it on or off). Its weight transform runs on the call's threads
+ * before the tasks (prologue, then a barrier).
+ *
+ * Most other shapes take the direct convolution (conv_direct.c): output
+ * channels in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
  * evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
  * gradient (a convolution of dy with the rotated, transposed weights, split
  * by the stride into phases of dx's rows and columns: no col2im) and the
@@ -848,11 +857,11 @@ int nn_conv_set_winograd(int mode)
  * tiles. An empirical rule, fitted to per-layer measurements
  * (benchmarks/bench_winograd.py, Zen 4, 1 thread, forward and dx, batch 1,
  * 32 and 128; docs/measurements.md):
- *   h^2 * oh ow * (oh ow / (4 th tw)) >= 40000.
- * Taken: 16->16 at 28x28 and 56x56, 24->24 20x20, 32->32 14x14, 48->48
- * 10x10, 32->64 and 64->64 at 14x14, 128->128 7x7 (1.04-1.5x faster);
- * left to the direct path: 16->16 at 14x14, 16x16 and 20x20, 32->32 8x8,
- * 64->64 7x7 (0.7-1.07x, mostly < 1). */
+ *   h >= 8  and  h * oh ow * (oh ow / (4 th tw)) >= 1500.
+ * Taken: 16->16 at 14x14 and larger (1.0-1.2x faster), 32->32 14x14
+ * (1.2-1.3x), 32->64 and 64->64 at 14x14 (1.3-1.5x), 24->24 20x20, 48->48
+ * 10x10, 128->128 7x7 (0.9-1.3x); left to the direct path: 64->64 7x7
+ * (0.85-1.08x), 32->32 8x8 (1.0-1.16x), fewer than 16 channels a side. */
 static int wino_pays(const geom *G)
 {
     const int mode = atomic_load_explicit(&winograd_mode, memory_order_relaxed);
@@ -860,7 +869,7 @@ static int wino_pays(const geom *G)
         return mode == NN_WINOGRAD_ALWAYS;
     const double h = (double)G->c * (double)G->o / (double)(G->c + G->o), p = (double)G->p;
     const double tiles = 4.0 * (double)ceil_div(G->oh, 2) * (double)ceil_div(G->ow, 2);
-    return h * h * p * (p / tiles) >= 40000.0;
+    return h >= 8.0 && h * p * (p / tiles) >= 1500.0;
 }
 
 /* Winograd F(2x2, 3x3) (winograd.c) for this call's forward pass (dx ==
