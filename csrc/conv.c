@@ -11,8 +11,8 @@
  * before the tasks (prologue, then a barrier).
  *
  * Most other shapes take the direct convolution (conv_direct.c): output
- * channels in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
- * evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
+ * channels in vector lanes, no im2col, no GEMM. It runs the forward pass
+ * (with an evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
  * gradient (a convolution of dy with the rotated, transposed weights, split
  * by the stride into phases of dx's rows and columns: no col2im) and the
  * weight gradient (dilation 1 along the width).

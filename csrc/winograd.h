@@ -6,7 +6,7 @@
  * Each 2x2 block (tile) of output pixels is computed from the 4x4 block of
  * input around it: per input channel c the input transform V = B^T d B,
  * per output channel k and each of the 16 positions xi of the 4x4 transform
- *   M[xi][k][t] = sum over c of U[xi][k][c] V[xi][c][t]      (tiles t)
+ *   M[xi][t][k] = sum over c of V[xi][c][t] U[xi][c][k]      (tiles t)
  * with U = G g G^T the transformed 3x3 weights, and the output transform
  * Y = A^T m A gives the tile's 2x2 outputs. 16 products of depth C per
  * tile of 4 outputs instead of 36: 2.25x fewer multiply-adds, for the price
