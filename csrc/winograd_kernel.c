@@ -30,39 +30,40 @@ void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, in
 {
     const int pair = tw <= 8;
     int32_t ie[16], io[16];
-    for (int l = 0; l < 16; l++) { /* lane l's column 2q of the first (lo) or second (hi) source */
+    /* lane l's column 2q in the first (lo) or the second (hi) source */
+    for (int l = 0; l < 16; l++) {
         ie[l] = !pair ? 2 * l : l < tw ? 2 * l : l < 2 * tw ? 16 + 2 * (l - (int)tw) : 0;
         io[l] = ie[l] + 1;
     }
     const __m512i even = _mm512_loadu_si512(ie), odd = _mm512_loadu_si512(io);
-    for (int64_t r = 0; r < rows; r += 1 + pair)
-        for (int64_t q0 = 0; q0 < tw; q0 += 16) {
-            const int64_t cb = 2 * q0 - pw; /* the column of tile q0's j = 0 */
+    for (int64_t q0 = 0; q0 < tw; q0 += 16) {
+        const int64_t cb = 2 * q0 - pw; /* the column of tile q0's j = 0 */
+        /* the columns inside the image, per source (pair: the second source
+         * is the next tile row's input row, the same columns) */
+        const __mmask16 c_lo = inside(cb, w), c_lo2 = inside(cb + 2, w);
+        const __mmask16 c_hi = pair ? c_lo : inside(cb + 16, w);
+        const __mmask16 c_hi2 = pair ? c_lo2 : inside(cb + 18, w);
+        const int64_t hi_off = pair ? 2 * w : 16;
+        for (int64_t r = 0; r < rows; r += 1 + pair) {
             const int two = pair && r + 1 < rows;
             __m512 d[4][4];
+#pragma GCC unroll 4
             for (int i = 0; i < 4; i++) {
-                const int64_t row = 2 * (r0 + r) - ph + i;
+                const int64_t row = 2 * (r0 + r) - ph + i, row_hi = pair ? row + 2 : row;
                 const __mmask16 ma = row >= 0 && row < h ? 0xffff : 0;
+                const __mmask16 mb = (!pair || two) && row_hi >= 0 && row_hi < h ? 0xffff : 0;
                 const float *p = xc + row * w + cb;
-                __m512 lo, hi, lo2, hi2;
-                if (pair) { /* the second source: the next tile row's input row */
-                    const __mmask16 mb = two && row + 2 >= 0 && row + 2 < h ? 0xffff : 0;
-                    lo = _mm512_maskz_loadu_ps(ma & inside(cb, w), p);
-                    hi = _mm512_maskz_loadu_ps(mb & inside(cb, w), p + 2 * w);
-                    lo2 = _mm512_maskz_loadu_ps(ma & inside(cb + 2, w), p + 2);
-                    hi2 = _mm512_maskz_loadu_ps(mb & inside(cb + 2, w), p + 2 * w + 2);
-                } else { /* the next 16 columns */
-                    lo = _mm512_maskz_loadu_ps(ma & inside(cb, w), p);
-                    hi = _mm512_maskz_loadu_ps(ma & inside(cb + 16, w), p + 16);
-                    lo2 = _mm512_maskz_loadu_ps(ma & inside(cb + 2, w), p + 2);
-                    hi2 = _mm512_maskz_loadu_ps(ma & inside(cb + 18, w), p + 18);
-                }
+                const __m512 lo = _mm512_maskz_loadu_ps(ma & c_lo, p);
+                const __m512 hi = _mm512_maskz_loadu_ps(mb & c_hi, p + hi_off);
+                const __m512 lo2 = _mm512_maskz_loadu_ps(ma & c_lo2, p + 2);
+                const __m512 hi2 = _mm512_maskz_loadu_ps(mb & c_hi2, p + hi_off + 2);
                 d[i][0] = _mm512_permutex2var_ps(lo, even, hi);
                 d[i][1] = _mm512_permutex2var_ps(lo, odd, hi);
                 d[i][2] = _mm512_permutex2var_ps(lo2, even, hi2);
                 d[i][3] = _mm512_permutex2var_ps(lo2, odd, hi2);
             }
             __m512 s[4][4]; /* B^T d: the rows */
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
                 s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
@@ -72,6 +73,7 @@ void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, in
             const int64_t lanes = pair ? (1 + two) * tw : tw - q0 >= 16 ? 16 : tw - q0;
             const __mmask16 st = (__mmask16)((1u << lanes) - 1u);
             float *out = v + r * tw + q0;
+#pragma GCC unroll 4
             for (int i = 0; i < 4; i++) { /* (B^T d) B: the columns */
                 _mm512_mask_storeu_ps(out + (4 * i) * ldv, st, _mm512_sub_ps(s[i][0], s[i][2]));
                 _mm512_mask_storeu_ps(out + (4 * i + 1) * ldv, st,
@@ -82,6 +84,7 @@ void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, in
                                       _mm512_sub_ps(s[i][1], s[i][3]));
             }
         }
+    }
 }
 #else
 /* The tiles' 4x4 input blocks gathered into 16 arrays (scratch: value (i,
