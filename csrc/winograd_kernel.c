@@ -126,6 +126,48 @@ void NN_ISA_FN(wino_weights)(int64_t kn, int64_t c, const float *w, int64_t ldk,
     }
 }
 
+#if defined(__AVX512F__)
+/* nn_wino_output_tile's sums in the same order, 16 channels per vector
+ * (the last block masked), for each tile of the row. */
+void NN_ISA_FN(wino_output)(int64_t tw, int64_t k, const float *m, int64_t ldm, int64_t ldt,
+                            const float *bias, int act, float *y0, float *y1, int64_t ldk)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < k; k0 += 16) {
+        const __mmask16 km = k - k0 >= 16 ? (__mmask16)0xffff
+                                          : (__mmask16)((1u << (k - k0)) - 1u);
+        const __m512 b = _mm512_maskz_loadu_ps(km, bias + k0);
+        for (int64_t q = 0; q < tw; q++) {
+            const float *mq = m + q * ldt + k0;
+            __m512 x[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                x[i] = _mm512_maskz_loadu_ps(km, mq + i * ldm);
+            __m512 r0[4], r1[4]; /* A^T m: the rows */
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                r0[j] = _mm512_add_ps(_mm512_add_ps(x[j], x[4 + j]), x[8 + j]);
+                r1[j] = _mm512_sub_ps(_mm512_sub_ps(x[4 + j], x[8 + j]), x[12 + j]);
+            }
+            /* (A^T m) A: the columns, the bias, the activation */
+            __m512 o[4] = {
+                _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]), b),
+                _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]), b),
+                _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]), b),
+                _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]), b)};
+            if (act == NN_ACT_RELU)
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++)
+                    o[i] = _mm512_max_ps(zero, o[i]); /* NaN propagates, as act_vec */
+            float *a = y0 + 2 * q * ldk + k0, *c = y1 + 2 * q * ldk + k0;
+            _mm512_mask_storeu_ps(a, km, o[0]);
+            _mm512_mask_storeu_ps(a + ldk, km, o[1]);
+            _mm512_mask_storeu_ps(c, km, o[2]);
+            _mm512_mask_storeu_ps(c + ldk, km, o[3]);
+        }
+    }
+}
+#else
 void NN_ISA_FN(wino_output)(int64_t tw, int64_t k, const float *m, int64_t ldm, int64_t ldt,
                             const float *bias, int act, float *y0, float *y1, int64_t ldk)
 {
@@ -138,3 +180,4 @@ void NN_ISA_FN(wino_output)(int64_t tw, int64_t k, const float *m, int64_t ldm, 
             nn_wino_output_tile(k, m + q * ldt, ldm, bias, NN_ACT_NONE, a, b, ldk);
     }
 }
+#endif
