@@ -856,12 +856,15 @@ int nn_conv_set_winograd(int mode)
  * the products' share of the work), on larger planes, with few wasted
  * tiles. An empirical rule, fitted to per-layer measurements
  * (benchmarks/bench_winograd.py, Zen 4, 1 thread, forward and dx, batch 1,
- * 32 and 128; docs/measurements.md):
- *   h >= 8  and  h * oh ow * (oh ow / (4 th tw)) >= 1500.
- * Taken: 16->16 at 14x14 and larger (1.0-1.2x faster), 32->32 14x14
- * (1.2-1.3x), 32->64 and 64->64 at 14x14 (1.3-1.5x), 24->24 20x20, 48->48
- * 10x10, 128->128 7x7 (0.9-1.3x); left to the direct path: 64->64 7x7
- * (0.85-1.08x), 32->32 8x8 (1.0-1.16x), fewer than 16 channels a side. */
+ * 32 and 128; docs/measurements.md), with f = oh ow / (4 th tw) the share
+ * of the tiles' outputs inside the plane:
+ *   h >= 8  and  h * oh ow * f^2 >= 1000.
+ * Taken: 16->16 at 14x14 and larger (1.12-1.5x faster), 32->32 at 8x8 and
+ * 14x14 (1.06-1.42x), 32->64 and 64->64 at 14x14 (1.35-1.66x), 24->24
+ * 20x20 and 48->48 10x10 (1.1-1.46x), 128->128 7x7 (1.15-1.25x; 0.92x for
+ * the forward pass at batch 1); left to the direct path: 64->64 7x7 (its
+ * forward pass at batch 1 0.89x, 1.03-1.26x elsewhere: one-image predict
+ * would lose), and layers with fewer than 16 channels a side. */
 static int wino_pays(const geom *G)
 {
     const int mode = atomic_load_explicit(&winograd_mode, memory_order_relaxed);
@@ -869,7 +872,8 @@ static int wino_pays(const geom *G)
         return mode == NN_WINOGRAD_ALWAYS;
     const double h = (double)G->c * (double)G->o / (double)(G->c + G->o), p = (double)G->p;
     const double tiles = 4.0 * (double)ceil_div(G->oh, 2) * (double)ceil_div(G->ow, 2);
-    return h >= 8.0 && h * p * (p / tiles) >= 1500.0;
+    const double f = p / tiles;
+    return h >= 8.0 && h * p * f * f >= 1000.0;
 }
 
 /* Winograd F(2x2, 3x3) (winograd.c) for this call's forward pass (dx ==
