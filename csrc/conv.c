@@ -1,9 +1,18 @@
 /* Conv2d forward and backward, PyTorch's definition (NCHW, cross-correlation,
  * zero padding, stride, dilation, groups).
  *
- * Most shapes take the direct convolution (conv_direct.c): output channels
- * in vector lanes, no im2col, no GEMM. It runs the forward pass (with an
- * evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
+ * 3x3, stride-1, dilation-1 convolutions without groups take Winograd
+ * F(2x2, 3x3) (winograd.c) for the forward pass (every epilogue; with
+ * nn_conv2d_forward_pool the output is written, then pooled, as on the
+ * GEMM path: the fused pass gives the bits of the separate steps) and the
+ * input gradient, where wino_pays says it is faster than the direct path:
+ * by the layer's shape, never the batch size (nn_conv_set_winograd can
+ * force it on or off). Its weight transform runs on the call's threads
+ * before the tasks (prologue, then a barrier).
+ *
+ * Most other shapes take the direct convolution (conv_direct.c): output
+ * channels in vector lanes, no im2col, no GEMM. It runs the forward pass
+ * (with an evaluation-mode BatchNorm folded in for nn_conv2d_forward_bn), the input
  * gradient (a convolution of dy with the rotated, transposed weights, split
  * by the stride into phases of dx's rows and columns: no col2im) and the
  * weight gradient (dilation 1 along the width).
@@ -72,12 +81,15 @@
  * offsets, the weight gradient's parts) is in the calling thread's
  * NN_WS_SHARED buffer. */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <omp.h>
+#include "barrier.h"
 #include "conv_direct.h"
 #include "dispatch.h"
 #include "gemm.h"
 #include "profile.h"
+#include "winograd.h"
 #include "workspace.h"
 
 /* Floats of one im2col / dcol block (the K x columns matrix a task builds):
@@ -524,6 +536,9 @@ typedef struct conv_call {
     nn_dconv dfwd, ddx;
     nn_dconv_dw ddw;
     int direct_fwd, direct_dx, direct_dw;
+    /* Winograd F(2x2, 3x3) (winograd.c) for the forward pass and dx */
+    nn_wino wfwd, wdx;
+    int wino_fwd, wino_dx;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -541,6 +556,10 @@ static void fill_rows(float *c, int64_t ldc, int64_t rows, int64_t cols, const f
 static int forward_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->wino_fwd) {
+        nn_wino_task(&K->wfwd, t, K->x, K->y, buf);
+        return NN_OK;
+    }
     if (K->direct_fwd) {
         nn_dconv_task(&K->dfwd, t, K->x, K->y, buf);
         return NN_OK;
@@ -584,6 +603,10 @@ static int forward_task(const conv_call *K, int64_t t, float *buf)
 static int dx_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->wino_dx) {
+        nn_wino_task(&K->wdx, t, K->dy, K->dx, buf);
+        return NN_OK;
+    }
     if (K->direct_dx) {
         nn_dconv_task(&K->ddx, t, K->dy, K->dx, buf);
         return NN_OK;
@@ -715,6 +738,18 @@ static int run_task(const conv_call *K, int64_t t, float *buf)
     return NN_OK;
 }
 
+/* What every thread of the call does before the tasks (part of parts):
+ * the Winograd weight transforms, split by output channels; 1 when there
+ * is such work (the threads then meet at a barrier before the tasks). */
+static int prologue(const conv_call *K, int part, int parts)
+{
+    if (K->wino_fwd)
+        nn_wino_pack(&K->wfwd, part, parts);
+    if (K->wino_dx)
+        nn_wino_pack(&K->wdx, part, parts);
+    return K->wino_fwd || K->wino_dx;
+}
+
 /* Run the task list: on the calling thread when it is one task or little
  * work (the GEMMs may then thread themselves), else in one parallel region
  * where every thread runs its GEMMs alone. */
@@ -722,11 +757,13 @@ static int run_tasks(const conv_call *K, double flops)
 {
     const int64_t total = K->t_fwd + K->t_dx + K->t_dw + K->t_db;
     int nt = flops >= NN_CONV_PARALLEL_MIN_FLOPS ? nn_max_threads() : 1;
-    nt = (int)min64(nt, total);
+    /* the Winograd weight transform splits over the threads too */
+    nt = (int)min64(nt, max64(total, K->wino_fwd || K->wino_dx ? nt : 0));
     if (nt <= 1) {
         float *buf = NULL;
         if (K->buf_floats > 0 && (buf = nn_workspace_get(NN_WS_LAYER, K->buf_floats)) == NULL)
             return NN_ENOMEM;
+        prologue(K, 0, 1);
         for (int64_t t = 0; t < total; t++) {
             int status = run_task(K, t, buf);
             if (status != NN_OK)
@@ -735,6 +772,7 @@ static int run_tasks(const conv_call *K, double flops)
         return NN_OK;
     }
     int status = NN_OK; /* the lowest (an error) of the threads' statuses */
+    nn_barrier bar = NN_BARRIER_INIT;
 #pragma omp parallel num_threads(nt) reduction(min : status)
     {
         nn_set_local_num_threads(1); /* this thread's GEMMs open no region */
@@ -742,6 +780,9 @@ static int run_tasks(const conv_call *K, double flops)
         float *buf = NULL;
         if (K->buf_floats > 0 && (buf = nn_workspace_get(NN_WS_LAYER, K->buf_floats)) == NULL)
             mine = NN_ENOMEM;
+        const int team = omp_get_num_threads();
+        if (prologue(K, omp_get_thread_num(), team))
+            nn_barrier_wait(&bar, team);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < total; t++)
             if (mine == NN_OK)
@@ -799,6 +840,83 @@ static int plan_direct(conv_call *K, int dx)
     return 1;
 }
 
+static atomic_int winograd_mode = NN_WINOGRAD_AUTO;
+
+int nn_conv_set_winograd(int mode)
+{
+    return atomic_exchange(&winograd_mode, mode);
+}
+
+/* Whether Winograd F(2x2, 3x3) pays for a 3x3 stride-1 layer of this shape
+ * (its forward pass, and its input gradient: the same shape transposed):
+ * the shape only, never the batch size. Its 16 products per 2x2 tile are
+ * 2.25x fewer multiply-adds than the direct path's; the transforms cost per
+ * channel and tile and per output row, and tiles past an odd edge are
+ * wasted. So it pays with more channels per transform (h = c o / (c + o):
+ * the products' share of the work), on larger planes, with few wasted
+ * tiles. An empirical rule, fitted to per-layer measurements
+ * (benchmarks/bench_winograd.py, Zen 4, 1 thread, forward and dx, batch 1,
+ * 32 and 128; docs/measurements.md), with f = oh ow / (4 th tw) the share
+ * of the tiles' outputs inside the plane:
+ *   h >= 8  and  h * oh ow * f^2 >= 1000.
+ * Taken: 16->16 at 14x14 and larger (1.12-1.5x faster), 32->32 at 8x8 and
+ * 14x14 (1.06-1.42x), 32->64 and 64->64 at 14x14 (1.35-1.66x), 24->24
+ * 20x20 and 48->48 10x10 (1.1-1.46x), 128->128 7x7 (1.15-1.25x; 0.92x for
+ * the forward pass at batch 1); left to the direct path: 64->64 7x7 (its
+ * forward pass at batch 1 0.89x, 1.03-1.26x elsewhere: one-image predict
+ * would lose), and layers with fewer than 16 channels a side. */
+static int wino_pays(const geom *G)
+{
+    const int mode = atomic_load_explicit(&winograd_mode, memory_order_relaxed);
+    if (mode != NN_WINOGRAD_AUTO)
+        return mode == NN_WINOGRAD_ALWAYS;
+    const double h = (double)G->c * (double)G->o / (double)(G->c + G->o), p = (double)G->p;
+    const double tiles = 4.0 * (double)ceil_div(G->oh, 2) * (double)ceil_div(G->ow, 2);
+    const double f = p / tiles;
+    return h >= 8.0 && h * p * f * f >= 1000.0;
+}
+
+/* Winograd F(2x2, 3x3) (winograd.c) for this call's forward pass (dx ==
+ * 0) or input gradient (dx == 1) planned in K: 1 when it applies, else 0.
+ * It applies to 3x3, stride-1, dilation-1 convolutions without groups (dx:
+ * padding at most 2, the transposed convolution's padding 2 - p), where
+ * wino_pays; the choice depends on the layer's shape only, never on the
+ * batch size, so every row of a batch gets the same bits however the
+ * batch is split. */
+static int plan_wino(conv_call *K, int dx)
+{
+    const geom *G = &K->G;
+    if (G->kh != 3 || G->kw != 3 || G->sh != 1 || G->sw != 1 || G->dh != 1 || G->dw != 1 ||
+        G->groups != 1 || !wino_pays(G))
+        return 0;
+    nn_wino *W = dx ? &K->wdx : &K->wfwd;
+    memset(W, 0, sizeof *W);
+    W->n = G->n;
+    W->wsrc = K->w;
+    if (!dx) {
+        W->c = G->c, W->h = G->h, W->w = G->w, W->o = G->o, W->ph = G->ph, W->pw = G->pw;
+        W->oh = G->oh, W->ow = G->ow, W->x_img = G->c * G->hw, W->y_img = G->o * G->p;
+        W->bias = K->b, W->res = K->res, W->act = K->act;
+    } else {
+        if (G->ph > 2 || G->pw > 2)
+            return 0;
+        W->transposed = 1;
+        W->c = G->o, W->h = G->oh, W->w = G->ow, W->o = G->c;
+        W->ph = 2 - G->ph, W->pw = 2 - G->pw, W->oh = G->h, W->ow = G->w;
+        W->x_img = G->o * G->p, W->y_img = G->c * G->hw;
+        W->act = NN_ACT_NONE;
+    }
+    if (!nn_wino_plan(W, K->kt, nn_max_threads()))
+        return 0;
+    const size_t need = nn_wino_task_floats(W);
+    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    if (dx)
+        K->t_dx = nn_wino_tasks(W);
+    else
+        K->t_fwd = nn_wino_tasks(W);
+    return 1;
+}
+
 /* The direct weight gradient planned in K: 1 when it applies, else 0. */
 static int plan_direct_dw(conv_call *K)
 {
@@ -830,11 +948,13 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
     const size_t a = K->direct_fwd ? nn_dconv_shared_floats(&K->dfwd) : 0;
     const size_t b = K->direct_dx ? nn_dconv_shared_floats(&K->ddx) : 0;
     const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw) : 0;
-    if (front + a + b + c == 0)
+    const size_t d = K->wino_fwd ? nn_wino_shared_floats(&K->wfwd)
+                     : K->wino_dx ? nn_wino_shared_floats(&K->wdx) : 0;
+    if (front + a + b + c + d == 0)
         return NN_OK;
     front = (front + 15) / 16 * 16;
-    const size_t a16 = (a + 15) / 16 * 16, b16 = (b + 15) / 16 * 16;
-    float *shared = nn_workspace_get(NN_WS_SHARED, front + a16 + b16 + c);
+    const size_t a16 = (a + 15) / 16 * 16, b16 = (b + 15) / 16 * 16, c16 = (c + 15) / 16 * 16;
+    float *shared = nn_workspace_get(NN_WS_SHARED, front + a16 + b16 + c16 + d);
     if (shared == NULL)
         return NN_ENOMEM;
     if (front_out)
@@ -846,6 +966,8 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
         nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL);
     if (K->direct_dw)
         nn_dconv_dw_pack(&K->ddw, shared + a16 + b16);
+    /* the Winograd weights are transformed by the team (prologue) */
+    K->wfwd.u = K->wdx.u = shared + a16 + b16 + c16;
     return NN_OK;
 }
 
@@ -993,13 +1115,18 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
     K.pool_y = pool_y, K.pool_arg = pool_arg;
     K.kt = nn_kernels();
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
-    K.direct_fwd = !p->bf16 && plan_direct(&K, 0); /* the direct path is float32 */
+    /* Winograd and the direct path are float32; Winograd leaves a pooling
+     * to nn_maxpool2d_forward (z written), as the GEMM path does */
+    K.wino_fwd = !p->bf16 && plan_wino(&K, 0);
+    K.direct_fwd = !K.wino_fwd && !p->bf16 && plan_direct(&K, 0);
     if (K.direct_fwd && pool_arg)
         K.y = pool_y; /* the tasks write the pooled output */
-    /* the paths other than the direct one apply the BatchNorm's affine map
-     * and the residual in passes of their own, the activation in the last */
+    /* the paths other than the direct and Winograd ones apply the
+     * BatchNorm's affine map and the residual in passes of their own, the
+     * activation in the last */
+    const int fused = K.direct_fwd || K.wino_fwd;
     const int act_affine = res ? NN_ACT_NONE : act;
-    if (!K.direct_fwd) {
+    if (!fused) {
         if (bn) /* the bias and activation come after the BatchNorm's scale */
             K.b = NULL, K.act = NN_ACT_NONE;
         if (res)
@@ -1014,11 +1141,12 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         bn_coefficients(bn, b, G->o, ab, ab + o16);
         if (K.direct_fwd)
             nn_dconv_fold(&K.dfwd, ab, ab + o16);
+        K.wfwd.scale = ab, K.wfwd.bias = ab + o16; /* folded as U is transformed */
     }
     status = run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
-    if (status == NN_OK && bn && !K.direct_fwd)
+    if (status == NN_OK && bn && !fused)
         apply_affine(G, ab, ab + o16, act_affine, y);
-    if (status == NN_OK && res && !K.direct_fwd)
+    if (status == NN_OK && res && !fused)
         add_residual(G, res, act, y);
     if (status == NN_OK && pool_arg && !K.direct_fwd) {
         const nn_pool2d_params pp = {.h = G->oh, .w = G->ow, .kh = 2, .kw = 2, .sh = 2,
@@ -1047,7 +1175,8 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
     K.kt = nn_kernels();
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
-    if (dx && !(K.direct_dx = !p->bf16 && plan_direct(&K, 1)))
+    if (dx && !(K.wino_dx = !p->bf16 && plan_wino(&K, 1)) &&
+        !(K.direct_dx = !p->bf16 && plan_direct(&K, 1)))
         plan_dx(&K);
     /* the direct weight-gradient tasks also sum db (and run for db alone,
      * which then gets the same bits) */
@@ -1068,7 +1197,10 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     return status;
 }
 
-/* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape. */
+/* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape: the
+ * direct convolution's count whichever algorithm runs (Winograd does fewer
+ * multiplications), so the profiler's GFLOP/s of a conv stay comparable
+ * across algorithms ("effective" GFLOP/s). */
 static double conv_flops(const nn_conv2d_params *p)
 {
     geom G;

@@ -147,7 +147,31 @@ typedef struct nn_conv_tile {
     X(maxpool2x2_lanes, (int64_t pw, int64_t lanes, const float *r0, const float *r1, \
                          int32_t at0, int32_t w, float *y, int32_t *arg), \
       (pw, lanes, r0, r1, at0, w, y, arg))
-#define NN_ISA_KERNELS(X) NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X) NN_CONV_KERNELS(X)
+/* Winograd F(2x2, 3x3)'s transform loops (winograd_kernel.c, laid out by
+ * winograd.c; the transforms are in winograd.h):
+ * wino_input: the input transform of tile rows [r0, r0 + rows) (tw tiles
+ * each) of one input plane xc (h x w, padding ph, pw), V[xi][f] at
+ * v + xi ldv + f, f = r tw + q (the sums of nn_wino_input_tiles); scratch:
+ * 16 rows tw floats;
+ * wino_output: nn_wino_output_tile for a row of tw tiles (tile q's
+ * positions at m + q ldt, ldm between positions), its two output rows
+ * pixel-major into y0 and y1: pixel x's k channels at y0 + x ldk;
+ * wino_weights: nn_wino_weight_lanes for kn <= 16 output channels l and c
+ * input channels ci: kernel (l, ci) at w + l ldk + ci ldc (flip: rotated
+ * by 180 degrees), times scale[l] (scale NULL: 1), into u + ci ldcu (ldu
+ * between positions); the lanes past kn are written as zeros. */
+#define NN_WINO_KERNELS(X) \
+    X(wino_input, (const float *xc, int64_t h, int64_t w, int64_t ph, int64_t pw, int64_t r0, \
+                   int64_t rows, int64_t tw, float *v, int64_t ldv, float *scratch), \
+      (xc, h, w, ph, pw, r0, rows, tw, v, ldv, scratch)) \
+    X(wino_output, (int64_t tw, int64_t k, const float *m, int64_t ldm, int64_t ldt, \
+                    const float *bias, int act, float *y0, float *y1, int64_t ldk), \
+      (tw, k, m, ldm, ldt, bias, act, y0, y1, ldk)) \
+    X(wino_weights, (int64_t kn, int64_t c, const float *w, int64_t ldk, int64_t ldc, int flip, \
+                     const float *scale, float *u, int64_t ldu, int64_t ldcu), \
+      (kn, c, w, ldk, ldc, flip, scale, u, ldu, ldcu))
+#define NN_ISA_KERNELS(X) \
+    NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X) NN_CONV_KERNELS(X) NN_WINO_KERNELS(X)
 
 #define NN_CAT_(a, b) a##b
 #define NN_CAT(a, b) NN_CAT_(a, b)

@@ -98,3 +98,10 @@ void nn_gemm_blocking_for(const nn_kernel_table *kt, nn_gemm_blocking *out)
     out->nc = max64(tile.nr, nc);
     out->inplace_a = l2_bytes / 2;
 }
+
+void nn_cache_sizes(int64_t *l1d, int64_t *l2)
+{
+    pthread_once(&caches_once, read_caches);
+    *l1d = l1d_bytes;
+    *l2 = l2_bytes;
+}

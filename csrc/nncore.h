@@ -270,6 +270,13 @@ typedef struct nn_conv2d_params {
     int bf16;             /* 0: float32 GEMMs; 1: bfloat16 operands */
 } nn_conv2d_params;
 int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow);
+/* Winograd F(2x2, 3x3) for the forward pass and the input gradient of 3x3,
+ * stride-1, dilation-1, ungrouped float32 convolutions: NN_WINOGRAD_AUTO
+ * (the default) where the layer's shape says it pays (conv.c), ALWAYS for
+ * every such layer, NEVER for none (the last two for tests and benchmarks).
+ * Process-wide; returns the previous mode. */
+enum { NN_WINOGRAD_AUTO = 0, NN_WINOGRAD_ALWAYS = 1, NN_WINOGRAD_NEVER = 2 };
+int nn_conv_set_winograd(int mode);
 int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act);
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

@@ -125,6 +125,11 @@ cdef extern from "nncore.h" nogil:
         int64_t groups
         int bf16
     int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow)
+    enum:
+        NN_WINOGRAD_AUTO
+        NN_WINOGRAD_ALWAYS
+        NN_WINOGRAD_NEVER
+    int nn_conv_set_winograd(int mode)
     int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                           const float *b, float *y, int act)
     int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,

@@ -1080,6 +1080,21 @@ cdef int _conv_arrays(str fn, cnp.ndarray x, cnp.ndarray w, object stride, objec
     return 0
 
 
+_WINOGRAD_MODES = {"auto": NN_WINOGRAD_AUTO, "always": NN_WINOGRAD_ALWAYS,
+                   "never": NN_WINOGRAD_NEVER}
+
+
+def set_winograd(str mode):
+    """Where 3x3 stride-1 convolutions run Winograd F(2x2, 3x3): "auto" (the
+    default: where the layer's shape says it pays), "always" (every such
+    layer) or "never" (for tests and benchmarks). Returns the previous mode."""
+    if mode not in _WINOGRAD_MODES:
+        raise ValueError(f"unknown Winograd mode {mode!r}; expected one of "
+                         f"{sorted(_WINOGRAD_MODES)}")
+    cdef int previous = nn_conv_set_winograd(_WINOGRAD_MODES[mode])
+    return {v: k for k, v in _WINOGRAD_MODES.items()}[previous]
+
+
 def conv2d_output_shape(tuple x_shape, tuple w_shape, stride=1, padding=0, dilation=1,
                         groups=1):
     """(n, o, oh, ow) of a Conv2d of x (n, c, h, w) with weight (o, c/groups,

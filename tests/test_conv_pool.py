@@ -78,8 +78,21 @@ def pool_ref(z):
     return win.max(axis=-1), (rows * ow + cols).astype(np.int32)
 
 
+@pytest.fixture(params=["never", "always"])
+def winograd(request):
+    """Winograd F(2x2, 3x3) off (3x3 layers take the direct path) and forced
+    on where it applies (3x3, stride 1, dilation 1, no groups): it writes z
+    and leaves the pooling to maxpool2d_forward, in the fused call as in the
+    separate steps."""
+    previous = _core.set_winograd(request.param)
+    yield request.param
+    _core.set_winograd(previous)
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_forward_pool_equals_the_separate_kernels(isa, rng, num_threads, case):
+def test_forward_pool_equals_the_separate_kernels(isa, rng, num_threads, winograd, case):
+    n, c, h, w, o, k, s, p, d, g = case
+    direct = k == 3 and not (winograd == "always" and s == 1 and d == 1 and g == 1)
     for ties in (False, True):
         x, w, b, kw = make(rng, case, ties, bias=not ties)
         z, y, arg = separate(x, w, b, kw)
@@ -92,7 +105,7 @@ def test_forward_pool_equals_the_separate_kernels(isa, rng, num_threads, case):
             np.testing.assert_array_equal(y2.view(np.int32), y.view(np.int32),
                                           err_msg=f"y, {threads} thread(s)")
             np.testing.assert_array_equal(arg2, arg, err_msg=f"argmax, {threads} thread(s)")
-            if case[5] == 3:      # the direct path never stores the unpooled output
+            if direct:      # the direct path never stores the unpooled output
                 assert (z2 == 7.0).all()
             else:
                 np.testing.assert_array_equal(z2, z)
