@@ -78,6 +78,7 @@
 #include "dispatch.h"
 #include "gemm.h"
 #include "profile.h"
+#include "winograd_dw.h"
 #include "workspace.h"
 
 /* Floats of one im2col / dcol block (the K x columns matrix a task builds):
@@ -523,7 +524,8 @@ typedef struct conv_call {
      * input gradient as a (transposed) convolution of dy */
     nn_dconv dfwd, ddx;
     nn_dconv_dw ddw;
-    int direct_fwd, direct_dx, direct_dw;
+    nn_wino_dw wdw; /* the weight gradient by Winograd F(2x2, 3x3) (winograd_dw.h) */
+    int direct_fwd, direct_dx, direct_dw, wino_dw;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -626,6 +628,10 @@ static int dx_task(const conv_call *K, int64_t t, float *buf)
 static int dw_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->wino_dw) {
+        nn_wino_dw_task(&K->wdw, t, K->x, K->dy, buf);
+        return NN_OK;
+    }
     if (K->direct_dw) {
         nn_dconv_dw_task(&K->ddw, t, K->x, K->dy, buf);
         return NN_OK;
@@ -822,6 +828,29 @@ static int plan_direct_dw(conv_call *K)
     return 1;
 }
 
+/* Winograd's weight gradient planned in K: 1 when it applies (a 3x3,
+ * stride-1, ungrouped float32 convolution whose shape the rule in
+ * winograd_dw.c picks), else 0. */
+static int plan_wino_dw(conv_call *K)
+{
+    const geom *G = &K->G;
+    if (G->kh != 3 || G->kw != 3 || G->sh != 1 || G->sw != 1 || G->dh != 1 || G->dw != 1 ||
+        G->groups != 1 || G->depthwise)
+        return 0;
+    nn_wino_dw *E = &K->wdw;
+    memset(E, 0, sizeof *E);
+    E->n = G->n, E->c = G->c, E->h = G->h, E->w = G->w, E->o = G->o;
+    E->ph = G->ph, E->pw = G->pw, E->oh = G->oh, E->ow = G->ow;
+    E->with_dw = K->dwt != NULL;
+    E->with_db = K->db != NULL;
+    if (!nn_wino_dw_plan(E, K->kt))
+        return 0;
+    const size_t need = nn_wino_dw_task_floats(E);
+    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    K->t_dw = nn_wino_dw_tasks(E);
+    return 1;
+}
+
 /* The direct paths' shared data (packed weights, tap offsets, the weight
  * gradient's parts) in the calling thread's SHARED workspace, read by the
  * whole team, after `front` floats left to the caller (*front_out). */
@@ -829,7 +858,8 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
 {
     const size_t a = K->direct_fwd ? nn_dconv_shared_floats(&K->dfwd) : 0;
     const size_t b = K->direct_dx ? nn_dconv_shared_floats(&K->ddx) : 0;
-    const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw) : 0;
+    const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw)
+                   : K->wino_dw ? nn_wino_dw_shared_floats(&K->wdw) : 0;
     if (front + a + b + c == 0)
         return NN_OK;
     front = (front + 15) / 16 * 16;
@@ -846,6 +876,8 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
         nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL);
     if (K->direct_dw)
         nn_dconv_dw_pack(&K->ddw, shared + a16 + b16);
+    if (K->wino_dw)
+        nn_wino_dw_pack(&K->wdw, shared + a16 + b16);
     return NN_OK;
 }
 
@@ -1049,14 +1081,15 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     if (dx && !(K.direct_dx = !p->bf16 && plan_direct(&K, 1)))
         plan_dx(&K);
-    /* the direct weight-gradient tasks also sum db (and run for db alone,
-     * which then gets the same bits) */
-    K.direct_dw = (dwt || db) && !p->bf16 && plan_direct_dw(&K);
-    if (dwt && !K.direct_dw)
+    /* the Winograd and the direct weight-gradient tasks also sum db (and
+     * run for db alone, which then gets the same bits) */
+    K.wino_dw = (dwt || db) && !p->bf16 && plan_wino_dw(&K);
+    K.direct_dw = !K.wino_dw && (dwt || db) && !p->bf16 && plan_direct_dw(&K);
+    if (dwt && !K.direct_dw && !K.wino_dw)
         plan_dw(&K);
     if ((status = pack_direct(&K, 0, NULL)) != NN_OK)
         return status;
-    if (db && !K.direct_dw) { /* else the direct weight-gradient tasks sum it */
+    if (db && !K.direct_dw && !K.wino_dw) { /* else the weight-gradient tasks sum it */
         K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
         K.t_db = ceil_div(G->o, K.bb);
     }
@@ -1065,10 +1098,14 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     status = run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
     if (status == NN_OK && K.direct_dw)
         nn_dconv_dw_reduce(&K.ddw, dwt, db);
+    if (status == NN_OK && K.wino_dw)
+        nn_wino_dw_reduce(&K.wdw, dwt, db);
     return status;
 }
 
-/* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape. */
+/* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape: the
+ * direct convolution's, whichever algorithm runs (Winograd's weight
+ * gradient does fewer), so the profiler's GFLOP/s are effective ones. */
 static double conv_flops(const nn_conv2d_params *p)
 {
     geom G;

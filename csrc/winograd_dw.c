@@ -1,0 +1,236 @@
+/* The weight (and bias) gradient of a 3x3, stride-1 Conv2d by Winograd's
+ * F(2x2, 3x3): the algorithm and its layout are in winograd_dw.h.
+ *
+ * One task per chunk of images, on one thread:
+ *   per image   x transposed into the interior of a zero-padded
+ *               channels-last plane (the padding zeroed once per task),
+ *               dy transposed to channels-last pixels (and, with db, its
+ *               column sums: the direct path's, nn_dconv_dw_column_sums)
+ *   per tile row   the transforms (kernel table, per ISA) append the row's
+ *               tiles to a block of V and W
+ *   per block   16 products dU[xi] (+)= W[xi]^T V[xi] on the GEMM
+ *               micro-kernel (gemm_block), the C tile in registers for the
+ *               whole block (the block's tiles are the depth)
+ *   at the end  dU -> the chunk's 3x3 part, G^T dU G in double
+ * A block holds as many tile rows as fit half of L2 (read at run time,
+ * gemm_blocking.c), so the products read V and W from L2 right after the
+ * transforms wrote them. */
+#include <string.h>
+#include "conv_direct.h"
+#include "gemm.h"
+#include "nncore.h"
+#include "winograd_dw.h"
+
+/* Each image's transposed planes (x padded, dy) stay below this many
+ * floats (the direct path's band bound): larger images take the direct
+ * or the im2col weight gradient. */
+#define NN_WINO_DW_IMAGE_FLOATS 131072
+
+static int wino_dw_mode = NN_WINO_DW_AUTO;
+
+int nn_conv2d_winograd_dw_mode(int mode)
+{
+    const int previous = wino_dw_mode;
+    if (mode >= NN_WINO_DW_AUTO && mode <= NN_WINO_DW_ALWAYS)
+        wino_dw_mode = mode;
+    return previous;
+}
+
+/* Where Winograd pays (the shape only, never the thread count). */
+static int wino_dw_pays(const nn_wino_dw *E)
+{
+    return E->c >= 16 && E->o >= 16;
+}
+
+int nn_wino_dw_plan(nn_wino_dw *E, const nn_kernel_table *kt)
+{
+    if (wino_dw_mode == NN_WINO_DW_NEVER || E->n < 1)
+        return 0;
+    E->kt = kt;
+    E->th = (E->oh + 1) / 2;
+    E->tw = (E->ow + 1) / 2;
+    E->hp = 2 * E->th + 2;
+    E->wp = 2 * E->tw + 2;
+    E->ldc = round_up(E->c, 16);
+    E->ldk = round_up(E->o, 16);
+    if (E->hp * E->wp * E->ldc > NN_WINO_DW_IMAGE_FLOATS ||
+        E->oh * E->ow * E->ldk > NN_WINO_DW_IMAGE_FLOATS)
+        return 0;
+    if (wino_dw_mode == NN_WINO_DW_AUTO && !wino_dw_pays(E))
+        return 0;
+    nn_gemm_blocking b;
+    nn_gemm_blocking_for(kt, &b);
+    E->mr = b.mr;
+    E->nr = b.nr;
+    nn_dconv_dw_chunks(E->n, &E->nq, &E->per_q);
+    /* inplace_a is half of L2 in bytes: V and W of a block, 16 positions of
+     * ldc + ldk floats per tile, fit in it (one tile row at least) */
+    const int64_t tile_bytes = 16 * (E->ldc + E->ldk) * (int64_t)sizeof(float);
+    E->rows = max64(1, b.inplace_a / tile_bytes / E->tw);
+    E->rows = min64(E->rows, E->per_q * E->th);
+    E->tiles = E->rows * E->tw;
+    return 1;
+}
+
+static int64_t part_floats(const nn_wino_dw *E) { return round_up(E->o * E->c * 9, 16); }
+
+size_t nn_wino_dw_shared_floats(const nn_wino_dw *E)
+{
+    const int64_t db = E->with_db ? 2 * E->ldk : 0; /* doubles */
+    return (size_t)(E->nq * (part_floats(E) + db));
+}
+
+void nn_wino_dw_pack(nn_wino_dw *E, float *shared)
+{
+    E->part = shared;
+    E->dbpart = E->with_db ? (double *)(shared + E->nq * part_floats(E)) : NULL;
+}
+
+/* A task's buffer, carved in this order (each a multiple of 16 floats). */
+typedef struct wino_buf {
+    float *du, *v, *w, *xt, *dyt, *zero;
+} wino_buf;
+
+static size_t carve(const nn_wino_dw *E, float *buf, wino_buf *B)
+{
+    const int64_t sizes[6] = {
+        16 * E->o * E->c,           /* dU[xi][k][c] */
+        16 * E->tiles * E->ldc,     /* V[xi][tile][c] */
+        16 * E->tiles * E->ldk,     /* W[xi][tile][k] */
+        E->hp * E->wp * E->ldc,     /* x, padded, channels last */
+        E->oh * E->ow * E->ldk,     /* dy, channels last */
+        E->ldk,                     /* zeros: the missing pixels of odd tiles */
+    };
+    float **at[6] = {&B->du, &B->v, &B->w, &B->xt, &B->dyt, &B->zero};
+    int64_t total = 0;
+    for (int i = 0; i < 6; i++) {
+        if (buf)
+            *at[i] = buf + total;
+        total += round_up(sizes[i], 16);
+    }
+    return (size_t)total;
+}
+
+size_t nn_wino_dw_task_floats(const nn_wino_dw *E) { return carve(E, NULL, NULL); }
+
+/* dU[xi] (o x c) = W[xi]^T V[xi] over the block's t tiles, added to it
+ * unless first: the micro-kernel on panels of mr output channels, reading
+ * W (A: rows k, depth t) and V (B: depth t, columns c) in place. */
+static void products(const nn_wino_dw *E, const wino_buf *B, int64_t t, int first)
+{
+    nn_gemm_args g = {.n = E->c, .k = t, .rsa = 1, .csa = E->ldk, .rsb = E->ldc,
+                      .sb = E->nr, .ldc = E->c, .alpha = 1.0f,
+                      .beta = first ? 0.0f : 1.0f, .bias = NULL, .act = NN_ACT_NONE};
+    for (int64_t xi = 0; xi < 16; xi++)
+        for (int64_t k0 = 0; k0 < E->o; k0 += E->mr) {
+            g.m = min64(E->mr, E->o - k0);
+            g.a = B->w + xi * E->tiles * E->ldk + k0;
+            g.b = B->v + xi * E->tiles * E->ldc;
+            g.c = B->du + (xi * E->o + k0) * E->c;
+            E->kt->gemm_block(&g);
+        }
+}
+
+/* part (o, c, 3, 3) = G^T dU G per (k, c), G = [1 0 0; .5 .5 .5; .5 -.5 .5;
+ * 0 0 1], in double: each column (rows likewise) (u0, u1, u2, u3) becomes
+ * (u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3). */
+static void output_transform(const nn_wino_dw *E, const float *du, float *part)
+{
+    const int64_t oc = E->o * E->c;
+    for (int64_t k = 0; k < E->o; k++)
+        for (int64_t ch = 0; ch < E->c; ch++) {
+            const float *u = du + k * E->c + ch;
+            double t[4][3];
+            for (int a = 0; a < 4; a++) {
+                const double u0 = u[4 * a * oc], u1 = u[(4 * a + 1) * oc];
+                const double u2 = u[(4 * a + 2) * oc], u3 = u[(4 * a + 3) * oc];
+                t[a][0] = u0 + 0.5 * (u1 + u2);
+                t[a][1] = 0.5 * (u1 - u2);
+                t[a][2] = 0.5 * (u1 + u2) + u3;
+            }
+            float *out = part + (k * E->c + ch) * 9;
+            for (int j = 0; j < 3; j++) {
+                out[j] = (float)(t[0][j] + 0.5 * (t[1][j] + t[2][j]));
+                out[3 + j] = (float)(0.5 * (t[1][j] - t[2][j]));
+                out[6 + j] = (float)(0.5 * (t[1][j] + t[2][j]) + t[3][j]);
+            }
+        }
+}
+
+/* Image n's planes: dy (and its column sums into dbacc), and with dw the
+ * interior of the padded x. */
+static void load_image(const nn_wino_dw *E, const wino_buf *B, int64_t n, const float *x,
+                       const float *dy, double *dbacc)
+{
+    const int64_t P = E->oh * E->ow, hw = E->h * E->w;
+    E->kt->conv_transpose(E->o, P, dy + n * E->o * P, P, B->dyt, E->ldk);
+    if (E->o < E->ldk)
+        for (int64_t p = 0; p < P; p++)
+            memset(B->dyt + p * E->ldk + E->o, 0, (size_t)(E->ldk - E->o) * sizeof(float));
+    if (dbacc)
+        nn_dconv_dw_column_sums(B->dyt, P, E->ldk, dbacc);
+    if (!E->with_dw)
+        return;
+    const float *xn = x + n * E->c * hw;
+    for (int64_t ih = 0; ih < E->h; ih++)
+        E->kt->conv_transpose(E->c, E->w, xn + ih * E->w, hw,
+                              B->xt + ((ih + E->ph) * E->wp + E->pw) * E->ldc, E->ldc);
+}
+
+void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float *dy,
+                     float *buf)
+{
+    const int64_t n0 = q * E->per_q, n1 = min64(n0 + E->per_q, E->n);
+    wino_buf B;
+    carve(E, buf, &B);
+    memset(B.zero, 0, (size_t)E->ldk * sizeof(float));
+    /* the padding and the channels past c stay zero: images write only the
+     * interior's c channels */
+    if (E->with_dw)
+        memset(B.xt, 0, (size_t)(E->hp * E->wp * E->ldc) * sizeof(float));
+    double *dbacc = E->with_db ? E->dbpart + q * E->ldk : NULL;
+    if (dbacc)
+        for (int64_t j = 0; j < E->ldk; j++)
+            dbacc[j] = 0.0;
+    const int64_t ldr = E->wp * E->ldc, vxi = E->tiles * E->ldc, wxi = E->tiles * E->ldk;
+    int64_t t = 0; /* tiles in the block so far */
+    int first = 1;
+    for (int64_t n = n0; n < n1; n++) {
+        load_image(E, &B, n, x, dy, dbacc);
+        if (!E->with_dw)
+            continue;
+        for (int64_t r = 0; r < E->th; r++) {
+            const float *r0 = B.dyt + 2 * r * E->ow * E->ldk;
+            E->kt->wino_dw_input(E->ldc, E->tw, B.xt + 2 * r * ldr, ldr, B.v + t * E->ldc, vxi);
+            E->kt->wino_dw_grad(E->ldk, E->tw, E->ow, r0, 2 * r + 1 < E->oh ? r0 + E->ow * E->ldk
+                                                                           : NULL,
+                                B.zero, B.w + t * E->ldk, wxi);
+            t += E->tw;
+            if (t == E->tiles || (n == n1 - 1 && r == E->th - 1)) {
+                products(E, &B, t, first);
+                first = 0;
+                t = 0;
+            }
+        }
+    }
+    if (E->with_dw)
+        output_transform(E, B.du, E->part + q * part_floats(E));
+}
+
+void nn_wino_dw_reduce(const nn_wino_dw *E, float *dw, float *db)
+{
+    if (db)
+        for (int64_t k = 0; k < E->o; k++) {
+            double s = 0.0;
+            for (int64_t q = 0; q < E->nq; q++)
+                s += E->dbpart[q * E->ldk + k];
+            db[k] = (float)s;
+        }
+    if (dw)
+        for (int64_t i = 0; i < E->o * E->c * 9; i++) {
+            double s = 0.0;
+            for (int64_t q = 0; q < E->nq; q++)
+                s += E->part[q * part_floats(E) + i];
+            dw[i] = (float)s;
+        }
+}
