@@ -11,7 +11,7 @@
  *   per block   16 products dU[xi] (+)= W[xi]^T V[xi] on the GEMM
  *               micro-kernel (gemm_block), the C tile in registers for the
  *               whole block (the block's tiles are the depth)
- *   at the end  dU -> the chunk's 3x3 part, G^T dU G in double
+ *   at the end  dU -> the chunk's 3x3 part, G^T dU G
  * A block holds as many tile rows as fit half of L2 (read at run time,
  * gemm_blocking.c), so the products read V and W from L2 right after the
  * transforms wrote them. */
@@ -72,7 +72,7 @@ int nn_wino_dw_plan(nn_wino_dw *E, const nn_kernel_table *kt)
     return 1;
 }
 
-static int64_t part_floats(const nn_wino_dw *E) { return round_up(E->o * E->c * 9, 16); }
+static int64_t part_floats(const nn_wino_dw *E) { return 9 * E->o * E->ldc; }
 
 size_t nn_wino_dw_shared_floats(const nn_wino_dw *E)
 {
@@ -94,7 +94,7 @@ typedef struct wino_buf {
 static size_t carve(const nn_wino_dw *E, float *buf, wino_buf *B)
 {
     const int64_t sizes[6] = {
-        16 * E->o * E->c,           /* dU[xi][k][c] */
+        16 * E->o * E->ldc,         /* dU[xi][k][c] */
         16 * E->tiles * E->ldc,     /* V[xi][tile][c] */
         16 * E->tiles * E->ldk,     /* W[xi][tile][k] */
         E->hp * E->wp * E->ldc,     /* x, padded, channels last */
@@ -113,48 +113,32 @@ static size_t carve(const nn_wino_dw *E, float *buf, wino_buf *B)
 
 size_t nn_wino_dw_task_floats(const nn_wino_dw *E) { return carve(E, NULL, NULL); }
 
-/* dU[xi] (o x c) = W[xi]^T V[xi] over the block's t tiles, added to it
+/* dU[xi] (o x c, rows of ldc) = W[xi]^T V[xi] over the block's t tiles, added to it
  * unless first: the micro-kernel on panels of mr output channels, reading
  * W (A: rows k, depth t) and V (B: depth t, columns c) in place. */
 static void products(const nn_wino_dw *E, const wino_buf *B, int64_t t, int first)
 {
     nn_gemm_args g = {.n = E->c, .k = t, .rsa = 1, .csa = E->ldk, .rsb = E->ldc,
-                      .sb = E->nr, .ldc = E->c, .alpha = 1.0f,
+                      .sb = E->nr, .ldc = E->ldc, .alpha = 1.0f,
                       .beta = first ? 0.0f : 1.0f, .bias = NULL, .act = NN_ACT_NONE};
     for (int64_t xi = 0; xi < 16; xi++)
         for (int64_t k0 = 0; k0 < E->o; k0 += E->mr) {
             g.m = min64(E->mr, E->o - k0);
             g.a = B->w + xi * E->tiles * E->ldk + k0;
             g.b = B->v + xi * E->tiles * E->ldc;
-            g.c = B->du + (xi * E->o + k0) * E->c;
+            g.c = B->du + (xi * E->o + k0) * E->ldc;
             E->kt->gemm_block(&g);
         }
 }
 
-/* part (o, c, 3, 3) = G^T dU G per (k, c), G = [1 0 0; .5 .5 .5; .5 -.5 .5;
- * 0 0 1], in double: each column (rows likewise) (u0, u1, u2, u3) becomes
- * (u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3). */
-static void output_transform(const nn_wino_dw *E, const float *du, float *part)
+/* A read prefetch (into L2) of every 64-byte line of slice r of `parts`
+ * of p[0, n): the next image's planes, a slice per tile row, so the
+ * requests never pile up. */
+static inline void prefetch_slice(const float *p, int64_t n, int64_t r, int64_t parts)
 {
-    const int64_t oc = E->o * E->c;
-    for (int64_t k = 0; k < E->o; k++)
-        for (int64_t ch = 0; ch < E->c; ch++) {
-            const float *u = du + k * E->c + ch;
-            double t[4][3];
-            for (int a = 0; a < 4; a++) {
-                const double u0 = u[4 * a * oc], u1 = u[(4 * a + 1) * oc];
-                const double u2 = u[(4 * a + 2) * oc], u3 = u[(4 * a + 3) * oc];
-                t[a][0] = u0 + 0.5 * (u1 + u2);
-                t[a][1] = 0.5 * (u1 - u2);
-                t[a][2] = 0.5 * (u1 + u2) + u3;
-            }
-            float *out = part + (k * E->c + ch) * 9;
-            for (int j = 0; j < 3; j++) {
-                out[j] = (float)(t[0][j] + 0.5 * (t[1][j] + t[2][j]));
-                out[3 + j] = (float)(0.5 * (t[1][j] - t[2][j]));
-                out[6 + j] = (float)(0.5 * (t[1][j] + t[2][j]) + t[3][j]);
-            }
-        }
+    const int64_t lines = ceil_div(n, 16), a = lines * r / parts, b = lines * (r + 1) / parts;
+    for (int64_t i = a; i < b; i++)
+        __builtin_prefetch(p + 16 * i, 0, 2);
 }
 
 /* Image n's planes: dy (and its column sums into dbacc), and with dw the
@@ -185,14 +169,17 @@ void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float
     carve(E, buf, &B);
     memset(B.zero, 0, (size_t)E->ldk * sizeof(float));
     /* the padding and the channels past c stay zero: images write only the
-     * interior's c channels */
-    if (E->with_dw)
+     * interior's c channels (and the products only dU's first c columns) */
+    if (E->with_dw) {
         memset(B.xt, 0, (size_t)(E->hp * E->wp * E->ldc) * sizeof(float));
+        memset(B.du, 0, (size_t)(16 * E->o * E->ldc) * sizeof(float));
+    }
     double *dbacc = E->with_db ? E->dbpart + q * E->ldk : NULL;
     if (dbacc)
         for (int64_t j = 0; j < E->ldk; j++)
             dbacc[j] = 0.0;
     const int64_t ldr = E->wp * E->ldc, vxi = E->tiles * E->ldc, wxi = E->tiles * E->ldk;
+    const int64_t hw = E->h * E->w, P = E->oh * E->ow;
     int64_t t = 0; /* tiles in the block so far */
     int first = 1;
     for (int64_t n = n0; n < n1; n++) {
@@ -200,6 +187,12 @@ void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float
         if (!E->with_dw)
             continue;
         for (int64_t r = 0; r < E->th; r++) {
+            /* the transposes read the next image's planes in strides the
+             * hardware prefetchers do not follow well: ask for them now */
+            if (n + 1 < n1) {
+                prefetch_slice(x + (n + 1) * E->c * hw, E->c * hw, r, E->th);
+                prefetch_slice(dy + (n + 1) * E->o * P, E->o * P, r, E->th);
+            }
             const float *r0 = B.dyt + 2 * r * E->ow * E->ldk;
             E->kt->wino_dw_input(E->ldc, E->tw, B.xt + 2 * r * ldr, ldr, B.v + t * E->ldc, vxi);
             E->kt->wino_dw_grad(E->ldk, E->tw, E->ow, r0, 2 * r + 1 < E->oh ? r0 + E->ow * E->ldk
@@ -214,7 +207,8 @@ void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float
         }
     }
     if (E->with_dw)
-        output_transform(E, B.du, E->part + q * part_floats(E));
+        E->kt->wino_dw_output(E->o * E->ldc, B.du, E->o * E->ldc, E->part + q * part_floats(E),
+                              E->o * E->ldc);
 }
 
 void nn_wino_dw_reduce(const nn_wino_dw *E, float *dw, float *db)
@@ -226,11 +220,17 @@ void nn_wino_dw_reduce(const nn_wino_dw *E, float *dw, float *db)
                 s += E->dbpart[q * E->ldk + k];
             db[k] = (float)s;
         }
-    if (dw)
-        for (int64_t i = 0; i < E->o * E->c * 9; i++) {
-            double s = 0.0;
-            for (int64_t q = 0; q < E->nq; q++)
-                s += E->part[q * part_floats(E) + i];
-            dw[i] = (float)s;
-        }
+    if (!dw)
+        return;
+    /* the parts are tap-major: dw[i][tap] for i = (k, c) */
+    const int64_t pf = part_floats(E);
+    for (int64_t tap = 0; tap < 9; tap++)
+        for (int64_t k = 0; k < E->o; k++)
+            for (int64_t ch = 0; ch < E->c; ch++) {
+                const float *src = E->part + (tap * E->o + k) * E->ldc + ch;
+                float s = src[0];
+                for (int64_t q = 1; q < E->nq; q++)
+                    s += src[q * pf];
+                dw[(k * E->c + ch) * 9 + tap] = s;
+            }
 }

@@ -43,7 +43,7 @@ typedef struct nn_wino_dw {
     int64_t rows, tiles; /* a block: rows tile rows, tiles = rows * tw tiles */
     int64_t nq, per_q;   /* chunks of images, images per chunk */
     /* in the caller's SHARED workspace (nn_wino_dw_pack) */
-    float *part;         /* nq 3x3 parts in dw's layout (o, c, 3, 3) */
+    float *part;         /* nq 3x3 parts, tap-major: (9, o, ldc) each */
     double *dbpart;      /* nq * ldk, with_db only */
 } nn_wino_dw;
 

@@ -1,9 +1,12 @@
 /* The Winograd F(2x2, 3x3) weight gradient's transforms (dispatch.h),
- * compiled once per ISA: plain loops over blocks of LANES channels, which
- * the compiler vectorises with the ISA's flags. LANES is one vector, so a
- * tile's sixteen intermediate values stay in registers (16 of them). The
- * channel counts are multiples of 16 (winograd_dw.c pads them). */
+ * compiled once per ISA, on GCC's vector types of one register (LANES
+ * floats, the ISA's width): a tile's sixteen intermediate values stay in
+ * registers, and the code is the same for every ISA. (Plain loops over
+ * channels were vectorised only in part, with scalar fallbacks for the
+ * sixteen output streams.) The channel counts are multiples of 16
+ * (winograd_dw.c pads them), so whole vectors cover them. */
 #include <stdint.h>
+#include <string.h>
 #include "dispatch.h"
 
 #if defined(__AVX512F__)
@@ -13,35 +16,42 @@
 #else
 #define LANES 4
 #endif
+typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
+
+/* Unaligned loads and stores (memcpy: one move, no aliasing question). */
+static inline vf load(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
 /* V = B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: the same
  * four combinations of the rows, then of the columns. */
-void NN_ISA_FN(wino_dw_input)(int64_t c, int64_t tw, const float *x, int64_t ldr,
-                              float *restrict v, int64_t ldxi)
+void NN_ISA_FN(wino_dw_input)(int64_t c, int64_t tw, const float *x, int64_t ldr, float *v,
+                              int64_t ldxi)
 {
-    for (int64_t j = 0; j < tw; j++) {
-        const float *d0 = x + 2 * j * c, *d1 = d0 + ldr, *d2 = d1 + ldr, *d3 = d2 + ldr;
-        float *vj = v + j * c;
+    for (int64_t j = 0; j < tw; j++)
         for (int64_t c0 = 0; c0 < c; c0 += LANES) {
-            float m[4][4][LANES]; /* (B^T d)[row a][column b] */
-            for (int b = 0; b < 4; b++)
-                for (int l = 0; l < LANES; l++) {
-                    const int64_t at = b * c + c0 + l;
-                    m[0][b][l] = d0[at] - d2[at];
-                    m[1][b][l] = d1[at] + d2[at];
-                    m[2][b][l] = d2[at] - d1[at];
-                    m[3][b][l] = d1[at] - d3[at];
-                }
-            for (int a = 0; a < 4; a++)
-                for (int l = 0; l < LANES; l++) {
-                    float *o = vj + 4 * a * ldxi + c0 + l;
-                    o[0] = m[a][0][l] - m[a][2][l];
-                    o[ldxi] = m[a][1][l] + m[a][2][l];
-                    o[2 * ldxi] = m[a][2][l] - m[a][1][l];
-                    o[3 * ldxi] = m[a][1][l] - m[a][3][l];
-                }
+            const float *d = x + 2 * j * c + c0;
+            vf m[4][4]; /* (B^T d)[row a][column b] */
+            for (int b = 0; b < 4; b++) {
+                const vf d0 = load(d + b * c), d1 = load(d + ldr + b * c);
+                const vf d2 = load(d + 2 * ldr + b * c), d3 = load(d + 3 * ldr + b * c);
+                m[0][b] = d0 - d2;
+                m[1][b] = d1 + d2;
+                m[2][b] = d2 - d1;
+                m[3][b] = d1 - d3;
+            }
+            float *o = v + j * c + c0;
+            for (int a = 0; a < 4; a++) {
+                store(o + 4 * a * ldxi, m[a][0] - m[a][2]);
+                store(o + (4 * a + 1) * ldxi, m[a][1] + m[a][2]);
+                store(o + (4 * a + 2) * ldxi, m[a][2] - m[a][1]);
+                store(o + (4 * a + 3) * ldxi, m[a][1] - m[a][3]);
+            }
         }
-    }
 }
 
 /* W = A g A^T with A = [1 0; 1 1; 1 -1; 0 -1] for the 2x2 tile g = [p q; r s]:
@@ -49,35 +59,49 @@ void NN_ISA_FN(wino_dw_input)(int64_t c, int64_t tw, const float *x, int64_t ldr
  * becomes (u0, u0 + u1, u0 - u1, -u1). Missing pixels (past an odd last row
  * or column) read the zeros. */
 void NN_ISA_FN(wino_dw_grad)(int64_t k, int64_t tw, int64_t ow, const float *r0,
-                             const float *r1, const float *zero, float *restrict w,
-                             int64_t ldxi)
+                             const float *r1, const float *zero, float *w, int64_t ldxi)
 {
     for (int64_t j = 0; j < tw; j++) {
         const int right = 2 * j + 1 < ow;
         const float *p = r0 + 2 * j * k, *q = right ? p + k : zero;
         const float *r = r1 ? r1 + 2 * j * k : zero, *s = r1 && right ? r + k : zero;
-        float *wj = w + j * k;
         for (int64_t k0 = 0; k0 < k; k0 += LANES) {
-            float u[4][2][LANES];
-            for (int l = 0; l < LANES; l++) {
-                const int64_t at = k0 + l;
-                u[0][0][l] = p[at];
-                u[0][1][l] = q[at];
-                u[1][0][l] = p[at] + r[at];
-                u[1][1][l] = q[at] + s[at];
-                u[2][0][l] = p[at] - r[at];
-                u[2][1][l] = q[at] - s[at];
-                u[3][0][l] = -r[at];
-                u[3][1][l] = -s[at];
+            const vf pv = load(p + k0), qv = load(q + k0), rv = load(r + k0), sv = load(s + k0);
+            const vf u[4][2] = {{pv, qv}, {pv + rv, qv + sv}, {pv - rv, qv - sv}, {-rv, -sv}};
+            float *o = w + j * k + k0;
+            for (int a = 0; a < 4; a++) {
+                store(o + 4 * a * ldxi, u[a][0]);
+                store(o + (4 * a + 1) * ldxi, u[a][0] + u[a][1]);
+                store(o + (4 * a + 2) * ldxi, u[a][0] - u[a][1]);
+                store(o + (4 * a + 3) * ldxi, -u[a][1]);
             }
-            for (int a = 0; a < 4; a++)
-                for (int l = 0; l < LANES; l++) {
-                    float *o = wj + 4 * a * ldxi + k0 + l;
-                    o[0] = u[a][0][l];
-                    o[ldxi] = u[a][0][l] + u[a][1][l];
-                    o[2 * ldxi] = u[a][0][l] - u[a][1][l];
-                    o[3 * ldxi] = -u[a][1][l];
-                }
+        }
+    }
+}
+
+/* part = G^T U G per 4x4 U (position xi = 4a + b of U at u[xi*ldxi]), the
+ * nine taps at part[tap*ldtap], for n values (a multiple of 16). G = [1 0 0;
+ * .5 .5 .5; .5 -.5 .5; 0 0 1]: each column, then each row, (u0, u1, u2, u3)
+ * becomes (u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3). */
+void NN_ISA_FN(wino_dw_output)(int64_t n, const float *u, int64_t ldxi, float *part,
+                               int64_t ldtap)
+{
+    const vf half = (vf){0} + 0.5f;
+    for (int64_t i = 0; i < n; i += LANES) {
+        vf t[4][3];
+        for (int a = 0; a < 4; a++) {
+            const float *ua = u + 4 * a * ldxi + i;
+            const vf u0 = load(ua), u1 = load(ua + ldxi), u2 = load(ua + 2 * ldxi);
+            const vf u3 = load(ua + 3 * ldxi), h = half * (u1 + u2);
+            t[a][0] = u0 + h;
+            t[a][1] = half * (u1 - u2);
+            t[a][2] = h + u3;
+        }
+        for (int j = 0; j < 3; j++) {
+            const vf h = half * (t[1][j] + t[2][j]);
+            store(part + j * ldtap + i, t[0][j] + h);
+            store(part + (3 + j) * ldtap + i, half * (t[1][j] - t[2][j]));
+            store(part + (6 + j) * ldtap + i, h + t[3][j]);
         }
     }
 }
