@@ -131,16 +131,6 @@ static void products(const nn_wino_dw *E, const wino_buf *B, int64_t t, int firs
         }
 }
 
-/* A read prefetch (into L2) of every 64-byte line of slice r of `parts`
- * of p[0, n): the next image's planes, a slice per tile row, so the
- * requests never pile up. */
-static inline void prefetch_slice(const float *p, int64_t n, int64_t r, int64_t parts)
-{
-    const int64_t lines = ceil_div(n, 16), a = lines * r / parts, b = lines * (r + 1) / parts;
-    for (int64_t i = a; i < b; i++)
-        __builtin_prefetch(p + 16 * i, 0, 2);
-}
-
 /* Image n's planes: dy (and its column sums into dbacc), and with dw the
  * interior of the padded x. */
 static void load_image(const nn_wino_dw *E, const wino_buf *B, int64_t n, const float *x,
@@ -179,7 +169,6 @@ void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float
         for (int64_t j = 0; j < E->ldk; j++)
             dbacc[j] = 0.0;
     const int64_t ldr = E->wp * E->ldc, vxi = E->tiles * E->ldc, wxi = E->tiles * E->ldk;
-    const int64_t hw = E->h * E->w, P = E->oh * E->ow;
     int64_t t = 0; /* tiles in the block so far */
     int first = 1;
     for (int64_t n = n0; n < n1; n++) {
@@ -187,12 +176,6 @@ void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float
         if (!E->with_dw)
             continue;
         for (int64_t r = 0; r < E->th; r++) {
-            /* the transposes read the next image's planes in strides the
-             * hardware prefetchers do not follow well: ask for them now */
-            if (n + 1 < n1) {
-                prefetch_slice(x + (n + 1) * E->c * hw, E->c * hw, r, E->th);
-                prefetch_slice(dy + (n + 1) * E->o * P, E->o * P, r, E->th);
-            }
             const float *r0 = B.dyt + 2 * r * E->ow * E->ldk;
             E->kt->wino_dw_input(E->ldc, E->tw, B.xt + 2 * r * ldr, ldr, B.v + t * E->ldc, vxi);
             E->kt->wino_dw_grad(E->ldk, E->tw, E->ow, r0, 2 * r + 1 < E->oh ? r0 + E->ow * E->ldk
