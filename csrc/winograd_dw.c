@@ -36,10 +36,20 @@ int nn_conv2d_winograd_dw_mode(int mode)
     return previous;
 }
 
-/* Where Winograd pays (the shape only, never the thread count). */
-static int wino_dw_pays(const nn_wino_dw *E)
+/* Where Winograd pays, from the shape and the L2 size only (never the
+ * thread count). Measured on Zen 4 (1 thread, weight and bias gradient,
+ * direct time / Winograd time; docs/measurements.md):
+ *   c >= 16: the transforms pad channels to 16 (8->8 at 28x28 0.91, 4->16
+ *     0.39, 3->16 0.32; 16->16 1.33-1.47, 16->4 1.8-2.5)
+ *   tiles at least 3/4 full (oh ow >= 3 th tw): 7x7 outputs (49 of 64
+ *     pixels) 1.26-1.41 at 64 channels, 0.97 at 16; 5x5 (25 of 36) 0.82,
+ *     3x3 0.79
+ *   dU (16 o ldc floats) within L2: every block's products read and write
+ *     all of it (512->512 at 7x7, 16 MiB: 0.59; 128->128 1.4-1.7) */
+static int wino_dw_pays(const nn_wino_dw *E, const nn_gemm_blocking *b)
 {
-    return E->c >= 16 && E->o >= 16;
+    const int64_t du_bytes = 16 * E->o * E->ldc * (int64_t)sizeof(float);
+    return E->c >= 16 && E->oh * E->ow >= 3 * E->th * E->tw && du_bytes <= 2 * b->inplace_a;
 }
 
 int nn_wino_dw_plan(nn_wino_dw *E, const nn_kernel_table *kt)
@@ -56,15 +66,16 @@ int nn_wino_dw_plan(nn_wino_dw *E, const nn_kernel_table *kt)
     if (E->hp * E->wp * E->ldc > NN_WINO_DW_IMAGE_FLOATS ||
         E->oh * E->ow * E->ldk > NN_WINO_DW_IMAGE_FLOATS)
         return 0;
-    if (wino_dw_mode == NN_WINO_DW_AUTO && !wino_dw_pays(E))
-        return 0;
+    /* inplace_a is half of L2, in bytes */
     nn_gemm_blocking b;
     nn_gemm_blocking_for(kt, &b);
+    if (wino_dw_mode == NN_WINO_DW_AUTO && !wino_dw_pays(E, &b))
+        return 0;
     E->mr = b.mr;
     E->nr = b.nr;
     nn_dconv_dw_chunks(E->n, &E->nq, &E->per_q);
-    /* inplace_a is half of L2 in bytes: V and W of a block, 16 positions of
-     * ldc + ldk floats per tile, fit in it (one tile row at least) */
+    /* V and W of a block, 16 positions of ldc + ldk floats per tile, fit
+     * in half of L2 (one tile row at least) */
     const int64_t tile_bytes = 16 * (E->ldc + E->ldk) * (int64_t)sizeof(float);
     E->rows = max64(1, b.inplace_a / tile_bytes / E->tw);
     E->rows = min64(E->rows, E->per_q * E->th);

@@ -121,9 +121,11 @@ def test_winograd_dw_long_sums_stay_accurate(rng, wino):
 
 def test_winograd_dw_auto_rule(rng):
     """In the default mode the ResNet-20 and small-CNN shapes take Winograd
-    (their bits are the forced mode's), layers with few channels do not."""
+    (their bits are the forced mode's); layers with few input channels, or
+    with tiles less than 3/4 full (5x5 outputs), do not."""
     for case, takes in [((8, 16, 28, 28, 16, 1), True), ((8, 32, 14, 14, 64, 1), True),
-                        ((8, 64, 7, 7, 64, 1), True), ((8, 4, 10, 10, 4, 1), False)]:
+                        ((8, 64, 7, 7, 64, 1), True), ((8, 4, 10, 10, 4, 1), False),
+                        ((8, 8, 28, 28, 16, 1), False), ((8, 32, 5, 5, 32, 1), False)]:
         x, wt, dy = make(rng, *case)
         auto = in_mode("auto", grads, x, wt, dy, 1)[0]
         forced = in_mode("always" if takes else "never", grads, x, wt, dy, 1)[0]
