@@ -175,7 +175,8 @@ void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float
      * interior's c channels (and the products only dU's first c columns) */
     if (E->with_dw) {
         memset(B.xt, 0, (size_t)(E->hp * E->wp * E->ldc) * sizeof(float));
-        memset(B.du, 0, (size_t)(16 * E->o * E->ldc) * sizeof(float));
+        if (E->c < E->ldc)
+            memset(B.du, 0, (size_t)(16 * E->o * E->ldc) * sizeof(float));
     }
     double *dbacc = E->with_db ? E->dbpart + q * E->ldk : NULL;
     if (dbacc)
@@ -218,15 +219,23 @@ void nn_wino_dw_reduce(const nn_wino_dw *E, float *dw, float *db)
         }
     if (!dw)
         return;
-    /* the parts are tap-major: dw[i][tap] for i = (k, c) */
+    /* the parts are tap-major: each (tap, k) row of c channels is summed
+     * over the chunks in order, a block of channels at a time in a
+     * contiguous buffer (a loop the compiler vectorises), then spread to
+     * dw's (k, c, 3, 3) layout */
+    float acc[256];
     const int64_t pf = part_floats(E);
     for (int64_t tap = 0; tap < 9; tap++)
         for (int64_t k = 0; k < E->o; k++)
-            for (int64_t ch = 0; ch < E->c; ch++) {
-                const float *src = E->part + (tap * E->o + k) * E->ldc + ch;
-                float s = src[0];
+            for (int64_t c0 = 0; c0 < E->c; c0 += 256) {
+                const int64_t nc = min64(256, E->c - c0);
+                const float *src = E->part + (tap * E->o + k) * E->ldc + c0;
+                memcpy(acc, src, (size_t)nc * sizeof(float));
                 for (int64_t q = 1; q < E->nq; q++)
-                    s += src[q * pf];
-                dw[(k * E->c + ch) * 9 + tap] = s;
+                    for (int64_t j = 0; j < nc; j++)
+                        acc[j] += src[q * pf + j];
+                float *dst = dw + (k * E->c + c0) * 9 + tap;
+                for (int64_t j = 0; j < nc; j++)
+                    dst[j * 9] = acc[j];
             }
 }
