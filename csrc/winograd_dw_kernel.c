@@ -27,31 +27,44 @@ static inline vf load(const float *p)
 }
 static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
+/* The row combinations (B^T d) of one column of a 4x4 input tile: four
+ * rows ldr apart, m0 = d0 - d2, m1 = d1 + d2, m2 = d2 - d1, m3 = d1 - d3. */
+static inline void rows_bt(const float *d, int64_t ldr, vf m[4])
+{
+    const vf d0 = load(d), d1 = load(d + ldr), d2 = load(d + 2 * ldr), d3 = load(d + 3 * ldr);
+    m[0] = d0 - d2;
+    m[1] = d1 + d2;
+    m[2] = d2 - d1;
+    m[3] = d1 - d3;
+}
+
 /* V = B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: the same
- * four combinations of the rows, then of the columns. */
+ * four combinations of the rows, then of the columns. Tile j + 1's first
+ * two columns are tile j's last two: their row combinations carry over. */
 void NN_ISA_FN(wino_dw_input)(int64_t c, int64_t tw, const float *x, int64_t ldr, float *v,
                               int64_t ldxi)
 {
-    for (int64_t j = 0; j < tw; j++)
-        for (int64_t c0 = 0; c0 < c; c0 += LANES) {
+    for (int64_t c0 = 0; c0 < c; c0 += LANES) {
+        vf m[4][4]; /* m[b][a] = (B^T d)[row a] of tile column b */
+        rows_bt(x + c0, ldr, m[2]);
+        rows_bt(x + c + c0, ldr, m[3]);
+        for (int64_t j = 0; j < tw; j++) {
             const float *d = x + 2 * j * c + c0;
-            vf m[4][4]; /* (B^T d)[row a][column b] */
-            for (int b = 0; b < 4; b++) {
-                const vf d0 = load(d + b * c), d1 = load(d + ldr + b * c);
-                const vf d2 = load(d + 2 * ldr + b * c), d3 = load(d + 3 * ldr + b * c);
-                m[0][b] = d0 - d2;
-                m[1][b] = d1 + d2;
-                m[2][b] = d2 - d1;
-                m[3][b] = d1 - d3;
+            for (int a = 0; a < 4; a++) {
+                m[0][a] = m[2][a];
+                m[1][a] = m[3][a];
             }
+            rows_bt(d + 2 * c, ldr, m[2]);
+            rows_bt(d + 3 * c, ldr, m[3]);
             float *o = v + j * c + c0;
             for (int a = 0; a < 4; a++) {
-                store(o + 4 * a * ldxi, m[a][0] - m[a][2]);
-                store(o + (4 * a + 1) * ldxi, m[a][1] + m[a][2]);
-                store(o + (4 * a + 2) * ldxi, m[a][2] - m[a][1]);
-                store(o + (4 * a + 3) * ldxi, m[a][1] - m[a][3]);
+                store(o + 4 * a * ldxi, m[0][a] - m[2][a]);
+                store(o + (4 * a + 1) * ldxi, m[1][a] + m[2][a]);
+                store(o + (4 * a + 2) * ldxi, m[2][a] - m[1][a]);
+                store(o + (4 * a + 3) * ldxi, m[1][a] - m[3][a]);
             }
         }
+    }
 }
 
 /* W = A g A^T with A = [1 0; 1 1; 1 -1; 0 -1] for the 2x2 tile g = [p q; r s]:
