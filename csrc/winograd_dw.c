@@ -112,13 +112,14 @@ static size_t carve(const nn_wino_dw *E, float *buf, wino_buf *B)
         E->oh * E->ow * E->ldk,     /* dy, channels last */
         E->ldk,                     /* zeros: the missing pixels of odd tiles */
     };
-    float **at[6] = {&B->du, &B->v, &B->w, &B->xt, &B->dyt, &B->zero};
+    float *at[6];
     int64_t total = 0;
     for (int i = 0; i < 6; i++) {
-        if (buf)
-            *at[i] = buf + total;
+        at[i] = buf ? buf + total : NULL;
         total += round_up(sizes[i], 16);
     }
+    if (B)
+        *B = (wino_buf){at[0], at[1], at[2], at[3], at[4], at[5]};
     return (size_t)total;
 }
 
