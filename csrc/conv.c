@@ -8,7 +8,11 @@
  * input gradient, where wino_pays says it is faster than the direct path:
  * by the layer's shape, never the batch size (nn_conv_set_winograd can
  * force it on or off). Its weight transform runs on the call's threads
- * before the tasks (prologue, then a barrier).
+ * before the tasks (prologue, then a barrier). Their weight gradient is
+ * Winograd's too where it pays (winograd_dw.c, wino_dw_pays: 16 input
+ * channels or more, tiles mostly full, its 4x4 sums within L2); its tasks,
+ * one per chunk of images, sum db as the direct path's do. Either way 16
+ * multiply-adds per tile and channel pair where the direct path does 36.
  *
  * Most other shapes take the direct convolution (conv_direct.c): output
  * channels in vector lanes, no im2col, no GEMM. It runs the forward pass
@@ -90,6 +94,7 @@
 #include "gemm.h"
 #include "profile.h"
 #include "winograd.h"
+#include "winograd_dw.h"
 #include "workspace.h"
 
 /* Floats of one im2col / dcol block (the K x columns matrix a task builds):
@@ -536,9 +541,11 @@ typedef struct conv_call {
     nn_dconv dfwd, ddx;
     nn_dconv_dw ddw;
     int direct_fwd, direct_dx, direct_dw;
-    /* Winograd F(2x2, 3x3) (winograd.c) for the forward pass and dx */
+    /* Winograd F(2x2, 3x3) for the forward pass and dx (winograd.c) and
+     * for the weight gradient (winograd_dw.c) */
     nn_wino wfwd, wdx;
-    int wino_fwd, wino_dx;
+    nn_wino_dw wdw;
+    int wino_fwd, wino_dx, wino_dw;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -649,6 +656,10 @@ static int dx_task(const conv_call *K, int64_t t, float *buf)
 static int dw_task(const conv_call *K, int64_t t, float *buf)
 {
     const geom *G = &K->G;
+    if (K->wino_dw) {
+        nn_wino_dw_task(&K->wdw, t, K->x, K->dy, buf);
+        return NN_OK;
+    }
     if (K->direct_dw) {
         nn_dconv_dw_task(&K->ddw, t, K->x, K->dy, buf);
         return NN_OK;
@@ -940,6 +951,29 @@ static int plan_direct_dw(conv_call *K)
     return 1;
 }
 
+/* Winograd's weight gradient planned in K: 1 when it applies (a 3x3,
+ * stride-1, ungrouped float32 convolution whose shape the rule in
+ * winograd_dw.c picks), else 0. */
+static int plan_wino_dw(conv_call *K)
+{
+    const geom *G = &K->G;
+    if (G->kh != 3 || G->kw != 3 || G->sh != 1 || G->sw != 1 || G->dh != 1 || G->dw != 1 ||
+        G->groups != 1 || G->depthwise)
+        return 0;
+    nn_wino_dw *E = &K->wdw;
+    memset(E, 0, sizeof *E);
+    E->n = G->n, E->c = G->c, E->h = G->h, E->w = G->w, E->o = G->o;
+    E->ph = G->ph, E->pw = G->pw, E->oh = G->oh, E->ow = G->ow;
+    E->with_dw = K->dwt != NULL;
+    E->with_db = K->db != NULL;
+    if (!nn_wino_dw_plan(E, K->kt))
+        return 0;
+    const size_t need = nn_wino_dw_task_floats(E);
+    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
+    K->t_dw = nn_wino_dw_tasks(E);
+    return 1;
+}
+
 /* The direct paths' shared data (packed weights, tap offsets, the weight
  * gradient's parts) in the calling thread's SHARED workspace, read by the
  * whole team, after `front` floats left to the caller (*front_out). */
@@ -947,7 +981,8 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
 {
     const size_t a = K->direct_fwd ? nn_dconv_shared_floats(&K->dfwd) : 0;
     const size_t b = K->direct_dx ? nn_dconv_shared_floats(&K->ddx) : 0;
-    const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw) : 0;
+    const size_t c = K->direct_dw ? nn_dconv_dw_shared_floats(&K->ddw)
+                   : K->wino_dw ? nn_wino_dw_shared_floats(&K->wdw) : 0;
     const size_t d = K->wino_fwd ? nn_wino_shared_floats(&K->wfwd)
                      : K->wino_dx ? nn_wino_shared_floats(&K->wdx) : 0;
     if (front + a + b + c + d == 0)
@@ -966,6 +1001,8 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
         nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL);
     if (K->direct_dw)
         nn_dconv_dw_pack(&K->ddw, shared + a16 + b16);
+    if (K->wino_dw)
+        nn_wino_dw_pack(&K->wdw, shared + a16 + b16);
     /* the Winograd weights are transformed by the team (prologue) */
     K->wfwd.u = K->wdx.u = shared + a16 + b16 + c16;
     return NN_OK;
@@ -1178,14 +1215,15 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     if (dx && !(K.wino_dx = !p->bf16 && plan_wino(&K, 1)) &&
         !(K.direct_dx = !p->bf16 && plan_direct(&K, 1)))
         plan_dx(&K);
-    /* the direct weight-gradient tasks also sum db (and run for db alone,
-     * which then gets the same bits) */
-    K.direct_dw = (dwt || db) && !p->bf16 && plan_direct_dw(&K);
-    if (dwt && !K.direct_dw)
+    /* the Winograd and the direct weight-gradient tasks also sum db (and
+     * run for db alone, which then gets the same bits) */
+    K.wino_dw = (dwt || db) && !p->bf16 && plan_wino_dw(&K);
+    K.direct_dw = !K.wino_dw && (dwt || db) && !p->bf16 && plan_direct_dw(&K);
+    if (dwt && !K.direct_dw && !K.wino_dw)
         plan_dw(&K);
     if ((status = pack_direct(&K, 0, NULL)) != NN_OK)
         return status;
-    if (db && !K.direct_dw) { /* else the direct weight-gradient tasks sum it */
+    if (db && !K.direct_dw && !K.wino_dw) { /* else the weight-gradient tasks sum it */
         K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
         K.t_db = ceil_div(G->o, K.bb);
     }
@@ -1194,6 +1232,8 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     status = run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
     if (status == NN_OK && K.direct_dw)
         nn_dconv_dw_reduce(&K.ddw, dwt, db);
+    if (status == NN_OK && K.wino_dw)
+        nn_wino_dw_reduce(&K.wdw, dwt, db);
     return status;
 }
 

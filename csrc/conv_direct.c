@@ -490,9 +490,6 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
 
 /* ---- the weight gradient ---- */
 
-/* Chunks of images in the weight gradient (each a part of dw's size). */
-#define NN_DCONV_DW_CHUNKS 8
-
 int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
 {
     E->kt = kt;
@@ -533,9 +530,7 @@ int nn_dconv_dw_plan(nn_dconv_dw *E, const nn_kernel_table *kt)
         if (E->nseg == 1 && E->seg[0].skip == 0)
             E->nseg = 0;
     }
-    E->nq = min64(E->n, NN_DCONV_DW_CHUNKS);
-    E->per_q = ceil_div(E->n, E->nq);
-    E->nq = ceil_div(E->n, E->per_q);
+    nn_dconv_dw_chunks(E->n, &E->nq, &E->per_q);
     return 1;
 }
 
@@ -585,12 +580,11 @@ static void pad_planes(const nn_dconv_dw *E, const float *xc, float *xp)
     }
 }
 
-/* The bias gradient's share of one image: acc[j] += the sum over the P rows
- * of dyt (L floats each, L a multiple of 16) of column j, for j < L. Blocks
- * of 16 rows are summed in float, sixteen columns at a time in registers
- * (fixed-size loops gcc vectorises with any ISA's flags), and each block's
- * sums added in double: a fixed order, float error bounded by one block. */
-static void dyt_column_sums(const float *dyt, int64_t P, int64_t L, double *acc)
+/* Blocks of 16 rows are summed in float, sixteen columns at a time in
+ * registers (fixed-size loops gcc vectorises with any ISA's flags), and each
+ * block's sums added in double: a fixed order, float error bounded by one
+ * block. */
+void nn_dconv_dw_column_sums(const float *dyt, int64_t P, int64_t L, double *acc)
 {
     for (int64_t j0 = 0; j0 < L; j0 += 16)
         for (int64_t p0 = 0; p0 < P; p0 += 16) {
@@ -629,7 +623,7 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
             if (n == n0)
                 for (int64_t j = 0; j < L; j++)
                     acc[j] = 0.0;
-            dyt_column_sums(dyt, P, L, acc);
+            nn_dconv_dw_column_sums(dyt, P, L, acc);
         }
         if (!E->with_dw)
             continue;

@@ -84,6 +84,17 @@ size_t nn_dconv_task_floats(const nn_dconv *D);
 /* Run task t: y's outputs of that (image, group, band) from x. */
 void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf);
 
+/* Chunks of images in the weight gradient (each a part of dw's size): at
+ * most NN_DCONV_DW_CHUNKS of per_q images, from n > 0 only (the Winograd
+ * weight gradient chunks the batch the same way). */
+#define NN_DCONV_DW_CHUNKS 8
+static inline void nn_dconv_dw_chunks(int64_t n, int64_t *nq, int64_t *per_q)
+{
+    const int64_t q = n < NN_DCONV_DW_CHUNKS ? n : NN_DCONV_DW_CHUNKS;
+    *per_q = (n + q - 1) / q;
+    *nq = (n + *per_q - 1) / *per_q;
+}
+
 /* The weight gradient by the same register tile: per image, the kernel's
  * "taps" are the output pixels p (dy transposed, channels contiguous, as the
  * weights), its "pixels" the kernel columns j of one kernel row (input
@@ -127,6 +138,11 @@ static inline int64_t nn_dconv_dw_tasks(const nn_dconv_dw *E)
 size_t nn_dconv_dw_task_floats(const nn_dconv_dw *E);
 void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const float *dy,
                       float *buf);
+/* The bias gradient's share of one image: acc[j] += the sum over the P rows
+ * of dyt (L floats each, L a multiple of 16) of column j, for j < L, in a
+ * fixed order (also the Winograd weight gradient's, winograd_dw.h, so db
+ * gets the same bits whichever of the two runs). */
+void nn_dconv_dw_column_sums(const float *dyt, int64_t P, int64_t L, double *acc);
 /* dw (the Conv2d's weight shape) = the parts summed over the chunks in order;
  * with_db db (O floats) likewise; without with_dw dw is not touched. */
 void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw, float *db);

@@ -170,8 +170,28 @@ typedef struct nn_conv_tile {
     X(wino_weights, (int64_t kn, int64_t c, const float *w, int64_t ldk, int64_t ldc, int flip, \
                      const float *scale, float *u, int64_t ldu, int64_t ldcu), \
       (kn, c, w, ldk, ldc, flip, scale, u, ldu, ldcu))
+/* The Winograd F(2x2, 3x3) weight gradient's transforms (winograd_dw_kernel.c,
+ * laid out by winograd_dw.c), one row of tw tiles each, vectorised over
+ * channels (c and k multiples of 16), xi = 4a + b the position in the 4x4:
+ * wino_dw_input: V = B^T d B of the 4x4 input tile j whose pixel (a, b)
+ *   holds c channels at x[a*ldr + (2j + b)*c]: v[xi*ldxi + j*c + ch] = V[ch][xi]
+ * wino_dw_grad: W = A g A^T of the 2x2 output-gradient tile j whose pixels
+ *   (0, b) hold k channels at r0[(2j + b)*k] and (1, b) at r1[(2j + b)*k]
+ *   (r1 NULL, or a column 2j + b >= ow: the k zeros at zero):
+ *   w[xi*ldxi + j*k + kk] = W[kk][xi]
+ * wino_dw_output: the 3x3 G^T U G of n 4x4 U at u[xi*ldxi + i], i < n (a
+ *   multiple of 16), its taps at part[tap*ldtap + i] */
+#define NN_WINO_DW_KERNELS(X) \
+    X(wino_dw_input, (int64_t c, int64_t tw, const float *x, int64_t ldr, float *v, \
+                      int64_t ldxi), (c, tw, x, ldr, v, ldxi)) \
+    X(wino_dw_grad, (int64_t k, int64_t tw, int64_t ow, const float *r0, const float *r1, \
+                     const float *zero, float *w, int64_t ldxi), \
+      (k, tw, ow, r0, r1, zero, w, ldxi)) \
+    X(wino_dw_output, (int64_t n, const float *u, int64_t ldxi, float *part, int64_t ldtap), \
+      (n, u, ldxi, part, ldtap))
 #define NN_ISA_KERNELS(X) \
-    NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X) NN_CONV_KERNELS(X) NN_WINO_KERNELS(X)
+    NN_PUBLIC_KERNELS(X) NN_GEMM_KERNELS(X) NN_CONV_KERNELS(X) NN_WINO_KERNELS(X) \
+    NN_WINO_DW_KERNELS(X)
 
 #define NN_CAT_(a, b) a##b
 #define NN_CAT(a, b) NN_CAT_(a, b)

@@ -1270,6 +1270,22 @@ def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object d
     check(status, fn)
 
 
+_WINO_DW_MODES = ("auto", "never", "always")   # NN_WINO_DW_AUTO, _NEVER, _ALWAYS
+
+
+def conv2d_winograd_dw(mode=None):
+    """The weight-gradient switch of conv2d_backward for the convolutions
+    Winograd F(2x2, 3x3) serves (3x3, stride 1, dilation 1, groups 1,
+    float32): "auto" (by shape, the default), "never" (the direct or im2col
+    path) or "always" (Winograd wherever it applies). Process-wide, for tests
+    and benchmarks. Returns the mode before the call; None only reads it."""
+    if mode is not None and mode not in _WINO_DW_MODES:
+        raise ValueError(f"conv2d_winograd_dw: mode must be one of {_WINO_DW_MODES} or None, "
+                         f"got {mode!r}")
+    cdef int code = -1 if mode is None else _WINO_DW_MODES.index(mode)
+    return _WINO_DW_MODES[nn_conv2d_winograd_dw_mode(code)]
+
+
 cdef int _pool_params(str fn, cnp.ndarray x, object kernel, object stride, object padding,
                       nn_pool2d_params *p, int64_t *planes) except -1:
     cdef int64_t d[4]
