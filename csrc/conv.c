@@ -805,6 +805,15 @@ static int run_tasks(const conv_call *K, double flops)
 
 /* ---- planning ---- */
 
+/* A planned path's tasks: `tasks` of them in *count, each thread's LAYER
+ * buffer at least `need` floats. */
+static void plan_tasks(conv_call *K, size_t need, int64_t *count, int64_t tasks)
+{
+    if (need > K->buf_floats)
+        K->buf_floats = need;
+    *count = tasks;
+}
+
 /* The direct convolution (conv_direct.c) for this call's forward pass
  * (dx == 0) or input gradient (dx == 1) planned in K: 1 when it applies,
  * else 0 (the paths below run). */
@@ -842,12 +851,7 @@ static int plan_direct(conv_call *K, int dx)
         return 0;
     if (!nn_dconv_plan(D, K->kt))
         return 0;
-    const size_t need = nn_dconv_task_floats(D);
-    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
-    if (dx)
-        K->t_dx = nn_dconv_tasks(D);
-    else
-        K->t_fwd = nn_dconv_tasks(D);
+    plan_tasks(K, nn_dconv_task_floats(D), dx ? &K->t_dx : &K->t_fwd, nn_dconv_tasks(D));
     return 1;
 }
 
@@ -919,12 +923,7 @@ static int plan_wino(conv_call *K, int dx)
     }
     if (!nn_wino_plan(W, K->kt, nn_max_threads()))
         return 0;
-    const size_t need = nn_wino_task_floats(W);
-    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
-    if (dx)
-        K->t_dx = nn_wino_tasks(W);
-    else
-        K->t_fwd = nn_wino_tasks(W);
+    plan_tasks(K, nn_wino_task_floats(W), dx ? &K->t_dx : &K->t_fwd, nn_wino_tasks(W));
     return 1;
 }
 
@@ -945,9 +944,7 @@ static int plan_direct_dw(conv_call *K)
     E->with_db = K->db != NULL;
     if (!nn_dconv_dw_plan(E, K->kt))
         return 0;
-    const size_t need = nn_dconv_dw_task_floats(E);
-    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
-    K->t_dw = nn_dconv_dw_tasks(E);
+    plan_tasks(K, nn_dconv_dw_task_floats(E), &K->t_dw, nn_dconv_dw_tasks(E));
     return 1;
 }
 
@@ -968,9 +965,7 @@ static int plan_wino_dw(conv_call *K)
     E->with_db = K->db != NULL;
     if (!nn_wino_dw_plan(E, K->kt))
         return 0;
-    const size_t need = nn_wino_dw_task_floats(E);
-    K->buf_floats = need > K->buf_floats ? need : K->buf_floats;
-    K->t_dw = nn_wino_dw_tasks(E);
+    plan_tasks(K, nn_wino_dw_task_floats(E), &K->t_dw, nn_wino_dw_tasks(E));
     return 1;
 }
 
