@@ -7,7 +7,7 @@ against the direct path it replaces, in one process.
 
 Per layer: `_core.conv2d_backward` with dw and db only (no dx), on the 3x3
 stride-1 layers of ResNet-20 (16->16 28x28, 32->32 14x14, 64->64 7x7) and
-the small CNN (32->64 14x14), with `_core.conv2d_winograd_dw` switching
+the small CNN (32->64 14x14), with `_core.set_winograd_dw` switching
 between "never" (the direct path, as on main) and "always"; the two sides
 alternate, a pause before each, medians and 10th percentiles. With one
 thread the clock is the thread's CPU time (the machine is shared: it
@@ -43,7 +43,7 @@ def per_layer(threads, reps, batches):
             times = {"never": [], "always": []}
             for r in range(reps + 1):            # round 0 warms up
                 for mode in times:
-                    _core.conv2d_winograd_dw(mode)
+                    _core.set_winograd_dw(mode)
                     time.sleep(0.02)
                     t0 = clock()
                     _core.conv2d_backward(x, w, dy, None, dw, db, 1, 1)
@@ -57,7 +57,7 @@ def per_layer(threads, reps, batches):
                   f"winograd {med['always'] * 1e3:7.3f} ms "
                   f"{flops / med['always'] / 1e9:6.1f} GF/s  x{med['never'] / med['always']:.2f}"
                   f"  (p10 x{p10['never'] / p10['always']:.2f})", flush=True)
-    _core.conv2d_winograd_dw("auto")
+    _core.set_winograd_dw("auto")
 
 
 def training(net, threads, batch, rounds):
@@ -67,7 +67,7 @@ def training(net, threads, batch, rounds):
 
     def in_mode(mode, run):
         def epoch(X, y):
-            _core.conv2d_winograd_dw(mode)
+            _core.set_winograd_dw(mode)
             return run(X, y)
         return epoch
 
@@ -77,7 +77,7 @@ def training(net, threads, batch, rounds):
                 "winograd": in_mode("auto", conv_train_contender("nncore", net, batch)),
                 "torch": conv_train_contender("torch", net, batch)}
         times, counts = time_epochs(runs, X, y, batch, 1.0, 2048, rounds, 0.2)
-    _core.conv2d_winograd_dw("auto")
+    _core.set_winograd_dw("auto")
     for side, t in times.items():
         rates = " ".join(f"{counts[side] / v:.0f}" for v in t)
         print(f"{net} b{batch} {side:9s} {counts[side] / np.median(t):8.1f} samples/s "

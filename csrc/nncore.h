@@ -281,16 +281,9 @@ int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act);
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
                        const float *dy, float *dx, float *dw, float *db);
-/* Which weight gradient nn_conv2d_backward runs for the convolutions
- * Winograd F(2x2, 3x3) serves (3x3, stride 1, dilation 1, groups 1,
- * float32, images within a size bound): by the shape (AUTO, the default),
- * never (NEVER), or wherever it applies (ALWAYS): a process-wide switch for
- * tests and benchmarks. Returns the mode before the call; a mode outside
- * these three changes nothing (-1 reads the mode). */
-#define NN_WINO_DW_AUTO 0
-#define NN_WINO_DW_NEVER 1
-#define NN_WINO_DW_ALWAYS 2
-int nn_conv2d_winograd_dw_mode(int mode);
+/* The same switch for their weight gradient (images within a size bound):
+ * NN_WINOGRAD_AUTO, ALWAYS or NEVER; returns the previous mode. */
+int nn_conv_set_winograd_dw(int mode);
 /* The forward pass followed by an evaluation-mode BatchNorm2d (running
  * statistics mean, var; bn_weight, bn_bias NULL for 1 and 0; eps) and act,
  * in one pass: y = act(conv(x, w) * a + s) per output channel, a = bn_weight

@@ -15,6 +15,7 @@
  * A block holds as many tile rows as fit half of L2 (read at run time,
  * gemm_blocking.c), so the products read V and W from L2 right after the
  * transforms wrote them. */
+#include <stdatomic.h>
 #include <string.h>
 #include "conv_direct.h"
 #include "gemm.h"
@@ -26,14 +27,11 @@
  * or the im2col weight gradient. */
 #define NN_WINO_DW_IMAGE_FLOATS 131072
 
-static int wino_dw_mode = NN_WINO_DW_AUTO;
+static atomic_int wino_dw_mode = NN_WINOGRAD_AUTO;
 
-int nn_conv2d_winograd_dw_mode(int mode)
+int nn_conv_set_winograd_dw(int mode)
 {
-    const int previous = wino_dw_mode;
-    if (mode >= NN_WINO_DW_AUTO && mode <= NN_WINO_DW_ALWAYS)
-        wino_dw_mode = mode;
-    return previous;
+    return atomic_exchange(&wino_dw_mode, mode);
 }
 
 /* Where Winograd pays, from the shape and the L2 size only (never the
@@ -54,7 +52,8 @@ static int wino_dw_pays(const nn_wino_dw *E, const nn_gemm_blocking *b)
 
 int nn_wino_dw_plan(nn_wino_dw *E, const nn_kernel_table *kt)
 {
-    if (wino_dw_mode == NN_WINO_DW_NEVER || E->n < 1)
+    const int mode = atomic_load_explicit(&wino_dw_mode, memory_order_relaxed);
+    if (mode == NN_WINOGRAD_NEVER || E->n < 1)
         return 0;
     E->kt = kt;
     E->th = (E->oh + 1) / 2;
@@ -69,7 +68,7 @@ int nn_wino_dw_plan(nn_wino_dw *E, const nn_kernel_table *kt)
     /* inplace_a is half of L2, in bytes */
     nn_gemm_blocking b;
     nn_gemm_blocking_for(kt, &b);
-    if (wino_dw_mode == NN_WINO_DW_AUTO && !wino_dw_pays(E, &b))
+    if (mode == NN_WINOGRAD_AUTO && !wino_dw_pays(E, &b))
         return 0;
     E->mr = b.mr;
     E->nr = b.nr;

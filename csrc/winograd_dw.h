@@ -48,7 +48,7 @@ typedef struct nn_wino_dw {
 } nn_wino_dw;
 
 /* 1 when Winograd runs for E (geometry and with_* filled in, kernel table
- * kt): by the mode (nn_conv2d_winograd_dw_mode) and, in NN_WINO_DW_AUTO,
+ * kt): by the mode (nn_conv_set_winograd_dw) and, in NN_WINOGRAD_AUTO,
  * the shape; else 0. */
 int nn_wino_dw_plan(nn_wino_dw *E, const nn_kernel_table *kt);
 size_t nn_wino_dw_shared_floats(const nn_wino_dw *E);

@@ -143,7 +143,7 @@ cdef extern from "nncore.h" nogil:
                                const float *b, float *z, float *y, int32_t *argmax, int act)
     int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db)
-    int nn_conv2d_winograd_dw_mode(int mode)
+    int nn_conv_set_winograd_dw(int mode)
 
     # pooling (pool.c)
     ctypedef struct nn_pool2d_params:

@@ -1082,17 +1082,28 @@ cdef int _conv_arrays(str fn, cnp.ndarray x, cnp.ndarray w, object stride, objec
 
 _WINOGRAD_MODES = {"auto": NN_WINOGRAD_AUTO, "always": NN_WINOGRAD_ALWAYS,
                    "never": NN_WINOGRAD_NEVER}
+_WINOGRAD_NAMES = {code: name for name, code in _WINOGRAD_MODES.items()}
 
 
-def set_winograd(str mode):
-    """Where 3x3 stride-1 convolutions run Winograd F(2x2, 3x3): "auto" (the
-    default: where the layer's shape says it pays), "always" (every such
-    layer) or "never" (for tests and benchmarks). Returns the previous mode."""
+cdef int _winograd_code(str mode) except -1:
     if mode not in _WINOGRAD_MODES:
         raise ValueError(f"unknown Winograd mode {mode!r}; expected one of "
                          f"{sorted(_WINOGRAD_MODES)}")
-    cdef int previous = nn_conv_set_winograd(_WINOGRAD_MODES[mode])
-    return {v: k for k, v in _WINOGRAD_MODES.items()}[previous]
+    return _WINOGRAD_MODES[mode]
+
+
+def set_winograd(str mode):
+    """Where 3x3 stride-1 convolutions run Winograd F(2x2, 3x3) for the
+    forward pass and the input gradient: "auto" (the default: where the
+    layer's shape says it pays), "always" (every such layer) or "never" (for
+    tests and benchmarks). Returns the previous mode."""
+    return _WINOGRAD_NAMES[nn_conv_set_winograd(_winograd_code(mode))]
+
+
+def set_winograd_dw(str mode):
+    """The same switch for their weight gradient (images within a size
+    bound). Returns the previous mode."""
+    return _WINOGRAD_NAMES[nn_conv_set_winograd_dw(_winograd_code(mode))]
 
 
 def conv2d_output_shape(tuple x_shape, tuple w_shape, stride=1, padding=0, dilation=1,
@@ -1268,22 +1279,6 @@ def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object d
     with nogil:
         status = nn_conv2d_backward(&p, px, pw, pdy, pdx, pdw, pdb)
     check(status, fn)
-
-
-_WINO_DW_MODES = ("auto", "never", "always")   # NN_WINO_DW_AUTO, _NEVER, _ALWAYS
-
-
-def conv2d_winograd_dw(mode=None):
-    """The weight-gradient switch of conv2d_backward for the convolutions
-    Winograd F(2x2, 3x3) serves (3x3, stride 1, dilation 1, groups 1,
-    float32): "auto" (by shape, the default), "never" (the direct or im2col
-    path) or "always" (Winograd wherever it applies). Process-wide, for tests
-    and benchmarks. Returns the mode before the call; None only reads it."""
-    if mode is not None and mode not in _WINO_DW_MODES:
-        raise ValueError(f"conv2d_winograd_dw: mode must be one of {_WINO_DW_MODES} or None, "
-                         f"got {mode!r}")
-    cdef int code = -1 if mode is None else _WINO_DW_MODES.index(mode)
-    return _WINO_DW_MODES[nn_conv2d_winograd_dw_mode(code)]
 
 
 cdef int _pool_params(str fn, cnp.ndarray x, object kernel, object stride, object padding,

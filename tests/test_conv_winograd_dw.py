@@ -15,9 +15,9 @@ from test_conv_kernels import assert_sum_close, conv_backward_ref
 @pytest.fixture
 def wino():
     """Run the test with Winograd's weight gradient wherever it applies."""
-    previous = _core.conv2d_winograd_dw("always")
+    previous = _core.set_winograd_dw("always")
     yield
-    _core.conv2d_winograd_dw(previous)
+    _core.set_winograd_dw(previous)
 
 
 def grads(x, w, dy, padding, want=("dw", "db"), dx=False):
@@ -38,11 +38,11 @@ def make(rng, n, c, h, w, o, padding):
 
 
 def in_mode(mode, fn, *args, **kwargs):
-    previous = _core.conv2d_winograd_dw(mode)
+    previous = _core.set_winograd_dw(mode)
     try:
         return fn(*args, **kwargs)
     finally:
-        _core.conv2d_winograd_dw(previous)
+        _core.set_winograd_dw(previous)
 
 
 # (n, c, h, w, o, padding): odd and tiny images (one tile, odd last tile
@@ -153,7 +153,7 @@ def test_winograd_dw_leaves_other_convolutions_alone(rng, wino):
 @pytest.mark.parametrize("mode", ["always", "auto"])
 def test_winograd_dw_layer_equals_torch(isa, rng, mode):
     torch = pytest.importorskip("torch")
-    previous = _core.conv2d_winograd_dw(mode)
+    previous = _core.set_winograd_dw(mode)
     try:
         for n, c, hw, o in [(4, 16, 14, 16), (3, 32, 7, 64), (2, 5, 6, 3)]:
             layer = nn.Conv2d(c, o, 3, padding=1)
@@ -172,14 +172,15 @@ def test_winograd_dw_layer_equals_torch(isa, rng, mode):
             np.testing.assert_allclose(layer.grad_bias, ref.bias.grad.numpy(), rtol=1e-4,
                                        atol=1e-3)
     finally:
-        _core.conv2d_winograd_dw(previous)
+        _core.set_winograd_dw(previous)
 
 
 def test_winograd_dw_mode_switch():
-    previous = _core.conv2d_winograd_dw()
-    assert previous in ("auto", "never", "always")
-    assert _core.conv2d_winograd_dw("never") == previous
-    assert _core.conv2d_winograd_dw(previous) == "never"
-    with pytest.raises(ValueError, match="conv2d_winograd_dw: mode must be one of"):
-        _core.conv2d_winograd_dw("fast")
-    assert _core.conv2d_winograd_dw() == previous
+    previous = _core.set_winograd_dw("never")
+    try:
+        assert _core.set_winograd_dw("always") == "never"
+        with pytest.raises(ValueError, match="unknown Winograd mode 'fast'"):
+            _core.set_winograd_dw("fast")
+        assert _core.set_winograd_dw("auto") == "always"
+    finally:
+        _core.set_winograd_dw(previous)
