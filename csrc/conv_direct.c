@@ -650,16 +650,22 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
     }
 }
 
+void nn_dconv_db_reduce(const double *part, int64_t nq, int64_t ld, int64_t n, float *db)
+{
+    for (int64_t o = 0; o < n; o++) {
+        double s = 0.0;
+        for (int64_t q = 0; q < nq; q++)
+            s += part[q * ld + o];
+        db[o] = (float)s;
+    }
+}
+
 void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw, float *db)
 {
     if (E->with_db)
         for (int64_t g = 0; g < E->groups; g++)
-            for (int64_t o = 0; o < E->o; o++) {
-                double s = 0.0;
-                for (int64_t q = 0; q < E->nq; q++)
-                    s += E->dbpart[(q * E->groups + g) * E->ldo + o];
-                db[g * E->o + o] = (float)s;
-            }
+            nn_dconv_db_reduce(E->dbpart + g * E->ldo, E->nq, E->groups * E->ldo, E->o,
+                               db + g * E->o);
     if (!E->with_dw)
         return;
     const int64_t chunk = E->groups * E->taps * E->ldo;

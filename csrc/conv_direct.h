@@ -143,6 +143,10 @@ void nn_dconv_dw_task(const nn_dconv_dw *E, int64_t t, const float *x, const flo
  * fixed order (also the Winograd weight gradient's, winograd_dw.h, so db
  * gets the same bits whichever of the two runs). */
 void nn_dconv_dw_column_sums(const float *dyt, int64_t P, int64_t L, double *acc);
+/* db[o] = (float) the sum over the chunks q < nq, in order, of part[q ld + o],
+ * o < n: the bias gradient's reduction (also the Winograd weight
+ * gradient's, so db gets the same bits whichever of the two runs). */
+void nn_dconv_db_reduce(const double *part, int64_t nq, int64_t ld, int64_t n, float *db);
 /* dw (the Conv2d's weight shape) = the parts summed over the chunks in order;
  * with_db db (O floats) likewise; without with_dw dw is not touched. */
 void nn_dconv_dw_reduce(const nn_dconv_dw *E, float *dw, float *db);

@@ -211,12 +211,7 @@ void nn_wino_dw_task(const nn_wino_dw *E, int64_t q, const float *x, const float
 void nn_wino_dw_reduce(const nn_wino_dw *E, float *dw, float *db)
 {
     if (db)
-        for (int64_t k = 0; k < E->o; k++) {
-            double s = 0.0;
-            for (int64_t q = 0; q < E->nq; q++)
-                s += E->dbpart[q * E->ldk + k];
-            db[k] = (float)s;
-        }
+        nn_dconv_db_reduce(E->dbpart, E->nq, E->ldk, E->o, db);
     if (!dw)
         return;
     /* the parts are tap-major: each (tap, k) row of c channels is summed

@@ -173,14 +173,3 @@ def test_winograd_dw_layer_equals_torch(isa, rng, mode):
                                        atol=1e-3)
     finally:
         _core.set_winograd_dw(previous)
-
-
-def test_winograd_dw_mode_switch():
-    previous = _core.set_winograd_dw("never")
-    try:
-        assert _core.set_winograd_dw("always") == "never"
-        with pytest.raises(ValueError, match="unknown Winograd mode 'fast'"):
-            _core.set_winograd_dw("fast")
-        assert _core.set_winograd_dw("auto") == "always"
-    finally:
-        _core.set_winograd_dw(previous)

@@ -159,15 +159,19 @@ def test_automatic_choice_keeps_batch_independent_bits(rng, num_threads):
             np.testing.assert_array_equal(np.concatenate(singles), y, err_msg=str(case))
 
 
-def test_set_winograd():
-    previous = _core.set_winograd("never")
+@pytest.mark.parametrize("switch", ["set_winograd", "set_winograd_dw"])
+def test_set_winograd(switch):
+    """Both switches (forward/dx and the weight gradient) take the same
+    modes and return the previous one."""
+    set_mode = getattr(_core, switch)
+    previous = set_mode("never")
     try:
-        assert _core.set_winograd("always") == "never"
+        assert set_mode("always") == "never"
         with pytest.raises(ValueError, match="unknown Winograd mode 'fast'"):
-            _core.set_winograd("fast")
-        assert _core.set_winograd("auto") == "always"
+            set_mode("fast")
+        assert set_mode("auto") == "always"
     finally:
-        _core.set_winograd(previous)
+        set_mode(previous)
 
 
 def test_bad_arguments_and_large_channel_counts(rng, always):
