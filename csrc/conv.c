@@ -546,6 +546,9 @@ typedef struct conv_call {
     nn_wino wfwd, wdx;
     nn_wino_dw wdw;
     int wino_fwd, wino_dx, wino_dw;
+    /* forward: the weights packed by nn_conv2d_pack_forward (its payload, the
+     * header checked against this call's plan), or NULL: packed here */
+    const float *packed;
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -754,11 +757,12 @@ static int run_task(const conv_call *K, int64_t t, float *buf)
  * is such work (the threads then meet at a barrier before the tasks). */
 static int prologue(const conv_call *K, int part, int parts)
 {
-    if (K->wino_fwd)
+    const int wino_fwd = K->wino_fwd && K->packed == NULL;
+    if (wino_fwd)
         nn_wino_pack(&K->wfwd, part, parts);
     if (K->wino_dx)
         nn_wino_pack(&K->wdx, part, parts);
-    return K->wino_fwd || K->wino_dx;
+    return wino_fwd || K->wino_dx;
 }
 
 /* Run the task list: on the calling thread when it is one task or little
@@ -769,7 +773,7 @@ static int run_tasks(const conv_call *K, double flops)
     const int64_t total = K->t_fwd + K->t_dx + K->t_dw + K->t_db;
     int nt = flops >= NN_CONV_PARALLEL_MIN_FLOPS ? nn_max_threads() : 1;
     /* the Winograd weight transform splits over the threads too */
-    nt = (int)min64(nt, max64(total, K->wino_fwd || K->wino_dx ? nt : 0));
+    nt = (int)min64(nt, max64(total, (K->wino_fwd && !K->packed) || K->wino_dx ? nt : 0));
     if (nt <= 1) {
         float *buf = NULL;
         if (K->buf_floats > 0 && (buf = nn_workspace_get(NN_WS_LAYER, K->buf_floats)) == NULL)
@@ -990,8 +994,12 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
     if (front_out)
         *front_out = shared;
     shared += front;
-    if (K->direct_fwd)
+    if (K->direct_fwd && K->packed) {
+        nn_dconv_pack_offsets(&K->dfwd, shared);
+        K->dfwd.wpk = K->packed;
+    } else if (K->direct_fwd) {
         nn_dconv_pack(&K->dfwd, shared, K->w, K->b);
+    }
     if (K->direct_dx)
         nn_dconv_pack(&K->ddx, shared + a16, K->w, NULL);
     if (K->direct_dw)
@@ -1000,6 +1008,8 @@ static int pack_direct(conv_call *K, size_t front, float **front_out)
         nn_wino_dw_pack(&K->wdw, shared + a16 + b16);
     /* the Winograd weights are transformed by the team (prologue) */
     K->wfwd.u = K->wdx.u = shared + a16 + b16 + c16;
+    if (K->wino_fwd && K->packed)
+        K->wfwd.u = (float *)K->packed;
     return NN_OK;
 }
 
@@ -1126,33 +1136,102 @@ static void add_residual(const geom *G, const float *res, int act, float *y)
     }
 }
 
-/* pool_arg != NULL (with pool_y; no bn, no res): MaxPool2d(2) of the
- * activated output into pool_y and pool_arg, y written only when the direct
- * path does not run (then y is pooled by nn_maxpool2d_forward). */
-static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                          const float *b, const bn_fold *bn, const float *res, float *y,
-                          int act, float *pool_y, int32_t *pool_arg)
+/* K planned for a forward pass (the direct, Winograd or GEMM path), the
+ * arrays set; n == 0 leaves K->G.n == 0 and nothing planned. */
+static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const float *x,
+                             const float *w, const float *b, const float *res, float *y,
+                             int act, float *pool_y, int32_t *pool_arg)
 {
-    conv_call K;
-    memset(&K, 0, sizeof K);
-    int status = geom_init(p, &K.G);
+    memset(K, 0, sizeof *K);
+    int status = geom_init(p, &K->G);
     if (status != NN_OK)
         return status;
     if (!nn_epilogue_supports(act))
         return NN_EINVAL;
-    const geom *G = &K.G;
-    if (G->n == 0)
+    if (K->G.n == 0)
         return NN_OK;
-    K.x = x, K.w = w, K.b = b, K.y = y, K.act = act, K.res = res;
-    K.pool_y = pool_y, K.pool_arg = pool_arg;
-    K.kt = nn_kernels();
-    K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
+    K->x = x, K->w = w, K->b = b, K->y = y, K->act = act, K->res = res;
+    K->pool_y = pool_y, K->pool_arg = pool_arg;
+    K->kt = nn_kernels();
+    K->gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     /* Winograd and the direct path are float32; Winograd leaves a pooling
      * to nn_maxpool2d_forward (z written), as the GEMM path does */
-    K.wino_fwd = !p->bf16 && plan_wino(&K, 0);
-    K.direct_fwd = !K.wino_fwd && !p->bf16 && plan_direct(&K, 0);
+    K->wino_fwd = !p->bf16 && plan_wino(K, 0);
+    K->direct_fwd = !K->wino_fwd && !p->bf16 && plan_direct(K, 0);
+    return NN_OK;
+}
+
+/* The BatchNorm's a and s (o16 floats apart in ab; b the conv's bias) for
+ * K's forward pass,
+ * folded into the direct path's packed weights (unless packed earlier) or
+ * into Winograd's as they are transformed. */
+static void fold_bn(conv_call *K, const bn_fold *bn, const float *b, float *ab, int64_t o16)
+{
+    bn_coefficients(bn, b, K->G.o, ab, ab + o16);
+    if (K->direct_fwd && K->packed == NULL)
+        nn_dconv_fold(&K->dfwd, ab, ab + o16);
+    K->wfwd.scale = ab, K->wfwd.bias = ab + o16;
+}
+
+/* ---- weights packed once for many forward passes ----
+ * nn_conv2d_pack_forward's header (int64 values): a magic number, the path
+ * (1 direct, 2 Winograd), the kernel table, the layout (direct: groups,
+ * taps, ldw; Winograd: ldu, ldk, nr), the flags (1: a bias, 2: a
+ * BatchNorm folded), the payload's floats (after the header). */
+#define PACK_MAGIC INT64_C(0x316b63617076636e) /* "ncvpack1" */
+#define PACK_HEADER_FLOATS 16
+
+static void pack_header(const conv_call *K, int flags, int64_t h[8])
+{
+    memset(h, 0, 8 * sizeof *h);
+    h[0] = PACK_MAGIC;
+    h[2] = (int64_t)(intptr_t)K->kt;
+    h[6] = flags;
+    if (K->direct_fwd) {
+        const nn_dconv *D = &K->dfwd;
+        h[1] = 1, h[3] = D->groups, h[4] = D->taps, h[5] = D->ldw;
+        h[7] = (int64_t)nn_dconv_packed_floats(D);
+    } else if (K->wino_fwd) {
+        const nn_wino *W = &K->wfwd;
+        h[1] = 2, h[3] = W->ldu, h[4] = W->ldk, h[5] = W->nr;
+        h[7] = (int64_t)nn_wino_shared_floats(W);
+    }
+}
+
+/* The payload of `packed` (floats of them) when its header is the one K's
+ * plan would write, else NULL (the call packs its weights itself). */
+static const float *packed_payload(const conv_call *K, int flags, const float *packed,
+                                   int64_t floats)
+{
+    if (packed == NULL || floats < PACK_HEADER_FLOATS || !(K->direct_fwd || K->wino_fwd))
+        return NULL;
+    int64_t want[8], got[8];
+    pack_header(K, flags, want);
+    memcpy(got, packed, sizeof got);
+    if (memcmp(want, got, sizeof want) != 0 ||
+        want[7] > floats - PACK_HEADER_FLOATS)
+        return NULL;
+    return packed + PACK_HEADER_FLOATS;
+}
+
+/* pool_arg != NULL (with pool_y; no bn, no res): MaxPool2d(2) of the
+ * activated output into pool_y and pool_arg, y written only when the direct
+ * path does not run (then y is pooled by nn_maxpool2d_forward). packed: see
+ * nn_conv2d_forward_packed. */
+static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
+                          const float *b, const bn_fold *bn, const float *res, float *y,
+                          int act, float *pool_y, int32_t *pool_arg, const float *packed,
+                          int64_t packed_floats)
+{
+    conv_call K;
+    int status = plan_forward_call(&K, p, x, w, b, res, y, act, pool_y, pool_arg);
+    const geom *G = &K.G;
+    if (status != NN_OK || G->n == 0)
+        return status;
     if (K.direct_fwd && pool_arg)
         K.y = pool_y; /* the tasks write the pooled output */
+    const int flags = (b != NULL) | (bn != NULL) << 1;
+    K.packed = packed_payload(&K, flags, packed, packed_floats);
     /* the paths other than the direct and Winograd ones apply the
      * BatchNorm's affine map and the residual in passes of their own, the
      * activation in the last */
@@ -1169,12 +1248,10 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
     const int64_t o16 = round_up(G->o, 16);
     if ((status = pack_direct(&K, bn ? (size_t)(2 * o16) : 0, &ab)) != NN_OK)
         return status;
-    if (bn) {
-        bn_coefficients(bn, b, G->o, ab, ab + o16);
-        if (K.direct_fwd)
-            nn_dconv_fold(&K.dfwd, ab, ab + o16);
-        K.wfwd.scale = ab, K.wfwd.bias = ab + o16; /* folded as U is transformed */
-    }
+    if (K.packed && K.direct_fwd && flags)
+        K.dfwd.bias = K.packed + K.dfwd.groups * K.dfwd.taps * K.dfwd.ldw;
+    if (bn)
+        fold_bn(&K, bn, b, ab, o16);
     status = run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
     if (status == NN_OK && bn && !fused)
         apply_affine(G, ab, ab + o16, act_affine, y);
@@ -1186,6 +1263,42 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         nn_maxpool2d_forward(G->n * G->o, &pp, y, pool_y, pool_arg);
     }
     return status;
+}
+
+int nn_conv2d_pack_forward(const nn_conv2d_params *p, const float *w, const float *b,
+                           const float *bn_weight, const float *bn_bias, const float *mean,
+                           const float *var, float eps, float *packed, int64_t capacity,
+                           int64_t *needed)
+{
+    *needed = 0;
+    nn_conv2d_params one = *p;
+    one.n = 1; /* the packing does not depend on the batch */
+    conv_call K;
+    int status = plan_forward_call(&K, &one, NULL, w, b, NULL, NULL, NN_ACT_NONE, NULL, NULL);
+    if (status != NN_OK || !(K.direct_fwd || K.wino_fwd))
+        return status; /* the GEMM paths pack nothing ahead */
+    const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
+    const int flags = (b != NULL) | (mean != NULL) << 1;
+    int64_t h[8];
+    pack_header(&K, flags, h);
+    *needed = PACK_HEADER_FLOATS + h[7];
+    if (packed == NULL || capacity < *needed)
+        return NN_OK;
+    float *ab = NULL;
+    const int64_t o16 = round_up(K.G.o, 16);
+    if ((status = pack_direct(&K, mean ? (size_t)(2 * o16) : 0, &ab)) != NN_OK)
+        return status;
+    if (mean)
+        fold_bn(&K, &bn, b, ab, o16);
+    prologue(&K, 0, 1); /* Winograd's transform */
+    const float *payload = K.direct_fwd ? K.dfwd.wpk : K.wfwd.u;
+    memset(packed, 0, PACK_HEADER_FLOATS * sizeof(float));
+    memcpy(packed, h, sizeof h);
+    memcpy(packed + PACK_HEADER_FLOATS, payload, (size_t)h[7] * sizeof(float));
+    if (K.direct_fwd && !flags) /* the bias row: unused, made zero */
+        memset(packed + PACK_HEADER_FLOATS + K.dfwd.groups * K.dfwd.taps * K.dfwd.ldw, 0,
+               (size_t)(K.dfwd.groups * K.dfwd.ldw) * sizeof(float));
+    return NN_OK;
 }
 
 static int conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1246,12 +1359,15 @@ static double conv_flops(const nn_conv2d_params *p)
 
 static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, const float *w,
                                    const float *b, const bn_fold *bn, const float *res,
-                                   float *y, int act, float *pool_y, int32_t *pool_arg)
+                                   float *y, int act, float *pool_y, int32_t *pool_arg,
+                                   const float *packed, int64_t packed_floats)
 {
     if (!nn_profiling())
-        return conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg);
+        return conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg, packed,
+                              packed_floats);
     const int64_t t0 = nn_profile_now_ns();
-    const int status = conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg);
+    const int status = conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg, packed,
+                                      packed_floats);
     if (status == NN_OK)
         nn_profile_record(NN_K_conv2d_forward, t0, conv_flops(p), p->n, p->o, p->c);
     return status;
@@ -1260,7 +1376,7 @@ static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, co
 int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act)
 {
-    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, y, act, NULL, NULL);
+    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, y, act, NULL, NULL, NULL, 0);
 }
 
 int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1268,7 +1384,7 @@ int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float 
                          const float *mean, const float *var, float eps, float *y, int act)
 {
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    return conv2d_forward_profiled(p, x, w, b, &bn, NULL, y, act, NULL, NULL);
+    return conv2d_forward_profiled(p, x, w, b, &bn, NULL, y, act, NULL, NULL, NULL, 0);
 }
 
 int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1277,7 +1393,8 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
                           float *y, int act)
 {
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act, NULL, NULL);
+    return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act, NULL, NULL,
+                                   NULL, 0);
 }
 
 int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1289,7 +1406,26 @@ int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const floa
         return status;
     if (oh < 2 || ow < 2)
         return NN_EINVAL;
-    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, z, act, y, argmax);
+    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, z, act, y, argmax, NULL, 0);
+}
+
+int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
+                             int64_t packed_floats, const float *x, const float *w,
+                             const float *b, const float *bn_weight, const float *bn_bias,
+                             const float *mean, const float *var, float eps, const float *res,
+                             float *y, int act, float *pool_y, int32_t *pool_arg)
+{
+    if (pool_arg) {
+        int64_t oh, ow;
+        const int status = nn_conv2d_output_size(p, &oh, &ow);
+        if (status != NN_OK)
+            return status;
+        if (oh < 2 || ow < 2 || mean || res || !pool_y)
+            return NN_EINVAL;
+    }
+    const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
+    return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act, pool_y,
+                                   pool_arg, packed, packed_floats);
 }
 
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

@@ -173,20 +173,14 @@ static void pack_transposed(nn_dconv *D, int64_t *koff, int64_t *phase, float *w
     phase[D->sh * D->sw] = p;
 }
 
-void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias)
+void nn_dconv_pack_offsets(nn_dconv *D, float *shared)
 {
     int64_t *koff = (int64_t *)shared;
-    float *wpk = shared + index_floats(D);
     D->koff = koff;
-    D->wpk = wpk;
+    D->wpk = shared + index_floats(D);
     D->phase = NULL;
     D->bias = NULL;
-    if (D->transposed) {
-        D->phase = koff + D->taps;
-        pack_transposed(D, koff, (int64_t *)D->phase, wpk, w);
-        return;
-    }
-    const int64_t kk = D->kh * D->kw, plane = D->hq * D->wq;
+    const int64_t plane = D->hq * D->wq;
     for (int64_t ci = 0; ci < D->c; ci++)
         for (int64_t i = 0; i < D->kh; i++)
             for (int64_t j = 0; j < D->kw; j++) {
@@ -194,6 +188,27 @@ void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias
                 koff[(i * D->kw + j) * D->c + ci] = ((ci * D->sh + a) * D->sw + b) * plane +
                                                 i * D->dh / D->sh * D->wq + j * D->dw / D->sw;
             }
+}
+
+size_t nn_dconv_packed_floats(const nn_dconv *D)
+{
+    return (size_t)(D->groups * D->ldw * (D->taps + 1));
+}
+
+void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias)
+{
+    if (D->transposed) {
+        int64_t *koff = (int64_t *)shared;
+        D->koff = koff;
+        D->wpk = shared + index_floats(D);
+        D->phase = koff + D->taps;
+        D->bias = NULL;
+        pack_transposed(D, koff, (int64_t *)D->phase, (float *)D->wpk, w);
+        return;
+    }
+    nn_dconv_pack_offsets(D, shared);
+    float *wpk = (float *)D->wpk;
+    const int64_t kk = D->kh * D->kw;
     /* The Conv2d's weight per group, (o, taps) with taps in (ci, t) order
      * (t = i kw + j), transposed through registers into the scratch after
      * the bias, then its rows copied to t c + ci. */

@@ -69,6 +69,11 @@ size_t nn_dconv_shared_floats(const nn_dconv *D);
  * weight (O, C/groups, kh, kw); bias: NULL or O values (NULL when
  * transposed: the input gradient has none). */
 void nn_dconv_pack(nn_dconv *D, float *shared, const float *w, const float *bias);
+/* Only the tap offsets of nn_dconv_pack (not transposed): D's packed
+ * weights and bias are then set by the caller (a copy made earlier:
+ * nn_dconv_packed_floats floats, the weights then the bias row). */
+void nn_dconv_pack_offsets(nn_dconv *D, float *shared);
+size_t nn_dconv_packed_floats(const nn_dconv *D);
 /* Fold a per-channel affine map into the packed convolution (after
  * nn_dconv_pack): the weights of output channel j (O = groups * o values)
  * times scale[j], the bias replaced by shift[j]. */

@@ -314,6 +314,31 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
 int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *b, float *z, float *y, int32_t *argmax, int act);
 
+/* Weights packed once for many forward passes of one convolution (a model
+ * frozen for inference), for the direct and Winograd paths: the weight, the
+ * bias (or NULL) and an evaluation-mode BatchNorm (mean NULL: none; as in
+ * nn_conv2d_forward_bn) in the layout the forward pass reads, after a
+ * header that records the path and layout (they depend on the input's
+ * size, the ISA and the Winograd switch; not on the batch or the threads).
+ * *needed: the floats packed takes (0: this shape's path packs nothing
+ * ahead); packed is written when it is not NULL and capacity >= *needed.
+ * Returns NN_OK or the forward pass's errors. */
+int nn_conv2d_pack_forward(const nn_conv2d_params *p, const float *w, const float *b,
+                           const float *bn_weight, const float *bn_bias, const float *mean,
+                           const float *var, float eps, float *packed, int64_t capacity,
+                           int64_t *needed);
+/* Every forward pass above in one call (mean NULL: no BatchNorm; res NULL:
+ * none; pool_arg NULL: no pooling, else y is the unpooled scratch z, as in
+ * nn_conv2d_forward_pool, with neither BatchNorm nor res), reading the
+ * weights from packed (packed_floats floats, made by nn_conv2d_pack_forward
+ * from the same w, b and BatchNorm) when its header matches this call's
+ * plan, else packing them as the calls above do: the same bits either way. */
+int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
+                             int64_t packed_floats, const float *x, const float *w,
+                             const float *b, const float *bn_weight, const float *bn_bias,
+                             const float *mean, const float *var, float eps, const float *res,
+                             float *y, int act, float *pool_y, int32_t *pool_arg);
+
 /* ---- Pooling (pool.c): PyTorch's MaxPool2d, AvgPool2d (count_include_pad)
  * and global average pooling, over `planes` = n * c contiguous h x w planes.
  * The caller sets oh = (h + 2 ph - kh) / sh + 1 and ow likewise, with

@@ -141,6 +141,16 @@ cdef extern from "nncore.h" nogil:
                               const float *res, float *y, int act)
     int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
                                const float *b, float *z, float *y, int32_t *argmax, int act)
+    int nn_conv2d_pack_forward(const nn_conv2d_params *p, const float *w, const float *b,
+                               const float *bn_weight, const float *bn_bias, const float *mean,
+                               const float *var, float eps, float *packed, int64_t capacity,
+                               int64_t *needed)
+    int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
+                                 int64_t packed_floats, const float *x, const float *w,
+                                 const float *b, const float *bn_weight, const float *bn_bias,
+                                 const float *mean, const float *var, float eps,
+                                 const float *res, float *y, int act, float *pool_y,
+                                 int32_t *pool_arg)
     int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db)
     int nn_conv_set_winograd_dw(int mode)

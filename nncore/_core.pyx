@@ -1123,7 +1123,8 @@ cdef _conv_act(str fn, int act):
 
 
 def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, padding=0,
-                   dilation=1, groups=1, int act=0, bint bf16=False, object res=None):
+                   dilation=1, groups=1, int act=0, bint bf16=False, object res=None,
+                   object packed=None):
     """y = act(conv2d(x, w) + b), PyTorch's Conv2d: x (n, c, h, w), w (o,
     c/groups, kh, kw), b (o,) or None, y (n, o, oh, ow) overwritten; act is
     an activation code the GEMM epilogue fuses (EPILOGUE_ACTS). stride, padding,
@@ -1131,7 +1132,9 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
     bfloat16 (float32 accumulation and output). res: None, or an array of
     y's shape (not overlapping y) added before act: y = act(conv2d(x, w) + b
     + res), the bits of the sum and activation done after the call (float32
-    only)."""
+    only). packed: None, or conv2d_pack's array for this w and b (the
+    weights are then not packed again where its layout fits the call: the
+    same bits)."""
     cdef str fn = "conv2d_forward"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
@@ -1148,23 +1151,28 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
                 [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
                  cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
                  ("res", <size_t>pr, ny if pr else 0)])
+    cdef int64_t npk = 0
+    cdef const float *ppk = _packed_arg(packed, bf16, fn, &npk)
     cdef int status
-    with nogil:       # (res NULL: nn_conv2d_forward itself)
-        status = nn_conv2d_forward_res(&p, px, pw, pb, NULL, NULL, NULL, NULL, 0.0, pr, py, act)
+    with nogil:
+        status = nn_conv2d_forward_packed(&p, ppk, npk, px, pw, pb, NULL, NULL, NULL, NULL, 0.0,
+                                          pr, py, act, NULL, NULL)
     check(status, fn)
-    cdef _plan_op *op = _record(_OP_CONV, (x, w, b, y, res))
+    cdef _plan_op *op = _record(_OP_CONV, (x, w, b, y, res, packed))
     if op != NULL:
         op.conv, op.x, op.w, op.bias, op.x2, op.y, op.act = p, px, pw, pb, pr, py, act
+        op.packed, op.packed_floats = ppk, npk
 
 
 def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object y,
                         object argmax, stride=1, padding=0, dilation=1, groups=1, int act=0,
-                        bint bf16=False):
+                        bint bf16=False, object packed=None):
     """conv2d_forward into z followed by maxpool2d_forward(z, y, argmax, 2):
     y and argmax (n, o, oh // 2, ow // 2) get the bits those two calls give.
     z (n, o, oh, ow) is scratch: where the direct convolution runs (float32)
     the windows are pooled as the rows are computed and z is left untouched;
-    elsewhere it gets the convolution's output. oh and ow must be >= 2."""
+    elsewhere it gets the convolution's output. oh and ow must be >= 2.
+    packed: as conv2d_forward's."""
     cdef str fn = "conv2d_forward_pool"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
@@ -1183,13 +1191,17 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
     _no_overlap(fn, [("z", <size_t>pz, nz), ("y", <size_t>py, ny), ("argmax", <size_t>pa, ny)],
                 [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
                  cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0)])
+    cdef int64_t npk = 0
+    cdef const float *ppk = _packed_arg(packed, bf16, fn, &npk)
     cdef int status
     with nogil:
-        status = nn_conv2d_forward_pool(&p, px, pw, pb, pz, py, pa, act)
+        status = nn_conv2d_forward_packed(&p, ppk, npk, px, pw, pb, NULL, NULL, NULL, NULL, 0.0,
+                                          NULL, pz, act, py, pa)
     check(status, fn)
-    cdef _plan_op *op = _record(_OP_CONV_POOL, (x, w, b, z, y, argmax))
+    cdef _plan_op *op = _record(_OP_CONV_POOL, (x, w, b, z, y, argmax, packed))
     if op != NULL:
         op.conv, op.x, op.w, op.bias, op.z, op.y, op.arg, op.act = p, px, pw, pb, pz, py, pa, act
+        op.packed, op.packed_floats = ppk, npk
 
 
 cdef const float *_residual(object res, object y, bint bf16, str fn) except? NULL:
@@ -1201,14 +1213,75 @@ cdef const float *_residual(object res, object y, bint bf16, str fn) except? NUL
     return _fshape(res, (<object>y).shape, False, fn, "res")
 
 
+cdef const float *_packed_arg(object packed, bint bf16, str fn, int64_t *floats) except? NULL:
+    """The data and size (*floats) of conv2d_pack's array, or NULL for None."""
+    if packed is None:
+        return NULL
+    if bf16:
+        raise ValueError(f"{fn}: packed is for the float32 forward pass, not bf16")
+    if not isinstance(packed, cnp.ndarray) or (<cnp.ndarray>packed).ndim != 1:
+        raise TypeError(f"{fn}: packed must be a 1-D array from conv2d_pack")
+    _check_array(<cnp.ndarray>packed, cnp.NPY_FLOAT32, False, fn, "packed")
+    floats[0] = cnp.PyArray_SIZE(<cnp.ndarray>packed)
+    return <const float *>cnp.PyArray_DATA(<cnp.ndarray>packed)
+
+
+def conv2d_pack(tuple x_shape, cnp.ndarray w, object b=None, object bn_weight=None,
+                object bn_bias=None, object running_mean=None, object running_var=None,
+                double eps=1e-5, stride=1, padding=0, dilation=1, groups=1):
+    """The weights w, the bias b and (running_mean not None) an
+    evaluation-mode BatchNorm2d folded in, packed once in the layout the
+    forward pass of inputs of shape x_shape (any batch) reads: a float32
+    array for conv2d_forward's, conv2d_forward_pool's or conv2d_forward_bn's
+    ``packed`` (with the same w, b and BatchNorm: the values are not
+    checked, the layout is), or None where that path packs nothing ahead."""
+    cdef str fn = "conv2d_pack"
+    cdef nn_conv2d_params p
+    cdef int64_t oh, ow
+    cdef int64_t d[4]
+    _dims(w, 4, fn, "weight", d)
+    _conv_params(fn, x_shape, (<object>w).shape, stride, padding, dilation, groups, &p, &oh, &ow)
+    cdef const float *pw = _fshape(w, (<object>w).shape, False, fn, "weight")
+    cdef const float *pb = _opt_vec(b, p.o, fn, "bias")
+    cdef const float *pg = NULL
+    cdef const float *pbb = NULL
+    cdef const float *prm = NULL
+    cdef const float *prv = NULL
+    if running_mean is not None:
+        if not eps >= 0.0:
+            raise ValueError(f"{fn}: eps must be >= 0, got {eps}")
+        pg = _opt_vec(bn_weight, p.o, fn, "bn_weight")
+        pbb = _opt_vec(bn_bias, p.o, fn, "bn_bias")
+        prm = _fshape(running_mean, (p.o,), False, fn, "running_mean")
+        prv = _fshape(running_var, (p.o,), False, fn, "running_var")
+    cdef int64_t need = 0
+    cdef int status
+    with nogil:
+        status = nn_conv2d_pack_forward(&p, pw, pb, pg, pbb, prm, prv, <float>eps, NULL, 0,
+                                        &need)
+    check(status, fn)
+    if need == 0:
+        return None
+    import numpy as np
+    cdef cnp.ndarray out = np.empty(need, np.float32)
+    cdef float *po = <float *>cnp.PyArray_DATA(out)
+    with nogil:
+        status = nn_conv2d_pack_forward(&p, pw, pb, pg, pbb, prm, prv, <float>eps, po, need,
+                                        &need)
+    check(status, fn)
+    out.flags.writeable = False
+    return out
+
+
 def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
                       object bn_bias, object running_mean, object running_var, double eps,
                       object y, stride=1, padding=0, dilation=1, groups=1, int act=0,
-                      object res=None):
+                      object res=None, object packed=None):
     """conv2d_forward followed by an evaluation-mode BatchNorm2d and act in one
     pass: y = act(batchnorm_eval(conv2d(x, w) + b)), the BatchNorm's scale
     folded into the convolution (bn_weight, bn_bias, b may be None). res: as
-    conv2d_forward's, added after the BatchNorm, before act."""
+    conv2d_forward's, added after the BatchNorm, before act. packed: as
+    conv2d_forward's (conv2d_pack with this BatchNorm)."""
     cdef str fn = "conv2d_forward_bn"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
@@ -1232,15 +1305,18 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
                  ("bn_bias", <size_t>pbb, p.o * 4 if pbb else 0),
                  ("running_mean", <size_t>prm, p.o * 4), ("running_var", <size_t>prv, p.o * 4),
                  ("res", <size_t>pr, ny if pr else 0)])
+    cdef int64_t npk = 0
+    cdef const float *ppk = _packed_arg(packed, False, fn, &npk)
     cdef int status
     with nogil:
-        status = nn_conv2d_forward_res(&p, px, pw, pb, pg, pbb, prm, prv, <float>eps, pr, py,
-                                       act)
+        status = nn_conv2d_forward_packed(&p, ppk, npk, px, pw, pb, pg, pbb, prm, prv,
+                                          <float>eps, pr, py, act, NULL, NULL)
     check(status, fn)
     cdef _plan_op *op = _record(_OP_CONV, (x, w, b, bn_weight, bn_bias, running_mean,
-                                           running_var, y, res))
+                                           running_var, y, res, packed))
     if op != NULL:
         op.conv, op.x, op.w, op.bias, op.x2, op.y, op.act = p, px, pw, pb, pr, py, act
+        op.packed, op.packed_floats = ppk, npk
         op.bn_weight, op.bn_bias, op.mean, op.var, op.param = pg, pbb, prm, prv, <float>eps
 
 

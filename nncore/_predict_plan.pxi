@@ -31,6 +31,8 @@ ctypedef struct _plan_op:
     const float *x
     const float *x2                  # the residual (conv), the second summand (add)
     const float *w
+    const float *packed              # the conv's packed weights (NULL: none) ...
+    int64_t packed_floats            # ... and their size
     const float *bias
     const float *bn_weight
     const float *bn_bias
@@ -169,12 +171,14 @@ cdef int _run_ops(const _plan_op *ops, Py_ssize_t count) noexcept nogil:
         op = &ops[i]
         status = NN_OK
         if op.kind == _OP_CONV:
-            status = nn_conv2d_forward_res(&op.conv, op.x, op.w, op.bias, op.bn_weight,
-                                           op.bn_bias, op.mean, op.var, op.param, op.x2, op.y,
-                                           op.act)
+            status = nn_conv2d_forward_packed(&op.conv, op.packed, op.packed_floats, op.x, op.w,
+                                              op.bias, op.bn_weight, op.bn_bias, op.mean,
+                                              op.var, op.param, op.x2, op.y, op.act, NULL,
+                                              NULL)
         elif op.kind == _OP_CONV_POOL:
-            status = nn_conv2d_forward_pool(&op.conv, op.x, op.w, op.bias, op.z, op.y, op.arg,
-                                            op.act)
+            status = nn_conv2d_forward_packed(&op.conv, op.packed, op.packed_floats, op.x, op.w,
+                                              op.bias, NULL, NULL, NULL, NULL, 0.0, NULL, op.z,
+                                              op.act, op.y, op.arg)
         elif op.kind == _OP_MAXPOOL:
             nn_maxpool2d_forward(op.a, &op.pool, op.x, op.y, NULL)
         elif op.kind == _OP_AVGPOOL:

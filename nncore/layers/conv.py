@@ -132,6 +132,24 @@ class Conv2d(WeightedLayer):
     # ---- passes ----
 
     _last_shapes = None     # (input shape, output shape) of the last _out_shape
+    # A frozen model's weights packed once: {(h, w, bn): conv2d_pack's array or
+    # None}; None (unfrozen): packed on every call, the weights may change.
+    _packs = None
+
+    def _packed(self, x_shape, bn=None):
+        """The weights packed for inputs of x_shape (with ``bn`` folded in),
+        or None: unfrozen, or a path that packs nothing ahead."""
+        packs = self._packs
+        if packs is None:
+            return None
+        key = (x_shape[2], x_shape[3], bn is not None)
+        if key not in packs:
+            extra = () if bn is None else (bn.weight, bn.bias, bn.running_mean,
+                                           bn.running_var, bn.eps)
+            packs[key] = _core.conv2d_pack(x_shape, self._w, self._b, *extra,
+                                           stride=self.stride, padding=self._padding,
+                                           dilation=self.dilation, groups=self.groups)
+        return packs[key]
 
     def _out_shape(self, x_shape):
         last = self._last_shapes        # one read: another thread may replace it
@@ -215,7 +233,8 @@ class Conv2d(WeightedLayer):
         x = image_input(self._name, x, self.in_channels)
         z = ws.take(self._out_shape(x.shape), x)
         _core.conv2d_forward(x, self._w, self._b, z, self.stride, self._padding,
-                             self.dilation, self.groups, self._gemm_act if act is None else act)
+                             self.dilation, self.groups, self._gemm_act if act is None else act,
+                             packed=self._packed(x.shape))
         return self._act._infer(z, ws) if self._act is not None else z
 
     def infer_act(self, x, ws, act_name):
@@ -235,7 +254,8 @@ class Conv2d(WeightedLayer):
         y = ws.take(pooled, x, z)
         argmax = ws.get((id(self), "argmax"), pooled, np.int32)
         _core.conv2d_forward_pool(x, self._w, self._b, z, y, argmax, self.stride,
-                                  self._padding, self.dilation, self.groups, _ACT["relu"])
+                                  self._padding, self.dilation, self.groups, _ACT["relu"],
+                                  packed=self._packed(x.shape))
         return y
 
     def folds_batchnorm(self, bn):
@@ -266,13 +286,16 @@ class Conv2d(WeightedLayer):
             raise ValueError(f"Residual: the body gives shape {out}, the shortcut "
                              f"{res.shape}; they must match")
         z = ws.take(out, x) if res is None else ws.take(out, x, res)
+        packed = self._packed(x.shape, bn)
         if bn is None:
             _core.conv2d_forward(x, self._w, self._b, z, self.stride, self._padding,
-                                 self.dilation, self.groups, _ACT[act_name], res=res)
+                                 self.dilation, self.groups, _ACT[act_name], res=res,
+                                 packed=packed)
         else:
             _core.conv2d_forward_bn(x, self._w, self._b, bn.weight, bn.bias, bn.running_mean,
                                     bn.running_var, bn.eps, z, self.stride, self._padding,
-                                    self.dilation, self.groups, _ACT[act_name], res=res)
+                                    self.dilation, self.groups, _ACT[act_name], res=res,
+                                    packed=packed)
         return z
 
     def infer_res_step(self):

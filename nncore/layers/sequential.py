@@ -3,6 +3,7 @@ capabilities allow (see layers/base.py): an activation folded into the
 previous layer's epilogue, plain SGD folded into the backward pass, and
 predict through one C chain of GEMMs."""
 import concurrent.futures
+import copy
 import functools
 import numbers
 import os
@@ -728,6 +729,29 @@ class Sequential(Layer):
             return out
         _act_forward(_ACT["softmax"] if out.shape[1] > 1 else _ACT["sigmoid"], out, out)
         return out
+
+    def freeze(self):
+        """A copy of this model for inference, its weights packed once.
+
+        The copy's parameters and running statistics are copied now and
+        made read-only (writing one raises ValueError); the copy is in
+        evaluation mode. Its convolutions then pack their weights once per
+        input size, in the layout their kernels read, and reuse them on
+        every ``predict`` (this model packs them on every call: its weights
+        may change in place between calls). The copy's ``predict`` and
+        ``predict_proba`` give this model's bits; later changes to this
+        model do not reach it (freeze again)."""
+        self.named_tensors()        # draws any weights still pending, once
+        frozen = copy.deepcopy(self).eval()
+        for _, arr in frozen.named_tensors():
+            arr.flags.writeable = False
+        stack = list(frozen.layers)
+        while stack:
+            layer = stack.pop()
+            stack.extend(layer.sublayers())
+            if hasattr(layer, "_packs"):
+                layer._packs = {}
+        return frozen
 
     # ---- weights and architecture ----
 
