@@ -167,6 +167,7 @@ def test_conv_rows(results):
             assert all(n >= 2 * r["batch"] for n in r["samples"].values())
         elif r["group"] in ("latency", "throughput"):
             assert ("onnxruntime" in r["contenders"]) == _onnxruntime_usable()
+            assert r["max_abs_diff_nncore_predict"] == 0.0    # frozen: the same bits
             for side in r["contenders"]:
                 if side != "nncore":      # the peers' copies compute the same function
                     assert r[f"max_abs_diff_{side}"] < 1e-4, side
@@ -185,7 +186,9 @@ def test_conv_without_peers():
                      layers=bench.conv.LAYERS_TINY[:1])
     assert [r["group"] for r in rows] == ["train", "latency", "throughput", "forward",
                                           "backward"]
-    assert all(r["contenders"] == ["nncore"] for r in rows)
+    for r in rows:      # predict: the frozen model and the model itself
+        predict = r["group"] in ("latency", "throughput")
+        assert r["contenders"] == ["nncore"] + ["nncore_predict"] * predict
     assert "x torch" not in bench.format_table(rows)
 
 

@@ -77,9 +77,14 @@ def conv_train_contender(name, net, batch, tiny=False, image_size=28):
 
 def conv_infer_contender(name, model, threads, sample_shape):
     """A function f(X) -> class scores with `model`'s weights: nncore's
-    predict, PyTorch's copy in eval() under inference_mode(), or that copy
-    exported to ONNX and run by onnxruntime with `threads` intra-op threads."""
+    predict on the model frozen for inference (its weights packed once, as
+    onnxruntime's session packs them), ``nncore_predict`` the model's own
+    predict (its weights packed on every call: they may change in place),
+    PyTorch's copy in eval() under inference_mode(), or that copy exported
+    to ONNX and run by onnxruntime with `threads` intra-op threads."""
     if name == "nncore":
+        return model.freeze().predict
+    if name == "nncore_predict":
         return model.predict
     if name == "torch":
         import torch
@@ -148,11 +153,13 @@ def bench_conv(quick=False, threads=2, budget=None, peers=None, tiny=False, nets
     - train: one Trainer.fit epoch per timed call, SGD-momentum (lr 0.01,
       momentum 0.9) at batch 32 and 128, against PyTorch's own loop with the
       same architecture and initial weights; samples/s.
-    - latency / throughput: predict on 1 image (and a batch of 256) against
-      PyTorch in eval() under inference_mode() and onnxruntime (when it, onnx
-      and torch import: torch.onnx.export writes the model), the same
-      weights; the outputs' largest difference from nncore's is recorded per
-      peer (max_abs_diff_<peer>).
+    - latency / throughput: predict on 1 image (and a batch of 256) of the
+      model frozen for inference (``Sequential.freeze``: its weights packed
+      once) and, as ``nncore_predict``, of the model itself, against PyTorch
+      in eval() under inference_mode() and onnxruntime (when it, onnx and
+      torch import: torch.onnx.export writes the model), the same weights;
+      the outputs' largest difference from nncore's is recorded per peer
+      (max_abs_diff_<peer>).
     - forward / backward: each convolution shape of the two nets (and a
       depthwise 3x3) through Conv2d against F.conv2d and
       aten.convolution_backward.
@@ -197,7 +204,7 @@ def bench_conv(quick=False, threads=2, budget=None, peers=None, tiny=False, nets
                 emit(row)
             model = build_net(net, size, tiny)
             sides = {name: conv_infer_contender(name, model, nthreads, (1, size, size))
-                     for name in ["nncore"] + peers}
+                     for name in ["nncore", "nncore_predict"] + peers}
             for batch in (1, big):
                 X = X_all[:batch]
                 fns = {name: (lambda f=f: f(X)) for name, f in sides.items()}
