@@ -549,6 +549,7 @@ typedef struct conv_call {
     /* forward: the weights packed by nn_conv2d_pack_forward (its payload, the
      * header checked against this call's plan), or NULL: packed here */
     const float *packed;
+    int nt;                          /* the call's threads (call_threads) */
     int64_t t_fwd, t_dx, t_dw, t_db; /* task counts, in list order */
     size_t buf_floats;               /* each thread's LAYER buffer */
 } conv_call;
@@ -765,13 +766,26 @@ static int prologue(const conv_call *K, int part, int parts)
     return wino_fwd || K->wino_dx;
 }
 
+/* The GEMM FLOPs of the forward pass (2 N O OH OW K). */
+static double forward_flops(const geom *G)
+{
+    return 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
+}
+
+/* The threads a call of this many flops runs on (the plans split the work
+ * for them: a call run on one thread is not split into bands for two). */
+static int call_threads(double flops)
+{
+    return flops >= NN_CONV_PARALLEL_MIN_FLOPS ? nn_max_threads() : 1;
+}
+
 /* Run the task list: on the calling thread when it is one task or little
- * work (the GEMMs may then thread themselves), else in one parallel region
- * where every thread runs its GEMMs alone. */
-static int run_tasks(const conv_call *K, double flops)
+ * work (K->nt == 1; the GEMMs may then thread themselves), else in one
+ * parallel region where every thread runs its GEMMs alone. */
+static int run_tasks(const conv_call *K)
 {
     const int64_t total = K->t_fwd + K->t_dx + K->t_dw + K->t_db;
-    int nt = flops >= NN_CONV_PARALLEL_MIN_FLOPS ? nn_max_threads() : 1;
+    int nt = K->nt;
     /* the Winograd weight transform splits over the threads too */
     nt = (int)min64(nt, max64(total, (K->wino_fwd && !K->packed) || K->wino_dx ? nt : 0));
     if (nt <= 1) {
@@ -853,7 +867,7 @@ static int plan_direct(conv_call *K, int dx)
     /* outputs in vector lanes: too few leave most lanes idle */
     if (D->o < NN_CONV_DIRECT_MIN_O || (D->c == 1 && D->o < NN_CONV_DIRECT_MIN_OG))
         return 0;
-    if (!nn_dconv_plan(D, K->kt))
+    if (!nn_dconv_plan(D, K->kt, K->nt))
         return 0;
     plan_tasks(K, nn_dconv_task_floats(D), dx ? &K->t_dx : &K->t_fwd, nn_dconv_tasks(D));
     return 1;
@@ -925,7 +939,7 @@ static int plan_wino(conv_call *K, int dx)
         W->x_img = G->o * G->p, W->y_img = G->c * G->hw;
         W->act = NN_ACT_NONE;
     }
-    if (!nn_wino_plan(W, K->kt, nn_max_threads()))
+    if (!nn_wino_plan(W, K->kt, K->nt))
         return 0;
     plan_tasks(K, nn_wino_task_floats(W), dx ? &K->t_dx : &K->t_fwd, nn_wino_tasks(W));
     return 1;
@@ -1154,6 +1168,7 @@ static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const floa
     K->pool_y = pool_y, K->pool_arg = pool_arg;
     K->kt = nn_kernels();
     K->gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
+    K->nt = call_threads(forward_flops(&K->G));
     /* Winograd and the direct path are float32; Winograd leaves a pooling
      * to nn_maxpool2d_forward (z written), as the GEMM path does */
     K->wino_fwd = !p->bf16 && plan_wino(K, 0);
@@ -1252,7 +1267,7 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         K.dfwd.bias = K.packed + K.dfwd.groups * K.dfwd.taps * K.dfwd.ldw;
     if (bn)
         fold_bn(&K, bn, b, ab, o16);
-    status = run_tasks(&K, 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg);
+    status = run_tasks(&K);
     if (status == NN_OK && bn && !fused)
         apply_affine(G, ab, ab + o16, act_affine, y);
     if (status == NN_OK && res && !fused)
@@ -1320,6 +1335,8 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     K.x = x, K.w = w, K.dy = dy, K.dx = dx, K.dwt = dwt, K.db = db;
     K.kt = nn_kernels();
     K.gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
+    const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
+    K.nt = call_threads(forward_flops(G) * ((dx != NULL) + (dwt != NULL)) + db_adds);
     if (dx && !(K.wino_dx = !p->bf16 && plan_wino(&K, 1)) &&
         !(K.direct_dx = !p->bf16 && plan_direct(&K, 1)))
         plan_dx(&K);
@@ -1335,9 +1352,7 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
         K.bb = block_size(G->o, max64(1, 65536 / max64(G->n * G->p, 1)), 1);
         K.t_db = ceil_div(G->o, K.bb);
     }
-    const double flops = 2.0 * (double)G->n * (double)G->o * (double)G->p * (double)G->kg;
-    const double db_adds = db ? (double)G->n * (double)G->o * (double)G->p : 0.0;
-    status = run_tasks(&K, flops * ((dx != NULL) + (dwt != NULL)) + db_adds);
+    status = run_tasks(&K);
     if (status == NN_OK && K.direct_dw)
         nn_dconv_dw_reduce(&K.ddw, dwt, db);
     if (status == NN_OK && K.wino_dw)
@@ -1345,7 +1360,7 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     return status;
 }
 
-/* The GEMM FLOPs of one pass (2 N O OH OW K), 0 for a bad shape: the
+/* forward_flops of a call, 0 for a bad shape: the
  * direct convolution's count whichever algorithm runs (Winograd does fewer
  * multiplications), so the profiler's GFLOP/s of a conv stay comparable
  * across algorithms ("effective" GFLOP/s). */
@@ -1354,7 +1369,7 @@ static double conv_flops(const nn_conv2d_params *p)
     geom G;
     if (geom_init(p, &G) != NN_OK)
         return 0.0;
-    return 2.0 * (double)G.n * (double)G.o * (double)G.p * (double)G.kg;
+    return forward_flops(&G);
 }
 
 static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, const float *w,

@@ -59,7 +59,7 @@ static void channel_tiles(int64_t o, int vmax, int *v, int64_t *nob)
     *v = (int)ceil_div(blocks, *nob);
 }
 
-int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
+int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt, int nt)
 {
     D->kt = kt;
     int vmax = 1, rmax[8] = {0}, v3max = 0;
@@ -92,7 +92,6 @@ int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt)
         bmax = NN_DCONV_BAND_FLOATS / plane_row - ext;
     }
     int64_t nb = ceil_div(D->oh, bmax);
-    const int nt = nn_max_threads();
     const int64_t images = D->n * D->groups;
     int64_t want = 1;
     if (nt > 1 && images < NN_DCONV_TASKS_PER_THREAD * nt)

@@ -58,9 +58,10 @@ typedef struct nn_dconv {
     int32_t *arg;
 } nn_dconv;
 
-/* Plan D (its geometry filled in by the caller) for kernel table kt: 1 when
- * the direct path applies (a task's input band fits its bound), else 0. */
-int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt);
+/* Plan D (its geometry filled in by the caller) for kernel table kt and nt
+ * threads: 1 when the direct path applies (a task's input band fits its
+ * bound), else 0. */
+int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt, int nt);
 
 /* Floats of the shared data (tap offsets, packed weights, bias). */
 size_t nn_dconv_shared_floats(const nn_dconv *D);
