@@ -930,6 +930,7 @@ static int plan_wino(conv_call *K, int dx)
         W->c = G->c, W->h = G->h, W->w = G->w, W->o = G->o, W->ph = G->ph, W->pw = G->pw;
         W->oh = G->oh, W->ow = G->ow, W->x_img = G->c * G->hw, W->y_img = G->o * G->p;
         W->bias = K->b, W->res = K->res, W->act = K->act;
+        W->pool_y = K->pool_y, W->arg = K->pool_arg;
     } else {
         if (G->ph > 2 || G->pw > 2)
             return 0;
@@ -1169,8 +1170,8 @@ static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const floa
     K->kt = nn_kernels();
     K->gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     K->nt = call_threads(forward_flops(&K->G));
-    /* Winograd and the direct path are float32; Winograd leaves a pooling
-     * to nn_maxpool2d_forward (z written), as the GEMM path does */
+    /* Winograd and the direct path are float32; both pool as they write
+     * (the GEMM paths leave a pooling to nn_maxpool2d_forward) */
     K->wino_fwd = !p->bf16 && plan_wino(K, 0);
     K->direct_fwd = !K->wino_fwd && !p->bf16 && plan_direct(K, 0);
     return NN_OK;
@@ -1230,9 +1231,9 @@ static const float *packed_payload(const conv_call *K, int flags, const float *p
 }
 
 /* pool_arg != NULL (with pool_y; no bn, no res): MaxPool2d(2) of the
- * activated output into pool_y and pool_arg, y written only when the direct
- * path does not run (then y is pooled by nn_maxpool2d_forward). packed: see
- * nn_conv2d_forward_packed. */
+ * activated output into pool_y and pool_arg, y written only when neither
+ * the direct nor the Winograd path runs (then y is pooled by
+ * nn_maxpool2d_forward). packed: see nn_conv2d_forward_packed. */
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                           const float *b, const bn_fold *bn, const float *res, float *y,
                           int act, float *pool_y, int32_t *pool_arg, const float *packed,
@@ -1272,7 +1273,7 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         apply_affine(G, ab, ab + o16, act_affine, y);
     if (status == NN_OK && res && !fused)
         add_residual(G, res, act, y);
-    if (status == NN_OK && pool_arg && !K.direct_fwd) {
+    if (status == NN_OK && pool_arg && !fused) {
         const nn_pool2d_params pp = {.h = G->oh, .w = G->ow, .kh = 2, .kw = 2, .sh = 2,
                                      .sw = 2, .oh = G->oh / 2, .ow = G->ow / 2};
         nn_maxpool2d_forward(G->n * G->o, &pp, y, pool_y, pool_arg);

@@ -308,9 +308,10 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
 /* The forward pass followed by MaxPool2d(2) (2x2 windows, stride 2, no
  * padding) of its activated output: y and argmax (n, o, oh / 2, ow / 2) as
  * nn_maxpool2d_forward gives them for the output z (n, o, oh, ow) of
- * nn_conv2d_forward, bit for bit. Where the direct path runs, the windows
- * are pooled as the output rows are computed and z is not written (nor
- * read); elsewhere z holds the convolution's output. oh, ow >= 2. */
+ * nn_conv2d_forward, bit for bit. Where the direct or the Winograd path
+ * runs, the windows are pooled as the output rows are computed and z is not
+ * written (nor read); elsewhere z holds the convolution's output.
+ * oh, ow >= 2. */
 int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *b, float *z, float *y, int32_t *argmax, int act);
 

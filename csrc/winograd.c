@@ -92,8 +92,9 @@ size_t nn_wino_task_floats(const nn_wino *W)
      * two output rows */
     const int64_t v = 16 * (W->c * W->tmax + NN_WINO_SKEW);
     const int64_t m = 16 * (W->o * W->tmax + NN_WINO_SKEW);
+    /* pooling: the pooled row and its argmax */
     return (size_t)(round_up(v, 16) + round_up(m, 16) + round_up(16 * W->tmax, 16) +
-                    2 * 2 * W->tw * W->ldk);
+                    (W->arg ? 3 : 2) * 2 * W->tw * W->ldk);
 }
 
 void nn_wino_pack(const nn_wino *W, int part, int parts)
@@ -113,6 +114,25 @@ void nn_wino_pack(const nn_wino *W, int part, int parts)
     if (part == parts - 1) /* the padding: read by the vector loops, never stored */
         for (int64_t k = W->o; k < W->ldk; k++)
             bias[k] = 0.0f;
+}
+
+/* Tile row r of image i, its two output rows at yb and yb + 2 tw ldk: the
+ * pooled row r (an odd last output row is not pooled, MaxPool2d's floor)
+ * and its argmax, transposed into W->pool_y and W->arg. */
+static void pool_row(const nn_wino *W, int64_t i, int64_t r, const float *yb)
+{
+    const int64_t pw = W->ow / 2, P2 = (W->oh / 2) * pw, ldk = W->ldk, tw = W->tw;
+    if (2 * r + 1 >= W->oh)
+        return;
+    float *pm = (float *)yb + 4 * tw * ldk;
+    int32_t *pa = (int32_t *)(pm + tw * ldk);
+    W->kt->maxpool2x2_lanes(pw, ldk, yb, yb + 2 * tw * ldk, (int32_t)(2 * r * W->ow),
+                            (int32_t)W->ow, pm, pa);
+    const int64_t at = i * W->o * P2 + r * pw;
+    W->kt->conv_transpose(pw, W->o, pm, ldk, W->pool_y + at, P2);
+    /* the argmax through the same transpose: it only moves the 32-bit
+     * patterns (loads, shuffles, stores; no arithmetic) */
+    W->kt->conv_transpose(pw, W->o, (const float *)pa, ldk, (float *)(W->arg + at), P2);
 }
 
 void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *buf)
@@ -158,6 +178,10 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
         for (int64_t r = r0; r < r1; r++) {
             const int64_t tile = (i - n0) * per + (r - r0) * tw;
             kt->wino_output(tw, o, m + tile * o, ldm, o, bias, act, yb, yb1, ldk);
+            if (W->arg) {
+                pool_row(W, i, r, yb);
+                continue;
+            }
             for (int64_t a = 0; a < 2 && 2 * r + a < W->oh; a++) {
                 const int64_t at = i * W->y_img + (2 * r + a) * W->ow;
                 if (W->res)

@@ -1169,8 +1169,9 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
                         bint bf16=False, object packed=None):
     """conv2d_forward into z followed by maxpool2d_forward(z, y, argmax, 2):
     y and argmax (n, o, oh // 2, ow // 2) get the bits those two calls give.
-    z (n, o, oh, ow) is scratch: where the direct convolution runs (float32)
-    the windows are pooled as the rows are computed and z is left untouched;
+    z (n, o, oh, ow) is scratch: where the direct or Winograd convolution
+    runs (float32) the windows are pooled as the rows are computed and z is
+    left untouched;
     elsewhere it gets the convolution's output. oh and ow must be >= 2.
     packed: as conv2d_forward's."""
     cdef str fn = "conv2d_forward_pool"

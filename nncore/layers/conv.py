@@ -195,8 +195,9 @@ class Conv2d(WeightedLayer):
         """forward_act(x, "relu") followed by ``pool`` (a MaxPool2d that
         ``fuses_after_conv``) in one C call (conv2d_forward_pool): the pooled
         output and argmax land in ``pool``'s buffers, with the bits of the
-        separate steps, and where the direct convolution runs the unpooled
-        output (the largest activation of a small CNN) is never stored. The
+        separate steps, and where the direct or Winograd convolution runs
+        the unpooled output (the largest activation of a small CNN) is never
+        stored. The
         ReLU's backward must be absorbed by ``pool``'s (Sequential checks
         both); this layer's backward needs only x."""
         x = self._prepare(x)
@@ -243,8 +244,8 @@ class Conv2d(WeightedLayer):
     def infer_pool(self, x, ws, pool):
         """Predict's step for this layer, the ReLU after it and ``pool`` (a
         2x2 MaxPool2d) in one C call, as ``forward_pool``: the bits of the
-        three steps, the unpooled output never stored where the direct
-        convolution runs."""
+        three steps, the unpooled output never stored where the direct or
+        Winograd convolution runs."""
         if self._pending_init:
             self._initialize()
         x = image_input(self._name, x, self.in_channels)
