@@ -102,8 +102,12 @@
 #define NN_CONV_COL_FLOATS 65536
 /* Pixel blocks are multiples of this (the widest GEMM register tile). */
 #define NN_CONV_PIXEL_UNIT 64
-/* Below this many flops a call runs on the calling thread. */
-#define NN_CONV_PARALLEL_MIN_FLOPS 1500000.0
+/* Below this many flops a call runs on the calling thread. Low: alone, a
+ * one-image 1 -> 32 28x28 input layer runs as fast on one thread as on two,
+ * but inside a net its input and output sit in both cores' caches, and the
+ * small CNN's one-image predict ran 4-8% faster on 2 threads with it (and
+ * ResNet-20's stem and projections) split than at 1.5 MFLOP. */
+#define NN_CONV_PARALLEL_MIN_FLOPS 200000.0
 /* The direct path puts a group's outputs in vector lanes of 16: it runs
  * with at least NN_CONV_DIRECT_MIN_O of them, and with one input channel
  * per group (depthwise, a one-channel input layer) with at least
