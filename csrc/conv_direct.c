@@ -179,14 +179,19 @@ void nn_dconv_pack_offsets(nn_dconv *D, float *shared)
     D->wpk = shared + index_floats(D);
     D->phase = NULL;
     D->bias = NULL;
-    const int64_t plane = D->hq * D->wq;
-    for (int64_t ci = 0; ci < D->c; ci++)
-        for (int64_t i = 0; i < D->kh; i++)
-            for (int64_t j = 0; j < D->kw; j++) {
-                const int64_t a = i * D->dh % D->sh, b = j * D->dw % D->sw;
-                koff[(i * D->kw + j) * D->c + ci] = ((ci * D->sh + a) * D->sw + b) * plane +
-                                                i * D->dh / D->sh * D->wq + j * D->dw / D->sw;
-            }
+    /* per tap, its phase plane and shift, then one add per channel: the
+     * divisions once per tap, not per tap and channel (at 64 channels the
+     * per-channel divisions took ~5 us, a fifth of a one-image 7x7 layer) */
+    const int64_t plane = D->hq * D->wq, per_channel = D->sh * D->sw * plane;
+    for (int64_t i = 0; i < D->kh; i++)
+        for (int64_t j = 0; j < D->kw; j++) {
+            const int64_t a = i * D->dh % D->sh, b = j * D->dw % D->sw;
+            const int64_t at = (a * D->sw + b) * plane + i * D->dh / D->sh * D->wq +
+                               j * D->dw / D->sw;
+            int64_t *row = koff + (i * D->kw + j) * D->c;
+            for (int64_t ci = 0; ci < D->c; ci++)
+                row[ci] = ci * per_channel + at;
+        }
 }
 
 size_t nn_dconv_packed_floats(const nn_dconv *D)
