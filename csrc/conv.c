@@ -1182,9 +1182,8 @@ static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const floa
 }
 
 /* The BatchNorm's a and s (o16 floats apart in ab; b the conv's bias) for
- * K's forward pass,
- * folded into the direct path's packed weights (unless packed earlier) or
- * into Winograd's as they are transformed. */
+ * K's forward pass, folded into the direct path's packed weights (unless
+ * packed earlier) or into Winograd's as they are transformed. */
 static void fold_bn(conv_call *K, const bn_fold *bn, const float *b, float *ab, int64_t o16)
 {
     bn_coefficients(bn, b, K->G.o, ab, ab + o16);
@@ -1365,10 +1364,10 @@ static int conv2d_backward(const nn_conv2d_params *p, const float *x, const floa
     return status;
 }
 
-/* forward_flops of a call, 0 for a bad shape: the
- * direct convolution's count whichever algorithm runs (Winograd does fewer
- * multiplications), so the profiler's GFLOP/s of a conv stay comparable
- * across algorithms ("effective" GFLOP/s). */
+/* forward_flops of a call, 0 for a bad shape: the direct convolution's
+ * count whichever algorithm runs (Winograd does fewer multiplications), so
+ * the profiler's GFLOP/s of a conv stay comparable across algorithms
+ * ("effective" GFLOP/s). */
 static double conv_flops(const nn_conv2d_params *p)
 {
     geom G;

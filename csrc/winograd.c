@@ -119,12 +119,12 @@ void nn_wino_pack(const nn_wino *W, int part, int parts)
 /* Tile row r of image i, its two output rows at yb and yb + 2 tw ldk: the
  * pooled row r (an odd last output row is not pooled, MaxPool2d's floor)
  * and its argmax, transposed into W->pool_y and W->arg. */
-static void pool_row(const nn_wino *W, int64_t i, int64_t r, const float *yb)
+static void pool_row(const nn_wino *W, int64_t i, int64_t r, float *yb)
 {
     const int64_t pw = W->ow / 2, P2 = (W->oh / 2) * pw, ldk = W->ldk, tw = W->tw;
     if (2 * r + 1 >= W->oh)
         return;
-    float *pm = (float *)yb + 4 * tw * ldk;
+    float *pm = yb + 4 * tw * ldk;
     int32_t *pa = (int32_t *)(pm + tw * ldk);
     W->kt->maxpool2x2_lanes(pw, ldk, yb, yb + 2 * tw * ldk, (int32_t)(2 * r * W->ow),
                             (int32_t)W->ow, pm, pa);

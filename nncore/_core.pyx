@@ -1171,9 +1171,8 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
     y and argmax (n, o, oh // 2, ow // 2) get the bits those two calls give.
     z (n, o, oh, ow) is scratch: where the direct or Winograd convolution
     runs (float32) the windows are pooled as the rows are computed and z is
-    left untouched;
-    elsewhere it gets the convolution's output. oh and ow must be >= 2.
-    packed: as conv2d_forward's."""
+    left untouched; elsewhere it gets the convolution's output. oh and ow
+    must be >= 2. packed: as conv2d_forward's."""
     cdef str fn = "conv2d_forward_pool"
     cdef nn_conv2d_params p
     cdef int64_t oh, ow

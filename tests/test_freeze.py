@@ -4,12 +4,16 @@ read-only copy of a model whose convolutions reuse their packed weights.
 The packed passes must give the bits of the unpacked ones on every ISA path
 and thread count, fall back to packing when a pack does not fit the call,
 and the frozen copy must be a snapshot no later change reaches."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
 import nncore as nn
 from nncore import _core
 from nncore.bench.cnn import images
+from test_predict_fusion import conv_case as fusion_case
 
 RELU = _core.ACT_CODES["relu"]
 
@@ -19,17 +23,11 @@ def bits(a):
 
 
 def conv_case(rng, n, c, h, o, k, stride, bias=True, bn=False, groups=1):
-    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
-    w = (rng.standard_normal((o, c // groups, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
-    b = rng.standard_normal(o).astype(np.float32) if bias else None
-    stats = None
-    if bn:
-        stats = (rng.uniform(0.5, 1.5, o).astype(np.float32),
-                 rng.standard_normal(o).astype(np.float32) * 0.1,
-                 rng.standard_normal(o).astype(np.float32) * 0.1,
-                 rng.uniform(0.5, 2.0, o).astype(np.float32), 1e-5)
+    """x, w, b, the BatchNorm (its four arrays and eps, or None) and the
+    geometry of a k x k convolution of an h x h image, padding k // 2."""
+    x, w, b, stats, _ = fusion_case(rng, n, c, h, h, o, k, stride, k // 2, groups, bias, bn)
     geometry = dict(stride=stride, padding=k // 2, dilation=1, groups=groups)
-    return x, w, b, stats, geometry
+    return x, w, b, None if stats is None else stats + (1e-5,), geometry
 
 
 def forward(x, w, b, stats, geometry, res=None, packed=None):
@@ -221,6 +219,20 @@ def test_frozen_model_is_a_read_only_snapshot(rng):
     assert not np.array_equal(model.predict(X), before)
     np.testing.assert_array_equal(bits(frozen.predict(X)), bits(before))
     np.testing.assert_array_equal(bits(model.freeze().predict(X)), bits(model.predict(X)))
+
+
+def test_a_pickled_or_copied_frozen_model_stays_read_only(rng):
+    """Unpickled arrays come back writable: the copy is frozen again, so no
+    pack can outlive an in-place change."""
+    frozen = nets(rng)["resnet"].freeze()
+    X, _ = images(3, 28)
+    want = frozen.predict(X)
+    for copy_ in (pickle.loads(pickle.dumps(frozen)), copy.deepcopy(frozen)):
+        for name, arr in copy_.named_tensors():
+            assert not arr.flags.writeable, name
+        np.testing.assert_array_equal(bits(copy_.predict(X)), bits(want))
+        with pytest.raises(ValueError, match="read-only"):
+            copy_.layers[0].weight[...] = 0.0
 
 
 def test_freeze_draws_pending_weights_once():

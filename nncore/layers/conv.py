@@ -197,9 +197,8 @@ class Conv2d(WeightedLayer):
         output and argmax land in ``pool``'s buffers, with the bits of the
         separate steps, and where the direct or Winograd convolution runs
         the unpooled output (the largest activation of a small CNN) is never
-        stored. The
-        ReLU's backward must be absorbed by ``pool``'s (Sequential checks
-        both); this layer's backward needs only x."""
+        stored. The ReLU's backward must be absorbed by ``pool``'s
+        (Sequential checks both); this layer's backward needs only x."""
         x = self._prepare(x)
         y, argmax = pool.fused_outputs(self._z.shape, self._z)
         _core.conv2d_forward_pool(x, self._w, self._b, self._z, y, argmax, self.stride,

@@ -558,6 +558,8 @@ class Sequential(Layer):
         self._owner = None
         self._workspaces = []
         self._chain_predictor = self._new_chain_predictor()
+        if self._frozen:
+            self._freeze_in_place()
 
     def parameters(self):
         return list(self._params)
@@ -743,15 +745,24 @@ class Sequential(Layer):
         model do not reach it (freeze again)."""
         self.named_tensors()        # draws any weights still pending, once
         frozen = copy.deepcopy(self).eval()
-        for _, arr in frozen.named_tensors():
+        frozen._freeze_in_place()
+        return frozen
+
+    _frozen = False
+
+    def _freeze_in_place(self):
+        """Make the tensors read-only and let the convolutions keep packs
+        (empty: made on first use). Also run when a frozen model is
+        unpickled or copied: the arrays come back writable."""
+        for _, arr in self.named_tensors():
             arr.flags.writeable = False
-        stack = list(frozen.layers)
+        stack = list(self.layers)
         while stack:
             layer = stack.pop()
             stack.extend(layer.sublayers())
             if hasattr(layer, "_packs"):
                 layer._packs = {}
-        return frozen
+        self._frozen = True
 
     # ---- weights and architecture ----
 
