@@ -3,12 +3,13 @@
  *
  * 3x3, stride-1, dilation-1 convolutions without groups take Winograd
  * F(2x2, 3x3) (winograd.c) for the forward pass (every epilogue; with
- * nn_conv2d_forward_pool the output is written, then pooled, as on the
- * GEMM path: the fused pass gives the bits of the separate steps) and the
- * input gradient, where wino_pays says it is faster than the direct path:
- * by the layer's shape, never the batch size (nn_conv_set_winograd can
- * force it on or off). Its weight transform runs on the call's threads
- * before the tasks (prologue, then a barrier). Their weight gradient is
+ * nn_conv2d_forward_pool each tile row's two output rows are pooled as
+ * they are written, the bits of the separate steps) and the input
+ * gradient, where wino_pays says it is faster than the direct path: by the
+ * layer's shape, never the batch size (nn_conv_set_winograd can force it
+ * on or off). Its weight transform runs on the call's threads before the
+ * tasks (prologue, then a barrier), unless the forward pass was given the
+ * transformed weights (nn_conv2d_pack_forward). Their weight gradient is
  * Winograd's too where it pays (winograd_dw.c, wino_dw_pays: 16 input
  * channels or more, tiles mostly full, its 4x4 sums within L2); its tasks,
  * one per chunk of images, sum db as the direct path's do. Either way 16
@@ -43,9 +44,10 @@
  *   1x1, stride 1, no padding: col is x itself (B = x[n,g], ldb = H*W), and
  *     dx is written by the GEMM directly: no im2col, no col2im.
  *   MaxPool2d(2) after the activation (nn_conv2d_forward_pool, a small CNN's
- *     conv-ReLU-pool in training): the direct path pools each pair of output
- *     rows before writing (conv_direct.h), never storing the unpooled output;
- *     the other paths write it to y, then pool it.
+ *     conv-ReLU-pool in training): the direct and Winograd paths pool each
+ *     pair of output rows before writing (conv_direct.h, winograd.h), never
+ *     storing the unpooled output; the GEMM paths write it to y, then pool
+ *     it.
  *   C/groups == 1 (depthwise, any channel multiplier, and a one-channel input
  *     layer): direct, no GEMM. Stride 1: the input plane is zero-padded into
  *     the thread's buffer, the output kept with the padded row stride, so
@@ -1392,18 +1394,21 @@ static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, co
     return status;
 }
 
+/* Every public forward pass below goes through nn_conv2d_forward_packed:
+ * one place checks the pooling's arguments and builds the BatchNorm fold. */
 int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act)
 {
-    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, y, act, NULL, NULL, NULL, 0);
+    return nn_conv2d_forward_packed(p, NULL, 0, x, w, b, NULL, NULL, NULL, NULL, 0.0f, NULL, y,
+                                    act, NULL, NULL);
 }
 
 int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
                          const float *b, const float *bn_weight, const float *bn_bias,
                          const float *mean, const float *var, float eps, float *y, int act)
 {
-    const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    return conv2d_forward_profiled(p, x, w, b, &bn, NULL, y, act, NULL, NULL, NULL, 0);
+    return nn_conv2d_forward_packed(p, NULL, 0, x, w, b, bn_weight, bn_bias, mean, var, eps,
+                                    NULL, y, act, NULL, NULL);
 }
 
 int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1411,21 +1416,15 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
                           const float *mean, const float *var, float eps, const float *res,
                           float *y, int act)
 {
-    const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act, NULL, NULL,
-                                   NULL, 0);
+    return nn_conv2d_forward_packed(p, NULL, 0, x, w, b, bn_weight, bn_bias, mean, var, eps,
+                                    res, y, act, NULL, NULL);
 }
 
 int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *b, float *z, float *y, int32_t *argmax, int act)
 {
-    int64_t oh, ow;
-    const int status = nn_conv2d_output_size(p, &oh, &ow);
-    if (status != NN_OK)
-        return status;
-    if (oh < 2 || ow < 2)
-        return NN_EINVAL;
-    return conv2d_forward_profiled(p, x, w, b, NULL, NULL, z, act, y, argmax, NULL, 0);
+    return nn_conv2d_forward_packed(p, NULL, 0, x, w, b, NULL, NULL, NULL, NULL, 0.0f, NULL, z,
+                                    act, y, argmax);
 }
 
 int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,

@@ -130,17 +130,6 @@ cdef extern from "nncore.h" nogil:
         NN_WINOGRAD_ALWAYS
         NN_WINOGRAD_NEVER
     int nn_conv_set_winograd(int mode)
-    int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
-                          const float *b, float *y, int act)
-    int nn_conv2d_forward_bn(const nn_conv2d_params *p, const float *x, const float *w,
-                             const float *b, const float *bn_weight, const float *bn_bias,
-                             const float *mean, const float *var, float eps, float *y, int act)
-    int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float *w,
-                              const float *b, const float *bn_weight, const float *bn_bias,
-                              const float *mean, const float *var, float eps,
-                              const float *res, float *y, int act)
-    int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
-                               const float *b, float *z, float *y, int32_t *argmax, int act)
     int nn_conv2d_pack_forward(const nn_conv2d_params *p, const float *w, const float *b,
                                const float *bn_weight, const float *bn_bias, const float *mean,
                                const float *var, float eps, float *packed, int64_t capacity,
