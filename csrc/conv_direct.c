@@ -97,6 +97,23 @@ int nn_dconv_plan(nn_dconv *D, const nn_kernel_table *kt, int nt)
     if (nt > 1 && images < NN_DCONV_TASKS_PER_THREAD * nt)
         while (images * want % nt != 0)
             want++;
+    /* Rows that do not divide among the threads (7: 4 + 3) split the
+     * channels instead, when their blocks of 16 do (64 channels, 2 threads:
+     * two tiles of 32, all rows each), so the work splits evenly: only
+     * where a row is one tile of pixels either way, and ldw stays, so each
+     * output is the same sum in the same order (and a pack made for one
+     * thread count fits another). */
+    const int64_t blocks = ceil_div(D->o, 16);
+    D->ctasks = 1;
+    if (nb == 1 && want > 1 && D->oh % want != 0 && !D->pool && !D->transposed &&
+        blocks % want == 0 && blocks / want <= vmax && D->ow <= D->rmax &&
+        D->ow <= rmax[blocks / want - 1] && D->nob < want) {
+        D->v = (int)(blocks / want);
+        D->nob = want;
+        D->rmax = rmax[D->v - 1];
+        D->ctasks = want;
+        want = 1;
+    }
     nb = max64(nb, min64(want, D->oh));
     D->band = ceil_div(D->oh, nb);
     D->band += D->pool && D->band % 2; /* pooled rows come in pairs */
@@ -459,6 +476,8 @@ static int row_is_zero(const nn_dconv *D, int64_t y)
 
 void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float *buf)
 {
+    const int64_t ct = t % D->ctasks;
+    t /= D->ctasks;
     const int64_t per_n = D->groups * D->nbands;
     const int64_t n = t / per_n, g = t % per_n / D->nbands, band = t % D->nbands;
     const int64_t oh0 = band * D->band, oh1 = min64(oh0 + D->band, D->oh);
@@ -482,7 +501,8 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
         task_pooled(D, &T, n, g, oh0, oh1, xq, yb, y, seg);
         return;
     }
-    for (int64_t ob = 0; ob < D->nob; ob++) {
+    const int64_t ob1 = D->ctasks > 1 ? ct + 1 : D->nob;
+    for (int64_t ob = D->ctasks > 1 ? ct : 0; ob < ob1; ob++) {
         const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
         const float *w = D->wpk + g * D->taps * D->ldw + o0;
         T.w = w;

@@ -34,7 +34,8 @@ typedef struct nn_dconv {
     int rmax;             /* pixels per tile at most */
     int64_t nob, ldw;     /* channel tiles; packed weight row: nob * 16 v floats */
     int64_t taps;         /* c * kh * kw: the sum each output runs over */
-    int64_t band, nbands; /* output rows per task, tasks per (image, group) */
+    int64_t band, nbands; /* output rows per task, bands per (image, group) */
+    int64_t ctasks;       /* tasks per band: 1, or nob (one channel tile each) */
     int64_t hq, wq;       /* one phase plane of a task's input band */
     int64_t xq_floats;    /* the input band: c * sh * sw phase planes (transposed: c planes) */
     int64_t tmax, umax;   /* transposed: the largest tap shift in dy rows, columns */
@@ -80,9 +81,12 @@ size_t nn_dconv_packed_floats(const nn_dconv *D);
  * times scale[j], the bias replaced by shift[j]. */
 void nn_dconv_fold(nn_dconv *D, const float *scale, const float *shift);
 
-/* Tasks: (image, group, band of output rows); each writes outputs no other
- * task writes. */
-static inline int64_t nn_dconv_tasks(const nn_dconv *D) { return D->n * D->groups * D->nbands; }
+/* Tasks: (image, group, band of output rows, and with ctasks > 1 channel
+ * tile); each writes outputs no other task writes. */
+static inline int64_t nn_dconv_tasks(const nn_dconv *D)
+{
+    return D->n * D->groups * D->nbands * D->ctasks;
+}
 
 /* Floats of the buffer each thread running tasks needs. */
 size_t nn_dconv_task_floats(const nn_dconv *D);

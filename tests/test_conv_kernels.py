@@ -258,6 +258,7 @@ THREAD_CASES = [
     (1, 16, 28, 28, 16, 3, 1, 1, 1, 1),      # batch 1: bands of rows
     (19, 16, 14, 14, 32, 3, 2, 1, 1, 1),     # stride 2, chunks of images in dw
     (1, 32, 14, 14, 64, 3, 2, 1, 1, 1),      # batch 1, stride 2: bands of dx rows in phases
+    (3, 24, 9, 9, 32, 5, 1, 2, 1, 1),        # 9 rows, 3 images: a channel tile per task
 ]
 
 
