@@ -73,8 +73,21 @@ int nn_wino_plan(nn_wino *W, const nn_kernel_table *kt, int nt)
     /* bands of tile rows of one image; with fewer images than threads,
      * enough bands for every thread */
     int64_t nb = ceil_div(W->th, max64(1, cap / W->tw));
-    if (nt > 1 && W->n * nb < nt)
-        nb = min64(W->th, ceil_div(nt, W->n));
+    W->tiles = 0;
+    if (nt > 1 && W->n * nb < nt) {
+        const int64_t want = ceil_div(nt, W->n);
+        if (W->th % want != 0 && W->tw > 1 && (ceil_div(W->th, want) + 1) * W->tw <= cap) {
+            /* 7 tile rows on 2 threads: 4 + 3 rows left a thread idle for a
+             * seventh of the call; tile ranges split evenly (a range's
+             * partial rows get their whole rows' input transform) */
+            W->tiles = 1;
+            W->nbands = want;
+            W->band = ceil_div(W->th, want) + 1;
+            W->tmax = W->band * W->tw;
+            return 1;
+        }
+        nb = min64(W->th, want);
+    }
     W->band = ceil_div(W->th, nb);
     W->nbands = ceil_div(W->th, W->band);
     W->tmax = W->band * W->tw;
@@ -119,33 +132,45 @@ void nn_wino_pack(const nn_wino *W, int part, int parts)
 /* Tile row r of image i, its two output rows at yb and yb + 2 tw ldk: the
  * pooled row r (an odd last output row is not pooled, MaxPool2d's floor)
  * and its argmax, transposed into W->pool_y and W->arg. */
-static void pool_row(const nn_wino *W, int64_t i, int64_t r, float *yb)
+static void pool_row(const nn_wino *W, int64_t i, int64_t r, int64_t q0, int64_t q1,
+                     float *yb)
 {
     const int64_t pw = W->ow / 2, P2 = (W->oh / 2) * pw, ldk = W->ldk, tw = W->tw;
-    if (2 * r + 1 >= W->oh)
+    const int64_t np = min64(q1, pw) - q0; /* tile q is pooled column q */
+    if (2 * r + 1 >= W->oh || np <= 0)
         return;
     float *pm = yb + 4 * tw * ldk;
     int32_t *pa = (int32_t *)(pm + tw * ldk);
-    W->kt->maxpool2x2_lanes(pw, ldk, yb, yb + 2 * tw * ldk, (int32_t)(2 * r * W->ow),
+    W->kt->maxpool2x2_lanes(np, ldk, yb, yb + 2 * tw * ldk, (int32_t)(2 * r * W->ow + 2 * q0),
                             (int32_t)W->ow, pm, pa);
-    const int64_t at = i * W->o * P2 + r * pw;
-    W->kt->conv_transpose(pw, W->o, pm, ldk, W->pool_y + at, P2);
+    const int64_t at = i * W->o * P2 + r * pw + q0;
+    W->kt->conv_transpose(np, W->o, pm, ldk, W->pool_y + at, P2);
     /* the argmax through the same transpose: it only moves the 32-bit
      * patterns (loads, shuffles, stores; no arithmetic) */
-    W->kt->conv_transpose(pw, W->o, (const float *)pa, ldk, (float *)(W->arg + at), P2);
+    W->kt->conv_transpose(np, W->o, (const float *)pa, ldk, (float *)(W->arg + at), P2);
 }
 
 void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *buf)
 {
-    int64_t n0, n1, r0, r1;
+    /* images [n0, n1), tile rows [r0, r1), of which the tiles [a, b) (in
+     * the first image's row-major order) are this task's */
+    int64_t n0, n1, r0, r1, a, b;
     if (W->ipt) {
         n0 = t * W->ipt, n1 = min64(n0 + W->ipt, W->n), r0 = 0, r1 = W->th;
+    } else if (W->tiles) {
+        const int64_t part = t % W->nbands, all = W->th * W->tw;
+        n0 = t / W->nbands, n1 = n0 + 1;
+        a = part * all / W->nbands, b = (part + 1) * all / W->nbands;
+        r0 = a / W->tw, r1 = ceil_div(b, W->tw);
     } else {
         n0 = t / W->nbands, n1 = n0 + 1, r0 = t % W->nbands * W->band;
         r1 = min64(r0 + W->band, W->th);
     }
     const int64_t c = W->c, o = W->o, tw = W->tw, rows = r1 - r0;
     const int64_t per = rows * tw, T = (n1 - n0) * per;
+    if (!W->tiles)
+        a = r0 * tw, b = r1 * tw;
+    const int64_t ta = a - r0 * tw, tb = b - r0 * tw; /* the task's tiles of V and M */
     const int64_t ldv = c * T + NN_WINO_SKEW, ldm = T * o + NN_WINO_SKEW;
     float *v = buf, *m = v + 16 * (c * W->tmax + NN_WINO_SKEW);
     float *d = m + 16 * (o * W->tmax + NN_WINO_SKEW), *yb = d + round_up(16 * W->tmax, 16);
@@ -161,8 +186,8 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
                       .act = NN_ACT_NONE};
     for (int64_t xi = 0; xi < 16; xi++) {
         g.b = W->u + xi * W->ldu;
-        for (int64_t t0 = 0; t0 < T; t0 += W->mr) {
-            g.m = min64(W->mr, T - t0);
+        for (int64_t t0 = W->tiles ? ta : 0, t1 = W->tiles ? tb : T; t0 < t1; t0 += W->mr) {
+            g.m = min64(W->mr, t1 - t0);
             g.a = v + xi * ldv + t0;
             g.c = m + xi * ldm + t0 * o;
             kt->gemm_block(&g);
@@ -176,19 +201,22 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
     float *yb1 = yb + 2 * tw * ldk;
     for (int64_t i = n0; i < n1; i++)
         for (int64_t r = r0; r < r1; r++) {
-            const int64_t tile = (i - n0) * per + (r - r0) * tw;
-            kt->wino_output(tw, o, m + tile * o, ldm, o, bias, act, yb, yb1, ldk);
+            /* tiles [q0, q1) of the row: output columns [2 q0, x1) */
+            const int64_t q0 = max64(ta - (r - r0) * tw, 0), q1 = min64(tb - (r - r0) * tw, tw);
+            const int64_t tile = (i - n0) * per + (r - r0) * tw + q0;
+            const int64_t x0 = 2 * q0, nx = min64(2 * q1, W->ow) - x0;
+            kt->wino_output(q1 - q0, o, m + tile * o, ldm, o, bias, act, yb, yb1, ldk);
             if (W->arg) {
-                pool_row(W, i, r, yb);
+                pool_row(W, i, r, q0, q1, yb);
                 continue;
             }
-            for (int64_t a = 0; a < 2 && 2 * r + a < W->oh; a++) {
-                const int64_t at = i * W->y_img + (2 * r + a) * W->ow;
+            for (int64_t h = 0; h < 2 && 2 * r + h < W->oh; h++) {
+                const int64_t at = i * W->y_img + (2 * r + h) * W->ow + x0;
                 if (W->res)
-                    kt->conv_transpose_res(W->ow, o, a ? yb1 : yb, ldk, y + at, P, W->res + at,
+                    kt->conv_transpose_res(nx, o, h ? yb1 : yb, ldk, y + at, P, W->res + at,
                                            W->act);
                 else
-                    kt->conv_transpose(W->ow, o, a ? yb1 : yb, ldk, y + at, P);
+                    kt->conv_transpose(nx, o, h ? yb1 : yb, ldk, y + at, P);
             }
         }
 }

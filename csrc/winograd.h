@@ -200,6 +200,8 @@ typedef struct nn_wino {
     int64_t th, tw;      /* tile rows and columns per image */
     int64_t ipt;         /* whole images per task, or 0: bands of tile rows */
     int64_t band, nbands;/* tile rows per task and tasks per image (ipt == 0) */
+    int tiles;           /* 1: the tasks of an image are even ranges of its tiles
+                          * (tile rows that do not divide among the threads) */
     int64_t tmax;        /* tiles per task at most */
     /* in the caller's SHARED workspace (set before nn_wino_pack): per
      * position xi, U[xi] (c x o) as the GEMM's packed B: channel k of input

@@ -18,6 +18,7 @@ CASES = [
     (2, 32, 14, 14, 64, 3, 1, 1, 1, 1),       # its conv2 (7x7 pooled: narrow rows)
     (2, 3, 9, 7, 20, 3, 1, 1, 1, 1),          # odd rows and columns (floor), partial tile
     (1, 5, 15, 13, 4, 3, 1, 1, 1, 1),         # batch 1 (bands of rows), 4 channels
+    (1, 8, 14, 13, 32, 3, 1, 1, 1, 1),        # batch 1, 7 tile rows: ranges of tiles
     (2, 4, 6, 6, 48, 3, 1, 0, 1, 1),          # no padding, three blocks of 16
     (4, 16, 7, 7, 70, 3, 1, 1, 1, 1),         # two channel tiles, the last partial
     (2, 6, 12, 11, 16, 3, 2, 1, 1, 1),        # stride 2

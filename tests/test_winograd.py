@@ -28,6 +28,7 @@ CASES = [
     (2, 6, 8, 8, 9, 3),          # padding 3: forward only (dx takes the direct path)
     (2, 8, 40, 36, 16, 1),       # several tasks per image
     (7, 32, 14, 14, 32, 1),      # ResNet's 14x14 stage shape, odd batch
+    (1, 16, 13, 14, 24, 1),      # 7 tile rows of 7: on 2 threads, ranges of tiles
 ]
 
 
@@ -120,8 +121,9 @@ def test_input_gradient(isa, rng, winograd, case):
     np.testing.assert_array_equal(dx2, dx)
 
 
+# batch 1 with 7 tile rows (and 9x9: 5 rows of 5 tiles): even ranges of tiles
 THREAD_CASES = [CASES[2], CASES[3], CASES[7], CASES[12], CASES[13], (1, 64, 14, 14, 64, 1),
-                (1, 16, 28, 28, 16, 1)]
+                (1, 16, 28, 28, 16, 1), (1, 24, 9, 9, 40, 1)]
 
 
 @pytest.mark.parametrize("case", THREAD_CASES, ids=case_id)
