@@ -818,7 +818,7 @@ static int run_tasks(const conv_call *K)
         const int team = omp_get_num_threads();
         if (prologue(K, omp_get_thread_num(), team))
             nn_barrier_wait(&bar, team);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
         for (int64_t t = 0; t < total; t++)
             if (mine == NN_OK)
                 mine = run_task(K, t, buf);
