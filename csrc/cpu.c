@@ -157,3 +157,49 @@ int nn_set_local_num_threads(int n)
     omp_set_num_threads(n < 1 ? 1 : n > NN_MAX_THREADS ? NN_MAX_THREADS : n);
     return previous;
 }
+
+/* Half the round trip of a cache line between the first two threads of a
+ * team (each waits for the other's store, then stores): what a core pays to
+ * read a line the other just wrote. 0 with fewer than two threads. On the
+ * development VM it measured 36 ns, or 167 ns when the host had put the two
+ * vCPUs on distant cores; splitting one image between the two threads is
+ * then slower than one thread (docs/measurements.md). */
+double nn_core_to_core_ns(int64_t rounds)
+{
+    if (rounds < 1 || nn_max_threads() < 2)
+        return 0.0;
+    struct {
+        _Alignas(64) _Atomic int64_t flag;
+        char pad[64 - sizeof(int64_t)];
+    } line;
+    atomic_init(&line.flag, 0);
+    int team = 0;
+    double seconds = 0.0;
+#pragma omp parallel num_threads(2)
+    {
+        const int me = omp_get_thread_num();
+#pragma omp single
+        team = omp_get_num_threads();
+        if (team == 2) {
+            double t0 = 0.0;
+            /* a tenth more rounds, the first untimed (wake-up) */
+            const int64_t warm = rounds / 10 + 1;
+            for (int64_t i = 0; i < warm + rounds; i++) {
+                if (i == warm)
+                    t0 = omp_get_wtime();
+                if (me == 0) {
+                    atomic_store_explicit(&line.flag, 2 * i + 1, memory_order_release);
+                    while (atomic_load_explicit(&line.flag, memory_order_acquire) != 2 * i + 2)
+                        ;
+                } else {
+                    while (atomic_load_explicit(&line.flag, memory_order_acquire) != 2 * i + 1)
+                        ;
+                    atomic_store_explicit(&line.flag, 2 * i + 2, memory_order_release);
+                }
+            }
+            if (me == 0)
+                seconds = omp_get_wtime() - t0;
+        }
+    }
+    return team == 2 ? seconds * 1e9 / (2.0 * (double)rounds) : 0.0;
+}

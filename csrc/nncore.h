@@ -48,6 +48,9 @@ int nn_get_num_threads(void);
 /* A cap for the calling thread only (OpenMP's own per-thread count); returns
  * the previous one, to restore it with. */
 int nn_set_local_num_threads(int n);
+/* The one-way latency of a cache line between two cores of the team, ns (the
+ * mean over `rounds` round trips; 0 with fewer than two threads). */
+double nn_core_to_core_ns(int64_t rounds);
 
 /* ---- activations (act.c) ---- */
 /* Activation codes: the kernels below and the GEMM epilogue's activation

@@ -45,9 +45,11 @@ def cmd_bench(args):
     print(f"{env['cpu']}; {env['cores']} cores; nncore {env['versions']['nncore']} "
           f"isa={env['isa']}; {args.threads} threads; "
           + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k != "nncore"))
+    core = env["core_to_core_ns"]
     print(f"FMA peak {env['peak_gflops']:.0f} GFLOP/s, memory bandwidth (triad) "
-          f"{env['memory_bandwidth_gbs']:.1f} GB/s at {args.threads} threads; "
-          f"load average {', '.join(f'{v:.1f}' for v in env['load_average'] or ())}")
+          f"{env['memory_bandwidth_gbs']:.1f} GB/s at {args.threads} threads"
+          + (f", a cache line core to core in {core:.0f} ns" if core else "")
+          + f"; load average {', '.join(f'{v:.1f}' for v in env['load_average'] or ())}")
     if options:
         with bench.thread_limits(args.threads):
             env["bf16_peak_gflops"] = bench.bf16_peak_gflops(args.threads,
@@ -62,6 +64,8 @@ def cmd_bench(args):
         print(f"  {row['family']:<6} {row['case']}: nncore {row['nncore_s'] * 1e6:.1f} us"
               + "".join(f", x{p} {row[f'ratio_{p}']:.2f}" for p in bench.SIDES
                         if f"ratio_{p}" in row)
+              + (f", core to core {row['core_to_core_ns']:.0f} ns"
+                 if "core_to_core_ns" in row else "")
               + (" (noisy)" if row.get("noisy") else ""), file=sys.stderr, flush=True)
     results = {}
     for name in families:

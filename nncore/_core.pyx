@@ -75,6 +75,18 @@ def build_info():
     }
 
 
+def core_to_core_ns(int64_t rounds=2000):
+    """The one-way latency, ns, of a cache line between the first two of the
+    kernels' threads (half a round trip, the mean over `rounds`); 0.0 on one
+    thread."""
+    if rounds < 1:
+        raise ValueError(f"core_to_core_ns: rounds must be >= 1, got {rounds}")
+    cdef double ns
+    with nogil:
+        ns = nn_core_to_core_ns(rounds)
+    return ns
+
+
 def bf16_info():
     """The bfloat16 GEMM's hardware: whether the CPU runs its AVX512_BF16
     kernel, the kernel in use now, and whether AMX-BF16 is present."""

@@ -1,16 +1,19 @@
 """python -m nncore bench: every family runs (tiny shapes, --quick) and writes
 the documented JSON; the row arithmetic and the report."""
 import json
+import os
 import sys
 
 import numpy as np
 import pytest
 
-from nncore import bench
+import nncore
+from nncore import _core, bench
 from nncore.__main__ import main
 
 ENV_FIELDS = ("cpu", "cores", "isa", "isa_available", "threads", "versions",
-              "peak_gflops", "memory_bandwidth_gbs", "blas", "load_average", "date")
+              "peak_gflops", "memory_bandwidth_gbs", "core_to_core_ns", "blas", "load_average",
+              "date")
 ROW_FIELDS = ("family", "group", "case", "threads", "isa", "contenders", "metric", "noisy",
               "repeats", "nncore_s", "nncore_min_s", "nncore_max_s", "nncore_spread")
 # every family but conv (NumPy has no conv), and every row but the estimator rows of train
@@ -41,8 +44,23 @@ def test_environment_is_recorded(results):
                       ("onnxruntime", "onnxruntime")):
         assert (name in env["versions"]) == (mod in sys.modules)
     assert env["peak_gflops"] > 0 and env["memory_bandwidth_gbs"] > 0
+    assert env["core_to_core_ns"] is None           # one thread: no second core
     assert results["quick"] is True
     assert results["command"].startswith("python -m nncore bench all --quick")
+
+
+def test_core_to_core_probe(num_threads):
+    nncore.set_num_threads(1)
+    assert _core.core_to_core_ns() == 0.0
+    assert bench.core_to_core_ns(1) is None
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        _core.core_to_core_ns(0)
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: two threads would take turns")
+    ns = bench.core_to_core_ns(2)
+    # a cache line between two cores: tens to hundreds of ns, never free
+    assert 1.0 < ns < 100_000.0
+    assert nncore.get_num_threads() == 1                # the probe restores the count
 
 
 @pytest.mark.parametrize("family", bench.ORDER)
@@ -168,6 +186,8 @@ def test_conv_rows(results):
         elif r["group"] in ("latency", "throughput"):
             assert ("onnxruntime" in r["contenders"]) == _onnxruntime_usable()
             assert r["max_abs_diff_nncore_predict"] == 0.0    # frozen: the same bits
+            # one image on two threads: the core-to-core latency it ran with
+            assert ("core_to_core_ns" in r) == (r["group"] == "latency" and r["threads"] > 1)
             for side in r["contenders"]:
                 if side != "nncore":      # the peers' copies compute the same function
                     assert r[f"max_abs_diff_{side}"] < 1e-4, side

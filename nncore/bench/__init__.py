@@ -20,7 +20,9 @@ flagged as noisy. GEMM rows give % of the FMA peak measured by the C peak
 kernel (csrc/peak.c, ``peak_gflops``); elementwise rows give GB/s and % of the
 memory bandwidth measured by a triad (``memory_bandwidth``). The conv family
 compares whole conv nets and their layers with PyTorch and onnxruntime only
-(NumPy has no convolution); all its rows give GFLOP/s and % of the FMA peak.
+(NumPy has no convolution); all its rows give GFLOP/s and % of the FMA peak,
+and its one-image rows the core-to-core latency measured just before them
+(``core_to_core_ns``: two threads splitting one image share cache lines).
 
 ``--precision bf16`` (gemm and train): the "nncore" side runs in bfloat16
 (``matmul(..., precision="bf16")``, ``Trainer(precision="bf16")``), next to
@@ -31,7 +33,7 @@ GEMM rows give % of the bf16 peak measured by the vdpbf16ps probe
 
 Layout: registry (FAMILIES, ``@family``, ``run``, ORDER), harness (thread
 limits, timing in turns, the row of one case), machine (CPU, versions, the
-measured FMA peak and memory bandwidth), one module per family (gemm, layers,
+measured FMA peak, memory bandwidth and core-to-core latency), one module per family (gemm, layers,
 train, infer, conv; mlp holds the networks train and infer share, estimators
 the NNClassifier-vs-MLPClassifier rows of train, cnn the conv nets and their
 PyTorch and ONNX copies), report (text and Markdown tables) and plot
@@ -41,8 +43,8 @@ PyTorch and ONNX copies), report (text and Markdown tables) and plot
 from .registry import FAMILIES, ORDER, family, run  # noqa: F401
 from .harness import (PEERS, SIDES, SPREAD_LIMIT, available_peers, spread,  # noqa: F401
                       summarize, thread_limits, time_epochs, time_many)
-from .machine import (bf16_peak_gflops, cpu_model, environment, machine,  # noqa: F401
-                      memory_bandwidth, peak_gflops)
+from .machine import (bf16_peak_gflops, core_to_core_ns, cpu_model, environment,  # noqa: F401
+                      machine, memory_bandwidth, peak_gflops)
 from .gemm import bench_gemm, gemm_cases, gemm_operands  # noqa: F401
 from .layers import bench_layers, layer_cases  # noqa: F401
 from .mlp import ARCHS, _arch_name, _data, _nncore_mlp  # noqa: F401

@@ -13,7 +13,7 @@ from ..trainer import Trainer
 from .cnn import NETS, build_net, images, net_flops, onnx_session, torch_copy
 from .harness import (available_peers, summarize, thread_limits, time_epochs, time_many,
                       torch_epoch)
-from .machine import peak_gflops
+from .machine import core_to_core_ns, peak_gflops
 from .registry import family
 
 CONV_PEERS = ("torch", "onnxruntime")
@@ -212,10 +212,13 @@ def bench_conv(quick=False, threads=2, budget=None, peers=None, tiny=False, nets
                 diffs = {f"max_abs_diff_{name}": float(np.max(np.abs(np.asarray(f(X)) - ref)))
                          for name, f in sides.items() if name != "nncore"}
                 kind = "latency" if batch == 1 else "throughput"
+                core = core_to_core_ns(nthreads) if batch == 1 else None
                 row = summarize("conv", kind, f"{label} predict batch {batch}",
                                 time_many(fns, budget, gap=gap), nthreads, work=batch,
                                 metric="samples/s")
                 row.update({"net": net, "batch": batch, **diffs})
+                if core:
+                    row["core_to_core_ns"] = core
                 _add_flops(row, forward, peak)
                 emit(row)
         for label, n, c, s, o, k, stride, groups, bias, input_grad in layers:

@@ -99,6 +99,24 @@ def memory_bandwidth(threads=None, quick=False):
     return _LIMITS[key]
 
 
+def core_to_core_ns(threads=None):
+    """The one-way latency, ns, of a cache line between the first two
+    threads at `threads` threads (None: 1 thread or fewer), the best of five
+    runs of the C probe (nn_core_to_core_ns). Not cached: a virtual
+    machine's host may move its vCPUs (the development VM's two measured 30-36 ns
+    or 167 ns), and work split across the cores pays it on every line they
+    share."""
+    threads = threads or _core.get_num_threads()
+    if threads < 2:
+        return None
+    previous = _core.get_num_threads()
+    set_num_threads(threads)
+    try:
+        return min(_core.core_to_core_ns(2000) for _ in range(5))
+    finally:
+        set_num_threads(previous)
+
+
 def cpu_model():
     """The CPU's model name (Linux), else what platform knows."""
     cpu = platform.processor() or platform.machine()
@@ -146,6 +164,7 @@ def environment(threads=2, quick=False):
             env["versions"][name] = sys.modules[mod].__version__
     env["peak_gflops"] = peak_gflops(threads, quick)
     env["memory_bandwidth_gbs"] = memory_bandwidth(threads, quick)
+    env["core_to_core_ns"] = core_to_core_ns(threads)
     return env
 
 
