@@ -8,8 +8,11 @@
  *
  * Prints the best of 5 runs of 20,000 parallel regions per case, in us per
  * region (rdtsc at the nominal 2596 MHz of the development VM's TSC: set
- * TSC_MHZ for another machine), and an empty region for the fork/join. */
+ * TSC_MHZ for another machine), an empty region for the fork/join, and the
+ * core-to-core latency the cases ran with (half a round trip of a cache
+ * line; what the interleaved case pays depends on it). */
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <x86intrin.h>
@@ -60,6 +63,33 @@ static double run(int which)
     return best;
 }
 
+/* Half the round trip of a cache line between the team's two threads, ns. */
+static double core_to_core_ns(void)
+{
+    static _Alignas(64) _Atomic long flag;
+    const long rounds = 100000;
+    unsigned long long t0 = 0;
+#pragma omp parallel num_threads(2)
+    {
+        const int me = omp_get_thread_num();
+#pragma omp barrier
+        if (me == 0)
+            t0 = __rdtsc();
+        for (long i = 0; i < rounds; i++) {
+            if (me == 0) {
+                atomic_store(&flag, 2 * i + 1);
+                while (atomic_load(&flag) != 2 * i + 2)
+                    ;
+            } else {
+                while (atomic_load(&flag) != 2 * i + 1)
+                    ;
+                atomic_store(&flag, 2 * i + 2);
+            }
+        }
+    }
+    return (double)(__rdtsc() - t0) / TSC_MHZ * 1000.0 / (2.0 * rounds);
+}
+
 int main(void)
 {
     y = aligned_alloc(64, sizeof(float) * C * H * W);
@@ -69,6 +99,7 @@ int main(void)
                                   "the same, a gap of 4 rows", "halves of the planes"};
     for (int which = 0; which < 4; which++)
         printf("%-30s %.2f us\n", names[which], run(which));
+    printf("%-30s %.0f ns\n", "core to core", core_to_core_ns());
     free(y);
     return 0;
 }
