@@ -161,9 +161,9 @@ int nn_set_local_num_threads(int n)
 /* Half the round trip of a cache line between the first two threads of a
  * team (each waits for the other's store, then stores): what a core pays to
  * read a line the other just wrote. 0 with fewer than two threads. On the
- * development VM it measured 36 ns, or 167 ns when the host had put the two
- * vCPUs on distant cores; splitting one image between the two threads is
- * then slower than one thread (docs/measurements.md). */
+ * development VM it measured 25-47 ns, or 151-167 ns when the host had put
+ * the two vCPUs on distant cores; splitting one image between the two
+ * threads is then slower than one thread (docs/measurements.md). */
 double nn_core_to_core_ns(int64_t rounds)
 {
     if (rounds < 1 || nn_max_threads() < 2)

@@ -64,6 +64,7 @@ int nn_wino_plan(nn_wino *W, const nn_kernel_table *kt, int nt)
         return 0;
     const int64_t per_img = W->th * W->tw;
     W->ipt = 0;
+    W->tiles = 0;
     if (per_img <= cap && !(nt > 1 && W->n < nt)) {
         /* whole images, at least one task per thread */
         W->ipt = min64(cap / per_img, ceil_div(W->n, nt));
@@ -73,7 +74,6 @@ int nn_wino_plan(nn_wino *W, const nn_kernel_table *kt, int nt)
     /* bands of tile rows of one image; with fewer images than threads,
      * enough bands for every thread */
     int64_t nb = ceil_div(W->th, max64(1, cap / W->tw));
-    W->tiles = 0;
     if (nt > 1 && W->n * nb < nt) {
         const int64_t want = ceil_div(nt, W->n);
         if (W->th % want != 0 && W->tw > 1 && (ceil_div(W->th, want) + 1) * W->tw <= cap) {
@@ -154,7 +154,7 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
 {
     /* images [n0, n1), tile rows [r0, r1), of which the tiles [a, b) (in
      * the first image's row-major order) are this task's */
-    int64_t n0, n1, r0, r1, a, b;
+    int64_t n0, n1, r0, r1, a = 0, b = 0;
     if (W->ipt) {
         n0 = t * W->ipt, n1 = min64(n0 + W->ipt, W->n), r0 = 0, r1 = W->th;
     } else if (W->tiles) {
