@@ -103,9 +103,9 @@ def core_to_core_ns(threads=None):
     """The one-way latency, ns, of a cache line between the first two
     threads at `threads` threads (None: 1 thread or fewer), the best of five
     runs of the C probe (nn_core_to_core_ns). Not cached: a virtual
-    machine's host may move its vCPUs (the development VM's two measured 25-47
-    ns, or 151-167 ns after minutes of load), and work split across the cores
-    pays it on every line they share."""
+    machine's host may move its vCPUs (the development VM's two measured
+    25-47 ns apart, or 151-167 ns after minutes of load), and work split
+    across the cores pays it on every line they share."""
     threads = threads or _core.get_num_threads()
     if threads < 2:
         return None
