@@ -35,10 +35,9 @@ Layout: registry (FAMILIES, ``@family``, ``run``, ORDER), harness (thread
 limits, timing in turns, the row of one case), machine (CPU, versions, the
 measured FMA peak, memory bandwidth and core-to-core latency), one module
 per family (gemm, layers, train, infer, conv; mlp holds the networks train
-and infer share, estimators
-the NNClassifier-vs-MLPClassifier rows of train, cnn the conv nets and their
-PyTorch and ONNX copies), report (text and Markdown tables) and plot
-(matplotlib).
+and infer share, estimators the NNClassifier-vs-MLPClassifier rows of train,
+cnn the conv nets and their PyTorch and ONNX copies), report (text and
+Markdown tables) and plot (matplotlib).
 """
 # Registry first, then the families in ORDER, so FAMILIES keeps that order.
 from .registry import FAMILIES, ORDER, family, run  # noqa: F401
