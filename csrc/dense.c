@@ -23,6 +23,40 @@ static int chain_layer_splits(const nn_dense_layer *L)
            L->n_out > NN_GEMV_UNIT;
 }
 
+/* Part t of parts of layer L on one sample: its columns [j0, j1), read from
+ * L->w_split when it was laid out for this many parts (each part's columns
+ * a block of rows j1 - j0 wide: the same sums, in the same order). */
+static void gemv_layer_part(const nn_kernel_table *kt, const nn_dense_layer *L,
+                            const float *in, float *work, int t, int parts)
+{
+    if (L->w_split == NULL || L->split_team != parts) {
+        nn_gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, in, 1, L->w, L->n_out, 0.0f, L->out,
+                     L->b, L->act, work, t, parts);
+        return;
+    }
+    const int64_t j0 = split(L->n_out, NN_GEMV_UNIT, t, parts);
+    const int64_t j1 = split(L->n_out, NN_GEMV_UNIT, t + 1, parts);
+    if (j1 <= j0)
+        return;
+    nn_gemv_args g = {
+        .n = j1 - j0, .k = L->n_in, .x = in, .incx = 1, .b = L->w_split + L->n_in * j0,
+        .ldb = j1 - j0, .y = L->out + j0, .alpha = 1.0f, .beta = 0.0f,
+        .bias = L->b ? L->b + j0 : NULL, .act = L->act, .work = work + j0,
+    };
+    kt->gemv_n(&g);
+}
+
+void nn_dense_split_weights(int64_t n_in, int64_t n_out, const float *w, int team, float *out)
+{
+    for (int t = 0; t < team; t++) {
+        const int64_t j0 = split(n_out, NN_GEMV_UNIT, t, team);
+        const int64_t j1 = split(n_out, NN_GEMV_UNIT, t + 1, team);
+        for (int64_t p = 0; p < n_in && j1 > j0; p++)
+            memcpy(out + n_in * j0 + p * (j1 - j0), w + p * n_out + j0,
+                   (size_t)(j1 - j0) * sizeof(float));
+    }
+}
+
 /* One sample through the chain: every layer a gemv_n. The layers up to the
  * last split one run in one parallel region (one fork/join instead of one
  * per layer; a barrier between layers, as each reads all of the previous
@@ -60,8 +94,7 @@ static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int cou
                 const int parts = chain_layer_splits(L)
                                       ? (int)min64(team, ceil_div(L->n_out, NN_GEMV_UNIT)) : 1;
                 if (t < parts)
-                    nn_gemv_part(kt, 0, L->n_out, L->n_in, 1.0f, in, 1, L->w, L->n_out, 0.0f,
-                                 L->out, L->b, L->act, work, t, parts);
+                    gemv_layer_part(kt, L, in, work, t, parts);
                 if (i + 1 < tail)
                     nn_barrier_wait(&bar, team);
                 in = L->out;

@@ -226,8 +226,18 @@ typedef struct nn_dense_layer {
     int64_t n_in, n_out;
     int act;
     float *out;
+    /* NULL, or w's columns regrouped for a one-sample chain on split_team
+     * threads (nn_dense_split_weights): used, for the same bits, when the
+     * layer splits into that many parts */
+    const float *w_split;
+    int split_team;
 } nn_dense_layer;
 int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers);
+/* w (n_in x n_out) into out (as many floats) with the columns each of `team`
+ * threads computes in a one-sample chain one contiguous block, row by row:
+ * each thread then streams only its own part (the parts of w's rows
+ * interleaved, the cores' prefetchers also fetch each other's). */
+void nn_dense_split_weights(int64_t n_in, int64_t n_out, const float *w, int team, float *out);
 
 /* Backward of y = x w + b (x: m x k, w: k x n, dy: m x n; contiguous rows):
  *   relu_z != NULL: the layer's ReLU (fused into the forward epilogue) first:

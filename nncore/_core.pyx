@@ -340,18 +340,44 @@ cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray
     layer.n_in = k
     layer.n_out = n
     layer.act = act
+    layer.w_split = NULL
+    layer.split_team = 0
     return 0
 
 
+def dense_split_weights(cnp.ndarray w not None, int team):
+    """w (n_in, n_out) regrouped for a one-sample Dense on `team` threads
+    (nn_dense_split_weights): a new array, for dense_forward's ``split``."""
+    cdef int64_t k, n
+    _matrix(w, &k, &n, "dense_split_weights", "w")
+    if team < 1 or team > NN_MAX_THREADS:
+        raise ValueError(f"dense_split_weights: team must be in [1, {NN_MAX_THREADS}], "
+                         f"got {team}")
+    cdef const float *pw = _fin(w, k * n, "dense_split_weights", "w")
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(w), cnp.NPY_FLOAT32, 0)
+    with nogil:
+        nn_dense_split_weights(k, n, pw, team, <float *>cnp.PyArray_DATA(out))
+    return out
+
+
 def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
-                  cnp.ndarray y not None, int act=0, bint bf16=False):
+                  cnp.ndarray y not None, int act=0, bint bf16=False, object split=None):
     """y = act(x @ w + b) through nn_sgemm's epilogue (act: NONE or RELU);
-    bf16: the product in bfloat16 (nn_dense_forward_bf16)."""
+    bf16: the product in bfloat16 (nn_dense_forward_bf16). split: None or
+    (dense_split_weights(w, team), team), read instead of w by a one-sample
+    call split into team parts (the same bits)."""
     cdef int64_t m, k
     _matrix(x, &m, &k, "dense_forward", "x")
     cdef const float *px = _fin(x, m * k, "dense_forward", "x")
     cdef nn_dense_layer layer
     _dense_layer(m, k, w, b, y, act, "dense_forward", &layer)
+    if split is not None:
+        ws, team = split
+        if not isinstance(ws, cnp.ndarray) or ws.shape != (<object>w).shape or team < 1:
+            raise ValueError(f"dense_forward: split must be (an array of w's shape "
+                             f"{(<object>w).shape}, team >= 1)")
+        layer.w_split = _fin(ws, layer.n_in * layer.n_out, "dense_forward", "split")
+        layer.split_team = team
     cdef int status
     with nogil:
         if bf16:
@@ -359,7 +385,7 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
         else:
             status = nn_dense_chain(m, px, 1, &layer)
     check(status, "dense_forward")
-    cdef _plan_op *op = NULL if bf16 else _record(_OP_DENSE, (x, w, b, y))
+    cdef _plan_op *op = NULL if bf16 else _record(_OP_DENSE, (x, w, b, y, split))
     if op != NULL:
         op.a, op.x, op.dense, op.count, op.y = m, px, layer, 1, layer.out
 

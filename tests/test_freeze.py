@@ -242,3 +242,65 @@ def test_freeze_draws_pending_weights_once():
     frozen = model.freeze()
     X = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(bits(frozen.predict(X)), bits(model.predict(X)))
+
+
+# ---- a frozen Dense's weights regrouped for one-sample calls ----
+
+@pytest.mark.parametrize("n_out", [65, 128, 300])
+def test_dense_split_weights_give_the_same_bits_and_are_read(isa, rng, num_threads, n_out):
+    k = 1024                                # large enough for the one-sample chain to split
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    w = rng.standard_normal((k, n_out)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    # the layout: on 2 threads, each thread's block of 64-column units, row by row
+    cut = 64 * -(-(n_out // 64) // 2) if n_out >= 128 else 64
+    split2 = _core.dense_split_weights(w, 2).ravel()
+    np.testing.assert_array_equal(split2[:k * cut].reshape(k, cut), w[:, :cut])
+    np.testing.assert_array_equal(split2[k * cut:].reshape(k, n_out - cut), w[:, cut:])
+    other = _core.dense_split_weights(2 * w, 2)     # powers of two: exact
+    for threads in (1, 2):
+        nn.set_num_threads(threads)
+        want = np.empty((1, n_out), np.float32)
+        _core.dense_forward(x, w, b, want, RELU)
+        ref = np.maximum(x.astype(np.float64) @ w + b, 0)
+        np.testing.assert_allclose(want, ref, rtol=1e-4, atol=1e-3)
+        for team in (1, 2, 3):
+            got = np.full((1, n_out), np.nan, np.float32)
+            _core.dense_forward(x, w, b, got, RELU, split=(_core.dense_split_weights(w, team),
+                                                           team))
+            np.testing.assert_array_equal(bits(got), bits(want), err_msg=f"team {team}")
+        # read exactly when the call splits into 2 parts: another array's weights come out
+        got = np.empty((1, n_out), np.float32)
+        _core.dense_forward(x, w, b, got, RELU, split=(other, 2))
+        doubled = np.empty((1, n_out), np.float32)
+        _core.dense_forward(x, 2 * w, b, doubled, RELU)
+        np.testing.assert_array_equal(bits(got), bits(doubled if threads == 2 else want))
+
+
+def test_dense_split_bad_arguments(rng):
+    w = rng.standard_normal((8, 130)).astype(np.float32)
+    x, y = np.ones((1, 8), np.float32), np.empty((1, 130), np.float32)
+    with pytest.raises(ValueError, match="team must be in"):
+        _core.dense_split_weights(w, 0)
+    with pytest.raises(ValueError, match="split must be"):
+        _core.dense_forward(x, w, None, y, split=(w[:4], 2))
+    with pytest.raises(ValueError, match="split must be"):
+        _core.dense_forward(x, w, None, y, split=(w, 0))
+
+
+def test_frozen_dense_regroups_its_weights_once_per_split(rng, num_threads):
+    model = nets(rng)["cnn"]
+    frozen = model.freeze()
+    X, _ = images(2, 28)
+    dense = [layer for layer in frozen.layers if isinstance(layer, nn.Dense)]
+    nn.set_num_threads(2)
+    for _ in range(2):
+        np.testing.assert_array_equal(bits(frozen.predict(X[:1])), bits(model.predict(X[:1])))
+    assert list(dense[0]._packs) == [2]                 # 128 outputs: two parts, kept
+    first = dense[0]._packs[2]
+    frozen.predict(X[:1])
+    assert dense[0]._packs[2] is first
+    assert dense[-1]._packs == {}                       # 10 outputs: never split
+    nn.set_num_threads(1)
+    np.testing.assert_array_equal(bits(frozen.predict(X[:1])), bits(model.predict(X[:1])))
+    assert model.layers[-1]._packs is None              # the model itself keeps none
