@@ -14,8 +14,8 @@ __all__ = ["Dense", "check_sgd_lr"]
 _ACT = _core.ACT_CODES
 _rows_f32 = _core.rows_f32
 _dense_forward = _core.dense_forward
-_GEMV_UNIT = 64     # a one-sample chain splits w's columns in units of this (gemm.h)
 _dense_backward = _core.dense_backward
+_GEMV_UNIT = 64     # a one-sample chain splits w's columns in units of this (gemm.h)
 
 
 def check_sgd_lr(value):
