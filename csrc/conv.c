@@ -764,12 +764,19 @@ static int run_task(const conv_call *K, int64_t t, float *buf)
     return NN_OK;
 }
 
+/* Whether the team transforms the forward pass's Winograd weights: not
+ * given them packed, and no thread packing its own. */
+static int team_packs_wino_fwd(const conv_call *K)
+{
+    return K->wino_fwd && K->packed == NULL && !K->own_pack;
+}
+
 /* What every thread of the call does before the tasks (part of parts):
  * the Winograd weight transforms, split by output channels; 1 when there
  * is such work (the threads then meet at a barrier before the tasks). */
 static int prologue(const conv_call *K, int part, int parts)
 {
-    const int wino_fwd = K->wino_fwd && K->packed == NULL && !K->own_pack;
+    const int wino_fwd = team_packs_wino_fwd(K);
     if (wino_fwd)
         nn_wino_pack(&K->wfwd, part, parts);
     if (K->wino_dx)
@@ -843,7 +850,7 @@ static int run_tasks(const conv_call *K)
     const int64_t total = K->t_fwd + K->t_dx + K->t_dw + K->t_db;
     int nt = K->nt;
     /* the Winograd weight transform splits over the threads too */
-    nt = (int)min64(nt, max64(total, (K->wino_fwd && !K->packed) || K->wino_dx ? nt : 0));
+    nt = (int)min64(nt, max64(total, team_packs_wino_fwd(K) || K->wino_dx ? nt : 0));
     if (nt <= 1) {
         conv_call own;
         float *buf = NULL;
@@ -1266,6 +1273,9 @@ static void fold_bn(conv_call *K, const bn_fold *bn, const float *b, float *ab, 
 #define PACK_MAGIC INT64_C(0x316b63617076636e) /* "ncvpack1" */
 #define PACK_HEADER_FLOATS 16
 
+/* The header's flags: 1 a bias, 2 a BatchNorm folded. */
+static int pack_flags(const float *b, int bn) { return (b != NULL) | (bn != 0) << 1; }
+
 static void pack_header(const conv_call *K, int flags, int64_t h[8])
 {
     memset(h, 0, 8 * sizeof *h);
@@ -1315,7 +1325,7 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         return status;
     if (K.direct_fwd && pool_arg)
         K.y = pool_y; /* the tasks write the pooled output */
-    const int flags = (b != NULL) | (bn != NULL) << 1;
+    const int flags = pack_flags(b, bn != NULL);
     K.packed = packed_payload(&K, flags, packed, packed_floats);
     K.own_pack = own_pack_floats(&K);
     /* the paths other than the direct and Winograd ones apply the
@@ -1364,7 +1374,7 @@ int nn_conv2d_pack_forward(const nn_conv2d_params *p, const float *w, const floa
     if (status != NN_OK || !(K.direct_fwd || K.wino_fwd))
         return status; /* the GEMM paths pack nothing ahead */
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
-    const int flags = (b != NULL) | (mean != NULL) << 1;
+    const int flags = pack_flags(b, mean != NULL);
     int64_t h[8];
     pack_header(&K, flags, h);
     *needed = PACK_HEADER_FLOATS + h[7];
