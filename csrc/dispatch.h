@@ -159,7 +159,15 @@ typedef struct nn_conv_tile {
  * wino_weights: nn_wino_weight_lanes for kn <= 16 output channels l and c
  * input channels ci: kernel (l, ci) at w + l ldk + ci ldc (flip: rotated
  * by 180 degrees), times scale[l] (scale NULL: 1), into u + ci ldcu (ldu
- * between positions); the lanes past kn are written as zeros. */
+ * between positions); the lanes past kn are written as zeros;
+ * wino_input_blocked: wino_input's transform from an image in blocks of 16
+ *   channels (nChw16c: channel 16 b + l of pixel p at xb[(b h w + p) 16 + l],
+ *   c a multiple of 16), tile f's c channels at v + xi ldv + f c (its
+ *   channels a GEMM row);
+ * wino_store_blocked: nx output pixels of a row buffer (pixel x's o
+ *   channels at src + x ldk, o a multiple of 16) into a row of an nChw16c
+ *   image, dst[b ldb + 16 x + l] = src[x ldk + 16 b + l], with res: act of
+ *   src + res[b ldb + 16 x + l] (as conv_transpose_res). */
 #define NN_WINO_KERNELS(X) \
     X(wino_input, (const float *xc, int64_t h, int64_t w, int64_t ph, int64_t pw, int64_t r0, \
                    int64_t rows, int64_t tw, float *v, int64_t ldv, float *scratch), \
@@ -169,7 +177,13 @@ typedef struct nn_conv_tile {
       (tw, k, m, ldm, ldt, bias, act, y0, y1, ldk)) \
     X(wino_weights, (int64_t kn, int64_t c, const float *w, int64_t ldk, int64_t ldc, int flip, \
                      const float *scale, float *u, int64_t ldu, int64_t ldcu), \
-      (kn, c, w, ldk, ldc, flip, scale, u, ldu, ldcu))
+      (kn, c, w, ldk, ldc, flip, scale, u, ldu, ldcu)) \
+    X(wino_input_blocked, (const float *xb, int64_t c, int64_t h, int64_t w, int64_t ph, \
+                           int64_t pw, int64_t r0, int64_t rows, int64_t tw, float *v, \
+                           int64_t ldv), (xb, c, h, w, ph, pw, r0, rows, tw, v, ldv)) \
+    X(wino_store_blocked, (int64_t nx, int64_t o, const float *src, int64_t ldk, float *dst, \
+                           int64_t ldb, const float *res, int act), \
+      (nx, o, src, ldk, dst, ldb, res, act))
 /* The Winograd F(2x2, 3x3) weight gradient's transforms (winograd_dw_kernel.c,
  * laid out by winograd_dw.c), one row of tw tiles each, vectorised over
  * channels (c and k multiples of 16), xi = 4a + b the position in the 4x4:

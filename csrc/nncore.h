@@ -352,6 +352,21 @@ int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
                              const float *b, const float *bn_weight, const float *bn_bias,
                              const float *mean, const float *var, float eps, const float *res,
                              float *y, int act, float *pool_y, int32_t *pool_arg);
+/* nn_conv2d_forward_packed without pooling, with x, res and y in blocks of
+ * 16 channels (nChw16c, layout.c): the same values as from NCHW, for the
+ * layers where nn_conv2d_nchw16c_supported (the Winograd path runs: a 3x3,
+ * stride-1 layer the current nn_conv_set_winograd mode takes, c and o
+ * multiples of 16); NN_EINVAL for any other. */
+int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p);
+int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, const float *packed,
+                              int64_t packed_floats, const float *x, const float *w,
+                              const float *b, const float *bn_weight, const float *bn_bias,
+                              const float *mean, const float *var, float eps, const float *res,
+                              float *y, int act);
+/* (n, c, h w) NCHW x into the nChw16c y and back (c a multiple of 16, else
+ * NN_EINVAL; x and y do not overlap). */
+int nn_to_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y);
+int nn_from_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y);
 
 /* ---- Pooling (pool.c): PyTorch's MaxPool2d, AvgPool2d (count_include_pad)
  * and global average pooling, over `planes` = n * c contiguous h x w planes.

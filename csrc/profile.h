@@ -25,7 +25,7 @@
     X(mse_forward) X(mse_backward) X(huber_forward) X(huber_backward) \
     X(bce_logits_forward) X(bce_logits_backward) \
     X(cross_entropy_forward) X(cross_entropy_backward) \
-    X(gemm_bf16)
+    X(gemm_bf16) X(to_nchw16c) X(from_nchw16c)
 
 #define NN_KID_ISA(name, params, args) NN_K_##name,
 #define NN_KID_EXTRA(name) NN_K_##name,

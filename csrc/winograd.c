@@ -176,19 +176,28 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
     float *d = m + 16 * (o * W->tmax + NN_WINO_SKEW), *yb = d + round_up(16 * W->tmax, 16);
     const nn_kernel_table *kt = W->kt;
 
-    for (int64_t i = n0; i < n1; i++)
+    /* V[xi] as the GEMM's A (tiles the rows, channels the depth): tile
+     * t's channel ci at t rsa + ci csa */
+    const int64_t rsa = W->blocked ? c : 1, csa = W->blocked ? 1 : T;
+    for (int64_t i = n0; i < n1; i++) {
+        if (W->blocked) {
+            kt->wino_input_blocked(x + i * W->x_img, c, W->h, W->w, W->ph, W->pw, r0, rows, tw,
+                                   v + (i - n0) * per * c, ldv);
+            continue;
+        }
         for (int64_t ci = 0; ci < c; ci++)
             kt->wino_input(x + i * W->x_img + ci * W->h * W->w, W->h, W->w, W->ph, W->pw, r0,
                            rows, tw, v + ci * T + (i - n0) * per, ldv, d);
+    }
 
-    nn_gemm_args g = {.n = o, .k = c, .rsa = 1, .csa = T, .rsb = W->nr, .sb = c * W->nr,
-                      .ldc = o, .alpha = 1.0f, .beta = 0.0f, .bias = NULL,
+    nn_gemm_args g = {.n = o, .k = c, .rsa = rsa, .csa = csa, .rsb = W->nr,
+                      .sb = c * W->nr, .ldc = o, .alpha = 1.0f, .beta = 0.0f, .bias = NULL,
                       .act = NN_ACT_NONE};
     for (int64_t xi = 0; xi < 16; xi++) {
         g.b = W->u + xi * W->ldu;
         for (int64_t t0 = W->tiles ? ta : 0, t1 = W->tiles ? tb : T; t0 < t1; t0 += W->mr) {
             g.m = min64(W->mr, t1 - t0);
-            g.a = v + xi * ldv + t0;
+            g.a = v + xi * ldv + t0 * rsa;
             g.c = m + xi * ldm + t0 * o;
             kt->gemm_block(&g);
         }
@@ -211,6 +220,12 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
                 continue;
             }
             for (int64_t h = 0; h < 2 && 2 * r + h < W->oh; h++) {
+                if (W->blocked) {
+                    const int64_t at = i * W->y_img + ((2 * r + h) * W->ow + x0) * 16;
+                    kt->wino_store_blocked(nx, o, h ? yb1 : yb, ldk, y + at, P * 16,
+                                           W->res ? W->res + at : NULL, W->act);
+                    continue;
+                }
                 const int64_t at = i * W->y_img + (2 * r + h) * W->ow + x0;
                 if (W->res)
                     kt->conv_transpose_res(nx, o, h ? yb1 : yb, ldk, y + at, P, W->res + at,

@@ -3,6 +3,8 @@
  * (output) vectorise with each ISA's flags. Adds and subtractions only
  * (and the output's bias and activation), the same operations per value on
  * every ISA. */
+#include <string.h>
+
 #include "dispatch.h"
 #include "winograd.h"
 
@@ -181,3 +183,106 @@ void NN_ISA_FN(wino_output)(int64_t tw, int64_t k, const float *m, int64_t ldm, 
     }
 }
 #endif
+
+#if defined(__AVX512F__)
+/* Per tile and block of 16 channels, the tile's 4x4 input pixels as 16
+ * vectors of channels (zeros outside the image), then wino_input's sums
+ * in the same order: the same values, with channels where wino_input has
+ * tiles. */
+void NN_ISA_FN(wino_input_blocked)(const float *xb, int64_t c, int64_t h, int64_t w,
+                                   int64_t ph, int64_t pw, int64_t r0, int64_t rows, int64_t tw,
+                                   float *v, int64_t ldv)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t b = 0; b < c / 16; b++) {
+        const float *xc = xb + b * h * w * 16;
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t row[4];
+            for (int i = 0; i < 4; i++)
+                row[i] = 2 * (r0 + r) - ph + i;
+            for (int64_t q = 0; q < tw; q++) {
+                __m512 d[4][4];
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; j++) {
+                        const int64_t col = 2 * q - pw + j;
+                        d[i][j] = row[i] >= 0 && row[i] < h && col >= 0 && col < w
+                                      ? _mm512_loadu_ps(xc + (row[i] * w + col) * 16)
+                                      : zero;
+                    }
+                __m512 s[4][4]; /* B^T d: the rows */
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+                }
+                float *out = v + (r * tw + q) * c + b * 16;
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) { /* (B^T d) B: the columns */
+                    _mm512_storeu_ps(out + (4 * i) * ldv, _mm512_sub_ps(s[i][0], s[i][2]));
+                    _mm512_storeu_ps(out + (4 * i + 1) * ldv, _mm512_add_ps(s[i][1], s[i][2]));
+                    _mm512_storeu_ps(out + (4 * i + 2) * ldv, _mm512_sub_ps(s[i][2], s[i][1]));
+                    _mm512_storeu_ps(out + (4 * i + 3) * ldv, _mm512_sub_ps(s[i][1], s[i][3]));
+                }
+            }
+        }
+    }
+}
+#else
+/* Per tile and block of 16 channels, the tile's 4x4 input pixels (16
+ * vectors of channels; zeros outside the image) gathered into d, then
+ * nn_wino_input_tiles over the 16 lanes: the sums of wino_input, so the
+ * same values, with channels where wino_input has tiles. */
+void NN_ISA_FN(wino_input_blocked)(const float *xb, int64_t c, int64_t h, int64_t w,
+                                   int64_t ph, int64_t pw, int64_t r0, int64_t rows, int64_t tw,
+                                   float *v, int64_t ldv)
+{
+    float d[16][16];
+    for (int64_t b = 0; b < c / 16; b++) {
+        const float *xc = xb + b * h * w * 16;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t q = 0; q < tw; q++) {
+                for (int64_t i = 0; i < 4; i++) {
+                    const int64_t row = 2 * (r0 + r) - ph + i;
+                    for (int64_t j = 0; j < 4; j++) {
+                        const int64_t col = 2 * q - pw + j;
+                        if (row >= 0 && row < h && col >= 0 && col < w)
+                            memcpy(d[4 * i + j], xc + (row * w + col) * 16, sizeof d[0]);
+                        else
+                            memset(d[4 * i + j], 0, sizeof d[0]);
+                    }
+                }
+                nn_wino_input_tiles(16, &d[0][0], 16, v + (r * tw + q) * c + b * 16, ldv);
+            }
+    }
+}
+#endif
+
+/* One pixel's 16 channels of a block (act a constant where it is inlined:
+ * the loop then vectorises without a branch). */
+static inline void store16(const float *restrict s, const float *restrict r,
+                           float *restrict t, int act)
+{
+    if (r == NULL)
+        memcpy(t, s, 16 * sizeof *t);
+    else
+        for (int l = 0; l < 16; l++)
+            t[l] = nn_act_scalar(s[l] + r[l], act);
+}
+
+void NN_ISA_FN(wino_store_blocked)(int64_t nx, int64_t o, const float *src, int64_t ldk,
+                                   float *dst, int64_t ldb, const float *res, int act)
+{
+    for (int64_t b = 0; b < o / 16; b++)
+        for (int64_t x = 0; x < nx; x++) {
+            const float *s = src + x * ldk + 16 * b, *r = res ? res + b * ldb + 16 * x : NULL;
+            float *t = dst + b * ldb + 16 * x;
+            if (act == NN_ACT_RELU)
+                store16(s, r, t, NN_ACT_RELU);
+            else
+                store16(s, r, t, NN_ACT_NONE);
+        }
+}

@@ -145,6 +145,14 @@ cdef extern from "nncore.h" nogil:
                                  const float *mean, const float *var, float eps,
                                  const float *res, float *y, int act, float *pool_y,
                                  int32_t *pool_arg)
+    int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p)
+    int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, const float *packed,
+                                  int64_t packed_floats, const float *x, const float *w,
+                                  const float *b, const float *bn_weight, const float *bn_bias,
+                                  const float *mean, const float *var, float eps,
+                                  const float *res, float *y, int act)
+    int nn_to_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y)
+    int nn_from_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y)
     int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db)
     int nn_conv_set_winograd_dw(int mode)

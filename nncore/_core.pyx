@@ -1358,6 +1358,93 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
         op.bn_weight, op.bn_bias, op.mean, op.var, op.param = pg, pbb, prm, prv, <float>eps
 
 
+def conv2d_forward_nchw16c(cnp.ndarray x, cnp.ndarray w, object b, object y, padding=1,
+                           int act=0, object res=None, object packed=None):
+    """conv2d_forward of a 3x3, stride-1 layer with x, y and res in blocks
+    of 16 channels (nChw16c: x (n, c // 16, h, w, 16), y and res (n, o // 16,
+    oh, ow, 16); see to_nchw16c): the values conv2d_forward gives in NCHW,
+    bit for bit. Only where the Winograd path runs (nn_conv2d_nchw16c_supported:
+    c and o multiples of 16, a shape the current set_winograd mode takes);
+    ValueError elsewhere. The predict plans use it between such layers."""
+    cdef str fn = "conv2d_forward_nchw16c"
+    cdef int64_t d[5]
+    _dims(x, 5, fn, "x", d)
+    if d[4] != 16:
+        raise ValueError(f"{fn}: x must be (n, c // 16, h, w, 16), got shape "
+                         f"{(<object>x).shape}")
+    cdef nn_conv2d_params p
+    cdef int64_t oh, ow
+    _conv_params(fn, (d[0], 16 * d[1], d[2], d[3]), (<object>w).shape, 1, padding, 1, 1, &p,
+                 &oh, &ow)
+    _conv_act(fn, act)
+    cdef const float *pw = _fshape(w, (<object>w).shape, False, fn, "weight")
+    if p.o % 16 != 0 or not nn_conv2d_nchw16c_supported(&p):
+        raise ValueError(f"{fn}: a 3x3 layer {p.c} -> {p.o} channels on {p.h}x{p.w} does not "
+                         f"run the Winograd path (channels multiples of 16, a shape the "
+                         f"current set_winograd mode takes)")
+    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *pb = _opt_vec(b, p.o, fn, "bias")
+    ys = (p.n, p.o // 16, oh, ow, 16)
+    cdef float *py = _fshape(y, ys, True, fn, "y")
+    cdef int64_t ny = p.n * p.o * oh * ow * 4
+    cdef const float *pr = NULL
+    if res is not None:
+        pr = _fshape(res, ys, False, fn, "res")
+    _no_overlap(fn, [("y", <size_t>py, ny)],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
+                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
+                 ("res", <size_t>pr, ny if pr else 0)])
+    cdef int64_t npk = 0
+    cdef const float *ppk = _packed_arg(packed, False, fn, &npk)
+    cdef int status
+    with nogil:
+        status = nn_conv2d_forward_nchw16c(&p, ppk, npk, px, pw, pb, NULL, NULL, NULL, NULL,
+                                           0.0, pr, py, act)
+    check(status, fn)
+
+
+cdef int _layout_args(str fn, object x, object y, bint to_blocked, int64_t *d) except -1:
+    """Check an NCHW array and its nChw16c twin (which is which: to_blocked);
+    (n, c, h, w) into d."""
+    nchw, blocked = (x, y) if to_blocked else (y, x)
+    if not isinstance(nchw, cnp.ndarray) or (<cnp.ndarray>nchw).ndim != 4:
+        raise ValueError(f"{fn}: the NCHW array must be 4-D, got "
+                         f"{getattr(nchw, 'shape', type(nchw).__name__)}")
+    n, c, h, w = (<object>nchw).shape
+    if c % 16 != 0:
+        raise ValueError(f"{fn}: the channels ({c}) must be a multiple of 16")
+    _fshape(nchw, (n, c, h, w), not to_blocked, fn, "x" if to_blocked else "y")
+    _fshape(blocked, (n, c // 16, h, w, 16), to_blocked, fn, "y" if to_blocked else "x")
+    _no_overlap(fn, [("y", <size_t>cnp.PyArray_DATA(<cnp.ndarray>y),
+                      cnp.PyArray_NBYTES(<cnp.ndarray>y))],
+                [("x", <size_t>cnp.PyArray_DATA(<cnp.ndarray>x),
+                  cnp.PyArray_NBYTES(<cnp.ndarray>x))])
+    d[0], d[1], d[2], d[3] = n, c, h, w
+    return 0
+
+
+def to_nchw16c(object x, object y):
+    """y[i, b, r, q, l] = x[i, 16 b + l, r, q]: x (n, c, h, w) float32, c a
+    multiple of 16, into y (n, c // 16, h, w, 16) (nChw16c: runs of 16
+    channels per pixel; see conv2d_forward_nchw16c)."""
+    cdef int64_t d[4]
+    _layout_args("to_nchw16c", x, y, True, d)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    with nogil:
+        nn_to_nchw16c(d[0], d[1], d[2] * d[3], px, py)
+
+
+def from_nchw16c(object x, object y):
+    """to_nchw16c's inverse: x (n, c // 16, h, w, 16) into y (n, c, h, w)."""
+    cdef int64_t d[4]
+    _layout_args("from_nchw16c", x, y, False, d)
+    cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    with nogil:
+        nn_from_nchw16c(d[0], d[1], d[2] * d[3], px, py)
+
+
 def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object dw,
                     object db, stride=1, padding=0, dilation=1, groups=1, bint bf16=False):
     """The gradients of conv2d_forward (without its activation) for dy (n, o,
