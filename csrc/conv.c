@@ -958,6 +958,8 @@ int nn_conv_set_winograd(int mode)
     return atomic_exchange(&winograd_mode, mode);
 }
 
+int nn_conv_winograd_mode(void) { return atomic_load(&winograd_mode); }
+
 /* Whether Winograd F(2x2, 3x3) pays for a 3x3 stride-1 layer of this shape
  * (its forward pass, and its input gradient: the same shape transposed):
  * the shape only, never the batch size. Its 16 products per 2x2 tile are

@@ -290,6 +290,7 @@ int nn_conv2d_output_size(const nn_conv2d_params *p, int64_t *oh, int64_t *ow);
  * Process-wide; returns the previous mode. */
 enum { NN_WINOGRAD_AUTO = 0, NN_WINOGRAD_ALWAYS = 1, NN_WINOGRAD_NEVER = 2 };
 int nn_conv_set_winograd(int mode);
+int nn_conv_winograd_mode(void);     /* the current one */
 int nn_conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                       const float *b, float *y, int act);
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

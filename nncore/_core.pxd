@@ -134,6 +134,7 @@ cdef extern from "nncore.h" nogil:
         NN_WINOGRAD_AUTO
         NN_WINOGRAD_ALWAYS
         NN_WINOGRAD_NEVER
+    int nn_conv_winograd_mode()
     int nn_conv_set_winograd(int mode)
     int nn_conv2d_pack_forward(const nn_conv2d_params *p, const float *w, const float *b,
                                const float *bn_weight, const float *bn_bias, const float *mean,

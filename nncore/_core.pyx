@@ -1138,6 +1138,11 @@ def set_winograd(str mode):
     return _WINOGRAD_NAMES[nn_conv_set_winograd(_winograd_code(mode))]
 
 
+def get_winograd():
+    """The current set_winograd mode."""
+    return _WINOGRAD_NAMES[nn_conv_winograd_mode()]
+
+
 def set_winograd_dw(str mode):
     """The same switch for their weight gradient (images within a size
     bound). Returns the previous mode."""

@@ -119,3 +119,92 @@ def test_convolution_rejects_what_winograd_does_not_run(always):
     with pytest.raises(ValueError, match="y has shape"):
         _core.conv2d_forward_nchw16c(x, np.zeros((16, 16, 3, 3), np.float32), None,
                                      np.zeros((1, 1, 6, 6, 16), np.float32))
+
+
+# ---- predict plans (nncore/_predict_plan.pxi, _use_nchw16c) ----
+
+def python_steps(model, x):
+    """The model's predict pass through its Python steps (no plan)."""
+    from nncore.layers.base import Buffers
+    return model._infer(np.ascontiguousarray(x, np.float32), Buffers("reference")).copy()
+
+
+def plan_kinds(model):
+    return [k for ws in model._workspaces for p in ws.plans.values() if p is not None
+            for k in p.kinds]
+
+
+def layout_net():
+    """Runs of 16- and 32-channel 3x3 convolutions between calls that read
+    NCHW: a stem of 3 channels, Residuals fused into their last conv (the
+    sum read in nChw16c: the block's input, or a 1x1 projection's NCHW
+    output converted), one summed apart after an activation (its summands
+    converted back), pooling and a Dense head."""
+    nn = nncore
+    nn.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32),
+                                  nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1)),
+                    nn.Conv2d(16, 32, 1)),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())),
+        nn.AvgPool2d(2), nn.Conv2d(32, 16, 3, padding=1), nn.GlobalAvgPool2d(),
+        nn.Dense(16, 5)).eval()
+
+
+@pytest.mark.parametrize("threads,images", [(1, 1), (2, 1), (3, 2)])
+def test_plan_runs_winograd_layers_in_nchw16c(threads, images, isa, always, num_threads):
+    nncore.set_num_threads(threads)
+    rng = np.random.default_rng(4)
+    model = layout_net()
+    for _, a in model.named_tensors():       # statistics away from 0 and 1
+        a[...] = rng.uniform(0.5, 1.5, a.shape) if a.ndim == 1 else a
+    x = rng.standard_normal((images, 3, 11, 10)).astype(np.float32)
+    want = python_steps(model, x)
+    for _ in range(3):                        # recorded, then replayed
+        np.testing.assert_array_equal(bits(model.predict(x)), bits(want))
+    kinds = plan_kinds(model)
+    assert kinds.count("conv_nchw16c") == 5 and kinds.count("conv") == 3
+    assert kinds.count("to_nchw16c") == 2     # the stem's output, the projection's
+    # the projection's input, the sum apart's two summands
+    assert kinds.count("from_nchw16c") == 3
+    frozen = model.freeze()
+    np.testing.assert_array_equal(bits(frozen.predict(x)), bits(want))
+
+
+def test_plan_keeps_nchw_for_batches_and_off(always, num_threads):
+    nncore.set_num_threads(2)
+    model = layout_net()
+    x = np.random.default_rng(5).standard_normal((2, 3, 11, 10)).astype(np.float32)
+    np.testing.assert_array_equal(bits(model.predict(x)), bits(python_steps(model, x)))
+    assert "conv_nchw16c" not in plan_kinds(model)      # 2 images on 2 threads
+    previous = _core.set_plan_nchw16c(False)
+    try:
+        model = layout_net()
+        model.predict(x[:1])
+        assert "conv_nchw16c" not in plan_kinds(model)
+    finally:
+        _core.set_plan_nchw16c(previous)
+
+
+def test_plan_per_winograd_mode(num_threads):
+    """A plan recorded with Winograd on is not replayed with it off (its
+    nChw16c convolutions run only on the Winograd path)."""
+    nncore.set_num_threads(2)
+    model = nncore.models.resnet(8)
+    model.eval()
+    x = np.random.default_rng(6).random((1, 1, 28, 28), dtype=np.float32)
+    for mode in ("auto", "never", "auto"):
+        previous = _core.set_winograd(mode)
+        try:
+            np.testing.assert_array_equal(bits(model.predict(x)), bits(python_steps(model, x)))
+        finally:
+            _core.set_winograd(previous)
+    plans = [p for ws in model._workspaces for p in ws.plans.values()]
+    assert sorted(mode for ws in model._workspaces for _, mode in ws.plans) == ["auto", "never"]
+    assert ["conv_nchw16c" in p.kinds for p in plans].count(True) == 1

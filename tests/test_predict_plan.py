@@ -156,7 +156,7 @@ def test_output_not_from_a_recorded_call_is_not_replayed():
     x = np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)
     for _ in range(2):
         assert np.array_equal(model.predict(x), x.reshape(2, 4))
-    assert [ws.plans for ws in model._workspaces] == [{(2, 1, 2, 2): None}]
+    assert [ws.plans for ws in model._workspaces] == [{((2, 1, 2, 2), "auto"): None}]
 
 
 def test_threads_recording_and_replaying_at_once(rng):

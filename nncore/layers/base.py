@@ -133,7 +133,8 @@ class Buffers:
         self._chain = None
         self._flat = []       # take's buffers: 1-D float32, grown in place of the old
         self._held = []       # arrays kept live by hold()
-        self.plans = {}       # predict plans by input shape (Sequential._infer_recorded)
+        # predict plans by input shape and Winograd mode (Sequential._infer_recorded)
+        self.plans = {}
 
     def take(self, shape, *live):
         """A float32 array of ``shape`` (a view of one of the flat buffers)

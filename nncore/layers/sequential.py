@@ -523,7 +523,10 @@ class Sequential(Layer):
             # where the Python between kernels counts, not for big batches)
             return self._infer(x, ws)
         plans = ws.plans
-        plan = plans.get(x.shape, _UNRECORDED)
+        # (a plan's Winograd layers may run in nChw16c, which only the
+        # Winograd path reads: a plan per set_winograd mode)
+        key = (x.shape, _core.get_winograd())
+        plan = plans.get(key, _UNRECORDED)
         if plan is None:        # recorded, but not replayable
             return self._infer(x, ws)
         if plan is not _UNRECORDED:
@@ -531,7 +534,7 @@ class Sequential(Layer):
         if len(plans) >= _PLANS_PER_WORKSPACE:
             plans.clear()
         plan, y = _core.record_plan(functools.partial(self._infer, ws=ws), x)
-        plans[x.shape] = plan
+        plans[key] = plan
         return y
 
     def _infer(self, x, ws):
