@@ -532,8 +532,8 @@ typedef struct conv_call {
     float *pool_y;
     int32_t *pool_arg;
     int act;
-    /* forward: x, res and y in blocks of 16 channels (nChw16c; Winograd only) */
-    int blocked;
+    /* forward: NN_NCHW16C_X and/or _Y (nn_conv2d_forward_nchw16c), else 0 */
+    int layout;
     /* forward: pixel blocks of pb */
     int64_t pb, npb;
     /* dx: input-channel blocks of cb channels, pixel chunks of dpc */
@@ -928,6 +928,7 @@ static int plan_direct(conv_call *K, int dx)
         D->x_img = G->c * G->hw, D->y_img = G->o * G->p;
         D->act = K->act;
         D->res = K->res;
+        D->y_nchw16c = (K->layout & NN_NCHW16C_Y) != 0;
         if (K->pool_arg) { /* pooled: y is the pooled output */
             D->pool = 1;
             D->arg = K->pool_arg;
@@ -1010,7 +1011,9 @@ static int plan_wino(conv_call *K, int dx)
         W->c = G->c, W->h = G->h, W->w = G->w, W->o = G->o, W->ph = G->ph, W->pw = G->pw;
         W->oh = G->oh, W->ow = G->ow, W->x_img = G->c * G->hw, W->y_img = G->o * G->p;
         W->bias = K->b, W->res = K->res, W->act = K->act;
-        W->pool_y = K->pool_y, W->arg = K->pool_arg, W->blocked = K->blocked;
+        W->pool_y = K->pool_y, W->arg = K->pool_arg;
+        W->x_nchw16c = (K->layout & NN_NCHW16C_X) != 0;
+        W->y_nchw16c = (K->layout & NN_NCHW16C_Y) != 0;
     } else {
         if (G->ph > 2 || G->pw > 2)
             return 0;
@@ -1235,7 +1238,7 @@ static void add_residual(const geom *G, const float *res, int act, float *y)
  * arrays set; n == 0 leaves K->G.n == 0 and nothing planned. */
 static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const float *x,
                              const float *w, const float *b, const float *res, float *y,
-                             int act, float *pool_y, int32_t *pool_arg, int blocked)
+                             int act, float *pool_y, int32_t *pool_arg, int layout)
 {
     memset(K, 0, sizeof *K);
     int status = geom_init(p, &K->G);
@@ -1246,16 +1249,25 @@ static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const floa
     if (K->G.n == 0)
         return NN_OK;
     K->x = x, K->w = w, K->b = b, K->y = y, K->act = act, K->res = res;
-    K->pool_y = pool_y, K->pool_arg = pool_arg, K->blocked = blocked;
+    K->pool_y = pool_y, K->pool_arg = pool_arg, K->layout = layout;
     K->kt = nn_kernels();
     K->gemm = p->bf16 ? nn_gemm_bf16_unprofiled : nn_sgemm_unprofiled;
     K->nt = call_threads(forward_flops(&K->G));
     /* Winograd and the direct path are float32; both pool as they write
      * (the GEMM paths leave a pooling to nn_maxpool2d_forward) */
+    if (layout) {
+        /* Winograd reads and writes either layout, the direct path writes
+         * nChw16c from NCHW (ungrouped); no other path */
+        const geom *G = &K->G;
+        if (p->bf16 || pool_arg || ((layout & NN_NCHW16C_X) && G->c % 16 != 0) ||
+            ((layout & NN_NCHW16C_Y) && G->o % 16 != 0))
+            return NN_EINVAL;
+        K->wino_fwd = plan_wino(K, 0);
+        if (!K->wino_fwd && layout == NN_NCHW16C_Y && G->groups == 1)
+            K->direct_fwd = plan_direct(K, 0);
+        return K->wino_fwd || K->direct_fwd ? NN_OK : NN_EINVAL;
+    }
     K->wino_fwd = !p->bf16 && plan_wino(K, 0);
-    if (blocked) /* Winograd or nothing */
-        return K->wino_fwd && K->G.c % 16 == 0 && K->G.o % 16 == 0 && !pool_arg ? NN_OK
-                                                                                 : NN_EINVAL;
     K->direct_fwd = !K->wino_fwd && !p->bf16 && plan_direct(K, 0);
     return NN_OK;
 }
@@ -1323,10 +1335,10 @@ static const float *packed_payload(const conv_call *K, int flags, const float *p
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                           const float *b, const bn_fold *bn, const float *res, float *y,
                           int act, float *pool_y, int32_t *pool_arg, const float *packed,
-                          int64_t packed_floats, int blocked)
+                          int64_t packed_floats, int layout)
 {
     conv_call K;
-    int status = plan_forward_call(&K, p, x, w, b, res, y, act, pool_y, pool_arg, blocked);
+    int status = plan_forward_call(&K, p, x, w, b, res, y, act, pool_y, pool_arg, layout);
     const geom *G = &K.G;
     if (status != NN_OK || G->n == 0)
         return status;
@@ -1464,14 +1476,14 @@ static double conv_flops(const nn_conv2d_params *p)
 static int conv2d_forward_profiled(const nn_conv2d_params *p, const float *x, const float *w,
                                    const float *b, const bn_fold *bn, const float *res,
                                    float *y, int act, float *pool_y, int32_t *pool_arg,
-                                   const float *packed, int64_t packed_floats, int blocked)
+                                   const float *packed, int64_t packed_floats, int layout)
 {
     if (!nn_profiling())
         return conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg, packed,
-                              packed_floats, blocked);
+                              packed_floats, layout);
     const int64_t t0 = nn_profile_now_ns();
     const int status = conv2d_forward(p, x, w, b, bn, res, y, act, pool_y, pool_arg, packed,
-                                      packed_floats, blocked);
+                                      packed_floats, layout);
     if (status == NN_OK)
         nn_profile_record(NN_K_conv2d_forward, t0, conv_flops(p), p->n, p->o, p->c);
     return status;
@@ -1529,22 +1541,25 @@ int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
                                    pool_arg, packed, packed_floats, 0);
 }
 
-int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p)
+int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p, int layout)
 {
     conv_call K;
-    return p->n > 0 && plan_forward_call(&K, p, NULL, NULL, NULL, NULL, NULL, NN_ACT_NONE,
-                                         NULL, NULL, 1) == NN_OK;
+    return p->n > 0 && (layout & ~(NN_NCHW16C_X | NN_NCHW16C_Y)) == 0 && layout != 0 &&
+           plan_forward_call(&K, p, NULL, NULL, NULL, NULL, NULL, NN_ACT_NONE, NULL, NULL,
+                             layout) == NN_OK;
 }
 
-int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, const float *packed,
+int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, int layout, const float *packed,
                               int64_t packed_floats, const float *x, const float *w,
                               const float *b, const float *bn_weight, const float *bn_bias,
                               const float *mean, const float *var, float eps, const float *res,
                               float *y, int act)
 {
+    if ((layout & ~(NN_NCHW16C_X | NN_NCHW16C_Y)) != 0 || layout == 0)
+        return NN_EINVAL;
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
     return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act, NULL, NULL,
-                                   packed, packed_floats, 1);
+                                   packed, packed_floats, layout);
 }
 
 int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

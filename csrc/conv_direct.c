@@ -519,10 +519,15 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
                 row_transposed(D, &T, xq, m0, oh, yb, w, L, seg);
             else
                 row_forward(D, &T, xq, oh0, oh, yb, w, seg);
-            if (rg)
+            if (D->y_nchw16c) {
+                const int64_t at16 = n * D->y_img + (o0 * P + oh * D->ow * 16);
+                D->kt->conv_store_nchw16c(D->ow, nch, yb, L, y + at16, P * 16,
+                                          D->res ? D->res + at16 : NULL, D->act);
+            } else if (rg) {
                 D->kt->conv_transpose_res(D->ow, nch, yb, L, yg + at, P, rg + at, D->act);
-            else
+            } else {
                 D->kt->conv_transpose(D->ow, nch, yb, L, yg + at, P);
+            }
         }
     }
 }

@@ -57,6 +57,9 @@ typedef struct nn_dconv {
      * (MaxPool2d's floor). */
     int pool;
     int32_t *arg;
+    /* forward only, no pool, groups 1: y and res in blocks of 16 channels
+     * (nChw16c, layout.c; o a multiple of 16), else NCHW */
+    int y_nchw16c;
 } nn_dconv;
 
 /* Plan D (its geometry filled in by the caller) for kernel table kt and nt

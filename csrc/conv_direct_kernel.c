@@ -21,6 +21,8 @@
  * bias is added and the activation applied: the bits do not depend on r, v or
  * which tile an output falls in, hence not on the thread count. */
 #include <stddef.h>
+#include <string.h>
+
 #include "dispatch.h"
 
 /* conv_split_rows in plain loops: each phase's valid columns [qlo, qhi)
@@ -431,3 +433,29 @@ void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
     *v3max = 0;
 }
 #endif
+
+/* One pixel's 16 channels of a block (act a constant where it is inlined:
+ * the loop then vectorises without a branch). */
+static inline void store16(const float *restrict s, const float *restrict r,
+                           float *restrict t, int act)
+{
+    if (r == NULL)
+        memcpy(t, s, 16 * sizeof *t);
+    else
+        for (int l = 0; l < 16; l++)
+            t[l] = nn_act_scalar(s[l] + r[l], act);
+}
+
+void NN_ISA_FN(conv_store_nchw16c)(int64_t nx, int64_t o, const float *src, int64_t ldk,
+                                   float *dst, int64_t ldb, const float *res, int act)
+{
+    for (int64_t b = 0; b < o / 16; b++)
+        for (int64_t x = 0; x < nx; x++) {
+            const float *s = src + x * ldk + 16 * b, *r = res ? res + b * ldb + 16 * x : NULL;
+            float *t = dst + b * ldb + 16 * x;
+            if (act == NN_ACT_RELU)
+                store16(s, r, t, NN_ACT_RELU);
+            else
+                store16(s, r, t, NN_ACT_NONE);
+        }
+}

@@ -103,6 +103,10 @@ typedef struct nn_gemv_args {
  * conv_transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols;
  * conv_transpose_res: dst[c*ldd + r] = act(src[r*lds + c] + res[c*ldd + r])
  * (res may be dst itself: each element is read before it is written).
+ * conv_store_nchw16c: nx pixels of a row buffer (pixel x's o channels at
+ * src + x lds, o a multiple of 16) into a row of an nChw16c image (see
+ * layout.c): dst[b ldb + 16 x + l] = src[x lds + 16 b + l], with res:
+ * act(src + res[b ldb + 16 x + l]) (as conv_transpose_res).
  * conv_split_rows: rows of the direct convolution's padded, phase-split
  * input band (conv_direct.c): for r < rows, b < s, q < wq,
  *   dst[r*ldd + b*ldp + q] = src[r*lds + q*s + b] when lo <= q*s + b < hi, else 0
@@ -133,6 +137,9 @@ typedef struct nn_conv_tile {
     X(conv_transpose_res, (int64_t rows, int64_t cols, const float *src, int64_t lds, \
                            float *dst, int64_t ldd, const float *res, int act), \
       (rows, cols, src, lds, dst, ldd, res, act)) \
+    X(conv_store_nchw16c, (int64_t nx, int64_t o, const float *src, int64_t lds, float *dst, \
+                           int64_t ldb, const float *res, int act), \
+      (nx, o, src, lds, dst, ldb, res, act)) \
     X(conv_split_rows, (int64_t rows, int64_t s, int64_t wq, const float *src, int64_t lds, \
                         int64_t lo, int64_t hi, float *dst, int64_t ldd, int64_t ldp), \
       (rows, s, wq, src, lds, lo, hi, dst, ldd, ldp)) \
@@ -163,11 +170,7 @@ typedef struct nn_conv_tile {
  * wino_input_blocked: wino_input's transform from an image in blocks of 16
  *   channels (nChw16c: channel 16 b + l of pixel p at xb[(b h w + p) 16 + l],
  *   c a multiple of 16), tile f's c channels at v + xi ldv + f c (its
- *   channels a GEMM row);
- * wino_store_blocked: nx output pixels of a row buffer (pixel x's o
- *   channels at src + x ldk, o a multiple of 16) into a row of an nChw16c
- *   image, dst[b ldb + 16 x + l] = src[x ldk + 16 b + l], with res: act of
- *   src + res[b ldb + 16 x + l] (as conv_transpose_res). */
+ *   channels a GEMM row). */
 #define NN_WINO_KERNELS(X) \
     X(wino_input, (const float *xc, int64_t h, int64_t w, int64_t ph, int64_t pw, int64_t r0, \
                    int64_t rows, int64_t tw, float *v, int64_t ldv, float *scratch), \
@@ -180,10 +183,7 @@ typedef struct nn_conv_tile {
       (kn, c, w, ldk, ldc, flip, scale, u, ldu, ldcu)) \
     X(wino_input_blocked, (const float *xb, int64_t c, int64_t h, int64_t w, int64_t ph, \
                            int64_t pw, int64_t r0, int64_t rows, int64_t tw, float *v, \
-                           int64_t ldv), (xb, c, h, w, ph, pw, r0, rows, tw, v, ldv)) \
-    X(wino_store_blocked, (int64_t nx, int64_t o, const float *src, int64_t ldk, float *dst, \
-                           int64_t ldb, const float *res, int act), \
-      (nx, o, src, ldk, dst, ldb, res, act))
+                           int64_t ldv), (xb, c, h, w, ph, pw, r0, rows, tw, v, ldv))
 /* The Winograd F(2x2, 3x3) weight gradient's transforms (winograd_dw_kernel.c,
  * laid out by winograd_dw.c), one row of tw tiles each, vectorised over
  * channels (c and k multiples of 16), xi = 4a + b the position in the 4x4:

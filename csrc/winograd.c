@@ -178,9 +178,9 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
 
     /* V[xi] as the GEMM's A (tiles the rows, channels the depth): tile
      * t's channel ci at t rsa + ci csa */
-    const int64_t rsa = W->blocked ? c : 1, csa = W->blocked ? 1 : T;
+    const int64_t rsa = W->x_nchw16c ? c : 1, csa = W->x_nchw16c ? 1 : T;
     for (int64_t i = n0; i < n1; i++) {
-        if (W->blocked) {
+        if (W->x_nchw16c) {
             kt->wino_input_blocked(x + i * W->x_img, c, W->h, W->w, W->ph, W->pw, r0, rows, tw,
                                    v + (i - n0) * per * c, ldv);
             continue;
@@ -220,9 +220,9 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
                 continue;
             }
             for (int64_t h = 0; h < 2 && 2 * r + h < W->oh; h++) {
-                if (W->blocked) {
+                if (W->y_nchw16c) {
                     const int64_t at = i * W->y_img + ((2 * r + h) * W->ow + x0) * 16;
-                    kt->wino_store_blocked(nx, o, h ? yb1 : yb, ldk, y + at, P * 16,
+                    kt->conv_store_nchw16c(nx, o, h ? yb1 : yb, ldk, y + at, P * 16,
                                            W->res ? W->res + at : NULL, W->act);
                     continue;
                 }

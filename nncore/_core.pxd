@@ -146,8 +146,11 @@ cdef extern from "nncore.h" nogil:
                                  const float *mean, const float *var, float eps,
                                  const float *res, float *y, int act, float *pool_y,
                                  int32_t *pool_arg)
-    int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p)
-    int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, const float *packed,
+    enum:
+        NN_NCHW16C_X
+        NN_NCHW16C_Y
+    int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p, int layout)
+    int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, int layout, const float *packed,
                                   int64_t packed_floats, const float *x, const float *w,
                                   const float *b, const float *bn_weight, const float *bn_bias,
                                   const float *mean, const float *var, float eps,

@@ -1363,33 +1363,40 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
         op.bn_weight, op.bn_bias, op.mean, op.var, op.param = pg, pbb, prm, prv, <float>eps
 
 
-def conv2d_forward_nchw16c(cnp.ndarray x, cnp.ndarray w, object b, object y, padding=1,
-                           int act=0, object res=None, object packed=None):
-    """conv2d_forward of a 3x3, stride-1 layer with x, y and res in blocks
-    of 16 channels (nChw16c: x (n, c // 16, h, w, 16), y and res (n, o // 16,
-    oh, ow, 16); see to_nchw16c): the values conv2d_forward gives in NCHW,
-    bit for bit. Only where the Winograd path runs (nn_conv2d_nchw16c_supported:
-    c and o multiples of 16, a shape the current set_winograd mode takes);
-    ValueError elsewhere. The predict plans use it between such layers."""
+def conv2d_forward_nchw16c(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, stride=1,
+                           padding=0, int act=0, object res=None, object packed=None):
+    """conv2d_forward (ungrouped, dilation 1) with x, or y and res, or all
+    three in blocks of 16 channels (nChw16c, see to_nchw16c): a 5-D x is
+    (n, c // 16, h, w, 16), a 5-D y (n, o // 16, oh, ow, 16), res y's shape.
+    The values conv2d_forward gives in NCHW, bit for bit. Only where
+    nn_conv2d_nchw16c_supported: the Winograd path runs (3x3, stride 1, a
+    shape the current set_winograd mode takes), or the direct one when only
+    y is nChw16c; ValueError elsewhere. The predict plans use it."""
     cdef str fn = "conv2d_forward_nchw16c"
-    cdef int64_t d[5]
-    _dims(x, 5, fn, "x", d)
-    if d[4] != 16:
-        raise ValueError(f"{fn}: x must be (n, c // 16, h, w, 16), got shape "
-                         f"{(<object>x).shape}")
+    cdef int layout = (NN_NCHW16C_X if x.ndim == 5 else 0) | (NN_NCHW16C_Y if y.ndim == 5 else 0)
+    if layout == 0 or x.ndim not in (4, 5) or y.ndim not in (4, 5):
+        raise ValueError(f"{fn}: x or y must be 5-D (nChw16c), the other 4-D or 5-D; got "
+                         f"shapes {(<object>x).shape} and {(<object>y).shape}")
+    xs = (<object>x).shape
+    if x.ndim == 5:
+        if xs[4] != 16:
+            raise ValueError(f"{fn}: x must be (n, c // 16, h, w, 16), got shape {xs}")
+        xs = (xs[0], 16 * xs[1], xs[2], xs[3])
     cdef nn_conv2d_params p
     cdef int64_t oh, ow
-    _conv_params(fn, (d[0], 16 * d[1], d[2], d[3]), (<object>w).shape, 1, padding, 1, 1, &p,
-                 &oh, &ow)
+    _conv_params(fn, tuple(xs), (<object>w).shape, stride, padding, 1, 1, &p, &oh, &ow)
     _conv_act(fn, act)
     cdef const float *pw = _fshape(w, (<object>w).shape, False, fn, "weight")
-    if p.o % 16 != 0 or not nn_conv2d_nchw16c_supported(&p):
-        raise ValueError(f"{fn}: a 3x3 layer {p.c} -> {p.o} channels on {p.h}x{p.w} does not "
-                         f"run the Winograd path (channels multiples of 16, a shape the "
-                         f"current set_winograd mode takes)")
-    cdef const float *px = <const float *>cnp.PyArray_DATA(x)
+    cdef const float *px = _fshape(x, (<object>x).shape, False, fn, "x")
+    if not nn_conv2d_nchw16c_supported(&p, layout):
+        raise ValueError(f"{fn}: a {p.kh}x{p.kw} layer {p.c} -> {p.o} channels on {p.h}x{p.w} "
+                         f"(stride {p.sh}) runs on no path that reads or writes nChw16c "
+                         f"there (channels multiples of 16; Winograd, or the direct path "
+                         f"for y only)")
     cdef const float *pb = _opt_vec(b, p.o, fn, "bias")
-    ys = (p.n, p.o // 16, oh, ow, 16)
+    cdef tuple ys = (p.n, p.o, oh, ow)
+    if y.ndim == 5:
+        ys = (p.n, p.o // 16, oh, ow, 16)
     cdef float *py = _fshape(y, ys, True, fn, "y")
     cdef int64_t ny = p.n * p.o * oh * ow * 4
     cdef const float *pr = NULL
@@ -1403,8 +1410,8 @@ def conv2d_forward_nchw16c(cnp.ndarray x, cnp.ndarray w, object b, object y, pad
     cdef const float *ppk = _packed_arg(packed, False, fn, &npk)
     cdef int status
     with nogil:
-        status = nn_conv2d_forward_nchw16c(&p, ppk, npk, px, pw, pb, NULL, NULL, NULL, NULL,
-                                           0.0, pr, py, act)
+        status = nn_conv2d_forward_nchw16c(&p, layout, ppk, npk, px, pw, pb, NULL, NULL, NULL,
+                                           NULL, 0.0, pr, py, act)
     check(status, fn)
 
 

@@ -31,6 +31,7 @@ ctypedef struct _plan_op:
     nn_dense_layer dense             # one Dense layer (layers NULL) ...
     const nn_dense_layer *layers     # ... or a DenseChain's (count of them)
     int count
+    int layout                       # NN_NCHW16C_X / _Y (_OP_CONV_NCHW16C)
     const float *x
     const float *x2                  # the residual (conv), the second summand (add)
     const float *w
@@ -71,11 +72,22 @@ cdef class PredictPlan:
 
     @property
     def kinds(self):
-        """The kinds of the calls a run makes, in order: "conv", "conv_nchw16c",
+        """The kinds of the calls a run makes, in order: "conv", "conv_nchw16c
+        x", "... y" or "... xy" (which of its input and output are nChw16c),
         "to_nchw16c", "from_nchw16c", "other"."""
-        names = {_OP_CONV: "conv", _OP_CONV_NCHW16C: "conv_nchw16c",
-                 _OP_TO_NCHW16C: "to_nchw16c", _OP_FROM_NCHW16C: "from_nchw16c"}
-        return [names.get(self.ops[i].kind, "other") for i in range(self.count)]
+        cdef Py_ssize_t i
+        cdef const _plan_op *op
+        names = {_OP_CONV: "conv", _OP_TO_NCHW16C: "to_nchw16c",
+                 _OP_FROM_NCHW16C: "from_nchw16c"}
+        out = []
+        for i in range(self.count):
+            op = &self.ops[i]
+            if op.kind == _OP_CONV_NCHW16C:
+                out.append("conv_nchw16c " + ("x" if op.layout & NN_NCHW16C_X else "") +
+                           ("y" if op.layout & NN_NCHW16C_Y else ""))
+            else:
+                out.append(names.get(op.kind, "other"))
+        return out
 
     def run(self, cnp.ndarray x not None):
         """The recorded pass on x (float32, C-contiguous, the recorded input's
@@ -151,14 +163,15 @@ def record_plan(infer, cnp.ndarray x not None):
     return None, y
 
 
-# ---- nChw16c between Winograd convolutions ----
+# ---- nChw16c between convolutions ----
 #
-# A recorded plan's runs of convolutions that take the Winograd path (3x3,
-# stride 1, channels multiples of 16: ResNet stages) read and write their
-# activations in nChw16c instead (csrc/layout.c says why), converted from and
-# to NCHW where another call reads or writes them. The same values as the
-# recorded calls, bit for bit (nn_conv2d_forward_nchw16c); record_plan checks
-# that on the recorded input and keeps the recorded calls if not.
+# In a recorded plan of a small batch, the tensors that convolutions write
+# for convolutions that can read them so go in nChw16c instead (csrc/layout.c
+# says why): the Winograd path reads and writes either layout, the direct
+# path writes nChw16c. A call that reads NCHW gets a conversion first. The
+# same values as the recorded calls, bit for bit (nn_conv2d_forward_nchw16c);
+# record_plan checks that on the recorded input and keeps the recorded calls
+# if not.
 
 cdef class _Tensor:
     """One NCHW array a rewritten plan also keeps in nChw16c: where (ptr,
@@ -179,15 +192,21 @@ cdef int64_t _conv_out(const nn_conv2d_params *p) noexcept nogil:
     return oh * ow
 
 
-cdef bint _is_nchw16c_conv(const _plan_op *op, int threads) noexcept nogil:
-    """A convolution to run in nChw16c: one the Winograd path takes, on fewer
-    images than threads (each image then split between threads, whose
-    writes in NCHW interleave) or on one image. Measured on ResNet-20
-    (docs/measurements.md): one image 1.06x (1 thread) and 1.11x (2)
-    faster; 32 images 0.92-0.95x, the conversions' passes over tensors
-    larger than L2 costing more than the convolutions gain."""
-    return (op.kind == _OP_CONV and op.conv.n < max(2, threads) and
-            nn_conv2d_nchw16c_supported(&op.conv) != 0)
+cdef int _nchw16c_can(const _plan_op *op, int threads) noexcept nogil:
+    """The layouts (NN_NCHW16C_X, _Y) a recorded call can take: a
+    convolution on fewer images than threads (each image then split between
+    threads, whose writes in NCHW interleave) or on one image. Measured on
+    ResNet-20 (docs/measurements.md): one image faster on 1 and 2 threads,
+    32 images slower (conversions of tensors larger than L2 cost more than
+    the convolutions gain)."""
+    if op.kind != _OP_CONV or op.conv.n >= max(2, threads):
+        return 0
+    cdef int can = 0
+    if nn_conv2d_nchw16c_supported(&op.conv, NN_NCHW16C_X):
+        can |= NN_NCHW16C_X
+    if nn_conv2d_nchw16c_supported(&op.conv, NN_NCHW16C_Y):
+        can |= NN_NCHW16C_Y
+    return can
 
 
 cdef list _op_reads(const _plan_op *op):
@@ -203,6 +222,39 @@ cdef list _op_writes(const _plan_op *op):
             return [<size_t>op.layers[i].out for i in range(op.count)]
         return [<size_t>op.dense.out]
     return [p for p in (<size_t>op.y, <size_t>op.z, <size_t>op.arg) if p != 0]
+
+
+cdef list _nchw16c_layouts(PredictPlan plan):
+    """Each call's layouts: a convolution writes nChw16c when a later call
+    reads that output natively in it (a convolution's x where it can read
+    nChw16c, or the residual of one writing nChw16c), and reads nChw16c when
+    its input was written so."""
+    cdef Py_ssize_t i, j, count = plan.count
+    cdef int threads = nn_get_num_threads()
+    cdef const _plan_op *op
+    can = [_nchw16c_can(&plan.ops[i], threads) for i in range(count)]
+    layout = [0] * count
+    for i in range(count - 1, -1, -1):               # later calls decided first
+        op = &plan.ops[i]
+        if not can[i] & NN_NCHW16C_Y:
+            continue
+        for j in range(i + 1, count):
+            reader = &plan.ops[j]
+            if ((reader.x == op.y and can[j] & NN_NCHW16C_X) or
+                    (reader.x2 == op.y and layout[j] & NN_NCHW16C_Y)):
+                layout[i] = NN_NCHW16C_Y
+            if <size_t>op.y in _op_writes(reader):   # overwritten: no later reader
+                break
+    for j in range(count):                           # inputs written in nChw16c
+        op = &plan.ops[j]
+        if not can[j] & NN_NCHW16C_X:
+            continue
+        for i in range(j - 1, -1, -1):
+            if <size_t>op.x in _op_writes(&plan.ops[i]):
+                if layout[i] & NN_NCHW16C_Y:
+                    layout[j] |= NN_NCHW16C_X
+                break
+    return layout
 
 
 cdef class _Calls:
@@ -226,131 +278,127 @@ cdef class _Calls:
         return 0
 
 
-cdef _Tensor _tensor(list tensors, list twins, size_t ptr, int64_t n, int64_t c, int64_t hw):
-    """The tracked tensor at ptr of this shape, or a new one (its NCHW copy
-    current, its twin allocated 64-byte aligned: a pixel's 16 channels one
-    cache line)."""
-    cdef _Tensor t
-    for t in tensors:
-        if t.ptr == ptr and t.n == n and t.c == c and t.hw == hw:
-            return t
-    t = _Tensor()
-    t.ptr, t.nbytes, t.n, t.c, t.hw = ptr, <size_t>(n * c * hw * 4), n, c, hw
-    import numpy as np
-    raw = np.empty(n * c * hw + 16, np.float32)
-    cdef size_t skew = (64 - <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw) % 64) % 64 // 4
-    t.twin = raw[skew:skew + n * c * hw]
-    t.blk = <float *>cnp.PyArray_DATA(<cnp.ndarray>t.twin)
-    t.nchw_ok, t.blk_ok = True, False
-    tensors.append(t)
-    twins.append(t.twin)
-    return t
+cdef class _Layouts:
+    """The rewrite's state: the calls so far and the tensors tracked."""
+    cdef _Calls out
+    cdef list tensors, twins
 
+    def __cinit__(self):
+        self.out, self.tensors, self.twins = _Calls(), [], []
 
-cdef int _convert(_Calls out, _Tensor t, bint to_blocked) except -1:
-    """Append the call bringing t's other copy up to date."""
-    cdef _plan_op op
-    memset(&op, 0, sizeof(_plan_op))
-    op.kind = _OP_TO_NCHW16C if to_blocked else _OP_FROM_NCHW16C
-    op.a, op.b, op.c = t.n, t.c, t.hw
-    if to_blocked:
-        op.x, op.y = <const float *>t.ptr, t.blk
-    else:
-        op.x, op.y = t.blk, <float *>t.ptr
-    out.push(&op)
-    if to_blocked:
-        t.blk_ok = True
-    else:
-        t.nchw_ok = True
-    return 0
+    cdef _Tensor tensor(self, size_t ptr, int64_t n, int64_t c, int64_t hw):
+        """The tracked tensor at ptr of this shape, or a new one (its NCHW
+        copy current; its twin 64-byte aligned: a pixel's 16 channels one
+        cache line)."""
+        cdef _Tensor t
+        for t in self.tensors:
+            if t.ptr == ptr and t.n == n and t.c == c and t.hw == hw:
+                return t
+        import numpy as np
+        t = _Tensor()
+        t.ptr, t.nbytes, t.n, t.c, t.hw = ptr, <size_t>(n * c * hw * 4), n, c, hw
+        raw = np.empty(n * c * hw + 16, np.float32)
+        cdef size_t skew = (64 - <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw) % 64) % 64 // 4
+        t.twin = raw[skew:skew + n * c * hw]
+        t.blk = <float *>cnp.PyArray_DATA(<cnp.ndarray>t.twin)
+        t.nchw_ok, t.blk_ok = True, False
+        self.tensors.append(t)
+        self.twins.append(t.twin)
+        return t
 
+    cdef int convert(self, _Tensor t, bint to_blocked) except -1:
+        """Append the call bringing t's other copy up to date."""
+        cdef _plan_op op
+        memset(&op, 0, sizeof(_plan_op))
+        op.kind = _OP_TO_NCHW16C if to_blocked else _OP_FROM_NCHW16C
+        op.a, op.b, op.c = t.n, t.c, t.hw
+        if to_blocked:
+            op.x, op.y = <const float *>t.ptr, t.blk
+            t.blk_ok = True
+        else:
+            op.x, op.y = t.blk, <float *>t.ptr
+            t.nchw_ok = True
+        self.out.push(&op)
+        return 0
 
-cdef int _overwrite(_Calls out, list tensors, size_t ptr, size_t nbytes) except -1:
-    """Forget the tensors a call writing [ptr, ptr + nbytes) in nChw16c
-    overwrites, those it overwrites in part after their NCHW copies are
-    made current (their other values stay there)."""
-    cdef _Tensor t
-    for t in list(tensors):
-        if t.ptr < ptr + nbytes and ptr < t.ptr + t.nbytes:
-            if not (t.ptr >= ptr and t.ptr + t.nbytes <= ptr + nbytes) and not t.nchw_ok:
-                _convert(out, t, False)
-            tensors.remove(t)
-    return 0
+    cdef const float *blocked(self, const float *ptr, int64_t n, int64_t c, int64_t hw) except? NULL:
+        """The nChw16c copy of the tensor at ptr, made current."""
+        cdef _Tensor t = self.tensor(<size_t>ptr, n, c, hw)
+        if not t.blk_ok:
+            self.convert(t, True)
+        return t.blk
 
-
-cdef _Calls _rewrite_nchw16c(PredictPlan plan):
-    """The plan's calls with its runs of Winograd convolutions in nChw16c
-    (with the conversions), or None when it has none.
-    A convolution joins when its input comes from, or its output goes to,
-    another such convolution (a lone one would pay conversions for
-    nothing)."""
-    cdef Py_ssize_t i, j, count = plan.count
-    cdef const _plan_op *op
-    cdef int threads = nn_get_num_threads()
-    able = [_is_nchw16c_conv(&plan.ops[i], threads) for i in range(count)]
-    chosen = []
-    for i in range(count):
-        op = &plan.ops[i]
-        feeds = fed = False
-        if able[i]:
-            for j in range(i - 1, -1, -1):          # the writer of x
-                if <size_t>op.x in _op_writes(&plan.ops[j]):
-                    fed = able[j]
-                    break
-            for j in range(i + 1, count):           # the next reader of y
-                if <size_t>op.y in _op_reads(&plan.ops[j]):
-                    feeds = able[j]
-                    break
-        chosen.append(fed or feeds)
-    if not any(chosen):
-        return None
-    cdef list tensors = [], twins = []
-    cdef _Calls out = _Calls()
-    cdef _Tensor t, tx, tr, ty
-    cdef _plan_op new
-    cdef int64_t P
-    for i in range(count):
-        op = &plan.ops[i]
-        if chosen[i]:
-            P = _conv_out(&op.conv)
-            tx = _tensor(tensors, twins, <size_t>op.x, op.conv.n, op.conv.c, op.conv.h * op.conv.w)
-            if not tx.blk_ok:
-                _convert(out, tx, True)
-            tr = None
-            if op.x2 != NULL:
-                tr = _tensor(tensors, twins, <size_t>op.x2, op.conv.n, op.conv.o, P)
-                if not tr.blk_ok:
-                    _convert(out, tr, True)
-            _overwrite(out, tensors, <size_t>op.y, <size_t>(op.conv.n * op.conv.o * P * 4))
-            ty = _tensor(tensors, twins, <size_t>op.y, op.conv.n, op.conv.o, P)
-            new = op[0]
-            new.kind = _OP_CONV_NCHW16C
-            new.x, new.y = tx.blk, ty.blk
-            new.x2 = tr.blk if tr is not None else NULL
-            out.push(&new)
-            ty.blk_ok, ty.nchw_ok = True, False
-            continue
-        # any other call: the NCHW copies of what it reads current first; a
-        # tensor it writes from its start is dead after it (a new one is
-        # written there), a part of one is made current first
-        reads, writes = _op_reads(op), _op_writes(op)
-        for t in list(tensors):
+    cdef int access(self, list reads, list writes) except -1:
+        """Before a call reading and writing NCHW there: the NCHW copies of
+        what it reads current; a tensor it writes from its start is dead
+        after it (a new one is written there), one it writes a part of is
+        made current first and its twin stale."""
+        cdef _Tensor t
+        for t in list(self.tensors):
             dead = t.ptr in writes
             read = any(t.ptr <= p < t.ptr + t.nbytes for p in reads)
             part = any(t.ptr < p < t.ptr + t.nbytes for p in writes)
             if (read or part) and not t.nchw_ok:
-                _convert(out, t, False)
+                self.convert(t, False)
             if dead:
-                tensors.remove(t)
+                self.tensors.remove(t)
             elif part:
                 t.blk_ok = False
-        out.push(op)
+        return 0
+
+    cdef float *write_blocked(self, float *ptr, int64_t n, int64_t c, int64_t hw) except? NULL:
+        """A call writes the tensor at ptr in nChw16c: the tensors it
+        overwrites forgotten, as those starting at ptr (dead: a new one
+        starts there); those it overwrites a part of after their NCHW copies
+        are made current (their other values stay there). Its twin."""
+        cdef size_t start = <size_t>ptr, nbytes = <size_t>(n * c * hw * 4)
+        cdef _Tensor t
+        for t in list(self.tensors):
+            if t.ptr < start + nbytes and start < t.ptr + t.nbytes:
+                inside = t.ptr >= start and t.ptr + t.nbytes <= start + nbytes
+                if not (inside or t.ptr == start or t.nchw_ok):
+                    self.convert(t, False)
+                self.tensors.remove(t)
+        t = self.tensor(start, n, c, hw)
+        t.blk_ok, t.nchw_ok = True, False
+        return t.blk
+
+
+cdef _Calls _rewrite_nchw16c(PredictPlan plan):
+    """The plan's calls with the layouts of _nchw16c_layouts (and the
+    conversions they need), or None when every call keeps NCHW."""
+    layout = _nchw16c_layouts(plan)
+    if not any(layout):
+        return None
+    cdef _Layouts L = _Layouts()
+    cdef Py_ssize_t i
+    cdef const _plan_op *op
+    cdef _plan_op new
+    cdef int64_t P
+    for i in range(plan.count):
+        op = &plan.ops[i]
+        if not layout[i]:
+            L.access(_op_reads(op), _op_writes(op))
+            L.out.push(op)
+            continue
+        new = op[0]
+        new.kind, new.layout = _OP_CONV_NCHW16C, layout[i]
+        P = _conv_out(&op.conv)
+        if layout[i] & NN_NCHW16C_X:
+            new.x = L.blocked(op.x, op.conv.n, op.conv.c, op.conv.h * op.conv.w)
+        else:
+            L.access([<size_t>op.x], [])
+        if layout[i] & NN_NCHW16C_Y:
+            if op.x2 != NULL:
+                new.x2 = L.blocked(op.x2, op.conv.n, op.conv.o, P)
+            new.y = L.write_blocked(op.y, op.conv.n, op.conv.o, P)
+        else:
+            L.access([<size_t>op.x2] if op.x2 != NULL else [], [<size_t>op.y])
+        L.out.push(&new)
     cdef size_t output = <size_t>cnp.PyArray_DATA(<cnp.ndarray>plan.output)
-    for t in tensors:                                # the output, in NCHW
-        if not t.nchw_ok and t.ptr <= output < t.ptr + t.nbytes:
-            _convert(out, t, False)
-    plan.keep.append(twins)
-    return out
+    L.access([output], [])                           # the output, in NCHW
+    plan.keep.append(L.twins)
+    return L.out
 
 
 cdef bint _plans_use_nchw16c = True
@@ -443,9 +491,9 @@ cdef int _run_ops(const _plan_op *ops, Py_ssize_t count) noexcept nogil:
         elif op.kind == _OP_ADD:
             nn_add_act(op.a, op.x, op.x2, op.act, op.y)
         elif op.kind == _OP_CONV_NCHW16C:
-            status = nn_conv2d_forward_nchw16c(&op.conv, op.packed, op.packed_floats, op.x, op.w,
-                                               op.bias, op.bn_weight, op.bn_bias, op.mean,
-                                               op.var, op.param, op.x2, op.y, op.act)
+            status = nn_conv2d_forward_nchw16c(&op.conv, op.layout, op.packed, op.packed_floats,
+                                               op.x, op.w, op.bias, op.bn_weight, op.bn_bias,
+                                               op.mean, op.var, op.param, op.x2, op.y, op.act)
         elif op.kind == _OP_TO_NCHW16C:
             status = nn_to_nchw16c(op.a, op.b, op.c, op.x, op.y)
         elif op.kind == _OP_FROM_NCHW16C:

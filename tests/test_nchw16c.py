@@ -76,49 +76,107 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
-@pytest.mark.parametrize("act,res", [(0, False), (1, False), (1, True), (0, True)])
-def test_convolution_gives_the_nchw_bits(case, act, res, isa, always, num_threads):
-    n, c, h, w, o, p = case
+def run_both(x, wt, b, r, act, stride, padding, layout, packed):
+    """conv2d_forward in NCHW and conv2d_forward_nchw16c with `layout`
+    ("xy", "x" or "y": which side is nChw16c), its output in NCHW."""
+    n, o = x.shape[0], wt.shape[0]
+    want = np.empty((n, o) + tuple(_core.conv2d_output_shape(
+        x.shape, wt.shape, stride, padding, 1, 1)[2:]), np.float32)
+    _core.conv2d_forward(x, wt, b, want, stride=stride, padding=padding, act=act, res=r)
+    y = np.full(blocked(want).shape if "y" in layout else want.shape, np.nan, np.float32)
+    res = None if r is None else blocked(r) if "y" in layout else r
+    _core.conv2d_forward_nchw16c(blocked(x) if "x" in layout else x, wt, b, y, stride=stride,
+                                 padding=padding, act=act, res=res, packed=packed)
+    got = y
+    if "y" in layout:
+        got = np.empty_like(want)
+        _core.from_nchw16c(y, got)
+    return got, want
+
+
+def make(case, res, k=3):
+    n, c, h, w, o, p = case[:6]
+    stride = case[6] if len(case) > 6 else 1
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    wt = rng.standard_normal((o, c, k, k)).astype(np.float32)
     b = rng.standard_normal(o).astype(np.float32)
-    oh, ow = h + 2 * p - 2, w + 2 * p - 2
+    oh, ow = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
     r = rng.standard_normal((n, o, oh, ow)).astype(np.float32) if res else None
-    want = np.empty((n, o, oh, ow), np.float32)
-    _core.conv2d_forward(x, wt, b, want, padding=p, act=act, res=r)
+    return x, wt, b, r, stride, p
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("act,res", [(0, False), (1, False), (1, True), (0, True)])
+@pytest.mark.parametrize("layout", ["xy", "x", "y"])
+def test_winograd_gives_the_nchw_bits(case, act, res, layout, isa, always, num_threads):
+    x, wt, b, r, stride, p = make(case, res)
     packed = _core.conv2d_pack(x.shape, wt, b, padding=p)
     for threads in (1, 2, 3):
         nncore.set_num_threads(threads)
         for pk in (None, packed):
-            yb = np.full((n, o // 16, oh, ow, 16), np.nan, np.float32)
-            _core.conv2d_forward_nchw16c(blocked(x), wt, b, yb, padding=p, act=act,
-                                         res=None if r is None else blocked(r), packed=pk)
-            np.testing.assert_array_equal(bits(yb), bits(blocked(want)),
-                                          err_msg=f"{threads} threads")
+            got, want = run_both(x, wt, b, r, act, stride, p, layout, pk)
+            np.testing.assert_array_equal(bits(got), bits(want), err_msg=f"{threads} threads")
 
 
-def test_convolution_rejects_what_winograd_does_not_run(always):
-    x = np.zeros((1, 1, 8, 8, 16), np.float32)
-    y = np.zeros((1, 1, 8, 8, 16), np.float32)
-    with pytest.raises(ValueError, match="does not run the Winograd path"):
-        _core.conv2d_forward_nchw16c(x, np.zeros((16, 16, 5, 5), np.float32), None,
-                                     np.zeros((1, 1, 6, 6, 16), np.float32), padding=1)
-    with pytest.raises(ValueError, match="does not run the Winograd path"):
-        _core.conv2d_forward_nchw16c(x, np.zeros((8, 16, 3, 3), np.float32), None, y)
+# (n, c, h, w, o, padding, stride, kernel) on the direct path: ResNet's stem
+# (one input channel), its stride-2 3x3 and 1x1 layers, a 5x5 kernel, odd
+# sizes, more than one tile of output channels, output channel tiles split
+# between threads (64 channels on 7x7)
+DIRECT = [
+    (1, 1, 28, 28, 16, 1, 1, 3),
+    (1, 16, 28, 28, 32, 1, 2, 3),
+    (2, 16, 28, 28, 32, 0, 2, 1),
+    (1, 32, 14, 14, 64, 1, 2, 3),
+    (1, 64, 7, 7, 64, 1, 1, 3),
+    (3, 5, 9, 11, 48, 2, 1, 5),
+    (1, 3, 13, 6, 80, 1, 2, 3),
+]
+
+
+@pytest.mark.parametrize("case", DIRECT, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("act,res", [(0, False), (1, False), (1, True)])
+def test_direct_path_writes_the_nchw_bits(case, act, res, isa, num_threads):
+    x, wt, b, r, stride, p = make(case, res, k=case[7])
     previous = _core.set_winograd("never")
     try:
-        with pytest.raises(ValueError, match="does not run the Winograd path"):
-            _core.conv2d_forward_nchw16c(x, np.zeros((16, 16, 3, 3), np.float32), None, y)
+        for threads in (1, 2, 3):
+            nncore.set_num_threads(threads)
+            got, want = run_both(x, wt, b, r, act, stride, p, "y", None)
+            np.testing.assert_array_equal(bits(got), bits(want), err_msg=f"{threads} threads")
     finally:
         _core.set_winograd(previous)
+
+
+def test_convolution_rejects_what_no_path_runs(always):
+    x = np.zeros((1, 1, 8, 8, 16), np.float32)
+    y = np.zeros((1, 1, 8, 8, 16), np.float32)
+    w3 = np.zeros((16, 16, 3, 3), np.float32)
+    nope = "runs on no path that reads or writes nChw16c"
+    with pytest.raises(ValueError, match=nope):       # the direct path reads NCHW only
+        _core.conv2d_forward_nchw16c(x, np.zeros((16, 16, 5, 5), np.float32), None,
+                                     np.zeros((1, 1, 6, 6, 16), np.float32), padding=1)
+    with pytest.raises(ValueError, match=nope):       # 8 output channels
+        _core.conv2d_forward_nchw16c(np.zeros((1, 16, 8, 8), np.float32),
+                                     np.zeros((8, 16, 3, 3), np.float32), None, y, padding=1)
+    with pytest.raises(ValueError, match=nope):       # 1x1 stride 1: the GEMM path
+        _core.conv2d_forward_nchw16c(np.zeros((1, 16, 8, 8), np.float32),
+                                     np.zeros((16, 16, 1, 1), np.float32), None, y)
+    previous = _core.set_winograd("never")
+    try:
+        with pytest.raises(ValueError, match=nope):
+            _core.conv2d_forward_nchw16c(x, w3, None, y, padding=1)
+    finally:
+        _core.set_winograd(previous)
+    with pytest.raises(ValueError, match="5-D"):
+        _core.conv2d_forward_nchw16c(np.zeros((1, 16, 8, 8), np.float32), w3, None,
+                                     np.zeros((1, 16, 8, 8), np.float32), padding=1)
     with pytest.raises(ValueError, match=r"\(n, c // 16, h, w, 16\)"):
-        _core.conv2d_forward_nchw16c(np.zeros((1, 1, 8, 8, 8), np.float32),
-                                     np.zeros((16, 16, 3, 3), np.float32), None, y)
+        _core.conv2d_forward_nchw16c(np.zeros((1, 1, 8, 8, 8), np.float32), w3, None, y,
+                                     padding=1)
     with pytest.raises(ValueError, match="y has shape"):
-        _core.conv2d_forward_nchw16c(x, np.zeros((16, 16, 3, 3), np.float32), None,
-                                     np.zeros((1, 1, 6, 6, 16), np.float32))
+        _core.conv2d_forward_nchw16c(x, w3, None, np.zeros((1, 1, 6, 6, 16), np.float32),
+                                     padding=1)
 
 
 # ---- predict plans (nncore/_predict_plan.pxi, _use_nchw16c) ----
@@ -135,11 +193,11 @@ def plan_kinds(model):
 
 
 def layout_net():
-    """Runs of 16- and 32-channel 3x3 convolutions between calls that read
-    NCHW: a stem of 3 channels, Residuals fused into their last conv (the
-    sum read in nChw16c: the block's input, or a 1x1 projection's NCHW
-    output converted), one summed apart after an activation (its summands
-    converted back), pooling and a Dense head."""
+    """16- and 32-channel 3x3 convolutions between calls that read NCHW: a
+    stem of 3 channels, Residuals fused into their last conv (the sum read
+    in nChw16c: the block's input, or a 1x1 projection's NCHW output
+    converted), one summed apart after an activation (its summands in NCHW),
+    pooling and a Dense head."""
     nn = nncore
     nn.manual_seed(3)
     return nn.Sequential(
@@ -158,7 +216,7 @@ def layout_net():
 
 
 @pytest.mark.parametrize("threads,images", [(1, 1), (2, 1), (3, 2)])
-def test_plan_runs_winograd_layers_in_nchw16c(threads, images, isa, always, num_threads):
+def test_plan_runs_convolutions_in_nchw16c(threads, images, isa, always, num_threads):
     nncore.set_num_threads(threads)
     rng = np.random.default_rng(4)
     model = layout_net()
@@ -168,11 +226,14 @@ def test_plan_runs_winograd_layers_in_nchw16c(threads, images, isa, always, num_
     want = python_steps(model, x)
     for _ in range(3):                        # recorded, then replayed
         np.testing.assert_array_equal(bits(model.predict(x)), bits(want))
-    kinds = plan_kinds(model)
-    assert kinds.count("conv_nchw16c") == 5 and kinds.count("conv") == 3
-    assert kinds.count("to_nchw16c") == 2     # the stem's output, the projection's
-    # the projection's input, the sum apart's two summands
-    assert kinds.count("from_nchw16c") == 3
+    # the stem writes nChw16c for the first block; the 1x1 projection (the
+    # GEMM path) reads and writes NCHW, converted from and to; the sum apart
+    # reads NCHW, its body's conv writing it; the conv after the pooling
+    # reads NCHW
+    assert plan_kinds(model) == [
+        "conv_nchw16c y", "conv_nchw16c xy", "conv_nchw16c xy", "from_nchw16c", "conv",
+        "conv_nchw16c xy", "to_nchw16c", "conv_nchw16c xy", "conv_nchw16c x", "from_nchw16c",
+        "other", "other", "conv", "other", "other"]
     frozen = model.freeze()
     np.testing.assert_array_equal(bits(frozen.predict(x)), bits(want))
 
@@ -182,12 +243,13 @@ def test_plan_keeps_nchw_for_batches_and_off(always, num_threads):
     model = layout_net()
     x = np.random.default_rng(5).standard_normal((2, 3, 11, 10)).astype(np.float32)
     np.testing.assert_array_equal(bits(model.predict(x)), bits(python_steps(model, x)))
-    assert "conv_nchw16c" not in plan_kinds(model)      # 2 images on 2 threads
+    # 2 images on 2 threads: a thread per image, NCHW
+    assert "conv" in plan_kinds(model) and not any(" " in k for k in plan_kinds(model))
     previous = _core.set_plan_nchw16c(False)
     try:
         model = layout_net()
         model.predict(x[:1])
-        assert "conv_nchw16c" not in plan_kinds(model)
+        assert "conv" in plan_kinds(model) and not any(" " in k for k in plan_kinds(model))
     finally:
         _core.set_plan_nchw16c(previous)
 
@@ -207,4 +269,4 @@ def test_plan_per_winograd_mode(num_threads):
             _core.set_winograd(previous)
     plans = [p for ws in model._workspaces for p in ws.plans.values()]
     assert sorted(mode for ws in model._workspaces for _, mode in ws.plans) == ["auto", "never"]
-    assert ["conv_nchw16c" in p.kinds for p in plans].count(True) == 1
+    assert [any(" " in k for k in p.kinds) for p in plans].count(True) == 1
