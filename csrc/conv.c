@@ -532,7 +532,7 @@ typedef struct conv_call {
     float *pool_y;
     int32_t *pool_arg;
     int act;
-    /* forward: NN_NCHW16C_X and/or _Y (nn_conv2d_forward_nchw16c), else 0 */
+    /* forward: NN_NCHW16C_X, _Y, _RES (nn_conv2d_forward_nchw16c), else 0 */
     int layout;
     /* forward: pixel blocks of pb */
     int64_t pb, npb;
@@ -1014,6 +1014,7 @@ static int plan_wino(conv_call *K, int dx)
         W->pool_y = K->pool_y, W->arg = K->pool_arg;
         W->x_nchw16c = (K->layout & NN_NCHW16C_X) != 0;
         W->y_nchw16c = (K->layout & NN_NCHW16C_Y) != 0;
+        W->res_nchw16c = (K->layout & (NN_NCHW16C_Y | NN_NCHW16C_RES)) != 0;
     } else {
         if (G->ph > 2 || G->pw > 2)
             return 0;
@@ -1260,10 +1261,10 @@ static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const floa
          * nChw16c from NCHW (ungrouped); no other path */
         const geom *G = &K->G;
         if (p->bf16 || pool_arg || ((layout & NN_NCHW16C_X) && G->c % 16 != 0) ||
-            ((layout & NN_NCHW16C_Y) && G->o % 16 != 0))
+            ((layout & (NN_NCHW16C_Y | NN_NCHW16C_RES)) && G->o % 16 != 0))
             return NN_EINVAL;
         K->wino_fwd = plan_wino(K, 0);
-        if (!K->wino_fwd && layout == NN_NCHW16C_Y && G->groups == 1)
+        if (!K->wino_fwd && (layout & ~NN_NCHW16C_RES) == NN_NCHW16C_Y && G->groups == 1)
             K->direct_fwd = plan_direct(K, 0);
         return K->wino_fwd || K->direct_fwd ? NN_OK : NN_EINVAL;
     }
@@ -1541,10 +1542,12 @@ int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
                                    pool_arg, packed, packed_floats, 0);
 }
 
+#define NN_NCHW16C_ALL (NN_NCHW16C_X | NN_NCHW16C_Y | NN_NCHW16C_RES)
+
 int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p, int layout)
 {
     conv_call K;
-    return p->n > 0 && (layout & ~(NN_NCHW16C_X | NN_NCHW16C_Y)) == 0 && layout != 0 &&
+    return p->n > 0 && (layout & ~NN_NCHW16C_ALL) == 0 && layout != 0 &&
            plan_forward_call(&K, p, NULL, NULL, NULL, NULL, NULL, NN_ACT_NONE, NULL, NULL,
                              layout) == NN_OK;
 }
@@ -1555,7 +1558,7 @@ int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, int layout, const float
                               const float *mean, const float *var, float eps, const float *res,
                               float *y, int act)
 {
-    if ((layout & ~(NN_NCHW16C_X | NN_NCHW16C_Y)) != 0 || layout == 0)
+    if ((layout & ~NN_NCHW16C_ALL) != 0 || layout == 0)
         return NN_EINVAL;
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};
     return conv2d_forward_profiled(p, x, w, b, mean ? &bn : NULL, res, y, act, NULL, NULL,

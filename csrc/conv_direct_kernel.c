@@ -446,16 +446,38 @@ static inline void store16(const float *restrict s, const float *restrict r,
             t[l] = nn_act_scalar(s[l] + r[l], act);
 }
 
-void NN_ISA_FN(conv_store_nchw16c)(int64_t nx, int64_t o, const float *src, int64_t ldk,
+void NN_ISA_FN(conv_store_nchw16c)(int64_t nx, int64_t o, const float *src, int64_t lds,
                                    float *dst, int64_t ldb, const float *res, int act)
 {
     for (int64_t b = 0; b < o / 16; b++)
         for (int64_t x = 0; x < nx; x++) {
-            const float *s = src + x * ldk + 16 * b, *r = res ? res + b * ldb + 16 * x : NULL;
+            const float *s = src + x * lds + 16 * b, *r = res ? res + b * ldb + 16 * x : NULL;
             float *t = dst + b * ldb + 16 * x;
             if (act == NN_ACT_RELU)
                 store16(s, r, t, NN_ACT_RELU);
             else
                 store16(s, r, t, NN_ACT_NONE);
+        }
+}
+
+/* One pixel's 16 channels plus the residual's, in place (act a constant
+ * where it is inlined). */
+static inline void add16(float *restrict s, const float *restrict r, int act)
+{
+    for (int l = 0; l < 16; l++)
+        s[l] = nn_act_scalar(s[l] + r[l], act);
+}
+
+void NN_ISA_FN(conv_add_nchw16c)(int64_t nx, int64_t o, float *src, int64_t lds,
+                                 const float *res, int64_t ldb, int act)
+{
+    for (int64_t b = 0; b < o / 16; b++)
+        for (int64_t x = 0; x < nx; x++) {
+            float *s = src + x * lds + 16 * b;
+            const float *r = res + b * ldb + 16 * x;
+            if (act == NN_ACT_RELU)
+                add16(s, r, NN_ACT_RELU);
+            else
+                add16(s, r, NN_ACT_NONE);
         }
 }

@@ -106,7 +106,9 @@ typedef struct nn_gemv_args {
  * conv_store_nchw16c: nx pixels of a row buffer (pixel x's o channels at
  * src + x lds, o a multiple of 16) into a row of an nChw16c image (see
  * layout.c): dst[b ldb + 16 x + l] = src[x lds + 16 b + l], with res:
- * act(src + res[b ldb + 16 x + l]) (as conv_transpose_res).
+ * act(src + res[b ldb + 16 x + l]) (as conv_transpose_res);
+ * conv_add_nchw16c: the sum alone, in place: src[x lds + 16 b + l] =
+ * act(src[x lds + 16 b + l] + res[b ldb + 16 x + l]).
  * conv_split_rows: rows of the direct convolution's padded, phase-split
  * input band (conv_direct.c): for r < rows, b < s, q < wq,
  *   dst[r*ldd + b*ldp + q] = src[r*lds + q*s + b] when lo <= q*s + b < hi, else 0
@@ -140,6 +142,8 @@ typedef struct nn_conv_tile {
     X(conv_store_nchw16c, (int64_t nx, int64_t o, const float *src, int64_t lds, float *dst, \
                            int64_t ldb, const float *res, int act), \
       (nx, o, src, lds, dst, ldb, res, act)) \
+    X(conv_add_nchw16c, (int64_t nx, int64_t o, float *src, int64_t lds, const float *res, \
+                         int64_t ldb, int act), (nx, o, src, lds, res, ldb, act)) \
     X(conv_split_rows, (int64_t rows, int64_t s, int64_t wq, const float *src, int64_t lds, \
                         int64_t lo, int64_t hi, float *dst, int64_t ldd, int64_t ldp), \
       (rows, s, wq, src, lds, lo, hi, dst, ldd, ldp)) \

@@ -354,13 +354,13 @@ int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
                              const float *mean, const float *var, float eps, const float *res,
                              float *y, int act, float *pool_y, int32_t *pool_arg);
 /* nn_conv2d_forward_packed without pooling, with x (layout
- * NN_NCHW16C_X), and/or y and res (NN_NCHW16C_Y), in blocks of 16 channels
- * (nChw16c, layout.c): the same values as in NCHW, for the layers where
- * nn_conv2d_nchw16c_supported: the Winograd path runs (3x3, stride 1, a
- * shape the current nn_conv_set_winograd mode takes), or, for
- * NN_NCHW16C_Y alone, the direct one (ungrouped); the channels of each
+ * NN_NCHW16C_X), y and res (NN_NCHW16C_Y) or res alone (NN_NCHW16C_RES) in
+ * blocks of 16 channels (nChw16c, layout.c): the same values as in NCHW,
+ * for the layers where nn_conv2d_nchw16c_supported: the Winograd path runs
+ * (3x3, stride 1, a shape the current nn_conv_set_winograd mode takes), or,
+ * for NN_NCHW16C_Y alone, the direct one (ungrouped); the channels of each
  * nChw16c tensor a multiple of 16. NN_EINVAL for any other. */
-enum { NN_NCHW16C_X = 1, NN_NCHW16C_Y = 2 };
+enum { NN_NCHW16C_X = 1, NN_NCHW16C_Y = 2, NN_NCHW16C_RES = 4 };
 int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p, int layout);
 int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, int layout, const float *packed,
                               int64_t packed_floats, const float *x, const float *w,

@@ -227,7 +227,12 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
                     continue;
                 }
                 const int64_t at = i * W->y_img + (2 * r + h) * W->ow + x0;
-                if (W->res)
+                if (W->res && W->res_nchw16c) { /* the sum in the row, then moved */
+                    const int64_t at16 = i * W->y_img + ((2 * r + h) * W->ow + x0) * 16;
+                    kt->conv_add_nchw16c(nx, o, h ? yb1 : yb, ldk, W->res + at16, P * 16,
+                                         W->act);
+                    kt->conv_transpose(nx, o, h ? yb1 : yb, ldk, y + at, P);
+                } else if (W->res)
                     kt->conv_transpose_res(nx, o, h ? yb1 : yb, ldk, y + at, P, W->res + at,
                                            W->act);
                 else

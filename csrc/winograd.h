@@ -192,11 +192,11 @@ typedef struct nn_wino {
      * lanes before the transpose (maxpool2x2_lanes, as the direct path). */
     float *pool_y;
     int32_t *arg;
-    /* forward only, no pool: x (c a multiple of 16), and y and res (o a
-     * multiple of 16), in blocks of 16 channels (nChw16c, layout.c), else
-     * NCHW. The same values either way: only where they are read and
-     * written moves. */
-    int x_nchw16c, y_nchw16c;
+    /* forward only, no pool: x (c a multiple of 16), y, res (o a multiple
+     * of 16; res with y, or alone) in blocks of 16 channels (nChw16c,
+     * layout.c), else NCHW. The same values either way: only where they
+     * are read and written moves. */
+    int x_nchw16c, y_nchw16c, res_nchw16c;
     /* the plan (nn_wino_plan) */
     const nn_kernel_table *kt;
     int64_t mr, nr;      /* the GEMM micro-kernel's tile */

@@ -149,6 +149,7 @@ cdef extern from "nncore.h" nogil:
     enum:
         NN_NCHW16C_X
         NN_NCHW16C_Y
+        NN_NCHW16C_RES
     int nn_conv2d_nchw16c_supported(const nn_conv2d_params *p, int layout)
     int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, int layout, const float *packed,
                                   int64_t packed_floats, const float *x, const float *w,

@@ -1365,18 +1365,23 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
 
 def conv2d_forward_nchw16c(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, stride=1,
                            padding=0, int act=0, object res=None, object packed=None):
-    """conv2d_forward (ungrouped, dilation 1) with x, or y and res, or all
-    three in blocks of 16 channels (nChw16c, see to_nchw16c): a 5-D x is
-    (n, c // 16, h, w, 16), a 5-D y (n, o // 16, oh, ow, 16), res y's shape.
+    """conv2d_forward (ungrouped, dilation 1) with any of x, y and res in
+    blocks of 16 channels (nChw16c, see to_nchw16c): a 5-D x is (n, c // 16,
+    h, w, 16), a 5-D y or res (n, o // 16, oh, ow, 16); res is 5-D when y is.
     The values conv2d_forward gives in NCHW, bit for bit. Only where
     nn_conv2d_nchw16c_supported: the Winograd path runs (3x3, stride 1, a
     shape the current set_winograd mode takes), or the direct one when only
-    y is nChw16c; ValueError elsewhere. The predict plans use it."""
+    y (and res) are nChw16c; ValueError elsewhere. The predict plans use
+    it."""
     cdef str fn = "conv2d_forward_nchw16c"
-    cdef int layout = (NN_NCHW16C_X if x.ndim == 5 else 0) | (NN_NCHW16C_Y if y.ndim == 5 else 0)
-    if layout == 0 or x.ndim not in (4, 5) or y.ndim not in (4, 5):
-        raise ValueError(f"{fn}: x or y must be 5-D (nChw16c), the other 4-D or 5-D; got "
-                         f"shapes {(<object>x).shape} and {(<object>y).shape}")
+    cdef bint res5 = isinstance(res, cnp.ndarray) and (<cnp.ndarray>res).ndim == 5
+    cdef int layout = ((NN_NCHW16C_X if x.ndim == 5 else 0) |
+                       (NN_NCHW16C_Y if y.ndim == 5 else 0) | (NN_NCHW16C_RES if res5 else 0))
+    if layout == 0 or x.ndim not in (4, 5) or y.ndim not in (4, 5) or (
+            y.ndim == 5 and res is not None and not res5):
+        raise ValueError(f"{fn}: x, y or res must be 5-D (nChw16c; res 5-D with y), the others "
+                         f"4-D; got shapes {(<object>x).shape}, {(<object>y).shape} and "
+                         f"{getattr(res, 'shape', None)}")
     xs = (<object>x).shape
     if x.ndim == 5:
         if xs[4] != 16:
@@ -1400,8 +1405,11 @@ def conv2d_forward_nchw16c(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y
     cdef float *py = _fshape(y, ys, True, fn, "y")
     cdef int64_t ny = p.n * p.o * oh * ow * 4
     cdef const float *pr = NULL
+    cdef tuple rs = (p.n, p.o, oh, ow)
+    if res5:
+        rs = (p.n, p.o // 16, oh, ow, 16)
     if res is not None:
-        pr = _fshape(res, ys, False, fn, "res")
+        pr = _fshape(res, rs, False, fn, "res")
     _no_overlap(fn, [("y", <size_t>py, ny)],
                 [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
                  cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),

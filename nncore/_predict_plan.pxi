@@ -31,7 +31,7 @@ ctypedef struct _plan_op:
     nn_dense_layer dense             # one Dense layer (layers NULL) ...
     const nn_dense_layer *layers     # ... or a DenseChain's (count of them)
     int count
-    int layout                       # NN_NCHW16C_X / _Y (_OP_CONV_NCHW16C)
+    int layout                       # NN_NCHW16C_X / _Y / _RES (_OP_CONV_NCHW16C)
     const float *x
     const float *x2                  # the residual (conv), the second summand (add)
     const float *w
@@ -73,8 +73,9 @@ cdef class PredictPlan:
     @property
     def kinds(self):
         """The kinds of the calls a run makes, in order: "conv", "conv_nchw16c
-        x", "... y" or "... xy" (which of its input and output are nChw16c),
-        "to_nchw16c", "from_nchw16c", "other"."""
+        " and which of its input, output and residual are nChw16c ("x", "y",
+        "r": e.g. "conv_nchw16c xyr"), "to_nchw16c", "from_nchw16c",
+        "other"."""
         cdef Py_ssize_t i
         cdef const _plan_op *op
         names = {_OP_CONV: "conv", _OP_TO_NCHW16C: "to_nchw16c",
@@ -84,7 +85,8 @@ cdef class PredictPlan:
             op = &self.ops[i]
             if op.kind == _OP_CONV_NCHW16C:
                 out.append("conv_nchw16c " + ("x" if op.layout & NN_NCHW16C_X else "") +
-                           ("y" if op.layout & NN_NCHW16C_Y else ""))
+                           ("y" if op.layout & NN_NCHW16C_Y else "") +
+                           ("r" if op.layout & NN_NCHW16C_RES else ""))
             else:
                 out.append(names.get(op.kind, "other"))
         return out
@@ -321,6 +323,14 @@ cdef class _Layouts:
         self.out.push(&op)
         return 0
 
+    cdef bint current_blocked(self, const float *ptr):
+        """Whether the tensor at ptr is tracked with only its twin current."""
+        cdef _Tensor t
+        for t in self.tensors:
+            if t.ptr == <size_t>ptr:
+                return t.blk_ok and not t.nchw_ok
+        return False
+
     cdef const float *blocked(self, const float *ptr, int64_t n, int64_t c, int64_t hw) except? NULL:
         """The nChw16c copy of the tensor at ptr, made current."""
         cdef _Tensor t = self.tensor(<size_t>ptr, n, c, hw)
@@ -388,12 +398,17 @@ cdef _Calls _rewrite_nchw16c(PredictPlan plan):
             new.x = L.blocked(op.x, op.conv.n, op.conv.c, op.conv.h * op.conv.w)
         else:
             L.access([<size_t>op.x], [])
+        if op.x2 != NULL and (layout[i] & NN_NCHW16C_Y or (
+                layout[i] & NN_NCHW16C_X and L.current_blocked(op.x2))):
+            # the residual in nChw16c: with y, or where only that copy is
+            # current (Winograd reads it so)
+            new.layout |= NN_NCHW16C_RES
+            new.x2 = L.blocked(op.x2, op.conv.n, op.conv.o, P)
         if layout[i] & NN_NCHW16C_Y:
-            if op.x2 != NULL:
-                new.x2 = L.blocked(op.x2, op.conv.n, op.conv.o, P)
             new.y = L.write_blocked(op.y, op.conv.n, op.conv.o, P)
         else:
-            L.access([<size_t>op.x2] if op.x2 != NULL else [], [<size_t>op.y])
+            L.access([<size_t>op.x2] if op.x2 != NULL and not new.layout & NN_NCHW16C_RES
+                     else [], [<size_t>op.y])
         L.out.push(&new)
     cdef size_t output = <size_t>cnp.PyArray_DATA(<cnp.ndarray>plan.output)
     L.access([output], [])                           # the output, in NCHW

@@ -78,13 +78,14 @@ CASES = [
 
 def run_both(x, wt, b, r, act, stride, padding, layout, packed):
     """conv2d_forward in NCHW and conv2d_forward_nchw16c with `layout`
-    ("xy", "x" or "y": which side is nChw16c), its output in NCHW."""
+    (which of x, y and the residual r are nChw16c: "xy" has r too), its
+    output in NCHW."""
     n, o = x.shape[0], wt.shape[0]
     want = np.empty((n, o) + tuple(_core.conv2d_output_shape(
         x.shape, wt.shape, stride, padding, 1, 1)[2:]), np.float32)
     _core.conv2d_forward(x, wt, b, want, stride=stride, padding=padding, act=act, res=r)
     y = np.full(blocked(want).shape if "y" in layout else want.shape, np.nan, np.float32)
-    res = None if r is None else blocked(r) if "y" in layout else r
+    res = None if r is None else blocked(r) if "y" in layout or "r" in layout else r
     _core.conv2d_forward_nchw16c(blocked(x) if "x" in layout else x, wt, b, y, stride=stride,
                                  padding=padding, act=act, res=res, packed=packed)
     got = y
@@ -106,10 +107,16 @@ def make(case, res, k=3):
     return x, wt, b, r, stride, p
 
 
+# (layout, act, res): every side in nChw16c or not, with and without ReLU
+# and a residual ("r": the residual alone in nChw16c)
+EPILOGUES = [(layout, act, res) for layout in ("xy", "x", "y") for act in (0, 1)
+             for res in (False, True)] + [(layout, act, True) for layout in ("xr", "r")
+                                          for act in (0, 1)]
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
-@pytest.mark.parametrize("act,res", [(0, False), (1, False), (1, True), (0, True)])
-@pytest.mark.parametrize("layout", ["xy", "x", "y"])
-def test_winograd_gives_the_nchw_bits(case, act, res, layout, isa, always, num_threads):
+@pytest.mark.parametrize("layout,act,res", EPILOGUES)
+def test_winograd_gives_the_nchw_bits(case, layout, act, res, isa, always, num_threads):
     x, wt, b, r, stride, p = make(case, res)
     packed = _core.conv2d_pack(x.shape, wt, b, padding=p)
     for threads in (1, 2, 3):
@@ -166,8 +173,15 @@ def test_convolution_rejects_what_no_path_runs(always):
     try:
         with pytest.raises(ValueError, match=nope):
             _core.conv2d_forward_nchw16c(x, w3, None, y, padding=1)
+        with pytest.raises(ValueError, match=nope):   # the direct path: y and res together
+            _core.conv2d_forward_nchw16c(np.zeros((1, 16, 8, 8), np.float32), w3, None,
+                                         np.zeros((1, 16, 8, 8), np.float32), padding=1,
+                                         res=np.zeros((1, 1, 8, 8, 16), np.float32))
     finally:
         _core.set_winograd(previous)
+    with pytest.raises(ValueError, match="res 5-D with y"):
+        _core.conv2d_forward_nchw16c(x, w3, None, y, padding=1,
+                                     res=np.zeros((1, 16, 8, 8), np.float32))
     with pytest.raises(ValueError, match="5-D"):
         _core.conv2d_forward_nchw16c(np.zeros((1, 16, 8, 8), np.float32), w3, None,
                                      np.zeros((1, 16, 8, 8), np.float32), padding=1)
@@ -231,8 +245,8 @@ def test_plan_runs_convolutions_in_nchw16c(threads, images, isa, always, num_thr
     # reads NCHW, its body's conv writing it; the conv after the pooling
     # reads NCHW
     assert plan_kinds(model) == [
-        "conv_nchw16c y", "conv_nchw16c xy", "conv_nchw16c xy", "from_nchw16c", "conv",
-        "conv_nchw16c xy", "to_nchw16c", "conv_nchw16c xy", "conv_nchw16c x", "from_nchw16c",
+        "conv_nchw16c y", "conv_nchw16c xy", "conv_nchw16c xyr", "from_nchw16c", "conv",
+        "conv_nchw16c xy", "to_nchw16c", "conv_nchw16c xyr", "conv_nchw16c x", "from_nchw16c",
         "other", "other", "conv", "other", "other"]
     frozen = model.freeze()
     np.testing.assert_array_equal(bits(frozen.predict(x)), bits(want))
