@@ -71,6 +71,13 @@ static int convert(int id, int64_t n, int64_t c, int64_t hw, const float *x, flo
     return NN_OK;
 }
 
+int nn_nchw16c_pays(int64_t floats)
+{
+    int64_t l1, l2;
+    nn_cache_sizes(&l1, &l2);
+    return floats <= l2 / 2 / (int64_t)sizeof(float);
+}
+
 int nn_to_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y)
 {
     return convert(NN_K_to_nchw16c, n, c, hw, x, y);

@@ -369,6 +369,11 @@ int nn_conv2d_forward_nchw16c(const nn_conv2d_params *p, int layout, const float
                               float *y, int act);
 /* (n, c, h w) NCHW x into the nChw16c y and back (c a multiple of 16, else
  * NN_EINVAL; x and y do not overlap). */
+/* Whether a predict plan keeps a convolution's tensors of this many floats
+ * (the larger of its input and output) in nChw16c: while they fit in half
+ * of L2. Frozen ResNet-20 (docs/measurements.md): batch 1-8 (up to 400 KB)
+ * 1.09-1.19x faster on 2 threads, batch 32 (1.6 MB) no faster. */
+int nn_nchw16c_pays(int64_t floats);
 int nn_to_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y);
 int nn_from_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y);
 

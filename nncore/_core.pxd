@@ -156,6 +156,7 @@ cdef extern from "nncore.h" nogil:
                                   const float *b, const float *bn_weight, const float *bn_bias,
                                   const float *mean, const float *var, float eps,
                                   const float *res, float *y, int act)
+    int nn_nchw16c_pays(int64_t floats)
     int nn_to_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y)
     int nn_from_nchw16c(int64_t n, int64_t c, int64_t hw, const float *x, float *y)
     int nn_conv2d_backward(const nn_conv2d_params *p, const float *x, const float *w,

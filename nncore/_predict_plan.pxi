@@ -167,10 +167,11 @@ def record_plan(infer, cnp.ndarray x not None):
 
 # ---- nChw16c between convolutions ----
 #
-# In a recorded plan of a small batch, the tensors that convolutions write
-# for convolutions that can read them so go in nChw16c instead (csrc/layout.c
-# says why): the Winograd path reads and writes either layout, the direct
-# path writes nChw16c. A call that reads NCHW gets a conversion first. The
+# In a recorded plan, the tensors that convolutions write for convolutions
+# that can read them so go in nChw16c instead while they fit in half of L2
+# (nn_nchw16c_pays; csrc/layout.c says why): the Winograd path reads and
+# writes either layout, the direct path writes nChw16c. A call that reads
+# NCHW gets a conversion first. The
 # same values as the recorded calls, bit for bit (nn_conv2d_forward_nchw16c);
 # record_plan checks that on the recorded input and keeps the recorded calls
 # if not.
@@ -194,14 +195,14 @@ cdef int64_t _conv_out(const nn_conv2d_params *p) noexcept nogil:
     return oh * ow
 
 
-cdef int _nchw16c_can(const _plan_op *op, int threads) noexcept nogil:
+cdef int _nchw16c_can(const _plan_op *op) noexcept nogil:
     """The layouts (NN_NCHW16C_X, _Y) a recorded call can take: a
-    convolution on fewer images than threads (each image then split between
-    threads, whose writes in NCHW interleave) or on one image. Measured on
-    ResNet-20 (docs/measurements.md): one image faster on 1 and 2 threads,
-    32 images slower (conversions of tensors larger than L2 cost more than
-    the convolutions gain)."""
-    if op.kind != _OP_CONV or op.conv.n >= max(2, threads):
+    convolution whose tensors nn_nchw16c_pays for."""
+    if op.kind != _OP_CONV:
+        return 0
+    cdef int64_t floats = op.conv.n * max(op.conv.c * op.conv.h * op.conv.w,
+                                          op.conv.o * _conv_out(&op.conv))
+    if not nn_nchw16c_pays(floats):
         return 0
     cdef int can = 0
     if nn_conv2d_nchw16c_supported(&op.conv, NN_NCHW16C_X):
@@ -232,9 +233,8 @@ cdef list _nchw16c_layouts(PredictPlan plan):
     nChw16c, or the residual of one writing nChw16c), and reads nChw16c when
     its input was written so."""
     cdef Py_ssize_t i, j, count = plan.count
-    cdef int threads = nn_get_num_threads()
     cdef const _plan_op *op
-    can = [_nchw16c_can(&plan.ops[i], threads) for i in range(count)]
+    can = [_nchw16c_can(&plan.ops[i]) for i in range(count)]
     layout = [0] * count
     for i in range(count - 1, -1, -1):               # later calls decided first
         op = &plan.ops[i]
