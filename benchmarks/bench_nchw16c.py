@@ -1,10 +1,12 @@
-"""One-image predict of a frozen ResNet-20 with its convolutions' tensors in
-NCHW against nChw16c (the predict plans' default, nncore/_predict_plan.pxi).
+"""Predict of a frozen ResNet-20 with its convolutions' tensors in NCHW
+against nChw16c (nncore/_predict_plan.pxi).
 
     python benchmarks/bench_nchw16c.py [--threads 1 2] [--batch 1] [--rounds 16]
+                                       [--mode auto|always]
 
-Two frozen copies of the model, one recorded with
-``_core.set_plan_nchw16c(False)``, take turns in one process
+Two frozen copies of the model, recorded with ``_core.set_plan_nchw16c``
+"never" and `mode` ("auto": the default rule; "always": past it), take
+turns in one process
 (nncore.bench.harness.time_many: a pause and an untimed call before each
 block). Prints the median of each side's per-round medians, the median of
 the per-round ratios, the plan's calls, and the core-to-core latency
@@ -20,8 +22,8 @@ from nncore.bench.cnn import build_net, images
 from nncore.bench.harness import thread_limits, time_many
 
 
-def frozen_with(nchw16c, x):
-    previous = _core.set_plan_nchw16c(nchw16c)
+def frozen_with(mode, x):
+    previous = _core.set_plan_nchw16c(mode)
     try:
         model = build_net("resnet20", 28).freeze()
         model.predict(x)                    # recorded now, with this setting
@@ -36,11 +38,12 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--budget", type=float, default=4.0, help="seconds per side")
+    ap.add_argument("--mode", choices=["auto", "always"], default="auto")
     args = ap.parse_args()
     x = images(args.batch, 28)[0]
     for threads in args.threads:
         with thread_limits(threads):
-            models = {"nchw": frozen_with(False, x), "nchw16c": frozen_with(True, x)}
+            models = {"nchw": frozen_with("never", x), "nchw16c": frozen_with(args.mode, x)}
             t = time_many({name: (lambda m=m: m.predict(x)) for name, m in models.items()},
                           args.budget, rounds=args.rounds)
             # each side's calls, by round: the rounds' medians

@@ -195,14 +195,14 @@ cdef int64_t _conv_out(const nn_conv2d_params *p) noexcept nogil:
     return oh * ow
 
 
-cdef int _nchw16c_can(const _plan_op *op) noexcept nogil:
+cdef int _nchw16c_can(const _plan_op *op, bint always) noexcept nogil:
     """The layouts (NN_NCHW16C_X, _Y) a recorded call can take: a
-    convolution whose tensors nn_nchw16c_pays for."""
+    convolution whose tensors nn_nchw16c_pays for (any, always)."""
     if op.kind != _OP_CONV:
         return 0
     cdef int64_t floats = op.conv.n * max(op.conv.c * op.conv.h * op.conv.w,
                                           op.conv.o * _conv_out(&op.conv))
-    if not nn_nchw16c_pays(floats):
+    if not (always or nn_nchw16c_pays(floats)):
         return 0
     cdef int can = 0
     if nn_conv2d_nchw16c_supported(&op.conv, NN_NCHW16C_X):
@@ -234,7 +234,8 @@ cdef list _nchw16c_layouts(PredictPlan plan):
     its input was written so."""
     cdef Py_ssize_t i, j, count = plan.count
     cdef const _plan_op *op
-    can = [_nchw16c_can(&plan.ops[i]) for i in range(count)]
+    cdef bint always = _plans_nchw16c == "always"
+    can = [_nchw16c_can(&plan.ops[i], always) for i in range(count)]
     layout = [0] * count
     for i in range(count - 1, -1, -1):               # later calls decided first
         op = &plan.ops[i]
@@ -416,15 +417,20 @@ cdef _Calls _rewrite_nchw16c(PredictPlan plan):
     return L.out
 
 
-cdef bint _plans_use_nchw16c = True
+_NCHW16C_MODES = ("auto", "always", "never")
+cdef str _plans_nchw16c = "auto"
 
 
-def set_plan_nchw16c(bint on):
-    """Whether plans recorded from now on keep their runs of Winograd
-    convolutions in nChw16c (the default, True; the same bits either way:
-    for comparisons). Returns the previous setting."""
-    global _plans_use_nchw16c
-    previous, _plans_use_nchw16c = _plans_use_nchw16c, on
+def set_plan_nchw16c(str mode):
+    """Where plans recorded from now on keep convolutions' tensors in
+    nChw16c: "auto" (the default: while they fit in half of L2,
+    nn_nchw16c_pays), "always" (wherever a convolution can) or "never" (the
+    same bits in every mode: for comparisons). Returns the previous mode."""
+    global _plans_nchw16c
+    if mode not in _NCHW16C_MODES:
+        raise ValueError(f"unknown nChw16c mode {mode!r}; expected one of "
+                         f"{list(_NCHW16C_MODES)}")
+    previous, _plans_nchw16c = _plans_nchw16c, mode
     return previous
 
 
@@ -432,7 +438,7 @@ cdef _use_nchw16c(PredictPlan plan):
     """Rewrite the plan's calls with _rewrite_nchw16c when the rewritten
     calls give the recorded output's bits on the recorded input (they are
     built to; a call this pass does not foresee keeps the recorded ones)."""
-    if not _plans_use_nchw16c:
+    if _plans_nchw16c == "never":
         return
     cdef _Calls calls = _rewrite_nchw16c(plan)
     if calls is None:

@@ -259,11 +259,17 @@ def test_plan_keeps_nchw_past_l2_and_when_off(always, num_threads):
     np.testing.assert_array_equal(bits(model.predict(x)), bits(python_steps(model, x)))
     # 64 images of 32 x 40 x 40 channels: 13 MB tensors, past any L2
     assert "conv" in plan_kinds(model) and not any(" " in k for k in plan_kinds(model))
-    previous = _core.set_plan_nchw16c(False)
+    previous = _core.set_plan_nchw16c("always")
     try:
+        model = layout_net()
+        np.testing.assert_array_equal(bits(model.predict(x)), bits(python_steps(model, x)))
+        assert "conv_nchw16c xyr" in plan_kinds(model)
+        _core.set_plan_nchw16c("never")
         model = layout_net()
         model.predict(x[:1])
         assert "conv" in plan_kinds(model) and not any(" " in k for k in plan_kinds(model))
+        with pytest.raises(ValueError, match="unknown nChw16c mode 'on'"):
+            _core.set_plan_nchw16c("on")
     finally:
         _core.set_plan_nchw16c(previous)
 
