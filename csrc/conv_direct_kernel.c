@@ -434,34 +434,9 @@ void NN_ISA_FN(conv_direct_limits)(int *vmax, int *rmax, int *v3max)
 }
 #endif
 
-/* One pixel's 16 channels of a block (act a constant where it is inlined:
- * the loop then vectorises without a branch). */
-static inline void store16(const float *restrict s, const float *restrict r,
-                           float *restrict t, int act)
-{
-    if (r == NULL)
-        memcpy(t, s, 16 * sizeof *t);
-    else
-        for (int l = 0; l < 16; l++)
-            t[l] = nn_act_scalar(s[l] + r[l], act);
-}
-
-void NN_ISA_FN(conv_store_nchw16c)(int64_t nx, int64_t o, const float *src, int64_t lds,
-                                   float *dst, int64_t ldb, const float *res, int act)
-{
-    for (int64_t b = 0; b < o / 16; b++)
-        for (int64_t x = 0; x < nx; x++) {
-            const float *s = src + x * lds + 16 * b, *r = res ? res + b * ldb + 16 * x : NULL;
-            float *t = dst + b * ldb + 16 * x;
-            if (act == NN_ACT_RELU)
-                store16(s, r, t, NN_ACT_RELU);
-            else
-                store16(s, r, t, NN_ACT_NONE);
-        }
-}
-
-/* One pixel's 16 channels plus the residual's, in place (act a constant
- * where it is inlined). */
+/* One pixel's 16 channels of a block plus the residual's, in place (act a
+ * constant where it is inlined: the loop then vectorises without a
+ * branch). */
 static inline void add16(float *restrict s, const float *restrict r, int act)
 {
     for (int l = 0; l < 16; l++)
@@ -480,4 +455,18 @@ void NN_ISA_FN(conv_add_nchw16c)(int64_t nx, int64_t o, float *src, int64_t lds,
             else
                 add16(s, r, NN_ACT_NONE);
         }
+}
+
+/* Each block's row moved, then the residual added where it is stored (a
+ * block's row is pixel-major with 16 channels: conv_add_nchw16c's row
+ * buffer of one block). */
+void NN_ISA_FN(conv_store_nchw16c)(int64_t nx, int64_t o, const float *src, int64_t lds,
+                                   float *dst, int64_t ldb, const float *res, int act)
+{
+    for (int64_t b = 0; b < o / 16; b++) {
+        for (int64_t x = 0; x < nx; x++)
+            memcpy(dst + b * ldb + 16 * x, src + x * lds + 16 * b, 16 * sizeof(float));
+        if (res)
+            NN_ISA_FN(conv_add_nchw16c)(nx, 16, dst + b * ldb, 16, res + b * ldb, 0, act);
+    }
 }

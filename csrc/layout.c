@@ -9,7 +9,8 @@
  * prefetchers reach across the boundaries into the other core's part
  * (benchmarks/interleaved_writes.c). In nChw16c a thread's rows of a block
  * are one run of memory. The predict plans keep the tensors between
- * Winograd convolutions in it (nn_conv2d_forward_nchw16c).
+ * convolutions in it (nn_conv2d_forward_nchw16c) while they fit in half of
+ * L2 (nn_nchw16c_pays).
  *
  * The conversions move values only (conv_transpose: no arithmetic), split
  * so that each thread writes runs of its own: NCHW -> nChw16c by ranges of

@@ -1363,8 +1363,9 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
         op.bn_weight, op.bn_bias, op.mean, op.var, op.param = pg, pbb, prm, prv, <float>eps
 
 
-def conv2d_forward_nchw16c(cnp.ndarray x, cnp.ndarray w, object b, cnp.ndarray y, stride=1,
-                           padding=0, int act=0, object res=None, object packed=None):
+def conv2d_forward_nchw16c(cnp.ndarray x not None, cnp.ndarray w not None, object b,
+                           cnp.ndarray y not None, stride=1, padding=0, int act=0,
+                           object res=None, object packed=None):
     """conv2d_forward (ungrouped, dilation 1) with any of x, y and res in
     blocks of 16 channels (nChw16c, see to_nchw16c): a 5-D x is (n, c // 16,
     h, w, 16), a 5-D y or res (n, o // 16, oh, ow, 16); res is 5-D when y is.
@@ -1451,8 +1452,10 @@ def to_nchw16c(object x, object y):
     _layout_args("to_nchw16c", x, y, True, d)
     cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef int status
     with nogil:
-        nn_to_nchw16c(d[0], d[1], d[2] * d[3], px, py)
+        status = nn_to_nchw16c(d[0], d[1], d[2] * d[3], px, py)
+    check(status, "to_nchw16c")
 
 
 def from_nchw16c(object x, object y):
@@ -1461,8 +1464,10 @@ def from_nchw16c(object x, object y):
     _layout_args("from_nchw16c", x, y, False, d)
     cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef int status
     with nogil:
-        nn_from_nchw16c(d[0], d[1], d[2] * d[3], px, py)
+        status = nn_from_nchw16c(d[0], d[1], d[2] * d[3], px, py)
+    check(status, "from_nchw16c")
 
 
 def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object dw,

@@ -191,6 +191,10 @@ def test_convolution_rejects_what_no_path_runs(always):
     with pytest.raises(ValueError, match="y has shape"):
         _core.conv2d_forward_nchw16c(x, w3, None, np.zeros((1, 1, 6, 6, 16), np.float32),
                                      padding=1)
+    with pytest.raises(TypeError):
+        _core.conv2d_forward_nchw16c(None, w3, None, y, padding=1)
+    with pytest.raises(TypeError, match="must be a NumPy array"):
+        _core.to_nchw16c(np.zeros((1, 16, 4, 4), np.float32), [0.0] * 256)
 
 
 # ---- predict plans (nncore/_predict_plan.pxi, _use_nchw16c) ----
