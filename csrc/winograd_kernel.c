@@ -18,6 +18,27 @@ static inline __mmask16 inside(int64_t t0, int64_t w)
     return b <= a ? 0 : (__mmask16)(((1u << b) - 1u) & ~((1u << a) - 1u));
 }
 
+/* nn_wino_input_tiles's sums in the same order on 16 lanes: V = B^T d B of
+ * the 4x4 d, its position xi into the lanes st of out + xi ldv. */
+static inline void input_sums(__m512 d[4][4], float *out, int64_t ldv, __mmask16 st)
+{
+    __m512 s[4][4]; /* B^T d: the rows */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+        s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+        s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+        s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* (B^T d) B: the columns */
+        _mm512_mask_storeu_ps(out + (4 * i) * ldv, st, _mm512_sub_ps(s[i][0], s[i][2]));
+        _mm512_mask_storeu_ps(out + (4 * i + 1) * ldv, st, _mm512_add_ps(s[i][1], s[i][2]));
+        _mm512_mask_storeu_ps(out + (4 * i + 2) * ldv, st, _mm512_sub_ps(s[i][2], s[i][1]));
+        _mm512_mask_storeu_ps(out + (4 * i + 3) * ldv, st, _mm512_sub_ps(s[i][1], s[i][3]));
+    }
+}
+
 /* Straight from the plane, 16 tiles at a time: per input row, masked loads
  * of the columns the tiles read (zeros outside the image; masked-off lanes
  * are never read), split by vpermt2ps into the columns 2q + j of each tile,
@@ -64,27 +85,8 @@ void NN_ISA_FN(wino_input)(const float *xc, int64_t h, int64_t w, int64_t ph, in
                 d[i][2] = _mm512_permutex2var_ps(lo2, even, hi2);
                 d[i][3] = _mm512_permutex2var_ps(lo2, odd, hi2);
             }
-            __m512 s[4][4]; /* B^T d: the rows */
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-                s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-                s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-                s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-            }
             const int64_t lanes = pair ? (1 + two) * tw : tw - q0 >= 16 ? 16 : tw - q0;
-            const __mmask16 st = (__mmask16)((1u << lanes) - 1u);
-            float *out = v + r * tw + q0;
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) { /* (B^T d) B: the columns */
-                _mm512_mask_storeu_ps(out + (4 * i) * ldv, st, _mm512_sub_ps(s[i][0], s[i][2]));
-                _mm512_mask_storeu_ps(out + (4 * i + 1) * ldv, st,
-                                      _mm512_add_ps(s[i][1], s[i][2]));
-                _mm512_mask_storeu_ps(out + (4 * i + 2) * ldv, st,
-                                      _mm512_sub_ps(s[i][2], s[i][1]));
-                _mm512_mask_storeu_ps(out + (4 * i + 3) * ldv, st,
-                                      _mm512_sub_ps(s[i][1], s[i][3]));
-            }
+            input_sums(d, v + r * tw + q0, ldv, (__mmask16)((1u << lanes) - 1u));
         }
     }
 }
@@ -186,9 +188,8 @@ void NN_ISA_FN(wino_output)(int64_t tw, int64_t k, const float *m, int64_t ldm, 
 
 #if defined(__AVX512F__)
 /* Per tile and block of 16 channels, the tile's 4x4 input pixels as 16
- * vectors of channels (zeros outside the image), then wino_input's sums
- * in the same order: the same values, with channels where wino_input has
- * tiles. */
+ * vectors of channels (zeros outside the image), then wino_input's sums:
+ * the same values, with channels where wino_input has tiles. */
 void NN_ISA_FN(wino_input_blocked)(const float *xb, int64_t c, int64_t h, int64_t w,
                                    int64_t ph, int64_t pw, int64_t r0, int64_t rows, int64_t tw,
                                    float *v, int64_t ldv)
@@ -211,22 +212,7 @@ void NN_ISA_FN(wino_input_blocked)(const float *xb, int64_t c, int64_t h, int64_
                                       ? _mm512_loadu_ps(xc + (row[i] * w + col) * 16)
                                       : zero;
                     }
-                __m512 s[4][4]; /* B^T d: the rows */
-#pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) {
-                    s[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
-                    s[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
-                    s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-                    s[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
-                }
-                float *out = v + (r * tw + q) * c + b * 16;
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) { /* (B^T d) B: the columns */
-                    _mm512_storeu_ps(out + (4 * i) * ldv, _mm512_sub_ps(s[i][0], s[i][2]));
-                    _mm512_storeu_ps(out + (4 * i + 1) * ldv, _mm512_add_ps(s[i][1], s[i][2]));
-                    _mm512_storeu_ps(out + (4 * i + 2) * ldv, _mm512_sub_ps(s[i][2], s[i][1]));
-                    _mm512_storeu_ps(out + (4 * i + 3) * ldv, _mm512_sub_ps(s[i][1], s[i][3]));
-                }
+                input_sums(d, v + (r * tw + q) * c + b * 16, ldv, 0xffff);
             }
         }
     }
