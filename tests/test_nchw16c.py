@@ -5,6 +5,7 @@ against the NCHW one (itself checked against float64 in test_winograd.py),
 on every ISA path, for any thread count, with every epilogue."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import nncore
 from nncore import _core
@@ -294,3 +295,68 @@ def test_plan_per_winograd_mode(num_threads):
     plans = [p for ws in model._workspaces for p in ws.plans.values()]
     assert sorted(mode for ws in model._workspaces for _, mode in ws.plans) == ["auto", "never"]
     assert [any(" " in k for k in p.kinds) for p in plans].count(True) == 1
+
+
+@st.composite
+def nets(draw):
+    """A random conv net on 3-channel images: 16- and 32-channel convs (3x3
+    or 1x1, stride 1 or 2, with or without BatchNorm and ReLU), Residuals
+    fused into their last conv or summed apart, with and without a 1x1
+    projection, and pooling, then a Dense head; and an image size and
+    batch it takes."""
+    size = draw(st.integers(5, 13))
+    layers, c, hw = [nncore.Conv2d(3, 16, 3, padding=1), nncore.ReLU()], 16, size
+    for _ in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["conv", "res", "apart", "pool"]))
+        o = draw(st.sampled_from([16, 32]))
+        if kind == "conv":
+            k, s = draw(st.sampled_from([(3, 1), (3, 2), (1, 2)]))
+            if hw < 3:
+                continue
+            layers.append(nncore.Conv2d(c, o, k, stride=s, padding=k // 2))
+            if draw(st.booleans()):
+                layers.append(nncore.BatchNorm2d(o))
+            if draw(st.booleans()):
+                layers.append(nncore.ReLU())
+            c, hw = o, (hw + 2 * (k // 2) - k) // s + 1
+        elif kind in ("res", "apart"):
+            body = [nncore.Conv2d(c, o, 3, padding=1), nncore.BatchNorm2d(o)]
+            if kind == "res":
+                body += [nncore.ReLU(), nncore.Conv2d(o, o, 3, padding=1), nncore.BatchNorm2d(o)]
+            else:
+                body.append(nncore.ReLU())
+            layers.append(nncore.Residual(nncore.Sequential(*body),
+                                          nncore.Conv2d(c, o, 1) if o != c else None))
+            if draw(st.booleans()):
+                layers.append(nncore.ReLU())
+            c = o
+        elif hw >= 2:
+            layers.append(draw(st.sampled_from([nncore.AvgPool2d, nncore.MaxPool2d]))(2))
+            hw //= 2
+    layers += [nncore.GlobalAvgPool2d(), nncore.Dense(c, 4)]
+    return layers, size, draw(st.integers(1, 3)), draw(st.integers(1, 3))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(nets())
+def test_random_nets_give_the_python_steps_bits(case):
+    layers, size, images, threads = case
+    previous = (_core.set_winograd("always"), nncore.get_num_threads())
+    discarded = _core.nchw16c_discarded()
+    try:
+        nncore.set_num_threads(threads)
+        nncore.manual_seed(size)
+        model = nncore.Sequential(*layers).eval()
+        rng = np.random.default_rng(size)
+        for name, a in model.named_tensors():
+            a[...] = rng.uniform(0.5, 1.5, a.shape) if "running_var" in name else (
+                rng.normal(0.0, 0.5, a.shape))
+        x = rng.standard_normal((images, 3, size, size)).astype(np.float32)
+        want = python_steps(model, x)
+        for _ in range(2):
+            np.testing.assert_array_equal(bits(model.predict(x)), bits(want))
+        np.testing.assert_array_equal(bits(model.freeze().predict(x)), bits(want))
+    finally:
+        _core.set_winograd(previous[0])
+        nncore.set_num_threads(previous[1])
+    assert _core.nchw16c_discarded() == discarded
