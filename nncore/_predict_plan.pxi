@@ -3,9 +3,10 @@
 #
 # Sequential.predict records the kernel calls of one evaluation-mode pass
 # (record_plan) and replays them later without the Python between them
-# (PredictPlan.run): the same C calls on the same arrays, so the same bits.
-# Each binding a predict step uses adds its call to the plan this thread is
-# recording (_record), after the call succeeded.
+# (PredictPlan.run): the same C calls on the same arrays (or, for
+# convolutions, on their nChw16c twins: _use_nchw16c below), so the same
+# bits. Each binding a predict step uses adds its call to the plan this
+# thread is recording (_record), after the call succeeded.
 
 cdef enum:
     _OP_CONV = 1
@@ -17,7 +18,7 @@ cdef enum:
     _OP_DENSE = 7
     _OP_ADD = 8
     _OP_CONV_POOL = 9
-    _OP_CONV_NCHW16C = 10           # x, x2 and y in nChw16c (see _use_nchw16c)
+    _OP_CONV_NCHW16C = 10           # a conv, layout: which of x, y, x2 are nChw16c
     _OP_TO_NCHW16C = 11             # (a, b, c) = (n, c, h w): x NCHW into y nChw16c
     _OP_FROM_NCHW16C = 12           # and back
 
