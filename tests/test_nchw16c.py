@@ -1,8 +1,11 @@
-"""The blocked layout nChw16c (csrc/layout.c) and the Winograd convolution
-reading and writing it (nn_conv2d_forward_nchw16c): the conversions
-against NumPy's reshape and transpose, and the convolution bit for bit
-against the NCHW one (itself checked against float64 in test_winograd.py),
-on every ISA path, for any thread count, with every epilogue."""
+"""The blocked layout nChw16c (csrc/layout.c), the convolutions reading and
+writing it (nn_conv2d_forward_nchw16c: Winograd on either side, the direct
+path its output) and the predict plans that use it: the conversions against
+NumPy's reshape and transpose; the convolutions bit for bit against the
+NCHW ones (themselves checked against float64 in test_winograd.py and
+test_conv_kernels.py) on every ISA path, for 1-3 threads, with every
+epilogue; plans of fixed and random nets bit for bit against the Python
+steps."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
