@@ -220,23 +220,21 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
                 continue;
             }
             for (int64_t h = 0; h < 2 && 2 * r + h < W->oh; h++) {
+                /* the row's first output pixel, in NCHW and in nChw16c */
+                float *row = h ? yb1 : yb;
+                const int64_t px = (2 * r + h) * W->ow + x0;
+                const int64_t at = i * W->y_img + px, at16 = i * W->y_img + px * 16;
                 if (W->y_nchw16c) {
-                    const int64_t at = i * W->y_img + ((2 * r + h) * W->ow + x0) * 16;
-                    kt->conv_store_nchw16c(nx, o, h ? yb1 : yb, ldk, y + at, P * 16,
-                                           W->res ? W->res + at : NULL, W->act);
-                    continue;
+                    kt->conv_store_nchw16c(nx, o, row, ldk, y + at16, P * 16,
+                                           W->res ? W->res + at16 : NULL, W->act);
+                } else if (W->res && W->res_nchw16c) { /* the sum in the row, then moved */
+                    kt->conv_add_nchw16c(nx, o, row, ldk, W->res + at16, P * 16, W->act);
+                    kt->conv_transpose(nx, o, row, ldk, y + at, P);
+                } else if (W->res) {
+                    kt->conv_transpose_res(nx, o, row, ldk, y + at, P, W->res + at, W->act);
+                } else {
+                    kt->conv_transpose(nx, o, row, ldk, y + at, P);
                 }
-                const int64_t at = i * W->y_img + (2 * r + h) * W->ow + x0;
-                if (W->res && W->res_nchw16c) { /* the sum in the row, then moved */
-                    const int64_t at16 = i * W->y_img + ((2 * r + h) * W->ow + x0) * 16;
-                    kt->conv_add_nchw16c(nx, o, h ? yb1 : yb, ldk, W->res + at16, P * 16,
-                                         W->act);
-                    kt->conv_transpose(nx, o, h ? yb1 : yb, ldk, y + at, P);
-                } else if (W->res)
-                    kt->conv_transpose_res(nx, o, h ? yb1 : yb, ldk, y + at, P, W->res + at,
-                                           W->act);
-                else
-                    kt->conv_transpose(nx, o, h ? yb1 : yb, ldk, y + at, P);
             }
         }
 }

@@ -1191,9 +1191,7 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, object b, object y, stride=1, p
     cdef int64_t ny = p.n * p.o * oh * ow * 4
     cdef const float *pr = _residual(res, y, bf16, fn)
     _no_overlap(fn, [("y", <size_t>py, ny)],
-                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
-                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
-                 ("res", <size_t>pr, ny if pr else 0)])
+                _conv_ins(x, w, pb, p.o) + [("res", <size_t>pr, ny if pr else 0)])
     cdef int64_t npk = 0
     cdef const float *ppk = _packed_arg(packed, bf16, fn, &npk)
     cdef int status
@@ -1232,8 +1230,7 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
     cdef int32_t *pa = _ishape(argmax, pooled, True, fn, "argmax")
     cdef int64_t nz = p.n * p.o * oh * ow * 4, ny = p.n * p.o * (oh // 2) * (ow // 2) * 4
     _no_overlap(fn, [("z", <size_t>pz, nz), ("y", <size_t>py, ny), ("argmax", <size_t>pa, ny)],
-                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
-                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0)])
+                _conv_ins(x, w, pb, p.o))
     cdef int64_t npk = 0
     cdef const float *ppk = _packed_arg(packed, bf16, fn, &npk)
     cdef int status
@@ -1245,6 +1242,14 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
     if op != NULL:
         op.conv, op.x, op.w, op.bias, op.z, op.y, op.arg, op.act = p, px, pw, pb, pz, py, pa, act
         op.packed, op.packed_floats = ppk, npk
+
+
+cdef list _conv_ins(cnp.ndarray x, cnp.ndarray w, const float *pb, int64_t o):
+    """A conv binding's inputs for _no_overlap: x, the weight and the bias
+    (o floats, or none when pb is NULL)."""
+    return [("x", <size_t>cnp.PyArray_DATA(x), cnp.PyArray_NBYTES(x)),
+            ("weight", <size_t>cnp.PyArray_DATA(w), cnp.PyArray_NBYTES(w)),
+            ("bias", <size_t>pb, o * 4 if pb else 0)]
 
 
 cdef const float *_residual(object res, object y, bint bf16, str fn) except? NULL:
@@ -1342,8 +1347,7 @@ def conv2d_forward_bn(cnp.ndarray x, cnp.ndarray w, object b, object bn_weight,
     cdef int64_t ny = p.n * p.o * oh * ow * 4
     cdef const float *pr = _residual(res, y, False, fn)
     _no_overlap(fn, [("y", <size_t>py, ny)],
-                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
-                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
+                _conv_ins(x, w, pb, p.o) + [
                  ("bn_weight", <size_t>pg, p.o * 4 if pg else 0),
                  ("bn_bias", <size_t>pbb, p.o * 4 if pbb else 0),
                  ("running_mean", <size_t>prm, p.o * 4), ("running_var", <size_t>prv, p.o * 4),
@@ -1400,21 +1404,14 @@ def conv2d_forward_nchw16c(cnp.ndarray x not None, cnp.ndarray w not None, objec
                          f"there (channels multiples of 16; Winograd, or the direct path "
                          f"for y only)")
     cdef const float *pb = _opt_vec(b, p.o, fn, "bias")
-    cdef tuple ys = (p.n, p.o, oh, ow)
-    if y.ndim == 5:
-        ys = (p.n, p.o // 16, oh, ow, 16)
-    cdef float *py = _fshape(y, ys, True, fn, "y")
+    cdef tuple nchw = (p.n, p.o, oh, ow), blocks = (p.n, p.o // 16, oh, ow, 16)
+    cdef float *py = _fshape(y, blocks if y.ndim == 5 else nchw, True, fn, "y")
     cdef int64_t ny = p.n * p.o * oh * ow * 4
     cdef const float *pr = NULL
-    cdef tuple rs = (p.n, p.o, oh, ow)
-    if res5:
-        rs = (p.n, p.o // 16, oh, ow, 16)
     if res is not None:
-        pr = _fshape(res, rs, False, fn, "res")
+        pr = _fshape(res, blocks if res5 else nchw, False, fn, "res")
     _no_overlap(fn, [("y", <size_t>py, ny)],
-                [("x", <size_t>px, cnp.PyArray_NBYTES(x)), ("weight", <size_t>pw,
-                 cnp.PyArray_NBYTES(w)), ("bias", <size_t>pb, p.o * 4 if pb else 0),
-                 ("res", <size_t>pr, ny if pr else 0)])
+                _conv_ins(x, w, pb, p.o) + [("res", <size_t>pr, ny if pr else 0)])
     cdef int64_t npk = 0
     cdef const float *ppk = _packed_arg(packed, False, fn, &npk)
     cdef int status
