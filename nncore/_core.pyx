@@ -1421,9 +1421,9 @@ def conv2d_forward_nchw16c(cnp.ndarray x not None, cnp.ndarray w not None, objec
     check(status, fn)
 
 
-cdef int _layout_args(str fn, object x, object y, bint to_blocked, int64_t *d) except -1:
-    """Check an NCHW array and its nChw16c twin (which is which: to_blocked);
-    (n, c, h, w) into d."""
+cdef _convert_layout(str fn, object x, object y, bint to_blocked):
+    """Check an NCHW array and its nChw16c twin (which is which: to_blocked),
+    then convert x into y."""
     nchw, blocked = (x, y) if to_blocked else (y, x)
     if not isinstance(nchw, cnp.ndarray) or (<cnp.ndarray>nchw).ndim != 4:
         raise ValueError(f"{fn}: the NCHW array must be 4-D, got "
@@ -1433,38 +1433,30 @@ cdef int _layout_args(str fn, object x, object y, bint to_blocked, int64_t *d) e
         raise ValueError(f"{fn}: the channels ({c}) must be a multiple of 16")
     _fshape(nchw, (n, c, h, w), not to_blocked, fn, "x" if to_blocked else "y")
     _fshape(blocked, (n, c // 16, h, w, 16), to_blocked, fn, "y" if to_blocked else "x")
-    _no_overlap(fn, [("y", <size_t>cnp.PyArray_DATA(<cnp.ndarray>y),
-                      cnp.PyArray_NBYTES(<cnp.ndarray>y))],
-                [("x", <size_t>cnp.PyArray_DATA(<cnp.ndarray>x),
-                  cnp.PyArray_NBYTES(<cnp.ndarray>x))])
-    d[0], d[1], d[2], d[3] = n, c, h, w
-    return 0
+    cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    _no_overlap(fn, [("y", <size_t>py, cnp.PyArray_NBYTES(<cnp.ndarray>y))],
+                [("x", <size_t>px, cnp.PyArray_NBYTES(<cnp.ndarray>x))])
+    cdef int64_t d0 = n, d1 = c, d2 = h * w
+    cdef int status
+    with nogil:
+        if to_blocked:
+            status = nn_to_nchw16c(d0, d1, d2, px, py)
+        else:
+            status = nn_from_nchw16c(d0, d1, d2, px, py)
+    check(status, fn)
 
 
 def to_nchw16c(object x, object y):
     """y[i, b, r, q, l] = x[i, 16 b + l, r, q]: x (n, c, h, w) float32, c a
     multiple of 16, into y (n, c // 16, h, w, 16) (nChw16c: runs of 16
     channels per pixel; see conv2d_forward_nchw16c)."""
-    cdef int64_t d[4]
-    _layout_args("to_nchw16c", x, y, True, d)
-    cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-    cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
-    cdef int status
-    with nogil:
-        status = nn_to_nchw16c(d[0], d[1], d[2] * d[3], px, py)
-    check(status, "to_nchw16c")
+    _convert_layout("to_nchw16c", x, y, True)
 
 
 def from_nchw16c(object x, object y):
     """to_nchw16c's inverse: x (n, c // 16, h, w, 16) into y (n, c, h, w)."""
-    cdef int64_t d[4]
-    _layout_args("from_nchw16c", x, y, False, d)
-    cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-    cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
-    cdef int status
-    with nogil:
-        status = nn_from_nchw16c(d[0], d[1], d[2] * d[3], px, py)
-    check(status, "from_nchw16c")
+    _convert_layout("from_nchw16c", x, y, False)
 
 
 def conv2d_backward(cnp.ndarray x, cnp.ndarray w, object dy, object dx, object dw,
