@@ -929,6 +929,8 @@ static int plan_direct(conv_call *K, int dx)
         D->act = K->act;
         D->res = K->res;
         D->y_nchw16c = (K->layout & NN_NCHW16C_Y) != 0;
+        D->res_nchw16c = (K->layout & (NN_NCHW16C_Y | NN_NCHW16C_RES)) != 0;
+        D->x_nchw16c = (K->layout & NN_NCHW16C_X) != 0;
         if (K->pool_arg) { /* pooled: y is the pooled output */
             D->pool = 1;
             D->arg = K->pool_arg;
@@ -1257,14 +1259,14 @@ static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const floa
     /* Winograd and the direct path are float32; both pool as they write
      * (the GEMM paths leave a pooling to nn_maxpool2d_forward) */
     if (layout) {
-        /* Winograd reads and writes either layout, the direct path writes
-         * nChw16c from NCHW (ungrouped); no other path */
+        /* Winograd and the direct path (ungrouped) read and write either
+         * layout; no other path */
         const geom *G = &K->G;
         if (p->bf16 || pool_arg || ((layout & NN_NCHW16C_X) && G->c % 16 != 0) ||
             ((layout & (NN_NCHW16C_Y | NN_NCHW16C_RES)) && G->o % 16 != 0))
             return NN_EINVAL;
         K->wino_fwd = plan_wino(K, 0);
-        if (!K->wino_fwd && (layout & ~NN_NCHW16C_RES) == NN_NCHW16C_Y && G->groups == 1)
+        if (!K->wino_fwd && G->groups == 1)
             K->direct_fwd = plan_direct(K, 0);
         return K->wino_fwd || K->direct_fwd ? NN_OK : NN_EINVAL;
     }

@@ -142,12 +142,20 @@ size_t nn_dconv_shared_floats(const nn_dconv *D)
     return (size_t)(index_floats(D) + D->groups * D->ldw * (D->taps + 1) + scratch);
 }
 
+/* Floats of an nChw16c input's channel rows (fill_band): 16 channels of
+ * the hq rows one row phase of a band reads. */
+static int64_t rows16_floats(const nn_dconv *D)
+{
+    return D->x_nchw16c ? round_up(16 * D->hq * D->w, 16) : 0;
+}
+
 size_t nn_dconv_task_floats(const nn_dconv *D)
 {
     /* the input band, one output row (pooling: two, then the pooled row
-     * and its argmax), a tile's tap segments */
+     * and its argmax), a tile's tap segments, an nChw16c input's rows */
     return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v * (D->pool ? 3 : 1) +
-                    round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16));
+                    round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16) +
+                    rows16_floats(D));
 }
 
 /* The transposed convolution's taps, phase by phase (row residue a, column
@@ -292,9 +300,12 @@ static inline int phase_used(int64_t k, int64_t d, int64_t s, int64_t a)
  * outside the input). The forward pass: the stride's phases; transposed:
  * fh = fw = 1, one padded copy of dy per channel. The rows inside the input
  * are split into their column phases by the ISA's conv_split_rows (all fw
- * phases, those no tap reads too: they are never read). */
+ * phases, those no tap reads too: they are never read). An nChw16c input
+ * (D->x_nchw16c) goes through rows16 first: per block of 16 channels, the
+ * rows the phase reads transposed into 16 channel rows each (conv_transpose),
+ * the same values: the band, hence the bits, are those of the NCHW input. */
 static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t col0,
-                      int64_t fh, int64_t fw, float *xq)
+                      int64_t fh, int64_t fw, float *xq, float *rows16)
 {
     const int64_t H = D->h, W = D->w, wq = D->wq, hq = D->hq, plane = hq * wq;
     for (int64_t a = 0; a < fh; a++) {
@@ -308,6 +319,7 @@ static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t 
         int64_t rhi = H - 1 - first < 0 ? 0 : (H - 1 - first) / fh + 1;
         rlo = min64(rlo, hq);
         rhi = min64(max64(rhi, rlo), hq);
+        const int64_t nrows = rhi - rlo;
         for (int64_t ci = 0; ci < D->c; ci++) {
             float *planes = xq + (ci * fh + a) * fw * plane; /* phases (a, 0..fw-1) */
             for (int64_t b = 0; b < fw; b++) {
@@ -316,11 +328,24 @@ static void fill_band(const nn_dconv *D, const float *xc, int64_t row0, int64_t 
                 memset(planes + b * plane, 0, (size_t)(rlo * wq) * sizeof(float));
                 memset(planes + b * plane + rhi * wq, 0, (size_t)((hq - rhi) * wq) * sizeof(float));
             }
+            if (nrows <= 0)
+                continue;
             /* source column t of a row is input column col0 + t */
-            if (rhi > rlo)
-                D->kt->conv_split_rows(rhi - rlo, fw, wq,
-                                       xc + ci * H * W + (first + rlo * fh) * W + col0, fh * W,
-                                       -col0, W - col0, planes + rlo * wq, wq, plane);
+            const float *src = xc + ci * H * W + (first + rlo * fh) * W;
+            int64_t lds = fh * W;
+            if (D->x_nchw16c) {
+                /* block ci / 16 (the same offset as channel ci's plane), its
+                 * rows r: rows16[l][r][.], channel ci + l */
+                const float *blk = xc + ci * H * W;
+                if (ci % 16 == 0)
+                    for (int64_t r = 0; r < nrows; r++)
+                        D->kt->conv_transpose(W, 16, blk + (first + (rlo + r) * fh) * W * 16, 16,
+                                              rows16 + r * W, nrows * W);
+                src = rows16 + ci % 16 * nrows * W;
+                lds = W;
+            }
+            D->kt->conv_split_rows(nrows, fw, wq, src + col0, lds, -col0, W - col0,
+                                   planes + rlo * wq, wq, plane);
         }
     }
 }
@@ -486,10 +511,11 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const float *xc = x + n * D->x_img + g * D->c * D->h * D->w;
     /* transposed: dy rows from the band's first dx row's m0 - tmax */
     const int64_t m0 = (oh0 + D->ph) / D->sh;
+    float *rows16 = (float *)seg + round_up(D->kh * D->kw * (int64_t)(sizeof *seg / 4), 16);
     if (D->transposed)
-        fill_band(D, xc, m0 - D->tmax, D->pw / D->sw - D->umax, 1, 1, xq);
+        fill_band(D, xc, m0 - D->tmax, D->pw / D->sw - D->umax, 1, 1, xq, NULL);
     else
-        fill_band(D, xc, oh0 * D->sh - D->ph, -D->pw, D->sh, D->sw, xq);
+        fill_band(D, xc, oh0 * D->sh - D->ph, -D->pw, D->sh, D->sw, xq, rows16);
 
     const int L = 16 * D->v;
     const int64_t P = D->oh * D->ow;
@@ -519,10 +545,13 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
                 row_transposed(D, &T, xq, m0, oh, yb, w, L, seg);
             else
                 row_forward(D, &T, xq, oh0, oh, yb, w, seg);
+            const int64_t at16 = n * D->y_img + (o0 * P + oh * D->ow * 16);
             if (D->y_nchw16c) {
-                const int64_t at16 = n * D->y_img + (o0 * P + oh * D->ow * 16);
                 D->kt->conv_store_nchw16c(D->ow, nch, yb, L, y + at16, P * 16,
                                           D->res ? D->res + at16 : NULL, D->act);
+            } else if (rg && D->res_nchw16c) {
+                D->kt->conv_add_nchw16c(D->ow, nch, yb, L, D->res + at16, P * 16, D->act);
+                D->kt->conv_transpose(D->ow, nch, yb, L, yg + at, P);
             } else if (rg) {
                 D->kt->conv_transpose_res(D->ow, nch, yb, L, yg + at, P, rg + at, D->act);
             } else {

@@ -57,9 +57,11 @@ typedef struct nn_dconv {
      * (MaxPool2d's floor). */
     int pool;
     int32_t *arg;
-    /* forward only, no pool, groups 1: y and res in blocks of 16 channels
-     * (nChw16c, layout.c; o a multiple of 16), else NCHW */
-    int y_nchw16c;
+    /* forward only, no pool, groups 1: y in blocks of 16 channels (nChw16c,
+     * layout.c; o a multiple of 16), else NCHW; res likewise (nChw16c
+     * always with y); x likewise (c a multiple of 16), its blocks turned
+     * into channel rows as the band is filled */
+    int y_nchw16c, res_nchw16c, x_nchw16c;
 } nn_dconv;
 
 /* Plan D (its geometry filled in by the caller) for kernel table kt and nt

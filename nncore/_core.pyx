@@ -1375,8 +1375,8 @@ def conv2d_forward_nchw16c(cnp.ndarray x not None, cnp.ndarray w not None, objec
     h, w, 16), a 5-D y or res (n, o // 16, oh, ow, 16); res is 5-D when y is.
     The values conv2d_forward gives in NCHW, bit for bit. Only where
     nn_conv2d_nchw16c_supported: the Winograd path runs (3x3, stride 1, a
-    shape the current set_winograd mode takes), or the direct one when only
-    y (and res) are nChw16c; ValueError elsewhere. The predict plans use
+    shape the current set_winograd mode takes), or the direct one
+    (ungrouped, not 1x1 stride 1); ValueError elsewhere. The predict plans use
     it."""
     cdef str fn = "conv2d_forward_nchw16c"
     cdef bint res5 = isinstance(res, cnp.ndarray) and (<cnp.ndarray>res).ndim == 5
@@ -1401,8 +1401,7 @@ def conv2d_forward_nchw16c(cnp.ndarray x not None, cnp.ndarray w not None, objec
     if not nn_conv2d_nchw16c_supported(&p, layout):
         raise ValueError(f"{fn}: a {p.kh}x{p.kw} layer {p.c} -> {p.o} channels on {p.h}x{p.w} "
                          f"(stride {p.sh}) runs on no path that reads or writes nChw16c "
-                         f"there (channels multiples of 16; Winograd, or the direct path "
-                         f"for y only)")
+                         f"there (channels multiples of 16; Winograd or the direct path)")
     cdef const float *pb = _opt_vec(b, p.o, fn, "bias")
     cdef tuple nchw = (p.n, p.o, oh, ow), blocks = (p.n, p.o // 16, oh, ow, 16)
     cdef float *py = _fshape(y, blocks if y.ndim == 5 else nchw, True, fn, "y")
