@@ -27,15 +27,28 @@
  * y > 0 (in the sums and in dx): the ReLU's own two passes over the tensor
  * are saved.
  *
- * Determinism: threads split channels (blocks of NN_BN_BLOCK channels when
- * HW = 1, so that rows are read contiguously); each channel's sums run in
- * one fixed order in double, whatever the thread count. */
+ * Determinism: each channel's sums run in one fixed order in double,
+ * whatever the thread count: per image plane (plane_sum's order), then the
+ * planes' sums image by image from 0.0. Threads split channels (blocks of
+ * NN_BN_BLOCK channels when HW = 1, so that rows are read contiguously), or
+ * in training with planes and enough images (bn_image_team), images: each
+ * thread's planes' sums go to a table the channels' owners then add up in
+ * image order, the same sums in the same order, hence the same bits. The
+ * image split keeps each thread on the images it (and the convolutions
+ * around it, which split images) touched last: in a ResNet-20 training
+ * step on 2 threads the channel split read half of every tensor from the
+ * other core's cache (docs/measurements.md). */
 #include <math.h>
+#include <omp.h>
+#include "barrier.h"
 #include "dispatch.h"
 #include "vmath.h"
+#include "workspace.h"
 
 #define NN_BN_BLOCK 64
 #define NN_BN_PARALLEL_MIN 32768
+/* The image split wants at least this many images per thread. */
+#define NN_BN_IMAGES_PER_THREAD 2
 
 /* The per-channel sums run in double, eight lanes at a time through GCC/Clang
  * vector extensions (lowered by each ISA's flags): gcc left the scalar
@@ -150,12 +163,12 @@ static inline void plane_sums2(const float *dy, const float *ry, const float *x,
 
 static inline int64_t block_of(int64_t hw) { return hw == 1 ? NN_BN_BLOCK : 1; }
 
-/* y = x * a[c] + b[c] for channels [c0, c1), then max(0, y) with relu (NaN
- * stays NaN, as relu_forward). */
-static void bn_apply(int64_t n, int64_t c, int64_t hw, int64_t c0, int64_t c1, const float *x,
-                     const float *a, const float *b, int relu, float *y)
+/* y = x * a[ch - c0] + b[ch - c0] for images [i0, i1), channels [c0, c1),
+ * then max(0, y) with relu (NaN stays NaN, as relu_forward). */
+static void bn_apply(int64_t i0, int64_t i1, int64_t c, int64_t hw, int64_t c0, int64_t c1,
+                     const float *x, const float *a, const float *b, int relu, float *y)
 {
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = i0; i < i1; i++)
         for (int64_t ch = c0; ch < c1; ch++) {
             const float *xp = x + (i * c + ch) * hw;
             float *yp = y + (i * c + ch) * hw;
@@ -171,12 +184,117 @@ static void bn_apply(int64_t n, int64_t c, int64_t hw, int64_t c0, int64_t c1, c
         }
 }
 
+/* The threads of an image split for a training pass over (n, c, hw), or 0
+ * (the channel split). */
+static int bn_image_team(int64_t n, int64_t c, int64_t hw)
+{
+    const int nt = nn_max_threads();
+    return hw > 1 && nt > 1 && n * c * hw >= NN_BN_PARALLEL_MIN &&
+                   n >= (int64_t)NN_BN_IMAGES_PER_THREAD * nt
+               ? nt : 0;
+}
+
+/* Part t of parts of [0, len). */
+static inline void bn_part(int64_t len, int t, int parts, int64_t *lo, int64_t *hi)
+{
+    *lo = len * t / parts;
+    *hi = len * (t + 1) / parts;
+}
+
+/* part[i c + ch] = the sum of image i's plane of channel ch (square: of
+ * (x - shift[ch])^2) for images [i0, i1). */
+static void image_sums(int64_t i0, int64_t i1, int64_t c, int64_t hw, const float *x,
+                       const double *shift, int square, double *part)
+{
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t ch = 0; ch < c; ch++)
+            part[i * c + ch] = plane_sum(x + (i * c + ch) * hw, hw, square ? shift[ch] : 0.0,
+                                         square);
+}
+
+/* Column ch of part (n rows of c) summed image by image from 0.0. */
+static inline double column_sum(const double *part, int64_t n, int64_t c, int64_t ch)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += part[i * c + ch];
+    return s;
+}
+
+/* Channel ch's statistics from its mean and sum of squared deviations over
+ * m values: y's scale *a and shift *b, the saved mean and invstd, the
+ * running statistics moved. */
+static void bn_finish(int64_t ch, double mean, double ssd, double m, const float *weight,
+                      const float *bias, float eps, float momentum, float *running_mean,
+                      float *running_var, float *save_mean, float *save_invstd, float *a,
+                      float *b)
+{
+    const double v = ssd / m;
+    const double invstd = 1.0 / sqrt(v + (double)eps);
+    const double w = weight ? (double)weight[ch] : 1.0;
+    const double sc = invstd * w;
+    *a = (float)sc;
+    *b = (float)((bias ? (double)bias[ch] : 0.0) - mean * sc);
+    save_mean[ch] = (float)mean;
+    save_invstd[ch] = (float)invstd;
+    if (running_mean)
+        running_mean[ch] = (float)((1.0 - (double)momentum) * running_mean[ch] +
+                                   (double)momentum * mean);
+    if (running_var) {
+        const double unbiased = m > 1.0 ? ssd / (m - 1.0) : v;
+        running_var[ch] = (float)((1.0 - (double)momentum) * running_var[ch] +
+                                  (double)momentum * unbiased);
+    }
+}
+
+/* The training forward split by images (team threads): 1, or 0 when its
+ * tables cannot be had (the caller then splits channels). */
+static int forward_train_images(int team, int64_t n, int64_t c, int64_t hw, const float *x,
+                                const float *weight, const float *bias, float eps,
+                                float momentum, float *running_mean, float *running_var,
+                                float *y, float *save_mean, float *save_invstd, int act)
+{
+    /* the planes' sums (n c), the means (c), then a and b (c floats each) */
+    double *part = (double *)nn_workspace_get(NN_WS_LAYER, (size_t)(2 * (n * c + c) + 2 * c));
+    if (part == NULL)
+        return 0;
+    double *mean = part + n * c;
+    float *a = (float *)(mean + c), *b = a + c;
+    const double m = (double)n * (double)hw;
+    nn_barrier bar = NN_BARRIER_INIT;
+#pragma omp parallel num_threads(team) shared(bar)
+    {
+        const int t = omp_get_thread_num(), parts = omp_get_num_threads();
+        int64_t i0, i1, c0, c1;
+        bn_part(n, t, parts, &i0, &i1);
+        bn_part(c, t, parts, &c0, &c1);
+        image_sums(i0, i1, c, hw, x, NULL, 0, part);
+        nn_barrier_wait(&bar, parts);
+        for (int64_t ch = c0; ch < c1; ch++)
+            mean[ch] = column_sum(part, n, c, ch) / m;
+        nn_barrier_wait(&bar, parts);
+        image_sums(i0, i1, c, hw, x, mean, 1, part);
+        nn_barrier_wait(&bar, parts);
+        for (int64_t ch = c0; ch < c1; ch++)
+            bn_finish(ch, mean[ch], column_sum(part, n, c, ch), m, weight, bias, eps, momentum,
+                      running_mean, running_var, save_mean, save_invstd, &a[ch], &b[ch]);
+        nn_barrier_wait(&bar, parts);
+        bn_apply(i0, i1, c, hw, 0, c, x, a, b, act == NN_ACT_RELU, y);
+    }
+    return 1;
+}
+
 void NN_ISA_FN(batchnorm_forward_train)(int64_t n, int64_t c, int64_t hw, const float *x,
                                         const float *weight, const float *bias, float eps,
                                         float momentum, float *running_mean,
                                         float *running_var, float *y, float *save_mean,
                                         float *save_invstd, int act)
 {
+    const int team = bn_image_team(n, c, hw);
+    if (team > 1 && forward_train_images(team, n, c, hw, x, weight, bias, eps, momentum,
+                                         running_mean, running_var, y, save_mean, save_invstd,
+                                         act))
+        return;
     const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
     const double m = (double)n * (double)hw;
 #pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
@@ -195,26 +313,11 @@ void NN_ISA_FN(batchnorm_forward_train)(int64_t n, int64_t c, int64_t hw, const 
         for (int64_t i = 0; i < n; i++)
             for (int64_t ch = c0; ch < c1; ch++)
                 var[ch - c0] += plane_sum(x + (i * c + ch) * hw, hw, mean[ch - c0], 1);
-        for (int64_t ch = c0; ch < c1; ch++) {
-            const int64_t k = ch - c0;
-            const double v = var[k] / m;
-            const double invstd = 1.0 / sqrt(v + (double)eps);
-            const double w = weight ? (double)weight[ch] : 1.0;
-            const double sc = invstd * w;
-            a[k] = (float)sc;
-            b[k] = (float)((bias ? (double)bias[ch] : 0.0) - mean[k] * sc);
-            save_mean[ch] = (float)mean[k];
-            save_invstd[ch] = (float)invstd;
-            if (running_mean)
-                running_mean[ch] = (float)((1.0 - (double)momentum) * running_mean[ch] +
-                                           (double)momentum * mean[k]);
-            if (running_var) {
-                const double unbiased = m > 1.0 ? var[k] / (m - 1.0) : v;
-                running_var[ch] = (float)((1.0 - (double)momentum) * running_var[ch] +
-                                          (double)momentum * unbiased);
-            }
-        }
-        bn_apply(n, c, hw, c0, c1, x, a, b, act == NN_ACT_RELU, y);
+        for (int64_t ch = c0; ch < c1; ch++)
+            bn_finish(ch, mean[ch - c0], var[ch - c0], m, weight, bias, eps, momentum,
+                      running_mean, running_var, save_mean, save_invstd, &a[ch - c0],
+                      &b[ch - c0]);
+        bn_apply(0, n, c, hw, c0, c1, x, a, b, act == NN_ACT_RELU, y);
     }
 }
 
@@ -235,8 +338,99 @@ void NN_ISA_FN(batchnorm_forward_eval)(int64_t n, int64_t c, int64_t hw, const f
             a[ch - c0] = (float)sc;
             b[ch - c0] = (float)((bias ? (double)bias[ch] : 0.0) - (double)running_mean[ch] * sc);
         }
-        bn_apply(n, c, hw, c0, c1, x, a, b, 0, y);
+        bn_apply(0, n, c, hw, c0, c1, x, a, b, 0, y);
     }
+}
+
+/* dx = (dy - (x - mu) * k2 - k3) * k1 (train; else dy * k1), dy masked by
+ * relu_y > 0 when given, for images [i0, i1) in reverse and channels [c0,
+ * c1) (k1.. indexed by ch - c0): a channel's x, dy (and relu_y) over the
+ * batch can exceed L2 (3 x 400 KB at batch 128, 28 x 28), and a forward
+ * scan would then miss on every line the sums pass left; backwards it
+ * starts on the lines that pass read last (each dx value is independent:
+ * the bits do not change). */
+static void bn_dx(int64_t i0, int64_t i1, int64_t c, int64_t hw, int64_t c0, int64_t c1,
+                  const float *x, const float *dy, const float *relu_y, int train,
+                  const float *k1, const float *k2, const float *k3, const float *mu, float *dx)
+{
+    for (int64_t i = i1 - 1; i >= i0; i--)
+        for (int64_t ch = c0; ch < c1; ch++) {
+            const int64_t off = (i * c + ch) * hw, k = ch - c0;
+            const float *xp = x + off, *gp = dy + off, *rp = relu_y ? relu_y + off : NULL;
+            float *dp = dx + off;
+            const float a = k1[k], b = k2[k], d = k3[k], u = mu[k];
+            if (rp && train)
+                for (int64_t j = 0; j < hw; j++)
+                    dp[j] = (nn_keep_if_pos(rp[j], gp[j]) - (xp[j] - u) * b - d) * a;
+            else if (rp)
+                for (int64_t j = 0; j < hw; j++)
+                    dp[j] = nn_keep_if_pos(rp[j], gp[j]) * a;
+            else if (train)
+                for (int64_t j = 0; j < hw; j++)
+                    dp[j] = (gp[j] - (xp[j] - u) * b - d) * a;
+            else
+                for (int64_t j = 0; j < hw; j++)
+                    dp[j] = gp[j] * a;
+        }
+}
+
+/* Channel ch's gradients from its sums sdy = sum(g) and sdyx = sum(g (x -
+ * mean)) over m values: dbias, dweight, and dx's coefficients *k1.. */
+static void bn_grads(int64_t ch, double sdy, double sdyx, double m, const float *weight,
+                     const float *mean, const float *invstd, int train, float *dweight,
+                     float *dbias, float *k1, float *k2, float *k3, float *mu)
+{
+    const double is = invstd[ch], w = weight ? (double)weight[ch] : 1.0;
+    if (dbias)
+        dbias[ch] = (float)sdy;
+    if (dweight)
+        dweight[ch] = (float)(sdyx * is);
+    *k1 = (float)(is * w);
+    *k2 = train ? (float)(sdyx * is * is / m) : 0.0f;
+    *k3 = train ? (float)(sdy / m) : 0.0f;
+    *mu = mean[ch];
+}
+
+/* The training backward split by images (team threads): 1, or 0 when its
+ * tables cannot be had (the caller then splits channels). */
+static int backward_train_images(int team, int64_t n, int64_t c, int64_t hw, const float *x,
+                                 const float *dy, const float *relu_y, const float *weight,
+                                 const float *mean, const float *invstd, float *dx,
+                                 float *dweight, float *dbias)
+{
+    /* the planes' two sums (n c each), then k1, k2, k3, mu (c floats each) */
+    double *psdy = (double *)nn_workspace_get(NN_WS_LAYER, (size_t)(4 * n * c + 4 * c));
+    if (psdy == NULL)
+        return 0;
+    double *psdyx = psdy + n * c;
+    float *k1 = (float *)(psdyx + n * c), *k2 = k1 + c, *k3 = k2 + c, *mu = k3 + c;
+    const double m = (double)n * (double)hw;
+    nn_barrier bar = NN_BARRIER_INIT;
+#pragma omp parallel num_threads(team) shared(bar)
+    {
+        const int t = omp_get_thread_num(), parts = omp_get_num_threads();
+        int64_t i0, i1, c0, c1;
+        bn_part(n, t, parts, &i0, &i1);
+        bn_part(c, t, parts, &c0, &c1);
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t ch = 0; ch < c; ch++) {
+                const int64_t off = (i * c + ch) * hw;
+                double sdy = 0.0, sdyx = 0.0;
+                plane_sums2(dy + off, relu_y ? relu_y + off : NULL, x + off, hw,
+                            (double)mean[ch], &sdy, &sdyx);
+                psdy[i * c + ch] = sdy;
+                psdyx[i * c + ch] = sdyx;
+            }
+        nn_barrier_wait(&bar, parts);
+        for (int64_t ch = c0; ch < c1; ch++)
+            bn_grads(ch, column_sum(psdy, n, c, ch), column_sum(psdyx, n, c, ch), m, weight,
+                     mean, invstd, 1, dweight, dbias, &k1[ch], &k2[ch], &k3[ch], &mu[ch]);
+        if (dx) {
+            nn_barrier_wait(&bar, parts);
+            bn_dx(i0, i1, c, hw, 0, c, x, dy, relu_y, 1, k1, k2, k3, mu, dx);
+        }
+    }
+    return 1;
 }
 
 void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float *x,
@@ -244,6 +438,10 @@ void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float
                                    const float *mean, const float *invstd, int train, float *dx,
                                    float *dweight, float *dbias)
 {
+    const int team = train ? bn_image_team(n, c, hw) : 0;
+    if (team > 1 && backward_train_images(team, n, c, hw, x, dy, relu_y, weight, mean, invstd,
+                                          dx, dweight, dbias))
+        return;
     const int64_t bs = block_of(hw), blocks = (c + bs - 1) / bs;
     const double m = (double)n * (double)hw;
 #pragma omp parallel for schedule(static) num_threads(nn_max_threads()) \
@@ -263,42 +461,10 @@ void NN_ISA_FN(batchnorm_backward)(int64_t n, int64_t c, int64_t hw, const float
                 }
         for (int64_t ch = c0; ch < c1; ch++) {
             const int64_t k = ch - c0;
-            const double is = invstd[ch], w = weight ? (double)weight[ch] : 1.0;
-            if (dbias)
-                dbias[ch] = (float)sdy[k];
-            if (dweight)
-                dweight[ch] = (float)(sdyx[k] * is);
-            /* dx = (dy - (x - mean) * k2 - k3) * k1 */
-            k1[k] = (float)(is * w);
-            k2[k] = train ? (float)(sdyx[k] * is * is / m) : 0.0f;
-            k3[k] = train ? (float)(sdy[k] / m) : 0.0f;
-            mu[k] = mean[ch];
+            bn_grads(ch, sdy[k], sdyx[k], m, weight, mean, invstd, train, dweight, dbias,
+                     &k1[k], &k2[k], &k3[k], &mu[k]);
         }
-        if (!dx)
-            continue;
-        /* images in reverse: a channel's x, dy (and relu_y) over the batch
-         * can exceed L2 (3 x 400 KB at batch 128, 28 x 28), and a forward
-         * scan would then miss on every line the sums pass left; backwards it
-         * starts on the lines that pass read last (each dx value is
-         * independent: the bits do not change) */
-        for (int64_t i = n - 1; i >= 0; i--)
-            for (int64_t ch = c0; ch < c1; ch++) {
-                const int64_t off = (i * c + ch) * hw, k = ch - c0;
-                const float *xp = x + off, *gp = dy + off, *rp = relu_y ? relu_y + off : NULL;
-                float *dp = dx + off;
-                const float a = k1[k], b = k2[k], d = k3[k], u = mu[k];
-                if (rp && train)
-                    for (int64_t j = 0; j < hw; j++)
-                        dp[j] = (nn_keep_if_pos(rp[j], gp[j]) - (xp[j] - u) * b - d) * a;
-                else if (rp)
-                    for (int64_t j = 0; j < hw; j++)
-                        dp[j] = nn_keep_if_pos(rp[j], gp[j]) * a;
-                else if (train)
-                    for (int64_t j = 0; j < hw; j++)
-                        dp[j] = (gp[j] - (xp[j] - u) * b - d) * a;
-                else
-                    for (int64_t j = 0; j < hw; j++)
-                        dp[j] = gp[j] * a;
-            }
+        if (dx)
+            bn_dx(0, n, c, hw, c0, c1, x, dy, relu_y, train, k1, k2, k3, mu, dx);
     }
 }

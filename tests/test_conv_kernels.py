@@ -597,9 +597,10 @@ def bcast(v, x):
 
 
 # planes of 1, 2, 9, 24, 25, 40, 49, 64, 196 values: the sums' blocks of 16
-# and 8 lanes, whole and with every kind of tail
+# and 8 lanes, whole and with every kind of tail; the last is large enough
+# for threads (split by images on 2-4)
 BN_SHAPES = [(2, 3), (7, 5), (5, 70), (3, 4, 9), (2, 3, 5, 5), (5, 8, 7, 7), (1, 3, 2, 1),
-             (2, 3, 3, 8), (3, 2, 40), (2, 3, 8, 8), (3, 4, 14, 14)]
+             (2, 3, 3, 8), (3, 2, 40), (2, 3, 8, 8), (3, 4, 14, 14), (8, 16, 17, 15)]
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
@@ -753,26 +754,34 @@ def test_batchnorm_matches_torch(rng):
             np.testing.assert_allclose(y, bn(torch.tensor(x)).numpy(), rtol=1e-5, atol=2e-5)
 
 
-def test_batchnorm_threads_bitwise(isa, rng, num_threads):
+# training passes split by channels (1 thread, BatchNorm1d, few images) or
+# by images (bn_image_team): odd batches and channel counts, every plane
+# tail, fewer images than twice the threads
+BN_THREAD_SHAPES = [(16, 64, 12, 12), (2048, 130), (7, 33, 15, 11), (32, 16, 28, 28),
+                    (5, 64, 7, 7), (9, 3, 70, 70)]
+
+
+@pytest.mark.parametrize("shape", BN_THREAD_SHAPES, ids=str)
+def test_batchnorm_threads_bitwise(isa, rng, num_threads, shape):
     out = []
-    for shape in [(16, 64, 12, 12), (2048, 130)]:
-        c = shape[1]
-        x = (rng.standard_normal(shape) + 1).astype(np.float32)
-        dy = rng.standard_normal(shape).astype(np.float32)
-        w, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
-        for threads in (1, 2):
-            nncore.set_num_threads(threads)
-            rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
-            y, sm, si = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
-            _core.batchnorm_forward_train(x, w, b, rm, rv, y, sm, si, 0.1, 1e-5)
-            dx, dw, db = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
-            _core.batchnorm_backward(x, dy, w, sm, si, dx, dw, db, True)
-            yr, dxr = np.empty_like(x), np.empty_like(x)       # with a ReLU inside
-            _core.batchnorm_forward_train(x, w, b, None, None, yr, sm, si, 0.1, 1e-5,
-                                          _core.ACT_CODES["relu"])
-            _core.batchnorm_backward(x, dy, w, sm, si, dxr, dw, db, True, relu_y=yr)
-            out.append((y, sm, si, rm, rv, dx, dw, db, yr, dxr))
-        for a, b2 in zip(out[-2], out[-1]):
+    c = shape[1]
+    x = (rng.standard_normal(shape) + 1).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    w, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    for threads in (1, 2, 3, 4):
+        nncore.set_num_threads(threads)
+        rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+        y, sm, si = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
+        _core.batchnorm_forward_train(x, w, b, rm, rv, y, sm, si, 0.1, 1e-5)
+        dx, dw, db = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
+        _core.batchnorm_backward(x, dy, w, sm, si, dx, dw, db, True)
+        yr, dxr = np.empty_like(x), np.empty_like(x)       # with a ReLU inside
+        _core.batchnorm_forward_train(x, w, b, None, None, yr, sm, si, 0.1, 1e-5,
+                                      _core.ACT_CODES["relu"])
+        _core.batchnorm_backward(x, dy, w, sm, si, dxr, dw, db, True, relu_y=yr)
+        out.append((y, sm, si, rm, rv, dx, dw, db, yr, dxr))
+    for other in out[1:]:
+        for a, b2 in zip(out[0], other):
             np.testing.assert_array_equal(a, b2)
 
 
