@@ -23,6 +23,12 @@ static int chain_layer_splits(const nn_dense_layer *L)
            L->n_out > NN_GEMV_UNIT;
 }
 
+int nn_dense_chain_parts(int64_t n_in, int64_t n_out, int team)
+{
+    const nn_dense_layer L = {.n_in = n_in, .n_out = n_out};
+    return chain_layer_splits(&L) ? (int)min64(team, ceil_div(n_out, NN_GEMV_UNIT)) : 1;
+}
+
 /* Part t of parts of layer L on one sample: its columns [j0, j1), read from
  * L->w_split when it was laid out for this many parts (each part's columns
  * a block of rows j1 - j0 wide: the same sums, in the same order). */
@@ -91,8 +97,7 @@ static int dense_chain_vector(const nn_kernel_table *kt, const float *x, int cou
             const float *in = x;
             for (int i = 0; i < tail; i++) {
                 const nn_dense_layer *L = &layers[i];
-                const int parts = chain_layer_splits(L)
-                                      ? (int)min64(team, ceil_div(L->n_out, NN_GEMV_UNIT)) : 1;
+                const int parts = nn_dense_chain_parts(L->n_in, L->n_out, team);
                 if (t < parts)
                     gemv_layer_part(kt, L, in, work, t, parts);
                 if (i + 1 < tail)

@@ -238,6 +238,9 @@ int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *l
  * each thread then streams only its own part (the parts of w's rows
  * interleaved, the cores' prefetchers also fetch each other's). */
 void nn_dense_split_weights(int64_t n_in, int64_t n_out, const float *w, int team, float *out);
+/* The parts a one-sample chain on `team` threads splits a layer of n_in x
+ * n_out weights into (1: not split): the `team` to regroup its weights for. */
+int nn_dense_chain_parts(int64_t n_in, int64_t n_out, int team);
 
 /* Backward of y = x w + b (x: m x k, w: k x n, dy: m x n; contiguous rows):
  *   relu_z != NULL: the layer's ReLU (fused into the forward epilogue) first:

@@ -113,6 +113,7 @@ cdef extern from "nncore.h" nogil:
     int nn_dense_chain(int64_t m, const float *x, int count, const nn_dense_layer *layers)
     void nn_dense_split_weights(int64_t n_in, int64_t n_out, const float *w, int team,
                                 float *out)
+    int nn_dense_chain_parts(int64_t n_in, int64_t n_out, int team)
     int nn_dense_backward(int64_t m, int64_t k, int64_t n, const float *x, float *w,
                           const float *dy, const float *relu_z, float *dz, float *dx,
                           float *dw, float *db, int sgd, float lr, float *b)

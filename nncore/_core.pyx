@@ -345,6 +345,16 @@ cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray
     return 0
 
 
+def dense_chain_parts(int64_t n_in, int64_t n_out, int team):
+    """The parts a one-sample call on `team` threads splits a Dense of n_in
+    x n_out weights into (nn_dense_chain_parts; 1: not split): the team
+    to regroup its weights for with dense_split_weights."""
+    if n_in < 0 or n_out < 0 or team < 1 or team > NN_MAX_THREADS:
+        raise ValueError(f"dense_chain_parts: sizes must be >= 0 and team in "
+                         f"[1, {NN_MAX_THREADS}], got {n_in}, {n_out}, {team}")
+    return nn_dense_chain_parts(n_in, n_out, team)
+
+
 def dense_split_weights(cnp.ndarray w not None, int team):
     """w (n_in, n_out) regrouped for a one-sample Dense on `team` threads
     (nn_dense_split_weights): a new array, for dense_forward's ``split``."""

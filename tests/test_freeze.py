@@ -277,7 +277,23 @@ def test_dense_split_weights_give_the_same_bits_and_are_read(isa, rng, num_threa
         np.testing.assert_array_equal(bits(got), bits(doubled if threads == 2 else want))
 
 
+@pytest.mark.parametrize("n_in,n_out,team,parts", [
+    (3136, 128, 2, 2),          # the small CNN's hidden layer
+    (1024, 300, 8, 5),          # 64-column units: ceil(300 / 64) parts at most
+    (1024, 65, 4, 2),
+    (1024, 64, 2, 1),           # one unit
+    (200, 80, 2, 1),            # 16,000 weights: below the split's size
+    (256, 64 + 1, 1, 1),        # one thread
+])
+def test_dense_chain_parts(n_in, n_out, team, parts):
+    assert _core.dense_chain_parts(n_in, n_out, team) == parts
+
+
 def test_dense_split_bad_arguments(rng):
+    with pytest.raises(ValueError, match="team in"):
+        _core.dense_chain_parts(8, 130, 0)
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        _core.dense_chain_parts(-1, 130, 2)
     w = rng.standard_normal((8, 130)).astype(np.float32)
     x, y = np.ones((1, 8), np.float32), np.empty((1, 130), np.float32)
     with pytest.raises(ValueError, match="team must be in"):

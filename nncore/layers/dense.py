@@ -15,7 +15,6 @@ _ACT = _core.ACT_CODES
 _rows_f32 = _core.rows_f32
 _dense_forward = _core.dense_forward
 _dense_backward = _core.dense_backward
-_GEMV_UNIT = 64     # a one-sample chain splits w's columns in units of this (gemm.h)
 
 
 def check_sgd_lr(value):
@@ -199,9 +198,10 @@ class Dense(WeightedLayer):
         thread's part of w is then one run of memory (one sample through
         3136 -> 128 on 2 threads: 16.4 -> 9.6 us, docs/measurements.md)."""
         packs = self._packs
-        if packs is None or m != 1 or self.out_features <= _GEMV_UNIT:
+        if packs is None or m != 1:
             return None
-        parts = min(_core.get_num_threads(), -(-self.out_features // _GEMV_UNIT))
+        parts = _core.dense_chain_parts(self.in_features, self.out_features,
+                                        _core.get_num_threads())
         if parts < 2:
             return None
         if parts not in packs:
