@@ -149,13 +149,18 @@ static int64_t rows16_floats(const nn_dconv *D)
     return D->x_nchw16c ? round_up(16 * D->hq * D->w, 16) : 0;
 }
 
+/* Floats of a tile's tap segments (one per kernel tap at most). */
+static int64_t seg_floats(const nn_dconv *D)
+{
+    return round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16);
+}
+
 size_t nn_dconv_task_floats(const nn_dconv *D)
 {
     /* the input band, one output row (pooling: two, then the pooled row
      * and its argmax), a tile's tap segments, an nChw16c input's rows */
     return (size_t)(round_up(D->xq_floats, 16) + D->ow * 16 * D->v * (D->pool ? 3 : 1) +
-                    round_up(D->kh * D->kw * (int64_t)(sizeof(nn_conv_seg) / sizeof(float)), 16) +
-                    rows16_floats(D));
+                    seg_floats(D) + rows16_floats(D));
 }
 
 /* The transposed convolution's taps, phase by phase (row residue a, column
@@ -511,7 +516,7 @@ void nn_dconv_task(const nn_dconv *D, int64_t t, const float *x, float *y, float
     const float *xc = x + n * D->x_img + g * D->c * D->h * D->w;
     /* transposed: dy rows from the band's first dx row's m0 - tmax */
     const int64_t m0 = (oh0 + D->ph) / D->sh;
-    float *rows16 = (float *)seg + round_up(D->kh * D->kw * (int64_t)(sizeof *seg / 4), 16);
+    float *rows16 = (float *)seg + seg_floats(D);
     if (D->transposed)
         fill_band(D, xc, m0 - D->tmax, D->pw / D->sw - D->umax, 1, 1, xq, NULL);
     else
