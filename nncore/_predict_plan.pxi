@@ -298,12 +298,9 @@ cdef class _Layouts:
         for t in self.tensors:
             if t.ptr == ptr and t.n == n and t.c == c and t.hw == hw:
                 return t
-        import numpy as np
         t = _Tensor()
         t.ptr, t.nbytes, t.n, t.c, t.hw = ptr, <size_t>(n * c * hw * 4), n, c, hw
-        raw = np.empty(n * c * hw + 16, np.float32)
-        cdef size_t skew = (64 - <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw) % 64) % 64 // 4
-        t.twin = raw[skew:skew + n * c * hw]
+        t.twin = _aligned_floats(n * c * hw)
         t.blk = <float *>cnp.PyArray_DATA(<cnp.ndarray>t.twin)
         t.nchw_ok, t.blk_ok = True, False
         self.tensors.append(t)

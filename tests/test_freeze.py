@@ -277,6 +277,18 @@ def test_dense_split_weights_give_the_same_bits_and_are_read(isa, rng, num_threa
         np.testing.assert_array_equal(bits(got), bits(doubled if threads == 2 else want))
 
 
+def test_packed_weights_start_on_a_cache_line(rng):
+    # read by vector loads: off a 64-byte boundary (where NumPy starts its
+    # large arrays, 16 bytes past one) every load touches two cache lines
+    w = rng.standard_normal((3136, 128)).astype(np.float32)
+    split = _core.dense_split_weights(w, 2)
+    assert split.ctypes.data % 64 == 0 and split.shape == w.shape
+    for n, c, h, o, k, stride in CASES:
+        x, wc, b, stats, geometry = conv_case(rng, n, c, h, o, k, stride, bn=True)
+        packed = pack(x.shape, wc, b, stats, geometry)
+        assert packed is None or packed.ctypes.data % 64 == 0, (n, c, h, o, k, stride)
+
+
 @pytest.mark.parametrize("n_in,n_out,team,parts", [
     (3136, 128, 2, 2),          # the small CNN's hidden layer
     (1024, 300, 8, 5),          # 64-column units: ceil(300 / 64) parts at most
