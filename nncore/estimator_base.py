@@ -23,7 +23,8 @@ from .optim import SGD, Adam
 from .serialize import build_model
 from .runtime import get_num_threads, set_num_threads
 from .sparse import SparseHead, csr_int32, use_sparse_head
-from .trainer import NonFiniteLossError, Trainer, _weighted_kind, _WeightedLoss
+from .trainer import (NonFiniteLossError, Trainer, _weighted_kind, _WeightedLoss,
+                      batch_loss)
 from .validation import (check_features, check_sample_weight, check_sparse_features,
                          check_targets, dense_rows, is_sparse)
 
@@ -662,9 +663,9 @@ class _BaseNN:
 
     def _sparse_head_chunk(self, head, weighted, X, y, w, epoch):
         """Train on the CSR rows X with the first Dense layer in the CSR
-        kernels (nncore/sparse.py): the Trainer's batch step (loss, sample
-        weights through ``weighted``, optimizer) written out, the same
-        batches as the Trainer would run. Returns (weighted loss total,
+        kernels (nncore/sparse.py): the Trainer's batch step (batch_loss,
+        then the optimizer) around the head's own forward and backward, the
+        same batches as the Trainer would run. Returns (weighted loss total,
         weight)."""
         trainer, X = self._trainer, csr_int32(X)
         loss, params = trainer.loss, self.model_.parameters()
@@ -673,20 +674,13 @@ class _BaseNN:
         for lo in range(0, n, bs):
             hi = min(lo + bs, n)
             out = head.forward(X, lo, hi)
-            value = loss.forward(out, y[lo:hi])
-            size = float(hi - lo)
-            if weighted is not None:
-                wb = w[lo:hi]
-                size = float(wb.sum())
-                if size == 0.0:     # every sample weighs 0: nothing to learn
-                    continue
-                value = weighted.value(out, y[lo:hi], wb, size)
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"{type(self).__name__}.fit: the loss became "
-                                         f"{value} at epoch {epoch + 1}")
-            grad = loss.backward()
-            if weighted is not None:
-                weighted.scale_gradient(grad, wb, size)
+            wb = w[lo:hi] if weighted is not None else None
+            step = batch_loss(loss, weighted, out, y[lo:hi], wb,
+                              lambda value: f"{type(self).__name__}.fit: the loss became "
+                              f"{value} at epoch {epoch + 1}")
+            if step is None:
+                continue
+            value, size, grad = step
             head.backward(grad)
             trainer.optimizer.step(params)
             total += value * size

@@ -110,6 +110,27 @@ def _weighted_kind(loss):
             "BCEWithLogitsLoss": "binary"}.get(type(loss).__name__)
 
 
+def batch_loss(loss, weighted, out, target, w, describe):
+    """One batch's loss, its weight and the loss's gradient: (value, size,
+    grad), with sample weights ``w`` through ``weighted`` (a _WeightedLoss,
+    else None: size is the batch's row count); None when every sample weighs
+    0 (nothing to learn). A non-finite loss raises NonFiniteLossError with
+    the message ``describe(value)``."""
+    value = loss.forward(out, target)
+    size = len(out)
+    if weighted is not None:
+        size = float(w.sum())
+        if size == 0.0:
+            return None
+        value = weighted.value(out, target, w, size)
+    if not math.isfinite(value):
+        raise NonFiniteLossError(describe(value))
+    grad = loss.backward()
+    if weighted is not None:
+        weighted.scale_gradient(grad, w, size)
+    return value, size, grad
+
+
 def check_model_input(model, X, who):
     """(X checked against the model's per-sample input shape, the model's
     number of outputs or None). The input shape is the model's
@@ -767,27 +788,18 @@ class Trainer:
                 hi = min(lo + bs, n)
                 yb = y_rows[lo - y_start:hi - y_start]
                 out = model.forward(rows[lo - c_lo:hi - c_lo])
-                value = loss.forward(out, yb)
                 for metric in metrics:
                     metric.update(out, lo, hi)
-                if weighted is None:
-                    size = hi - lo
-                else:
-                    wb = weights[lo:hi]
-                    size = float(wb.sum())
-                    if size == 0.0:        # every sample weighs 0: nothing to learn
-                        b += 1
-                        continue
-                    value = weighted.value(out, yb, wb, size)
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"Trainer.fit: the loss became {value} at epoch {epoch + 1}, batch "
-                        f"{b + 1} of {n_batches} (counting from 1); the learning rate may be "
-                        f"too high (lr={getattr(self.optimizer, 'lr', '?')}) or the inputs "
-                        "badly scaled")
-                grad = loss.backward()
-                if weighted is not None:
-                    weighted.scale_gradient(grad, wb, size)
+                step = batch_loss(
+                    loss, weighted, out, yb, weights[lo:hi] if weighted is not None else None,
+                    lambda value: f"Trainer.fit: the loss became {value} at epoch {epoch + 1}, "
+                    f"batch {b + 1} of {n_batches} (counting from 1); the learning rate may be "
+                    f"too high (lr={getattr(self.optimizer, 'lr', '?')}) or the inputs badly "
+                    "scaled")
+                if step is None:
+                    b += 1
+                    continue
+                value, size, grad = step
                 if fold_sgd:
                     model.backward(grad, input_grad=False, sgd_lr=optimizer.lr)
                 elif skip_input_grad:
