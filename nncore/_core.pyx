@@ -356,6 +356,19 @@ cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray
     return 0
 
 
+cdef int _dense_split(object w, object split, str fn, nn_dense_layer *layer) except -1:
+    """Point *layer at split, None or (dense_split_weights(w, team), team):
+    the weights a one-sample call on team threads reads instead of w."""
+    if split is None:
+        return 0
+    ws, team = split
+    if not isinstance(ws, cnp.ndarray) or ws.shape != w.shape or team < 1:
+        raise ValueError(f"{fn}: split must be (an array of w's shape {w.shape}, team >= 1)")
+    layer.w_split = _fin(ws, layer.n_in * layer.n_out, fn, "split")
+    layer.split_team = team
+    return 0
+
+
 def dense_chain_parts(int64_t n_in, int64_t n_out, int team):
     """The parts a one-sample call on `team` threads splits a Dense of n_in
     x n_out weights into (nn_dense_chain_parts; 1: not split): the team
@@ -392,13 +405,7 @@ def dense_forward(cnp.ndarray x not None, cnp.ndarray w not None, object b,
     cdef const float *px = _fin(x, m * k, "dense_forward", "x")
     cdef nn_dense_layer layer
     _dense_layer(m, k, w, b, y, act, "dense_forward", &layer)
-    if split is not None:
-        ws, team = split
-        if not isinstance(ws, cnp.ndarray) or ws.shape != (<object>w).shape or team < 1:
-            raise ValueError(f"dense_forward: split must be (an array of w's shape "
-                             f"{(<object>w).shape}, team >= 1)")
-        layer.w_split = _fin(ws, layer.n_in * layer.n_out, "dense_forward", "split")
-        layer.split_team = team
+    _dense_split(w, split, "dense_forward", &layer)
     cdef int status
     with nogil:
         if bf16:
@@ -415,21 +422,26 @@ cdef class DenseChain:
     """Evaluation-mode forward through a chain of Dense layers in one C call
     (Sequential.predict's fast path) for inputs of shape (rows, features):
     outs[i] = act_i(in_i @ w_i + b_i) with in_0 = x and in_i = outs[i - 1],
-    for layers[i] = (w_i, b_i or None, act_i), act_i a GEMM epilogue code.
-    Every layer is checked here, once; ``run(x)`` then checks only x. The
-    plan keeps the arrays alive; their contents may change between runs
-    (Dense copies new weights in place)."""
+    for layers[i] = (w_i, b_i or None, act_i), act_i a GEMM epilogue code;
+    splits[i] (optional): None or layer i's weights regrouped for one-sample
+    calls, as dense_forward's ``split``. Every layer is checked here, once;
+    ``run(x)`` then checks only x. The plan keeps the arrays alive; their
+    contents may change between runs (Dense copies new weights in place)."""
     cdef nn_dense_layer *layers
     cdef int count
     cdef readonly int64_t rows, features
+    # the thread count when made (the splits are for it)
+    cdef readonly int threads
     cdef tuple arrays
     cdef cnp.ndarray last        # the last layer's output array
 
     def __cinit__(self, int64_t rows, int64_t features, tuple layers not None,
-                  tuple outs not None):
+                  tuple outs not None, tuple splits=None):
         cdef Py_ssize_t i, count = len(layers)
         if count == 0 or len(outs) != count or count > 1 << 20:
             raise ValueError(f"dense_chain: {count} layers and {len(outs)} outputs")
+        if splits is not None and len(splits) != count:
+            raise ValueError(f"dense_chain: {count} layers and {len(splits)} splits")
         if rows < 0 or features < 0:
             raise ValueError(f"dense_chain: negative input shape ({rows}, {features})")
         self.layers = <nn_dense_layer *>PyMem_Malloc(count * sizeof(nn_dense_layer))
@@ -437,12 +449,15 @@ cdef class DenseChain:
             raise MemoryError("dense_chain: the layer list")
         self.count = <int>count
         self.rows, self.features = rows, features
+        self.threads = nn_get_num_threads()
         cdef int64_t k = features
         for i in range(count):
             w, b, act = layers[i]
             _dense_layer(rows, k, w, b, outs[i], act, "dense_chain", &self.layers[i])
+            if splits is not None:
+                _dense_split(w, splits[i], "dense_chain", &self.layers[i])
             k = self.layers[i].n_out
-        self.arrays = (layers, outs)
+        self.arrays = (layers, outs, splits)
         self.last = outs[count - 1]
 
     def __dealloc__(self):
@@ -496,8 +511,9 @@ cdef class ChainPredictor:
     free ones and put back after the call, so concurrent calls never share
     one (the list operations run under the GIL, the chain without it).
     ``make_plan(workspace, n)`` gives the pair for n rows when the plan
-    taken has other rows (in that workspace, whose buffers it reuses) or
-    none is free (workspace None: a new one)."""
+    taken has other rows or was made for another thread count (in that
+    workspace, whose buffers it reuses) or none is free (workspace None: a
+    new one)."""
     cdef readonly int64_t features
     cdef int64_t max_rows
     cdef readonly list free      # (workspace, plan) pairs not in use
@@ -522,7 +538,7 @@ cdef class ChainPredictor:
         except IndexError:
             pair = self.make_plan(None, n)
         cdef DenseChain plan = pair[1]
-        if plan.rows != n:
+        if plan.rows != n or plan.threads != nn_get_num_threads():
             pair = self.make_plan(pair[0], n)
             plan = pair[1]
         try:

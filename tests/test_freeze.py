@@ -277,6 +277,28 @@ def test_dense_split_weights_give_the_same_bits_and_are_read(isa, rng, num_threa
         np.testing.assert_array_equal(bits(got), bits(doubled if threads == 2 else want))
 
 
+def test_frozen_mlp_reads_its_split_weights_one_sample_at_a_time(rng, num_threads):
+    # predict's one C chain (ChainPredictor): each thread's columns of the
+    # first layer from the frozen copy's regrouped weights, the same bits
+    assert _core.dense_chain_parts(1024, 256, 2) == 2
+    model = nn.Sequential(nn.Dense(1024, 256), nn.ReLU(), nn.Dense(256, 10)).eval()
+    frozen = model.freeze()
+    x = rng.standard_normal((1, 1024)).astype(np.float32)
+    nn.set_num_threads(2)
+    want = model.predict(x)
+    np.testing.assert_array_equal(bits(frozen.predict(x)), bits(want))
+    # read: the regrouped copy doubled in place (powers of two: exact) doubles
+    # the first layer's weights for that call, and only on 2 threads
+    frozen.layers[0]._packs[2] *= 2
+    doubled = copy.deepcopy(model)
+    doubled.layers[0].weight = 2 * model.layers[0].weight
+    np.testing.assert_array_equal(bits(frozen.predict(x)), bits(doubled.predict(x)))
+    nn.set_num_threads(1)       # a plan for one thread: the weights as they are
+    np.testing.assert_array_equal(bits(frozen.predict(x)), bits(want))
+    nn.set_num_threads(2)
+    np.testing.assert_array_equal(bits(frozen.predict(x)), bits(doubled.predict(x)))
+
+
 def test_packed_weights_start_on_a_cache_line(rng):
     # read by vector loads: off a 64-byte boundary (where NumPy starts its
     # large arrays, 16 bytes past one) every load touches two cache lines

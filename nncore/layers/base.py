@@ -172,16 +172,18 @@ class Buffers:
         return (sum(b.nbytes for b in self._flat)
                 + sum(b.nbytes for b in self._bases.values()))
 
-    def chain_plan(self, chain, rows):
+    def chain_plan(self, chain, rows, splits=None):
         """The checked C plan (_core.DenseChain) of a predict chain (see
         sequential.gemm_chain) for `rows` rows, writing into this workspace's
-        buffers; the last one is kept, so repeated predicts of one size
-        check only their input."""
+        buffers, its layers reading ``splits`` (see DenseChain) where given;
+        the last one is kept, so repeated predicts of one size on as many
+        threads check only their input."""
         last = self._chain
-        if last is not None and last[0] is chain and last[1].rows == rows:
+        if (last is not None and last[0] is chain and last[1].rows == rows
+                and last[1].threads == _core.get_num_threads()):
             return last[1]
         outs = tuple(self.get(id(w), (rows, w.shape[1])) for w, _, _ in chain)
-        plan = _core.DenseChain(rows, chain[0][0].shape[0], chain, outs)
+        plan = _core.DenseChain(rows, chain[0][0].shape[0], chain, outs, splits)
         self._chain = (chain, plan)
         return plan
 
