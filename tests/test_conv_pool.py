@@ -152,35 +152,43 @@ def test_forward_pool_bad_arguments(rng):
 
 # ---- Sequential: the fused training forward ----
 
-def small_cnn(fuse, monkeypatch):
-    """A small CNN with two conv-ReLU-pool stages; without fuse, MaxPool2d
-    declares no fusion (the separate steps run)."""
+def small_cnn(fuse, monkeypatch, own_relu=False):
+    """A small CNN with two conv-ReLU-pool stages (own_relu: each ReLU the
+    convolution's activation="relu", not a layer of its own); without fuse,
+    MaxPool2d declares no fusion (the separate steps run)."""
     with monkeypatch.context() as m:
         if not fuse:
             m.setattr(nn.MaxPool2d, "fuses_after_conv", False)
         nn.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(16, 20, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Flatten(), nn.Dense(20 * 3 * 2, 5))
-    steps = model._plan
-    assert (getattr(steps[0], "func", None) == model[0].forward_pool) == fuse
-    assert (getattr(steps[3], "func", None) == model[3].forward_pool) == fuse
-    infer = model._infer_plan        # predict fuses the same three layers
-    assert (getattr(infer[0], "func", None) == model[0].infer_pool) == fuse
-    assert (getattr(infer[3], "func", None) == model[3].infer_pool) == fuse
+        if own_relu:
+            model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, activation="relu"),
+                                  nn.MaxPool2d(2),
+                                  nn.Conv2d(16, 20, 3, padding=1, activation="relu"),
+                                  nn.MaxPool2d(2), nn.Flatten(), nn.Dense(20 * 3 * 2, 5))
+        else:
+            model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(16, 20, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Flatten(), nn.Dense(20 * 3 * 2, 5))
+    convs = (0, 2) if own_relu else (0, 3)
+    for i in convs:         # training and predict fuse the same layers
+        assert (getattr(model._plan[i], "func", None) == model[i].forward_pool) == fuse
+        assert (getattr(model._infer_plan[i], "func", None) == model[i].infer_pool) == fuse
     return model
 
 
-def test_sequential_runs_conv_relu_pool_as_one_step(isa, rng, num_threads, monkeypatch):
+@pytest.mark.parametrize("own_relu", [False, True], ids=["relu_layer", "activation_relu"])
+def test_sequential_runs_conv_relu_pool_as_one_step(isa, rng, num_threads, monkeypatch,
+                                                    own_relu):
     """Forward outputs, input and parameter gradients, and three epochs of
     SGD-momentum training at 1 and 2 threads: the same bits with the fusion
-    as without (odd sizes: the last row of each pooling is dropped)."""
+    as without, and (own_relu) as the model with ReLU layers (odd sizes: the
+    last row of each pooling is dropped)."""
     x = rng.standard_normal((6, 1, 13, 11)).astype(np.float32)
     x[0, 0, :4] = -5.0                               # whole windows of ReLU zeros
     labels = rng.integers(0, 5, 6)
     results = []
-    for fuse in (True, False):
-        model = small_cnn(fuse, monkeypatch)
+    for fuse, own in ((True, own_relu), (False, own_relu), (True, False)):
+        model = small_cnn(fuse, monkeypatch, own)
         out = model.forward(x)
         dx = model.backward(np.cos(np.arange(out.size, dtype=np.float32)).reshape(out.shape))
         got = [out.copy(), dx.copy()] + [g.copy() for _, g in model.parameters()]
@@ -191,22 +199,34 @@ def test_sequential_runs_conv_relu_pool_as_one_step(isa, rng, num_threads, monke
             np.testing.assert_array_equal(got[-1][1:2], model.predict(x[1:2]))
         for threads in (1, 2):
             nn.set_num_threads(threads)
-            model = small_cnn(fuse, monkeypatch)
+            model = small_cnn(fuse, monkeypatch, own)
             trainer = nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(0.05, momentum=0.9),
                                  batch_size=4, seed=0)
             trainer.fit(x, labels, epochs=3, verbose=0)
             got += [p.copy() for p, _ in model.parameters()]
+        model = small_cnn(fuse, monkeypatch, own)       # plain SGD: folded into backward
+        nn.Trainer(model, nn.CrossEntropyLoss(), nn.SGD(0.05), batch_size=4,
+                   seed=0).fit(x, labels, epochs=2, verbose=0)
+        got += [p.copy() for p, _ in model.parameters()]
         results.append(got)
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_no_fusion_where_the_pattern_differs():
-    """Only Conv2d (no activation of its own) -> ReLU -> MaxPool2d(2) fuses."""
+    """Only Conv2d (no activation of its own) -> ReLU -> MaxPool2d(2) and
+    Conv2d(activation="relu") -> MaxPool2d(2) fuse."""
     def first_step(*layers):
         return getattr(nn.Sequential(*layers)._plan[0], "func", None)
     conv = nn.Conv2d(1, 4, 3)
     assert first_step(conv, nn.ReLU(), nn.MaxPool2d(2)) == conv.forward_pool
+    conv = nn.Conv2d(1, 4, 3, activation="relu")
+    assert first_step(conv, nn.MaxPool2d(2)) == conv.forward_pool
+    for act, pool in (("relu", nn.MaxPool2d(3)), ("relu", nn.MaxPool2d(2, 1)),
+                      ("relu", nn.AvgPool2d(2)), ("tanh", nn.MaxPool2d(2))):
+        conv = nn.Conv2d(1, 4, 3, activation=act)
+        assert first_step(conv, pool) != conv.forward_pool, (act, pool)
     for rest in ([nn.ReLU(), nn.MaxPool2d(3)], [nn.ReLU(), nn.MaxPool2d(2, 1)],
                  [nn.ReLU(), nn.MaxPool2d(2, padding=1)], [nn.ReLU(), nn.AvgPool2d(2)],
                  [nn.Tanh(), nn.MaxPool2d(2)], [nn.MaxPool2d(2), nn.ReLU()]):

@@ -32,7 +32,8 @@ arguments), before any array exists:
   ``_bf16`` attribute is True: ``Trainer(precision="bf16")`` sets it for the
   length of the training steps, see ``trainer.mixed_precision``),
   ``fuses_after_conv`` (a pooling layer whose training forward a Conv2d's
-  ``forward_pool`` may compute, after the ReLU between them: it implements
+  ``forward_pool`` may compute, after the ReLU between them or the Conv2d's
+  own: it implements
   ``fused_outputs``; see ``sequential.conv_pool_fusions``).
 - ``sublayers()``: the layers a container is built of (Sequential's
   layers, Residual's body and shortcut), so whole-model walks (mixed

@@ -135,6 +135,9 @@ class Conv2d(WeightedLayer):
     # A frozen model's weights packed once: {(h, w, bn): conv2d_pack's array or
     # None}; None (unfrozen): packed on every call, the weights may change.
     _packs = None
+    # forward_pool ran this layer's own ReLU (activation="relu"), whose
+    # backward the pooling after it then runs (Sequential.conv_pool_fusions)
+    _pool_took_relu = False
 
     def _packed(self, x_shape, bn=None):
         """The weights packed for inputs of x_shape (with ``bn`` folded in),
@@ -181,6 +184,7 @@ class Conv2d(WeightedLayer):
         _core.conv2d_forward(x, self._w, self._b, self._z, self.stride, self._padding,
                              self.dilation, self.groups, act, self._bf16)
         self._x = x
+        self._pool_took_relu = False
 
     def forward(self, x):
         self._run(x, self._gemm_act)
@@ -205,6 +209,9 @@ class Conv2d(WeightedLayer):
                                   self._padding, self.dilation, self.groups, _ACT["relu"],
                                   self._bf16)
         self._x = x
+        # with activation="relu" that ReLU is this layer's own: pool's
+        # backward runs its backward (relu_before), z was never stored
+        self._pool_took_relu = self.activation == "relu"
         return y
 
     def backward(self, grad, input_grad=True):
@@ -215,7 +222,7 @@ class Conv2d(WeightedLayer):
             grad = self._act.backward(grad)
         else:
             grad = check_grad(self, grad, self._z.shape)
-        if self.activation == "relu":
+        if self.activation == "relu" and not self._pool_took_relu:
             _core.act_backward(_ACT["relu"], self._z, grad, self._dz)
             grad = self._dz
         dx = None

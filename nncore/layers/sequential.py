@@ -55,17 +55,27 @@ def fused_activations(layers):
 
 
 def conv_pool_fusions(layers):
-    """Indices i where the training forward runs layers i (a Conv2d without
-    an activation of its own), i + 1 (a ReLU fused into its epilogue) and
-    i + 2 (a 2x2 MaxPool2d, whose backward absorbs that ReLU's) as one C call
-    (Conv2d.forward_pool), the unpooled output never stored."""
+    """{i: j} where the training forward runs layer i (a Conv2d), a ReLU and
+    the 2x2 MaxPool2d at j as one C call (Conv2d.forward_pool), the unpooled
+    output never stored: j = i + 2 after a ReLU layer fused into the
+    epilogue of a Conv2d without an activation of its own, j = i + 1 after
+    a Conv2d(activation="relu"). The pooling's backward absorbs that ReLU's
+    (relu_before)."""
     fused = fused_activations(layers)
-    return frozenset(
-        i for i in range(len(layers) - 2)
-        if hasattr(layers[i], "forward_pool") and layers[i].activation is None
-        and i + 1 in fused and layers[i + 1].act_name == "relu"
-        and layers[i + 2].fuses_after_conv
-        and layers[i + 2].absorbs_relu_backward)
+    out = {}
+    for i in range(len(layers) - 1):
+        if not hasattr(layers[i], "forward_pool"):
+            continue
+        if layers[i].activation == "relu":
+            j = i + 1
+        elif (layers[i].activation is None and i + 1 in fused
+              and layers[i + 1].act_name == "relu"):
+            j = i + 2
+        else:
+            continue
+        if j < len(layers) and layers[j].fuses_after_conv and layers[j].absorbs_relu_backward:
+            out[i] = j
+    return out
 
 
 def batchnorm_folds(layers):
@@ -265,7 +275,7 @@ class Sequential(Layer):
         folds = batchnorm_folds(layers)
         folded = {i + 1 for i in folds} | {i + 2 for i, act in folds.items() if act}
         pools = conv_pool_fusions(layers)
-        pooled = {i + 1 for i in pools} | {i + 2 for i in pools}
+        pooled = {k for i, j in pools.items() for k in range(i + 1, j + 1)}
         plan, infer = [], []
         infer_fused = set()      # activations only predict folds (infer_acts)
         for i, layer in enumerate(layers):
@@ -296,8 +306,8 @@ class Sequential(Layer):
                 infer[-1] = _take_output
             # a Conv2d's step runs the ReLU and pooling after it
             if i in pools:
-                plan[-1] = functools.partial(layer.forward_pool, pool=layers[i + 2])
-                infer[-1] = functools.partial(layer.infer_pool, pool=layers[i + 2])
+                plan[-1] = functools.partial(layer.forward_pool, pool=layers[pools[i]])
+                infer[-1] = functools.partial(layer.infer_pool, pool=layers[pools[i]])
             elif i in pooled:
                 plan[-1] = _pass_output
                 infer[-1] = _take_output
@@ -462,6 +472,9 @@ class Sequential(Layer):
         ``sgd_lr``. Sequential.backward runs these steps."""
         first = self._first_param
         fused = fused_activations(self.layers)
+        # poolings after a Conv2d(activation="relu") fused with it: that ReLU's
+        # backward runs in theirs (the convolution's own then skips it)
+        own_relu_pools = {j for i, j in conv_pool_fusions(self.layers).items() if j == i + 1}
         calls = []
         absorbed = None      # a ReLU whose backward the next layer's step ran
         relu_owner = None    # the layer whose step runs the backward of its epilogue ReLU
@@ -481,6 +494,8 @@ class Sequential(Layer):
                 step = functools.partial(backward, input_grad=not last, sgd_lr=sgd_lr)
             elif last:
                 step = functools.partial(_no_input_grad, backward)
+            elif i in own_relu_pools:
+                step = functools.partial(backward, relu_before=True)
             elif (layer.absorbs_relu_backward and i > 0 and (first is None or i - 1 >= first)
                   and self.layers[i - 1].act_name == "relu"):
                 step = functools.partial(backward, relu_before=True)
