@@ -528,7 +528,8 @@ typedef struct conv_call {
     const float *x, *w, *b, *dy;
     const float *res; /* forward: added to y before act (NULL: none) */
     float *y, *dx, *dwt, *db;
-    /* forward: MaxPool2d(2) of act(y) into pool_y / pool_arg (NULL: none) */
+    /* forward: MaxPool2d(2) of act(y) into pool_y (NULL: none), its argmax
+     * into pool_arg (NULL: not kept, as predict needs none) */
     float *pool_y;
     int32_t *pool_arg;
     int act;
@@ -984,7 +985,7 @@ static int plan_direct(conv_call *K, int dx)
         D->y_nchw16c = (K->layout & NN_NCHW16C_Y) != 0;
         D->res_nchw16c = (K->layout & (NN_NCHW16C_Y | NN_NCHW16C_RES)) != 0;
         D->x_nchw16c = (K->layout & NN_NCHW16C_X) != 0;
-        if (K->pool_arg) { /* pooled: y is the pooled output */
+        if (K->pool_y) { /* pooled: y is the pooled output */
             D->pool = 1;
             D->arg = K->pool_arg;
             D->y_img = G->o * (G->oh / 2) * (G->ow / 2);
@@ -1315,7 +1316,7 @@ static int plan_forward_call(conv_call *K, const nn_conv2d_params *p, const floa
         /* Winograd and the direct path (ungrouped) read and write either
          * layout; no other path */
         const geom *G = &K->G;
-        if (p->bf16 || pool_arg || ((layout & NN_NCHW16C_X) && G->c % 16 != 0) ||
+        if (p->bf16 || pool_y || ((layout & NN_NCHW16C_X) && G->c % 16 != 0) ||
             ((layout & (NN_NCHW16C_Y | NN_NCHW16C_RES)) && G->o % 16 != 0))
             return NN_EINVAL;
         K->wino_fwd = plan_wino(K, 0);
@@ -1384,8 +1385,8 @@ static const float *packed_payload(const conv_call *K, int flags, const float *p
     return packed + PACK_HEADER_FLOATS;
 }
 
-/* pool_arg != NULL (with pool_y; no bn, no res): MaxPool2d(2) of the
- * activated output into pool_y and pool_arg, y written only when neither
+/* pool_y != NULL (no bn, no res): MaxPool2d(2) of the activated output
+ * into pool_y and (unless NULL) its argmax into pool_arg, y written only when neither
  * the direct nor the Winograd path runs (then y is pooled by
  * nn_maxpool2d_forward). packed: see nn_conv2d_forward_packed. */
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
@@ -1398,7 +1399,7 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
     const geom *G = &K.G;
     if (status != NN_OK || G->n == 0)
         return status;
-    if (K.direct_fwd && pool_arg)
+    if (K.direct_fwd && pool_y)
         K.y = pool_y; /* the tasks write the pooled output */
     const int flags = pack_flags(b, bn != NULL);
     K.packed = packed_payload(&K, flags, packed, packed_floats);
@@ -1428,7 +1429,7 @@ static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float
         apply_affine(G, ab, ab + o16, act_affine, y);
     if (status == NN_OK && res && !fused)
         add_residual(G, res, act, y);
-    if (status == NN_OK && pool_arg && !fused) {
+    if (status == NN_OK && pool_y && !fused) {
         const nn_pool2d_params pp = {.h = G->oh, .w = G->ow, .kh = 2, .kw = 2, .sh = 2,
                                      .sw = 2, .oh = G->oh / 2, .ow = G->ow / 2};
         nn_maxpool2d_forward(G->n * G->o, &pp, y, pool_y, pool_arg);
@@ -1584,12 +1585,12 @@ int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,
                              const float *mean, const float *var, float eps, const float *res,
                              float *y, int act, float *pool_y, int32_t *pool_arg)
 {
-    if (pool_arg) {
+    if (pool_y) {
         int64_t oh, ow;
         const int status = nn_conv2d_output_size(p, &oh, &ow);
         if (status != NN_OK)
             return status;
-        if (oh < 2 || ow < 2 || mean || res || !pool_y)
+        if (oh < 2 || ow < 2 || mean || res)
             return NN_EINVAL;
     }
     const bn_fold bn = {bn_weight, bn_bias, mean, var, eps};

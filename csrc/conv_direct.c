@@ -478,7 +478,7 @@ static void task_pooled(const nn_dconv *D, nn_conv_tile *T, int64_t n, int64_t g
     float *yb1 = yb + D->ow * L, *pm = yb1 + D->ow * L;
     int32_t *pa = (int32_t *)(pm + pw * L);
     float *yg = y + n * D->y_img + g * D->o * P2;
-    int32_t *ag = D->arg + n * D->y_img + g * D->o * P2;
+    int32_t *ag = D->arg ? D->arg + n * D->y_img + g * D->o * P2 : NULL;
     for (int64_t ob = 0; ob < D->nob; ob++) {
         const int64_t o0 = ob * L, nch = min64(L, D->o - o0);
         const float *w = D->wpk + g * D->taps * D->ldw + o0;
@@ -492,7 +492,8 @@ static void task_pooled(const nn_dconv *D, nn_conv_tile *T, int64_t n, int64_t g
             D->kt->conv_transpose(pw, nch, pm, L, yg + at, P2);
             /* the argmax through the same transpose: it only moves the
              * 32-bit patterns (loads, shuffles, stores; no arithmetic) */
-            D->kt->conv_transpose(pw, nch, (const float *)pa, L, (float *)(ag + at), P2);
+            if (ag)
+                D->kt->conv_transpose(pw, nch, (const float *)pa, L, (float *)(ag + at), P2);
         }
     }
 }

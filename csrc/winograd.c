@@ -107,7 +107,7 @@ size_t nn_wino_task_floats(const nn_wino *W)
     const int64_t m = 16 * (W->o * W->tmax + NN_WINO_SKEW);
     /* pooling: the pooled row and its argmax */
     return (size_t)(round_up(v, 16) + round_up(m, 16) + round_up(16 * W->tmax, 16) +
-                    (W->arg ? 3 : 2) * 2 * W->tw * W->ldk);
+                    (W->pool_y ? 3 : 2) * 2 * W->tw * W->ldk);
 }
 
 void nn_wino_pack(const nn_wino *W, int part, int parts)
@@ -147,7 +147,8 @@ static void pool_row(const nn_wino *W, int64_t i, int64_t r, int64_t q0, int64_t
     W->kt->conv_transpose(np, W->o, pm, ldk, W->pool_y + at, P2);
     /* the argmax through the same transpose: it only moves the 32-bit
      * patterns (loads, shuffles, stores; no arithmetic) */
-    W->kt->conv_transpose(np, W->o, (const float *)pa, ldk, (float *)(W->arg + at), P2);
+    if (W->arg)
+        W->kt->conv_transpose(np, W->o, (const float *)pa, ldk, (float *)(W->arg + at), P2);
 }
 
 void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *buf)
@@ -215,7 +216,7 @@ void nn_wino_task(const nn_wino *W, int64_t t, const float *x, float *y, float *
             const int64_t tile = (i - n0) * per + (r - r0) * tw + q0;
             const int64_t x0 = 2 * q0, nx = min64(2 * q1, W->ow) - x0;
             kt->wino_output(q1 - q0, o, m + tile * o, ldm, o, bias, act, yb, yb1, ldk);
-            if (W->arg) {
+            if (W->pool_y) {
                 pool_row(W, i, r, q0, q1, yb);
                 continue;
             }

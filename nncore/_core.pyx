@@ -1246,7 +1246,8 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
                         object argmax, stride=1, padding=0, dilation=1, groups=1, int act=0,
                         bint bf16=False, object packed=None):
     """conv2d_forward into z followed by maxpool2d_forward(z, y, argmax, 2):
-    y and argmax (n, o, oh // 2, ow // 2) get the bits those two calls give.
+    y and argmax (n, o, oh // 2, ow // 2; None: not kept, as inference needs
+    none) get the bits those two calls give.
     z (n, o, oh, ow) is scratch: where the direct or Winograd convolution
     runs (float32) the windows are pooled as the rows are computed and z is
     left untouched; elsewhere it gets the convolution's output. oh and ow
@@ -1264,10 +1265,10 @@ def conv2d_forward_pool(cnp.ndarray x, cnp.ndarray w, object b, object z, object
     cdef float *pz = _fshape(z, (p.n, p.o, oh, ow), True, fn, "z")
     pooled = (p.n, p.o, oh // 2, ow // 2)
     cdef float *py = _fshape(y, pooled, True, fn, "y")
-    cdef int32_t *pa = _ishape(argmax, pooled, True, fn, "argmax")
+    cdef int32_t *pa = NULL if argmax is None else _ishape(argmax, pooled, True, fn, "argmax")
     cdef int64_t nz = p.n * p.o * oh * ow * 4, ny = p.n * p.o * (oh // 2) * (ow // 2) * 4
-    _no_overlap(fn, [("z", <size_t>pz, nz), ("y", <size_t>py, ny), ("argmax", <size_t>pa, ny)],
-                _conv_ins(x, w, pb, p.o))
+    _no_overlap(fn, [("z", <size_t>pz, nz), ("y", <size_t>py, ny),
+                     ("argmax", <size_t>pa, ny if pa else 0)], _conv_ins(x, w, pb, p.o))
     cdef int64_t npk = 0
     cdef const float *ppk = _packed_arg(packed, bf16, fn, &npk)
     cdef int status

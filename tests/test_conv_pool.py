@@ -44,11 +44,11 @@ def separate(x, w, b, kw, bf16=False):
     return z, y, arg
 
 
-def fused(x, w, b, kw, bf16=False):
+def fused(x, w, b, kw, bf16=False, argmax=True):
     z = np.full(_core.conv2d_output_shape(x.shape, w.shape, **kw), 7.0, np.float32)
     n, o, oh, ow = z.shape
     y = np.full((n, o, oh // 2, ow // 2), np.nan, np.float32)
-    arg = np.full(y.shape, -1, np.int32)
+    arg = np.full(y.shape, -1, np.int32) if argmax else None
     _core.conv2d_forward_pool(x, w, b, z, y, arg, kw["stride"], kw["padding"], kw["dilation"],
                               kw["groups"], RELU, bf16)
     return z, y, arg
@@ -111,6 +111,9 @@ def test_forward_pool_equals_the_separate_kernels(isa, rng, num_threads, winogra
                 assert (z2 == 7.0).all()
             else:
                 np.testing.assert_array_equal(z2, z)
+            _, y3, _ = fused(x, w, b, kw, argmax=False)   # predict's call: no argmax kept
+            np.testing.assert_array_equal(y3.view(np.int32), y.view(np.int32),
+                                          err_msg=f"y without argmax, {threads} thread(s)")
 
 
 def test_forward_pool_nan_and_bf16(isa, rng):
