@@ -1386,8 +1386,8 @@ static const float *packed_payload(const conv_call *K, int flags, const float *p
 }
 
 /* pool_y != NULL (no bn, no res): MaxPool2d(2) of the activated output
- * into pool_y and (unless NULL) its argmax into pool_arg, y written only when neither
- * the direct nor the Winograd path runs (then y is pooled by
+ * into pool_y and its argmax into pool_arg (NULL: not kept), y written only
+ * when neither the direct nor the Winograd path runs (then y is pooled by
  * nn_maxpool2d_forward). packed: see nn_conv2d_forward_packed. */
 static int conv2d_forward(const nn_conv2d_params *p, const float *x, const float *w,
                           const float *b, const bn_fold *bn, const float *res, float *y,

@@ -326,10 +326,9 @@ int nn_conv2d_forward_res(const nn_conv2d_params *p, const float *x, const float
  * padding) of its activated output: y and argmax (n, o, oh / 2, ow / 2) as
  * nn_maxpool2d_forward gives them for the output z (n, o, oh, ow) of
  * nn_conv2d_forward, bit for bit (argmax NULL: not kept, as inference
- * needs none). Where the direct or the Winograd path
- * runs, the windows are pooled as the output rows are computed and z is not
- * written (nor read); elsewhere z holds the convolution's output.
- * oh, ow >= 2. */
+ * needs none). Where the direct or the Winograd path runs, the windows are
+ * pooled as the output rows are computed and z is not written (nor read);
+ * elsewhere z holds the convolution's output. oh, ow >= 2. */
 int nn_conv2d_forward_pool(const nn_conv2d_params *p, const float *x, const float *w,
                            const float *b, float *z, float *y, int32_t *argmax, int act);
 
@@ -349,8 +348,8 @@ int nn_conv2d_pack_forward(const nn_conv2d_params *p, const float *w, const floa
 /* Every forward pass above in one call (mean NULL: no BatchNorm; res NULL:
  * none; pool_y NULL: no pooling, else y is the unpooled scratch z and
  * pool_arg the argmax or NULL, as in nn_conv2d_forward_pool, with neither
- * BatchNorm nor res), reading the
- * weights from packed (packed_floats floats, made by nn_conv2d_pack_forward
+ * BatchNorm nor res), reading the weights from packed (packed_floats
+ * floats, made by nn_conv2d_pack_forward
  * from the same w, b and BatchNorm) when its header matches this call's
  * plan, else packing them as the calls above do: the same bits either way. */
 int nn_conv2d_forward_packed(const nn_conv2d_params *p, const float *packed,

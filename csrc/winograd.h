@@ -186,10 +186,11 @@ typedef struct nn_wino {
     const float *res;    /* NULL, or added to the output (y's layout) before act */
     int act;
     /* pool (forward only, no res): a 2x2, stride-2 max pooling of the
-     * activated output into pool_y and arg (n, o, oh / 2, ow / 2; arg NULL:
-     * not kept), as MaxPool2d(2) after it; y is then not written. A tile's two output
-     * rows are a row of pooling windows: they are pooled in the vector
-     * lanes before the transpose (maxpool2x2_lanes, as the direct path). */
+     * activated output into pool_y and arg (n, o, oh / 2, ow / 2; arg
+     * NULL: not kept), as MaxPool2d(2) after it; y is then not written. A
+     * tile's two output rows are a row of pooling windows: they are pooled
+     * in the vector lanes before the transpose (maxpool2x2_lanes, as the
+     * direct path). */
     float *pool_y;
     int32_t *arg;
     /* forward only, no pool: x (c a multiple of 16), y, res (o a multiple

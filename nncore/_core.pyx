@@ -246,9 +246,9 @@ cdef inline int _check_array(cnp.ndarray a, int typenum, bint writable, str fn,
 
 cdef cnp.ndarray _aligned_floats(int64_t count):
     """A new float32 array of count values starting on a cache line (64
-    bytes), as _guard.empty's: NumPy's own start 16 bytes past one, and
-    every vector load from packed weights then touches two lines (a one-
-    image predict of the small CNN and of ResNet-20 5-6% slower)."""
+    bytes), as _guard.empty's: NumPy's large arrays start 16 bytes past one
+    here, and every vector load from packed weights then touches two lines
+    (a one-image predict of the small CNN and of ResNet-20 5-6% slower)."""
     cdef cnp.npy_intp n = count + 16
     cdef cnp.ndarray raw = cnp.PyArray_EMPTY(1, &n, cnp.NPY_FLOAT32, 0)
     cdef size_t skew = (64 - <size_t>cnp.PyArray_DATA(raw) % 64) % 64 // 4

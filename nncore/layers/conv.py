@@ -257,8 +257,8 @@ class Conv2d(WeightedLayer):
         z = ws.take(out, x)         # scratch, written only off the direct path
         pooled = out[:2] + (out[2] // 2, out[3] // 2)
         y = ws.take(pooled, x, z)
-        # no argmax: only the backward pass reads it (writing it cost a
-        # one-image small CNN predict 9% on 2 threads)
+        # no argmax: only the backward pass reads it (writing it cost up to
+        # 9% of a one-image small CNN predict on 2 threads)
         _core.conv2d_forward_pool(x, self._w, self._b, z, y, None, self.stride,
                                   self._padding, self.dilation, self.groups, _ACT["relu"],
                                   packed=self._packed(x.shape))

@@ -675,7 +675,6 @@ class Sequential(Layer):
         if chain is None:
             return None
         name = self._name + ".predict"
-
         producers = self._chain_layers
 
         def make_plan(ws, rows):
@@ -776,9 +775,9 @@ class Sequential(Layer):
         may change in place between calls); its Dense layers large enough
         to split a one-sample call between threads keep their weights
         regrouped so that each thread's columns are one run of memory
-        (3136-128-10 on 2 threads, one sample: 13.2 -> 8.2 us). The copy's ``predict`` and
-        ``predict_proba`` give this model's bits; later changes to this
-        model do not reach it (freeze again)."""
+        (3136-128-10 on 2 threads, one sample: 13.2 -> 8.2 us). The copy's
+        ``predict`` and ``predict_proba`` give this model's bits; later
+        changes to this model do not reach it (freeze again)."""
         self.named_tensors()        # draws any weights still pending, once
         frozen = copy.deepcopy(self).eval()
         frozen._freeze_in_place()
