@@ -173,17 +173,22 @@ class Buffers:
         return (sum(b.nbytes for b in self._flat)
                 + sum(b.nbytes for b in self._bases.values()))
 
-    def chain_plan(self, chain, rows, splits=None):
+    def chain_plan(self, chain, rows, producers=()):
         """The checked C plan (_core.DenseChain) of a predict chain (see
         sequential.gemm_chain) for `rows` rows, writing into this workspace's
-        buffers, its layers reading ``splits`` (see DenseChain) where given;
-        the last one is kept, so repeated predicts of one size on as many
-        threads check only their input."""
+        buffers; ``producers``, the layers whose weights the links are, give
+        their weights regrouped for a one-sample call (Dense._split: a
+        frozen model's) for DenseChain's ``splits``. The last plan is kept,
+        so repeated predicts of one size on as many threads check only their
+        input."""
         last = self._chain
         if (last is not None and last[0] is chain and last[1].rows == rows
                 and last[1].threads == _core.get_num_threads()):
             return last[1]
         outs = tuple(self.get(id(w), (rows, w.shape[1])) for w, _, _ in chain)
+        splits = tuple(layer._split(rows) for layer in producers)
+        if not any(s is not None for s in splits):
+            splits = None
         plan = _core.DenseChain(rows, chain[0][0].shape[0], chain, outs, splits)
         self._chain = (chain, plan)
         return plan

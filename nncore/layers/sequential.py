@@ -116,14 +116,6 @@ def gemm_chain(layers):
     return tuple(tuple(link) for link in chain) or None
 
 
-def chain_splits(producers, rows):
-    """The chain's layers' weights regrouped for a one-sample call on this
-    many threads (Dense._split: a frozen model's, else None), or None when
-    no layer has them."""
-    splits = tuple(layer._split(rows) for layer in producers)
-    return splits if any(s is not None for s in splits) else None
-
-
 def _sub_batches(n, batch_size, rows, multiple=1):
     """(start, stop) of predict's calls over n rows: the chunks of
     ``batch_size``, each split into parts of about ``rows`` (the cache
@@ -570,8 +562,7 @@ class Sequential(Layer):
         chain = self._chain
         if chain is not None and _core.rows_f32(x, chain[0][0].shape[0]) > 0:
             # One C call for the whole chain (saves the per-layer Python).
-            rows = x.shape[0]
-            return ws.chain_plan(chain, rows, chain_splits(self._chain_layers, rows)).run(x)
+            return ws.chain_plan(chain, x.shape[0], self._chain_layers).run(x)
         for step in self._infer_plan:
             x = step(x, ws)
         return x
@@ -679,7 +670,7 @@ class Sequential(Layer):
 
         def make_plan(ws, rows):
             ws = Buffers(name) if ws is None else ws
-            return ws, ws.chain_plan(chain, rows, chain_splits(producers, rows))
+            return ws, ws.chain_plan(chain, rows, producers)
         return _core.ChainPredictor(chain[0][0].shape[0], chain[-1][0].shape[1],
                                     _GUARD_FLOATS - 1, make_plan)
 
