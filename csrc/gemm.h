@@ -39,10 +39,6 @@ typedef struct nn_gemm_blocking {
  * sizes of this machine (read once, at the first call). */
 void nn_gemm_blocking_for(const nn_kernel_table *kt, nn_gemm_blocking *out);
 
-/* This machine's L1 data and (per-core) L2 cache sizes in bytes, read once
- * (the defaults of the smaller known machine when they cannot be read). */
-void nn_cache_sizes(int64_t *l1d, int64_t *l2);
-
 /* The plan of one blocked product (gemm.c), read by the packing routines. */
 typedef struct nn_gemm_plan {
     const nn_kernel_table *kt;

@@ -51,6 +51,9 @@ int nn_set_local_num_threads(int n);
 /* The one-way latency of a cache line between two cores of the team, ns (the
  * mean over `rounds` round trips; 0 with fewer than two threads). */
 double nn_core_to_core_ns(int64_t rounds);
+/* This machine's L1 data and (per-core) L2 cache sizes in bytes, read once
+ * (the defaults of the smaller known machine when they cannot be read). */
+void nn_cache_sizes(int64_t *l1d, int64_t *l2);
 
 /* ---- activations (act.c) ---- */
 /* Activation codes: the kernels below and the GEMM epilogue's activation

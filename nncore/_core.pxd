@@ -25,6 +25,7 @@ cdef extern from "nncore.h" nogil:
     int nn_get_num_threads()
     int nn_set_local_num_threads(int n)
     double nn_core_to_core_ns(int64_t rounds)
+    void nn_cache_sizes(int64_t *l1d, int64_t *l2)
 
     # activations (act.c) and the GEMM epilogue's set
     int NN_ACT_NONE, NN_ACT_RELU, NN_ACT_LEAKY_RELU, NN_ACT_SIGMOID, NN_ACT_TANH

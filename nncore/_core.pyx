@@ -87,6 +87,15 @@ def core_to_core_ns(int64_t rounds=2000):
     return ns
 
 
+def cache_sizes():
+    """(L1 data, L2) cache sizes in bytes of one core, as the kernels block
+    for them: read from the system once (the smaller known machine's when
+    it does not say)."""
+    cdef int64_t l1d, l2
+    nn_cache_sizes(&l1d, &l2)
+    return l1d, l2
+
+
 def bf16_info():
     """The bfloat16 GEMM's hardware: whether the CPU runs its AVX512_BF16
     kernel, the kernel in use now, and whether AMX-BF16 is present."""

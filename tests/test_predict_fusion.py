@@ -2,6 +2,7 @@
 applies the ReLU as it writes its output (a ResNet block's sum and the ReLU
 after it), the buffers predict reuses by liveness, and its sub-batches. Each
 must give the bits of the unfused steps on every ISA path and thread count."""
+import os
 import threading
 
 import numpy as np
@@ -246,6 +247,41 @@ def test_predict_memory_is_a_few_activations(rng):
     assert ws.nbytes() < layers * widest * rows / 10
 
 
+def sysfs_l2_bytes():
+    """cpu0's L2 size from sysfs, or None."""
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(root)):
+            with open(os.path.join(root, index, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(root, index, "size")) as f:
+                size = f.read().strip()
+            return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]]
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+def test_sub_batches_keep_their_widest_stored_activation_in_a_quarter_of_l2():
+    """predict's sub-batch rows for images: the widest activation it stores
+    within a quarter of one core's L2 as read at run time, where a
+    convolution's output pooled as it is written (the small CNN's 32 x 28 x
+    28) is not stored and does not count."""
+    l1d, l2 = _core.cache_sizes()
+    assert 4 << 10 <= l1d <= 1 << 20 and 64 << 10 <= l2 <= 256 << 20
+    if sysfs_l2_bytes() is not None:
+        assert l2 == sysfs_l2_bytes()
+    assert sequential._SUB_BATCH_BYTES == l2 // 4
+    resnet = nn.models.resnet(20)
+    assert resnet._predict_rows((1, 28, 28)) == max(1, l2 // 4 // (16 * 28 * 28 * 4))
+    cnn = nn.models.small_cnn()
+    assert cnn._predict_rows((1, 28, 28)) == max(1, l2 // 4 // (32 * 14 * 14 * 4))
+    # the same convolution with a ReLU layer after it and no pooling stores its output
+    unpooled = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Flatten())
+    assert unpooled._predict_rows((1, 28, 28)) == max(1, l2 // 4 // (32 * 28 * 28 * 4))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 41, 100])
 def test_predict_does_not_depend_on_the_sub_batch(rng, num_threads, monkeypatch, n):
     """Sub-batches (forced to ~3 images here) change no bit: one call over
@@ -253,9 +289,11 @@ def test_predict_does_not_depend_on_the_sub_batch(rng, num_threads, monkeypatch,
     nn.manual_seed(1)
     model = nn.models.small_cnn(image_size=12).eval()
     x = rng.standard_normal((n, 1, 12, 12)).astype(np.float32)
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 1 << 40)
     full = model.predict(x)
     assert model._predict_rows(x.shape[1:]) >= 100
-    monkeypatch.setattr(sequential, "_PREDICT_CHUNK_BYTES", 3 * 32 * 12 * 12 * 4)
+    # the widest activation predict stores: the first pooling's, 32 x 6 x 6
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 32 * 6 * 6 * 4)
     small = nn.Sequential(*model.layers).eval()
     assert small._predict_rows(x.shape[1:]) == 3
     for threads in (1, 2):
@@ -289,8 +327,9 @@ def test_predict_workers_give_the_bits_of_one_thread(rng, num_threads, monkeypat
     model = nn.models.resnet(8, skip=skip, width=8).eval()
     x = rng.standard_normal((23, 1, 10, 10)).astype(np.float32)
     nn.set_num_threads(1)
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 1 << 40)
     whole = model.predict(x)
-    monkeypatch.setattr(sequential, "_PREDICT_CHUNK_BYTES", 3 * 8 * 10 * 10 * 4)
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 8 * 10 * 10 * 4)
     model = nn.Sequential(*model.layers).eval()
     one = model.predict(x)
     calls = []
@@ -315,7 +354,7 @@ def test_predict_workers_give_the_bits_of_one_thread(rng, num_threads, monkeypat
 def test_predict_worker_error_reaches_the_caller(rng, num_threads, monkeypatch):
     nn.manual_seed(4)
     model = nn.models.small_cnn(image_size=12).eval()
-    monkeypatch.setattr(sequential, "_PREDICT_CHUNK_BYTES", 3 * 32 * 12 * 12 * 4)
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 32 * 6 * 6 * 4)
     model = nn.Sequential(*model.layers).eval()
     x = rng.standard_normal((12, 1, 12, 12)).astype(np.float32)
     real = sequential.Sequential._infer_recorded
@@ -342,7 +381,7 @@ def test_predict_workers_after_fork(rng, num_threads, monkeypatch):
         pytest.skip("no fork on this platform")
     nn.manual_seed(5)
     model = nn.models.small_cnn(image_size=12).eval()
-    monkeypatch.setattr(sequential, "_PREDICT_CHUNK_BYTES", 3 * 32 * 12 * 12 * 4)
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 32 * 6 * 6 * 4)
     model = nn.Sequential(*model.layers).eval()
     x = rng.standard_normal((12, 1, 12, 12)).astype(np.float32)
     nn.set_num_threads(2)

@@ -229,7 +229,7 @@ def test_add_relu(rng, num_threads, n):
 def test_large_parts_are_not_recorded(rng, monkeypatch):
     """A plan keeps a copy of its input: parts above the sub-batch size run
     the Python steps."""
-    monkeypatch.setattr(nn.layers.sequential, "_PREDICT_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(nn.layers.sequential, "_RECORD_MAX_BYTES", 1000)
     nn.manual_seed(6)
     model = nn.Sequential(nn.Dense(100, 4), nn.BatchNorm1d(4))      # not a DenseChain
     for rows, recorded in ((3, False), (2, True)):                  # 1,200 and 800 bytes

@@ -25,14 +25,21 @@ _get_ident = threading.get_ident
 _ACT = _core.ACT_CODES
 _act_forward = _core.act_forward
 
-# predict runs conv nets (image input) in sub-batches whose largest
-# activation is about this many bytes: the few activations predict keeps
-# then stay in the caches between layers instead of streaming through
-# memory. Measured on ResNet-20 (50 KB per image at its widest), 1 thread,
-# Zen 4 (1 MiB L2, 32 MiB L3): 1,389 img/s in one batch of 256, 1,455-1,469
-# in sub-batches of 16-64 images, 1,402 of 8 (the per-layer calls start to
-# count). Outputs do not depend on the sub-batch (see _sub_batches).
-_PREDICT_CHUNK_BYTES = 2 << 20
+# predict runs conv nets (image input) in sub-batches whose widest stored
+# activation takes about a quarter of one core's L2 (read at run time): a
+# convolution's input, output and shortcut and its workspace then stay in
+# that core's L2 between layers instead of going through L3. Measured on Zen
+# 4 (1 MiB L2; docs/measurements.md), 2 threads, frozen: ResNet-20 (50 KB per
+# image at its widest: 5 images) 3,898 img/s in sub-batches of 40 images,
+# 4,376-4,524 of 2-5, 3,896-4,032 of 6-10; the small CNN (25 KB stored per
+# image: 10 images) flat from 5 to 20, 12% slower at 2 (its Dense weights
+# are read once per sub-batch). Outputs do not depend on the sub-batch (see
+# _sub_batches).
+_SUB_BATCH_BYTES = _core.cache_sizes()[1] // 4
+# The largest part whose kernel calls predict records and replays
+# (_infer_recorded): a plan keeps a copy of its input, worth it for the small
+# parts where the Python between kernels counts, not for big batches.
+_RECORD_MAX_BYTES = 2 << 20
 
 # The shapes whose predict plans a workspace keeps (see _infer_recorded): a
 # batch's sub-batches have at most two sizes, and the last chunk one more.
@@ -268,6 +275,8 @@ class Sequential(Layer):
         folded = {i + 1 for i in folds} | {i + 2 for i, act in folds.items() if act}
         pools = conv_pool_fusions(layers)
         pooled = {k for i, j in pools.items() for k in range(i + 1, j + 1)}
+        # the layers whose outputs predict never stores (pooled as written)
+        self._unstored = frozenset(k for i, j in pools.items() for k in range(i, j))
         plan, infer = [], []
         infer_fused = set()      # activations only predict folds (infer_acts)
         for i, layer in enumerate(layers):
@@ -330,6 +339,7 @@ class Sequential(Layer):
     _chunk_rows = None
     _recordable = False
     _chain_layers = ()
+    _unstored = frozenset()
 
     # ---- self-description ----
 
@@ -537,9 +547,7 @@ class Sequential(Layer):
         without the Python between them (the same calls on the same arrays:
         the same bits), else the Python steps (README, Threads, has the
         numbers)."""
-        if not self._recordable or x.nbytes > _PREDICT_CHUNK_BYTES:
-            # (a plan keeps a copy of its input: worth it for the small parts
-            # where the Python between kernels counts, not for big batches)
+        if not self._recordable or x.nbytes > _RECORD_MAX_BYTES:
             return self._infer(x, ws)
         plans = ws.plans
         # (a plan's Winograd layers may run in nChw16c, which only the
@@ -718,9 +726,10 @@ class Sequential(Layer):
             f.result()
 
     def _predict_rows(self, sample_shape):
-        """Rows per sub-batch for samples of ``sample_shape``: the largest
-        activation of a sub-batch about _PREDICT_CHUNK_BYTES (at least one
-        row), for images (conv nets, where it was measured); no limit for
+        """Rows per sub-batch for samples of ``sample_shape``: the widest
+        activation predict stores (not a convolution's output pooled as it is
+        written) of a sub-batch about _SUB_BATCH_BYTES (at least one row), for
+        images (conv nets, where it was measured); no limit for
         feature vectors (an MLP's GEMMs want many rows) and for a shape the
         layers cannot take (the first layer's step then names the problem)."""
         if len(sample_shape) < 2:
@@ -732,8 +741,10 @@ class Sequential(Layer):
             shapes = self.infer_shapes(sample_shape)
         except ValueError:
             return 1 << 62
-        widest = max(int(np.prod(s, dtype=np.int64)) for s in shapes) * 4
-        rows = max(1, _PREDICT_CHUNK_BYTES // max(widest, 1))
+        # shapes[k] is the output of layer k - 1 (shapes[0] the input)
+        widest = max(int(np.prod(s, dtype=np.int64)) for k, s in enumerate(shapes)
+                     if k - 1 not in self._unstored) * 4
+        rows = max(1, _SUB_BATCH_BYTES // max(widest, 1))
         self._chunk_rows = (sample_shape, rows)
         return rows
 
