@@ -293,6 +293,18 @@ def test_unknown_family():
         main(["bench", "nope"])
 
 
+def test_infer_times_the_frozen_model_and_the_model_itself():
+    """bench infer's nncore side is the frozen model, nncore_predict the
+    model's own predict: both give model.predict's bits."""
+    model = bench._nncore_mlp((16, 8, 4))
+    X = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    for side in ("nncore", "nncore_predict"):
+        got = bench.infer_contender(side, (16, 8, 4), model)(X)
+        assert np.array_equal(got, model.predict(X))
+    rows = bench.bench_infer(tiny=True, peers=["numpy"], threads=1)
+    assert rows and all(row["nncore_s"] > 0 and row["nncore_predict_s"] > 0 for row in rows)
+
+
 def test_infer_with_onnxruntime():
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

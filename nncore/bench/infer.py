@@ -14,11 +14,15 @@ from .registry import family
 
 def infer_contender(name, sizes, model):
     """A function f(X) computing class scores for X with `model`'s weights:
-    nncore predict, NumPy matmuls, torch under inference_mode, scikit-learn's
+    nncore's predict on the model frozen for inference (its Dense layers'
+    one-sample splits regrouped once) and, as ``nncore_predict``, the
+    model's own predict, NumPy matmuls, torch under inference_mode, scikit-learn's
     MLPClassifier.predict_proba, onnxruntime on the exported model (its
     intra-op pool at nncore's thread count, no inter-op pool, all graph
     optimizations: its best ordinary configuration)."""
     if name == "nncore":
+        return model.freeze().predict
+    if name == "nncore_predict":
         return model.predict
     dense = [layer for layer in model.layers if hasattr(layer, "weight")]
     if name == "numpy":
@@ -75,9 +79,10 @@ def infer_contender(name, sizes, model):
 def bench_infer(quick=False, threads=2, budget=None, peers=None, tiny=False, archs=None,
                 batches=None, log=None):
     """Inference with the same weights in every framework: batch 1 (latency,
-    seconds per call) and batch 1024 (throughput, samples/s)."""
+    seconds per call) and batch 1024 (throughput, samples/s); nncore's row
+    times the frozen model, ``nncore_predict`` the model itself."""
     peers = available_peers(peers)
-    names = ["nncore"] + peers
+    names = ["nncore", "nncore_predict"] + peers
     archs = archs or ([(16, 8, 4)] if tiny else ARCHS)
     batches = batches or ([1, 8] if tiny else [1, 1024])
     budget = budget if budget is not None else (0.002 if tiny else 0.1 if quick else 0.5)
