@@ -16,8 +16,8 @@ def infer_contender(name, sizes, model):
     """A function f(X) computing class scores for X with `model`'s weights:
     nncore's predict on the model frozen for inference (its Dense layers'
     one-sample splits regrouped once) and, as ``nncore_predict``, the
-    model's own predict, NumPy matmuls, torch under inference_mode, scikit-learn's
-    MLPClassifier.predict_proba, onnxruntime on the exported model (its
+    model's own predict, NumPy matmuls, torch under inference_mode,
+    scikit-learn's MLPClassifier.predict_proba, onnxruntime on the exported model (its
     intra-op pool at nncore's thread count, no inter-op pool, all graph
     optimizations: its best ordinary configuration)."""
     if name == "nncore":

@@ -30,10 +30,10 @@ _act_forward = _core.act_forward
 # convolution's input, output and shortcut and its workspace then stay in
 # that core's L2 between layers instead of going through L3. Measured on Zen
 # 4 (1 MiB L2; docs/measurements.md), 2 threads, frozen: ResNet-20 (50 KB per
-# image at its widest: 5 images) 3,898 img/s in sub-batches of 40 images,
-# 4,376-4,524 of 2-5, 3,896-4,032 of 6-10; the small CNN (25 KB stored per
-# image: 10 images) flat from 5 to 20, 12% slower at 2 (its Dense weights
-# are read once per sub-batch). Outputs do not depend on the sub-batch (see
+# image at its widest: 5 images) 4,376-4,524 img/s in sub-batches of 2-5
+# images, 3,832-4,075 of 6-40; the small CNN (25 KB stored per image: 10
+# images) flat from 5 to 20, 12% slower at 2 (its Dense weights are read
+# once per sub-batch). Outputs do not depend on the sub-batch (see
 # _sub_batches).
 _SUB_BATCH_BYTES = _core.cache_sizes()[1] // 4
 # The largest part whose kernel calls predict records and replays
