@@ -247,6 +247,13 @@ def test_predict_memory_is_a_few_activations(rng):
     assert ws.nbytes() < layers * widest * rows / 10
 
 
+def sub_batches_of(monkeypatch, nbytes):
+    """predict's sub-batches forced to ``nbytes`` of widest stored
+    activation, and every batch above that split into them."""
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", nbytes)
+    monkeypatch.setattr(sequential, "_ONE_CALL_BYTES", nbytes)
+
+
 def sysfs_l2_bytes():
     """cpu0's L2 size from sysfs, or None."""
     root = "/sys/devices/system/cpu/cpu0/cache"
@@ -282,6 +289,32 @@ def test_sub_batches_keep_their_widest_stored_activation_in_a_quarter_of_l2():
     assert unpooled._predict_rows((1, 28, 28)) == max(1, l2 // 4 // (32 * 28 * 28 * 4))
 
 
+def test_small_batches_of_images_run_as_one_call(rng, monkeypatch):
+    """A batch whose widest stored activation fits _ONE_CALL_BYTES runs as
+    one call (the threads split each layer); a larger one in sub-batches of
+    _SUB_BATCH_BYTES, with the same bits."""
+    nn.manual_seed(2)
+    model = nn.models.small_cnn(image_size=12).eval()
+    widest = 32 * 6 * 6 * 4        # the first pooling's output, per image
+    assert model._widest_stored((1, 12, 12)) == widest
+    monkeypatch.setattr(sequential, "_ONE_CALL_BYTES", 7 * widest)
+    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * widest)
+    calls = []
+    real = sequential.Sequential._infer_recorded
+
+    def spy(self, X, ws):
+        calls.append(len(X))
+        return real(self, X, ws)
+    monkeypatch.setattr(sequential.Sequential, "_infer_recorded", spy)
+    x = rng.standard_normal((8, 1, 12, 12)).astype(np.float32)
+    whole = model.predict(x[:7])
+    assert calls == [7]
+    calls.clear()
+    split = model.predict(x)
+    assert sum(calls) == 8 and max(calls) <= 3
+    assert np.array_equal(bits(split[:7]), bits(whole))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 41, 100])
 def test_predict_does_not_depend_on_the_sub_batch(rng, num_threads, monkeypatch, n):
     """Sub-batches (forced to ~3 images here) change no bit: one call over
@@ -289,11 +322,11 @@ def test_predict_does_not_depend_on_the_sub_batch(rng, num_threads, monkeypatch,
     nn.manual_seed(1)
     model = nn.models.small_cnn(image_size=12).eval()
     x = rng.standard_normal((n, 1, 12, 12)).astype(np.float32)
-    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 1 << 40)
+    sub_batches_of(monkeypatch, 1 << 40)
     full = model.predict(x)
     assert model._predict_rows(x.shape[1:]) >= 100
     # the widest activation predict stores: the first pooling's, 32 x 6 x 6
-    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 32 * 6 * 6 * 4)
+    sub_batches_of(monkeypatch, 3 * 32 * 6 * 6 * 4)
     small = nn.Sequential(*model.layers).eval()
     assert small._predict_rows(x.shape[1:]) == 3
     for threads in (1, 2):
@@ -327,9 +360,9 @@ def test_predict_workers_give_the_bits_of_one_thread(rng, num_threads, monkeypat
     model = nn.models.resnet(8, skip=skip, width=8).eval()
     x = rng.standard_normal((23, 1, 10, 10)).astype(np.float32)
     nn.set_num_threads(1)
-    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 1 << 40)
+    sub_batches_of(monkeypatch, 1 << 40)
     whole = model.predict(x)
-    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 8 * 10 * 10 * 4)
+    sub_batches_of(monkeypatch, 3 * 8 * 10 * 10 * 4)
     model = nn.Sequential(*model.layers).eval()
     one = model.predict(x)
     calls = []
@@ -354,7 +387,7 @@ def test_predict_workers_give_the_bits_of_one_thread(rng, num_threads, monkeypat
 def test_predict_worker_error_reaches_the_caller(rng, num_threads, monkeypatch):
     nn.manual_seed(4)
     model = nn.models.small_cnn(image_size=12).eval()
-    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 32 * 6 * 6 * 4)
+    sub_batches_of(monkeypatch, 3 * 32 * 6 * 6 * 4)
     model = nn.Sequential(*model.layers).eval()
     x = rng.standard_normal((12, 1, 12, 12)).astype(np.float32)
     real = sequential.Sequential._infer_recorded
@@ -381,7 +414,7 @@ def test_predict_workers_after_fork(rng, num_threads, monkeypatch):
         pytest.skip("no fork on this platform")
     nn.manual_seed(5)
     model = nn.models.small_cnn(image_size=12).eval()
-    monkeypatch.setattr(sequential, "_SUB_BATCH_BYTES", 3 * 32 * 6 * 6 * 4)
+    sub_batches_of(monkeypatch, 3 * 32 * 6 * 6 * 4)
     model = nn.Sequential(*model.layers).eval()
     x = rng.standard_normal((12, 1, 12, 12)).astype(np.float32)
     nn.set_num_threads(2)

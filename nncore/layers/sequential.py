@@ -36,6 +36,13 @@ _act_forward = _core.act_forward
 # once per sub-batch). Outputs do not depend on the sub-batch (see
 # _sub_batches).
 _SUB_BATCH_BYTES = _core.cache_sizes()[1] // 4
+# A batch of images whose widest stored activation takes at most this many
+# bytes runs as one call, each layer split between the threads: there the
+# parts' own costs (the Python between them, the workers' wake-ups, ~0.1 ms
+# here) outweigh what L2 saves. Zen 4, 2 threads, frozen, one call against
+# parts of 5 (ResNet-20) and 10 (the small CNN) images: ResNet-20 -5% to +6%
+# at 8-48 images, the small CNN 6-18% faster at 12-48.
+_ONE_CALL_BYTES = 2 << 20
 # The largest part whose kernel calls predict records and replays
 # (_infer_recorded): a plan keeps a copy of its input, worth it for the small
 # parts where the Python between kernels counts, not for big batches.
@@ -258,7 +265,7 @@ class Sequential(Layer):
         self._owner = None                # the thread of the last forward
         self._workspaces = []             # predict buffers, one per concurrent call
         self._sample_shapes = None        # per-sample shapes through the chain, once known
-        self._chunk_rows = None           # (input sample shape, predict's sub-batch rows)
+        self._widest = None               # (input sample shape, its widest stored bytes)
         self._build_plan()
         if self.input_shape is not None:
             self.infer_shapes(self.input_shape)
@@ -336,7 +343,7 @@ class Sequential(Layer):
             layer.folds_sgd for layer in layers if layer.parameters())
 
     # (as in __init__ and _build_plan; for models pickled before they existed)
-    _chunk_rows = None
+    _widest = None
     _recordable = False
     _chain_layers = ()
     _unstored = frozenset()
@@ -642,6 +649,7 @@ class Sequential(Layer):
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         X = X if _core.rows_f32(X, -1) > 0 else layer_input(self._name, X, None, "X")
         n = X.shape[0]
+        widest = self._widest_stored(X.shape[1:])
         rows = self._predict_rows(X.shape[1:])
         # One workspace per concurrent call: taken from the pool (list.pop and
         # append are atomic), or new when every pooled one is in use.
@@ -650,7 +658,8 @@ class Sequential(Layer):
         except IndexError:
             ws = Buffers(self._name + ".predict")
         try:
-            if n <= batch_size and n <= rows:    # one call: the common case at small batches
+            if n <= batch_size and (widest is None or n * widest <= _ONE_CALL_BYTES):
+                # one call: the common case at small batches
                 y = self._infer_recorded(X, ws)
                 if y.size >= _GUARD_FLOATS:
                     _guard.check_memory(4 * y.size, lambda: f"{self._name}.predict: the output")
@@ -725,28 +734,33 @@ class Sequential(Layer):
         for f in futures:
             f.result()
 
-    def _predict_rows(self, sample_shape):
-        """Rows per sub-batch for samples of ``sample_shape``: the widest
-        activation predict stores (not a convolution's output pooled as it is
-        written) of a sub-batch about _SUB_BATCH_BYTES (at least one row), for
-        images (conv nets, where it was measured); no limit for
-        feature vectors (an MLP's GEMMs want many rows) and for a shape the
-        layers cannot take (the first layer's step then names the problem)."""
+    def _widest_stored(self, sample_shape):
+        """Bytes per sample of the widest activation predict stores (not a
+        convolution's output pooled as it is written) for images of
+        ``sample_shape``; None for feature vectors (an MLP's GEMMs want many
+        rows) and for a shape the layers cannot take (the first layer's step
+        then names the problem)."""
         if len(sample_shape) < 2:
-            return 1 << 62
-        cached = self._chunk_rows
+            return None
+        cached = self._widest
         if cached is not None and cached[0] == sample_shape:
             return cached[1]
         try:
             shapes = self.infer_shapes(sample_shape)
         except ValueError:
-            return 1 << 62
+            return None
         # shapes[k] is the output of layer k - 1 (shapes[0] the input)
-        widest = max(int(np.prod(s, dtype=np.int64)) for k, s in enumerate(shapes)
-                     if k - 1 not in self._unstored) * 4
-        rows = max(1, _SUB_BATCH_BYTES // max(widest, 1))
-        self._chunk_rows = (sample_shape, rows)
-        return rows
+        widest = max(1, max(int(np.prod(s, dtype=np.int64)) for k, s in enumerate(shapes)
+                            if k - 1 not in self._unstored) * 4)
+        self._widest = (sample_shape, widest)
+        return widest
+
+    def _predict_rows(self, sample_shape):
+        """Rows per sub-batch of a batch of images larger than one call
+        takes: the widest stored activation of a sub-batch about
+        _SUB_BATCH_BYTES (at least one row); no limit for feature vectors."""
+        widest = self._widest_stored(sample_shape)
+        return 1 << 62 if widest is None else max(1, _SUB_BATCH_BYTES // widest)
 
     def _output_is_probability(self):
         last = self.layers[-1] if self.layers else None
