@@ -39,9 +39,10 @@ _SUB_BATCH_BYTES = _core.cache_sizes()[1] // 4
 # A batch of images whose widest stored activation takes at most this many
 # bytes runs as one call, each layer split between the threads: there the
 # parts' own costs (the Python between them, the workers' wake-ups, ~0.1 ms
-# here) outweigh what L2 saves. Zen 4, 2 threads, frozen, one call against
-# parts of 5 (ResNet-20) and 10 (the small CNN) images: ResNet-20 -5% to +6%
-# at 8-48 images, the small CNN 6-18% faster at 12-48.
+# here) outweigh what L2 saves. Zen 4, 2 threads, frozen, parts of 5
+# (ResNet-20) and 10 (the small CNN) images against one call: ResNet-20 -5%
+# to +6% at 8-48 images, the small CNN 6-18% slower at 12-48
+# (docs/measurements.md).
 _ONE_CALL_BYTES = 2 << 20
 # The largest part whose kernel calls predict records and replays
 # (_infer_recorded): a plan keeps a copy of its input, worth it for the small
