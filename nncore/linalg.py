@@ -12,17 +12,24 @@ _F32 = np.dtype(np.float32)
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _as_float32_matrix(x, name):
+def _as_float32_matrix(x, name, trans):
+    """(x as the float32 C-contiguous matrix the GEMM reads, its trans flag):
+    such a matrix as it is; a Fortran-ordered float32 one (a transposed view
+    such as ``b.T``) as its C-contiguous transpose with the flag flipped, the
+    same op(x) without a copy; anything else converted once."""
     if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2:
         flags = x.flags
-        if flags.c_contiguous and flags.aligned:
-            return x  # the common case, checked cheaply: small products are call-bound
+        if flags.aligned:
+            if flags.c_contiguous:
+                return x, trans  # the common case, checked cheaply: small products are call-bound
+            if flags.f_contiguous:
+                return x.T, not trans
     arr = _guard.as_array(x, "matmul", name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"matmul: {name} has dtype {arr.dtype}; expected real numbers")
     if arr.ndim != 2:
         raise ValueError(f"matmul: {name} must be 2-D, got shape {arr.shape}")
-    return _guard.c_array(arr, _F32, "matmul", name)
+    return _guard.c_array(arr, _F32, "matmul", name), trans
 
 
 def _flag(value, name):
@@ -89,13 +96,16 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None,
     trans_b = trans_b if trans_b is False else _flag(trans_b, "trans_b")
     alpha = 1.0 if alpha == 1.0 and type(alpha) is float else _scalar(alpha, "alpha")
     beta = 0.0 if beta == 0.0 and type(beta) is float else _scalar(beta, "beta")
-    a = _as_float32_matrix(a, "a")
-    b = _as_float32_matrix(b, "b")
+    given = (trans_a, trans_b)
+    a, trans_a = _as_float32_matrix(a, "a", trans_a)
+    b, trans_b = _as_float32_matrix(b, "b", trans_b)
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if k != kb:
-        raise ValueError(f"matmul: shapes {a.shape}{'.T' if trans_a else ''} and "
-                         f"{b.shape}{'.T' if trans_b else ''} do not align: {k} != {kb}")
+    if k != kb:     # named as given: a flipped flag's matrix shown transposed back
+        shape_a = a.shape[::-1] if trans_a != given[0] else a.shape
+        shape_b = b.shape[::-1] if trans_b != given[1] else b.shape
+        raise ValueError(f"matmul: shapes {shape_a}{'.T' if given[0] else ''} and "
+                         f"{shape_b}{'.T' if given[1] else ''} do not align: {k} != {kb}")
     if out is None:
         if beta != 0.0:
             raise ValueError("matmul: beta != 0 needs an `out` array to accumulate into")

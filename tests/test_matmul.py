@@ -218,6 +218,39 @@ def test_converts_array_likes(rng):
     np.testing.assert_allclose(nncore.matmul(a, b), np.array(a) @ b)
 
 
+@pytest.mark.parametrize("m,k,n", [(1, 300, 40), (7, 5, 3), (33, 1000, 17), (64, 257, 129)])
+def test_fortran_ordered_float32_is_read_transposed_without_a_copy(rng, num_threads,
+                                                                   monkeypatch, m, k, n):
+    """A float32 matrix in Fortran order (x.T of a C-contiguous x) is read
+    as the flipped transpose flag of x: nothing converted, the bits of that
+    call, the values of float64 NumPy."""
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    bt = rng.standard_normal((n, k)).astype(np.float32)
+    want = {(ta, tb): nncore.matmul(a.T.copy() if ta else a, bt if tb else bt.T.copy(),
+                                    trans_a=ta, trans_b=tb) for ta in (0, 1) for tb in (0, 1)}
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("an operand was converted")
+    monkeypatch.setattr(_guard, "c_array", no_copy)
+    reference = a.astype(np.float64) @ bt.T.astype(np.float64)
+    for threads in (1, 2):
+        nncore.set_num_threads(threads)
+        # b.T (Fortran order) reads as bt with trans_b; a in Fortran order as a.T with trans_a
+        got_b = nncore.matmul(a, bt.T)
+        got_ab = nncore.matmul(np.asfortranarray(a), bt.T)
+        got_t = nncore.matmul(np.asfortranarray(a.T), bt.T, trans_a=True)
+        assert np.array_equal(got_b, want[0, 1])
+        assert np.array_equal(got_ab, want[1, 1])
+        assert np.array_equal(got_t, want[0, 1])
+        for got in (got_b, got_ab, got_t):
+            np.testing.assert_allclose(got, reference, rtol=0,
+                                       atol=1e-5 * np.abs(a).sum(1).max() * np.abs(bt).max())
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(6, 5\) do not align"):
+        nncore.matmul(np.zeros((3, 4), np.float32), np.zeros((5, 6), np.float32).T)
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(6, 5\)\.T do not align"):
+        nncore.matmul(np.zeros((3, 4), np.float32), np.zeros((5, 6), np.float32).T, trans_b=True)
+
+
 def test_errors():
     a = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 5\)"):
