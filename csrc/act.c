@@ -197,3 +197,15 @@ void NN_ISA_FN(add_act)(int64_t n, const float *a, const float *b, int act, floa
                 y[i] = a[i] + b[i];
         });
 }
+
+/* dx = relu_backward(y, a + b): the bits of add, then relu_backward on the
+ * ReLU's output y (a residual block's input gradient through the ReLU before
+ * the block). dx may be a or b. */
+void NN_ISA_FN(add_relu_backward)(int64_t n, const float *a, const float *b, const float *y,
+                                  float *dx)
+{
+    NN_FOR_RANGES(n, lo, hi, {
+        for (int64_t i = lo; i < hi; i++)
+            dx[i] = nn_keep_if_pos(y[i], a[i] + b[i]);
+    });
+}

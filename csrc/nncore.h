@@ -83,7 +83,9 @@ static inline int nn_epilogue_supports(int act)
  * exact (erf) one. Softmax is row-wise over an m x n row-major matrix
  * (leading dimension n). add_act: y = act(a + b), a residual block's sum and
  * the ReLU after it in one pass (act NN_ACT_NONE or NN_ACT_RELU; y may be a
- * or b). */
+ * or b). add_relu_backward: dx = relu_backward(y, a + b), a residual block's
+ * two input gradients summed and passed back through the ReLU before the
+ * block, whose output y is the block's input (dx may be a or b). */
 #define NN_KERNELS_ACT(X) \
     X(relu_forward, (int64_t n, const float *x, float *y), (n, x, y)) \
     X(relu_backward, (int64_t n, const float *x, const float *dy, float *dx), (n, x, dy, dx)) \
@@ -99,7 +101,9 @@ static inline int nn_epilogue_supports(int act)
     X(softmax_forward, (int64_t m, int64_t n, const float *x, float *y), (m, n, x, y)) \
     X(softmax_backward, (int64_t m, int64_t n, const float *y, const float *dy, float *dx), \
       (m, n, y, dy, dx)) \
-    X(add_act, (int64_t n, const float *a, const float *b, int act, float *y), (n, a, b, act, y))
+    X(add_act, (int64_t n, const float *a, const float *b, int act, float *y), (n, a, b, act, y)) \
+    X(add_relu_backward, (int64_t n, const float *a, const float *b, const float *y, float *dx), \
+      (n, a, b, y, dx))
 NN_KERNELS_ACT(NN_DECLARE_KERNEL)
 
 /* ---- Dense bias gradient (bias.c): db[j] = sum_i dy[i * ldy + j], in row

@@ -34,6 +34,8 @@ cdef extern from "nncore.h" nogil:
     void nn_relu_forward(int64_t n, const float *x, float *y)
     void nn_relu_backward(int64_t n, const float *x, const float *dy, float *dx)
     void nn_add_act(int64_t n, const float *a, const float *b, int act, float *y)
+    void nn_add_relu_backward(int64_t n, const float *a, const float *b, const float *y,
+                              float *dx)
     void nn_leaky_relu_forward(int64_t n, const float *x, float *y, float slope)
     void nn_leaky_relu_backward(int64_t n, const float *x, const float *dy, float *dx,
                                 float slope)

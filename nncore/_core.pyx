@@ -339,6 +339,27 @@ def act_backward(int act, cnp.ndarray saved not None, cnp.ndarray dy not None,
                 raise ValueError(f"act_backward: unknown activation code {act}")
 
 
+def add_relu_backward(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray y not None,
+                      cnp.ndarray dx not None):
+    """dx = act_backward(RELU, y, a + b) in one pass (float32 arrays of one
+    shape; dx may be a or b): a residual block's two input gradients summed
+    and passed back through the ReLU before the block, whose output y is the
+    block's input."""
+    cdef str fn = "add_relu_backward"
+    shape = (<object>a).shape
+    if (<object>b).shape != shape or (<object>y).shape != shape or (<object>dx).shape != shape:
+        raise ValueError(f"{fn}: shapes {shape}, {(<object>b).shape}, {(<object>y).shape} "
+                         f"and {(<object>dx).shape} must match")
+    cdef int64_t n = cnp.PyArray_SIZE(a)
+    cdef const float *pa = _fin(a, n, fn, "a")
+    cdef const float *pb = _fin(b, n, fn, "b")
+    cdef const float *py = _fin(y, n, fn, "y")
+    cdef float *pdx = _fout(dx, n, fn, "dx")
+    if n:
+        with nogil:
+            nn_add_relu_backward(n, pa, pb, py, pdx)
+
+
 cdef int _dense_layer(int64_t m, int64_t k, cnp.ndarray w, object b, cnp.ndarray y, int act,
                       str fn, nn_dense_layer *layer) except -1:
     """Check y = act(x @ w + b) for an input x of shape (m, k) (act: NONE or

@@ -161,6 +161,66 @@ def test_residual_then_relu_trains_in_one_pass(isa, rng, num_threads, shortcut):
     check_grads(model, x, rng, h=1e-3)      # at the default 1e-2 an output crossed the kink
 
 
+@pytest.mark.parametrize("n", [7, 200_003])      # one range; ranges over the threads
+def test_add_relu_backward_kernel(isa, rng, num_threads, n):
+    """dx = relu_backward(y, a + b): the bits of the sum, then the mask."""
+    from nncore import _core
+    a, b, y = (rng.standard_normal(n).astype(F32) for _ in range(3))
+    a[:4], y[:4] = [np.nan, -0.0, 1.0, 2.0], [1.0, 1.0, np.nan, 0.0]
+    b[1] = -0.0
+    want = np.where(y > 0, a + b, F32(0))
+    for threads in (1, 2):
+        nn.set_num_threads(threads)
+        dx = np.empty_like(a)
+        _core.add_relu_backward(a, b, y, dx)
+        assert np.array_equal(dx.view(np.uint32), want.view(np.uint32))  # -0.0 kept where y > 0
+        inplace = a.copy()
+        _core.add_relu_backward(inplace, b, y, inplace)
+        assert np.array_equal(inplace.view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match="must match"):
+        _core.add_relu_backward(a, b, y[:3], dx)
+
+
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_relu_before_a_residual_runs_in_its_gradient_sum(isa, rng, num_threads, monkeypatch,
+                                                         shortcut):
+    """The backward of a ReLU before a Residual runs in the block's sum of
+    its branches' input gradients (relu_before), not as a pass of its own
+    nor in the previous block's (relu_after): the bits of those steps."""
+    def model():
+        nn.manual_seed(6)
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+            nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))), nn.ReLU(),
+            nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)),
+                        nn.Conv2d(4, 4, 1) if shortcut else None), nn.ReLU(),
+            nn.GlobalAvgPool2d(), nn.Dense(4, 3))
+
+    x = images(rng, (3, 3, 6, 6))
+    dy = rng.standard_normal((3, 3)).astype(F32)
+    fused = model()
+    steps = dict(fused._backward_calls(True))
+    assert steps[2].__name__ == steps[4].__name__ == "_take_grad"
+    assert steps[3].keywords == {"relu_before": True}
+    assert steps[5].keywords == {"relu_after": True, "relu_before": True}
+    assert not hasattr(steps[1], "keywords")        # the first ReLU is no longer BatchNorm's
+    monkeypatch.setattr(nn.Residual, "absorbs_relu_backward", False)
+    unfused = model()
+    assert "relu_before" not in getattr(dict(unfused._backward_calls(True))[3], "keywords", {})
+    monkeypatch.undo()
+    for threads in (1, 2):
+        nn.set_num_threads(threads)
+        results = []
+        for m in (fused, unfused):
+            m.train()
+            m.forward(x)
+            dx = m.backward(dy)
+            results.append([dx.copy()] + [g.copy() for _, g in m.parameters()])
+        for a, b in zip(*results):
+            assert np.array_equal(a, b)
+        assert np.abs(results[0][0]).max() > 0
+
+
 # ---- the same numbers as PyTorch ----
 
 def torch_conv(torch, layer):

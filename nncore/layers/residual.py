@@ -22,9 +22,12 @@ class Residual(Layer):
 
     is_container = True
     # a ReLU after the block runs in the sum's pass when training; its
-    # backward then runs in this block's (relu_after)
+    # backward then runs in this block's (relu_after); the backward of a ReLU
+    # before the block runs in the pass that sums the branches' input
+    # gradients (relu_before)
     epilogue_acts = _RELU
     absorbs_act_relu_backward = True
+    absorbs_relu_backward = True
 
     def __init__(self, body, shortcut=None):
         for name, layer in (("body", body), ("shortcut", shortcut)):
@@ -38,6 +41,7 @@ class Residual(Layer):
         self.body, self.shortcut = body, shortcut
         self._buf = Buffers(self._name)
         self._shape = self._in_shape = None
+        self._x = None      # the last training input (a ReLU's output, for relu_before)
 
     def sublayers(self):
         return tuple(layer for _, layer in self._branches)
@@ -98,13 +102,18 @@ class Residual(Layer):
 
     # ---- passes ----
 
-    def _sum(self, a, b, name, ws=None, act_name=None):
+    def _sum(self, a, b, name, ws=None, act_name=None, relu_y=None):
+        """act(a + b), or with relu_y the gradient a + b through a ReLU whose
+        output was relu_y, into the buffer ``name`` (predict: ws's)."""
         if a.shape != b.shape:
             raise ValueError(f"{self._name}: the body gives shape {a.shape}, the shortcut "
                              f"{b.shape}; they must match")
         # predict: ws's buffer, the call recorded (see Sequential.predict)
         out = self._buf.get(name, a.shape) if ws is None else ws.take(a.shape, a, b)
-        _core.add(a, b, out, _core.ACT_CODES[act_name] if act_name else 0)
+        if relu_y is not None:
+            _core.add_relu_backward(a, b, relu_y, out)
+        else:
+            _core.add(a, b, out, _core.ACT_CODES[act_name] if act_name else 0)
         return out
 
     def forward(self, x):
@@ -118,13 +127,15 @@ class Residual(Layer):
         a = self.body.forward(x)
         b = self.shortcut.forward(x) if self.shortcut is not None else x
         y = self._sum(a, b, "y", act_name=act_name)
-        self._shape, self._in_shape = y.shape, x.shape
+        self._shape, self._in_shape, self._x = y.shape, x.shape, x
         return y
 
-    def backward(self, grad, input_grad=True, relu_after=False):
+    def backward(self, grad, input_grad=True, relu_after=False, relu_before=False):
         """The input gradient for ``grad``; with ``relu_after``, ``grad`` is
         that of the ReLU folded into the last ``forward_act`` and first goes
-        through it (where the output is > 0)."""
+        through it (where the output is > 0); with ``relu_before``, the input
+        gradient goes on through the ReLU whose output was this block's input,
+        in the pass that sums the branches' gradients."""
         if self._shape is None:
             raise not_ready(self)
         grad = check_grad(self, grad, self._shape)
@@ -137,7 +148,7 @@ class Residual(Layer):
         # shortcut's runs (they never share one)
         da = self.body.backward(grad)
         db = self.shortcut.backward(grad) if self.shortcut is not None else grad
-        return self._sum(da, db, "dx")
+        return self._sum(da, db, "dx", relu_y=self._x if relu_before else None)
 
     @property
     def infer_acts(self):
@@ -176,7 +187,7 @@ class Residual(Layer):
             ws.release()
 
     def _forget(self):
-        self._shape = None
+        self._shape = self._x = None
         for _, layer in self._branches:
             layer._forget()
 
