@@ -651,7 +651,6 @@ class Sequential(Layer):
         X = X if _core.rows_f32(X, -1) > 0 else layer_input(self._name, X, None, "X")
         n = X.shape[0]
         widest = self._widest_stored(X.shape[1:])
-        rows = self._predict_rows(X.shape[1:])
         # One workspace per concurrent call: taken from the pool (list.pop and
         # append are atomic), or new when every pooled one is in use.
         try:
@@ -667,6 +666,7 @@ class Sequential(Layer):
                 return y.copy()
             # Images: one worker per thread, each running its share of the
             # sub-batches on one thread, when each gets a whole sub-batch
+            rows = self._predict_rows(X.shape[1:])
             workers = min(_core.get_num_threads(), n // rows)
             parts = list(_sub_batches(n, batch_size, rows, max(workers, 1)))
             out = _Output(n, self._name)
