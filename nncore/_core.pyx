@@ -13,6 +13,8 @@ from libc.string cimport memcpy
 cimport numpy as cnp
 import threading
 
+from . import _guard
+
 cnp.import_array()
 
 cdef int check(int status, str what) except -1:
@@ -253,17 +255,6 @@ cdef inline int _check_array(cnp.ndarray a, int typenum, bint writable, str fn,
     return 0
 
 
-cdef cnp.ndarray _aligned_floats(int64_t count):
-    """A new float32 array of count values starting on a cache line (64
-    bytes), as _guard.empty's: NumPy's large arrays start 16 bytes past one
-    here, and every vector load from packed weights then touches two lines
-    (a one-image predict of the small CNN and of ResNet-20 5-6% slower)."""
-    cdef cnp.npy_intp n = count + 16
-    cdef cnp.ndarray raw = cnp.PyArray_EMPTY(1, &n, cnp.NPY_FLOAT32, 0)
-    cdef size_t skew = (64 - <size_t>cnp.PyArray_DATA(raw) % 64) % 64 // 4
-    return raw[skew:skew + count]
-
-
 cdef inline float *_fin(cnp.ndarray a, int64_t n, str fn, str name) except NULL:
     """The data of a float32 C-contiguous array of n elements (read only)."""
     _check_array(a, cnp.NPY_FLOAT32, False, fn, name)
@@ -418,7 +409,8 @@ def dense_split_weights(cnp.ndarray w not None, int team):
         raise ValueError(f"dense_split_weights: team must be in [1, {NN_MAX_THREADS}], "
                          f"got {team}")
     cdef const float *pw = _fin(w, k * n, "dense_split_weights", "w")
-    cdef cnp.ndarray out = _aligned_floats(k * n).reshape((k, n))
+    cdef cnp.ndarray out = _guard.empty((k, n), "float32",
+                                        "dense_split_weights: the regrouped weights")
     with nogil:
         nn_dense_split_weights(k, n, pw, team, <float *>cnp.PyArray_DATA(out))
     return out
@@ -1378,7 +1370,9 @@ def conv2d_pack(tuple x_shape, cnp.ndarray w, object b=None, object bn_weight=No
     check(status, fn)
     if need == 0:
         return None
-    cdef cnp.ndarray out = _aligned_floats(need)
+    # on a cache line (NumPy's large arrays start 16 bytes past one here, and
+    # every vector load of the weights would touch two lines)
+    cdef cnp.ndarray out = _guard.empty((need,), "float32", f"{fn}: the packed weights")
     cdef float *po = <float *>cnp.PyArray_DATA(out)
     with nogil:
         status = nn_conv2d_pack_forward(&p, pw, pb, pg, pbb, prm, prv, <float>eps, po, need,

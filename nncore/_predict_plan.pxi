@@ -300,7 +300,7 @@ cdef class _Layouts:
                 return t
         t = _Tensor()
         t.ptr, t.nbytes, t.n, t.c, t.hw = ptr, <size_t>(n * c * hw * 4), n, c, hw
-        t.twin = _aligned_floats(n * c * hw)
+        t.twin = _guard.empty((n * c * hw,), "float32", "predict: an nChw16c tensor")
         t.blk = <float *>cnp.PyArray_DATA(<cnp.ndarray>t.twin)
         t.nchw_ok, t.blk_ok = True, False
         self.tensors.append(t)
